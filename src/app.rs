@@ -1,0 +1,137 @@
+//! The composition root: prepares log roots, binds listeners, spawns every long-lived task on
+//! one `TaskTracker` under one `CancellationToken`, and runs the one shutdown sequence.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::logs::{janitor, LogSettings};
+use crate::net::{self, Listener};
+use crate::node::Nodes;
+use crate::session::Shared;
+use crate::telemetry::Telemetry;
+use crate::utc;
+
+/// Shutdown did not finish within the grace period.
+#[derive(Debug, thiserror::Error)]
+#[error("shutdown grace period of {0:?} passed with {1} task(s) still running")]
+pub struct DrainTimeout(pub Duration, pub usize);
+
+/// Runs tracerd with `config` until `shutdown` resolves, then drains and returns.
+///
+/// `on_ready` is called with the bound listener addresses once every listener is bound and
+/// every log root is writable.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&[String]),
+) -> anyhow::Result<()> {
+    let logs = Arc::new(LogSettings::from_config(&config));
+    for target in &logs.targets {
+        prepare_root(&target.root)?;
+        tracing::info!(root = %target.root.display(), format = ?target.format, "writing node logs");
+    }
+    let mut listeners = Vec::new();
+    for addr in &config.tracerd.native.accept_at {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("binding native listener {addr}"))?;
+        tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
+        listeners.push(listener);
+    }
+    let shared = Arc::new(Shared {
+        network_magic: config.network_magic,
+        limits: config.tracerd.limits.clone(),
+        logs: logs.clone(),
+        nodes: Nodes::default(),
+        telemetry: Telemetry::new(),
+    });
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(config.tracerd.limits.max_connections as usize));
+    let described: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let socket_paths: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.socket_path().map(Path::to_path_buf))
+        .collect();
+    for listener in listeners {
+        tracker.spawn(net::accept_loop(
+            listener,
+            shared.clone(),
+            limit.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+    }
+    tracker.spawn(prune_periodically(logs.clone(), shared.telemetry.clone(), cancel.clone()));
+    on_ready(&described);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections; draining sessions");
+    cancel.cancel();
+    tracker.close();
+    let grace = Duration::from_secs_f64(config.tracerd.shutdown_grace_secs);
+    let drained = tokio::time::timeout(grace, tracker.wait()).await;
+    for path in socket_paths {
+        let _ = std::fs::remove_file(path);
+    }
+    match drained {
+        Ok(()) => {
+            tracing::info!("shutdown complete");
+            Ok(())
+        }
+        Err(_) => Err(DrainTimeout(grace, tracker.len()).into()),
+    }
+}
+
+fn prepare_root(root: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("creating log root {}", root.display()))?;
+    let probe = root.join(format!(".tracerd-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("log root {} is not writable", root.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+async fn prune_periodically(logs: Arc<LogSettings>, telemetry: Telemetry, cancel: CancellationToken) {
+    if logs.policy.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(logs.prune_every_secs));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let settings = logs.clone();
+        match tokio::task::spawn_blocking(move || janitor::prune_all(&settings, utc::now_unix())).await {
+            Ok(pass) => telemetry.files_pruned.inc_by(pass.deleted),
+            Err(e) => tracing::error!(error = %e, "retention pass failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stop requested"),
+    }
+}

@@ -1,0 +1,664 @@
+//! Configuration: the file format (cardano-tracer's keys plus a `tracerd` section), its
+//! defaults, and validation that reports every problem at once.
+//!
+//! The same [`Config`] struct is what the file deserialises into and what `print-config`
+//! serialises, so the printed effective config is itself a valid config file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Mainnet's network magic, the default for `networkMagic`.
+pub const DEFAULT_NETWORK_MAGIC: u32 = 764_824_073;
+/// Default largest native frame, in bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// Default per-node queue depth, in batches.
+pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+/// Default handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
+/// Default connection limit (native listeners together).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// Default shutdown grace period.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
+/// Default rotation check period (cardano-tracer's default).
+pub const DEFAULT_ROTATION_FREQUENCY_SECS: u32 = 60;
+/// Default maximum age of non-current log files: 24 h (cardano-tracer's default).
+pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
+
+/// The whole configuration, cardano-tracer keys first. Field names are cardano-tracer's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// Network magic every node must present in its handshake.
+    #[serde(default = "default_network_magic")]
+    pub network_magic: u32,
+    /// Cardano forwarding protocol endpoint (`AcceptAt` / `ConnectTo`). Parsed and kept; served
+    /// by the Cardano protocol issue (#7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    /// Trace objects per Cardano request (kept for #7).
+    #[serde(default = "default_lo_request_num")]
+    pub lo_request_num: u16,
+    /// Cardano metrics poll period in seconds (kept for #7).
+    #[serde(default = "default_ekg_request_freq")]
+    pub ekg_request_freq: f64,
+    /// Request full metric sets instead of deltas (kept for #7).
+    #[serde(default)]
+    pub ekg_request_full: bool,
+    /// EKG-compatible HTTP endpoint (kept for #3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_ekg: Option<Endpoint>,
+    /// Prometheus HTTP endpoint (kept for #3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_prometheus: Option<Endpoint>,
+    /// cardano-tracer's timeseries endpoint: parsed, not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_timeseries: Option<Endpoint>,
+    /// TLS for the HTTP endpoints: parsed, not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_certificate: Option<TlsCertificate>,
+    /// Log targets; each is written in parallel.
+    #[serde(default = "default_logging")]
+    pub logging: Vec<LoggingParams>,
+    /// Rotation parameters; without them each connection writes one growing file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationParams>,
+    /// Verbosity of connection problem reports.
+    #[serde(default)]
+    pub verbosity: Verbosity,
+    /// Strip `_int`, `_counter`, `_real` from Prometheus names (kept for #3).
+    #[serde(default)]
+    pub metrics_no_suffix: bool,
+    /// HELP texts: a path to a JSON file or an inline map (kept for #3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_help: Option<MetricsHelp>,
+    /// Extra labels for Prometheus service discovery (kept for #3).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prometheus_labels: BTreeMap<String, String>,
+    /// Period of the daemon's own resource report, in milliseconds (kept for #6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_freq: Option<u64>,
+    /// cardano-tracer re-forwarding: parsed and kept as is, not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_forwarding: Option<serde_json::Value>,
+    /// tracerd's own settings.
+    #[serde(default)]
+    pub tracerd: TracerdSettings,
+}
+
+/// cardano-tracer's `network` key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "tag", content = "contents")]
+pub enum Network {
+    /// tracerd listens; nodes connect.
+    AcceptAt(Address),
+    /// tracerd dials each node.
+    ConnectTo(Vec<Address>),
+}
+
+/// A socket address as cardano-tracer writes it: `host:port` is TCP, anything else a Unix path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// A Unix stream socket path.
+    Unix(PathBuf),
+    /// A TCP host (name, IPv4, or IPv6 in brackets) and port.
+    Tcp {
+        /// Host part without brackets.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl Address {
+    /// Parses cardano-tracer's address syntax. `[::1]:3179` is TCP over IPv6; a path that ends
+    /// in `:<digits>` would be TCP too, as in cardano-tracer, so write such paths as `./x:1`.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        if text.is_empty() {
+            return Err("empty address".to_string());
+        }
+        if let Some((host, port)) = text.rsplit_once(':') {
+            let is_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            if is_port && !host.is_empty() && !host.contains('/') {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("port {port} in {text:?} is not in 0..=65535"))?;
+                return Ok(Address::Tcp {
+                    host: host.to_string(),
+                    port,
+                });
+            }
+        }
+        Ok(Address::Unix(PathBuf::from(text)))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Unix(path) => write!(f, "{}", path.display()),
+            Address::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Address::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl Serialize for Address {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Address {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Address::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An HTTP endpoint (`epHost`, `epPort`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// Host to bind.
+    pub ep_host: String,
+    /// Port to bind.
+    pub ep_port: u16,
+    /// Serve HTTPS only (not supported; validation says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_force_ssl: Option<bool>,
+}
+
+/// cardano-tracer's `tlsCertificate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// PEM certificate.
+    pub certificate_file: String,
+    /// PEM key.
+    pub certificate_key_file: String,
+    /// Intermediate certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_chain: Vec<String>,
+}
+
+/// One log target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoggingParams {
+    /// Directory under which each node gets its own sub-directory.
+    pub log_root: PathBuf,
+    /// Files or journald.
+    pub log_mode: LogMode,
+    /// JSON lines or human text.
+    pub log_format: LogFormat,
+}
+
+/// Where a log target writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LogMode {
+    /// Per-node files under `logRoot`.
+    FileMode,
+    /// systemd-journald (issue #6; refused at validation until then).
+    JournalMode,
+}
+
+/// The format of a log target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LogFormat {
+    /// One line of text per trace object; files end in `.log`.
+    ForHuman,
+    /// One JSON object per line; files end in `.json`.
+    ForMachine,
+}
+
+impl LogFormat {
+    /// File extension (and symlink name suffix) of this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            LogFormat::ForHuman => "log",
+            LogFormat::ForMachine => "json",
+        }
+    }
+}
+
+/// cardano-tracer's rotation parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RotationParams {
+    /// Period of the pruning check, in seconds.
+    #[serde(default = "default_rotation_frequency")]
+    pub rp_frequency_secs: u32,
+    /// Size limit of a log file in bytes, checked on every write.
+    pub rp_log_limit_bytes: u64,
+    /// Maximum age of non-current files, in minutes (wins over `rpMaxAgeHours`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rp_max_age_minutes: Option<u64>,
+    /// Maximum age of non-current files, in hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rp_max_age_hours: Option<f64>,
+    /// Number of newest non-current files always kept.
+    pub rp_keep_files_num: u32,
+}
+
+impl RotationParams {
+    /// The effective maximum age in seconds: minutes win over hours, default 24 h.
+    pub fn max_age_secs(&self) -> u64 {
+        match (self.rp_max_age_minutes, self.rp_max_age_hours) {
+            (Some(m), _) => m.saturating_mul(60),
+            (None, Some(h)) if h.is_finite() && h > 0.0 => (h * 3600.0) as u64,
+            (None, Some(_)) => 0,
+            (None, None) => DEFAULT_MAX_AGE_MINUTES * 60,
+        }
+    }
+}
+
+/// cardano-tracer's verbosity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verbosity {
+    /// Suppress connection problem reports.
+    Minimum,
+    /// Report connection errors (default).
+    #[default]
+    ErrorsOnly,
+    /// Report every connection event.
+    Maximum,
+}
+
+/// `metricsHelp`: a path to a JSON file or an inline map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum MetricsHelp {
+    /// Path of a JSON object file `{name: help}`.
+    File(PathBuf),
+    /// Inline map `{name: help}`.
+    Inline(BTreeMap<String, String>),
+}
+
+/// tracerd's own settings, under the `tracerd` key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracerdSettings {
+    /// Native protocol listeners.
+    #[serde(default)]
+    pub native: NativeSettings,
+    /// Bounds.
+    #[serde(default)]
+    pub limits: Limits,
+    /// How long shutdown may take before tracerd gives up draining, in seconds.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for TracerdSettings {
+    fn default() -> Self {
+        TracerdSettings {
+            native: NativeSettings::default(),
+            limits: Limits::default(),
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+        }
+    }
+}
+
+/// Native protocol listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NativeSettings {
+    /// Addresses to listen on: Unix socket paths and `host:port` TCP addresses.
+    #[serde(default = "default_native_accept_at")]
+    pub accept_at: Vec<Address>,
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        NativeSettings {
+            accept_at: default_native_accept_at(),
+        }
+    }
+}
+
+/// Bounds on what one connection may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Largest frame accepted, in bytes; checked before allocating.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// Per-node queue depth between the connection and its writer, in batches.
+    #[serde(default = "default_queue_batches")]
+    pub queue_batches: usize,
+    /// Time a new connection has to send its `Hello`, in seconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: f64,
+    /// Connections served at once; further connections are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+fn default_network_magic() -> u32 {
+    DEFAULT_NETWORK_MAGIC
+}
+fn default_lo_request_num() -> u16 {
+    100
+}
+fn default_ekg_request_freq() -> f64 {
+    1.0
+}
+fn default_logging() -> Vec<LoggingParams> {
+    vec![LoggingParams {
+        log_root: PathBuf::from("./logs"),
+        log_mode: LogMode::FileMode,
+        log_format: LogFormat::ForMachine,
+    }]
+}
+fn default_rotation_frequency() -> u32 {
+    DEFAULT_ROTATION_FREQUENCY_SECS
+}
+fn default_shutdown_grace() -> f64 {
+    DEFAULT_SHUTDOWN_GRACE_SECS
+}
+fn default_native_accept_at() -> Vec<Address> {
+    vec![
+        Address::Unix(PathBuf::from("./tracerd.sock")),
+        Address::Tcp {
+            host: "127.0.0.1".to_string(),
+            port: 3179,
+        },
+    ]
+}
+fn default_max_frame_bytes() -> u32 {
+    DEFAULT_MAX_FRAME_BYTES
+}
+fn default_queue_batches() -> usize {
+    DEFAULT_QUEUE_BATCHES
+}
+fn default_handshake_timeout() -> f64 {
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS
+}
+fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+impl Default for Config {
+    /// The embedded default config: native listeners on `./tracerd.sock` and
+    /// `127.0.0.1:3179`, machine logs under `./logs`.
+    fn default() -> Self {
+        Config {
+            network_magic: DEFAULT_NETWORK_MAGIC,
+            network: None,
+            lo_request_num: default_lo_request_num(),
+            ekg_request_freq: default_ekg_request_freq(),
+            ekg_request_full: false,
+            has_ekg: None,
+            has_prometheus: None,
+            has_timeseries: None,
+            tls_certificate: None,
+            logging: default_logging(),
+            rotation: None,
+            verbosity: Verbosity::default(),
+            metrics_no_suffix: false,
+            metrics_help: None,
+            prometheus_labels: BTreeMap::new(),
+            resource_freq: None,
+            has_forwarding: None,
+            tracerd: TracerdSettings::default(),
+        }
+    }
+}
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the offending key, e.g. `rotation.rpLogLimitBytes`.
+    pub key: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML/JSON for this schema, or fails validation.
+    #[error("invalid config {path}:\n{}", format_problems(.problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A loaded config plus the warnings (obsolete keys, unsupported features) to log once.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The effective config.
+    pub config: Config,
+    /// Things the operator should know but that do not stop tracerd.
+    pub warnings: Vec<Problem>,
+}
+
+/// Keys cardano-tracer once had and no longer reads: a warning, not an error.
+pub const OBSOLETE_KEYS: &[&str] = &["hasRTView", "metricsComp", "WarnRTViewMissing"];
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    })
+}
+
+/// Parses and validates config text (YAML, or JSON, which is YAML).
+pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
+    let mut unknown: Vec<String> = Vec::new();
+    let de = serde_norway::Deserializer::from_str(text);
+    let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+        .map_err(|e| {
+            vec![Problem {
+                key: "(file)".to_string(),
+                line: e.location().map(|l| l.line()),
+                message: e.to_string(),
+            }]
+        })?;
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for key in unknown {
+        let leaf = key.rsplit('.').next().unwrap_or(&key).to_string();
+        let line = find_key_line(text, &leaf);
+        if OBSOLETE_KEYS.contains(&key.as_str()) {
+            warnings.push(Problem {
+                key,
+                line,
+                message: "obsolete cardano-tracer key, ignored".to_string(),
+            });
+        } else {
+            problems.push(Problem {
+                key,
+                line,
+                message: "unknown key".to_string(),
+            });
+        }
+    }
+    validate(&config, &mut problems, &mut warnings);
+    if problems.is_empty() {
+        Ok(Loaded { config, warnings })
+    } else {
+        for p in &mut problems {
+            if p.line.is_none() {
+                let leaf = p.key.rsplit('.').next().unwrap_or(&p.key).to_string();
+                p.line = find_key_line(text, &leaf);
+            }
+        }
+        Err(problems)
+    }
+}
+
+/// The 1-based line where `key` first appears as a mapping key (`key:` or `"key":`).
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let plain = format!("{key}:");
+    let quoted = format!("\"{key}\"");
+    text.lines().position(|line| {
+        let t = line.trim_start().trim_start_matches(['-', '{', ',', ' ']);
+        t.starts_with(&plain) || t.starts_with(&quoted) || line.contains(&format!(" {plain}"))
+    })
+    .map(|i| i + 1)
+}
+
+/// Checks values serde cannot: every problem is pushed, none stops the search.
+fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_string(),
+            line: None,
+            message,
+        })
+    };
+    if config.logging.is_empty() {
+        problem("logging", "at least one log target is required".to_string());
+    }
+    for (i, target) in config.logging.iter().enumerate() {
+        if target.log_mode == LogMode::FileMode && target.log_root.as_os_str().is_empty() {
+            problem(
+                &format!("logging[{i}].logRoot"),
+                "must not be empty for FileMode".to_string(),
+            );
+        }
+        if target.log_mode == LogMode::JournalMode {
+            problem(
+                &format!("logging[{i}].logMode"),
+                "JournalMode is not supported yet (issue #6): use FileMode".to_string(),
+            );
+        }
+    }
+    if let Some(rotation) = &config.rotation {
+        if rotation.rp_log_limit_bytes == 0 {
+            problem("rotation.rpLogLimitBytes", "must be greater than 0".to_string());
+        }
+        if rotation.rp_frequency_secs == 0 {
+            problem("rotation.rpFrequencySecs", "must be greater than 0".to_string());
+        }
+        if rotation.rp_max_age_minutes.is_some() && rotation.rp_max_age_hours.is_some() {
+            warnings.push(Problem {
+                key: "rotation.rpMaxAgeHours".to_string(),
+                line: None,
+                message: "both rpMaxAgeMinutes and rpMaxAgeHours given: rpMaxAgeMinutes wins"
+                    .to_string(),
+            });
+        }
+        if let Some(h) = rotation.rp_max_age_hours {
+            if !(h.is_finite() && h >= 0.0) {
+                problem(
+                    "rotation.rpMaxAgeHours",
+                    format!("must be a non-negative number, not {h}"),
+                );
+            }
+        }
+    }
+    let limits = &config.tracerd.limits;
+    if limits.max_frame_bytes < 64 {
+        problem(
+            "tracerd.limits.maxFrameBytes",
+            format!("must be at least 64, not {}", limits.max_frame_bytes),
+        );
+    }
+    if limits.queue_batches == 0 {
+        problem("tracerd.limits.queueBatches", "must be at least 1".to_string());
+    }
+    if limits.max_connections == 0 {
+        problem("tracerd.limits.maxConnections", "must be at least 1".to_string());
+    }
+    if !(limits.handshake_timeout_secs.is_finite() && limits.handshake_timeout_secs > 0.0) {
+        problem(
+            "tracerd.limits.handshakeTimeoutSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    let grace = config.tracerd.shutdown_grace_secs;
+    if !(grace.is_finite() && grace > 0.0) {
+        problem(
+            "tracerd.shutdownGraceSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    if config.tracerd.native.accept_at.is_empty() && config.network.is_none() {
+        problem(
+            "tracerd.native.acceptAt",
+            "no listener configured: give at least one address".to_string(),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, addr) in config.tracerd.native.accept_at.iter().enumerate() {
+        if !seen.insert(addr) {
+            problem(
+                &format!("tracerd.native.acceptAt[{i}]"),
+                format!("{addr} is listed twice"),
+            );
+        }
+    }
+    if config.network.is_some() {
+        warnings.push(Problem {
+            key: "network".to_string(),
+            line: None,
+            message: "the Cardano forwarding protocol is not served yet (issue #7): key kept, \
+                      no Cardano listener started"
+                .to_string(),
+        });
+    }
+}
+
+/// Renders the effective config as YAML that is itself a valid config file.
+pub fn to_yaml(config: &Config) -> String {
+    serde_norway::to_string(config).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,18 @@
+//! tracerd: a trace-and-metrics acceptor for fleets of nodes, in the style of Cardano's
+//! `cardano-tracer`.
+//!
+//! Nodes connect over Unix or TCP sockets and stream trace objects, metrics and data points;
+//! tracerd writes each node's traces to its own rotated log files. See `docs/ARCHITECTURE.md`
+//! for the bird's-eye view and the code map, and `README.md` for users.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod logs;
+pub mod model;
+pub mod net;
+pub mod node;
+pub mod protocol;
+pub mod session;
+pub mod telemetry;
+pub mod utc;

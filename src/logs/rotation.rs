@@ -1,0 +1,210 @@
+//! The rotation plan, as pure functions: file naming, when to start a new file, and which old
+//! files retention deletes. No clock, no I/O: callers pass `now` and the files they found.
+
+use crate::utc;
+
+/// Prefix of every node log file.
+pub const FILE_PREFIX: &str = "node-";
+
+/// Rotation and retention parameters, resolved from cardano-tracer's `rotation` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Size limit of one file, in bytes (`rpLogLimitBytes`).
+    pub limit_bytes: u64,
+    /// Non-current files at least this old (by the time in their name) may be deleted.
+    pub max_age_secs: u64,
+    /// The newest this-many non-current files are always kept (`rpKeepFilesNum`).
+    pub keep_files: usize,
+}
+
+/// Identifies one log file of a node: `node-<stamp>[-<counter>].<ext>`.
+///
+/// Keys order files by creation; the counter distinguishes files created in the same second
+/// (or after the clock went back), so no name is ever reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileKey {
+    /// Creation time, Unix seconds, UTC.
+    pub stamp: i64,
+    /// 0 for the first file of that stamp, then 1, 2, ...
+    pub counter: u32,
+}
+
+impl FileKey {
+    /// The file name of this key for extension `ext` (`json` or `log`).
+    pub fn file_name(self, ext: &str) -> String {
+        let stamp = utc::file_stamp(self.stamp);
+        if self.counter == 0 {
+            format!("{FILE_PREFIX}{stamp}.{ext}")
+        } else {
+            format!("{FILE_PREFIX}{stamp}-{}.{ext}", self.counter)
+        }
+    }
+
+    /// Parses a file name made by [`FileKey::file_name`] with extension `ext`.
+    pub fn parse(name: &str, ext: &str) -> Option<FileKey> {
+        let rest = name.strip_prefix(FILE_PREFIX)?;
+        let rest = rest.strip_suffix(ext)?.strip_suffix('.')?;
+        let (stamp, counter) = match rest.get(19..) {
+            Some("") => (rest, 0),
+            Some(tail) => {
+                let digits = tail.strip_prefix('-')?;
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+                    return None;
+                }
+                (&rest[..19], digits.parse().ok()?)
+            }
+            None => return None,
+        };
+        Some(FileKey {
+            stamp: utc::parse_file_stamp(stamp)?,
+            counter,
+        })
+    }
+
+    /// The key for a file created at `now`, after `newest` (the newest existing file, if any).
+    /// Always greater than `newest`, even when the clock went back.
+    pub fn next(now: i64, newest: Option<FileKey>) -> FileKey {
+        let fresh = FileKey { stamp: now, counter: 0 };
+        match newest {
+            Some(n) if fresh <= n => FileKey {
+                stamp: n.stamp,
+                counter: n.counter.saturating_add(1),
+            },
+            _ => fresh,
+        }
+    }
+}
+
+/// Whether a line of `line_len` bytes must go to a new file, given the current file's length.
+///
+/// A file is never left empty by rotation, so a file exceeds the limit only when it holds a
+/// single line longer than the limit.
+pub fn must_rotate(policy: Option<&Policy>, current_len: u64, line_len: u64) -> bool {
+    match policy {
+        Some(p) => current_len > 0 && current_len.saturating_add(line_len) > p.limit_bytes,
+        None => false,
+    }
+}
+
+/// The files retention deletes, among `files` (every file of one format of one node, in any
+/// order), at time `now`.
+///
+/// The newest file is the current one and is never deleted; nor are the `keep_files` newest
+/// of the others. Of the rest, those whose name says they are at least `max_age_secs` old are
+/// deleted.
+pub fn prune(policy: &Policy, now: i64, files: &[FileKey]) -> Vec<FileKey> {
+    let mut sorted = files.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let Some((_current, older)) = sorted.split_last() else {
+        return Vec::new();
+    };
+    let candidates = older.len().saturating_sub(policy.keep_files);
+    older[..candidates]
+        .iter()
+        .copied()
+        .filter(|k| now.saturating_sub(k.stamp) >= policy.max_age_secs as i64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T: i64 = 1_784_714_812; // 2026-07-22T10-06-52
+
+    #[test]
+    fn names_round_trip_and_reject_strangers() {
+        let k = FileKey { stamp: T, counter: 0 };
+        assert_eq!(k.file_name("json"), "node-2026-07-22T10-06-52.json");
+        let k2 = FileKey { stamp: T, counter: 3 };
+        assert_eq!(k2.file_name("log"), "node-2026-07-22T10-06-52-3.log");
+        assert_eq!(FileKey::parse("node-2026-07-22T10-06-52.json", "json"), Some(k));
+        assert_eq!(FileKey::parse("node-2026-07-22T10-06-52-3.log", "log"), Some(k2));
+        for bad in ["node.json", "node-2026-07-22T10-06-52.log", "node-2026-07-22T10-06-52-.json", "node-2026-07-22T10-06-52-03.json", "node-2026-07-22T10-06-52.json.tmp", "xnode-2026-07-22T10-06-52.json"] {
+            assert_eq!(FileKey::parse(bad, "json"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_second_and_clock_going_back_never_collide() {
+        let first = FileKey::next(T, None);
+        let second = FileKey::next(T, Some(first));
+        let third = FileKey::next(T - 100, Some(second));
+        assert_eq!(second, FileKey { stamp: T, counter: 1 });
+        assert_eq!(third, FileKey { stamp: T, counter: 2 });
+        assert_eq!(FileKey::next(T + 1, Some(third)), FileKey { stamp: T + 1, counter: 0 });
+    }
+
+    #[test]
+    fn size_check_never_leaves_a_file_empty() {
+        let p = Policy { limit_bytes: 100, max_age_secs: 0, keep_files: 0 };
+        assert!(!must_rotate(Some(&p), 0, 1000));
+        assert!(!must_rotate(Some(&p), 60, 40));
+        assert!(must_rotate(Some(&p), 60, 41));
+        assert!(!must_rotate(None, u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn prune_keeps_current_and_newest_n() {
+        let p = Policy { limit_bytes: 1, max_age_secs: 3600, keep_files: 2 };
+        let files: Vec<FileKey> = (0..6).map(|i| FileKey { stamp: T + i * 1000, counter: 0 }).collect();
+        // At T+10000 the files are 10000, 9000, ... 5000 s old; the last three are protected.
+        let deleted = prune(&p, T + 10_000, &files);
+        assert_eq!(deleted, files[..3].to_vec());
+        // Young files are kept even when not protected.
+        assert!(prune(&p, T + 3000, &files).is_empty());
+    }
+
+    fn keys() -> impl Strategy<Value = Vec<FileKey>> {
+        proptest::collection::vec((T..T + 100_000, 0u32..3), 0..40)
+            .prop_map(|v| v.into_iter().map(|(stamp, counter)| FileKey { stamp, counter }).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn prune_invariants(files in keys(), keep in 0usize..10, age in 0u64..200_000, now in T..T + 300_000) {
+            let p = Policy { limit_bytes: 1, max_age_secs: age, keep_files: keep };
+            let deleted = prune(&p, now, &files);
+            let mut sorted = files.clone();
+            sorted.sort();
+            sorted.dedup();
+            // Never the current file, never one of the newest `keep` others.
+            let protected: Vec<_> = sorted.iter().rev().take(keep + 1).collect();
+            for d in &deleted {
+                prop_assert!(!protected.contains(&d));
+                prop_assert!(now - d.stamp >= age as i64);
+                prop_assert!(files.contains(d));
+            }
+            // Idempotent: pruning what is left deletes nothing more.
+            let left: Vec<_> = sorted.iter().copied().filter(|k| !deleted.contains(k)).collect();
+            prop_assert!(prune(&p, now, &left).is_empty());
+        }
+
+        #[test]
+        fn next_key_is_always_new_and_greater(now in T..T + 10, newest in proptest::option::of((T..T + 10, 0u32..5))) {
+            let newest = newest.map(|(stamp, counter)| FileKey { stamp, counter });
+            let k = FileKey::next(now, newest);
+            if let Some(n) = newest { prop_assert!(k > n); }
+            let name = k.file_name("json");
+            prop_assert_eq!(FileKey::parse(&name, "json"), Some(k));
+        }
+
+        #[test]
+        fn size_limit_holds_unless_one_line_is_larger(lines in proptest::collection::vec(1u64..300, 1..200), limit in 1u64..1000) {
+            let p = Policy { limit_bytes: limit, max_age_secs: 0, keep_files: 0 };
+            let mut files: Vec<Vec<u64>> = vec![vec![]];
+            for l in lines {
+                let len: u64 = files.last().unwrap().iter().sum();
+                if must_rotate(Some(&p), len, l) { files.push(vec![]); }
+                files.last_mut().unwrap().push(l);
+            }
+            for f in files {
+                prop_assert!(!f.is_empty());
+                let size: u64 = f.iter().sum();
+                prop_assert!(size <= limit || f.len() == 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The open log files of one node, one per target. Blocking I/O: callers run it on the
+//! blocking pool, never on an async worker.
+//!
+//! Files are created with `O_CREAT|O_EXCL|O_APPEND|O_NOFOLLOW`, so an existing file is never
+//! truncated or written through a planted symlink. A batch is written as whole lines; before a
+//! line that would take the file past the size limit, the file is rotated: a new file is
+//! created and `node.<ext>` is swapped to it atomically (symlink to a temporary name, then
+//! `rename` over the old link).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::LogFormat;
+use crate::logs::rotation::{self, FileKey, Policy};
+use crate::logs::{format, LogSettings};
+use crate::model::TraceObject;
+
+/// A log file operation that failed, with the path it failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Creating or checking the node's directory failed.
+    #[error("cannot create log directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The node's directory is a symlink or not a directory.
+    #[error("log directory {0} is not a plain directory; refusing to write through it")]
+    NotADirectory(PathBuf),
+    /// Creating a log file failed.
+    #[error("cannot create log file {path}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing, flushing or syncing a log file failed.
+    #[error("cannot write log file {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Swapping the `node.<ext>` symlink failed.
+    #[error("cannot update symlink {path}")]
+    Link {
+        /// The symlink.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What one append did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Bytes written, all targets together.
+    pub bytes: u64,
+    /// Files rotated.
+    pub rotations: u64,
+    /// Objects whose machine text was not JSON.
+    pub invalid_json: u64,
+}
+
+struct OpenFile {
+    format: LogFormat,
+    dir: PathBuf,
+    file: File,
+    key: FileKey,
+    len: u64,
+}
+
+/// The open files of one node.
+pub struct NodeLog {
+    files: Vec<OpenFile>,
+    policy: Option<Policy>,
+    machine: Rendered,
+    human: Rendered,
+}
+
+/// Lines rendered once per batch and shared by every target of that format.
+#[derive(Default)]
+struct Rendered {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl NodeLog {
+    /// Opens a fresh file in `<root>/<name>/` for every target. `name` must be sanitised.
+    pub fn open(settings: &LogSettings, name: &str, now: i64) -> Result<NodeLog, WriteError> {
+        let mut files = Vec::with_capacity(settings.targets.len());
+        for target in &settings.targets {
+            let dir = target.root.join(name);
+            ensure_dir(&dir)?;
+            let ext = target.format.extension();
+            let newest = newest_key(&dir, ext);
+            let (file, key) = create_file(&dir, ext, FileKey::next(now, newest))?;
+            link_current(&dir, ext, key)?;
+            files.push(OpenFile {
+                format: target.format,
+                dir,
+                file,
+                key,
+                len: 0,
+            });
+        }
+        Ok(NodeLog {
+            files,
+            policy: settings.policy,
+            machine: Rendered::default(),
+            human: Rendered::default(),
+        })
+    }
+
+    /// Paths of the current files, one per target.
+    pub fn current_paths(&self) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .map(|f| f.dir.join(f.key.file_name(f.format.extension())))
+            .collect()
+    }
+
+    /// Writes `objects` to every target, rotating at line boundaries as the size limit
+    /// requires. On error, lines before the failing write are on disk.
+    pub fn append<'a>(
+        &mut self,
+        objects: impl IntoIterator<Item = &'a TraceObject>,
+        now: i64,
+    ) -> Result<Appended, WriteError> {
+        let mut out = Appended::default();
+        let need_machine = self.files.iter().any(|f| f.format == LogFormat::ForMachine);
+        let need_human = self.files.iter().any(|f| f.format == LogFormat::ForHuman);
+        self.machine.clear();
+        self.human.clear();
+        for obj in objects {
+            if need_machine {
+                if !format::push_machine(&mut self.machine.bytes, obj) {
+                    out.invalid_json += 1;
+                }
+                self.machine.ends.push(self.machine.bytes.len());
+            }
+            if need_human {
+                format::push_human(&mut self.human.bytes, obj);
+                self.human.ends.push(self.human.bytes.len());
+            }
+        }
+        let policy = self.policy;
+        for f in &mut self.files {
+            let rendered = match f.format {
+                LogFormat::ForMachine => &self.machine,
+                LogFormat::ForHuman => &self.human,
+            };
+            out.rotations += write_lines(f, rendered, policy.as_ref(), now)?;
+            out.bytes += rendered.bytes.len() as u64;
+        }
+        Ok(out)
+    }
+
+    /// Flushes every file to stable storage (`fdatasync`).
+    pub fn sync(&mut self) -> Result<(), WriteError> {
+        for f in &mut self.files {
+            f.file.sync_data().map_err(|source| WriteError::Write {
+                path: f.dir.join(f.key.file_name(f.format.extension())),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Rendered {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+/// Writes whole lines, each run of lines that fits in one `write_all`, rotating in between.
+fn write_lines(
+    f: &mut OpenFile,
+    rendered: &Rendered,
+    policy: Option<&Policy>,
+    now: i64,
+) -> Result<u64, WriteError> {
+    let mut rotations = 0;
+    let mut chunk_start = 0;
+    let mut chunk_len: u64 = 0;
+    let mut line_start = 0;
+    for &end in &rendered.ends {
+        let line_len = (end - line_start) as u64;
+        if rotation::must_rotate(policy, f.len + chunk_len, line_len) {
+            write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+            rotate(f, now)?;
+            rotations += 1;
+            chunk_start = line_start;
+            chunk_len = 0;
+        }
+        chunk_len += line_len;
+        line_start = end;
+    }
+    write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+    Ok(rotations)
+}
+
+fn write_chunk(f: &mut OpenFile, bytes: &[u8]) -> Result<(), WriteError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    f.file.write_all(bytes).map_err(|source| WriteError::Write {
+        path: f.dir.join(f.key.file_name(f.format.extension())),
+        source,
+    })?;
+    f.len += bytes.len() as u64;
+    Ok(())
+}
+
+fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
+    let ext = f.format.extension();
+    let (file, key) = create_file(&f.dir, ext, FileKey::next(now, Some(f.key)))?;
+    link_current(&f.dir, ext, key)?;
+    f.file = file;
+    f.key = key;
+    f.len = 0;
+    Ok(())
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
+    match fs::create_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(WriteError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|source| WriteError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(WriteError::NotADirectory(dir.to_path_buf()))
+    }
+}
+
+/// The newest existing log file key in `dir` for `ext`, so a new file sorts after it.
+pub fn newest_key(dir: &Path, ext: &str) -> Option<FileKey> {
+    list_keys(dir, ext).ok()?.into_iter().max()
+}
+
+/// Every log file key in `dir` for `ext`.
+pub fn list_keys(dir: &Path, ext: &str) -> io::Result<Vec<FileKey>> {
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(key) = entry.file_name().to_str().and_then(|n| FileKey::parse(n, ext)) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// Creates the file for `key`, or for the next free counter if that name exists.
+fn create_file(dir: &Path, ext: &str, mut key: FileKey) -> Result<(File, FileKey), WriteError> {
+    loop {
+        let path = dir.join(key.file_name(ext));
+        let opened = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match opened {
+            Ok(file) => return Ok((file, key)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && key.counter < 100_000 => {
+                key.counter += 1;
+            }
+            Err(source) => return Err(WriteError::Create { path, source }),
+        }
+    }
+}
+
+/// Points `node.<ext>` at the file of `key`, atomically.
+fn link_current(dir: &Path, ext: &str, key: FileKey) -> Result<(), WriteError> {
+    let link = dir.join(format!("node.{ext}"));
+    let tmp = dir.join(format!("node.{ext}.tmp"));
+    let err = |source| WriteError::Link {
+        path: link.clone(),
+        source,
+    };
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    std::os::unix::fs::symlink(key.file_name(ext), &tmp).map_err(err)?;
+    fs::rename(&tmp, &link).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::FileTarget;
+    use crate::model::{DetailLevel, Severity};
+
+    fn obj(i: usize) -> TraceObject {
+        TraceObject {
+            namespace: "Test.Ns".into(),
+            severity: Severity::Info,
+            detail: DetailLevel::Normal,
+            timestamp_ns: 1_784_714_812_000_000_000,
+            hostname: "h".into(),
+            thread_id: "1".into(),
+            machine: format!("{{\"i\":{i}}}"),
+            human: Some(format!("line {i}")),
+        }
+    }
+
+    fn settings(root: &Path, limit: Option<u64>) -> LogSettings {
+        LogSettings {
+            targets: vec![
+                FileTarget { root: root.join("m"), format: LogFormat::ForMachine },
+                FileTarget { root: root.join("h"), format: LogFormat::ForHuman },
+            ],
+            policy: limit.map(|limit_bytes| Policy { limit_bytes, max_age_secs: 3600, keep_files: 100 }),
+            prune_every_secs: 60,
+        }
+    }
+
+    fn read_all(dir: &Path, ext: &str) -> (Vec<String>, Vec<PathBuf>) {
+        let mut keys = list_keys(dir, ext).unwrap();
+        keys.sort();
+        let mut lines = Vec::new();
+        let mut paths = Vec::new();
+        for k in keys {
+            let p = dir.join(k.file_name(ext));
+            let text = fs::read_to_string(&p).unwrap();
+            assert!(text.is_empty() || text.ends_with('\n'), "{p:?} ends mid-line");
+            assert!(!text.starts_with('\n'), "{p:?} starts with an empty line");
+            lines.extend(text.lines().map(str::to_string));
+            paths.push(p);
+        }
+        (lines, paths)
+    }
+
+    #[test]
+    fn rotation_splits_only_at_line_boundaries_and_loses_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("m")).unwrap();
+        fs::create_dir_all(tmp.path().join("h")).unwrap();
+        let s = settings(tmp.path(), Some(1000));
+        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812).unwrap();
+        let batch: Vec<_> = (0..500).map(obj).collect();
+        let out = log.append(&batch[..250], 1_784_714_812).unwrap();
+        log.append(&batch[250..], 1_784_714_812).unwrap();
+        assert!(out.rotations > 5);
+        let (lines, paths) = read_all(&tmp.path().join("m/node-a"), "json");
+        assert_eq!(lines.len(), 500);
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["data"]["i"], i);
+        }
+        for p in &paths {
+            assert!(fs::metadata(p).unwrap().len() <= 1000);
+        }
+        let link = fs::read_link(tmp.path().join("m/node-a/node.json")).unwrap();
+        assert_eq!(Some(link.as_os_str()), paths.last().unwrap().file_name());
+        let (human, _) = read_all(&tmp.path().join("h/node-a"), "log");
+        assert_eq!(human.len(), 500);
+        assert!(human[7].ends_with("] line 7"), "{}", human[7]);
+    }
+
+    #[test]
+    fn reopening_in_the_same_second_never_truncates() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("m")).unwrap();
+        fs::create_dir_all(tmp.path().join("h")).unwrap();
+        let s = settings(tmp.path(), None);
+        for round in 0..3 {
+            let mut log = NodeLog::open(&s, "n", 1_784_714_812).unwrap();
+            log.append(&[obj(round)], 1_784_714_812).unwrap();
+        }
+        let (lines, paths) = read_all(&tmp.path().join("m/n"), "json");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(paths.len(), 3);
+    }
+
+    #[test]
+    fn refuses_a_symlinked_node_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("m")).unwrap();
+        fs::create_dir_all(tmp.path().join("h")).unwrap();
+        std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
+        let s = settings(tmp.path(), None);
+        assert!(matches!(NodeLog::open(&s, "evil", 0), Err(WriteError::NotADirectory(_))));
+    }
+}

@@ -1,0 +1,232 @@
+//! Listeners: binding Unix and TCP sockets (with care for stale socket files), and the accept
+//! loop that enforces the connection limit and spawns one tracked task per connection.
+
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Address;
+use crate::session::{self, Shared};
+
+/// Why a listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another process answers on the Unix socket path.
+    #[error("{0} is in use by another running process")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket; tracerd never deletes such a file.
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The OS refused.
+    #[error("cannot listen on {addr}")]
+    Io {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix stream socket, with the path to remove at shutdown.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket file left by a crashed run is removed first, but only when
+    /// nothing accepts connections on it.
+    pub async fn bind(addr: &Address) -> Result<Listener, BindError> {
+        let io_err = |source| BindError::Io {
+            addr: addr.to_string(),
+            source,
+        };
+        match addr {
+            Address::Tcp { host, port } => {
+                let listener = TcpListener::bind((host.as_str(), *port)).await.map_err(io_err)?;
+                Ok(Listener::Tcp(listener))
+            }
+            Address::Unix(path) => {
+                remove_stale_socket(path)?;
+                let listener = UnixListener::bind(path).map_err(io_err)?;
+                Ok(Listener::Unix(listener, path.clone()))
+            }
+        }
+    }
+
+    /// Where this listener listens, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}")),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    /// The Unix socket path to remove at shutdown, if any.
+    pub fn socket_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix(_, path) => Some(path),
+            Listener::Tcp(_) => None,
+        }
+    }
+}
+
+fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(BindError::Io {
+                addr: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(BindError::NotASocket(path.to_path_buf()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(BindError::InUse(path.to_path_buf())),
+        Err(_) => {
+            tracing::info!(socket = %path.display(), "removing stale socket file from a previous run");
+            std::fs::remove_file(path).map_err(|source| BindError::Io {
+                addr: path.display().to_string(),
+                source,
+            })
+        }
+    }
+}
+
+/// Accepts connections until `cancel` fires, one tracked task per connection.
+pub async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut backoff = Duration::from_millis(10);
+    let mut accepted_count = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = accept(&listener, accepted_count) => accepted,
+        };
+        match accepted {
+            Ok(conn) => {
+                accepted_count += 1;
+                backoff = Duration::from_millis(10);
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(peer = %conn.peer(), "connection limit reached; closing new connection");
+                    shared
+                        .telemetry
+                        .connections_refused
+                        .with_label_values(&["connection_limit"])
+                        .inc();
+                    continue;
+                };
+                shared
+                    .telemetry
+                    .connections_accepted
+                    .with_label_values(&["native"])
+                    .inc();
+                let shared = shared.clone();
+                let cancel = cancel.child_token();
+                tracker.spawn(async move {
+                    conn.serve(shared, cancel).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning.
+                tracing::error!(listener = %listener.describe(), error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream, String),
+    Unix(tokio::net::UnixStream, String),
+}
+
+impl Conn {
+    fn peer(&self) -> &str {
+        match self {
+            Conn::Tcp(_, p) | Conn::Unix(_, p) => p,
+        }
+    }
+
+    async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {
+        let (peer, protocol, result) = match self {
+            Conn::Tcp(stream, peer) => {
+                let r = session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
+                (peer, "native", r)
+            }
+            Conn::Unix(stream, peer) => {
+                let r = session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
+                (peer, "native", r)
+            }
+        };
+        let reason = match &result {
+            Ok(end) => end.label(),
+            Err(e) => e.label(),
+        };
+        shared.telemetry.connections_closed.with_label_values(&[reason]).inc();
+        match result {
+            Ok(end) => tracing::info!(%peer, protocol, reason = end.label(), "connection closed"),
+            Err(session::SessionError::Codec(crate::protocol::CodecError::Io(e))) => {
+                tracing::info!(%peer, protocol, error = %e, "connection lost")
+            }
+            Err(e) => {
+                if let session::SessionError::Codec(c) = &e {
+                    shared.telemetry.decode_errors.with_label_values(&[c.kind()]).inc();
+                }
+                tracing::warn!(%peer, protocol, reason = e.label(), error = %error_chain(&e), "connection closed on error")
+            }
+        }
+    }
+}
+
+/// `error: cause: cause`, for one-line logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Accepts one connection. Unix peers have no address, so they are named
+/// `unix:<path>@<n>` after the n-th connection of the listener, as cardano-tracer names them.
+async fn accept(listener: &Listener, n: u64) -> io::Result<Conn> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Ok(Conn::Tcp(stream, addr.to_string()))
+        }
+        Listener::Unix(l, path) => {
+            let (stream, _) = l.accept().await?;
+            Ok(Conn::Unix(stream, format!("unix:{}@{n}", path.display())))
+        }
+    }
+}
