@@ -55,7 +55,9 @@ pub async fn run(
     });
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(config.tracerd.limits.max_connections as usize));
+    let limit = Arc::new(Semaphore::new(
+        config.tracerd.limits.max_connections as usize,
+    ));
     let described: Vec<String> = listeners.iter().map(Listener::describe).collect();
     let socket_paths: Vec<_> = listeners
         .iter()
@@ -70,7 +72,11 @@ pub async fn run(
             tracker.clone(),
         ));
     }
-    tracker.spawn(prune_periodically(logs.clone(), shared.telemetry.clone(), cancel.clone()));
+    tracker.spawn(prune_periodically(
+        logs.clone(),
+        shared.telemetry.clone(),
+        cancel.clone(),
+    ));
     on_ready(&described);
 
     shutdown.await;
@@ -101,7 +107,11 @@ fn prepare_root(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn prune_periodically(logs: Arc<LogSettings>, telemetry: Telemetry, cancel: CancellationToken) {
+async fn prune_periodically(
+    logs: Arc<LogSettings>,
+    telemetry: Telemetry,
+    cancel: CancellationToken,
+) {
     if logs.policy.is_none() {
         return;
     }
@@ -112,7 +122,9 @@ async fn prune_periodically(logs: Arc<LogSettings>, telemetry: Telemetry, cancel
             _ = tick.tick() => {}
         }
         let settings = logs.clone();
-        match tokio::task::spawn_blocking(move || janitor::prune_all(&settings, utc::now_unix())).await {
+        match tokio::task::spawn_blocking(move || janitor::prune_all(&settings, utc::now_unix()))
+            .await
+        {
             Ok(pass) => telemetry.files_pruned.inc_by(pass.deleted),
             Err(e) => tracing::error!(error = %e, "retention pass failed"),
         }

@@ -546,11 +546,12 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     let plain = format!("{key}:");
     let quoted = format!("\"{key}\"");
-    text.lines().position(|line| {
-        let t = line.trim_start().trim_start_matches(['-', '{', ',', ' ']);
-        t.starts_with(&plain) || t.starts_with(&quoted) || line.contains(&format!(" {plain}"))
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            let t = line.trim_start().trim_start_matches(['-', '{', ',', ' ']);
+            t.starts_with(&plain) || t.starts_with(&quoted) || line.contains(&format!(" {plain}"))
+        })
+        .map(|i| i + 1)
 }
 
 /// Checks values serde cannot: every problem is pushed, none stops the search.
@@ -581,10 +582,16 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
     }
     if let Some(rotation) = &config.rotation {
         if rotation.rp_log_limit_bytes == 0 {
-            problem("rotation.rpLogLimitBytes", "must be greater than 0".to_string());
+            problem(
+                "rotation.rpLogLimitBytes",
+                "must be greater than 0".to_string(),
+            );
         }
         if rotation.rp_frequency_secs == 0 {
-            problem("rotation.rpFrequencySecs", "must be greater than 0".to_string());
+            problem(
+                "rotation.rpFrequencySecs",
+                "must be greater than 0".to_string(),
+            );
         }
         if rotation.rp_max_age_minutes.is_some() && rotation.rp_max_age_hours.is_some() {
             warnings.push(Problem {
@@ -611,10 +618,16 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
         );
     }
     if limits.queue_batches == 0 {
-        problem("tracerd.limits.queueBatches", "must be at least 1".to_string());
+        problem(
+            "tracerd.limits.queueBatches",
+            "must be at least 1".to_string(),
+        );
     }
     if limits.max_connections == 0 {
-        problem("tracerd.limits.maxConnections", "must be at least 1".to_string());
+        problem(
+            "tracerd.limits.maxConnections",
+            "must be at least 1".to_string(),
+        );
     }
     if !(limits.handshake_timeout_secs.is_finite() && limits.handshake_timeout_secs > 0.0) {
         problem(

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(cli.min_log_severity.level())
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let loaded = match &cli.config {
         Some(path) => match config::load(path) {
@@ -54,7 +55,10 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -62,9 +66,13 @@ fn run(config: Config) -> ExitCode {
         }
     };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tracerd starting");
-    let result = runtime.block_on(tracerd::app::run(config, tracerd::app::shutdown_signal(), |addrs| {
-        tracing::info!(listeners = ?addrs, "ready");
-    }));
+    let result = runtime.block_on(tracerd::app::run(
+        config,
+        tracerd::app::shutdown_signal(),
+        |addrs| {
+            tracing::info!(listeners = ?addrs, "ready");
+        },
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

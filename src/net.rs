@@ -54,7 +54,9 @@ impl Listener {
         };
         match addr {
             Address::Tcp { host, port } => {
-                let listener = TcpListener::bind((host.as_str(), *port)).await.map_err(io_err)?;
+                let listener = TcpListener::bind((host.as_str(), *port))
+                    .await
+                    .map_err(io_err)?;
                 Ok(Listener::Tcp(listener))
             }
             Address::Unix(path) => {
@@ -175,11 +177,13 @@ impl Conn {
     async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {
         let (peer, protocol, result) = match self {
             Conn::Tcp(stream, peer) => {
-                let r = session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
+                let r =
+                    session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
                 (peer, "native", r)
             }
             Conn::Unix(stream, peer) => {
-                let r = session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
+                let r =
+                    session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
                 (peer, "native", r)
             }
         };
@@ -187,7 +191,11 @@ impl Conn {
             Ok(end) => end.label(),
             Err(e) => e.label(),
         };
-        shared.telemetry.connections_closed.with_label_values(&[reason]).inc();
+        shared
+            .telemetry
+            .connections_closed
+            .with_label_values(&[reason])
+            .inc();
         match result {
             Ok(end) => tracing::info!(%peer, protocol, reason = end.label(), "connection closed"),
             Err(session::SessionError::Codec(crate::protocol::CodecError::Io(e))) => {
@@ -195,7 +203,11 @@ impl Conn {
             }
             Err(e) => {
                 if let session::SessionError::Codec(c) = &e {
-                    shared.telemetry.decode_errors.with_label_values(&[c.kind()]).inc();
+                    shared
+                        .telemetry
+                        .decode_errors
+                        .with_label_values(&[c.kind()])
+                        .inc();
                 }
                 tracing::warn!(%peer, protocol, reason = e.label(), error = %error_chain(&e), "connection closed on error")
             }

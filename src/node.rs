@@ -156,7 +156,10 @@ impl Lease {
 
     /// Stores data points.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) {
-        self.update(|s| s.data_points.extend(points.into_iter().map(|p| (p.name, p.json))));
+        self.update(|s| {
+            s.data_points
+                .extend(points.into_iter().map(|p| (p.name, p.json)))
+        });
     }
 
     /// Records a round-trip time.
@@ -199,7 +202,10 @@ mod tests {
         let a = nodes.claim("relay", "p1");
         let b = nodes.claim("relay", "p2");
         let c = nodes.claim("relay", "p3");
-        assert_eq!((a.name(), b.name(), c.name()), ("relay", "relay-2", "relay-3"));
+        assert_eq!(
+            (a.name(), b.name(), c.name()),
+            ("relay", "relay-2", "relay-3")
+        );
         drop(b);
         let d = nodes.claim("relay", "p4");
         assert_eq!(d.name(), "relay-2");

@@ -8,7 +8,9 @@ use bytes::{Buf, BytesMut};
 use prost::Message;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
-use crate::model::{DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceBatch, TraceObject};
+use crate::model::{
+    DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceBatch, TraceObject,
+};
 
 /// The generated prost types.
 #[allow(missing_docs, clippy::all)]
@@ -150,6 +152,8 @@ impl CodecError {
 struct Frames {
     inner: LengthDelimitedCodec,
     max: usize,
+    /// The inner codec has consumed a length prefix and waits for the body.
+    in_body: bool,
 }
 
 impl Frames {
@@ -162,17 +166,23 @@ impl Frames {
         Frames {
             inner,
             max: max_frame_bytes,
+            in_body: false,
         }
     }
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
-        if src.len() >= LENGTH_PREFIX_BYTES {
+        let has_head = self.in_body || src.len() >= LENGTH_PREFIX_BYTES;
+        if !self.in_body && has_head {
+            // Check the announced length ourselves (the inner codec would reject it too, but
+            // without saying how long the frame claimed to be).
             let len = u64::from((&src[..LENGTH_PREFIX_BYTES]).get_u32());
             if len > self.max as u64 {
                 return Err(CodecError::FrameTooLarge { len, max: self.max });
             }
         }
-        Ok(self.inner.decode(src)?)
+        let frame = self.inner.decode(src)?;
+        self.in_body = has_head && frame.is_none();
+        Ok(frame)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
@@ -248,7 +258,9 @@ impl Decoder for ForwarderCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<TracerMessage>, CodecError> {
         match self.0.decode(src)? {
-            Some(frame) => Ok(Some(tracer_message_from_pb(pb::TracerMessage::decode(frame)?)?)),
+            Some(frame) => Ok(Some(tracer_message_from_pb(pb::TracerMessage::decode(
+                frame,
+            )?)?)),
             None => Ok(None),
         }
     }
@@ -302,7 +314,8 @@ fn severity_to_pb(s: Severity) -> pb::Severity {
 }
 
 fn detail_from_pb(v: i32) -> Result<DetailLevel, CodecError> {
-    let d = pb::DetailLevel::try_from(v).map_err(|_| invalid(format!("unknown detail level {v}")))?;
+    let d =
+        pb::DetailLevel::try_from(v).map_err(|_| invalid(format!("unknown detail level {v}")))?;
     Ok(match d {
         pb::DetailLevel::DetailMinimal => DetailLevel::Minimal,
         pb::DetailLevel::DetailNormal => DetailLevel::Normal,

@@ -145,7 +145,9 @@ where
     };
     let name = match check_hello(&hello, shared.network_magic) {
         Ok(name) => name,
-        Err((reason, message)) => return refuse(&mut framed, reason, message, &peer, &shared).await,
+        Err((reason, message)) => {
+            return refuse(&mut framed, reason, message, &peer, &shared).await
+        }
     };
     let lease = shared.nodes.claim(&name, &peer);
     if lease.name() != name {
@@ -170,9 +172,17 @@ where
             max_frame_bytes: shared.limits.max_frame_bytes,
         })
         .await?;
-    shared.telemetry.nodes_connected.with_label_values(&[protocol]).inc();
+    shared
+        .telemetry
+        .nodes_connected
+        .with_label_values(&[protocol])
+        .inc();
     let result = stream_node(&mut framed, &lease, log, &shared, &cancel).await;
-    shared.telemetry.nodes_connected.with_label_values(&[protocol]).dec();
+    shared
+        .telemetry
+        .nodes_connected
+        .with_label_values(&[protocol])
+        .dec();
     result
 }
 
@@ -186,7 +196,11 @@ fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, Strin
             ),
         ));
     }
-    if !hello.versions.iter().any(|v| SUPPORTED_VERSIONS.contains(v)) {
+    if !hello
+        .versions
+        .iter()
+        .any(|v| SUPPORTED_VERSIONS.contains(v))
+    {
         return Err((
             RefuseReason::UnsupportedVersion,
             format!(
@@ -354,8 +368,13 @@ fn number(
         duplicates.inc_by(skip);
         objects.drain(..skip as usize);
     } else if first > *expected {
-        tracing::warn!(node, expected = *expected, got = first, missing = first - *expected,
-            "gap in sequence numbers: the node did not send these objects");
+        tracing::warn!(
+            node,
+            expected = *expected,
+            got = first,
+            missing = first - *expected,
+            "gap in sequence numbers: the node did not send these objects"
+        );
     }
     *expected = last + 1;
     Some(Job {
@@ -404,7 +423,9 @@ async fn write_loop(
                 return Err(e);
             }
         };
-        telemetry.write_batch_seconds.observe(started.elapsed().as_secs_f64());
+        telemetry
+            .write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
         telemetry.rotations.inc_by(appended.rotations);
         telemetry.invalid_machine_json.inc_by(appended.invalid_json);
         written.inc_by(batch.iter().map(|j| j.objects.len() as u64).sum());
@@ -439,7 +460,10 @@ mod tests {
             machine: "{}".into(),
             human: None,
         };
-        TraceBatch { first_seq, objects: vec![obj; n] }
+        TraceBatch {
+            first_seq,
+            objects: vec![obj; n],
+        }
     }
 
     #[test]

@@ -62,7 +62,10 @@ impl Telemetry {
     pub fn new() -> Telemetry {
         let r = Registry::new();
         let nodes_connected = IntGaugeVec::new(
-            Opts::new("tracerd_nodes_connected", "Nodes connected now, by protocol."),
+            Opts::new(
+                "tracerd_nodes_connected",
+                "Nodes connected now, by protocol.",
+            ),
             &["protocol"],
         )
         .expect("valid constant");
@@ -82,18 +85,70 @@ impl Telemetry {
         r.register(Box::new(write_batch_seconds.clone()))
             .expect("registered once");
         Telemetry {
-            connections_accepted: counter_vec(&r, "tracerd_connections_accepted_total", "Connections accepted, by protocol.", &["protocol"]),
-            connections_refused: counter_vec(&r, "tracerd_connections_refused_total", "Connections refused at accept or handshake, by reason.", &["reason"]),
-            connections_closed: counter_vec(&r, "tracerd_connections_closed_total", "Sessions ended, by reason.", &["reason"]),
-            decode_errors: counter_vec(&r, "tracerd_decode_errors_total", "Frames that could not be decoded, by reason.", &["reason"]),
-            objects_received: counter_vec(&r, "tracerd_trace_objects_received_total", "Trace objects received, by node.", &["node_name"]),
-            objects_written: counter_vec(&r, "tracerd_trace_objects_written_total", "Trace objects written to every log target, by node.", &["node_name"]),
-            bytes_written: counter_vec(&r, "tracerd_log_bytes_written_total", "Bytes written to log files, by node.", &["node_name"]),
-            objects_dropped: counter_vec(&r, "tracerd_trace_objects_dropped_total", "Trace objects not written, by reason.", &["reason"]),
-            invalid_machine_json: counter(&r, "tracerd_invalid_machine_json_total", "Trace objects whose machine text was not JSON and was kept as a JSON string."),
+            connections_accepted: counter_vec(
+                &r,
+                "tracerd_connections_accepted_total",
+                "Connections accepted, by protocol.",
+                &["protocol"],
+            ),
+            connections_refused: counter_vec(
+                &r,
+                "tracerd_connections_refused_total",
+                "Connections refused at accept or handshake, by reason.",
+                &["reason"],
+            ),
+            connections_closed: counter_vec(
+                &r,
+                "tracerd_connections_closed_total",
+                "Sessions ended, by reason.",
+                &["reason"],
+            ),
+            decode_errors: counter_vec(
+                &r,
+                "tracerd_decode_errors_total",
+                "Frames that could not be decoded, by reason.",
+                &["reason"],
+            ),
+            objects_received: counter_vec(
+                &r,
+                "tracerd_trace_objects_received_total",
+                "Trace objects received, by node.",
+                &["node_name"],
+            ),
+            objects_written: counter_vec(
+                &r,
+                "tracerd_trace_objects_written_total",
+                "Trace objects written to every log target, by node.",
+                &["node_name"],
+            ),
+            bytes_written: counter_vec(
+                &r,
+                "tracerd_log_bytes_written_total",
+                "Bytes written to log files, by node.",
+                &["node_name"],
+            ),
+            objects_dropped: counter_vec(
+                &r,
+                "tracerd_trace_objects_dropped_total",
+                "Trace objects not written, by reason.",
+                &["reason"],
+            ),
+            invalid_machine_json: counter(
+                &r,
+                "tracerd_invalid_machine_json_total",
+                "Trace objects whose machine text was not JSON and was kept as a JSON string.",
+            ),
             rotations: counter(&r, "tracerd_log_rotations_total", "Log file rotations."),
-            files_pruned: counter(&r, "tracerd_log_files_pruned_total", "Log files deleted by retention."),
-            write_errors: counter(&r, "tracerd_log_write_errors_total", "Errors writing log files."),
+            files_pruned: counter(
+                &r,
+                "tracerd_log_files_pruned_total",
+                "Log files deleted by retention.",
+            ),
+            write_errors: counter(
+                &r,
+                "tracerd_log_write_errors_total",
+                "Errors writing log files.",
+            ),
             nodes_connected,
             write_batch_seconds,
             registry: r,

@@ -80,12 +80,22 @@ pub fn file_stamp(secs: i64) -> String {
 /// Parses [`file_stamp`]'s output back to Unix seconds.
 pub fn parse_file_stamp(text: &str) -> Option<i64> {
     let b = text.as_bytes();
-    if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b'-' || b[16] != b'-' {
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b'-'
+        || b[16] != b'-'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let s = text.get(r)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) { s.parse().ok() } else { None }
+        if s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse().ok()
+        } else {
+            None
+        }
     };
     let t = DateTime {
         year: i64::from(num(0..4)?),
@@ -100,7 +110,9 @@ pub fn parse_file_stamp(text: &str) -> Option<i64> {
         && t.hour < 24
         && t.minute < 60
         && t.second < 60;
-    valid.then(|| t.to_unix()).filter(|&s| DateTime::from_unix(s) == t)
+    valid
+        .then(|| t.to_unix())
+        .filter(|&s| DateTime::from_unix(s) == t)
 }
 
 /// Appends `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` (RFC 3339, nanoseconds) for `ns` since the epoch.
@@ -141,7 +153,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_stamps() {
-        for bad in ["", "2026-07-22T10-06-5", "2026-13-22T10-06-52", "2026-02-30T10-06-52", "2026-07-22 10-06-52", "+026-07-22T10-06-52"] {
+        for bad in [
+            "",
+            "2026-07-22T10-06-5",
+            "2026-13-22T10-06-52",
+            "2026-02-30T10-06-52",
+            "2026-07-22 10-06-52",
+            "+026-07-22T10-06-52",
+        ] {
             assert_eq!(parse_file_stamp(bad), None, "{bad}");
         }
     }

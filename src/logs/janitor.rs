@@ -30,7 +30,13 @@ pub fn prune_all(settings: &LogSettings, now: i64) -> Pass {
         for entry in entries.flatten() {
             // Node directories only: symlinks and files at the root are not ours to touch.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                prune_dir(&entry.path(), target.format.extension(), &policy, now, &mut pass);
+                prune_dir(
+                    &entry.path(),
+                    target.format.extension(),
+                    &policy,
+                    now,
+                    &mut pass,
+                );
             }
         }
     }
@@ -77,20 +83,36 @@ mod tests {
             let dir = tmp.path().join(node);
             fs::create_dir(&dir).unwrap();
             for i in 0..5 {
-                let key = FileKey { stamp: t0 + i * 3600, counter: 0 };
+                let key = FileKey {
+                    stamp: t0 + i * 3600,
+                    counter: 0,
+                };
                 fs::write(dir.join(key.file_name("json")), "{}\n").unwrap();
             }
             fs::write(dir.join("unrelated.txt"), "x").unwrap();
         }
         let settings = LogSettings {
-            targets: vec![FileTarget { root: tmp.path().to_path_buf(), format: LogFormat::ForMachine }],
-            policy: Some(Policy { limit_bytes: 1, max_age_secs: 2 * 3600, keep_files: 1 }),
+            targets: vec![FileTarget {
+                root: tmp.path().to_path_buf(),
+                format: LogFormat::ForMachine,
+            }],
+            policy: Some(Policy {
+                limit_bytes: 1,
+                max_age_secs: 2 * 3600,
+                keep_files: 1,
+            }),
             prune_every_secs: 60,
         };
         // At t0 + 5h: files are 5h..1h old; current (1h) and one more (2h) are protected; of
         // the rest (5h, 4h, 3h) all are at least 2h old.
         let pass = prune_all(&settings, t0 + 5 * 3600);
-        assert_eq!(pass, Pass { deleted: 6, errors: 0 });
+        assert_eq!(
+            pass,
+            Pass {
+                deleted: 6,
+                errors: 0
+            }
+        );
         for node in ["a", "b"] {
             let mut left = writer::list_keys(&tmp.path().join(node), "json").unwrap();
             left.sort();

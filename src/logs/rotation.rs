@@ -48,7 +48,10 @@ impl FileKey {
             Some("") => (rest, 0),
             Some(tail) => {
                 let digits = tail.strip_prefix('-')?;
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.starts_with('0') {
+                if digits.is_empty()
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                    || digits.starts_with('0')
+                {
                     return None;
                 }
                 (&rest[..19], digits.parse().ok()?)
@@ -64,7 +67,10 @@ impl FileKey {
     /// The key for a file created at `now`, after `newest` (the newest existing file, if any).
     /// Always greater than `newest`, even when the clock went back.
     pub fn next(now: i64, newest: Option<FileKey>) -> FileKey {
-        let fresh = FileKey { stamp: now, counter: 0 };
+        let fresh = FileKey {
+            stamp: now,
+            counter: 0,
+        };
         match newest {
             Some(n) if fresh <= n => FileKey {
                 stamp: n.stamp,
@@ -116,13 +122,32 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_reject_strangers() {
-        let k = FileKey { stamp: T, counter: 0 };
+        let k = FileKey {
+            stamp: T,
+            counter: 0,
+        };
         assert_eq!(k.file_name("json"), "node-2026-07-22T10-06-52.json");
-        let k2 = FileKey { stamp: T, counter: 3 };
+        let k2 = FileKey {
+            stamp: T,
+            counter: 3,
+        };
         assert_eq!(k2.file_name("log"), "node-2026-07-22T10-06-52-3.log");
-        assert_eq!(FileKey::parse("node-2026-07-22T10-06-52.json", "json"), Some(k));
-        assert_eq!(FileKey::parse("node-2026-07-22T10-06-52-3.log", "log"), Some(k2));
-        for bad in ["node.json", "node-2026-07-22T10-06-52.log", "node-2026-07-22T10-06-52-.json", "node-2026-07-22T10-06-52-03.json", "node-2026-07-22T10-06-52.json.tmp", "xnode-2026-07-22T10-06-52.json"] {
+        assert_eq!(
+            FileKey::parse("node-2026-07-22T10-06-52.json", "json"),
+            Some(k)
+        );
+        assert_eq!(
+            FileKey::parse("node-2026-07-22T10-06-52-3.log", "log"),
+            Some(k2)
+        );
+        for bad in [
+            "node.json",
+            "node-2026-07-22T10-06-52.log",
+            "node-2026-07-22T10-06-52-.json",
+            "node-2026-07-22T10-06-52-03.json",
+            "node-2026-07-22T10-06-52.json.tmp",
+            "xnode-2026-07-22T10-06-52.json",
+        ] {
             assert_eq!(FileKey::parse(bad, "json"), None, "{bad}");
         }
     }
@@ -132,14 +157,36 @@ mod tests {
         let first = FileKey::next(T, None);
         let second = FileKey::next(T, Some(first));
         let third = FileKey::next(T - 100, Some(second));
-        assert_eq!(second, FileKey { stamp: T, counter: 1 });
-        assert_eq!(third, FileKey { stamp: T, counter: 2 });
-        assert_eq!(FileKey::next(T + 1, Some(third)), FileKey { stamp: T + 1, counter: 0 });
+        assert_eq!(
+            second,
+            FileKey {
+                stamp: T,
+                counter: 1
+            }
+        );
+        assert_eq!(
+            third,
+            FileKey {
+                stamp: T,
+                counter: 2
+            }
+        );
+        assert_eq!(
+            FileKey::next(T + 1, Some(third)),
+            FileKey {
+                stamp: T + 1,
+                counter: 0
+            }
+        );
     }
 
     #[test]
     fn size_check_never_leaves_a_file_empty() {
-        let p = Policy { limit_bytes: 100, max_age_secs: 0, keep_files: 0 };
+        let p = Policy {
+            limit_bytes: 100,
+            max_age_secs: 0,
+            keep_files: 0,
+        };
         assert!(!must_rotate(Some(&p), 0, 1000));
         assert!(!must_rotate(Some(&p), 60, 40));
         assert!(must_rotate(Some(&p), 60, 41));
@@ -148,8 +195,17 @@ mod tests {
 
     #[test]
     fn prune_keeps_current_and_newest_n() {
-        let p = Policy { limit_bytes: 1, max_age_secs: 3600, keep_files: 2 };
-        let files: Vec<FileKey> = (0..6).map(|i| FileKey { stamp: T + i * 1000, counter: 0 }).collect();
+        let p = Policy {
+            limit_bytes: 1,
+            max_age_secs: 3600,
+            keep_files: 2,
+        };
+        let files: Vec<FileKey> = (0..6)
+            .map(|i| FileKey {
+                stamp: T + i * 1000,
+                counter: 0,
+            })
+            .collect();
         // At T+10000 the files are 10000, 9000, ... 5000 s old; the last three are protected.
         let deleted = prune(&p, T + 10_000, &files);
         assert_eq!(deleted, files[..3].to_vec());
@@ -158,8 +214,11 @@ mod tests {
     }
 
     fn keys() -> impl Strategy<Value = Vec<FileKey>> {
-        proptest::collection::vec((T..T + 100_000, 0u32..3), 0..40)
-            .prop_map(|v| v.into_iter().map(|(stamp, counter)| FileKey { stamp, counter }).collect())
+        proptest::collection::vec((T..T + 100_000, 0u32..3), 0..40).prop_map(|v| {
+            v.into_iter()
+                .map(|(stamp, counter)| FileKey { stamp, counter })
+                .collect()
+        })
     }
 
     proptest! {

@@ -216,10 +216,12 @@ fn write_chunk(f: &mut OpenFile, bytes: &[u8]) -> Result<(), WriteError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    f.file.write_all(bytes).map_err(|source| WriteError::Write {
-        path: f.dir.join(f.key.file_name(f.format.extension())),
-        source,
-    })?;
+    f.file
+        .write_all(bytes)
+        .map_err(|source| WriteError::Write {
+            path: f.dir.join(f.key.file_name(f.format.extension())),
+            source,
+        })?;
     f.len += bytes.len() as u64;
     Ok(())
 }
@@ -266,7 +268,11 @@ pub fn list_keys(dir: &Path, ext: &str) -> io::Result<Vec<FileKey>> {
     let mut keys = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(key) = entry.file_name().to_str().and_then(|n| FileKey::parse(n, ext)) {
+        if let Some(key) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| FileKey::parse(n, ext))
+        {
             keys.push(key);
         }
     }
@@ -331,10 +337,20 @@ mod tests {
     fn settings(root: &Path, limit: Option<u64>) -> LogSettings {
         LogSettings {
             targets: vec![
-                FileTarget { root: root.join("m"), format: LogFormat::ForMachine },
-                FileTarget { root: root.join("h"), format: LogFormat::ForHuman },
+                FileTarget {
+                    root: root.join("m"),
+                    format: LogFormat::ForMachine,
+                },
+                FileTarget {
+                    root: root.join("h"),
+                    format: LogFormat::ForHuman,
+                },
             ],
-            policy: limit.map(|limit_bytes| Policy { limit_bytes, max_age_secs: 3600, keep_files: 100 }),
+            policy: limit.map(|limit_bytes| Policy {
+                limit_bytes,
+                max_age_secs: 3600,
+                keep_files: 100,
+            }),
             prune_every_secs: 60,
         }
     }
@@ -347,7 +363,10 @@ mod tests {
         for k in keys {
             let p = dir.join(k.file_name(ext));
             let text = fs::read_to_string(&p).unwrap();
-            assert!(text.is_empty() || text.ends_with('\n'), "{p:?} ends mid-line");
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "{p:?} ends mid-line"
+            );
             assert!(!text.starts_with('\n'), "{p:?} starts with an empty line");
             lines.extend(text.lines().map(str::to_string));
             paths.push(p);
@@ -404,6 +423,9 @@ mod tests {
         fs::create_dir_all(tmp.path().join("h")).unwrap();
         std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
         let s = settings(tmp.path(), None);
-        assert!(matches!(NodeLog::open(&s, "evil", 0), Err(WriteError::NotADirectory(_))));
+        assert!(matches!(
+            NodeLog::open(&s, "evil", 0),
+            Err(WriteError::NotADirectory(_))
+        ));
     }
 }

@@ -1,1 +1,195 @@
+//! Codec tests: round trips, arbitrary read splits, and bad input.
 
+use super::*;
+use crate::model::{DetailLevel, Severity};
+use proptest::prelude::*;
+
+fn trace(i: u64, text: &str) -> TraceObject {
+    TraceObject {
+        namespace: format!("Ns.{text}"),
+        severity: Severity::ALL[(i % 8) as usize],
+        detail: DetailLevel::Detailed,
+        timestamp_ns: i as i64 * 1_000,
+        hostname: "h".into(),
+        thread_id: i.to_string(),
+        machine: format!("{{\"i\":{i}}}"),
+        human: (i % 2 == 0).then(|| text.to_string()),
+    }
+}
+
+fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
+    let mut msgs = vec![NodeMessage::Hello(Hello {
+        versions: vec![1, 7],
+        network_magic: 42,
+        node_name: texts.first().cloned().unwrap_or_default(),
+        software: Software {
+            name: "n".into(),
+            version: "1".into(),
+            commit: "c".into(),
+        },
+    })];
+    for (i, t) in texts.iter().enumerate() {
+        let i = i as u64;
+        msgs.push(match i % 4 {
+            0 => NodeMessage::Traces(TraceBatch {
+                first_seq: i + 1,
+                objects: vec![trace(i, t), trace(i + 1, t)],
+            }),
+            1 => NodeMessage::Metrics(MetricsUpdate {
+                full: i % 3 == 0,
+                metrics: vec![
+                    (t.clone(), MetricValue::Counter(i as i64)),
+                    ("g".into(), MetricValue::Gauge(1.5)),
+                    ("l".into(), MetricValue::Label(t.clone())),
+                ],
+            }),
+            2 => NodeMessage::DataPoints(vec![DataPoint {
+                name: t.clone(),
+                json: "{}".into(),
+            }]),
+            _ => NodeMessage::Ping(i),
+        });
+    }
+    msgs
+}
+
+fn encode_all(msgs: &[NodeMessage]) -> Vec<u8> {
+    msgs.iter()
+        .flat_map(|m| encode_node_frame(m.clone()).to_vec())
+        .collect()
+}
+
+/// Feeds `bytes` to a fresh decoder in chunks of the given sizes.
+fn decode_chunked(
+    bytes: &[u8],
+    chunks: &[usize],
+    max: usize,
+) -> Result<Vec<NodeMessage>, CodecError> {
+    let mut codec = TracerCodec::new(max);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut sizes = chunks.iter().copied().cycle();
+    while pos < bytes.len() {
+        let n = sizes
+            .next()
+            .unwrap_or(bytes.len())
+            .max(1)
+            .min(bytes.len() - pos);
+        buf.extend_from_slice(&bytes[pos..pos + n]);
+        pos += n;
+        while let Some(m) = codec.decode(&mut buf)? {
+            out.push(m);
+        }
+    }
+    if let Some(m) = codec.decode_eof(&mut buf)? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+proptest! {
+    #[test]
+    fn any_split_of_the_stream_decodes_to_the_same_messages(
+        texts in proptest::collection::vec(any::<String>(), 0..12),
+        chunks in proptest::collection::vec(1usize..64, 1..8),
+    ) {
+        let msgs = sample_messages(&texts);
+        let bytes = encode_all(&msgs);
+        prop_assert_eq!(decode_chunked(&bytes, &chunks, 1 << 20).unwrap(), msgs);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), chunks in proptest::collection::vec(1usize..32, 1..4)) {
+        let _ = decode_chunked(&bytes, &chunks, 4096);
+    }
+}
+
+#[test]
+fn oversized_frame_is_refused_before_allocating() {
+    let mut codec = TracerCodec::new(1024);
+    let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0, 1, 2][..]);
+    match codec.decode(&mut buf) {
+        Err(CodecError::FrameTooLarge { len, max }) => {
+            assert_eq!((len, max), (0xffff_fff0, 1024));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(buf.capacity() < 1024);
+}
+
+#[test]
+fn frame_at_the_limit_is_accepted_and_one_past_is_not() {
+    let msg = NodeMessage::DataPoints(vec![DataPoint {
+        name: "x".repeat(100),
+        json: "{}".into(),
+    }]);
+    let frame = encode_node_frame(msg.clone());
+    let body = frame.len() - LENGTH_PREFIX_BYTES;
+    assert_eq!(decode_chunked(&frame, &[7], body).unwrap(), vec![msg]);
+    assert!(matches!(
+        decode_chunked(&frame, &[7], body - 1),
+        Err(CodecError::FrameTooLarge { .. })
+    ));
+}
+
+#[test]
+fn empty_and_malformed_frames_are_errors() {
+    assert!(matches!(
+        decode_chunked(&[0, 0, 0, 0], &[4], 64),
+        Err(CodecError::Invalid(_))
+    ));
+    assert!(matches!(
+        decode_chunked(&[0, 0, 0, 2, 0xff, 0xff], &[6], 64),
+        Err(CodecError::Protobuf(_))
+    ));
+    assert!(matches!(
+        decode_chunked(&[0, 0, 0, 9, 1, 2], &[6], 64),
+        Err(CodecError::Truncated(2))
+    ));
+    let bad_severity = pb::NodeMessage {
+        msg: Some(pb::node_message::Msg::Traces(pb::TraceBatch {
+            first_seq: 1,
+            objects: vec![pb::TraceObject {
+                severity: 99,
+                ..Default::default()
+            }],
+        })),
+    };
+    let mut frame = (bad_severity.encoded_len() as u32).to_be_bytes().to_vec();
+    frame.extend(bad_severity.encode_to_vec());
+    match decode_chunked(&frame, &[100], 64) {
+        Err(CodecError::Invalid(m)) => assert!(m.contains("unknown severity 99"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn tracer_messages_round_trip() {
+    let msgs = vec![
+        TracerMessage::Accept {
+            version: 1,
+            node_name: "n-2".into(),
+            persisted_seq: 9,
+            max_frame_bytes: 1 << 20,
+        },
+        TracerMessage::Refuse {
+            reason: RefuseReason::WrongMagic,
+            message: "no".into(),
+        },
+        TracerMessage::Ack(77),
+        TracerMessage::Ping(3),
+        TracerMessage::Pong(4),
+    ];
+    let mut buf = BytesMut::new();
+    let mut enc = TracerCodec::new(1 << 20);
+    for m in &msgs {
+        enc.encode(m.clone(), &mut buf).unwrap();
+    }
+    let mut dec = ForwarderCodec::new(1 << 20);
+    let mut got = Vec::new();
+    while let Some(m) = dec.decode(&mut buf).unwrap() {
+        got.push(m);
+    }
+    assert_eq!(got, msgs);
+}

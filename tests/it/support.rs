@@ -1,0 +1,290 @@
+//! Test support: run the real `tracerd` binary on a temporary directory, and a fake node that
+//! speaks the native protocol over real sockets.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::Framed;
+use tracerd::model::{DetailLevel, Severity, TraceBatch, TraceObject};
+use tracerd::protocol::{ForwarderCodec, Hello, NodeMessage, Software, TracerMessage};
+
+pub const MAGIC: u32 = 764_824_073;
+
+/// A running tracerd process with its own directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub tcp_port: u16,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Daemon {
+    /// Starts tracerd with `extra` YAML appended to a config that listens on `<dir>/t.sock`
+    /// and a free TCP port and logs machine JSON under `<dir>/logs`.
+    pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with(|_, _| String::new(), extra)
+    }
+
+    /// Like `start`, with `head(dir, port)` replacing the default logging section.
+    pub fn start_with(head: impl Fn(&Path, u16) -> String, extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = head(dir.path(), port);
+        if config.is_empty() {
+            config = format!(
+                "networkMagic: {MAGIC}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
+                dir.path().join("logs").display()
+            );
+        }
+        config.push_str(&format!(
+            "tracerd:\n  native:\n    acceptAt: [\"{}\", \"127.0.0.1:{port}\"]\n",
+            dir.path().join("t.sock").display()
+        ));
+        config.push_str(extra);
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut d = Daemon {
+            dir,
+            child: None,
+            tcp_port: port,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("t.sock")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// (Re)starts the process and waits until the TCP listener accepts.
+    pub fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+            .arg("-c")
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("tracerd exited early with {status}: {}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracerd did not start: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tracerd did not exit: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- tracerd stderr ---\n{}", self.stderr());
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn hello(name: &str) -> NodeMessage {
+    NodeMessage::Hello(Hello {
+        versions: vec![1],
+        network_magic: MAGIC,
+        node_name: name.to_string(),
+        software: Software {
+            name: "it".into(),
+            version: "0".into(),
+            commit: String::new(),
+        },
+    })
+}
+
+/// A trace object whose machine JSON carries the node and its sequence number.
+pub fn object(node: &str, seq: u64, pad: usize) -> TraceObject {
+    TraceObject {
+        namespace: "Test.Stream".into(),
+        severity: Severity::Info,
+        detail: DetailLevel::Normal,
+        timestamp_ns: 1_784_714_812_000_000_000 + seq as i64,
+        hostname: "host".into(),
+        thread_id: "7".into(),
+        machine: format!(
+            "{{\"node\":\"{node}\",\"seq\":{seq},\"pad\":\"{}\"}}",
+            "x".repeat(pad)
+        ),
+        human: Some(format!("node {node} seq {seq}")),
+    }
+}
+
+/// A native-protocol client.
+pub struct FakeNode<S> {
+    pub framed: Framed<S, ForwarderCodec>,
+    pub name: String,
+    pub acked: u64,
+}
+
+pub async fn connect_tcp(port: u16) -> Framed<tokio::net::TcpStream, ForwarderCodec> {
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    Framed::new(s, ForwarderCodec::new(16 << 20))
+}
+
+pub async fn connect_unix(path: &Path) -> Framed<tokio::net::UnixStream, ForwarderCodec> {
+    let s = tokio::net::UnixStream::connect(path).await.unwrap();
+    Framed::new(s, ForwarderCodec::new(16 << 20))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FakeNode<S> {
+    /// Handshakes as `name`; panics on refusal.
+    pub async fn handshake(mut framed: Framed<S, ForwarderCodec>, name: &str) -> FakeNode<S> {
+        framed.send(hello(name)).await.unwrap();
+        match recv(&mut framed).await {
+            Some(TracerMessage::Accept {
+                node_name,
+                persisted_seq,
+                ..
+            }) => FakeNode {
+                framed,
+                name: node_name,
+                acked: persisted_seq,
+            },
+            other => panic!("expected Accept, got {other:?}"),
+        }
+    }
+
+    pub async fn send_batch(&mut self, first_seq: u64, n: u64, pad: usize) {
+        let objects = (first_seq..first_seq + n)
+            .map(|s| object(&self.name, s, pad))
+            .collect();
+        self.framed
+            .send(NodeMessage::Traces(TraceBatch { first_seq, objects }))
+            .await
+            .unwrap();
+    }
+
+    /// Reads until an Ack covers `seq` (bounded wait).
+    pub async fn wait_ack(&mut self, seq: u64) {
+        while self.acked < seq {
+            match recv(&mut self.framed).await {
+                Some(TracerMessage::Ack(n)) => self.acked = n,
+                Some(TracerMessage::Ping(n)) => {
+                    self.framed.send(NodeMessage::Pong(n)).await.unwrap()
+                }
+                Some(_) => {}
+                None => panic!(
+                    "connection closed while waiting for ack {seq} (acked {})",
+                    self.acked
+                ),
+            }
+        }
+    }
+}
+
+/// Receives one message, bounded by 30 s.
+pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, ForwarderCodec>,
+) -> Option<TracerMessage> {
+    match tokio::time::timeout(Duration::from_secs(30), framed.next()).await {
+        Ok(Some(Ok(m))) => Some(m),
+        Ok(Some(Err(e))) => panic!("decode error: {e}"),
+        Ok(None) => None,
+        Err(_) => panic!("timed out waiting for a message"),
+    }
+}
+
+/// Every line of every `node-*.json` file of `dir`, oldest file first, checking that each file
+/// ends on a line boundary and does not start with an empty line.
+pub fn read_node_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut keys = tracerd::logs::writer::list_keys(dir, "json").unwrap();
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let path = dir.join(k.file_name("json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{path:?} does not end with a newline"
+        );
+        assert!(
+            !text.starts_with('\n'),
+            "{path:?} starts with an empty line"
+        );
+        for line in text.lines() {
+            out.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{path:?}: bad line {line:?}: {e}")),
+            );
+        }
+    }
+    out
+}
+
+/// The sequence numbers found in a node's directory, in file order.
+pub fn seqs(dir: &Path) -> Vec<u64> {
+    read_node_lines(dir)
+        .iter()
+        .map(|v| v["data"]["seq"].as_u64().unwrap())
+        .collect()
+}
