@@ -28,6 +28,9 @@ pub const DEFAULT_ROTATION_FREQUENCY_SECS: u32 = 60;
 pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
 
 /// The whole configuration, cardano-tracer keys first. Field names are cardano-tracer's.
+///
+/// Unknown keys are not rejected by serde (that would stop at the first one); `parse`
+/// collects every one of them with `serde_ignored` and reports them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
@@ -48,7 +51,7 @@ pub struct Config {
     #[serde(default)]
     pub ekg_request_full: bool,
     /// EKG-compatible HTTP endpoint (kept for #3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "hasEKG", skip_serializing_if = "Option::is_none")]
     pub has_ekg: Option<Endpoint>,
     /// Prometheus HTTP endpoint (kept for #3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,20 +167,24 @@ impl<'de> Deserialize<'de> for Address {
 
 /// An HTTP endpoint (`epHost`, `epPort`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Host to bind.
     pub ep_host: String,
     /// Port to bind.
     pub ep_port: u16,
     /// Serve HTTPS only (not supported; validation says so).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "epForceSSL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ep_force_ssl: Option<bool>,
 }
 
 /// cardano-tracer's `tlsCertificate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TlsCertificate {
     /// PEM certificate.
     pub certificate_file: String,
@@ -190,7 +197,7 @@ pub struct TlsCertificate {
 
 /// One log target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LoggingParams {
     /// Directory under which each node gets its own sub-directory.
     pub log_root: PathBuf,
@@ -230,7 +237,7 @@ impl LogFormat {
 
 /// cardano-tracer's rotation parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RotationParams {
     /// Period of the pruning check, in seconds.
     #[serde(default = "default_rotation_frequency")]
@@ -283,7 +290,7 @@ pub enum MetricsHelp {
 
 /// tracerd's own settings, under the `tracerd` key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TracerdSettings {
     /// Native protocol listeners.
     #[serde(default)]
@@ -308,7 +315,7 @@ impl Default for TracerdSettings {
 
 /// Native protocol listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct NativeSettings {
     /// Addresses to listen on: Unix socket paths and `host:port` TCP addresses.
     #[serde(default = "default_native_accept_at")]
@@ -325,7 +332,7 @@ impl Default for NativeSettings {
 
 /// Bounds on what one connection may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Limits {
     /// Largest frame accepted, in bytes; checked before allocating.
     #[serde(default = "default_max_frame_bytes")]
@@ -436,10 +443,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
         }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
     }
 }
 
@@ -504,7 +514,7 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
     let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
         .map_err(|e| {
             vec![Problem {
-                key: "(file)".to_string(),
+                key: String::new(),
                 line: e.location().map(|l| l.line()),
                 message: e.to_string(),
             }]

@@ -12,15 +12,16 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// Why a node name cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    /// Nothing usable is left after sanitising.
-    #[error("node name {0:?} has no usable characters")]
+    /// No letter or digit is left after sanitising.
+    #[error("node name {0:?} has no usable characters (it needs a letter or digit)")]
     Empty(String),
 }
 
 /// Turns a node's name into a single, safe path component.
 ///
 /// Letters and digits (any script), `-`, `_` and `.` are kept; anything else (`/`, `\`, NUL,
-/// spaces, control characters, ...) becomes `_`. Runs of dots collapse to one and leading dots
+/// spaces, control characters, ...) becomes `_`. A name without a single letter or digit is
+/// rejected. Runs of dots collapse to one and leading dots
 /// and dashes are dropped, so the result is never `.`, `..`, a hidden file or an option-like
 /// name. The result is at most [`MAX_NAME_BYTES`] bytes. The result is always a single normal
 /// path component, so joining it to a log root never leaves the root.
@@ -43,7 +44,7 @@ pub fn sanitise(name: &str) -> Result<String, NameError> {
         }
         out.push(c);
     }
-    if out.is_empty() || out.chars().all(|c| c == '_') && name.chars().all(|c| c != '_') {
+    if !out.chars().any(char::is_alphanumeric) {
         return Err(NameError::Empty(name.to_string()));
     }
     Ok(out)

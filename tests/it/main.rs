@@ -1,4 +1,7 @@
 //! Integration tests: the real binary over real sockets and files.
 
+mod cli;
 mod ingest;
+mod rotation;
+mod shutdown;
 mod support;
