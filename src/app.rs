@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::ingest::Shared;
 use crate::logs::{janitor, LogSettings};
 use crate::net::{self, Listener};
 use crate::node::Nodes;
-use crate::session::Shared;
 use crate::telemetry::Telemetry;
 use crate::utc;
 

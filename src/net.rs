@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Address;
-use crate::session::{self, Shared};
+use crate::ingest::Shared;
+use crate::session;
 
 /// Why a listener could not be bound.
 #[derive(Debug, thiserror::Error)]

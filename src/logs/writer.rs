@@ -331,6 +331,7 @@ mod tests {
             thread_id: "1".into(),
             machine: format!("{{\"i\":{i}}}"),
             human: Some(format!("line {i}")),
+            form: Default::default(),
         }
     }
 

@@ -14,6 +14,7 @@ fn trace(i: u64, text: &str) -> TraceObject {
         thread_id: i.to_string(),
         machine: format!("{{\"i\":{i}}}"),
         human: (i % 2 == 0).then(|| text.to_string()),
+        form: Default::default(),
     }
 }
 
@@ -224,6 +225,7 @@ fn readme_examples_are_exact() {
             thread_id: "1".into(),
             machine: "{}".into(),
             human: None,
+            form: Default::default(),
         }],
     });
     assert_eq!(

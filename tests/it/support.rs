@@ -174,6 +174,7 @@ pub fn object(node: &str, seq: u64, pad: usize) -> TraceObject {
             "x".repeat(pad)
         ),
         human: Some(format!("node {node} seq {seq}")),
+        form: Default::default(),
     }
 }
 

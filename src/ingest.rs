@@ -1,0 +1,332 @@
+//! The protocol-independent ingest path of one connected node: a [`NodeSink`] claims the
+//! node's name, owns its writer task, numbers and de-duplicates trace batches, and reports what
+//! has been persisted. The native session and the Cardano session both feed one.
+//!
+//! The writer task owns the node's [`NodeLog`] and does its I/O on the blocking pool; the
+//! queue in front of it is bounded, so a slow disk slows the reading of the socket (TCP
+//! backpressure) instead of growing memory.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Limits;
+use crate::logs::writer::{NodeLog, WriteError};
+use crate::logs::LogSettings;
+use crate::model::{TraceBatch, TraceObject};
+use crate::node::{Lease, Nodes};
+use crate::telemetry::Telemetry;
+use crate::utc;
+
+/// Most queued batches the writer merges into one write.
+const MAX_MERGED_BATCHES: usize = 64;
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Network magic nodes must present.
+    pub network_magic: u32,
+    /// Bounds.
+    pub limits: Limits,
+    /// Log targets and rotation.
+    pub logs: Arc<LogSettings>,
+    /// Node registry.
+    pub nodes: Nodes,
+    /// Own metrics.
+    pub telemetry: Telemetry,
+}
+
+/// Why a node's sink failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The node's logs could not be written.
+    #[error("cannot write the node's logs")]
+    Write(#[from] WriteError),
+    /// The writer task panicked or was cancelled.
+    #[error("log writer task failed: {0}")]
+    WriterTask(String),
+    /// The writer stopped (after an error, reported by [`NodeSink::close`]).
+    #[error("log writer stopped")]
+    WriterStopped,
+}
+
+/// Objects on their way to the writer, numbered up to `last_seq`.
+struct Job {
+    objects: Vec<TraceObject>,
+    last_seq: u64,
+}
+
+/// The ingest path of one connected node.
+pub struct NodeSink {
+    lease: Lease,
+    protocol: &'static str,
+    telemetry: Telemetry,
+    tx: mpsc::Sender<Job>,
+    persisted: watch::Receiver<u64>,
+    writer: JoinHandle<Result<(), WriteError>>,
+    expected: u64,
+    received: prometheus::IntCounter,
+    duplicates: prometheus::IntCounter,
+}
+
+impl NodeSink {
+    /// Claims `name` (sanitised) for `peer`, opens fresh log files and starts the writer.
+    pub async fn open(
+        shared: &Shared,
+        name: &str,
+        peer: &str,
+        protocol: &'static str,
+    ) -> Result<NodeSink, SinkError> {
+        let lease = shared.nodes.claim(name, peer);
+        if lease.name() != name {
+            tracing::info!(%peer, requested = %name, assigned = %lease.name(),
+                "node name already connected; filing this node under a distinct name");
+        }
+        let logs = shared.logs.clone();
+        let dir_name = lease.name().to_string();
+        let log =
+            tokio::task::spawn_blocking(move || NodeLog::open(&logs, &dir_name, utc::now_unix()))
+                .await
+                .map_err(|e| SinkError::WriterTask(e.to_string()))??;
+        tracing::info!(%peer, protocol, node = %lease.name(), files = ?log.current_paths(), "node connected");
+        let (tx, rx) = mpsc::channel::<Job>(shared.limits.queue_batches);
+        let (persisted_tx, persisted) = watch::channel(lease.persisted_seq);
+        let writer = tokio::spawn(write_loop(
+            log,
+            rx,
+            persisted_tx,
+            shared.telemetry.clone(),
+            lease.name().to_string(),
+        ));
+        let t = &shared.telemetry;
+        t.nodes_connected.with_label_values(&[protocol]).inc();
+        Ok(NodeSink {
+            received: t.objects_received.with_label_values(&[lease.name()]),
+            duplicates: t.objects_dropped.with_label_values(&["duplicate"]),
+            telemetry: t.clone(),
+            expected: lease.persisted_seq + 1,
+            lease,
+            protocol,
+            tx,
+            persisted,
+            writer,
+        })
+    }
+
+    /// The name the node is filed under.
+    pub fn name(&self) -> &str {
+        self.lease.name()
+    }
+
+    /// The node's registry entry, for metrics, data points and RTT.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Highest sequence number persisted under this name when the sink was opened.
+    pub fn resume_from(&self) -> u64 {
+        self.lease.persisted_seq
+    }
+
+    /// Queues a batch for writing, waiting while the queue is full (backpressure).
+    pub async fn push(&mut self, batch: TraceBatch) -> Result<(), SinkError> {
+        self.received.inc_by(batch.objects.len() as u64);
+        let Some(job) = number(
+            batch,
+            &mut self.expected,
+            self.lease.name(),
+            &self.duplicates,
+        ) else {
+            return Ok(());
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| SinkError::WriterStopped)
+    }
+
+    /// Resolves when the persisted sequence number moved past `acked`, with the new value.
+    /// Cancel-safe. Errors when the writer has stopped.
+    pub async fn persisted_beyond(&mut self, acked: u64) -> Result<u64, SinkError> {
+        loop {
+            let seq = *self.persisted.borrow_and_update();
+            if seq > acked {
+                return Ok(seq);
+            }
+            self.persisted
+                .changed()
+                .await
+                .map_err(|_| SinkError::WriterStopped)?;
+        }
+    }
+
+    /// Drains the queue, syncs the files, releases the name; returns the highest sequence
+    /// number persisted and the writer's outcome.
+    pub async fn close(self) -> (u64, Result<(), SinkError>) {
+        let NodeSink {
+            lease,
+            protocol,
+            telemetry,
+            tx,
+            persisted,
+            writer,
+            ..
+        } = self;
+        drop(tx);
+        let written = match writer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SinkError::Write(e)),
+            Err(e) => Err(SinkError::WriterTask(e.to_string())),
+        };
+        let seq = *persisted.borrow();
+        lease.set_persisted(seq);
+        telemetry
+            .nodes_connected
+            .with_label_values(&[protocol])
+            .dec();
+        (seq, written)
+    }
+}
+
+/// Assigns sequence numbers, trims what was already persisted, and logs gaps. Returns `None`
+/// when nothing new is left.
+fn number(
+    batch: TraceBatch,
+    expected: &mut u64,
+    node: &str,
+    duplicates: &prometheus::IntCounter,
+) -> Option<Job> {
+    let TraceBatch {
+        first_seq,
+        mut objects,
+    } = batch;
+    if objects.is_empty() {
+        return None;
+    }
+    let first = if first_seq == 0 { *expected } else { first_seq };
+    let count = objects.len() as u64;
+    let last = first + count - 1;
+    if last < *expected {
+        duplicates.inc_by(count);
+        return None;
+    }
+    if first < *expected {
+        let skip = *expected - first;
+        duplicates.inc_by(skip);
+        objects.drain(..skip as usize);
+    } else if first > *expected {
+        tracing::warn!(
+            node,
+            expected = *expected,
+            got = first,
+            missing = first - *expected,
+            "gap in sequence numbers: the node did not send these objects"
+        );
+    }
+    *expected = last + 1;
+    Some(Job {
+        objects,
+        last_seq: last,
+    })
+}
+
+/// The writer of one node: merges queued batches, writes them on the blocking pool, and
+/// publishes the highest sequence number written.
+async fn write_loop(
+    log: NodeLog,
+    mut rx: mpsc::Receiver<Job>,
+    persisted: watch::Sender<u64>,
+    telemetry: Telemetry,
+    node: String,
+) -> Result<(), WriteError> {
+    let written = telemetry.objects_written.with_label_values(&[&node]);
+    let bytes = telemetry.bytes_written.with_label_values(&[&node]);
+    let task_failed = |e: tokio::task::JoinError| WriteError::Write {
+        path: node.clone().into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut log = log;
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
+    while rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await > 0 {
+        let started = Instant::now();
+        let batch = std::mem::take(&mut jobs);
+        let (back, batch, result) = tokio::task::spawn_blocking(move || {
+            let mut log = log;
+            let now = utc::now_unix();
+            let result = log.append(batch.iter().flat_map(|j| j.objects.iter()), now);
+            (log, batch, result)
+        })
+        .await
+        .map_err(task_failed)?;
+        log = back;
+        let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
+        let appended = match result {
+            Ok(appended) => appended,
+            Err(e) => {
+                telemetry.write_errors.inc();
+                telemetry
+                    .objects_dropped
+                    .with_label_values(&["write_error"])
+                    .inc_by(count);
+                return Err(e);
+            }
+        };
+        telemetry
+            .write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        telemetry.rotations.inc_by(appended.rotations);
+        telemetry.invalid_machine_json.inc_by(appended.invalid_json);
+        written.inc_by(count);
+        bytes.inc_by(appended.bytes);
+        if let Some(last) = batch.last() {
+            persisted.send_replace(last.last_seq);
+        }
+        jobs = batch;
+        jobs.clear();
+    }
+    tokio::task::spawn_blocking(move || log.sync())
+        .await
+        .map_err(task_failed)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DetailLevel, Severity};
+
+    fn batch(first_seq: u64, n: usize) -> TraceBatch {
+        let obj = TraceObject {
+            namespace: "a".into(),
+            severity: Severity::Info,
+            detail: DetailLevel::Normal,
+            timestamp_ns: 0,
+            hostname: String::new(),
+            thread_id: String::new(),
+            machine: "{}".into(),
+            human: None,
+            form: Default::default(),
+        };
+        TraceBatch {
+            first_seq,
+            objects: vec![obj; n],
+        }
+    }
+
+    #[test]
+    fn numbering_trims_duplicates_and_accepts_gaps() {
+        let dup = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut expected = 11;
+        assert!(number(batch(1, 10), &mut expected, "n", &dup).is_none());
+        assert_eq!(dup.get(), 10);
+        let job = number(batch(8, 5), &mut expected, "n", &dup).unwrap();
+        assert_eq!((job.objects.len(), job.last_seq, expected), (2, 12, 13));
+        assert_eq!(dup.get(), 13);
+        let job = number(batch(20, 1), &mut expected, "n", &dup).unwrap();
+        assert_eq!((job.last_seq, expected), (20, 21));
+        let job = number(batch(0, 3), &mut expected, "n", &dup).unwrap();
+        assert_eq!((job.last_seq, expected), (23, 24));
+        assert!(number(batch(30, 0), &mut expected, "n", &dup).is_none());
+    }
+}
