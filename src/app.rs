@@ -49,6 +49,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         network_magic: config.network_magic,
         limits: config.tracerd.limits.clone(),
+        durability: config.tracerd.durability.clone(),
         logs: logs.clone(),
         nodes: Nodes::default(),
         telemetry: Telemetry::new(),

@@ -20,6 +20,11 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 64;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 /// Default connection limit (native listeners together).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// Default idle timeout: a live node answers tracerd's 5-second pings, so a minute of
+/// silence means a dead peer.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
+/// Default period of `fsync: interval`.
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 500;
 /// Default shutdown grace period.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default rotation check period (cardano-tracer's default).
@@ -298,6 +303,9 @@ pub struct TracerdSettings {
     /// Bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// When an acknowledgement is sent: after `write(2)` or after `fdatasync`.
+    #[serde(default)]
+    pub durability: Durability,
     /// How long shutdown may take before tracerd gives up draining, in seconds.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: f64,
@@ -308,6 +316,7 @@ impl Default for TracerdSettings {
         TracerdSettings {
             native: NativeSettings::default(),
             limits: Limits::default(),
+            durability: Durability::default(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
@@ -346,6 +355,46 @@ pub struct Limits {
     /// Connections served at once; further connections are closed at accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A session that sends nothing (not even a Pong to tracerd's 5-second Ping) for this
+    /// long is closed, in seconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
+}
+
+/// When trace objects count as persisted, and so when they are acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Durability {
+    /// `never` (default): acknowledged once written to the file (page cache): survives a crash
+    /// of tracerd, not of the machine. `batch`: `fdatasync` before every acknowledgement.
+    /// `interval`: `fdatasync` at most every `fsyncIntervalMs`, acknowledging what it covered.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Period of `fsync: interval`, in milliseconds.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+        }
+    }
+}
+
+/// See [`Durability::fsync`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Acknowledge after `write(2)`.
+    #[default]
+    Never,
+    /// `fdatasync` every batch before acknowledging it.
+    Batch,
+    /// `fdatasync` every `fsyncIntervalMs`; acknowledge what each sync covered.
+    Interval,
 }
 
 impl Default for Limits {
@@ -355,6 +404,7 @@ impl Default for Limits {
             queue_batches: DEFAULT_QUEUE_BATCHES,
             handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
         }
     }
 }
@@ -401,6 +451,12 @@ fn default_handshake_timeout() -> f64 {
 }
 fn default_max_connections() -> u32 {
     DEFAULT_MAX_CONNECTIONS
+}
+fn default_idle_timeout() -> f64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+fn default_fsync_interval_ms() -> u64 {
+    DEFAULT_FSYNC_INTERVAL_MS
 }
 
 impl Default for Config {
@@ -637,6 +693,19 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
         problem(
             "tracerd.limits.maxConnections",
             "must be at least 1".to_string(),
+        );
+    }
+    if !(limits.idle_timeout_secs.is_finite() && limits.idle_timeout_secs > 0.0) {
+        problem(
+            "tracerd.limits.idleTimeoutSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    let durability = &config.tracerd.durability;
+    if durability.fsync == FsyncPolicy::Interval && durability.fsync_interval_ms == 0 {
+        problem(
+            "tracerd.durability.fsyncIntervalMs",
+            "must be at least 1 with fsync: interval".to_string(),
         );
     }
     if !(limits.handshake_timeout_secs.is_finite() && limits.handshake_timeout_secs > 0.0) {

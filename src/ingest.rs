@@ -8,12 +8,14 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
 use tokio::time::Instant;
 
-use crate::config::Limits;
-use crate::logs::writer::{NodeLog, WriteError};
+use crate::config::{Durability, FsyncPolicy, Limits};
+use crate::logs::writer::{Appended, NodeLog, WriteError};
 use crate::logs::LogSettings;
 use crate::model::{TraceBatch, TraceObject};
 use crate::node::{Lease, Nodes};
@@ -30,6 +32,8 @@ pub struct Shared {
     pub network_magic: u32,
     /// Bounds.
     pub limits: Limits,
+    /// When objects count as persisted.
+    pub durability: Durability,
     /// Log targets and rotation.
     pub logs: Arc<LogSettings>,
     /// Node registry.
@@ -79,18 +83,34 @@ impl NodeSink {
         peer: &str,
         protocol: &'static str,
     ) -> Result<NodeSink, SinkError> {
-        let lease = shared.nodes.claim(name, peer);
+        let mut lease = shared
+            .nodes
+            .claim_waiting(name, peer, crate::node::RECLAIM_WAIT)
+            .await;
         if lease.name() != name {
             tracing::info!(%peer, requested = %name, assigned = %lease.name(),
                 "node name already connected; filing this node under a distinct name");
         }
         let logs = shared.logs.clone();
         let dir_name = lease.name().to_string();
-        let log =
-            tokio::task::spawn_blocking(move || NodeLog::open(&logs, &dir_name, utc::now_unix()))
-                .await
-                .map_err(|e| SinkError::WriterTask(e.to_string()))??;
-        tracing::info!(%peer, protocol, node = %lease.name(), files = ?log.current_paths(), "node connected");
+        let known = lease.persisted_seq;
+        let sync = shared.durability.fsync != FsyncPolicy::Never;
+        let (log, recovery) = tokio::task::spawn_blocking(move || {
+            let (mut log, recovery) = NodeLog::open(&logs, &dir_name, utc::now_unix(), sync)?;
+            // This process may know more than the checkpoint (a session of this name ended
+            // cleanly earlier); never less, since every session ends with a checkpoint.
+            let seq = log.seq().max(known);
+            log.set_seq(seq)?;
+            Ok::<_, WriteError>((log, recovery))
+        })
+        .await
+        .map_err(|e| SinkError::WriterTask(e.to_string()))??;
+        for note in &recovery.notes {
+            tracing::warn!(node = %lease.name(), "recovery: {note}");
+        }
+        lease.recover(log.seq());
+        tracing::info!(%peer, protocol, node = %lease.name(), resume_after = log.seq(),
+            files = ?log.current_paths(), "node connected");
         let (tx, rx) = mpsc::channel::<Job>(shared.limits.queue_batches);
         let (persisted_tx, persisted) = watch::channel(lease.persisted_seq);
         let writer = tokio::spawn(write_loop(
@@ -99,6 +119,7 @@ impl NodeSink {
             persisted_tx,
             shared.telemetry.clone(),
             lease.name().to_string(),
+            shared.durability.clone(),
         ));
         let t = &shared.telemetry;
         t.nodes_connected.with_label_values(&[protocol]).inc();
@@ -232,14 +253,16 @@ fn number(
     })
 }
 
-/// The writer of one node: merges queued batches, writes them on the blocking pool, and
-/// publishes the highest sequence number written.
+/// The writer of one node: merges queued batches, writes them on the blocking pool with a
+/// checkpoint, and publishes the highest sequence number persisted under the durability
+/// policy.
 async fn write_loop(
     log: NodeLog,
     mut rx: mpsc::Receiver<Job>,
     persisted: watch::Sender<u64>,
     telemetry: Telemetry,
     node: String,
+    durability: Durability,
 ) -> Result<(), WriteError> {
     let written = telemetry.objects_written.with_label_values(&[&node]);
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
@@ -247,20 +270,51 @@ async fn write_loop(
         path: node.clone().into(),
         source: std::io::Error::other(e.to_string()),
     };
-    let mut log = log;
+    let interval = Duration::from_millis(durability.fsync_interval_ms.max(1));
+    let mut log = Some(log);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
-    while rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await > 0 {
+    // Interval mode: data written but not yet synced and acknowledged.
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let received = if unsynced {
+            tokio::select! {
+                n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
+                _ = tokio::time::sleep_until(last_sync + interval) => {
+                    let mut l = log.take().ok_or(WriteError::Closed)?;
+                    let (l, result) = tokio::task::spawn_blocking(move || {
+                        let r = l.checkpoint();
+                        (l, r)
+                    })
+                    .await
+                    .map_err(task_failed)?;
+                    result?;
+                    persisted.send_replace(l.seq());
+                    log = Some(l);
+                    unsynced = false;
+                    last_sync = Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await
+        };
+        if received == 0 {
+            break;
+        }
         let started = Instant::now();
+        let sync_now = match durability.fsync {
+            FsyncPolicy::Never | FsyncPolicy::Batch => true,
+            FsyncPolicy::Interval => last_sync.elapsed() >= interval,
+        };
         let batch = std::mem::take(&mut jobs);
-        let (back, batch, result) = tokio::task::spawn_blocking(move || {
-            let mut log = log;
-            let now = utc::now_unix();
-            let result = log.append(batch.iter().flat_map(|j| j.objects.iter()), now);
-            (log, batch, result)
+        let mut l = log.take().ok_or(WriteError::Closed)?;
+        let (l, batch, result) = tokio::task::spawn_blocking(move || {
+            let result = write_runs(&mut l, &batch, sync_now);
+            (l, batch, result)
         })
         .await
         .map_err(task_failed)?;
-        log = back;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
         let appended = match result {
             Ok(appended) => appended,
@@ -280,15 +334,56 @@ async fn write_loop(
         telemetry.invalid_machine_json.inc_by(appended.invalid_json);
         written.inc_by(count);
         bytes.inc_by(appended.bytes);
-        if let Some(last) = batch.last() {
-            persisted.send_replace(last.last_seq);
+        if sync_now {
+            persisted.send_replace(l.seq());
+            unsynced = false;
+            if durability.fsync == FsyncPolicy::Interval {
+                last_sync = Instant::now();
+            }
+        } else {
+            unsynced = true;
         }
+        log = Some(l);
         jobs = batch;
         jobs.clear();
     }
-    tokio::task::spawn_blocking(move || log.sync())
-        .await
-        .map_err(task_failed)?
+    let Some(mut l) = log else {
+        return Ok(());
+    };
+    let l = tokio::task::spawn_blocking(move || {
+        l.sync()?;
+        l.checkpoint()?;
+        Ok::<_, WriteError>(l)
+    })
+    .await
+    .map_err(task_failed)??;
+    persisted.send_replace(l.seq());
+    Ok(())
+}
+
+/// Writes queued jobs as runs of contiguous sequence numbers, then checkpoints if `checkpoint`
+/// (which syncs first in fsync modes).
+fn write_runs(log: &mut NodeLog, jobs: &[Job], checkpoint: bool) -> Result<Appended, WriteError> {
+    let now = utc::now_unix();
+    let mut total = Appended::default();
+    let mut run: Vec<&TraceObject> = Vec::new();
+    let mut run_first = 0;
+    for job in jobs {
+        let first = job.last_seq + 1 - job.objects.len() as u64;
+        if !run.is_empty() && first != run_first + run.len() as u64 {
+            total += log.append_run(run_first, &run, now)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_first = first;
+        }
+        run.extend(job.objects.iter());
+    }
+    total += log.append_run(run_first, &run, now)?;
+    if checkpoint {
+        log.checkpoint()?;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
 
@@ -67,10 +70,16 @@ pub struct NodeState {
     pub rtt_micros: Option<u64>,
 }
 
+/// How long a connecting node waits for a session of the same name that is ending (draining
+/// its writer) before it is filed under a suffixed name instead.
+pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
+
 /// Registry of node names; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Nodes {
     inner: Arc<Mutex<HashMap<String, NodeState>>>,
+    /// Woken whenever a name is released.
+    released: Arc<Notify>,
 }
 
 /// A claimed node name; releasing it (on drop) marks the node disconnected.
@@ -87,6 +96,25 @@ impl Nodes {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `name` (sanitised), waiting up to `wait` for a session holding it to end (a
+    /// node reconnecting while its old session still drains gets its own name back), then
+    /// falls back to [`Nodes::claim`].
+    pub async fn claim_waiting(&self, name: &str, peer: &str, wait: Duration) -> Lease {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.lock().get(name).is_some_and(|s| s.connected) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                break;
+            }
+        }
+        self.claim(name, peer)
     }
 
     /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no
@@ -140,6 +168,12 @@ impl Lease {
         }
     }
 
+    /// Raises what is known to be persisted under this name (e.g. recovered from disk).
+    pub fn recover(&mut self, seq: u64) {
+        self.persisted_seq = self.persisted_seq.max(seq);
+        self.set_persisted(seq);
+    }
+
     /// Records what has been persisted.
     pub fn set_persisted(&self, seq: u64) {
         self.update(|s| s.persisted_seq = s.persisted_seq.max(seq));
@@ -172,6 +206,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.update(|s| s.connected = false);
+        self.nodes.released.notify_waiters();
     }
 }
 
@@ -212,6 +247,24 @@ mod tests {
         assert_eq!(d.name(), "relay-2");
         drop(a);
         assert_eq!(nodes.connected(), vec!["relay-2", "relay-3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnecting_node_gets_its_name_back_once_the_old_session_ends() {
+        let nodes = Nodes::default();
+        let old = nodes.claim("relay", "p1");
+        let n2 = nodes.clone();
+        let waiter =
+            tokio::spawn(async move { n2.claim_waiting("relay", "p2", RECLAIM_WAIT).await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(old);
+        assert_eq!(waiter.await.unwrap().name(), "relay");
+        // A live duplicate is filed under a suffix after the wait.
+        let _live = nodes.claim("dup", "p1");
+        let started = tokio::time::Instant::now();
+        let second = nodes.claim_waiting("dup", "p2", RECLAIM_WAIT).await;
+        assert_eq!(second.name(), "dup-2");
+        assert!(started.elapsed() >= RECLAIM_WAIT);
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum SessionError {
     /// No `Hello` within the handshake timeout.
     #[error("no Hello within {0:?}")]
     HandshakeTimeout(Duration),
+    /// Nothing arrived for the idle timeout.
+    #[error("nothing received for {0:?}")]
+    IdleTimeout(Duration),
     /// The peer sent something that is not a valid frame or message.
     #[error("bad input from node")]
     Codec(#[from] CodecError),
@@ -70,6 +73,7 @@ impl SessionError {
     pub fn label(&self) -> &'static str {
         match self {
             SessionError::HandshakeTimeout(_) => "handshake_timeout",
+            SessionError::IdleTimeout(_) => "idle_timeout",
             SessionError::Codec(CodecError::Io(_)) => "io_error",
             SessionError::Codec(e) => e.kind(),
             SessionError::Sink(_) => "write_error",
@@ -122,7 +126,8 @@ where
             max_frame_bytes: shared.limits.max_frame_bytes,
         })
         .await?;
-    stream_node(&mut framed, sink, &cancel).await
+    let idle = Duration::from_secs_f64(shared.limits.idle_timeout_secs);
+    stream_node(&mut framed, sink, idle, &cancel).await
 }
 
 fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, String)> {
@@ -176,6 +181,7 @@ where
 async fn stream_node<S>(
     framed: &mut Framed<S, TracerCodec>,
     mut sink: NodeSink,
+    idle: Duration,
     cancel: &CancellationToken,
 ) -> Result<End, SessionError>
 where
@@ -185,10 +191,20 @@ where
     let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut ping_sent: Option<(u64, Instant)> = None;
     let mut nonce = 0u64;
+    // One timer for the idle timeout, re-armed only when it fires early.
+    let mut last_frame = Instant::now();
+    let idle_check = tokio::time::sleep(idle);
+    tokio::pin!(idle_check);
 
     let outcome: Result<End, SessionError> = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(End::Shutdown),
+            () = &mut idle_check => {
+                if last_frame.elapsed() >= idle {
+                    break Err(SessionError::IdleTimeout(idle));
+                }
+                idle_check.as_mut().reset(last_frame + idle);
+            }
             persisted = sink.persisted_beyond(acked) => match persisted {
                 Ok(seq) => {
                     acked = seq;
@@ -209,30 +225,33 @@ where
             frame = framed.next() => match frame {
                 None => break Ok(End::PeerClosed),
                 Some(Err(e)) => break Err(e.into()),
-                Some(Ok(msg)) => match msg {
-                    NodeMessage::Traces(batch) => {
-                        if sink.push(batch).await.is_err() {
-                            break Ok(End::PeerClosed);
-                        }
-                    }
-                    NodeMessage::Metrics(update) => sink.lease().apply_metrics(update),
-                    NodeMessage::DataPoints(points) => sink.lease().apply_data_points(points),
-                    NodeMessage::Ping(n) => {
-                        if let Err(e) = framed.send(TracerMessage::Pong(n)).await {
-                            break Err(e.into());
-                        }
-                    }
-                    NodeMessage::Pong(n) => {
-                        if let Some((sent_nonce, at)) = ping_sent.take() {
-                            if sent_nonce == n {
-                                sink.lease().set_rtt(at.elapsed().as_micros() as u64);
+                Some(Ok(msg)) => {
+                    last_frame = Instant::now();
+                    match msg {
+                        NodeMessage::Traces(batch) => {
+                            if sink.push(batch).await.is_err() {
+                                break Ok(End::PeerClosed);
                             }
                         }
+                        NodeMessage::Metrics(update) => sink.lease().apply_metrics(update),
+                        NodeMessage::DataPoints(points) => sink.lease().apply_data_points(points),
+                        NodeMessage::Ping(n) => {
+                            if let Err(e) = framed.send(TracerMessage::Pong(n)).await {
+                                break Err(e.into());
+                            }
+                        }
+                        NodeMessage::Pong(n) => {
+                            if let Some((sent_nonce, at)) = ping_sent.take() {
+                                if sent_nonce == n {
+                                    sink.lease().set_rtt(at.elapsed().as_micros() as u64);
+                                }
+                            }
+                        }
+                        NodeMessage::Hello(_) => {
+                            break Err(CodecError::Invalid("second Hello in one session".into()).into());
+                        }
                     }
-                    NodeMessage::Hello(_) => {
-                        break Err(CodecError::Invalid("second Hello in one session".into()).into());
-                    }
-                },
+                }
             },
         }
     };

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogFormat;
+use crate::logs::recovery::{self, Checkpoint, Recovery, TargetDir};
 use crate::logs::rotation::{self, FileKey, Policy};
 use crate::logs::{format, LogSettings};
 use crate::model::TraceObject;
@@ -50,6 +51,18 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// Writing the checkpoint file failed.
+    #[error("cannot write checkpoint {path}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer was used after a failure closed it.
+    #[error("log writer already closed")]
+    Closed,
     /// Swapping the `node.<ext>` symlink failed.
     #[error("cannot update symlink {path}")]
     Link {
@@ -72,6 +85,14 @@ pub struct Appended {
     pub invalid_json: u64,
 }
 
+impl std::ops::AddAssign for Appended {
+    fn add_assign(&mut self, other: Appended) {
+        self.bytes += other.bytes;
+        self.rotations += other.rotations;
+        self.invalid_json += other.invalid_json;
+    }
+}
+
 struct OpenFile {
     format: LogFormat,
     dir: PathBuf,
@@ -86,6 +107,12 @@ pub struct NodeLog {
     policy: Option<Policy>,
     machine: Rendered,
     human: Rendered,
+    /// The checkpoint file, in the first target's node directory.
+    state: Option<(File, PathBuf)>,
+    /// Highest sequence number whose line is in every target.
+    seq: u64,
+    /// Sync data before writing a checkpoint (fsync durability modes).
+    sync_checkpoints: bool,
 }
 
 /// Lines rendered once per batch and shared by every target of that format.
@@ -96,13 +123,27 @@ struct Rendered {
 }
 
 impl NodeLog {
-    /// Opens a fresh file in `<root>/<name>/` for every target. `name` must be sanitised.
-    pub fn open(settings: &LogSettings, name: &str, now: i64) -> Result<NodeLog, WriteError> {
-        let mut files = Vec::with_capacity(settings.targets.len());
+    /// Recovers the node's previous files after a crash (see `recovery`), then opens a fresh
+    /// file in `<root>/<name>/` for every target. `name` must be sanitised. `sync_checkpoints`
+    /// makes every checkpoint follow an `fdatasync` of the data it describes.
+    pub fn open(
+        settings: &LogSettings,
+        name: &str,
+        now: i64,
+        sync_checkpoints: bool,
+    ) -> Result<(NodeLog, Recovery), WriteError> {
+        let mut dirs = Vec::with_capacity(settings.targets.len());
         for target in &settings.targets {
             let dir = target.root.join(name);
             ensure_dir(&dir)?;
-            let ext = target.format.extension();
+            dirs.push(TargetDir {
+                dir,
+                ext: target.format.extension(),
+            });
+        }
+        let recovered = recovery::recover(&dirs);
+        let mut files = Vec::with_capacity(settings.targets.len());
+        for (target, TargetDir { dir, ext }) in settings.targets.iter().zip(dirs) {
             let newest = newest_key(&dir, ext);
             let (file, key) = create_file(&dir, ext, FileKey::next(now, newest))?;
             link_current(&dir, ext, key)?;
@@ -114,11 +155,86 @@ impl NodeLog {
                 len: 0,
             });
         }
-        Ok(NodeLog {
+        let state = match files.first() {
+            Some(f) => {
+                let path = f.dir.join(recovery::STATE_FILE);
+                let file =
+                    recovery::open_state(&f.dir).map_err(|source| WriteError::Checkpoint {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((file, path))
+            }
+            None => None,
+        };
+        let mut log = NodeLog {
             files,
             policy: settings.policy,
             machine: Rendered::default(),
             human: Rendered::default(),
+            state,
+            seq: recovered.persisted.unwrap_or(0),
+            sync_checkpoints,
+        };
+        log.checkpoint()?;
+        Ok((log, recovered))
+    }
+
+    /// Highest sequence number whose line is in every target.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Declares that everything up to `seq` is persisted (a value known from elsewhere, e.g.
+    /// this node's previous session in this process) and checkpoints it.
+    pub fn set_seq(&mut self, seq: u64) -> Result<(), WriteError> {
+        if seq != self.seq {
+            self.seq = seq;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a run of objects numbered `first_seq..`, checkpointing first when the run does
+    /// not continue the lines on disk, so lines past a checkpoint are always contiguous.
+    pub fn append_run(
+        &mut self,
+        first_seq: u64,
+        objects: &[&TraceObject],
+        now: i64,
+    ) -> Result<Appended, WriteError> {
+        if objects.is_empty() {
+            return Ok(Appended::default());
+        }
+        if first_seq != self.seq + 1 {
+            self.seq = first_seq - 1;
+            self.checkpoint()?;
+        }
+        let out = self.append(objects.iter().copied(), now)?;
+        self.seq = first_seq + objects.len() as u64 - 1;
+        Ok(out)
+    }
+
+    /// Records the current sequence number and file positions in the checkpoint file (after
+    /// syncing the data, in fsync modes).
+    pub fn checkpoint(&mut self) -> Result<(), WriteError> {
+        if self.sync_checkpoints {
+            self.sync()?;
+        }
+        let Some((file, path)) = &self.state else {
+            return Ok(());
+        };
+        let cp = Checkpoint {
+            seq: self.seq,
+            files: self
+                .files
+                .iter()
+                .map(|f| (f.key.file_name(f.format.extension()), f.len))
+                .collect(),
+        };
+        recovery::write_state(file, &cp).map_err(|source| WriteError::Checkpoint {
+            path: path.clone(),
+            source,
         })
     }
 
@@ -381,7 +497,7 @@ mod tests {
         fs::create_dir_all(tmp.path().join("m")).unwrap();
         fs::create_dir_all(tmp.path().join("h")).unwrap();
         let s = settings(tmp.path(), Some(1000));
-        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812).unwrap();
+        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812, false).unwrap().0;
         let batch: Vec<_> = (0..500).map(obj).collect();
         let out = log.append(&batch[..250], 1_784_714_812).unwrap();
         log.append(&batch[250..], 1_784_714_812).unwrap();
@@ -409,7 +525,7 @@ mod tests {
         fs::create_dir_all(tmp.path().join("h")).unwrap();
         let s = settings(tmp.path(), None);
         for round in 0..3 {
-            let mut log = NodeLog::open(&s, "n", 1_784_714_812).unwrap();
+            let mut log = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap().0;
             log.append(&[obj(round)], 1_784_714_812).unwrap();
         }
         let (lines, paths) = read_all(&tmp.path().join("m/n"), "json");
@@ -425,7 +541,7 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
         let s = settings(tmp.path(), None);
         assert!(matches!(
-            NodeLog::open(&s, "evil", 0),
+            NodeLog::open(&s, "evil", 0, false).map(|_| ()),
             Err(WriteError::NotADirectory(_))
         ));
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary over real sockets and files.
 
 mod cli;
+mod crash;
 mod ingest;
 mod rotation;
 mod shutdown;
