@@ -1,7 +1,8 @@
 //! ConnectTo: tracerd dials each listed node (which runs with `--tracer-socket-path-accept`
 //! or `--tracer-socket-network-accept`) and serves it as the mux initiator, reconnecting with
 //! capped exponential backoff as cardano-tracer does (1 s doubling to 30 s, reset once a
-//! connection lasted 30 s).
+//! connection lasted 30 s, and also after any connection that passed the handshake, so a
+//! restarted node is picked up within a second).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::Mode;
-use super::session::serve_and_report;
+use super::session::{serve_and_report, End};
 use super::Settings;
 use crate::config::Address;
 use crate::ingest::Shared;
@@ -49,7 +50,7 @@ pub async fn connect_loop(
                     .with_label_values(&["cardano"])
                     .inc();
                 let cancel = cancel.child_token();
-                let _ = match stream {
+                let end = match stream {
                     Stream::Tcp(s) => {
                         serve_and_report(
                             s,
@@ -73,6 +74,11 @@ pub async fn connect_loop(
                         .await
                     }
                 };
+                // A node that was served (not refused) is redialed promptly after it leaves,
+                // e.g. when it restarts.
+                if !matches!(end, Ok(End::Refused(_) | End::RefusedByPeer(_))) {
+                    backoff = INITIAL_BACKOFF;
+                }
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "cannot connect to node; retrying in {backoff:?}");
