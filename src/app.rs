@@ -11,10 +11,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::cardano;
+use crate::config::{Config, Network};
 use crate::ingest::Shared;
 use crate::logs::{janitor, LogSettings};
-use crate::net::{self, Listener};
+use crate::net::{self, Listener, Service};
 use crate::node::Nodes;
 use crate::telemetry::Telemetry;
 use crate::utc;
@@ -44,7 +45,27 @@ pub async fn run(
             .await
             .with_context(|| format!("binding native listener {addr}"))?;
         tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
-        listeners.push(listener);
+        listeners.push((listener, Service::Native));
+    }
+    let cardano = Arc::new(cardano::Settings::from_config(&config));
+    let mut dial = Vec::new();
+    match &config.network {
+        Some(Network::AcceptAt(addr)) => {
+            let listener = Listener::bind(addr)
+                .await
+                .with_context(|| format!("binding Cardano listener {addr} (network: AcceptAt)"))?;
+            tracing::info!(listen = %listener.describe(), protocol = "cardano",
+                magic = config.network_magic, "listening");
+            listeners.push((listener, Service::Cardano(cardano.clone())));
+        }
+        Some(Network::ConnectTo(addrs)) => {
+            for addr in addrs {
+                if !dial.contains(addr) {
+                    dial.push(addr.clone());
+                }
+            }
+        }
+        None => {}
     }
     let shared = Arc::new(Shared {
         network_magic: config.network_magic,
@@ -59,18 +80,29 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(
         config.tracerd.limits.max_connections as usize,
     ));
-    let described: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
     let socket_paths: Vec<_> = listeners
         .iter()
-        .filter_map(|l| l.socket_path().map(Path::to_path_buf))
+        .filter_map(|(l, _)| l.socket_path().map(Path::to_path_buf))
         .collect();
-    for listener in listeners {
+    for (listener, service) in listeners {
         tracker.spawn(net::accept_loop(
             listener,
+            service,
             shared.clone(),
             limit.clone(),
             cancel.clone(),
             tracker.clone(),
+        ));
+    }
+    for addr in dial {
+        tracing::info!(node = %addr, protocol = "cardano", magic = config.network_magic,
+            "dialing node (network: ConnectTo)");
+        tracker.spawn(cardano::dial::connect_loop(
+            addr,
+            cardano.clone(),
+            shared.clone(),
+            cancel.clone(),
         ));
     }
     tracker.spawn(prune_periodically(

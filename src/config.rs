@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 /// Mainnet's network magic, the default for `networkMagic`.
 pub const DEFAULT_NETWORK_MAGIC: u32 = 764_824_073;
-/// Default largest native frame, in bytes.
+/// Default Cardano `AcceptAt` socket: where `cardano-node --tracer-socket-path-connect`
+/// finds tracerd when both run in the same directory.
+pub const DEFAULT_CARDANO_SOCKET: &str = "./cardano-tracer.sock";
+/// Default largest native frame (and Cardano message), in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Default per-node queue depth, in batches.
 pub const DEFAULT_QUEUE_BATCHES: usize = 64;
@@ -42,17 +45,18 @@ pub struct Config {
     /// Network magic every node must present in its handshake.
     #[serde(default = "default_network_magic")]
     pub network_magic: u32,
-    /// Cardano forwarding protocol endpoint (`AcceptAt` / `ConnectTo`). Parsed and kept; served
-    /// by the Cardano protocol issue (#7).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Cardano forwarding protocol endpoint: `AcceptAt` (tracerd listens, nodes connect) or
+    /// `ConnectTo` (tracerd dials each node). Default `AcceptAt ./cardano-tracer.sock`;
+    /// `network: null` serves no Cardano node.
+    #[serde(default = "default_network")]
     pub network: Option<Network>,
-    /// Trace objects per Cardano request (kept for #7).
+    /// Trace objects per Cardano blocking request (1..=65535).
     #[serde(default = "default_lo_request_num")]
     pub lo_request_num: u16,
-    /// Cardano metrics poll period in seconds (kept for #7).
+    /// Pause between a Cardano node's metrics response and the next request, in seconds.
     #[serde(default = "default_ekg_request_freq")]
     pub ekg_request_freq: f64,
-    /// Request full metric sets instead of deltas (kept for #7).
+    /// Always request every metric (`GetAllMetrics`) instead of changes only.
     #[serde(default)]
     pub ekg_request_full: bool,
     /// EKG-compatible HTTP endpoint (kept for #3).
@@ -412,6 +416,11 @@ impl Default for Limits {
 fn default_network_magic() -> u32 {
     DEFAULT_NETWORK_MAGIC
 }
+fn default_network() -> Option<Network> {
+    Some(Network::AcceptAt(Address::Unix(PathBuf::from(
+        DEFAULT_CARDANO_SOCKET,
+    ))))
+}
 fn default_lo_request_num() -> u16 {
     100
 }
@@ -461,11 +470,12 @@ fn default_fsync_interval_ms() -> u64 {
 
 impl Default for Config {
     /// The embedded default config: native listeners on `./tracerd.sock` and
-    /// `127.0.0.1:3179`, machine logs under `./logs`.
+    /// `127.0.0.1:3179`, Cardano nodes accepted at `./cardano-tracer.sock` (mainnet magic),
+    /// machine logs under `./logs`.
     fn default() -> Self {
         Config {
             network_magic: DEFAULT_NETWORK_MAGIC,
-            network: None,
+            network: default_network(),
             lo_request_num: default_lo_request_num(),
             ekg_request_freq: default_ekg_request_freq(),
             ekg_request_full: false,
@@ -736,14 +746,32 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             );
         }
     }
-    if config.network.is_some() {
-        warnings.push(Problem {
-            key: "network".to_string(),
-            line: None,
-            message: "the Cardano forwarding protocol is not served yet (issue #7): key kept, \
-                      no Cardano listener started"
-                .to_string(),
-        });
+    match &config.network {
+        Some(Network::AcceptAt(addr)) if config.tracerd.native.accept_at.contains(addr) => {
+            problem(
+                "network.contents",
+                format!("{addr} is also a native listener (tracerd.native.acceptAt)"),
+            );
+        }
+        Some(Network::ConnectTo(addrs)) if addrs.is_empty() => {
+            problem(
+                "network.contents",
+                "ConnectTo needs at least one node address".to_string(),
+            );
+        }
+        _ => {}
+    }
+    if config.lo_request_num == 0 {
+        problem(
+            "loRequestNum",
+            "must be at least 1 (a request for 0 trace objects never returns)".to_string(),
+        );
+    }
+    if !(config.ekg_request_freq.is_finite() && config.ekg_request_freq > 0.0) {
+        problem(
+            "ekgRequestFreq",
+            "must be a positive number of seconds".to_string(),
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 //! for the bird's-eye view and the code map, and `README.md` for users.
 
 pub mod app;
+pub mod cardano;
 pub mod cli;
 pub mod config;
 pub mod ingest;

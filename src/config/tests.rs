@@ -48,6 +48,13 @@ fn empty_file_is_the_embedded_default() {
         Address::Unix("./tracerd.sock".into())
     );
     assert_eq!(d.tracerd.native.accept_at[1].to_string(), "127.0.0.1:3179");
+    assert_eq!(
+        d.network,
+        Some(Network::AcceptAt(Address::Unix(
+            "./cardano-tracer.sock".into()
+        )))
+    );
+    assert_eq!(parse("network: null").unwrap().config.network, None);
     assert_eq!(d.logging[0].log_root, PathBuf::from("./logs"));
     assert_eq!(d.tracerd.limits.max_frame_bytes, 1 << 20);
 }
@@ -167,7 +174,7 @@ fn addresses_follow_cardano_tracer_syntax() {
 
 #[test]
 fn printed_config_is_a_valid_config_with_the_same_meaning() {
-    for text in ["{}", CARDANO_YAML, CARDANO_JSON] {
+    for text in ["{}", "network: null", CARDANO_YAML, CARDANO_JSON] {
         let config = parse(text).unwrap().config;
         let printed = to_yaml(&config);
         let again = parse(&printed).unwrap_or_else(|p| panic!("{printed}\n{p:?}"));
@@ -187,5 +194,5 @@ fn shipped_config_files_are_valid() {
     );
     let compat = load(&dir.join("cardano-tracer-compat.yaml")).unwrap();
     let warned: Vec<_> = compat.warnings.iter().map(|w| w.key.as_str()).collect();
-    assert_eq!(warned, vec!["hasRTView", "network"]);
+    assert_eq!(warned, vec!["hasRTView"]);
 }
