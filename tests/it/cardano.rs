@@ -322,6 +322,7 @@ mod in_process {
         let shared = Arc::new(Shared {
             network_magic: MAGIC,
             limits: config.tracerd.limits.clone(),
+            durability: config.tracerd.durability.clone(),
             logs: Arc::new(LogSettings::from_config(&config)),
             nodes: Nodes::default(),
             telemetry: Telemetry::new(),
