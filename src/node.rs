@@ -102,19 +102,24 @@ impl Nodes {
     /// node reconnecting while its old session still drains gets its own name back), then
     /// falls back to [`Nodes::claim`].
     pub async fn claim_waiting(&self, name: &str, peer: &str, wait: Duration) -> Lease {
+        self.wait_until_free(name, wait).await;
+        self.claim(name, peer)
+    }
+
+    /// Waits up to `wait` until no connected session holds `name`; true if it is free.
+    pub async fn wait_until_free(&self, name: &str, wait: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
             if !self.lock().get(name).is_some_and(|s| s.connected) {
-                break;
+                return true;
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
-                break;
+                return false;
             }
         }
-        self.claim(name, peer)
     }
 
     /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no

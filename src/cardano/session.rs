@@ -405,6 +405,17 @@ impl Pump {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // A node reconnecting while its previous session still drains gets its name back.
+        let wanted = node_info
+            .as_deref()
+            .and_then(naming::ni_name)
+            .and_then(|n| crate::node::sanitise(&n).ok());
+        if let Some(wanted) = wanted {
+            self.shared
+                .nodes
+                .wait_until_free(&wanted, crate::node::RECLAIM_WAIT)
+                .await;
+        }
         let connected = self.shared.nodes.connected();
         let (name, source) = naming::choose(node_info.as_deref(), &self.peer, &connected);
         match source {
