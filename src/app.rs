@@ -1,22 +1,27 @@
-//! The composition root: prepares log roots, binds listeners, spawns every long-lived task on
-//! one `TaskTracker` under one `CancellationToken`, and runs the one shutdown sequence.
+//! The composition root: prepares log roots, binds listeners (or takes over the ones systemd
+//! passed), spawns every long-lived task on one `TaskTracker` under one `CancellationToken`,
+//! tells systemd when it is ready, reloads the config on SIGHUP, and runs the one shutdown
+//! sequence.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cardano;
-use crate::config::{Config, Network};
+use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
 use crate::ingest::Shared;
+use crate::live::{self, Live, ReloadMetrics};
 use crate::logs::{janitor, LogSettings};
 use crate::net::{self, Listener, Service};
-use crate::node::Nodes;
+use crate::resources;
+use crate::systemd::{Notifier, Systemd};
 use crate::telemetry::Telemetry;
 use crate::utc;
 
@@ -25,23 +30,51 @@ use crate::utc;
 #[error("shutdown grace period of {0:?} passed with {1} task(s) still running")]
 pub struct DrainTimeout(pub Duration, pub usize);
 
+/// How tracerd was started, besides its config.
+#[derive(Default)]
+pub struct Options {
+    /// The config file, re-read on SIGHUP (without one, SIGHUP only logs that there is
+    /// nothing to reload).
+    pub config_path: Option<PathBuf>,
+    /// Notification socket, watchdog and activated sockets handed over by systemd.
+    pub systemd: Systemd,
+    /// Changes the level of tracerd's own log after a reload; `None` when the command line
+    /// fixed it.
+    pub set_log_level: Option<Box<dyn Fn(MinSeverity) + Send + Sync>>,
+}
+
 /// Runs tracerd with `config` until `shutdown` resolves, then drains and returns.
 ///
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
-/// every log root is writable.
+/// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
+/// `options.config_path` (see [`crate::live`]).
 pub async fn run(
     config: Config,
+    options: Options,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&[String]),
 ) -> anyhow::Result<()> {
+    let Options {
+        config_path,
+        systemd,
+        set_log_level,
+    } = options;
     let logs = Arc::new(LogSettings::from_config(&config));
     for target in &logs.targets {
         prepare_root(&target.root)?;
         tracing::info!(root = %target.root.display(), format = ?target.format, "writing node logs");
     }
+    let mut activated = Vec::new();
+    for socket in systemd.listeners {
+        let listener =
+            Listener::from_activated(socket).context("taking over a socket-activated listener")?;
+        activated.push(listener);
+    }
+    let unix_socket = &config.tracerd.unix_socket;
+    let mut socket_paths = Vec::new();
     let mut listeners = Vec::new();
     for addr in &config.tracerd.native.accept_at {
-        let listener = Listener::bind(addr)
+        let listener = bind(addr, &mut activated, unix_socket, &mut socket_paths)
             .await
             .with_context(|| format!("binding native listener {addr}"))?;
         tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
@@ -51,7 +84,7 @@ pub async fn run(
     let mut dial = Vec::new();
     match &config.network {
         Some(Network::AcceptAt(addr)) => {
-            let listener = Listener::bind(addr)
+            let listener = bind(addr, &mut activated, unix_socket, &mut socket_paths)
                 .await
                 .with_context(|| format!("binding Cardano listener {addr} (network: AcceptAt)"))?;
             tracing::info!(listen = %listener.describe(), protocol = "cardano",
@@ -67,24 +100,22 @@ pub async fn run(
         }
         None => {}
     }
-    let shared = Arc::new(Shared {
-        network_magic: config.network_magic,
-        limits: config.tracerd.limits.clone(),
-        durability: config.tracerd.durability.clone(),
-        logs: logs.clone(),
-        nodes: Nodes::default(),
-        telemetry: Telemetry::new(),
-    });
+    if let Some(extra) = activated.first() {
+        anyhow::bail!(
+            "socket-activated {} matches no listener of the config \
+             (tracerd.native.acceptAt, network AcceptAt)",
+            extra.describe()
+        );
+    }
+    let shared = Arc::new(Shared::new(&config, Telemetry::new()));
+    let live = shared.live.clone();
+    let reload_metrics = ReloadMetrics::register(&shared.telemetry.registry);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(
         config.tracerd.limits.max_connections as usize,
     ));
     let described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
-    let socket_paths: Vec<_> = listeners
-        .iter()
-        .filter_map(|(l, _)| l.socket_path().map(Path::to_path_buf))
-        .collect();
     for (listener, service) in listeners {
         tracker.spawn(net::accept_loop(
             listener,
@@ -106,17 +137,58 @@ pub async fn run(
         ));
     }
     tracker.spawn(prune_periodically(
-        logs.clone(),
+        live.clone(),
         shared.telemetry.clone(),
         cancel.clone(),
     ));
+    tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
+    live::emit_config_event(&config, "start");
     on_ready(&described);
+    let notifier = systemd.notify;
+    if let Some(n) = &notifier {
+        n.notify(&format!("READY=1\nSTATUS={}", status_line(&shared, None)));
+        tracker.spawn(report_status(n.clone(), shared.clone(), cancel.clone()));
+    }
+    if let (Some(n), Some(period)) = (&notifier, systemd.watchdog) {
+        tracing::info!(period = ?period, "systemd watchdog enabled; pinging at half the period");
+        tracker.spawn(ping_watchdog(n.clone(), period / 2, cancel.clone()));
+    }
 
-    shutdown.await;
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler; reload is unavailable");
+            None
+        }
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                let Some(path) = &config_path else {
+                    tracing::warn!(signal = "SIGHUP", "no config file to reload (running on embedded defaults)");
+                    continue;
+                };
+                tracing::info!(signal = "SIGHUP", config = %path.display(), "reloading config");
+                if let live::Outcome::Applied(_) = live::reload(path, &live, &reload_metrics).await {
+                    if let Some(set) = &set_log_level {
+                        set(live.current().config.tracerd.min_log_severity.unwrap_or(MinSeverity::Info));
+                    }
+                }
+                if let Some(n) = &notifier {
+                    n.notify(&format!("STATUS={}", status_line(&shared, None)));
+                }
+            }
+        }
+    }
     tracing::info!("shutting down: no new connections; draining sessions");
+    if let Some(n) = &notifier {
+        n.notify("STOPPING=1\nSTATUS=draining sessions");
+    }
     cancel.cancel();
     tracker.close();
-    let grace = Duration::from_secs_f64(config.tracerd.shutdown_grace_secs);
+    let grace = Duration::from_secs_f64(live.current().config.tracerd.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, tracker.wait()).await;
     for path in socket_paths {
         let _ = std::fs::remove_file(path);
@@ -130,6 +202,79 @@ pub async fn run(
     }
 }
 
+/// Takes the activated socket that listens on `addr`, or binds `addr` (a Unix socket then
+/// gets `tracerd.unixSocket`'s mode and group and is removed at shutdown).
+async fn bind(
+    addr: &Address,
+    activated: &mut Vec<Listener>,
+    unix_socket: &UnixSocketSettings,
+    socket_paths: &mut Vec<PathBuf>,
+) -> anyhow::Result<Listener> {
+    for i in 0..activated.len() {
+        if activated[i].listens_on(addr).await {
+            let listener = activated.swap_remove(i);
+            tracing::info!(listen = %listener.describe(), "using the socket passed by systemd");
+            return Ok(listener);
+        }
+    }
+    let listener = Listener::bind(addr).await?;
+    if let Some(path) = listener.socket_path() {
+        socket_paths.push(path.to_path_buf());
+        net::set_socket_permissions(path, unix_socket)
+            .with_context(|| format!("setting mode/group of {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+/// `STATUS=` text: nodes connected and the write rate since the previous report.
+fn status_line(shared: &Shared, rate: Option<f64>) -> String {
+    let nodes = shared.nodes.connected().len();
+    match rate {
+        Some(r) => format!("{nodes} node(s) connected; writing {r:.0} trace objects/s"),
+        None => format!("{nodes} node(s) connected"),
+    }
+}
+
+fn objects_written(shared: &Shared) -> f64 {
+    use prometheus::core::Collector;
+    shared
+        .telemetry
+        .objects_written
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// Sends `STATUS=` every few seconds.
+async fn report_status(notifier: Notifier, shared: Arc<Shared>, cancel: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let mut last = objects_written(&shared);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+        let now = objects_written(&shared);
+        let rate = (now - last).max(0.0) / EVERY.as_secs_f64();
+        last = now;
+        notifier.notify(&format!("STATUS={}", status_line(&shared, Some(rate))));
+    }
+}
+
+/// Sends `WATCHDOG=1` every `every`, from the runtime: a runtime too stuck to run this task
+/// stops the pings and systemd restarts the service.
+async fn ping_watchdog(notifier: Notifier, every: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => notifier.notify("WATCHDOG=1"),
+        }
+    }
+}
+
 fn prepare_root(root: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)
         .with_context(|| format!("creating log root {}", root.display()))?;
@@ -140,21 +285,19 @@ fn prepare_root(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn prune_periodically(
-    logs: Arc<LogSettings>,
-    telemetry: Telemetry,
-    cancel: CancellationToken,
-) {
-    if logs.policy.is_none() {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_secs(logs.prune_every_secs));
+/// Runs retention every `rpFrequencySecs` of the live config (a reload changes the period
+/// and the policy from the next pass on).
+async fn prune_periodically(live: Live, telemetry: Telemetry, cancel: CancellationToken) {
     loop {
+        let period = Duration::from_secs(live.current().logs.prune_every_secs.max(1));
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(period) => {}
         }
-        let settings = logs.clone();
+        let settings = live.current().logs.clone();
+        if settings.policy.is_none() {
+            continue;
+        }
         match tokio::task::spawn_blocking(move || janitor::prune_all(&settings, utc::now_unix()))
             .await
         {
@@ -166,7 +309,6 @@ async fn prune_periodically(
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {

@@ -14,9 +14,13 @@ pub struct Cli {
     /// its embedded defaults (see `tracerd print-config`).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Lowest severity of tracerd's own log messages (on stderr).
-    #[arg(long, value_enum, default_value_t = MinSeverity::Info, global = true)]
-    pub min_log_severity: MinSeverity,
+    /// Lowest severity of tracerd's own log messages (on stderr). Overrides
+    /// `tracerd.minLogSeverity` of the config, which SIGHUP can change; default Info.
+    #[arg(long, value_enum, global = true)]
+    pub min_log_severity: Option<MinSeverity>,
+    /// Format of tracerd's own log messages: `human` text or one `json` object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -33,8 +37,17 @@ pub enum Command {
     PrintConfig,
 }
 
-/// cardano-tracer's `--min-log-severity` values.
+/// Format of tracerd's own log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, `key=value` fields.
+    Human,
+    /// One JSON object per event (`timestamp`, `level`, `fields`, `target`).
+    Json,
+}
+
+/// cardano-tracer's `--min-log-severity` values (also `tracerd.minLogSeverity` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[value(rename_all = "PascalCase")]
 pub enum MinSeverity {
     /// Debug and up.

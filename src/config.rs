@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cli::MinSeverity;
+
 /// Mainnet's network magic, the default for `networkMagic`.
 pub const DEFAULT_NETWORK_MAGIC: u32 = 764_824_073;
 /// Default Cardano `AcceptAt` socket: where `cardano-node --tracer-socket-path-connect`
@@ -313,6 +315,74 @@ pub struct TracerdSettings {
     /// How long shutdown may take before tracerd gives up draining, in seconds.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: f64,
+    /// Lowest severity of tracerd's own log (`--min-log-severity` overrides it); SIGHUP
+    /// applies a change at once. Default Info.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_log_severity: Option<MinSeverity>,
+    /// Mode and group of the Unix sockets tracerd binds (native and Cardano `AcceptAt`).
+    #[serde(default, skip_serializing_if = "UnixSocketSettings::is_default")]
+    pub unix_socket: UnixSocketSettings,
+    /// journald's native socket, for `logMode: JournalMode` targets.
+    #[serde(default, skip_serializing_if = "JournalSettings::is_default")]
+    pub journal: JournalSettings,
+}
+
+/// Permissions of the Unix sockets tracerd binds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnixSocketSettings {
+    /// File mode as an octal string, e.g. `"0660"`; default: as the umask leaves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Group (name from `/etc/group`, or a numeric gid) given to the socket files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl UnixSocketSettings {
+    fn is_default(&self) -> bool {
+        *self == UnixSocketSettings::default()
+    }
+
+    /// The mode as a number, when given and valid octal in `0..=0o777`.
+    pub fn mode_bits(&self) -> Option<Result<u32, String>> {
+        self.mode.as_ref().map(|m| {
+            u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|&b| b <= 0o777)
+                .ok_or_else(|| format!("{m:?} is not an octal file mode such as \"0660\""))
+        })
+    }
+}
+
+/// Where `JournalMode` sends trace objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalSettings {
+    /// journald's native protocol socket.
+    #[serde(default = "default_journal_socket")]
+    pub socket: PathBuf,
+}
+
+/// journald's native protocol socket.
+pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+fn default_journal_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_JOURNAL_SOCKET)
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            socket: default_journal_socket(),
+        }
+    }
+}
+
+impl JournalSettings {
+    fn is_default(&self) -> bool {
+        *self == JournalSettings::default()
+    }
 }
 
 impl Default for TracerdSettings {
@@ -322,6 +392,9 @@ impl Default for TracerdSettings {
             limits: Limits::default(),
             durability: Durability::default(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            min_log_severity: None,
+            unix_socket: UnixSocketSettings::default(),
+            journal: JournalSettings::default(),
         }
     }
 }
@@ -686,6 +759,14 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             }
         }
     }
+    if let Some(Err(message)) = config.tracerd.unix_socket.mode_bits() {
+        problem("tracerd.unixSocket.mode", message);
+    }
+    if let Some(group) = &config.tracerd.unix_socket.group {
+        if let Err(message) = resolve_group(group) {
+            problem("tracerd.unixSocket.group", message);
+        }
+    }
     let limits = &config.tracerd.limits;
     if limits.max_frame_bytes < 64 {
         problem(
@@ -773,6 +854,32 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             "must be a positive number of seconds".to_string(),
         );
     }
+}
+
+/// The gid of `group`: a number, or a name looked up in `/etc/group` (groups known only to
+/// NSS services such as LDAP must be given as numbers).
+pub fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group to find group {group:?}: {e}"))?;
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.split(':');
+            let name = parts.next()?;
+            let gid = parts.nth(1)?.parse::<u32>().ok()?;
+            (name == group).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| format!("no group {group:?} in /etc/group (give a numeric gid)"))
+}
+
+/// Renders the effective config as JSON, one line: the payload of the config event, itself a
+/// valid config file.
+pub fn to_json(config: &Config) -> String {
+    serde_json::to_string(config)
+        .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }).to_string())
 }
 
 /// Renders the effective config as YAML that is itself a valid config file.

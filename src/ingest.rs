@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 
 use tokio::time::Instant;
 
-use crate::config::{Durability, FsyncPolicy, Limits};
+use crate::config::{Config, Durability, FsyncPolicy, Limits};
+use crate::live::{Effective, Live};
 use crate::logs::writer::{Appended, NodeLog, WriteError};
 use crate::logs::LogSettings;
 use crate::model::{TraceBatch, TraceObject};
@@ -30,16 +31,40 @@ const MAX_MERGED_BATCHES: usize = 64;
 pub struct Shared {
     /// Network magic nodes must present.
     pub network_magic: u32,
-    /// Bounds.
-    pub limits: Limits,
-    /// When objects count as persisted.
-    pub durability: Durability,
-    /// Log targets and rotation.
-    pub logs: Arc<LogSettings>,
+    /// The effective config, replaced by a reload: sessions read limits, durability and log
+    /// settings from it when they start; writers follow rotation changes.
+    pub live: Live,
     /// Node registry.
     pub nodes: Nodes,
     /// Own metrics.
     pub telemetry: Telemetry,
+}
+
+impl Shared {
+    /// Shared state for `config`, with an empty registry and fresh metrics.
+    pub fn new(config: &Config, telemetry: Telemetry) -> Shared {
+        Shared {
+            network_magic: config.network_magic,
+            live: Live::new(config.clone()),
+            nodes: Nodes::default(),
+            telemetry,
+        }
+    }
+
+    /// Current bounds.
+    pub fn limits(&self) -> Limits {
+        self.live.current().config.tracerd.limits.clone()
+    }
+
+    /// Current durability policy.
+    pub fn durability(&self) -> Durability {
+        self.live.current().config.tracerd.durability.clone()
+    }
+
+    /// Current log targets and rotation.
+    pub fn logs(&self) -> Arc<LogSettings> {
+        self.live.current().logs.clone()
+    }
 }
 
 /// Why a node's sink failed.
@@ -91,10 +116,13 @@ impl NodeSink {
             tracing::info!(%peer, requested = %name, assigned = %lease.name(),
                 "node name already connected; filing this node under a distinct name");
         }
-        let logs = shared.logs.clone();
+        let mut settings = shared.live.subscribe();
+        let current = settings.borrow_and_update().clone();
+        let logs = current.logs.clone();
+        let durability = current.config.tracerd.durability.clone();
         let dir_name = lease.name().to_string();
         let known = lease.persisted_seq;
-        let sync = shared.durability.fsync != FsyncPolicy::Never;
+        let sync = durability.fsync != FsyncPolicy::Never;
         let (log, recovery) = tokio::task::spawn_blocking(move || {
             let (mut log, recovery) = NodeLog::open(&logs, &dir_name, utc::now_unix(), sync)?;
             // This process may know more than the checkpoint (a session of this name ended
@@ -111,7 +139,7 @@ impl NodeSink {
         lease.recover(log.seq());
         tracing::info!(%peer, protocol, node = %lease.name(), resume_after = log.seq(),
             files = ?log.current_paths(), "node connected");
-        let (tx, rx) = mpsc::channel::<Job>(shared.limits.queue_batches);
+        let (tx, rx) = mpsc::channel::<Job>(current.config.tracerd.limits.queue_batches);
         let (persisted_tx, persisted) = watch::channel(lease.persisted_seq);
         let writer = tokio::spawn(write_loop(
             log,
@@ -119,7 +147,8 @@ impl NodeSink {
             persisted_tx,
             shared.telemetry.clone(),
             lease.name().to_string(),
-            shared.durability.clone(),
+            durability,
+            settings,
         ));
         let t = &shared.telemetry;
         t.nodes_connected.with_label_values(&[protocol]).inc();
@@ -263,6 +292,7 @@ async fn write_loop(
     telemetry: Telemetry,
     node: String,
     durability: Durability,
+    mut settings: watch::Receiver<Arc<Effective>>,
 ) -> Result<(), WriteError> {
     let written = telemetry.objects_written.with_label_values(&[&node]);
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
@@ -309,6 +339,10 @@ async fn write_loop(
         };
         let batch = std::mem::take(&mut jobs);
         let mut l = log.take().ok_or(WriteError::Closed)?;
+        if settings.has_changed().unwrap_or(false) {
+            // A reload: the new rotation policy applies from this batch on.
+            l.set_policy(settings.borrow_and_update().logs.policy);
+        }
         let (l, batch, result) = tokio::task::spawn_blocking(move || {
             let result = write_runs(&mut l, &batch, sync_now);
             (l, batch, result)

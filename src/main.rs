@@ -7,18 +7,37 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracerd::cli::{Cli, Command};
+use tracerd::cli::{Cli, Command, LogFormat, MinSeverity};
 use tracerd::config::{self, Config, Loaded};
+use tracerd::systemd::Systemd;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, Layer};
 
 const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(cli.min_log_severity.level())
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // Before any thread exists: socket activation unsets LISTEN_FDS/LISTEN_PID.
+    let systemd = Systemd::from_env();
+    let level = cli.min_log_severity.unwrap_or(MinSeverity::Info);
+    let (filter, filter_handle) = reload::Layer::new(LevelFilter::from_level(level.level()));
+    let format = match cli.log_format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_current_span(false)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(format)
         .init();
     let loaded = match &cli.config {
         Some(path) => match config::load(path) {
@@ -50,11 +69,44 @@ fn main() -> ExitCode {
             print!("{}", config::to_yaml(&loaded.config));
             ExitCode::SUCCESS
         }
-        Command::Run => run(loaded.config),
+        Command::Run => {
+            let systemd = match systemd {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %tracerd::net::error_chain(&e), "socket activation failed");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let set_level = move |s: MinSeverity| {
+                if let Err(e) = filter_handle.modify(|f| *f = LevelFilter::from_level(s.level())) {
+                    tracing::error!(error = %e, "cannot change the log level");
+                }
+            };
+            let set_log_level: Option<Box<dyn Fn(MinSeverity) + Send + Sync>> =
+                match cli.min_log_severity {
+                    Some(_) => None,
+                    None => {
+                        set_level(
+                            loaded
+                                .config
+                                .tracerd
+                                .min_log_severity
+                                .unwrap_or(MinSeverity::Info),
+                        );
+                        Some(Box::new(set_level))
+                    }
+                };
+            let options = tracerd::app::Options {
+                config_path: cli.config.clone(),
+                systemd,
+                set_log_level,
+            };
+            run(loaded.config, options)
+        }
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, options: tracerd::app::Options) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,6 +120,7 @@ fn run(config: Config) -> ExitCode {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tracerd starting");
     let result = runtime.block_on(tracerd::app::run(
         config,
+        options,
         tracerd::app::shutdown_signal(),
         |addrs| {
             tracing::info!(listeners = ?addrs, "ready");

@@ -89,6 +89,48 @@ impl Listener {
         }
     }
 
+    /// Takes over a listening socket passed by socket activation. Its file (for a Unix socket)
+    /// belongs to the service manager and is not removed at shutdown.
+    pub fn from_activated(socket: crate::systemd::Activated) -> io::Result<Listener> {
+        use crate::systemd::Activated;
+        match socket {
+            Activated::Tcp(l) => Ok(Listener::Tcp(TcpListener::from_std(l)?)),
+            Activated::Unix(l) => {
+                let path = l
+                    .local_addr()?
+                    .as_pathname()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                Ok(Listener::Unix(UnixListener::from_std(l)?, path))
+            }
+        }
+    }
+
+    /// True when this listener listens on `addr`. Relative Unix paths are resolved against
+    /// the working directory; TCP host names are resolved.
+    pub async fn listens_on(&self, addr: &Address) -> bool {
+        match (self, addr) {
+            (Listener::Unix(_, bound), Address::Unix(path)) => {
+                let abs = |p: &Path| {
+                    std::path::absolute(p)
+                        .map(|a| normalise(&a))
+                        .unwrap_or_else(|_| p.to_path_buf())
+                };
+                abs(bound) == abs(path)
+            }
+            (Listener::Tcp(l), Address::Tcp { host, port }) => {
+                let Ok(local) = l.local_addr() else {
+                    return false;
+                };
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(mut addrs) => addrs.any(|a| a == local),
+                    Err(_) => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// Where this listener listens, for logs.
     pub fn describe(&self) -> String {
         match self {
@@ -106,6 +148,38 @@ impl Listener {
             Listener::Tcp(_) => None,
         }
     }
+}
+
+/// Removes `.` components and folds `..` (lexically) so equal paths compare equal.
+fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Applies `tracerd.unixSocket` (mode, group) to a socket file tracerd bound.
+pub fn set_socket_permissions(
+    path: &Path,
+    settings: &crate::config::UnixSocketSettings,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(group) = &settings.group {
+        let gid = crate::config::resolve_group(group).map_err(io::Error::other)?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    if let Some(mode) = settings.mode_bits() {
+        let mode = mode.map_err(io::Error::other)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
 }
 
 fn remove_stale_socket(path: &Path) -> Result<(), BindError> {

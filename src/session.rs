@@ -92,9 +92,10 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let max = shared.limits.max_frame_bytes as usize;
+    let limits = shared.limits();
+    let max = limits.max_frame_bytes as usize;
     let mut framed = Framed::new(stream, TracerCodec::new(max));
-    let timeout = Duration::from_secs_f64(shared.limits.handshake_timeout_secs);
+    let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
     let first = tokio::select! {
         _ = cancel.cancelled() => return Ok(End::Shutdown),
         first = tokio::time::timeout(timeout, framed.next()) => first,
@@ -123,10 +124,10 @@ where
             version: PROTOCOL_VERSION,
             node_name: sink.name().to_string(),
             persisted_seq: sink.resume_from(),
-            max_frame_bytes: shared.limits.max_frame_bytes,
+            max_frame_bytes: limits.max_frame_bytes,
         })
         .await?;
-    let idle = Duration::from_secs_f64(shared.limits.idle_timeout_secs);
+    let idle = Duration::from_secs_f64(limits.idle_timeout_secs);
     stream_node(&mut framed, sink, idle, &cancel).await
 }
 

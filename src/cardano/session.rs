@@ -167,9 +167,13 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut framed = Framed::new(stream, MuxCodec::new(mode, settings.max_message_bytes));
+    // Limits come from the live config, so a reload applies to the next session.
+    let limits = shared.limits();
+    let max_message = limits.max_frame_bytes as usize;
+    let mut framed = Framed::new(stream, MuxCodec::new(mode, max_message));
     let magic = settings.network_magic;
-    let timeout = settings.handshake_timeout;
+    let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
+        .unwrap_or(settings.handshake_timeout);
     let outcome = {
         let handshake = async {
             match mode {

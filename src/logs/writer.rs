@@ -180,6 +180,11 @@ impl NodeLog {
         Ok((log, recovered))
     }
 
+    /// Replaces the rotation policy (after a reload); the next line written obeys it.
+    pub fn set_policy(&mut self, policy: Option<Policy>) {
+        self.policy = policy;
+    }
+
     /// Highest sequence number whose line is in every target.
     pub fn seq(&self) -> u64 {
         self.seq

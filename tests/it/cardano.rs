@@ -309,9 +309,7 @@ mod in_process {
     use tracerd::cardano::{self, session};
     use tracerd::config::Config;
     use tracerd::ingest::Shared;
-    use tracerd::logs::LogSettings;
     use tracerd::model::MetricValue;
-    use tracerd::node::Nodes;
     use tracerd::telemetry::Telemetry;
 
     fn setup(dir: &Path) -> (Arc<Shared>, Arc<cardano::Settings>) {
@@ -319,14 +317,8 @@ mod in_process {
         config.logging[0].log_root = dir.join("logs");
         config.ekg_request_freq = 0.05;
         std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let shared = Arc::new(Shared {
-            network_magic: MAGIC,
-            limits: config.tracerd.limits.clone(),
-            durability: config.tracerd.durability.clone(),
-            logs: Arc::new(LogSettings::from_config(&config)),
-            nodes: Nodes::default(),
-            telemetry: Telemetry::new(),
-        });
+        config.network_magic = MAGIC;
+        let shared = Arc::new(Shared::new(&config, Telemetry::new()));
         (shared, Arc::new(cardano::Settings::from_config(&config)))
     }
 

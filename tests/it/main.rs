@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod ingest;
 mod rotation;
+mod service;
 mod shutdown;
 mod support;

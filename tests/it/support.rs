@@ -37,6 +37,13 @@ impl Daemon {
 
     /// Like `start`, with `head(dir, port)` replacing the default logging section.
     pub fn start_with(head: impl Fn(&Path, u16) -> String, extra: &str) -> Daemon {
+        let mut d = Daemon::configure(head, extra);
+        d.spawn();
+        d
+    }
+
+    /// Writes the config of `start_with` without starting the process.
+    pub fn configure(head: impl Fn(&Path, u16) -> String, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut config = head(dir.path(), port);
@@ -53,13 +60,11 @@ impl Daemon {
         config.push_str(extra);
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut d = Daemon {
+        Daemon {
             dir,
             child: None,
             tcp_port: port,
-        };
-        d.spawn();
-        d
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -74,18 +79,29 @@ impl Daemon {
         self.dir.path().join("logs")
     }
 
+    /// The command that runs tracerd on this daemon's config, stdout discarded.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracerd"));
+        cmd.arg("-c").arg(self.config_path()).stdout(Stdio::null());
+        cmd
+    }
+
     /// (Re)starts the process and waits until the TCP listener accepts.
     pub fn spawn(&mut self) {
+        let cmd = self.command();
+        self.spawn_command(cmd);
+    }
+
+    /// Starts `cmd` (in the daemon's directory, stderr to `stderr.log`) and waits until the
+    /// TCP listener accepts.
+    pub fn spawn_command(&mut self, mut cmd: Command) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("stderr.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tracerd"))
-            .arg("-c")
-            .arg(self.config_path())
+        let child = cmd
             .current_dir(self.dir.path())
-            .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .unwrap();
@@ -99,6 +115,27 @@ impl Daemon {
                 Instant::now() < deadline,
                 "tracerd did not start: {}",
                 self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Writes the config file (for a reload).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Waits (bounded, 20 s) until stderr contains `needle` `count` times.
+    pub fn wait_log(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.stderr();
+            if text.matches(needle).count() >= count {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} did not appear {count} time(s) in:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

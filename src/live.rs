@@ -1,0 +1,420 @@
+//! Live configuration: the effective config every task reads, and the SIGHUP reload that
+//! replaces it.
+//!
+//! The effective config sits in a `tokio::sync::watch` channel ([`Live`]). Sessions read the
+//! current value when they start; a node's writer checks `has_changed` (one atomic load) before
+//! each batch and picks up a new rotation policy; the janitor reads it every pass. A reload
+//! ([`plan`]) compares the running config with the file key by key: keys in [`LIVE_KEYS`]
+//! take effect, every other changed key needs a restart and keeps its running value, so the
+//! effective config always describes what tracerd actually does. A file that fails to parse or
+//! validate is rejected whole and the running config stays.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, Problem};
+use crate::logs::LogSettings;
+
+/// The running configuration and what is derived from it.
+#[derive(Debug)]
+pub struct Effective {
+    /// The effective config (restart-only keys at their start-up values).
+    pub config: Config,
+    /// Log targets and rotation derived from `config`.
+    pub logs: Arc<LogSettings>,
+}
+
+impl Effective {
+    /// Derives the settings from a validated config.
+    pub fn new(config: Config) -> Effective {
+        let logs = Arc::new(LogSettings::from_config(&config));
+        Effective { config, logs }
+    }
+}
+
+/// The shared, replaceable effective config.
+#[derive(Debug, Clone)]
+pub struct Live {
+    tx: Arc<watch::Sender<Arc<Effective>>>,
+}
+
+impl Live {
+    /// Starts with `config`.
+    pub fn new(config: Config) -> Live {
+        let (tx, _) = watch::channel(Arc::new(Effective::new(config)));
+        Live { tx: Arc::new(tx) }
+    }
+
+    /// The current effective config.
+    pub fn current(&self) -> Arc<Effective> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that sees every later replacement (`has_changed` is cheap).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Effective>> {
+        self.tx.subscribe()
+    }
+
+    /// Replaces the effective config.
+    pub fn publish(&self, config: Config) {
+        self.tx.send_replace(Arc::new(Effective::new(config)));
+    }
+}
+
+/// Config keys (dotted paths, a prefix covers its sub-keys) that a reload applies, with when
+/// the new value takes effect. Every other key needs a restart.
+pub const LIVE_KEYS: &[(&str, &str)] = &[
+    (
+        "rotation",
+        "open log files at their next write; retention at its next pass",
+    ),
+    ("verbosity", "at once"),
+    ("resourceFreq", "at the next resource report"),
+    ("tracerd.minLogSeverity", "at once"),
+    ("tracerd.shutdownGraceSecs", "at once"),
+    (
+        "tracerd.limits.maxFrameBytes",
+        "connections accepted from now on",
+    ),
+    (
+        "tracerd.limits.queueBatches",
+        "connections accepted from now on",
+    ),
+    (
+        "tracerd.limits.handshakeTimeoutSecs",
+        "connections accepted from now on",
+    ),
+    (
+        "tracerd.limits.idleTimeoutSecs",
+        "connections accepted from now on",
+    ),
+    ("tracerd.durability", "connections accepted from now on"),
+];
+
+/// One changed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Dotted path of the key, e.g. `rotation.rpLogLimitBytes`.
+    pub key: String,
+    /// When it takes effect (live keys), or `"restart"`.
+    pub when: &'static str,
+}
+
+/// What a reload will do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The new effective config: the file's values for live keys, the running values for the
+    /// rest.
+    pub effective: Config,
+    /// Changed keys applied now.
+    pub applied: Vec<Change>,
+    /// Changed keys that need a restart; their running values are kept.
+    pub restart: Vec<Change>,
+}
+
+/// Compares the running config with a newly loaded one and builds the effective config.
+///
+/// Errors (with the problems) only if the merged config fails validation, which a valid file
+/// and a valid running config cannot produce unless two keys constrain each other across the
+/// live/restart boundary.
+pub fn plan(running: &Config, loaded: &Config) -> Result<Plan, Vec<Problem>> {
+    let old = to_value(running)?;
+    let mut new = to_value(loaded)?;
+    let mut changed = Vec::new();
+    diff(&old, &new, &mut Vec::new(), &mut changed);
+    let mut applied = Vec::new();
+    let mut restart = Vec::new();
+    for path in changed {
+        let key = path.join(".");
+        match live_key(&key) {
+            Some(when) => applied.push(Change { key, when }),
+            None => {
+                set_path(&mut new, &path, lookup(&old, &path).cloned());
+                restart.push(Change {
+                    key,
+                    when: "restart",
+                });
+            }
+        }
+    }
+    let text = new.to_string();
+    let effective = config::parse(&text)?.config;
+    Ok(Plan {
+        effective,
+        applied,
+        restart,
+    })
+}
+
+fn to_value(config: &Config) -> Result<Value, Vec<Problem>> {
+    serde_json::to_value(config).map_err(|e| {
+        vec![Problem {
+            key: String::new(),
+            line: None,
+            message: format!("cannot represent the config as JSON: {e}"),
+        }]
+    })
+}
+
+fn live_key(key: &str) -> Option<&'static str> {
+    LIVE_KEYS
+        .iter()
+        .find(|(prefix, _)| {
+            key == *prefix
+                || key
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .map(|(_, when)| *when)
+}
+
+/// Collects the paths of leaves (or whole arrays) that differ. A key present on one side only
+/// is a difference at that key.
+fn diff(old: &Value, new: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                path.push(k.clone());
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff(x, y, path, out),
+                    _ => out.push(path.clone()),
+                }
+                path.pop();
+            }
+        }
+        (a, b) if a != b => out.push(path.clone()),
+        _ => {}
+    }
+}
+
+fn lookup<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |v, k| v.get(k))
+}
+
+/// Sets (or with `None` removes) the value at `path`, creating objects on the way.
+fn set_path(root: &mut Value, path: &[String], value: Option<Value>) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = root;
+    for k in parents {
+        let Value::Object(map) = node else { return };
+        node = map
+            .entry(k.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    if let Value::Object(map) = node {
+        match value {
+            Some(v) => {
+                map.insert(last.clone(), v);
+            }
+            None => {
+                map.remove(last);
+            }
+        }
+    }
+}
+
+/// Emits the config event: the full effective config as JSON in the `config` field, at start
+/// (`reason = "start"`) and after each applied reload (`reason = "reload"`). The payload,
+/// saved to a file, is a valid config that reproduces the running behaviour.
+pub fn emit_config_event(config: &Config, reason: &'static str) {
+    tracing::info!(target: "tracerd::config", reason, config = %config::to_json(config),
+        "effective config");
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The file was valid; live keys are applied (the plan says which).
+    Applied(Box<Plan>),
+    /// The file was rejected; the running config stays.
+    Rejected,
+}
+
+/// Re-reads `path` and applies what can change live (see the module docs). Logs every
+/// problem of a rejected file, every key that needs a restart, and the new config event.
+pub async fn reload(path: &Path, live: &Live, metrics: &ReloadMetrics) -> Outcome {
+    let owned = path.to_path_buf();
+    let loaded = match tokio::task::spawn_blocking(move || config::load(&owned)).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload task failed");
+            metrics.reloads.with_label_values(&["rejected"]).inc();
+            return Outcome::Rejected;
+        }
+    };
+    let loaded = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            metrics.reloads.with_label_values(&["rejected"]).inc();
+            tracing::error!(config = %path.display(), error = %crate::net::error_chain(&e),
+                "config reload rejected; the running config stays");
+            return Outcome::Rejected;
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!("config: {w}");
+    }
+    let running = live.current();
+    let plan = match plan(&running.config, &loaded.config) {
+        Ok(plan) => plan,
+        Err(problems) => {
+            metrics.reloads.with_label_values(&["rejected"]).inc();
+            let e = config::ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            };
+            tracing::error!(config = %path.display(), error = %e,
+                "config reload rejected; the running config stays");
+            return Outcome::Rejected;
+        }
+    };
+    for c in &plan.restart {
+        tracing::warn!(key = %c.key, "config key changed but needs a restart; the running value is kept");
+    }
+    for c in &plan.applied {
+        tracing::info!(key = %c.key, takes_effect = c.when, "config key changed");
+    }
+    metrics.restart_pending.set(plan.restart.len() as i64);
+    if plan.applied.is_empty() {
+        metrics.reloads.with_label_values(&["unchanged"]).inc();
+        tracing::info!(config = %path.display(), restart_needed = plan.restart.len(),
+            "config reloaded: nothing to apply");
+    } else {
+        metrics.reloads.with_label_values(&["applied"]).inc();
+        live.publish(plan.effective.clone());
+        tracing::info!(config = %path.display(), applied = plan.applied.len(),
+            restart_needed = plan.restart.len(), "config reloaded");
+        emit_config_event(&plan.effective, "reload");
+    }
+    Outcome::Applied(Box::new(plan))
+}
+
+/// Counts reloads by outcome, registered on tracerd's own registry.
+#[derive(Debug, Clone)]
+pub struct ReloadMetrics {
+    /// `tracerd_config_reloads_total{result}`: `applied`, `unchanged`, `rejected`.
+    pub reloads: prometheus::IntCounterVec,
+    /// `tracerd_config_restart_pending_keys`: changed keys waiting for a restart.
+    pub restart_pending: prometheus::IntGauge,
+}
+
+impl ReloadMetrics {
+    /// Registers the metrics on `registry` (once per registry).
+    pub fn register(registry: &prometheus::Registry) -> ReloadMetrics {
+        let reloads = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "tracerd_config_reloads_total",
+                "Config reloads (SIGHUP), by result: applied, unchanged, rejected.",
+            ),
+            &["result"],
+        )
+        .expect("valid constant");
+        let restart_pending = prometheus::IntGauge::new(
+            "tracerd_config_restart_pending_keys",
+            "Changed config keys that wait for a restart (their old values still run).",
+        )
+        .expect("valid constant");
+        for m in [
+            Box::new(reloads.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(restart_pending.clone()),
+        ] {
+            if let Err(e) = registry.register(m) {
+                tracing::error!(error = %e, "cannot register reload metrics");
+            }
+        }
+        ReloadMetrics {
+            reloads,
+            restart_pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Config {
+        config::parse(text).unwrap().config
+    }
+
+    #[test]
+    fn live_keys_apply_restart_keys_keep_their_running_values() {
+        let running = cfg("networkMagic: 1\nrotation: { rpLogLimitBytes: 1000, rpKeepFilesNum: 3 }\nprometheusLabels: { a.b: x }\n");
+        let loaded = cfg("networkMagic: 2\nrotation: { rpLogLimitBytes: 500, rpKeepFilesNum: 3 }\nverbosity: Maximum\ntracerd:\n  limits: { queueBatches: 8, maxConnections: 5 }\n  native: { acceptAt: [./other.sock] }\nprometheusLabels: { a.b: y }\n");
+        let p = plan(&running, &loaded).unwrap();
+        let applied: Vec<&str> = p.applied.iter().map(|c| c.key.as_str()).collect();
+        let restart: Vec<&str> = p.restart.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            applied,
+            vec![
+                "rotation.rpLogLimitBytes",
+                "tracerd.limits.queueBatches",
+                "verbosity"
+            ]
+        );
+        assert_eq!(
+            restart,
+            vec![
+                "networkMagic",
+                "prometheusLabels.a.b",
+                "tracerd.limits.maxConnections",
+                "tracerd.native.acceptAt"
+            ]
+        );
+        let e = &p.effective;
+        assert_eq!(e.network_magic, 1);
+        assert_eq!(e.rotation.as_ref().unwrap().rp_log_limit_bytes, 500);
+        assert_eq!(e.tracerd.limits.queue_batches, 8);
+        assert_eq!(e.tracerd.limits.max_connections, 16_384);
+        assert_eq!(e.tracerd.native.accept_at, running.tracerd.native.accept_at);
+        assert_eq!(e.prometheus_labels["a.b"], "x");
+        assert_eq!(e.verbosity, config::Verbosity::Maximum);
+    }
+
+    #[test]
+    fn adding_and_removing_sections_is_a_change_at_the_section() {
+        let running = cfg("{}");
+        let loaded = cfg("rotation: { rpLogLimitBytes: 10, rpKeepFilesNum: 1 }\nhasPrometheus: { epHost: 127.0.0.1, epPort: 1 }\n");
+        let p = plan(&running, &loaded).unwrap();
+        assert_eq!(p.applied[0].key, "rotation");
+        assert_eq!(p.restart[0].key, "hasPrometheus");
+        assert!(p.effective.rotation.is_some());
+        assert!(p.effective.has_prometheus.is_none());
+        let back = plan(&p.effective, &running).unwrap();
+        assert_eq!(back.applied[0].key, "rotation");
+        assert_eq!(back.effective, running);
+    }
+
+    #[test]
+    fn an_identical_file_changes_nothing() {
+        let running = cfg("rotation: { rpLogLimitBytes: 10, rpKeepFilesNum: 1 }\n");
+        let p = plan(&running, &running.clone()).unwrap();
+        assert!(p.applied.is_empty() && p.restart.is_empty());
+        assert_eq!(p.effective, running);
+    }
+
+    #[test]
+    fn live_reads_see_publications() {
+        let live = Live::new(Config::default());
+        let mut rx = live.subscribe();
+        assert!(!rx.has_changed().unwrap());
+        live.publish(Config {
+            verbosity: config::Verbosity::Minimum,
+            ..Config::default()
+        });
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(
+            rx.borrow_and_update().config.verbosity,
+            config::Verbosity::Minimum
+        );
+        assert_eq!(live.current().config.verbosity, config::Verbosity::Minimum);
+    }
+}
