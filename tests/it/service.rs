@@ -256,3 +256,73 @@ fn unix_sockets_get_the_configured_mode_and_group() {
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
 }
+
+#[test]
+fn deploy_units_pass_systemd_analyze_verify() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: systemd-analyze is not installed (Debian package systemd)");
+        return;
+    };
+    assert!(version.status.success());
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let tmp = tempfile::tempdir().unwrap();
+    for unit in ["tracerd.service", "tracerd.socket"] {
+        let text = std::fs::read_to_string(deploy.join(unit))
+            .unwrap()
+            .replace("/usr/local/bin/tracerd", env!("CARGO_BIN_EXE_tracerd"));
+        std::fs::write(tmp.path().join(unit), text).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(tmp.path().join("tracerd.service"))
+        .arg(tmp.path().join("tracerd.socket"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The config the unit points at is valid.
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .args(["validate", "-c"])
+        .arg(deploy.join("tracerd.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn the_dashboard_uses_only_metrics_tracerd_defines_and_the_scrape_config_is_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dashboard = std::fs::read_to_string(root.join("deploy/grafana-tracerd.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    assert!(!parsed["panels"].as_array().unwrap().is_empty());
+    let mut sources = String::new();
+    for dir in ["src", "src/logs", "src/cardano"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let mut checked = 0;
+    for (i, _) in dashboard.match_indices("tracerd_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        let base = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+        assert!(
+            sources.contains(&format!("\"{base}\"")),
+            "the dashboard uses {name}, which no source file defines"
+        );
+        checked += 1;
+    }
+    assert!(checked > 10);
+    match Command::new("promtool")
+        .args(["check", "config"])
+        .arg(root.join("deploy/prometheus.yml"))
+        .output()
+    {
+        Ok(out) => assert!(out.status.success(), "{out:?}"),
+        Err(_) => eprintln!("skipped promtool check: promtool is not installed"),
+    }
+}
