@@ -64,6 +64,11 @@ pub async fn run(
         prepare_root(&target.root)?;
         tracing::info!(root = %target.root.display(), format = ?target.format, "writing node logs");
     }
+    if let Some(journal) = &logs.journal {
+        crate::logs::journal::probe(&journal.socket)?;
+        tracing::info!(socket = %journal.socket.display(), formats = ?journal.formats,
+            "sending node logs to journald");
+    }
     let mut activated = Vec::new();
     for socket in systemd.listeners {
         let listener =

@@ -223,7 +223,8 @@ pub struct LoggingParams {
 pub enum LogMode {
     /// Per-node files under `logRoot`.
     FileMode,
-    /// systemd-journald (issue #6; refused at validation until then).
+    /// systemd-journald over its native socket (`tracerd.journal.socket`); `logRoot` is
+    /// ignored.
     JournalMode,
 }
 
@@ -720,12 +721,6 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             problem(
                 &format!("logging[{i}].logRoot"),
                 "must not be empty for FileMode".to_string(),
-            );
-        }
-        if target.log_mode == LogMode::JournalMode {
-            problem(
-                &format!("logging[{i}].logMode"),
-                "JournalMode is not supported yet (issue #6): use FileMode".to_string(),
             );
         }
     }

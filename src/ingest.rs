@@ -366,6 +366,10 @@ async fn write_loop(
             .observe(started.elapsed().as_secs_f64());
         telemetry.rotations.inc_by(appended.rotations);
         telemetry.invalid_machine_json.inc_by(appended.invalid_json);
+        if appended.journal_truncated > 0 {
+            tracing::warn!(node = %node, entries = appended.journal_truncated,
+                "journal entries too large for one datagram were sent with their message cut");
+        }
         written.inc_by(count);
         bytes.inc_by(appended.bytes);
         if sync_now {

@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod janitor;
+pub mod journal;
 pub mod recovery;
 pub mod rotation;
 pub mod writer;
@@ -23,11 +24,22 @@ pub struct FileTarget {
     pub format: LogFormat,
 }
 
+/// The `JournalMode` targets: journald's socket and the formats to send in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalTarget {
+    /// journald's native protocol socket (`tracerd.journal.socket`).
+    pub socket: PathBuf,
+    /// One entry per trace object and format, duplicates removed.
+    pub formats: Vec<LogFormat>,
+}
+
 /// Everything the writers and the janitor need from the config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     /// File targets, duplicates removed, in config order.
     pub targets: Vec<FileTarget>,
+    /// journald, when some target has `logMode: JournalMode` (its `logRoot` is ignored).
+    pub journal: Option<JournalTarget>,
     /// Rotation and retention, when configured.
     pub policy: Option<Policy>,
     /// Period of the retention check, in seconds.
@@ -38,7 +50,18 @@ impl LogSettings {
     /// Extracts the log settings from a validated config.
     pub fn from_config(config: &Config) -> LogSettings {
         let mut targets: Vec<FileTarget> = Vec::new();
+        let mut journal: Option<JournalTarget> = None;
         for t in &config.logging {
+            if t.log_mode == LogMode::JournalMode {
+                let j = journal.get_or_insert_with(|| JournalTarget {
+                    socket: config.tracerd.journal.socket.clone(),
+                    formats: Vec::new(),
+                });
+                if !j.formats.contains(&t.log_format) {
+                    j.formats.push(t.log_format);
+                }
+                continue;
+            }
             let target = FileTarget {
                 root: t.log_root.clone(),
                 format: t.log_format,
@@ -54,6 +77,7 @@ impl LogSettings {
         });
         LogSettings {
             targets,
+            journal,
             policy,
             prune_every_secs: config
                 .rotation

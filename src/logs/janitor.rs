@@ -92,6 +92,7 @@ mod tests {
             fs::write(dir.join("unrelated.txt"), "x").unwrap();
         }
         let settings = LogSettings {
+            journal: None,
             targets: vec![FileTarget {
                 root: tmp.path().to_path_buf(),
                 format: LogFormat::ForMachine,

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogFormat;
+use crate::logs::journal::NodeJournal;
 use crate::logs::recovery::{self, Checkpoint, Recovery, TargetDir};
 use crate::logs::rotation::{self, FileKey, Policy};
 use crate::logs::{format, LogSettings};
@@ -63,6 +64,9 @@ pub enum WriteError {
     /// The writer was used after a failure closed it.
     #[error("log writer already closed")]
     Closed,
+    /// Sending to journald failed.
+    #[error(transparent)]
+    Journal(#[from] crate::logs::journal::JournalError),
     /// Swapping the `node.<ext>` symlink failed.
     #[error("cannot update symlink {path}")]
     Link {
@@ -83,6 +87,8 @@ pub struct Appended {
     pub rotations: u64,
     /// Objects whose machine text was not JSON.
     pub invalid_json: u64,
+    /// Journal entries whose message was cut to fit a datagram.
+    pub journal_truncated: u64,
 }
 
 impl std::ops::AddAssign for Appended {
@@ -90,6 +96,7 @@ impl std::ops::AddAssign for Appended {
         self.bytes += other.bytes;
         self.rotations += other.rotations;
         self.invalid_json += other.invalid_json;
+        self.journal_truncated += other.journal_truncated;
     }
 }
 
@@ -113,6 +120,8 @@ pub struct NodeLog {
     seq: u64,
     /// Sync data before writing a checkpoint (fsync durability modes).
     sync_checkpoints: bool,
+    /// The node's journald sender (`JournalMode` targets).
+    journal: Option<NodeJournal>,
 }
 
 /// Lines rendered once per batch and shared by every target of that format.
@@ -167,7 +176,12 @@ impl NodeLog {
             }
             None => None,
         };
+        let journal = match &settings.journal {
+            Some(j) => Some(NodeJournal::open(&j.socket, name, j.formats.clone())?),
+            None => None,
+        };
         let mut log = NodeLog {
+            journal,
             files,
             policy: settings.policy,
             machine: Rendered::default(),
@@ -273,6 +287,11 @@ impl NodeLog {
             if need_human {
                 format::push_human(&mut self.human.bytes, obj);
                 self.human.ends.push(self.human.bytes.len());
+            }
+            if let Some(journal) = &mut self.journal {
+                let (bytes, cut) = journal.send(obj)?;
+                out.bytes += bytes;
+                out.journal_truncated += cut;
             }
         }
         let policy = self.policy;
@@ -468,6 +487,7 @@ mod tests {
                     format: LogFormat::ForHuman,
                 },
             ],
+            journal: None,
             policy: limit.map(|limit_bytes| Policy {
                 limit_bytes,
                 max_age_secs: 3600,

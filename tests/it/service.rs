@@ -326,3 +326,60 @@ fn the_dashboard_uses_only_metrics_tracerd_defines_and_the_scrape_config_is_vali
         Err(_) => eprintln!("skipped promtool check: promtool is not installed"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_mode_sends_cardano_tracers_fields_to_the_journal_socket() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = tmp.path().join("journal.sock");
+    let rx = UnixDatagram::bind(&journal).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = |dir: &std::path::Path, _| {
+        format!(
+            "networkMagic: {MAGIC}\nlogging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\n  - {{ logRoot: unused, logMode: JournalMode, logFormat: ForHuman }}\n",
+            dir.join("logs").display()
+        )
+    };
+    let mut d = Daemon::start_with(
+        head,
+        &format!("  journal: {{ socket: {} }}\n", journal.display()),
+    );
+    let mut n = FakeNode::handshake(connect_unix(&d.socket()).await, "relay-j").await;
+    n.send_batch(1, 3, 0).await;
+    n.wait_ack(3).await;
+    let mut buf = vec![0u8; 65536];
+    for seq in 1..=3u64 {
+        let len = rx.recv(&mut buf).unwrap();
+        let fields = tracerd::logs::journal::decode_entry(&buf[..len]).unwrap();
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+                .unwrap_or_else(|| panic!("no {k} in {fields:?}"))
+        };
+        assert_eq!(get("MESSAGE"), format!("node relay-j seq {seq}"));
+        assert_eq!(get("SYSLOG_IDENTIFIER"), "relay-j");
+        assert_eq!(get("PRIORITY"), "6");
+        assert_eq!(get("NAMESPACE"), "Test.Stream");
+        assert_eq!(get("THREAD"), "7");
+        assert!(get("TIME").ends_with("000Z"), "{}", get("TIME"));
+    }
+    // The file target is written too.
+    assert_eq!(seqs(&d.logs().join("relay-j")), vec![1, 2, 3]);
+    assert!(!d.dir.path().join("unused").exists());
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+
+    // Without a journal socket tracerd refuses to start, saying why.
+    drop(rx);
+    std::fs::remove_file(&journal).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .arg("-c")
+        .arg(d.config_path())
+        .current_dir(d.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no journald socket at"), "{err}");
+}
