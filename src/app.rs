@@ -59,6 +59,14 @@ pub async fn run(
         systemd,
         set_log_level,
     } = options;
+    // Installed first: from here on SIGHUP never terminates tracerd (its default action).
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler; reload is unavailable");
+            None
+        }
+    };
     let logs = Arc::new(LogSettings::from_config(&config));
     for target in &logs.targets {
         prepare_root(&target.root)?;
@@ -159,13 +167,6 @@ pub async fn run(
         tracker.spawn(ping_watchdog(n.clone(), period / 2, cancel.clone()));
     }
 
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGHUP handler; reload is unavailable");
-            None
-        }
-    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -176,10 +177,13 @@ pub async fn run(
                     continue;
                 };
                 tracing::info!(signal = "SIGHUP", config = %path.display(), "reloading config");
-                if let live::Outcome::Applied(_) = live::reload(path, &live, &reload_metrics).await {
-                    if let Some(set) = &set_log_level {
-                        set(live.current().config.tracerd.min_log_severity.unwrap_or(MinSeverity::Info));
-                    }
+                let before = live.current().config.tracerd.min_log_severity;
+                live::reload(path, &live, &reload_metrics).await;
+                let after = live.current().config.tracerd.min_log_severity;
+                if let (Some(set), true) = (&set_log_level, before != after) {
+                    let level = after.unwrap_or(MinSeverity::Info);
+                    set(level);
+                    tracing::warn!(min_log_severity = ?level, "tracerd's own log level changed");
                 }
                 if let Some(n) = &notifier {
                     n.notify(&format!("STATUS={}", status_line(&shared, None)));

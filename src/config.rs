@@ -281,12 +281,13 @@ impl RotationParams {
 /// cardano-tracer's verbosity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verbosity {
-    /// Suppress connection problem reports.
+    /// Connection problem reports (lost, closed on error) are logged at Debug only.
     Minimum,
     /// Report connection errors (default).
     #[default]
     ErrorsOnly,
-    /// Report every connection event.
+    /// Report every connection event (today the same as ErrorsOnly: tracerd already logs
+    /// every connect, handshake and disconnect at Info).
     Maximum,
 }
 

@@ -61,6 +61,11 @@ impl Shared {
         self.live.current().config.tracerd.durability.clone()
     }
 
+    /// Current verbosity of connection problem reports.
+    pub fn verbosity(&self) -> crate::config::Verbosity {
+        self.live.current().config.verbosity
+    }
+
     /// Current log targets and rotation.
     pub fn logs(&self) -> Arc<LogSettings> {
         self.live.current().logs.clone()

@@ -297,6 +297,7 @@ impl Conn {
     }
 
     async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {
+        let started = std::time::Instant::now();
         let (peer, protocol, result) = match self {
             Conn::Tcp(stream, peer) => {
                 let r =
@@ -309,6 +310,9 @@ impl Conn {
                 (peer, "native", r)
             }
         };
+        let duration_secs = started.elapsed().as_secs_f64();
+        // verbosity: Minimum keeps connection problems out of the default log level.
+        let quiet = shared.verbosity() == crate::config::Verbosity::Minimum;
         let reason = match &result {
             Ok(end) => end.label(),
             Err(e) => e.label(),
@@ -319,9 +323,14 @@ impl Conn {
             .with_label_values(&[reason])
             .inc();
         match result {
-            Ok(end) => tracing::info!(%peer, protocol, reason = end.label(), "connection closed"),
+            Ok(end) => tracing::info!(%peer, protocol, reason = end.label(), duration_secs,
+                "connection closed"),
             Err(session::SessionError::Codec(crate::protocol::CodecError::Io(e))) => {
-                tracing::info!(%peer, protocol, error = %e, "connection lost")
+                if quiet {
+                    tracing::debug!(%peer, protocol, error = %e, duration_secs, "connection lost")
+                } else {
+                    tracing::info!(%peer, protocol, error = %e, duration_secs, "connection lost")
+                }
             }
             Err(e) => {
                 if let session::SessionError::Codec(c) = &e {
@@ -331,7 +340,14 @@ impl Conn {
                         .with_label_values(&[c.kind()])
                         .inc();
                 }
-                tracing::warn!(%peer, protocol, reason = e.label(), error = %error_chain(&e), "connection closed on error")
+                let error = error_chain(&e);
+                if quiet {
+                    tracing::debug!(%peer, protocol, reason = e.label(), %error, duration_secs,
+                        "connection closed on error")
+                } else {
+                    tracing::warn!(%peer, protocol, reason = e.label(), %error, duration_secs,
+                        "connection closed on error")
+                }
             }
         }
     }

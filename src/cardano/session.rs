@@ -127,7 +127,10 @@ pub async fn serve_and_report<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let started = std::time::Instant::now();
     let result = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel).await;
+    let duration_secs = started.elapsed().as_secs_f64();
+    let quiet = shared.verbosity() == crate::config::Verbosity::Minimum;
     let t = &shared.telemetry;
     let label = match &result {
         Ok(end) => end.label(),
@@ -136,19 +139,31 @@ where
     t.connections_closed.with_label_values(&[label]).inc();
     match result {
         Ok(end) => {
-            tracing::info!(%peer, protocol = "cardano", reason = end.label(), "connection closed");
+            tracing::info!(%peer, protocol = "cardano", reason = end.label(), duration_secs,
+                "connection closed");
             Ok(end)
         }
         Err(e) if e.is_io() => {
-            tracing::info!(%peer, protocol = "cardano", error = %crate::net::error_chain(&e), "connection lost");
+            let error = crate::net::error_chain(&e);
+            if quiet {
+                tracing::debug!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
+            } else {
+                tracing::info!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
+            }
             Err(())
         }
         Err(e) => {
             if let Some(reason) = e.decode_reason() {
                 t.decode_errors.with_label_values(&[reason]).inc();
             }
-            tracing::warn!(%peer, protocol = "cardano", reason = e.label(),
-                error = %crate::net::error_chain(&e), "connection closed on error");
+            let error = crate::net::error_chain(&e);
+            if quiet {
+                tracing::debug!(%peer, protocol = "cardano", reason = e.label(), %error,
+                    duration_secs, "connection closed on error");
+            } else {
+                tracing::warn!(%peer, protocol = "cardano", reason = e.label(), %error,
+                    duration_secs, "connection closed on error");
+            }
             Err(())
         }
     }

@@ -383,3 +383,20 @@ async fn journal_mode_sends_cardano_tracers_fields_to_the_journal_socket() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no journald socket at"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_changes_the_own_log_level() {
+    let mut d = Daemon::start("  minLogSeverity: Warning\n");
+    let mut n = FakeNode::handshake(connect_unix(&d.socket()).await, "quiet").await;
+    n.send_batch(1, 1, 0).await;
+    n.wait_ack(1).await;
+    assert!(!d.stderr().contains("node connected"), "{}", d.stderr());
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    d.write_config(&config.replace("minLogSeverity: Warning", "minLogSeverity: Info"));
+    d.signal("HUP");
+    d.wait_log("own log level changed", 1);
+    let _m = FakeNode::handshake(connect_unix(&d.socket()).await, "loud").await;
+    d.wait_log("node connected", 1);
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+}
