@@ -1,5 +1,8 @@
 //! The composition root: prepares log roots, binds listeners, spawns every long-lived task on
 //! one `TaskTracker` under one `CancellationToken`, and runs the one shutdown sequence.
+//!
+//! The HTTP endpoints run on a tracker and token of their own: they stop last, after every
+//! session has drained, so a final scrape during shutdown still answers (`/readyz` says 503).
 
 use std::future::Future;
 use std::path::Path;
@@ -12,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::exposition::Naming;
+use crate::http::{self, HttpState};
 use crate::logs::{janitor, LogSettings};
 use crate::net::{self, Listener};
 use crate::node::Nodes;
@@ -46,19 +51,53 @@ pub async fn run(
         tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
         listeners.push(listener);
     }
+    let help = match &config.metrics_help {
+        Some(help) => help.load().map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
     let shared = Arc::new(Shared {
         network_magic: config.network_magic,
         limits: config.tracerd.limits.clone(),
         logs: logs.clone(),
-        nodes: Nodes::default(),
+        nodes: Nodes::new(naming),
         telemetry: Telemetry::new(),
     });
+    let http_state = Arc::new(HttpState::new(
+        shared.nodes.clone(),
+        shared.telemetry.clone(),
+        config.prometheus_labels.clone(),
+    ));
+    let mut http_listeners = Vec::new();
+    if let Some(ep) = &config.has_prometheus {
+        let l = http::bind(ep).await.context("binding hasPrometheus")?;
+        tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
+        http_listeners.push((l, http::prometheus_router(http_state.clone())));
+    }
+    if let Some(ep) = &config.has_ekg {
+        let l = http::bind(ep).await.context("binding hasEKG")?;
+        tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
+        http_listeners.push((l, http::ekg_router(http_state.clone())));
+    }
+    let http_cancel = CancellationToken::new();
+    let http_tracker = TaskTracker::new();
+    let mut http_described = Vec::new();
+    for (listener, router) in http_listeners {
+        http_described.push(format!("http://{}", describe(&listener)));
+        http_tracker.spawn(http::serve(
+            listener,
+            router,
+            http_cancel.clone(),
+            http_tracker.clone(),
+        ));
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(
         config.tracerd.limits.max_connections as usize,
     ));
-    let described: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let mut described: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    described.extend(http_described);
     let socket_paths: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.socket_path().map(Path::to_path_buf))
@@ -77,24 +116,38 @@ pub async fn run(
         shared.telemetry.clone(),
         cancel.clone(),
     ));
+    http_state.set_ready(true);
     on_ready(&described);
 
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining sessions");
+    http_state.set_ready(false);
     cancel.cancel();
     tracker.close();
     let grace = Duration::from_secs_f64(config.tracerd.shutdown_grace_secs);
+    let started = tokio::time::Instant::now();
     let drained = tokio::time::timeout(grace, tracker.wait()).await;
+    // HTTP last: in-flight requests finish within what is left of the grace period.
+    http_cancel.cancel();
+    http_tracker.close();
+    let left = grace.saturating_sub(started.elapsed());
+    let http_drained = tokio::time::timeout(left, http_tracker.wait()).await;
     for path in socket_paths {
         let _ = std::fs::remove_file(path);
     }
-    match drained {
+    match drained.and(http_drained) {
         Ok(()) => {
             tracing::info!("shutdown complete");
             Ok(())
         }
-        Err(_) => Err(DrainTimeout(grace, tracker.len()).into()),
+        Err(_) => Err(DrainTimeout(grace, tracker.len() + http_tracker.len()).into()),
     }
+}
+
+fn describe(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string())
 }
 
 fn prepare_root(root: &Path) -> anyhow::Result<()> {

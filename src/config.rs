@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default rotation check period (cardano-tracer's default).
 pub const DEFAULT_ROTATION_FREQUENCY_SECS: u32 = 60;
+/// Port of the Prometheus endpoint in the embedded default config (the NixOS module's).
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 12808;
 /// Default maximum age of non-current log files: 24 h (cardano-tracer's default).
 pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
 
@@ -47,10 +49,11 @@ pub struct Config {
     /// Request full metric sets instead of deltas (kept for #7).
     #[serde(default)]
     pub ekg_request_full: bool,
-    /// EKG-compatible HTTP endpoint (kept for #3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// EKG-compatible HTTP endpoint (off when absent).
+    #[serde(rename = "hasEKG", default, skip_serializing_if = "Option::is_none")]
     pub has_ekg: Option<Endpoint>,
-    /// Prometheus HTTP endpoint (kept for #3).
+    /// Prometheus HTTP endpoint: cardano-tracer's routes plus `/metrics` and `/api`. Off when
+    /// absent from a config file; the embedded default config serves it on 127.0.0.1:12808.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_prometheus: Option<Endpoint>,
     /// cardano-tracer's timeseries endpoint: parsed, not served.
@@ -68,13 +71,14 @@ pub struct Config {
     /// Verbosity of connection problem reports.
     #[serde(default)]
     pub verbosity: Verbosity,
-    /// Strip `_int`, `_counter`, `_real` from Prometheus names (kept for #3).
+    /// Strip `_int`, `_counter`, `_real` from Prometheus names.
     #[serde(default)]
     pub metrics_no_suffix: bool,
-    /// HELP texts: a path to a JSON file or an inline map (kept for #3).
+    /// HELP texts: a path to a JSON file or an inline map; a file that cannot be read or is
+    /// not a JSON object of strings is a config error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_help: Option<MetricsHelp>,
-    /// Extra labels for Prometheus service discovery (kept for #3).
+    /// Extra labels for Prometheus service discovery (`/targets`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prometheus_labels: BTreeMap<String, String>,
     /// Period of the daemon's own resource report, in milliseconds (kept for #6).
@@ -170,8 +174,12 @@ pub struct Endpoint {
     pub ep_host: String,
     /// Port to bind.
     pub ep_port: u16,
-    /// Serve HTTPS only (not supported; validation says so).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Serve HTTPS only (not supported; validation warns and serves plain HTTP).
+    #[serde(
+        rename = "epForceSSL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ep_force_ssl: Option<bool>,
 }
 
@@ -279,6 +287,25 @@ pub enum MetricsHelp {
     File(PathBuf),
     /// Inline map `{name: help}`.
     Inline(BTreeMap<String, String>),
+}
+
+impl MetricsHelp {
+    /// The help map: the inline map, or the file's JSON object read now.
+    pub fn load(&self) -> Result<BTreeMap<String, String>, String> {
+        match self {
+            MetricsHelp::Inline(map) => Ok(map.clone()),
+            MetricsHelp::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    format!(
+                        "{} is not a JSON object of metric name to help text: {e}",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// tracerd's own settings, under the `tracerd` key.
@@ -398,7 +425,7 @@ fn default_max_connections() -> u32 {
 
 impl Default for Config {
     /// The embedded default config: native listeners on `./tracerd.sock` and
-    /// `127.0.0.1:3179`, machine logs under `./logs`.
+    /// `127.0.0.1:3179`, machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
     fn default() -> Self {
         Config {
             network_magic: DEFAULT_NETWORK_MAGIC,
@@ -407,7 +434,11 @@ impl Default for Config {
             ekg_request_freq: default_ekg_request_freq(),
             ekg_request_full: false,
             has_ekg: None,
-            has_prometheus: None,
+            has_prometheus: Some(Endpoint {
+                ep_host: "127.0.0.1".to_string(),
+                ep_port: DEFAULT_PROMETHEUS_PORT,
+                ep_force_ssl: None,
+            }),
             has_timeseries: None,
             tls_certificate: None,
             logging: default_logging(),
@@ -654,6 +685,37 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             problem(
                 &format!("tracerd.native.acceptAt[{i}]"),
                 format!("{addr} is listed twice"),
+            );
+        }
+    }
+    if let Some(help) = &config.metrics_help {
+        if let Err(e) = help.load() {
+            problem("metricsHelp", e);
+        }
+    }
+    for (key, endpoint) in [
+        ("hasPrometheus", &config.has_prometheus),
+        ("hasEKG", &config.has_ekg),
+    ] {
+        let Some(ep) = endpoint else { continue };
+        if ep.ep_host.is_empty() {
+            problem(&format!("{key}.epHost"), "must not be empty".to_string());
+        }
+        if ep.ep_force_ssl == Some(true) {
+            warnings.push(Problem {
+                key: format!("{key}.epForceSSL"),
+                line: None,
+                message: "TLS is not supported yet: serving plain HTTP (as cardano-tracer does \
+                          without a certificate); put a TLS proxy in front"
+                    .to_string(),
+            });
+        }
+    }
+    if let (Some(p), Some(e)) = (&config.has_prometheus, &config.has_ekg) {
+        if p.ep_port == e.ep_port && p.ep_port != 0 {
+            problem(
+                "hasEKG.epPort",
+                format!("port {} is also hasPrometheus.epPort", e.ep_port),
             );
         }
     }

@@ -8,11 +8,15 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ekg;
+pub mod exposition;
+pub mod http;
 pub mod logs;
 pub mod model;
 pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod session;
+pub mod store;
 pub mod telemetry;
 pub mod utc;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::{DataPoint, MetricValue, MetricsUpdate};
+use crate::exposition::Naming;
+use crate::model::{DataPoint, MetricsUpdate};
+use crate::store::NodeLive;
 
 /// Longest sanitised name, in bytes, leaving room for a collision suffix within NAME_MAX.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -49,27 +51,67 @@ pub fn sanitise(name: &str) -> Result<String, NameError> {
     Ok(out)
 }
 
+/// cardano-tracer's URL slug of a node name: lowercase letters and digits, runs of `-`, `_`
+/// and spaces joined by one `-`, everything else dropped. Never empty (`node` instead).
+pub fn slugify(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.chars() {
+        if c.is_alphanumeric() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.extend(c.to_lowercase());
+        } else if c == '-' || c == '_' || c.is_whitespace() {
+            dash = true;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("node");
+    }
+    out
+}
+
+/// Slugs that would shadow a fixed HTTP route; a node whose slug is one of these gets `-2`.
+pub const RESERVED_SLUGS: &[&str] = &["api", "healthz", "metrics", "readyz", "targets"];
+
 /// What tracerd knows about one node name, connected or not.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeState {
     /// A session currently holds this name.
     pub connected: bool,
     /// Highest sequence number persisted under this name.
     pub persisted_seq: u64,
-    /// Latest metric values by internal name.
-    pub metrics: HashMap<String, MetricValue>,
-    /// Latest data points by name (JSON text).
-    pub data_points: HashMap<String, String>,
-    /// Peer address of the current (or last) session.
-    pub peer: String,
-    /// Last measured round-trip time, in microseconds.
-    pub rtt_micros: Option<u64>,
+    /// URL slug, assigned on first claim and kept for the life of the process.
+    pub slug: String,
+    /// Metrics, data points and session facts of the current (or last) session.
+    pub live: Arc<NodeLive>,
+}
+
+/// A connected node as HTTP sees it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Node name (also its log directory).
+    pub name: String,
+    /// URL slug.
+    pub slug: String,
+    /// Its live state.
+    pub live: Arc<NodeLive>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    nodes: HashMap<String, NodeState>,
+    /// Slug to node name, for every name ever claimed.
+    slugs: HashMap<String, String>,
 }
 
 /// Registry of node names; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Nodes {
-    inner: Arc<Mutex<HashMap<String, NodeState>>>,
+    inner: Arc<Mutex<Registry>>,
+    naming: Arc<Naming>,
 }
 
 /// A claimed node name; releasing it (on drop) marks the node disconnected.
@@ -77,54 +119,116 @@ pub struct Nodes {
 pub struct Lease {
     nodes: Nodes,
     name: String,
+    live: Arc<NodeLive>,
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
 }
 
 impl Nodes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, NodeState>> {
+    /// A registry whose metric names follow `naming`.
+    pub fn new(naming: Arc<Naming>) -> Nodes {
+        Nodes {
+            inner: Arc::default(),
+            naming,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no
-    /// connected node holds. The choice depends only on which names are connected.
-    pub fn claim(&self, name: &str, peer: &str) -> Lease {
-        let mut map = self.lock();
+    /// connected node holds. The choice depends only on which names are connected. The new
+    /// session starts with no metrics and no data points.
+    pub fn claim(&self, name: &str, peer: &str, protocol: &str) -> Lease {
+        let mut reg = self.lock();
         let mut candidate = name.to_string();
         let mut n = 1u32;
-        while map.get(&candidate).is_some_and(|s| s.connected) {
+        while reg.nodes.get(&candidate).is_some_and(|s| s.connected) {
             n += 1;
             candidate = format!("{name}-{n}");
         }
-        let state = map.entry(candidate.clone()).or_default();
-        state.connected = true;
-        state.peer = peer.to_string();
-        state.rtt_micros = None;
+        let live = Arc::new(NodeLive::new(protocol, peer));
+        let persisted_seq = match reg.nodes.get_mut(&candidate) {
+            Some(state) => {
+                state.connected = true;
+                state.live = live.clone();
+                state.persisted_seq
+            }
+            None => {
+                let slug = unique_slug(&reg.slugs, &candidate);
+                reg.slugs.insert(slug.clone(), candidate.clone());
+                reg.nodes.insert(
+                    candidate.clone(),
+                    NodeState {
+                        connected: true,
+                        persisted_seq: 0,
+                        slug,
+                        live: live.clone(),
+                    },
+                );
+                0
+            }
+        };
         Lease {
             nodes: self.clone(),
-            persisted_seq: state.persisted_seq,
+            persisted_seq,
             name: candidate,
+            live,
         }
     }
 
     /// Names of connected nodes, sorted.
     pub fn connected(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        self.views().into_iter().map(|v| v.name).collect()
+    }
+
+    /// Connected nodes, sorted by name. Holds the registry lock only to copy the list.
+    pub fn views(&self) -> Vec<NodeView> {
+        let mut views: Vec<NodeView> = self
             .lock()
+            .nodes
             .iter()
             .filter(|(_, s)| s.connected)
-            .map(|(n, _)| n.clone())
+            .map(|(n, s)| NodeView {
+                name: n.clone(),
+                slug: s.slug.clone(),
+                live: s.live.clone(),
+            })
             .collect();
-        names.sort();
-        names
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    /// The connected node with this slug.
+    pub fn by_slug(&self, slug: &str) -> Option<NodeView> {
+        let reg = self.lock();
+        let name = reg.slugs.get(slug)?;
+        let state = reg.nodes.get(name).filter(|s| s.connected)?;
+        Some(NodeView {
+            name: name.clone(),
+            slug: slug.to_string(),
+            live: state.live.clone(),
+        })
     }
 
     /// Runs `f` on the state of `name`, if known.
     pub fn with<R>(&self, name: &str, f: impl FnOnce(&NodeState) -> R) -> Option<R> {
-        self.lock().get(name).map(f)
+        self.lock().nodes.get(name).map(f)
     }
+}
+
+fn unique_slug(taken: &HashMap<String, String>, name: &str) -> String {
+    let base = slugify(name);
+    let mut candidate = base.clone();
+    let mut n = 1u32;
+    while taken.contains_key(&candidate) || RESERVED_SLUGS.contains(&candidate.as_str()) {
+        n += 1;
+        candidate = format!("{base}-{n}");
+    }
+    candidate
 }
 
 impl Lease {
@@ -133,44 +237,42 @@ impl Lease {
         &self.name
     }
 
-    fn update(&self, f: impl FnOnce(&mut NodeState)) {
-        if let Some(state) = self.nodes.lock().get_mut(&self.name) {
-            f(state);
-        }
+    /// Records the arrival time of `message` and hands it back.
+    pub fn arrived<T>(&self, message: T) -> T {
+        self.live.touch();
+        message
     }
 
     /// Records what has been persisted.
     pub fn set_persisted(&self, seq: u64) {
-        self.update(|s| s.persisted_seq = s.persisted_seq.max(seq));
+        if let Some(state) = self.nodes.lock().nodes.get_mut(&self.name) {
+            state.persisted_seq = state.persisted_seq.max(seq);
+        }
     }
 
-    /// Applies a metrics update.
+    /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
-        self.update(|s| {
-            if update.full {
-                s.metrics.clear();
-            }
-            s.metrics.extend(update.metrics);
-        });
+        self.live.apply_metrics(update, &self.nodes.naming);
     }
 
     /// Stores data points.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) {
-        self.update(|s| {
-            s.data_points
-                .extend(points.into_iter().map(|p| (p.name, p.json)))
-        });
+        self.live.apply_data_points(points);
     }
 
     /// Records a round-trip time.
     pub fn set_rtt(&self, micros: u64) {
-        self.update(|s| s.rtt_micros = Some(micros));
+        self.live.set_rtt(micros);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.update(|s| s.connected = false);
+        if let Some(state) = self.nodes.lock().nodes.get_mut(&self.name) {
+            if Arc::ptr_eq(&state.live, &self.live) {
+                state.connected = false;
+            }
+        }
     }
 }
 
@@ -199,15 +301,15 @@ mod tests {
     #[test]
     fn collisions_get_distinct_deterministic_names() {
         let nodes = Nodes::default();
-        let a = nodes.claim("relay", "p1");
-        let b = nodes.claim("relay", "p2");
-        let c = nodes.claim("relay", "p3");
+        let a = nodes.claim("relay", "p1", "native");
+        let b = nodes.claim("relay", "p2", "native");
+        let c = nodes.claim("relay", "p3", "native");
         assert_eq!(
             (a.name(), b.name(), c.name()),
             ("relay", "relay-2", "relay-3")
         );
         drop(b);
-        let d = nodes.claim("relay", "p4");
+        let d = nodes.claim("relay", "p4", "native");
         assert_eq!(d.name(), "relay-2");
         drop(a);
         assert_eq!(nodes.connected(), vec!["relay-2", "relay-3"]);
@@ -216,10 +318,47 @@ mod tests {
     #[test]
     fn persisted_sequence_survives_reconnect() {
         let nodes = Nodes::default();
-        let a = nodes.claim("n", "p");
+        let a = nodes.claim("n", "p", "native");
         a.set_persisted(41);
         drop(a);
-        assert_eq!(nodes.claim("n", "p").persisted_seq, 41);
+        assert_eq!(nodes.claim("n", "p", "native").persisted_seq, 41);
+    }
+
+    #[test]
+    fn slugs_follow_cardano_and_stay_distinct() {
+        assert_eq!(slugify("machine_3001"), "machine-3001");
+        assert_eq!(slugify("127.0.0.1:30004"), "12700130004");
+        assert_eq!(slugify("TxGenerator"), "txgenerator");
+        assert_eq!(slugify("--a__b  c--"), "a-b-c");
+        assert_eq!(slugify("..."), "node");
+        let nodes = Nodes::default();
+        let a = nodes.claim("relay_1", "p", "native");
+        let b = nodes.claim("relay-1", "p", "native");
+        let m = nodes.claim("metrics", "p", "native");
+        let slugs: Vec<String> = nodes.views().into_iter().map(|v| v.slug).collect();
+        assert_eq!(slugs, vec!["metrics-2", "relay-1-2", "relay-1"]);
+        assert_eq!(nodes.by_slug("relay-1").unwrap().name, "relay_1");
+        drop((a, b, m));
+        assert!(nodes.by_slug("relay-1").is_none());
+        // A reconnect keeps its slug.
+        let _b = nodes.claim("relay-1", "p", "native");
+        assert_eq!(nodes.by_slug("relay-1-2").unwrap().name, "relay-1");
+    }
+
+    #[test]
+    fn a_new_session_starts_with_fresh_metrics() {
+        let nodes = Nodes::default();
+        let a = nodes.claim("n", "p1", "native");
+        a.apply_metrics(MetricsUpdate {
+            full: true,
+            metrics: vec![("x".into(), crate::model::MetricValue::Counter(1))],
+        });
+        assert_eq!(nodes.by_slug("n").unwrap().live.metrics().len(), 1);
+        drop(a);
+        let _b = nodes.claim("n", "p2", "tcp");
+        let view = nodes.by_slug("n").unwrap();
+        assert!(view.live.metrics().is_empty());
+        assert_eq!(view.live.session().peer, "p2");
     }
 
     proptest! {

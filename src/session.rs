@@ -149,7 +149,7 @@ where
             return refuse(&mut framed, reason, message, &peer, &shared).await
         }
     };
-    let lease = shared.nodes.claim(&name, &peer);
+    let lease = shared.nodes.claim(&name, &peer, protocol);
     if lease.name() != name {
         tracing::info!(%peer, requested = %hello.node_name, assigned = %lease.name(),
             "node name already connected; filing this node under a distinct name");
@@ -293,7 +293,7 @@ where
             frame = framed.next() => match frame {
                 None => break Ok(End::PeerClosed),
                 Some(Err(e)) => break Err(e.into()),
-                Some(Ok(msg)) => match msg {
+                Some(Ok(msg)) => match lease.arrived(msg) {
                     NodeMessage::Traces(batch) => {
                         received.inc_by(batch.objects.len() as u64);
                         let Some(job) = number(batch, &mut expected, lease.name(), &duplicates) else {
