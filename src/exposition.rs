@@ -159,8 +159,10 @@ pub enum Kind {
 pub enum Shape<'a> {
     /// Counter value.
     Counter(i64),
-    /// Gauge value (also labels whose text is a number).
+    /// Gauge value (also labels whose text is a number in another spelling).
     Gauge(f64),
+    /// A label whose text is a plain decimal number (`-12.5e3`), written as it is.
+    GaugeText(&'a str),
     /// Label set of an info metric, unescaped values.
     Info(Vec<(&'a str, String)>),
 }
@@ -169,7 +171,7 @@ impl Shape<'_> {
     fn kind(&self) -> Kind {
         match self {
             Shape::Counter(_) => Kind::Counter,
-            Shape::Gauge(_) => Kind::Gauge,
+            Shape::Gauge(_) | Shape::GaugeText(_) => Kind::Gauge,
             Shape::Info(_) => Kind::Info,
         }
     }
@@ -181,7 +183,16 @@ pub fn shape(value: &MetricValue) -> Shape<'_> {
         MetricValue::Counter(n) => Shape::Counter(*n),
         MetricValue::Gauge(g) => Shape::Gauge(*g),
         MetricValue::Label(text) => {
-            if let Ok(number) = text.trim().parse::<f64>() {
+            let trimmed = text.trim();
+            if let Ok(number) = trimmed.parse::<f64>() {
+                let plain = trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                    && trimmed.ends_with(|c: char| c.is_ascii_digit())
+                    && trimmed.bytes().all(|b| {
+                        b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')
+                    });
+                if plain && number.is_finite() {
+                    return Shape::GaugeText(trimmed);
+                }
                 return Shape::Gauge(number);
             }
             if let Some(set) = parse_label_set(text) {
@@ -267,9 +278,31 @@ fn escape_help(out: &mut String, text: &str, format: Format) {
     }
 }
 
+/// Appends an integer without going through `fmt`.
+pub fn write_i64(out: &mut String, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
 /// Appends a sample value: integers as they are, `NaN`, `+Inf`, `-Inf`.
 pub fn write_f64(out: &mut String, v: f64) {
-    if v.is_nan() {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        write_i64(out, v as i64);
+    } else if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
@@ -342,6 +375,38 @@ pub fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a 
     }
 }
 
+/// Hashes the renderer's `(pointer, kind)` keys with one multiply instead of SipHash: the
+/// keys are addresses of our own allocations, not attacker-chosen.
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildPtrHasher;
+
+#[derive(Debug, Default)]
+struct PtrHasher(u64);
+
+impl std::hash::BuildHasher for BuildPtrHasher {
+    type Hasher = PtrHasher;
+    fn build_hasher(&self) -> PtrHasher {
+        PtrHasher(0)
+    }
+}
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 /// One family being collected: every sample of one internal name and kind.
 #[derive(Debug)]
 struct Group {
@@ -365,11 +430,14 @@ pub struct RenderStats {
 #[derive(Debug)]
 pub struct Renderer {
     format: Format,
-    index: HashMap<(usize, Kind), usize>,
+    index: HashMap<(usize, Kind), usize, BuildPtrHasher>,
     groups: Vec<Group>,
     reserved: HashSet<String>,
     stats: RenderStats,
-    prefix: String,
+    numeric_prefix: String,
+    info_prefix: String,
+    nodes_hint: usize,
+    spare: Vec<String>,
 }
 
 impl Renderer {
@@ -377,11 +445,29 @@ impl Renderer {
     pub fn new(format: Format) -> Renderer {
         Renderer {
             format,
-            index: HashMap::new(),
+            index: HashMap::default(),
             groups: Vec::new(),
             reserved: HashSet::new(),
             stats: RenderStats::default(),
-            prefix: String::new(),
+            numeric_prefix: String::new(),
+            info_prefix: String::new(),
+            nodes_hint: 1,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands the renderer family buffers of an earlier render to write into, so a large
+    /// render does not fault in fresh memory every time.
+    pub fn reuse(&mut self, buffers: Vec<String>) {
+        self.spare = buffers;
+    }
+
+    /// An empty renderer that expects about `nodes` calls of [`Renderer::add_node`], so each
+    /// family's buffer is sized once instead of growing by copies.
+    pub fn with_nodes(format: Format, nodes: usize) -> Renderer {
+        Renderer {
+            nodes_hint: nodes.max(1),
+            ..Renderer::new(format)
         }
     }
 
@@ -397,12 +483,17 @@ impl Renderer {
         node: Option<&str>,
         metrics: impl IntoIterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
     ) {
-        self.prefix.clear();
+        self.info_prefix.clear();
+        self.numeric_prefix.clear();
         if let Some(node) = node {
-            self.prefix.push_str("node_name=\"");
-            escape_label_value(&mut self.prefix, node);
-            self.prefix.push('"');
+            self.info_prefix.push_str("node_name=\"");
+            escape_label_value(&mut self.info_prefix, node);
+            self.info_prefix.push('"');
+            self.numeric_prefix.push('{');
+            self.numeric_prefix.push_str(&self.info_prefix);
+            self.numeric_prefix.push('}');
         }
+        self.numeric_prefix.push(' ');
         for (name, value) in metrics {
             let Some(family) = name.family.as_deref() else {
                 self.stats.collisions += 1;
@@ -414,11 +505,16 @@ impl Renderer {
             let i = match self.index.get(&key) {
                 Some(&i) => i,
                 None => {
+                    let names = family_names(family, kind);
+                    let line = names.series.len() + self.numeric_prefix.len() + 24;
+                    let mut body = self.spare.pop().unwrap_or_default();
+                    body.clear();
+                    body.reserve(line * self.nodes_hint);
                     self.groups.push(Group {
                         name: name.clone(),
-                        names: family_names(family, kind),
+                        names,
                         kind,
-                        body: String::new(),
+                        body,
                     });
                     self.index.insert(key, self.groups.len() - 1);
                     self.groups.len() - 1
@@ -428,16 +524,22 @@ impl Renderer {
             write_sample(
                 &mut group.body,
                 &group.names.series,
-                &self.prefix,
-                node.is_some(),
+                &self.numeric_prefix,
+                &self.info_prefix,
                 &shape,
             );
         }
     }
 
     /// Writes every family, sorted by name, dropping collisions. Does not write `# EOF`.
-    pub fn finish(mut self, out: &mut String) -> RenderStats {
+    pub fn finish(self, out: &mut String) -> RenderStats {
+        self.finish_reusing(out, &mut Vec::new())
+    }
+
+    /// [`Renderer::finish`], handing the emptied family buffers to `spare` for the next render.
+    pub fn finish_reusing(mut self, out: &mut String, spare: &mut Vec<String>) -> RenderStats {
         let mut groups = std::mem::take(&mut self.groups);
+        out.reserve(groups.iter().map(|g| g.body.len() + 128).sum());
         groups.sort_by(|a, b| {
             (&a.names.base, a.kind, &a.name.internal).cmp(&(
                 &b.names.base,
@@ -451,15 +553,17 @@ impl Renderer {
                 if p.kind == group.kind && p.name.internal == group.name.internal {
                     // The same internal name from an uncached lookup: one family.
                     p.body.push_str(&group.body);
+                    spare.push(group.body);
                     continue;
                 }
             }
             if let Some(p) = pending.take() {
-                self.emit(out, p);
+                spare.push(self.emit(out, p));
             }
             let names = &group.names;
             if self.reserved.contains(&names.base) || self.reserved.contains(&names.series) {
                 self.stats.collisions += group.body.lines().count() as u64;
+                spare.push(group.body);
                 continue;
             }
             self.reserved.insert(names.base.clone());
@@ -467,53 +571,48 @@ impl Renderer {
             pending = Some(group);
         }
         if let Some(p) = pending.take() {
-            self.emit(out, p);
+            spare.push(self.emit(out, p));
         }
+        spare.append(&mut self.spare);
         self.stats
     }
 
-    fn emit(&mut self, out: &mut String, group: Group) {
+    /// Writes a family; returns its buffer for reuse.
+    fn emit(&mut self, out: &mut String, group: Group) -> String {
         write_header(out, self.format, &group.names, group.kind, &group.name.help);
         out.push_str(&group.body);
         self.stats.families += 1;
+        group.body
     }
 }
 
-/// Appends one sample line of `family`.
-fn write_sample(out: &mut String, series: &str, prefix: &str, labelled: bool, shape: &Shape<'_>) {
+/// Appends one sample line: `series`, then `numeric` (`{node_name="x"} ` or a space) and
+/// the value, or for info metrics the labels after `info` (`node_name="x"` or nothing).
+fn write_sample(out: &mut String, series: &str, numeric: &str, info: &str, shape: &Shape<'_>) {
     out.push_str(series);
     match shape {
         Shape::Counter(n) => {
-            if labelled {
-                out.push('{');
-                out.push_str(prefix);
-                out.push('}');
-            }
-            let _ = writeln!(out, " {n}");
+            out.push_str(numeric);
+            write_i64(out, *n);
         }
         Shape::Gauge(v) => {
-            if labelled {
-                out.push('{');
-                out.push_str(prefix);
-                out.push('}');
-            }
-            out.push(' ');
+            out.push_str(numeric);
             write_f64(out, *v);
-            out.push('\n');
+        }
+        Shape::GaugeText(text) => {
+            out.push_str(numeric);
+            out.push_str(text);
         }
         Shape::Info(labels) => {
             out.push('{');
-            let mut first = true;
-            if labelled {
-                out.push_str(prefix);
-                first = false;
-            }
+            out.push_str(info);
+            let mut first = info.is_empty();
             for (k, v) in labels {
                 if !first {
                     out.push(',');
                 }
                 first = false;
-                if labelled && *k == "node_name" {
+                if !info.is_empty() && *k == "node_name" {
                     out.push_str("exported_node_name");
                 } else {
                     out.push_str(k);
@@ -522,9 +621,10 @@ fn write_sample(out: &mut String, series: &str, prefix: &str, labelled: bool, sh
                 escape_label_value(out, v);
                 out.push('"');
             }
-            out.push_str("} 1\n");
+            out.push_str("} 1");
         }
     }
+    out.push('\n');
 }
 
 /// Renders one node's metrics (cardano-tracer's `/<slug>` route), ending with `# EOF` in

@@ -38,6 +38,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP connections served at once per endpoint; further connections are closed.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Most memory kept between `/metrics` renders for reuse.
+const MAX_KEPT_BUFFER_BYTES: usize = 256 << 20;
 /// Expositions rendered at once (each on a blocking thread).
 pub const MAX_CONCURRENT_RENDERS: usize = 4;
 
@@ -71,6 +73,8 @@ pub struct HttpState {
     /// True once every listener is bound, false again once shutdown starts.
     pub ready: AtomicBool,
     renders: Semaphore,
+    /// Family buffers of the last `/metrics` render, reused by the next.
+    buffers: std::sync::Mutex<Vec<String>>,
 }
 
 impl HttpState {
@@ -86,6 +90,7 @@ impl HttpState {
             prometheus_labels,
             ready: AtomicBool::new(false),
             renders: Semaphore::new(MAX_CONCURRENT_RENDERS),
+            buffers: std::sync::Mutex::default(),
         }
     }
 
@@ -345,7 +350,10 @@ const NODE_METRICS: &str = "tracerd_node_metrics";
 
 /// Every node's metrics labelled `node_name`, then tracerd's own metrics.
 pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> String {
-    let mut renderer = Renderer::new(format);
+    let mut renderer = Renderer::with_nodes(format, views.len());
+    renderer.reuse(std::mem::take(
+        &mut *state.buffers.lock().unwrap_or_else(|e| e.into_inner()),
+    ));
     for name in state.telemetry.reserved_names() {
         renderer.reserve(&name);
     }
@@ -367,8 +375,13 @@ pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> Stri
             last.push((v.name.as_str(), ms as f64 / 1e3));
         }
     }
-    let mut out = String::with_capacity(1 << 16);
-    let stats = renderer.finish(&mut out);
+    let mut out = String::new();
+    let mut spare = Vec::new();
+    let stats = renderer.finish_reusing(&mut out, &mut spare);
+    let kept: usize = spare.iter().map(String::capacity).sum();
+    if kept <= MAX_KEPT_BUFFER_BYTES {
+        *state.buffers.lock().unwrap_or_else(|e| e.into_inner()) = spare;
+    }
     state
         .telemetry
         .metric_name_collisions

@@ -192,9 +192,14 @@ fn label_sets_parse_strictly() {
         Shape::Info(vec![("value", "{broken".to_string())])
     );
     assert_eq!(
-        shape(&MetricValue::Label(" 42 ".into())),
-        Shape::Gauge(42.0)
+        shape(&MetricValue::Label(" -4.2e1 ".into())),
+        Shape::GaugeText("-4.2e1")
     );
+    assert_eq!(
+        shape(&MetricValue::Label("inf".into())),
+        Shape::Gauge(f64::INFINITY)
+    );
+    assert_eq!(shape(&MetricValue::Label(".5".into())), Shape::Gauge(0.5));
 }
 
 #[test]

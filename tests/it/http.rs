@@ -266,3 +266,114 @@ fn a_missing_metrics_help_file_is_a_config_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
 }
+
+/// A Prometheus server run for one test, killed on drop.
+struct PrometheusServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Debian's `prometheus` with HTTP service discovery at tracerd's `/targets`;
+/// `None` when it is not installed.
+fn start_prometheus(tracerd_http: u16) -> Option<PrometheusServer> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+             scrape_configs:\n\
+             \x20 - job_name: tracerd\n\
+             \x20   http_sd_configs: [{{url: 'http://127.0.0.1:{tracerd_http}/targets', refresh_interval: 1s}}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let child = match Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("cannot run prometheus: {e}"),
+    };
+    Some(PrometheusServer {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+/// Asks Prometheus's query API for `query` until it returns a sample (bounded).
+fn query_until_found(server: &PrometheusServer, query: &str) -> serde_json::Value {
+    let encoded: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
+            let (status, _, body) =
+                http_get(server.port, &format!("/api/v1/query?query={encoded}"), &[]);
+            if status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if let Some(first) = v["data"]["result"].get(0) {
+                    return first.clone();
+                }
+            }
+        }
+        let log =
+            std::fs::read_to_string(server._dir.path().join("prometheus.log")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned {query}; its log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_discovers_and_scrapes_nodes() {
+    let (d, prom, _) = start();
+    let Some(server) = start_prometheus(prom) else {
+        eprintln!("NOTICE: prometheus not installed; skipping the Prometheus scrape test");
+        return;
+    };
+    let mut node = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay_1").await;
+    node.framed.send(update()).await.unwrap();
+    let (gauge, counter, info) = tokio::task::spawn_blocking(move || {
+        let gauge = query_until_found(&server, "cardano_node_metrics_Mem_resident");
+        let counter = query_until_found(&server, "cardano_node_metrics_served_total");
+        let info = query_until_found(&server, "cardano_node_metrics_node_build_info");
+        (gauge, counter, info)
+    })
+    .await
+    .unwrap();
+    assert_eq!(gauge["metric"]["node_name"], "relay_1");
+    assert_eq!(gauge["metric"]["cluster"], "it");
+    assert_eq!(gauge["value"][1], "103792640");
+    assert_eq!(counter["metric"]["node_name"], "relay_1");
+    assert_eq!(counter["value"][1], "24");
+    assert_eq!(info["metric"]["commit"], "a\"b\\c");
+    assert_eq!(info["value"][1], "1");
+    drop(node);
+}
