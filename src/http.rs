@@ -347,6 +347,7 @@ async fn all_metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) ->
 const NODE_RTT: &str = "tracerd_node_rtt_seconds";
 const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
 const NODE_METRICS: &str = "tracerd_node_metrics";
+const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
 
 /// Every node's metrics labelled `node_name`, then tracerd's own metrics.
 pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> String {
@@ -357,12 +358,13 @@ pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> Stri
     for name in state.telemetry.reserved_names() {
         renderer.reserve(&name);
     }
-    for name in [NODE_RTT, NODE_LAST_MESSAGE, NODE_METRICS] {
+    for name in [NODE_RTT, NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE] {
         renderer.reserve(name);
     }
     let mut rtt = Vec::with_capacity(views.len());
     let mut last = Vec::with_capacity(views.len());
     let mut counts = Vec::with_capacity(views.len());
+    let mut queues = Vec::with_capacity(views.len());
     for v in views {
         let store = v.live.metrics();
         renderer.add_node(Some(&v.name), store.iter());
@@ -373,6 +375,9 @@ pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> Stri
         }
         if let Some(ms) = v.live.last_message_ms() {
             last.push((v.name.as_str(), ms as f64 / 1e3));
+        }
+        if let Some(depth) = v.live.queue_depth() {
+            queues.push((v.name.as_str(), depth as f64));
         }
     }
     let mut out = String::new();
@@ -411,6 +416,11 @@ pub fn render_all(state: &HttpState, views: &[NodeView], format: Format) -> Stri
         NODE_METRICS,
         "Distinct metrics the node has sent in its current session.",
         &counts,
+    );
+    per_node(
+        NODE_QUEUE,
+        "Batches of trace objects waiting in the node's write queue.",
+        &queues,
     );
     state.telemetry.render_into(format, &mut out);
     if format == Format::OpenMetrics {
@@ -460,6 +470,7 @@ async fn api_nodes(State(state): State<Arc<HttpState>>) -> Response {
                 "objectsWritten": t.objects_written.with_label_values(&[name]).get(),
                 "bytesWritten": t.bytes_written.with_label_values(&[name]).get(),
                 "refused": v.live.refused(),
+                "writeQueueBatches": v.live.queue_depth(),
             })
         })
         .collect();

@@ -264,6 +264,11 @@ impl Lease {
     pub fn set_rtt(&self, micros: u64) {
         self.live.set_rtt(micros);
     }
+
+    /// Lets HTTP report the depth of this session's write queue.
+    pub fn watch_queue<T: Send + 'static>(&self, queue: tokio::sync::mpsc::WeakSender<T>) {
+        self.live.watch_queue(queue);
+    }
 }
 
 impl Drop for Lease {

@@ -245,6 +245,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let (tx, rx) = mpsc::channel::<Job>(shared.limits.queue_batches);
+    lease.watch_queue(tx.downgrade());
     let (persisted_tx, mut persisted_rx) = watch::channel(lease.persisted_seq);
     let writer = tokio::spawn(write_loop(
         log,

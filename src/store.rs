@@ -112,6 +112,16 @@ pub struct NodeLive {
     /// Round-trip time in microseconds, `u64::MAX` when not measured yet.
     rtt_micros: AtomicU64,
     refused: AtomicU64,
+    queue: Mutex<Option<QueueProbe>>,
+}
+
+/// Reads the depth of a session's write queue without keeping the queue open.
+pub struct QueueProbe(Box<dyn Fn() -> Option<usize> + Send + Sync>);
+
+impl std::fmt::Debug for QueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueProbe")
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -222,6 +232,24 @@ impl NodeLive {
         }
     }
 
+    /// Watches the session's write queue through a weak handle (the queue still closes when
+    /// the session drops its sender).
+    pub fn watch_queue<T: Send + 'static>(&self, queue: tokio::sync::mpsc::WeakSender<T>) {
+        let probe = QueueProbe(Box::new(move || {
+            queue.upgrade().map(|tx| tx.max_capacity() - tx.capacity())
+        }));
+        *self.queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// Batches waiting in the session's write queue; `None` when no queue is open.
+    pub fn queue_depth(&self) -> Option<usize> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|probe| (probe.0)())
+    }
+
     /// Metrics and data points refused by the per-node caps.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -273,6 +301,22 @@ mod tests {
         let na = a.iter().next().unwrap().0.clone();
         let nb = b.iter().next().unwrap().0.clone();
         assert!(Arc::ptr_eq(&na, &nb));
+    }
+
+    #[tokio::test]
+    async fn queue_depth_is_read_without_keeping_the_queue_open() {
+        let live = NodeLive::new("native", "p");
+        assert_eq!(live.queue_depth(), None);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(8);
+        live.watch_queue(tx.downgrade());
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        assert_eq!(live.queue_depth(), Some(2));
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(live.queue_depth(), None);
     }
 
     #[test]
