@@ -56,12 +56,13 @@ pub async fn run(
         None => Default::default(),
     };
     let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
+    let telemetry = Telemetry::new();
     let shared = Arc::new(Shared {
         network_magic: config.network_magic,
         limits: config.tracerd.limits.clone(),
         logs: logs.clone(),
-        nodes: Nodes::new(naming),
-        telemetry: Telemetry::new(),
+        nodes: Nodes::new(naming, telemetry.node_metrics_refused.clone()),
+        telemetry,
     });
     let http_state = Arc::new(HttpState::new(
         shared.nodes.clone(),

@@ -108,10 +108,20 @@ struct Registry {
 }
 
 /// Registry of node names; cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Nodes {
     inner: Arc<Mutex<Registry>>,
     naming: Arc<Naming>,
+    /// Counts metrics and data points refused by the per-node caps.
+    refused: prometheus::IntCounter,
+}
+
+impl Default for Nodes {
+    fn default() -> Self {
+        let refused = prometheus::IntCounter::new("refused", "refused")
+            .expect("metric name is a valid constant");
+        Nodes::new(Arc::default(), refused)
+    }
 }
 
 /// A claimed node name; releasing it (on drop) marks the node disconnected.
@@ -125,11 +135,12 @@ pub struct Lease {
 }
 
 impl Nodes {
-    /// A registry whose metric names follow `naming`.
-    pub fn new(naming: Arc<Naming>) -> Nodes {
+    /// A registry whose metric names follow `naming`, counting refused metrics in `refused`.
+    pub fn new(naming: Arc<Naming>, refused: prometheus::IntCounter) -> Nodes {
         Nodes {
             inner: Arc::default(),
             naming,
+            refused,
         }
     }
 
@@ -252,12 +263,14 @@ impl Lease {
 
     /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
-        self.live.apply_metrics(update, &self.nodes.naming);
+        let refused = self.live.apply_metrics(update, &self.nodes.naming);
+        self.nodes.refused.inc_by(refused);
     }
 
     /// Stores data points.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) {
-        self.live.apply_data_points(points);
+        let refused = self.live.apply_data_points(points);
+        self.nodes.refused.inc_by(refused);
     }
 
     /// Records a round-trip time.

@@ -151,8 +151,8 @@ impl NodeLive {
         self.metrics.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies a metrics update.
-    pub fn apply_metrics(&self, update: MetricsUpdate, naming: &Naming) {
+    /// Applies a metrics update; returns how many new names were refused.
+    pub fn apply_metrics(&self, update: MetricsUpdate, naming: &Naming) -> u64 {
         let refused = self
             .metrics
             .write()
@@ -161,18 +161,22 @@ impl NodeLive {
         if refused > 0 {
             self.refused.fetch_add(refused, Ordering::Relaxed);
         }
+        refused
     }
 
-    /// Stores data points.
-    pub fn apply_data_points(&self, points: Vec<DataPoint>) {
+    /// Stores data points; returns how many new names were refused.
+    pub fn apply_data_points(&self, points: Vec<DataPoint>) -> u64 {
         let mut map = self.data_points.write().unwrap_or_else(|e| e.into_inner());
+        let mut refused = 0;
         for p in points {
             if map.len() >= MAX_DATA_POINTS_PER_NODE && !map.contains_key(&p.name) {
-                self.refused.fetch_add(1, Ordering::Relaxed);
+                refused += 1;
                 continue;
             }
             map.insert(p.name, p.json);
         }
+        self.refused.fetch_add(refused, Ordering::Relaxed);
+        refused
     }
 
     /// A data point's JSON text.
