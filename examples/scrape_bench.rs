@@ -63,7 +63,7 @@ fn main() {
     for format in [Format::OpenMetrics, Format::Text] {
         let mut times = Vec::new();
         let mut size = 0;
-        for _ in 0..50 {
+        for _ in 0..200 {
             let t = Instant::now();
             let body = render_all(&state, &views, format);
             times.push(t.elapsed());

@@ -72,7 +72,7 @@ pub struct HttpState {
     pub prometheus_labels: BTreeMap<String, String>,
     /// True once every listener is bound, false again once shutdown starts.
     pub ready: AtomicBool,
-    renders: Semaphore,
+    renders: Arc<Semaphore>,
     /// Family buffers of the last `/metrics` render, reused by the next.
     buffers: std::sync::Mutex<Vec<String>>,
 }
@@ -89,7 +89,7 @@ impl HttpState {
             telemetry,
             prometheus_labels,
             ready: AtomicBool::new(false),
-            renders: Semaphore::new(MAX_CONCURRENT_RENDERS),
+            renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
             buffers: std::sync::Mutex::default(),
         }
     }
@@ -273,12 +273,15 @@ async fn render_blocking<F>(state: &Arc<HttpState>, route: &'static str, f: F) -
 where
     F: FnOnce(&HttpState) -> Response + Send + 'static,
 {
-    let Ok(_permit) = state.renders.acquire().await else {
+    // The permit moves into the render: a client that gives up does not free its slot
+    // before the render it started is done.
+    let Ok(permit) = state.renders.clone().acquire_owned().await else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, TEXT_UTF8, "Shutting down");
     };
     let state = state.clone();
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let r = f(&state);
         state
             .telemetry
