@@ -389,3 +389,35 @@ proptest! {
         prop_assert_eq!(parsed, Some(vec![("k", value.clone())]));
     }
 }
+
+#[test]
+fn samples_keep_node_order_across_staging_flushes() {
+    let naming = Naming::default();
+    let nodes = STAGED_NODES * 2 + 3;
+    let per_node: Vec<Vec<(Arc<MetricName>, MetricValue)>> = (0..nodes)
+        .map(|n| {
+            metrics(
+                &naming,
+                &[
+                    ("b", MetricValue::Counter(n as i64)),
+                    ("a", MetricValue::Gauge(n as f64)),
+                ],
+            )
+        })
+        .collect();
+    let mut r = Renderer::with_nodes(Format::Text, nodes);
+    for (n, m) in per_node.iter().enumerate() {
+        r.add_node(Some(&format!("n{n:02}")), m.iter().map(|(k, v)| (k, v)));
+    }
+    let mut out = String::new();
+    r.finish(&mut out);
+    let mut expected = String::from("# HELP a a\n# TYPE a gauge\n");
+    for n in 0..nodes {
+        expected.push_str(&format!("a{{node_name=\"n{n:02}\"}} {n}\n"));
+    }
+    expected.push_str("# HELP b_total b\n# TYPE b_total counter\n");
+    for n in 0..nodes {
+        expected.push_str(&format!("b_total{{node_name=\"n{n:02}\"}} {n}\n"));
+    }
+    assert_eq!(out, expected);
+}
