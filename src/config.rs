@@ -377,6 +377,22 @@ pub struct Durability {
     /// Period of `fsync: interval`, in milliseconds.
     #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
+    /// What a node's writer does when its logs cannot be written (e.g. the disk is full).
+    #[serde(default)]
+    pub on_write_error: WriteErrorPolicy,
+}
+
+/// See [`Durability::on_write_error`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteErrorPolicy {
+    /// Retry every second, writing nothing twice and no partial line; meanwhile the node's
+    /// queue fills and tracerd stops reading its socket, so the node buffers (default).
+    #[default]
+    Backpressure,
+    /// Drop the batch, count it in `tracerd_trace_objects_dropped_total{reason="write_error"}`
+    /// and acknowledge past it, so the node does not resend it.
+    Drop,
 }
 
 impl Default for Durability {
@@ -384,6 +400,7 @@ impl Default for Durability {
         Durability {
             fsync: FsyncPolicy::default(),
             fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+            on_write_error: WriteErrorPolicy::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod cardano;
 mod cli;
 mod crash;
+mod faults;
 mod ingest;
 mod rotation;
 mod shutdown;
