@@ -14,13 +14,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::cardano;
+use crate::config::{Config, Network};
 use crate::exposition::Naming;
 use crate::http::{self, HttpState};
+use crate::ingest::Shared;
 use crate::logs::{janitor, LogSettings};
-use crate::net::{self, Listener};
+use crate::net::{self, Listener, Service};
 use crate::node::Nodes;
-use crate::session::Shared;
 use crate::telemetry::Telemetry;
 use crate::utc;
 
@@ -49,7 +50,27 @@ pub async fn run(
             .await
             .with_context(|| format!("binding native listener {addr}"))?;
         tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
-        listeners.push(listener);
+        listeners.push((listener, Service::Native));
+    }
+    let cardano = Arc::new(cardano::Settings::from_config(&config));
+    let mut dial = Vec::new();
+    match &config.network {
+        Some(Network::AcceptAt(addr)) => {
+            let listener = Listener::bind(addr)
+                .await
+                .with_context(|| format!("binding Cardano listener {addr} (network: AcceptAt)"))?;
+            tracing::info!(listen = %listener.describe(), protocol = "cardano",
+                magic = config.network_magic, "listening");
+            listeners.push((listener, Service::Cardano(cardano.clone())));
+        }
+        Some(Network::ConnectTo(addrs)) => {
+            for addr in addrs {
+                if !dial.contains(addr) {
+                    dial.push(addr.clone());
+                }
+            }
+        }
+        None => {}
     }
     let help = match &config.metrics_help {
         Some(help) => help.load().map_err(anyhow::Error::msg)?,
@@ -60,6 +81,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         network_magic: config.network_magic,
         limits: config.tracerd.limits.clone(),
+        durability: config.tracerd.durability.clone(),
         logs: logs.clone(),
         nodes: Nodes::new(naming, telemetry.node_metrics_refused.clone()),
         telemetry,
@@ -97,19 +119,30 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(
         config.tracerd.limits.max_connections as usize,
     ));
-    let mut described: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    let mut described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
     described.extend(http_described);
     let socket_paths: Vec<_> = listeners
         .iter()
-        .filter_map(|l| l.socket_path().map(Path::to_path_buf))
+        .filter_map(|(l, _)| l.socket_path().map(Path::to_path_buf))
         .collect();
-    for listener in listeners {
+    for (listener, service) in listeners {
         tracker.spawn(net::accept_loop(
             listener,
+            service,
             shared.clone(),
             limit.clone(),
             cancel.clone(),
             tracker.clone(),
+        ));
+    }
+    for addr in dial {
+        tracing::info!(node = %addr, protocol = "cardano", magic = config.network_magic,
+            "dialing node (network: ConnectTo)");
+        tracker.spawn(cardano::dial::connect_loop(
+            addr,
+            cardano.clone(),
+            shared.clone(),
+            cancel.clone(),
         ));
     }
     tracker.spawn(prune_periodically(

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 /// Mainnet's network magic, the default for `networkMagic`.
 pub const DEFAULT_NETWORK_MAGIC: u32 = 764_824_073;
-/// Default largest native frame, in bytes.
+/// Default Cardano `AcceptAt` socket: where `cardano-node --tracer-socket-path-connect`
+/// finds tracerd when both run in the same directory.
+pub const DEFAULT_CARDANO_SOCKET: &str = "./cardano-tracer.sock";
+/// Default largest native frame (and Cardano message), in bytes.
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Default per-node queue depth, in batches.
 pub const DEFAULT_QUEUE_BATCHES: usize = 64;
@@ -20,6 +23,11 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 64;
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 /// Default connection limit (native listeners together).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// Default idle timeout: a live node answers tracerd's 5-second pings, so a minute of
+/// silence means a dead peer.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
+/// Default period of `fsync: interval`.
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 500;
 /// Default shutdown grace period.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default rotation check period (cardano-tracer's default).
@@ -30,31 +38,35 @@ pub const DEFAULT_PROMETHEUS_PORT: u16 = 12808;
 pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
 
 /// The whole configuration, cardano-tracer keys first. Field names are cardano-tracer's.
+///
+/// Unknown keys are not rejected by serde (that would stop at the first one); `parse`
+/// collects every one of them with `serde_ignored` and reports them all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {
     /// Network magic every node must present in its handshake.
     #[serde(default = "default_network_magic")]
     pub network_magic: u32,
-    /// Cardano forwarding protocol endpoint (`AcceptAt` / `ConnectTo`). Parsed and kept; served
-    /// by the Cardano protocol issue (#7).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Cardano forwarding protocol endpoint: `AcceptAt` (tracerd listens, nodes connect) or
+    /// `ConnectTo` (tracerd dials each node). Default `AcceptAt ./cardano-tracer.sock`;
+    /// `network: null` serves no Cardano node.
+    #[serde(default = "default_network")]
     pub network: Option<Network>,
-    /// Trace objects per Cardano request (kept for #7).
+    /// Trace objects per Cardano blocking request (1..=65535).
     #[serde(default = "default_lo_request_num")]
     pub lo_request_num: u16,
-    /// Cardano metrics poll period in seconds (kept for #7).
+    /// Pause between a Cardano node's metrics response and the next request, in seconds.
     #[serde(default = "default_ekg_request_freq")]
     pub ekg_request_freq: f64,
-    /// Request full metric sets instead of deltas (kept for #7).
+    /// Always request every metric (`GetAllMetrics`) instead of changes only.
     #[serde(default)]
     pub ekg_request_full: bool,
     /// EKG-compatible HTTP endpoint (off when absent).
-    #[serde(rename = "hasEKG", default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "hasEKG", skip_serializing_if = "Option::is_none")]
     pub has_ekg: Option<Endpoint>,
-    /// Prometheus HTTP endpoint: cardano-tracer's routes plus `/metrics` and `/api`. Off when
-    /// absent from a config file; the embedded default config serves it on 127.0.0.1:12808.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Prometheus HTTP endpoint: cardano-tracer's routes plus `/metrics` and `/api`. Default
+    /// `127.0.0.1:12808` (loopback); `hasPrometheus: null` serves no HTTP.
+    #[serde(default = "default_has_prometheus")]
     pub has_prometheus: Option<Endpoint>,
     /// cardano-tracer's timeseries endpoint: parsed, not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -168,7 +180,7 @@ impl<'de> Deserialize<'de> for Address {
 
 /// An HTTP endpoint (`epHost`, `epPort`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Endpoint {
     /// Host to bind.
     pub ep_host: String,
@@ -176,8 +188,8 @@ pub struct Endpoint {
     pub ep_port: u16,
     /// Serve HTTPS only (not supported; validation warns and serves plain HTTP).
     #[serde(
-        rename = "epForceSSL",
         default,
+        rename = "epForceSSL",
         skip_serializing_if = "Option::is_none"
     )]
     pub ep_force_ssl: Option<bool>,
@@ -185,7 +197,7 @@ pub struct Endpoint {
 
 /// cardano-tracer's `tlsCertificate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TlsCertificate {
     /// PEM certificate.
     pub certificate_file: String,
@@ -198,7 +210,7 @@ pub struct TlsCertificate {
 
 /// One log target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LoggingParams {
     /// Directory under which each node gets its own sub-directory.
     pub log_root: PathBuf,
@@ -238,7 +250,7 @@ impl LogFormat {
 
 /// cardano-tracer's rotation parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RotationParams {
     /// Period of the pruning check, in seconds.
     #[serde(default = "default_rotation_frequency")]
@@ -310,7 +322,7 @@ impl MetricsHelp {
 
 /// tracerd's own settings, under the `tracerd` key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct TracerdSettings {
     /// Native protocol listeners.
     #[serde(default)]
@@ -318,6 +330,9 @@ pub struct TracerdSettings {
     /// Bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// When an acknowledgement is sent: after `write(2)` or after `fdatasync`.
+    #[serde(default)]
+    pub durability: Durability,
     /// How long shutdown may take before tracerd gives up draining, in seconds.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: f64,
@@ -328,6 +343,7 @@ impl Default for TracerdSettings {
         TracerdSettings {
             native: NativeSettings::default(),
             limits: Limits::default(),
+            durability: Durability::default(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
         }
     }
@@ -335,7 +351,7 @@ impl Default for TracerdSettings {
 
 /// Native protocol listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct NativeSettings {
     /// Addresses to listen on: Unix socket paths and `host:port` TCP addresses.
     #[serde(default = "default_native_accept_at")]
@@ -352,7 +368,7 @@ impl Default for NativeSettings {
 
 /// Bounds on what one connection may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Limits {
     /// Largest frame accepted, in bytes; checked before allocating.
     #[serde(default = "default_max_frame_bytes")]
@@ -366,6 +382,63 @@ pub struct Limits {
     /// Connections served at once; further connections are closed at accept.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A session that sends nothing (not even a Pong to tracerd's 5-second Ping) for this
+    /// long is closed, in seconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
+}
+
+/// When trace objects count as persisted, and so when they are acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Durability {
+    /// `never` (default): acknowledged once written to the file (page cache): survives a crash
+    /// of tracerd, not of the machine. `batch`: `fdatasync` before every acknowledgement.
+    /// `interval`: `fdatasync` at most every `fsyncIntervalMs`, acknowledging what it covered.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Period of `fsync: interval`, in milliseconds.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// What a node's writer does when its logs cannot be written (e.g. the disk is full).
+    #[serde(default)]
+    pub on_write_error: WriteErrorPolicy,
+}
+
+/// See [`Durability::on_write_error`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteErrorPolicy {
+    /// Retry every second, writing nothing twice and no partial line; meanwhile the node's
+    /// queue fills and tracerd stops reading its socket, so the node buffers (default).
+    #[default]
+    Backpressure,
+    /// Drop the batch, count it in `tracerd_trace_objects_dropped_total{reason="write_error"}`
+    /// and acknowledge past it, so the node does not resend it.
+    Drop,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+            on_write_error: WriteErrorPolicy::default(),
+        }
+    }
+}
+
+/// See [`Durability::fsync`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Acknowledge after `write(2)`.
+    #[default]
+    Never,
+    /// `fdatasync` every batch before acknowledging it.
+    Batch,
+    /// `fdatasync` every `fsyncIntervalMs`; acknowledge what each sync covered.
+    Interval,
 }
 
 impl Default for Limits {
@@ -375,12 +448,25 @@ impl Default for Limits {
             queue_batches: DEFAULT_QUEUE_BATCHES,
             handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
         }
     }
 }
 
 fn default_network_magic() -> u32 {
     DEFAULT_NETWORK_MAGIC
+}
+fn default_network() -> Option<Network> {
+    Some(Network::AcceptAt(Address::Unix(PathBuf::from(
+        DEFAULT_CARDANO_SOCKET,
+    ))))
+}
+fn default_has_prometheus() -> Option<Endpoint> {
+    Some(Endpoint {
+        ep_host: "127.0.0.1".to_string(),
+        ep_port: DEFAULT_PROMETHEUS_PORT,
+        ep_force_ssl: None,
+    })
 }
 fn default_lo_request_num() -> u16 {
     100
@@ -422,23 +508,26 @@ fn default_handshake_timeout() -> f64 {
 fn default_max_connections() -> u32 {
     DEFAULT_MAX_CONNECTIONS
 }
+fn default_idle_timeout() -> f64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+fn default_fsync_interval_ms() -> u64 {
+    DEFAULT_FSYNC_INTERVAL_MS
+}
 
 impl Default for Config {
     /// The embedded default config: native listeners on `./tracerd.sock` and
-    /// `127.0.0.1:3179`, machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
+    /// `127.0.0.1:3179`, Cardano nodes accepted at `./cardano-tracer.sock` (mainnet magic),
+    /// machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
     fn default() -> Self {
         Config {
             network_magic: DEFAULT_NETWORK_MAGIC,
-            network: None,
+            network: default_network(),
             lo_request_num: default_lo_request_num(),
             ekg_request_freq: default_ekg_request_freq(),
             ekg_request_full: false,
             has_ekg: None,
-            has_prometheus: Some(Endpoint {
-                ep_host: "127.0.0.1".to_string(),
-                ep_port: DEFAULT_PROMETHEUS_PORT,
-                ep_force_ssl: None,
-            }),
+            has_prometheus: default_has_prometheus(),
             has_timeseries: None,
             tls_certificate: None,
             logging: default_logging(),
@@ -467,10 +556,13 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
-            None => write!(f, "{}: {}", self.key, self.message),
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
         }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
     }
 }
 
@@ -535,7 +627,7 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
     let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
         .map_err(|e| {
             vec![Problem {
-                key: "(file)".to_string(),
+                key: String::new(),
                 line: e.location().map(|l| l.line()),
                 message: e.to_string(),
             }]
@@ -660,6 +752,19 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             "must be at least 1".to_string(),
         );
     }
+    if !(limits.idle_timeout_secs.is_finite() && limits.idle_timeout_secs > 0.0) {
+        problem(
+            "tracerd.limits.idleTimeoutSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    let durability = &config.tracerd.durability;
+    if durability.fsync == FsyncPolicy::Interval && durability.fsync_interval_ms == 0 {
+        problem(
+            "tracerd.durability.fsyncIntervalMs",
+            "must be at least 1 with fsync: interval".to_string(),
+        );
+    }
     if !(limits.handshake_timeout_secs.is_finite() && limits.handshake_timeout_secs > 0.0) {
         problem(
             "tracerd.limits.handshakeTimeoutSecs",
@@ -719,14 +824,32 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             );
         }
     }
-    if config.network.is_some() {
-        warnings.push(Problem {
-            key: "network".to_string(),
-            line: None,
-            message: "the Cardano forwarding protocol is not served yet (issue #7): key kept, \
-                      no Cardano listener started"
-                .to_string(),
-        });
+    match &config.network {
+        Some(Network::AcceptAt(addr)) if config.tracerd.native.accept_at.contains(addr) => {
+            problem(
+                "network.contents",
+                format!("{addr} is also a native listener (tracerd.native.acceptAt)"),
+            );
+        }
+        Some(Network::ConnectTo(addrs)) if addrs.is_empty() => {
+            problem(
+                "network.contents",
+                "ConnectTo needs at least one node address".to_string(),
+            );
+        }
+        _ => {}
+    }
+    if config.lo_request_num == 0 {
+        problem(
+            "loRequestNum",
+            "must be at least 1 (a request for 0 trace objects never returns)".to_string(),
+        );
+    }
+    if !(config.ekg_request_freq.is_finite() && config.ekg_request_freq > 0.0) {
+        problem(
+            "ekgRequestFreq",
+            "must be a positive number of seconds".to_string(),
+        );
     }
 }
 

@@ -6,11 +6,13 @@
 //! for the bird's-eye view and the code map, and `README.md` for users.
 
 pub mod app;
+pub mod cardano;
 pub mod cli;
 pub mod config;
 pub mod ekg;
 pub mod exposition;
 pub mod http;
+pub mod ingest;
 pub mod logs;
 pub mod model;
 pub mod net;

@@ -5,6 +5,7 @@
 
 pub mod format;
 pub mod janitor;
+pub mod recovery;
 pub mod rotation;
 pub mod writer;
 

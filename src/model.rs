@@ -93,10 +93,24 @@ pub struct TraceObject {
     pub hostname: String,
     /// Thread id of the emitting thread.
     pub thread_id: String,
-    /// The message as JSON text (normally an object).
+    /// The message as JSON text (normally an object); see `form`.
     pub machine: String,
+    /// What `machine` holds.
+    pub form: MachineForm,
     /// Optional human-readable rendering.
     pub human: Option<String>,
+}
+
+/// What a trace object's `machine` text is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum MachineForm {
+    /// The message payload only; tracerd wraps it into a line with `at`, `ns`, `sev`, ...
+    /// (native protocol).
+    #[default]
+    Payload,
+    /// A complete machine line already (Cardano's `toMachine`); written as is when it is one
+    /// line of valid JSON, else wrapped like a payload.
+    Line,
 }
 
 /// Trace objects numbered `first_seq`, `first_seq + 1`, ...

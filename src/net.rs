@@ -1,5 +1,6 @@
 //! Listeners: binding Unix and TCP sockets (with care for stale socket files), and the accept
-//! loop that enforces the connection limit and spawns one tracked task per connection.
+//! loop that enforces the connection limit and spawns one tracked task per connection, served
+//! by the protocol its listener was bound for ([`Service`]).
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;
@@ -12,8 +13,29 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cardano;
 use crate::config::Address;
-use crate::session::{self, Shared};
+use crate::ingest::Shared;
+use crate::session;
+
+/// The protocol a listener serves.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// tracerd's native protocol.
+    Native,
+    /// Cardano's forwarding protocol, tracerd being the mux responder (`AcceptAt`).
+    Cardano(Arc<cardano::Settings>),
+}
+
+impl Service {
+    /// The protocol label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Service::Native => "native",
+            Service::Cardano(_) => "cardano",
+        }
+    }
+}
 
 /// Why a listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +137,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
 /// Accepts connections until `cancel` fires, one tracked task per connection.
 pub async fn accept_loop(
     listener: Listener,
+    service: Service,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
@@ -143,12 +166,18 @@ pub async fn accept_loop(
                 shared
                     .telemetry
                     .connections_accepted
-                    .with_label_values(&["native"])
+                    .with_label_values(&[service.label()])
                     .inc();
                 let shared = shared.clone();
                 let cancel = cancel.child_token();
+                let service = service.clone();
                 tracker.spawn(async move {
-                    conn.serve(shared, cancel).await;
+                    match service {
+                        Service::Native => conn.serve(shared, cancel).await,
+                        Service::Cardano(settings) => {
+                            conn.serve_cardano(settings, shared, cancel).await
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -172,6 +201,25 @@ impl Conn {
         match self {
             Conn::Tcp(_, p) | Conn::Unix(_, p) => p,
         }
+    }
+
+    async fn serve_cardano(
+        self,
+        settings: Arc<cardano::Settings>,
+        shared: Arc<Shared>,
+        cancel: CancellationToken,
+    ) {
+        use cardano::mux::Mode;
+        use cardano::session::serve_and_report;
+        // Outcomes are counted and logged by `serve_and_report`.
+        let _ = match self {
+            Conn::Tcp(s, peer) => {
+                serve_and_report(s, peer, Mode::Responder, settings, shared, cancel).await
+            }
+            Conn::Unix(s, peer) => {
+                serve_and_report(s, peer, Mode::Responder, settings, shared, cancel).await
+            }
+        };
     }
 
     async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {

@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use crate::exposition::Naming;
 use crate::model::{DataPoint, MetricsUpdate};
@@ -14,15 +17,16 @@ pub const MAX_NAME_BYTES: usize = 200;
 /// Why a node name cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    /// Nothing usable is left after sanitising.
-    #[error("node name {0:?} has no usable characters")]
+    /// No letter or digit is left after sanitising.
+    #[error("node name {0:?} has no usable characters (it needs a letter or digit)")]
     Empty(String),
 }
 
 /// Turns a node's name into a single, safe path component.
 ///
 /// Letters and digits (any script), `-`, `_` and `.` are kept; anything else (`/`, `\`, NUL,
-/// spaces, control characters, ...) becomes `_`. Runs of dots collapse to one and leading dots
+/// spaces, control characters, ...) becomes `_`. A name without a single letter or digit is
+/// rejected. Runs of dots collapse to one and leading dots
 /// and dashes are dropped, so the result is never `.`, `..`, a hidden file or an option-like
 /// name. The result is at most [`MAX_NAME_BYTES`] bytes. The result is always a single normal
 /// path component, so joining it to a log root never leaves the root.
@@ -45,7 +49,7 @@ pub fn sanitise(name: &str) -> Result<String, NameError> {
         }
         out.push(c);
     }
-    if out.is_empty() || out.chars().all(|c| c == '_') && name.chars().all(|c| c != '_') {
+    if !out.chars().any(char::is_alphanumeric) {
         return Err(NameError::Empty(name.to_string()));
     }
     Ok(out)
@@ -107,6 +111,10 @@ struct Registry {
     slugs: HashMap<String, String>,
 }
 
+/// How long a connecting node waits for a session of the same name that is ending (draining
+/// its writer) before it is filed under a suffixed name instead.
+pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
+
 /// Registry of node names; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Nodes {
@@ -114,6 +122,8 @@ pub struct Nodes {
     naming: Arc<Naming>,
     /// Counts metrics and data points refused by the per-node caps.
     refused: prometheus::IntCounter,
+    /// Woken whenever a name is released.
+    released: Arc<Notify>,
 }
 
 impl Default for Nodes {
@@ -141,6 +151,7 @@ impl Nodes {
             inner: Arc::default(),
             naming,
             refused,
+            released: Arc::default(),
         }
     }
 
@@ -148,6 +159,36 @@ impl Nodes {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Claims `name` (sanitised), waiting up to `wait` for a session holding it to end (a
+    /// node reconnecting while its old session still drains gets its own name back), then
+    /// falls back to [`Nodes::claim`].
+    pub async fn claim_waiting(
+        &self,
+        name: &str,
+        peer: &str,
+        protocol: &str,
+        wait: Duration,
+    ) -> Lease {
+        self.wait_until_free(name, wait).await;
+        self.claim(name, peer, protocol)
+    }
+
+    /// Waits up to `wait` until no connected session holds `name`; true if it is free.
+    pub async fn wait_until_free(&self, name: &str, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.lock().nodes.get(name).is_some_and(|s| s.connected) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no
@@ -248,10 +289,15 @@ impl Lease {
         &self.name
     }
 
-    /// Records the arrival time of `message` and hands it back.
-    pub fn arrived<T>(&self, message: T) -> T {
+    /// Records that a message arrived now (metrics, data points and pongs record it too).
+    pub fn touch(&self) {
         self.live.touch();
-        message
+    }
+
+    /// Raises what is known to be persisted under this name (e.g. recovered from disk).
+    pub fn recover(&mut self, seq: u64) {
+        self.persisted_seq = self.persisted_seq.max(seq);
+        self.set_persisted(seq);
     }
 
     /// Records what has been persisted.
@@ -263,18 +309,21 @@ impl Lease {
 
     /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
+        self.live.touch();
         let refused = self.live.apply_metrics(update, &self.nodes.naming);
         self.nodes.refused.inc_by(refused);
     }
 
     /// Stores data points.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) {
+        self.live.touch();
         let refused = self.live.apply_data_points(points);
         self.nodes.refused.inc_by(refused);
     }
 
     /// Records a round-trip time.
     pub fn set_rtt(&self, micros: u64) {
+        self.live.touch();
         self.live.set_rtt(micros);
     }
 
@@ -291,6 +340,7 @@ impl Drop for Lease {
                 state.connected = false;
             }
         }
+        self.nodes.released.notify_waiters();
     }
 }
 
@@ -331,6 +381,28 @@ mod tests {
         assert_eq!(d.name(), "relay-2");
         drop(a);
         assert_eq!(nodes.connected(), vec!["relay-2", "relay-3"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconnecting_node_gets_its_name_back_once_the_old_session_ends() {
+        let nodes = Nodes::default();
+        let old = nodes.claim("relay", "p1", "native");
+        let n2 = nodes.clone();
+        let waiter = tokio::spawn(async move {
+            n2.claim_waiting("relay", "p2", "native", RECLAIM_WAIT)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(old);
+        assert_eq!(waiter.await.unwrap().name(), "relay");
+        // A live duplicate is filed under a suffix after the wait.
+        let _live = nodes.claim("dup", "p1", "native");
+        let started = tokio::time::Instant::now();
+        let second = nodes
+            .claim_waiting("dup", "p2", "native", RECLAIM_WAIT)
+            .await;
+        assert_eq!(second.name(), "dup-2");
+        assert!(started.elapsed() >= RECLAIM_WAIT);
     }
 
     #[test]

@@ -9,7 +9,8 @@ use prost::Message;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::model::{
-    DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceBatch, TraceObject,
+    DataPoint, DetailLevel, MachineForm, MetricValue, MetricsUpdate, Severity, TraceBatch,
+    TraceObject,
 };
 
 /// The generated prost types.
@@ -343,6 +344,7 @@ fn trace_from_pb(t: pb::TraceObject) -> Result<TraceObject, CodecError> {
         thread_id: t.thread_id,
         machine: t.machine,
         human: t.human,
+        form: MachineForm::Payload,
     })
 }
 

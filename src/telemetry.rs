@@ -41,6 +41,10 @@ pub struct Telemetry {
     pub files_pruned: IntCounter,
     /// Log write errors.
     pub write_errors: IntCounter,
+    /// fsync failures (each closed its file and started a new one).
+    pub fsync_errors: IntCounter,
+    /// Node writers blocked by write errors now (e.g. disk full): 0 when all is well.
+    pub writers_blocked: prometheus::IntGauge,
     /// Latency of one write batch (render + write), seconds.
     pub write_batch_seconds: Histogram,
     /// HTTP requests served, by route and status code.
@@ -194,6 +198,20 @@ impl Telemetry {
                 "tracerd_log_write_errors_total",
                 "Errors writing log files.",
             ),
+            fsync_errors: counter(
+                &r,
+                "tracerd_log_fsync_errors_total",
+                "fsync failures; each closed its file and started a new one.",
+            ),
+            writers_blocked: {
+                let g = prometheus::IntGauge::new(
+                    "tracerd_log_writers_blocked",
+                    "Node log writers blocked by write errors now (e.g. disk full).",
+                )
+                .expect("valid constant");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             nodes_connected,
             write_batch_seconds,
             registry: r,

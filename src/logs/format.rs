@@ -6,15 +6,27 @@
 
 use serde::de::IgnoredAny;
 
-use crate::model::TraceObject;
+use crate::model::{MachineForm, TraceObject};
 use crate::utc;
 
-/// Appends the machine line of `obj`: `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`.
+/// Appends the machine line of `obj`: `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`,
+/// or, for a [`MachineForm::Line`] object, the node's own line as is.
 ///
 /// `data` is the node's machine text when that is one line of valid JSON; multi-line JSON is
 /// re-serialised compactly; text that is not JSON is embedded as a JSON string. Returns false
 /// in that last case, so the caller can count it.
 pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
+    if obj.form == MachineForm::Line {
+        let line = obj.machine.trim();
+        if line.starts_with('{')
+            && !line.bytes().any(|b| b == b'\n' || b == b'\r')
+            && serde_json::from_str::<IgnoredAny>(line).is_ok()
+        {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+            return true;
+        }
+    }
     out.extend_from_slice(b"{\"at\":\"");
     let mut at = String::with_capacity(32);
     utc::push_rfc3339_nanos(&mut at, obj.timestamp_ns);
@@ -107,6 +119,7 @@ mod tests {
             thread_id: "42".into(),
             machine: machine.into(),
             human: human.map(str::to_string),
+            form: Default::default(),
         }
     }
 
@@ -128,6 +141,16 @@ mod tests {
             machine(&obj(r#"{"kind":"AddedToCurrentChain"}"#, None)),
             "{\"at\":\"2026-07-22T10:06:52.123456789Z\",\"ns\":\"ChainDB.AddBlockEvent\",\"data\":{\"kind\":\"AddedToCurrentChain\"},\"sev\":\"Notice\",\"thread\":\"42\",\"host\":\"relay1\"}\n"
         );
+    }
+
+    #[test]
+    fn cardano_lines_are_written_as_is_unless_broken() {
+        let line = r#"{"at":"2026-07-22T10:15:31.123456Z","ns":"A","data":{},"sev":"Info","thread":"1","host":"h"}"#;
+        let mut o = obj(line, None);
+        o.form = MachineForm::Line;
+        assert_eq!(machine(&o), format!("{line}\n"));
+        o.machine = "{\"broken\": ".into();
+        assert!(machine(&o).starts_with("{\"at\":\"2026-07-22T10:06:52.123456789Z\""));
     }
 
     #[test]

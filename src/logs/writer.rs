@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogFormat;
+use crate::logs::recovery::{self, Checkpoint, Recovery, TargetDir};
 use crate::logs::rotation::{self, FileKey, Policy};
 use crate::logs::{format, LogSettings};
 use crate::model::TraceObject;
@@ -50,6 +51,27 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// Writing the checkpoint file failed.
+    #[error("cannot write checkpoint {path}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `fdatasync` failed; the file was replaced by a new one.
+    #[error("fsync of {path} failed; data written since the last good fsync may be lost on power failure")]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer was used after a failure closed it.
+    #[error("log writer already closed")]
+    Closed,
     /// Swapping the `node.<ext>` symlink failed.
     #[error("cannot update symlink {path}")]
     Link {
@@ -72,12 +94,23 @@ pub struct Appended {
     pub invalid_json: u64,
 }
 
+impl std::ops::AddAssign for Appended {
+    fn add_assign(&mut self, other: Appended) {
+        self.bytes += other.bytes;
+        self.rotations += other.rotations;
+        self.invalid_json += other.invalid_json;
+    }
+}
+
 struct OpenFile {
     format: LogFormat,
     dir: PathBuf,
     file: File,
     key: FileKey,
+    /// Bytes of whole lines in the file; after a failed write the file is cut back to this.
     len: u64,
+    /// Lines of the pending render already written to this file.
+    done: usize,
 }
 
 /// The open files of one node.
@@ -86,6 +119,18 @@ pub struct NodeLog {
     policy: Option<Policy>,
     machine: Rendered,
     human: Rendered,
+    /// The checkpoint file, in the first target's node directory.
+    state: Option<(File, PathBuf)>,
+    /// Highest sequence number whose line is in every target.
+    seq: u64,
+    /// Sync data before writing a checkpoint (fsync durability modes).
+    sync_checkpoints: bool,
+    /// Lines in the current render (every target must reach this many `done`).
+    pending_lines: usize,
+    /// Sequence number of the last line of the pending render, if numbered.
+    pending_seq: Option<u64>,
+    /// Objects of the pending render whose machine text was not JSON.
+    invalid_pending: u64,
 }
 
 /// Lines rendered once per batch and shared by every target of that format.
@@ -96,13 +141,27 @@ struct Rendered {
 }
 
 impl NodeLog {
-    /// Opens a fresh file in `<root>/<name>/` for every target. `name` must be sanitised.
-    pub fn open(settings: &LogSettings, name: &str, now: i64) -> Result<NodeLog, WriteError> {
-        let mut files = Vec::with_capacity(settings.targets.len());
+    /// Recovers the node's previous files after a crash (see `recovery`), then opens a fresh
+    /// file in `<root>/<name>/` for every target. `name` must be sanitised. `sync_checkpoints`
+    /// makes every checkpoint follow an `fdatasync` of the data it describes.
+    pub fn open(
+        settings: &LogSettings,
+        name: &str,
+        now: i64,
+        sync_checkpoints: bool,
+    ) -> Result<(NodeLog, Recovery), WriteError> {
+        let mut dirs = Vec::with_capacity(settings.targets.len());
         for target in &settings.targets {
             let dir = target.root.join(name);
             ensure_dir(&dir)?;
-            let ext = target.format.extension();
+            dirs.push(TargetDir {
+                dir,
+                ext: target.format.extension(),
+            });
+        }
+        let recovered = recovery::recover(&dirs);
+        let mut files = Vec::with_capacity(settings.targets.len());
+        for (target, TargetDir { dir, ext }) in settings.targets.iter().zip(dirs) {
             let newest = newest_key(&dir, ext);
             let (file, key) = create_file(&dir, ext, FileKey::next(now, newest))?;
             link_current(&dir, ext, key)?;
@@ -112,13 +171,129 @@ impl NodeLog {
                 file,
                 key,
                 len: 0,
+                done: 0,
             });
         }
-        Ok(NodeLog {
+        let state = match files.first() {
+            Some(f) => {
+                let path = f.dir.join(recovery::STATE_FILE);
+                let file =
+                    recovery::open_state(&f.dir).map_err(|source| WriteError::Checkpoint {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((file, path))
+            }
+            None => None,
+        };
+        let mut log = NodeLog {
             files,
             policy: settings.policy,
             machine: Rendered::default(),
             human: Rendered::default(),
+            state,
+            seq: recovered.persisted.unwrap_or(0),
+            sync_checkpoints,
+            pending_lines: 0,
+            pending_seq: None,
+            invalid_pending: 0,
+        };
+        log.checkpoint()?;
+        Ok((log, recovered))
+    }
+
+    /// Highest sequence number whose line is in every target.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Declares that everything up to `seq` is persisted (a value known from elsewhere, e.g.
+    /// this node's previous session in this process) and checkpoints it.
+    pub fn set_seq(&mut self, seq: u64) -> Result<(), WriteError> {
+        if seq != self.seq {
+            self.seq = seq;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a run of objects numbered `first_seq..`, checkpointing first when the run does
+    /// not continue the lines on disk, so lines past a checkpoint are always contiguous.
+    pub fn append_run(
+        &mut self,
+        first_seq: u64,
+        objects: &[&TraceObject],
+        now: i64,
+    ) -> Result<Appended, WriteError> {
+        if objects.is_empty() {
+            return Ok(Appended::default());
+        }
+        if first_seq != self.seq + 1 {
+            self.seq = first_seq - 1;
+            self.checkpoint()?;
+        }
+        self.render(objects.iter().copied());
+        self.pending_seq = Some(first_seq + objects.len() as u64 - 1);
+        self.resume(now)
+    }
+
+    /// Whether a failed write left lines to write (see [`NodeLog::resume`]).
+    pub fn has_pending(&self) -> bool {
+        self.files.iter().any(|f| f.done < self.pending_lines)
+    }
+
+    /// Gives up the lines a failed write left (they are dropped, not written).
+    pub fn discard_pending(&mut self) {
+        self.pending_lines = 0;
+        self.pending_seq = None;
+        for f in &mut self.files {
+            f.done = 0;
+        }
+    }
+
+    /// Writes what the last render still lacks in every target. After an error every file
+    /// ends on a line boundary (a partial write is cut back), and calling `resume` again
+    /// continues exactly where it stopped: no line is lost or written twice.
+    pub fn resume(&mut self, now: i64) -> Result<Appended, WriteError> {
+        let mut out = Appended::default();
+        let policy = self.policy;
+        for f in &mut self.files {
+            let rendered = match f.format {
+                LogFormat::ForMachine => &self.machine,
+                LogFormat::ForHuman => &self.human,
+            };
+            let before = f.done;
+            let result = write_lines(f, rendered, policy.as_ref(), now);
+            out.bytes += line_bytes(rendered, before, f.done);
+            out.rotations += result?;
+        }
+        out.invalid_json = std::mem::take(&mut self.invalid_pending);
+        if let Some(seq) = self.pending_seq.take() {
+            self.seq = seq;
+        }
+        Ok(out)
+    }
+
+    /// Records the current sequence number and file positions in the checkpoint file (after
+    /// syncing the data, in fsync modes).
+    pub fn checkpoint(&mut self) -> Result<(), WriteError> {
+        if self.sync_checkpoints {
+            self.sync()?;
+        }
+        let Some((file, path)) = &self.state else {
+            return Ok(());
+        };
+        let cp = Checkpoint {
+            seq: self.seq,
+            files: self
+                .files
+                .iter()
+                .map(|f| (f.key.file_name(f.format.extension()), f.len))
+                .collect(),
+        };
+        recovery::write_state(file, &cp).map_err(|source| WriteError::Checkpoint {
+            path: path.clone(),
+            source,
         })
     }
 
@@ -131,21 +306,30 @@ impl NodeLog {
     }
 
     /// Writes `objects` to every target, rotating at line boundaries as the size limit
-    /// requires. On error, lines before the failing write are on disk.
+    /// requires. On error, see [`NodeLog::resume`].
     pub fn append<'a>(
         &mut self,
         objects: impl IntoIterator<Item = &'a TraceObject>,
         now: i64,
     ) -> Result<Appended, WriteError> {
-        let mut out = Appended::default();
+        self.render(objects);
+        self.pending_seq = None;
+        self.resume(now)
+    }
+
+    /// Renders `objects` once per format in use, as the pending lines of every target.
+    fn render<'a>(&mut self, objects: impl IntoIterator<Item = &'a TraceObject>) {
+        debug_assert!(!self.has_pending(), "render over lines not yet written");
         let need_machine = self.files.iter().any(|f| f.format == LogFormat::ForMachine);
         let need_human = self.files.iter().any(|f| f.format == LogFormat::ForHuman);
         self.machine.clear();
         self.human.clear();
+        let mut lines = 0;
         for obj in objects {
+            lines += 1;
             if need_machine {
                 if !format::push_machine(&mut self.machine.bytes, obj) {
-                    out.invalid_json += 1;
+                    self.invalid_pending += 1;
                 }
                 self.machine.ends.push(self.machine.bytes.len());
             }
@@ -154,27 +338,31 @@ impl NodeLog {
                 self.human.ends.push(self.human.bytes.len());
             }
         }
-        let policy = self.policy;
+        self.pending_lines = lines;
         for f in &mut self.files {
-            let rendered = match f.format {
-                LogFormat::ForMachine => &self.machine,
-                LogFormat::ForHuman => &self.human,
-            };
-            out.rotations += write_lines(f, rendered, policy.as_ref(), now)?;
-            out.bytes += rendered.bytes.len() as u64;
+            f.done = 0;
         }
-        Ok(out)
     }
 
-    /// Flushes every file to stable storage (`fdatasync`).
+    /// Flushes every file to stable storage (`fdatasync`). A file whose sync fails is closed
+    /// and replaced by a new one (after a failed fsync the kernel may have dropped the data,
+    /// and a later fsync of the same file could succeed falsely); the error is returned.
     pub fn sync(&mut self) -> Result<(), WriteError> {
+        let mut first_error = None;
+        let now = crate::utc::now_unix();
         for f in &mut self.files {
-            f.file.sync_data().map_err(|source| WriteError::Write {
-                path: f.dir.join(f.key.file_name(f.format.extension())),
-                source,
-            })?;
+            if let Err(source) = f.file.sync_data() {
+                let path = f.dir.join(f.key.file_name(f.format.extension()));
+                if let Err(e) = rotate(f, now) {
+                    tracing::error!(error = %e, "cannot replace a log file after an fsync error");
+                }
+                first_error.get_or_insert(WriteError::Sync { path, source });
+            }
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
@@ -185,7 +373,21 @@ impl Rendered {
     }
 }
 
-/// Writes whole lines, each run of lines that fits in one `write_all`, rotating in between.
+/// Bytes of lines `from..to` of `rendered`.
+fn line_bytes(rendered: &Rendered, from: usize, to: usize) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    let start = if from == 0 {
+        0
+    } else {
+        rendered.ends[from - 1]
+    };
+    (rendered.ends[to - 1] - start) as u64
+}
+
+/// Writes the lines of `rendered` from `f.done` on, each run of lines that fits in one
+/// `write_all`, rotating in between. Advances `f.done` past every line fully written.
 fn write_lines(
     f: &mut OpenFile,
     rendered: &Rendered,
@@ -193,36 +395,48 @@ fn write_lines(
     now: i64,
 ) -> Result<u64, WriteError> {
     let mut rotations = 0;
-    let mut chunk_start = 0;
-    let mut chunk_len: u64 = 0;
-    let mut line_start = 0;
-    for &end in &rendered.ends {
+    let first = f.done;
+    let mut line_start = if first == 0 {
+        0
+    } else {
+        rendered.ends[first - 1]
+    };
+    let mut chunk_start = line_start;
+    let mut chunk_lines = 0;
+    for &end in &rendered.ends[first..] {
         let line_len = (end - line_start) as u64;
+        let chunk_len = (line_start - chunk_start) as u64;
         if rotation::must_rotate(policy, f.len + chunk_len, line_len) {
-            write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+            write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
             rotate(f, now)?;
             rotations += 1;
             chunk_start = line_start;
-            chunk_len = 0;
+            chunk_lines = 0;
         }
-        chunk_len += line_len;
+        chunk_lines += 1;
         line_start = end;
     }
-    write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+    write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
     Ok(rotations)
 }
 
-fn write_chunk(f: &mut OpenFile, bytes: &[u8]) -> Result<(), WriteError> {
+/// Appends whole lines; on failure cuts the file back to its last line boundary.
+fn write_chunk(f: &mut OpenFile, bytes: &[u8], lines: usize) -> Result<(), WriteError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    f.file
-        .write_all(bytes)
-        .map_err(|source| WriteError::Write {
+    if let Err(source) = f.file.write_all(bytes) {
+        // A short write may have left part of a line: remove it, so the file stays whole
+        // lines and a retry appends after a newline. If even that fails, the next
+        // session's recovery cuts it.
+        let _ = f.file.set_len(f.len);
+        return Err(WriteError::Write {
             path: f.dir.join(f.key.file_name(f.format.extension())),
             source,
-        })?;
+        });
+    }
     f.len += bytes.len() as u64;
+    f.done += lines;
     Ok(())
 }
 
@@ -331,6 +545,7 @@ mod tests {
             thread_id: "1".into(),
             machine: format!("{{\"i\":{i}}}"),
             human: Some(format!("line {i}")),
+            form: Default::default(),
         }
     }
 
@@ -380,7 +595,7 @@ mod tests {
         fs::create_dir_all(tmp.path().join("m")).unwrap();
         fs::create_dir_all(tmp.path().join("h")).unwrap();
         let s = settings(tmp.path(), Some(1000));
-        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812).unwrap();
+        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812, false).unwrap().0;
         let batch: Vec<_> = (0..500).map(obj).collect();
         let out = log.append(&batch[..250], 1_784_714_812).unwrap();
         log.append(&batch[250..], 1_784_714_812).unwrap();
@@ -408,7 +623,7 @@ mod tests {
         fs::create_dir_all(tmp.path().join("h")).unwrap();
         let s = settings(tmp.path(), None);
         for round in 0..3 {
-            let mut log = NodeLog::open(&s, "n", 1_784_714_812).unwrap();
+            let mut log = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap().0;
             log.append(&[obj(round)], 1_784_714_812).unwrap();
         }
         let (lines, paths) = read_all(&tmp.path().join("m/n"), "json");
@@ -424,7 +639,7 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
         let s = settings(tmp.path(), None);
         assert!(matches!(
-            NodeLog::open(&s, "evil", 0),
+            NodeLog::open(&s, "evil", 0, false).map(|_| ()),
             Err(WriteError::NotADirectory(_))
         ));
     }

@@ -14,6 +14,7 @@ fn trace(i: u64, text: &str) -> TraceObject {
         thread_id: i.to_string(),
         machine: format!("{{\"i\":{i}}}"),
         human: (i % 2 == 0).then(|| text.to_string()),
+        form: Default::default(),
     }
 }
 
@@ -192,4 +193,48 @@ fn tracer_messages_round_trip() {
         got.push(m);
     }
     assert_eq!(got, msgs);
+}
+
+/// The byte-level examples in README.md's protocol section.
+#[test]
+fn readme_examples_are_exact() {
+    let hex = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let hello = NodeMessage::Hello(Hello {
+        versions: vec![1],
+        network_magic: 764_824_073,
+        node_name: "relay-1".into(),
+        software: Software::default(),
+    });
+    assert_eq!(
+        hex(&encode_node_frame(hello)),
+        "00 00 00 16 0a 14 0a 01 01 10 89 94 d9 ec 02 1a 07 72 65 6c 61 79 2d 31 22 00"
+    );
+    let batch = NodeMessage::Traces(TraceBatch {
+        first_seq: 1,
+        objects: vec![TraceObject {
+            namespace: "A.B".into(),
+            severity: Severity::Notice,
+            detail: DetailLevel::Normal,
+            timestamp_ns: 1,
+            hostname: "h".into(),
+            thread_id: "1".into(),
+            machine: "{}".into(),
+            human: None,
+            form: Default::default(),
+        }],
+    });
+    assert_eq!(
+        hex(&encode_node_frame(batch)),
+        "00 00 00 1b 12 19 08 01 12 15 0a 03 41 2e 42 10 02 18 01 20 01 2a 01 68 32 01 31 3a 02 7b 7d"
+    );
+    let mut buf = BytesMut::new();
+    TracerCodec::new(64)
+        .encode(TracerMessage::Ack(42), &mut buf)
+        .unwrap();
+    assert_eq!(hex(&buf), "00 00 00 04 1a 02 08 2a");
 }

@@ -36,3 +36,200 @@ async fn many_nodes_over_unix_and_tcp_land_exactly_once_in_order() {
         assert!(dir.join(link).is_file());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_magic_unsupported_version_and_bad_names_are_refused_with_reasons() {
+    use futures_util::SinkExt;
+    use tracerd::protocol::{Hello, NodeMessage, RefuseReason, Software, TracerMessage};
+    let d = Daemon::start("");
+    let cases = [
+        (
+            1u32,
+            vec![1u32],
+            "relay",
+            RefuseReason::WrongMagic,
+            "network magic 1 does not match tracerd's networkMagic 764824073",
+        ),
+        (
+            MAGIC,
+            vec![9],
+            "relay",
+            RefuseReason::UnsupportedVersion,
+            "no common protocol version",
+        ),
+        (
+            MAGIC,
+            vec![1],
+            "../..",
+            RefuseReason::NameRejected,
+            "no usable characters",
+        ),
+    ];
+    for (magic, versions, name, reason, text) in cases {
+        let mut f = connect_tcp(d.tcp_port).await;
+        let hello = Hello {
+            versions,
+            network_magic: magic,
+            node_name: name.into(),
+            software: Software::default(),
+        };
+        f.send(NodeMessage::Hello(hello)).await.unwrap();
+        match recv(&mut f).await {
+            Some(TracerMessage::Refuse { reason: r, message }) => {
+                assert_eq!(r, reason);
+                assert!(message.contains(text), "{message}");
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        assert!(
+            recv(&mut f).await.is_none(),
+            "connection must close after a refusal"
+        );
+    }
+    // A first frame that is not Hello is refused too.
+    let mut f = connect_tcp(d.tcp_port).await;
+    f.send(NodeMessage::Ping(1)).await.unwrap();
+    assert!(matches!(
+        recv(&mut f).await,
+        Some(TracerMessage::Refuse {
+            reason: RefuseReason::NoHello,
+            ..
+        })
+    ));
+    let log = d.stderr();
+    assert!(log.contains("reason=\"wrong_magic\""), "{log}");
+    assert!(
+        !d.logs().join("relay").exists(),
+        "a refused node must not get a directory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_sanitised_and_collisions_get_distinct_directories() {
+    let d = Daemon::start("");
+    let mut a = FakeNode::handshake(connect_tcp(d.tcp_port).await, "../../etc/relay one").await;
+    assert_eq!(a.name, "_._etc_relay_one");
+    let mut b = FakeNode::handshake(connect_unix(&d.socket()).await, "../../etc/relay one").await;
+    assert_eq!(b.name, "_._etc_relay_one-2");
+    a.send_batch(1, 3, 0).await;
+    b.send_batch(1, 2, 0).await;
+    a.wait_ack(3).await;
+    b.wait_ack(2).await;
+    assert_eq!(seqs(&d.logs().join("_._etc_relay_one")), vec![1, 2, 3]);
+    assert_eq!(seqs(&d.logs().join("_._etc_relay_one-2")), vec![1, 2]);
+    let entries: Vec<_> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !entries.iter().any(|e| e == "etc"),
+        "nothing may be written outside the log root"
+    );
+    assert!(d
+        .stderr()
+        .contains("filing this node under a distinct name"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_resumes_without_duplicates_in_a_fresh_file() {
+    let d = Daemon::start("");
+    let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "resume").await;
+    assert_eq!(n.acked, 0);
+    n.send_batch(1, 10, 0).await;
+    n.wait_ack(10).await;
+    drop(n);
+    // The new session learns what is persisted; resending an overlap writes nothing twice.
+    let mut n = loop {
+        let n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "resume").await;
+        if n.name == "resume" {
+            break n;
+        }
+        // The old session may not have been released yet: try again shortly.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(n.acked, 10);
+    n.send_batch(6, 10, 0).await;
+    n.wait_ack(15).await;
+    let dir = d.logs().join("resume");
+    assert_eq!(seqs(&dir), (1..=15).collect::<Vec<_>>());
+    let files = tracerd::logs::writer::list_keys(&dir, "json").unwrap();
+    assert_eq!(
+        files.len(),
+        2,
+        "a reconnect starts a fresh file and keeps the old one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_input_closes_only_the_offender() {
+    use tokio::io::AsyncWriteExt;
+    let d = Daemon::start("  limits:\n    maxFrameBytes: 65536\n");
+    // Good nodes stream the whole time.
+    let port = d.tcp_port;
+    let good: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut n =
+                    FakeNode::handshake(connect_tcp(port).await, &format!("good-{i}")).await;
+                for b in 0..40u64 {
+                    n.send_batch(1 + b * 25, 25, 100).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                n.wait_ack(1000).await;
+            })
+        })
+        .collect();
+    let bad_inputs: Vec<Vec<u8>> = vec![
+        vec![0xff, 0xff, 0xff, 0xff],                   // huge length
+        vec![0, 0, 0, 0],                               // zero length: empty message
+        vec![0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x01], // garbage protobuf
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),             // wrong protocol entirely
+        vec![0, 0, 0, 50, 1, 2, 3],                     // truncated, then close
+    ];
+    for (i, bytes) in bad_inputs.iter().enumerate() {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        if i % 2 == 1 {
+            // Some offenders first complete a valid handshake.
+            let mut f =
+                tokio_util::codec::Framed::new(s, tracerd::protocol::ForwarderCodec::new(1 << 20));
+            futures_util::SinkExt::send(&mut f, hello(&format!("bad-{i}")))
+                .await
+                .unwrap();
+            recv(&mut f).await.unwrap();
+            s = f.into_inner();
+        }
+        s.write_all(bytes).await.unwrap();
+        let _ = s.shutdown().await;
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut sink),
+        )
+        .await;
+        assert!(read.is_ok(), "offender {i} was not disconnected");
+    }
+    for g in good {
+        g.await.unwrap();
+    }
+    for i in 0..4 {
+        assert_eq!(
+            seqs(&d.logs().join(format!("good-{i}"))),
+            (1..=1000).collect::<Vec<_>>()
+        );
+    }
+    let log = d.stderr();
+    for reason in [
+        "frame_too_large",
+        "invalid_message",
+        "malformed_protobuf",
+        "truncated_frame",
+    ] {
+        assert!(
+            log.contains(&format!("reason=\"{reason}\"")),
+            "no {reason} in log:\n{log}"
+        );
+    }
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -1,5 +1,11 @@
 //! Integration tests: the real binary over real sockets and files.
 
+mod cardano;
+mod cli;
+mod crash;
+mod faults;
 mod http;
 mod ingest;
+mod rotation;
+mod shutdown;
 mod support;

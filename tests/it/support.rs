@@ -51,6 +51,11 @@ impl Daemon {
             dir.path().join("t.sock").display()
         ));
         config.push_str(extra);
+        if !config.contains("hasPrometheus") {
+            // HTTP is on by default (127.0.0.1:12808); tests running in parallel must not
+            // share that port.
+            config.push_str("hasPrometheus: null\n");
+        }
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config).unwrap();
         let mut d = Daemon {
@@ -174,6 +179,7 @@ pub fn object(node: &str, seq: u64, pad: usize) -> TraceObject {
             "x".repeat(pad)
         ),
         human: Some(format!("node {node} seq {seq}")),
+        form: Default::default(),
     }
 }
 

@@ -1,0 +1,683 @@
+//! CBOR encodings of the four forwarding mini-protocols (reference §4–§8): pure functions
+//! from messages to bytes and back, both for the acceptor (what tracerd sends and decodes)
+//! and for the forwarder (what a node sends and decodes, used by the simulated node).
+//!
+//! Encoders write exactly what the Haskell side writes (shortest integer heads, definite
+//! envelopes, serialise-lists as `80` or `9f … ff`, lazy byte strings as `5f … ff`); decoders
+//! are lenient where the Haskell decoders are (definite or indefinite lists, any integer head
+//! width, any number of byte-string chunks).
+
+use std::convert::Infallible;
+
+use minicbor::data::{Tag, Type};
+use minicbor::{Decoder, Encoder};
+
+use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
+
+/// The forwarding protocol version tracerd speaks (`ForwardingV_1`).
+pub const FORWARDING_V1: u64 = 1;
+/// CBOR tag of cborg's extended `UTCTime` encoding.
+const TAG_UTC: u64 = 1000;
+
+/// A message that is well-formed CBOR but not what the protocol allows here.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The CBOR does not have the expected shape (type, length, range).
+    #[error("unexpected CBOR: {0}")]
+    Cbor(#[from] minicbor::decode::Error),
+    /// A well-typed message that is invalid in its place.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CodecError {
+    /// A bounded label for `decode_errors`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CodecError::Cbor(_) => "cbor_unexpected",
+            CodecError::Invalid(_) => "message_invalid",
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CodecError>;
+type Enc<'a> = Encoder<&'a mut Vec<u8>>;
+type EncResult = std::result::Result<(), minicbor::encode::Error<Infallible>>;
+
+fn invalid<T>(text: impl Into<String>) -> Result<T> {
+    Err(CodecError::Invalid(text.into()))
+}
+
+/// Runs an encoding into a fresh buffer. Writing to a `Vec` cannot fail.
+fn build(f: impl FnOnce(&mut Enc<'_>) -> EncResult) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut e = Encoder::new(&mut buf);
+    match f(&mut e) {
+        Ok(()) => buf,
+        Err(e) => unreachable!("writing CBOR to a Vec cannot fail: {e}"),
+    }
+}
+
+/// A serialise-list: `80` when empty, else an indefinite array.
+fn list<T>(
+    e: &mut Enc<'_>,
+    items: &[T],
+    mut f: impl FnMut(&mut Enc<'_>, &T) -> EncResult,
+) -> EncResult {
+    if items.is_empty() {
+        e.array(0)?;
+        return Ok(());
+    }
+    e.begin_array()?;
+    for item in items {
+        f(e, item)?;
+    }
+    e.end()?;
+    Ok(())
+}
+
+/// Reads a definite array of exactly `n` items.
+fn array_of(d: &mut Decoder<'_>, n: u64, what: &str) -> Result<()> {
+    match d.array()? {
+        Some(len) if len == n => Ok(()),
+        other => invalid(format!("{what}: expected an array of {n}, got {other:?}")),
+    }
+}
+
+/// Reads an envelope: a definite array and its integer tag; returns (length, tag).
+fn envelope(d: &mut Decoder<'_>) -> Result<(u64, u64)> {
+    match d.array()? {
+        Some(len) if len >= 1 => Ok((len, d.u64()?)),
+        other => invalid(format!(
+            "message envelope: expected a definite array, got {other:?}"
+        )),
+    }
+}
+
+/// Reads a list, definite or indefinite.
+fn read_list<'b, T>(
+    d: &mut Decoder<'b>,
+    mut f: impl FnMut(&mut Decoder<'b>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    match d.array()? {
+        Some(n) => {
+            for _ in 0..n {
+                out.push(f(d)?);
+            }
+        }
+        None => loop {
+            if d.datatype()? == Type::Break {
+                d.set_position(d.position() + 1);
+                break;
+            }
+            out.push(f(d)?);
+        },
+    }
+    Ok(out)
+}
+
+/// Reads a text string, definite or indefinite.
+fn text(d: &mut Decoder<'_>) -> Result<String> {
+    let mut out = String::new();
+    for chunk in d.str_iter()? {
+        out.push_str(chunk?);
+    }
+    Ok(out)
+}
+
+/// Reads a byte string, indefinite (as the node sends it) or definite.
+fn byte_string(d: &mut Decoder<'_>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for chunk in d.bytes_iter()? {
+        out.extend_from_slice(chunk?);
+    }
+    Ok(out)
+}
+
+/// Reads a `Maybe a`: `[]` or `[a]`.
+fn maybe<'b, T>(
+    d: &mut Decoder<'b>,
+    f: impl FnOnce(&mut Decoder<'b>) -> Result<T>,
+) -> Result<Option<T>> {
+    match d.array()? {
+        Some(0) => Ok(None),
+        Some(1) => Ok(Some(f(d)?)),
+        other => invalid(format!("Maybe: expected an array of 0 or 1, got {other:?}")),
+    }
+}
+
+/// Reads a generic-derived nullary constructor `[k]`.
+fn enum_index(d: &mut Decoder<'_>, what: &str) -> Result<u8> {
+    array_of(d, 1, what)?;
+    Ok(d.u8()?)
+}
+
+// ---------------------------------------------------------------- handshake (protocol 0)
+
+/// The version data of `ForwardingV_1`: the network magic, when it decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionData {
+    /// A network magic.
+    Magic(u32),
+    /// Not an unsigned integer of at most 32 bits.
+    Undecodable,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No common version; the refusing side's versions.
+    VersionMismatch(Vec<u64>),
+    /// The version data could not be decoded.
+    DecodeError(u64, String),
+    /// The version data was not acceptable (wrong magic).
+    Refused(u64, String),
+}
+
+/// A handshake message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// `MsgProposeVersions`: known versions (1 and 2) with their data; unknown ones skipped.
+    Propose(Vec<(u64, VersionData)>),
+    /// `MsgAcceptVersion`.
+    Accept(u64, VersionData),
+    /// `MsgRefuse`.
+    Refuse(Refusal),
+    /// `MsgQueryReply` (never used by forwarding).
+    QueryReply,
+}
+
+fn version_data(d: &mut Decoder<'_>) -> Result<VersionData> {
+    if d.datatype()? == Type::U8
+        || d.datatype()? == Type::U16
+        || d.datatype()? == Type::U32
+        || d.datatype()? == Type::U64
+    {
+        let n = d.u64()?;
+        return Ok(u32::try_from(n).map_or(VersionData::Undecodable, VersionData::Magic));
+    }
+    d.skip()?;
+    Ok(VersionData::Undecodable)
+}
+
+fn version_table(d: &mut Decoder<'_>) -> Result<Vec<(u64, VersionData)>> {
+    let Some(n) = d.map()? else {
+        return invalid("version table: expected a definite map");
+    };
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let key = match d.datatype()? {
+            Type::U8 | Type::U16 | Type::U32 | Type::U64 => Some(d.u64()?),
+            _ => {
+                d.skip()?;
+                None
+            }
+        };
+        match key {
+            Some(v @ (1 | 2)) => out.push((v, version_data(d)?)),
+            _ => d.skip()?,
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a handshake message.
+pub fn decode_handshake(bytes: &[u8]) -> Result<Handshake> {
+    let mut d = Decoder::new(bytes);
+    let (len, tag) = envelope(&mut d)?;
+    match (tag, len) {
+        (0, 2) => Ok(Handshake::Propose(version_table(&mut d)?)),
+        (1, 3) => {
+            let v = d.u64()?;
+            Ok(Handshake::Accept(v, version_data(&mut d)?))
+        }
+        (2, 2) => {
+            let (len, reason) = envelope(&mut d)?;
+            match (reason, len) {
+                (0, 2) => Ok(Handshake::Refuse(Refusal::VersionMismatch(read_list(
+                    &mut d,
+                    |d| Ok(d.u64()?),
+                )?))),
+                (1, 3) => {
+                    let v = d.u64()?;
+                    Ok(Handshake::Refuse(Refusal::DecodeError(v, text(&mut d)?)))
+                }
+                (2, 3) => {
+                    let v = d.u64()?;
+                    Ok(Handshake::Refuse(Refusal::Refused(v, text(&mut d)?)))
+                }
+                _ => invalid(format!("refuse reason [{reason}, ..] of length {len}")),
+            }
+        }
+        (3, 2) => Ok(Handshake::QueryReply),
+        _ => invalid(format!("handshake message [{tag}, ..] of length {len}")),
+    }
+}
+
+/// `MsgProposeVersions {1: magic}`.
+pub fn encode_propose(magic: u32) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(0)?.map(1)?.u64(FORWARDING_V1)?.u32(magic)?;
+        Ok(())
+    })
+}
+
+/// `MsgAcceptVersion version magic`.
+pub fn encode_accept(version: u64, magic: u32) -> Vec<u8> {
+    build(|e| {
+        e.array(3)?.u8(1)?.u64(version)?.u32(magic)?;
+        Ok(())
+    })
+}
+
+/// `MsgRefuse reason`.
+pub fn encode_refuse(reason: &Refusal) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(2)?;
+        match reason {
+            Refusal::VersionMismatch(versions) => {
+                e.array(2)?.u8(0)?.array(versions.len() as u64)?;
+                for v in versions {
+                    e.u64(*v)?;
+                }
+            }
+            Refusal::DecodeError(v, text) => {
+                e.array(3)?.u8(1)?.u64(*v)?.str(text)?;
+            }
+            Refusal::Refused(v, text) => {
+                e.array(3)?.u8(2)?.u64(*v)?.str(text)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The refusal text of ouroboros-network 1.1.0.0 for a magic mismatch, local magic first.
+pub fn mismatch_text(local: u32, remote: u32) -> String {
+    let show = |m: u32| {
+        format!("ForwardingVersionData {{networkMagic = NetworkMagic {{unNetworkMagic = {m}}}}}")
+    };
+    format!(
+        "ForwardingVersionData mismatch: {} /= {}",
+        show(local),
+        show(remote)
+    )
+}
+
+// ---------------------------------------------------------------- EKG (protocol 1)
+
+/// What metrics an EKG request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkgRequest {
+    /// `GetAllMetrics`.
+    All,
+    /// `GetMetrics names` (non-empty).
+    Named(Vec<String>),
+    /// `GetUpdatedMetrics`: changed since the previous response (ekg-forward ≥ 0.9).
+    Updated,
+}
+
+/// An EKG metric value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkgValue {
+    /// `CounterValue`.
+    Counter(i64),
+    /// `GaugeValue`.
+    Gauge(i64),
+    /// `LabelValue`.
+    Label(String),
+}
+
+/// A message from the acceptor on the EKG protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EkgAsk {
+    /// `MsgReq`.
+    Req(EkgRequest),
+    /// `MsgDone`.
+    Done,
+}
+
+/// `MsgReq request`.
+pub fn encode_ekg_request(req: &EkgRequest) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(0)?;
+        match req {
+            EkgRequest::All => {
+                e.array(1)?.u8(0)?;
+            }
+            EkgRequest::Named(names) => {
+                e.array(2)?.u8(1)?;
+                list(e, names, |e, n| e.str(n).map(|_| ()))?;
+            }
+            EkgRequest::Updated => {
+                e.array(1)?.u8(2)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `MsgDone` of the EKG protocol.
+pub fn encode_ekg_done() -> Vec<u8> {
+    build(|e| {
+        e.array(1)?.u8(1)?;
+        Ok(())
+    })
+}
+
+/// Decodes the acceptor's EKG message (forwarder side).
+pub fn decode_ekg_ask(bytes: &[u8]) -> Result<EkgAsk> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (1, 1) => Ok(EkgAsk::Done),
+        (2, 0) => {
+            let (len, k) = envelope(&mut d)?;
+            match (k, len) {
+                (0, 1) => Ok(EkgAsk::Req(EkgRequest::All)),
+                (2, 1) => Ok(EkgAsk::Req(EkgRequest::Updated)),
+                (1, 2) => {
+                    let names = read_list(&mut d, text)?;
+                    if names.is_empty() {
+                        return invalid("GetMetrics with no names");
+                    }
+                    Ok(EkgAsk::Req(EkgRequest::Named(names)))
+                }
+                _ => invalid(format!("EKG request [{k}, ..] of length {len}")),
+            }
+        }
+        (len, tag) => invalid(format!("EKG message [{tag}, ..] of length {len}")),
+    }
+}
+
+/// `MsgResp (ResponseMetrics metrics)`.
+pub fn encode_ekg_response(metrics: &[(String, EkgValue)]) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(1)?.array(2)?.u8(0)?;
+        list(e, metrics, |e, (name, value)| {
+            e.array(2)?.str(name)?;
+            match value {
+                EkgValue::Counter(n) => e.array(2)?.u8(0)?.i64(*n)?,
+                EkgValue::Gauge(n) => e.array(2)?.u8(1)?.i64(*n)?,
+                EkgValue::Label(t) => e.array(2)?.u8(2)?.str(t)?,
+            };
+            Ok(())
+        })
+    })
+}
+
+/// Decodes the forwarder's `MsgResp` (acceptor side).
+pub fn decode_ekg_response(bytes: &[u8]) -> Result<Vec<(String, EkgValue)>> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (2, 1) => {}
+        (len, tag) => return invalid(format!("EKG reply [{tag}, ..] of length {len}")),
+    }
+    match envelope(&mut d)? {
+        (2, 0) => {}
+        (len, tag) => return invalid(format!("EKG Response [{tag}, ..] of length {len}")),
+    }
+    read_list(&mut d, |d| {
+        array_of(d, 2, "metric pair")?;
+        let name = text(d)?;
+        let (len, k) = envelope(d)?;
+        let value = match (k, len) {
+            (0, 2) => EkgValue::Counter(d.i64()?),
+            (1, 2) => EkgValue::Gauge(d.i64()?),
+            (2, 2) => EkgValue::Label(text(d)?),
+            _ => return invalid(format!("MetricValue [{k}, ..] of length {len}")),
+        };
+        Ok((name, value))
+    })
+}
+
+// ---------------------------------------------------------------- trace objects (protocol 2)
+
+/// A message from the acceptor on the trace-object protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceAsk {
+    /// `MsgTraceObjectsRequest blocking n`.
+    Request {
+        /// Whether the forwarder may wait for objects.
+        blocking: bool,
+        /// Most objects wanted.
+        count: u16,
+    },
+    /// `MsgDone`.
+    Done,
+}
+
+/// `MsgTraceObjectsRequest blocking [0, count]`.
+pub fn encode_trace_request(blocking: bool, count: u16) -> Vec<u8> {
+    build(|e| {
+        e.array(3)?
+            .u8(1)?
+            .bool(blocking)?
+            .array(2)?
+            .u8(0)?
+            .u16(count)?;
+        Ok(())
+    })
+}
+
+/// `MsgDone` of the trace-object protocol.
+pub fn encode_trace_done() -> Vec<u8> {
+    build(|e| {
+        e.array(1)?.u8(2)?;
+        Ok(())
+    })
+}
+
+/// Decodes the acceptor's trace-object message (forwarder side).
+pub fn decode_trace_ask(bytes: &[u8]) -> Result<TraceAsk> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (3, 1) => {
+            let blocking = d.bool()?;
+            array_of(&mut d, 2, "NumberOfTraceObjects")?;
+            if d.u8()? != 0 {
+                return invalid("NumberOfTraceObjects: constructor must be 0");
+            }
+            Ok(TraceAsk::Request {
+                blocking,
+                count: d.u16()?,
+            })
+        }
+        (1, 2) => Ok(TraceAsk::Done),
+        (len, tag) => invalid(format!("trace-object message [{tag}, ..] of length {len}")),
+    }
+}
+
+/// Splits nanoseconds since the epoch into cborg's (seconds, picoseconds).
+fn split_time(ns: i64) -> (i64, u64) {
+    let secs = ns.div_euclid(1_000_000_000);
+    let ps = ns.rem_euclid(1_000_000_000) as u64 * 1000;
+    (secs, ps)
+}
+
+/// `MsgTraceObjectsReply objects`, as a node encodes it (namespace as one dotted element).
+pub fn encode_trace_reply(objects: &[TraceObject]) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(3)?;
+        list(e, objects, |e, o| {
+            e.array(9)?.u8(0)?;
+            match &o.human {
+                Some(h) => e.array(1)?.str(h)?,
+                None => e.array(0)?,
+            };
+            e.str(&o.machine)?;
+            list(e, std::slice::from_ref(&o.namespace), |e, n| {
+                e.str(n).map(|_| ())
+            })?;
+            e.array(1)?.u8(o.severity as u8)?;
+            e.array(1)?.u8(o.detail as u8)?;
+            let (secs, ps) = split_time(o.timestamp_ns);
+            e.tag(Tag::new(TAG_UTC))?
+                .map(2)?
+                .u8(1)?
+                .i64(secs)?
+                .i8(-12)?
+                .u64(ps)?;
+            e.str(&o.hostname)?.str(&o.thread_id)?;
+            Ok(())
+        })
+    })
+}
+
+/// Decodes the forwarder's `MsgTraceObjectsReply` (acceptor side).
+pub fn decode_trace_reply(bytes: &[u8]) -> Result<Vec<TraceObject>> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (2, 3) => {}
+        (len, tag) => return invalid(format!("trace-object reply [{tag}, ..] of length {len}")),
+    }
+    read_list(&mut d, trace_object)
+}
+
+fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
+    array_of(d, 9, "TraceObject")?;
+    if d.u8()? != 0 {
+        return invalid("TraceObject: constructor must be 0");
+    }
+    let human = maybe(d, text)?;
+    // Nodes before ~8.3 send `toMachine` as `Maybe Text`.
+    let (machine, form) = if d.datatype()? == Type::Array {
+        match maybe(d, text)? {
+            Some(m) => (m, MachineForm::Line),
+            None => ("{}".to_string(), MachineForm::Payload),
+        }
+    } else {
+        (text(d)?, MachineForm::Line)
+    };
+    let namespace = read_list(d, text)?.join(".");
+    let severity = Severity::ALL
+        .get(usize::from(enum_index(d, "SeverityS")?))
+        .copied()
+        .ok_or_else(|| CodecError::Invalid("SeverityS out of range".into()))?;
+    let detail = match enum_index(d, "DetailLevel")? {
+        0 => DetailLevel::Minimal,
+        1 => DetailLevel::Normal,
+        2 => DetailLevel::Detailed,
+        3 => DetailLevel::Maximum,
+        k => return invalid(format!("DetailLevel {k} out of range")),
+    };
+    let timestamp_ns = utc_time(d)?;
+    let hostname = text(d)?;
+    let thread_id = text(d)?;
+    Ok(TraceObject {
+        namespace,
+        severity,
+        detail,
+        timestamp_ns,
+        hostname,
+        thread_id,
+        machine,
+        form,
+        human,
+    })
+}
+
+/// cborg's `UTCTime`: tag 1000 `{1: secs, -12: picos}` (also tag 1 with integer seconds).
+fn utc_time(d: &mut Decoder<'_>) -> Result<i64> {
+    let tag = d.tag()?.as_u64();
+    let (secs, ps) = match tag {
+        TAG_UTC => {
+            if d.map()? != Some(2) {
+                return invalid("UTCTime: expected a map of 2");
+            }
+            if d.i64()? != 1 {
+                return invalid("UTCTime: first key must be 1");
+            }
+            let secs = d.i64()?;
+            if d.i64()? != -12 {
+                return invalid("UTCTime: second key must be -12");
+            }
+            (secs, d.u64()?)
+        }
+        1 => (d.i64()?, 0),
+        _ => return invalid(format!("UTCTime: unsupported tag {tag}")),
+    };
+    if ps >= 1_000_000_000_000 {
+        return invalid("UTCTime: picoseconds out of range");
+    }
+    secs.checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add((ps / 1000) as i64))
+        .ok_or_else(|| CodecError::Invalid("UTCTime out of range".into()))
+}
+
+// ---------------------------------------------------------------- data points (protocol 3)
+
+/// A message from the acceptor on the data-point protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataPointAsk {
+    /// `MsgDataPointsRequest names`.
+    Request(Vec<String>),
+    /// `MsgDone`.
+    Done,
+}
+
+/// One entry of a data-point reply: name and JSON bytes, if the node has it.
+pub type DataPointValue = (String, Option<Vec<u8>>);
+
+/// `MsgDataPointsRequest names`.
+pub fn encode_data_point_request(names: &[String]) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(1)?;
+        list(e, names, |e, n| e.str(n).map(|_| ()))
+    })
+}
+
+/// `MsgDone` of the data-point protocol.
+pub fn encode_data_point_done() -> Vec<u8> {
+    build(|e| {
+        e.array(1)?.u8(2)?;
+        Ok(())
+    })
+}
+
+/// Decodes the acceptor's data-point message (forwarder side).
+pub fn decode_data_point_ask(bytes: &[u8]) -> Result<DataPointAsk> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (2, 1) => Ok(DataPointAsk::Request(read_list(&mut d, text)?)),
+        (1, 2) => Ok(DataPointAsk::Done),
+        (len, tag) => invalid(format!("data-point message [{tag}, ..] of length {len}")),
+    }
+}
+
+/// `MsgDataPointsReply values`, values as indefinite byte strings of one chunk.
+pub fn encode_data_point_reply(values: &[DataPointValue]) -> Vec<u8> {
+    build(|e| {
+        e.array(2)?.u8(3)?;
+        list(e, values, |e, (name, value)| {
+            e.array(2)?.str(name)?;
+            match value {
+                Some(v) => {
+                    e.array(1)?.begin_bytes()?;
+                    if !v.is_empty() {
+                        e.bytes(v)?;
+                    }
+                    e.end()?;
+                }
+                None => {
+                    e.array(0)?;
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Decodes the forwarder's `MsgDataPointsReply` (acceptor side).
+pub fn decode_data_point_reply(bytes: &[u8]) -> Result<Vec<DataPointValue>> {
+    let mut d = Decoder::new(bytes);
+    match envelope(&mut d)? {
+        (2, 3) => {}
+        (len, tag) => return invalid(format!("data-point reply [{tag}, ..] of length {len}")),
+    }
+    read_list(&mut d, |d| {
+        array_of(d, 2, "data point pair")?;
+        let name = text(d)?;
+        Ok((name, maybe(d, byte_string)?))
+    })
+}

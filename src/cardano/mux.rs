@@ -1,0 +1,432 @@
+//! The Ouroboros mux as the forwarding protocols use it: 8-byte SDU headers with the mode bit
+//! of the sending side, and per-mini-protocol reassembly of CBOR messages that may be split
+//! across SDUs or share one SDU (reference §3).
+//!
+//! [`MuxCodec`] is a pure `tokio_util` codec: its decoder turns any sequence of read chunks
+//! into whole messages `(mini-protocol, CBOR item)`, its encoder cuts one message into SDUs of
+//! at most [`MAX_SEND_SDU`] payload bytes. A [`Splitter`] finds the end of a CBOR item
+//! incrementally, so every byte is scanned once however the item is cut into SDUs.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Length of an SDU header.
+pub const HEADER_LEN: usize = 8;
+/// Largest SDU payload tracerd sends (what cardano-node sends on socket bearers).
+pub const MAX_SEND_SDU: usize = 12_288;
+/// Deepest CBOR nesting accepted; the forwarding messages nest at most 6 levels.
+pub const MAX_DEPTH: usize = 32;
+/// Mini-protocol numbers: handshake, EKG metrics, trace objects, data points.
+pub const HANDSHAKE: u16 = 0;
+/// EKG metrics.
+pub const EKG: u16 = 1;
+/// Trace objects.
+pub const TRACE_OBJECTS: u16 = 2;
+/// Data points.
+pub const DATA_POINTS: u16 = 3;
+
+/// The connection role: who opened the socket. It decides the mode bit of every SDU sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Opened the connection and proposes the handshake; sends with M = 0.
+    Initiator,
+    /// Accepted the connection; sends with M = 1.
+    Responder,
+}
+
+impl Mode {
+    /// The mode bit as it appears in the 16-bit protocol word.
+    pub fn bit(self) -> u16 {
+        match self {
+            Mode::Initiator => 0,
+            Mode::Responder => 0x8000,
+        }
+    }
+
+    /// The other side's mode.
+    pub fn peer(self) -> Mode {
+        match self {
+            Mode::Initiator => Mode::Responder,
+            Mode::Responder => Mode::Initiator,
+        }
+    }
+}
+
+/// An SDU header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Sender's clock, microseconds, low 32 bits; informative only.
+    pub timestamp: u32,
+    /// Mode of the sender.
+    pub mode: Mode,
+    /// Mini-protocol number (15 bits).
+    pub protocol: u16,
+    /// Payload length.
+    pub len: u16,
+}
+
+impl Header {
+    /// Parses 8 header bytes.
+    pub fn parse(b: &[u8; HEADER_LEN]) -> Header {
+        let word = u16::from_be_bytes([b[4], b[5]]);
+        Header {
+            timestamp: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            mode: if word & 0x8000 == 0 {
+                Mode::Initiator
+            } else {
+                Mode::Responder
+            },
+            protocol: word & 0x7fff,
+            len: u16::from_be_bytes([b[6], b[7]]),
+        }
+    }
+
+    /// The 8 header bytes.
+    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut out = [0u8; HEADER_LEN];
+        out[..4].copy_from_slice(&self.timestamp.to_be_bytes());
+        out[4..6].copy_from_slice(&((self.protocol & 0x7fff) | self.mode.bit()).to_be_bytes());
+        out[6..].copy_from_slice(&self.len.to_be_bytes());
+        out
+    }
+}
+
+/// What can be wrong with the byte stream below the messages.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    /// Reading or writing the socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// An SDU with payload length 0.
+    #[error("SDU with an empty payload on mini-protocol {0}")]
+    EmptySdu(u16),
+    /// An SDU carrying the mode bit of our own side.
+    #[error(
+        "SDU on mini-protocol {protocol} carries the sender mode {mode:?}, expected the peer's"
+    )]
+    WrongMode {
+        /// Mini-protocol.
+        protocol: u16,
+        /// The mode found.
+        mode: Mode,
+    },
+    /// An SDU for a mini-protocol that is not running.
+    #[error("SDU for mini-protocol {0}, which is not running")]
+    UnknownProtocol(u16),
+    /// A message outgrew the reassembly bound.
+    #[error("message on mini-protocol {protocol} exceeds {limit} bytes")]
+    MessageTooLarge {
+        /// Mini-protocol.
+        protocol: u16,
+        /// The bound.
+        limit: usize,
+    },
+    /// The bytes are not well-formed CBOR.
+    #[error("malformed CBOR on mini-protocol {protocol}: {reason}")]
+    Cbor {
+        /// Mini-protocol.
+        protocol: u16,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl MuxError {
+    /// A bounded label for `decode_errors` and `connections_closed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MuxError::Io(_) => "io_error",
+            MuxError::EmptySdu(_) => "sdu_empty",
+            MuxError::WrongMode { .. } => "sdu_wrong_mode",
+            MuxError::UnknownProtocol(_) => "unknown_mini_protocol",
+            MuxError::MessageTooLarge { .. } => "message_too_large",
+            MuxError::Cbor { .. } => "cbor_malformed",
+        }
+    }
+}
+
+/// One whole mini-protocol message: a single CBOR data item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Mini-protocol number.
+    pub protocol: u16,
+    /// The CBOR item.
+    pub payload: Bytes,
+}
+
+/// What is still open in the item being scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    /// A definite array or map with this many items left.
+    Items(u64),
+    /// An indefinite array or map, closed by a break.
+    Indefinite,
+    /// An indefinite byte (2) or text (3) string: definite chunks of that major type, then a break.
+    Chunks(u8),
+}
+
+/// Incremental CBOR item splitter: finds where the first complete item of a buffer ends,
+/// resuming where it stopped when more bytes arrive. Only structure is checked here; what the
+/// item means is the codec's business.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    pos: usize,
+    open: Vec<Open>,
+}
+
+/// The splitter found bytes that are not well-formed CBOR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed(pub &'static str);
+
+impl Splitter {
+    /// Scans `buf` (which only grows between calls, until an item is taken) and returns the
+    /// length of the first complete item, or `None` when more bytes are needed.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
+        loop {
+            let Some(&initial) = buf.get(self.pos) else {
+                return Ok(None);
+            };
+            let major = initial >> 5;
+            let info = initial & 0x1f;
+            let extra = match info {
+                0..=23 => 0,
+                24 => 1,
+                25 => 2,
+                26 => 4,
+                27 => 8,
+                28..=30 => return Err(Malformed("reserved additional information")),
+                _ => 0,
+            };
+            if buf.len() < self.pos + 1 + extra {
+                return Ok(None);
+            }
+            let mut arg = u64::from(info);
+            if extra > 0 {
+                arg = buf[self.pos + 1..self.pos + 1 + extra]
+                    .iter()
+                    .fold(0u64, |a, &b| (a << 8) | u64::from(b));
+            }
+            let head = 1 + extra;
+            let indefinite = info == 31;
+            if let Some(Open::Chunks(m)) = self.open.last() {
+                let is_break = initial == 0xff;
+                if !is_break && (major != *m || indefinite) {
+                    return Err(Malformed("bad chunk in an indefinite-length string"));
+                }
+            }
+            match major {
+                0 | 1 => {
+                    if indefinite {
+                        return Err(Malformed("indefinite integer"));
+                    }
+                    self.pos += head;
+                }
+                2 | 3 => {
+                    if indefinite {
+                        self.push(Open::Chunks(major))?;
+                        self.pos += head;
+                        continue;
+                    }
+                    let len = usize::try_from(arg).map_err(|_| Malformed("string too long"))?;
+                    let end = (self.pos + head)
+                        .checked_add(len)
+                        .ok_or(Malformed("string too long"))?;
+                    if buf.len() < end {
+                        return Ok(None);
+                    }
+                    self.pos = end;
+                }
+                4 | 5 => {
+                    self.pos += head;
+                    if indefinite {
+                        self.push(Open::Indefinite)?;
+                        continue;
+                    }
+                    let items = if major == 5 {
+                        arg.saturating_mul(2)
+                    } else {
+                        arg
+                    };
+                    if items > 0 {
+                        self.push(Open::Items(items))?;
+                        continue;
+                    }
+                }
+                6 => {
+                    if indefinite {
+                        return Err(Malformed("indefinite tag"));
+                    }
+                    // A tag is followed by its content, which completes the item.
+                    self.pos += head;
+                    continue;
+                }
+                _ => {
+                    if initial == 0xff {
+                        match self.open.pop() {
+                            Some(Open::Indefinite) | Some(Open::Chunks(_)) => {}
+                            _ => return Err(Malformed("unexpected break")),
+                        }
+                        self.pos += 1;
+                    } else if indefinite {
+                        return Err(Malformed("reserved simple value"));
+                    } else {
+                        self.pos += head;
+                    }
+                }
+            }
+            // One item completed: account for it in the enclosing containers.
+            loop {
+                match self.open.last_mut() {
+                    None => {
+                        let len = self.pos;
+                        self.pos = 0;
+                        return Ok(Some(len));
+                    }
+                    Some(Open::Items(n)) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.open.pop();
+                            continue;
+                        }
+                        break;
+                    }
+                    Some(Open::Indefinite) | Some(Open::Chunks(_)) => break,
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, open: Open) -> Result<(), Malformed> {
+        if self.open.len() >= MAX_DEPTH {
+            return Err(Malformed("nested too deeply"));
+        }
+        self.open.push(open);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    buf: BytesMut,
+    splitter: Splitter,
+}
+
+/// Mux codec of one connection.
+#[derive(Debug)]
+pub struct MuxCodec {
+    local: Mode,
+    max_message: usize,
+    handshake: bool,
+    channels: [Channel; 4],
+    ready: VecDeque<Message>,
+    started: Instant,
+}
+
+impl MuxCodec {
+    /// A codec for the side `local`, reassembling messages of at most `max_message` bytes.
+    /// The handshake mini-protocol is open until [`MuxCodec::end_handshake`].
+    pub fn new(local: Mode, max_message: usize) -> MuxCodec {
+        MuxCodec {
+            local,
+            max_message,
+            handshake: true,
+            channels: Default::default(),
+            ready: VecDeque::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Closes mini-protocol 0: from now on an SDU for it ends the connection, as in the mux.
+    pub fn end_handshake(&mut self) {
+        self.handshake = false;
+    }
+
+    /// This side's mode.
+    pub fn mode(&self) -> Mode {
+        self.local
+    }
+}
+
+impl Decoder for MuxCodec {
+    type Item = Message;
+    type Error = MuxError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, MuxError> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Ok(Some(m));
+            }
+            let Some(head) = src.get(..HEADER_LEN) else {
+                src.reserve(HEADER_LEN - src.len());
+                return Ok(None);
+            };
+            let mut bytes = [0u8; HEADER_LEN];
+            bytes.copy_from_slice(head);
+            let header = Header::parse(&bytes);
+            let protocol = header.protocol;
+            let running = matches!(protocol, EKG | TRACE_OBJECTS | DATA_POINTS)
+                || (protocol == HANDSHAKE && self.handshake);
+            if !running {
+                return Err(MuxError::UnknownProtocol(protocol));
+            }
+            // As in network-mux, the handshake does not look at the mode bit.
+            if header.mode != self.local.peer() && protocol != HANDSHAKE {
+                return Err(MuxError::WrongMode {
+                    protocol,
+                    mode: header.mode,
+                });
+            }
+            if header.len == 0 {
+                return Err(MuxError::EmptySdu(protocol));
+            }
+            let len = usize::from(header.len);
+            let channel = &mut self.channels[usize::from(protocol)];
+            if channel.buf.len() + len > self.max_message {
+                return Err(MuxError::MessageTooLarge {
+                    protocol,
+                    limit: self.max_message,
+                });
+            }
+            if src.len() < HEADER_LEN + len {
+                src.reserve(HEADER_LEN + len - src.len());
+                return Ok(None);
+            }
+            src.advance(HEADER_LEN);
+            channel.buf.extend_from_slice(&src[..len]);
+            src.advance(len);
+            loop {
+                match channel.splitter.scan(&channel.buf) {
+                    Ok(Some(n)) => self.ready.push_back(Message {
+                        protocol,
+                        payload: channel.buf.split_to(n).freeze(),
+                    }),
+                    Ok(None) => break,
+                    Err(Malformed(reason)) => return Err(MuxError::Cbor { protocol, reason }),
+                }
+            }
+        }
+    }
+}
+
+impl Encoder<Message> for MuxCodec {
+    type Error = MuxError;
+
+    fn encode(&mut self, msg: Message, dst: &mut BytesMut) -> Result<(), MuxError> {
+        let timestamp = self.started.elapsed().as_micros() as u32;
+        for chunk in msg.payload.chunks(MAX_SEND_SDU) {
+            let header = Header {
+                timestamp,
+                mode: self.local,
+                protocol: msg.protocol,
+                len: chunk.len() as u16,
+            };
+            dst.reserve(HEADER_LEN + chunk.len());
+            dst.put_slice(&header.to_bytes());
+            dst.put_slice(chunk);
+        }
+        Ok(())
+    }
+}

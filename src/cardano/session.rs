@@ -1,0 +1,525 @@
+//! One Cardano node session, tracerd being the ACCEPTOR (reference §9): the handshake in
+//! either connection role, then the three acceptor loops run from one `select!` — blocking
+//! trace-object requests of `loRequestNum` written through the node's [`NodeSink`], EKG
+//! polling every `ekgRequestFreq` into the node's registry entry, and data-point requests
+//! that name the node after its `NodeInfo`.
+//!
+//! The session never sends `MsgDone`: it closes the socket instead, because a node whose
+//! connection ends with `MsgDone` stops forwarding for good (§9.2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::codec::{self, CodecError, EkgRequest, EkgValue};
+use super::handshake::{self, HandshakeError, Outcome};
+use super::mux::{Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
+use super::naming::{self, Source};
+use super::Settings;
+use crate::ingest::{NodeSink, Shared, SinkError};
+use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
+
+/// The data point that names a node.
+pub const NODE_INFO: &str = "NodeInfo";
+
+/// How a session ended, when it ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The node closed the connection.
+    PeerClosed,
+    /// tracerd is shutting down.
+    Shutdown,
+    /// tracerd refused the node's handshake; the label says why.
+    Refused(&'static str),
+    /// The node refused tracerd's handshake (ConnectTo); the label says why.
+    RefusedByPeer(&'static str),
+}
+
+impl End {
+    /// A bounded label for counting.
+    pub fn label(self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer_closed",
+            End::Shutdown => "shutdown",
+            End::Refused(r) | End::RefusedByPeer(r) => r,
+        }
+    }
+}
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No complete handshake within the timeout.
+    #[error("no handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+    /// The handshake failed.
+    #[error("handshake failed")]
+    Handshake(#[from] HandshakeError),
+    /// Bad bytes below the messages.
+    #[error("bad mux input")]
+    Mux(#[from] MuxError),
+    /// A message that does not decode.
+    #[error("bad message on mini-protocol {protocol}")]
+    Codec {
+        /// Mini-protocol.
+        protocol: u16,
+        /// Cause.
+        #[source]
+        source: CodecError,
+    },
+    /// A message the protocol state does not allow (a reply nobody asked for).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The node's logs could not be written.
+    #[error("node log sink failed")]
+    Sink(#[from] SinkError),
+}
+
+impl SessionError {
+    /// A bounded label for `connections_closed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SessionError::HandshakeTimeout(_) => "handshake_timeout",
+            SessionError::Handshake(e) => e.kind(),
+            SessionError::Mux(e) => e.kind(),
+            SessionError::Codec { source, .. } => source.kind(),
+            SessionError::Protocol(_) => "protocol_violation",
+            SessionError::Sink(_) => "write_error",
+        }
+    }
+
+    /// The `decode_errors` reason, when the peer sent something malformed.
+    pub fn decode_reason(&self) -> Option<&'static str> {
+        match self {
+            SessionError::Mux(MuxError::Io(_))
+            | SessionError::Handshake(HandshakeError::Mux(MuxError::Io(_)))
+            | SessionError::Handshake(HandshakeError::Closed)
+            | SessionError::HandshakeTimeout(_)
+            | SessionError::Sink(_) => None,
+            e => Some(e.label()),
+        }
+    }
+
+    fn is_io(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Mux(MuxError::Io(_))
+                | SessionError::Handshake(HandshakeError::Mux(MuxError::Io(_)))
+        )
+    }
+}
+
+/// Serves one connection as the acceptor, `mode` being tracerd's connection role, then
+/// counts and logs how it ended.
+pub async fn serve_and_report<S>(
+    stream: S,
+    peer: String,
+    mode: Mode,
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> Result<End, ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let result = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel).await;
+    let t = &shared.telemetry;
+    let label = match &result {
+        Ok(end) => end.label(),
+        Err(e) => e.label(),
+    };
+    t.connections_closed.with_label_values(&[label]).inc();
+    match result {
+        Ok(end) => {
+            tracing::info!(%peer, protocol = "cardano", reason = end.label(), "connection closed");
+            Ok(end)
+        }
+        Err(e) if e.is_io() => {
+            tracing::info!(%peer, protocol = "cardano", error = %crate::net::error_chain(&e), "connection lost");
+            Err(())
+        }
+        Err(e) => {
+            if let Some(reason) = e.decode_reason() {
+                t.decode_errors.with_label_values(&[reason]).inc();
+            }
+            tracing::warn!(%peer, protocol = "cardano", reason = e.label(),
+                error = %crate::net::error_chain(&e), "connection closed on error");
+            Err(())
+        }
+    }
+}
+
+/// Serves one connection as the acceptor until the peer closes, the input is bad, or
+/// `cancel` fires.
+pub async fn serve<S>(
+    stream: S,
+    peer: String,
+    mode: Mode,
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) -> Result<End, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut framed = Framed::new(stream, MuxCodec::new(mode, settings.max_message_bytes));
+    let magic = settings.network_magic;
+    let timeout = settings.handshake_timeout;
+    let outcome = {
+        let handshake = async {
+            match mode {
+                Mode::Responder => handshake::respond(&mut framed, magic).await,
+                Mode::Initiator => handshake::propose(&mut framed, magic).await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(End::Shutdown),
+            outcome = tokio::time::timeout(timeout, handshake) => outcome,
+        }
+    };
+    let refused = |label: &'static str| {
+        shared
+            .telemetry
+            .connections_refused
+            .with_label_values(&[label])
+            .inc()
+    };
+    match outcome {
+        Err(_) => return Err(SessionError::HandshakeTimeout(timeout)),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(Outcome::Accepted)) => {}
+        Ok(Ok(Outcome::RefusedPeer(label, message))) => {
+            tracing::warn!(%peer, protocol = "cardano", reason = label, %message, "handshake refused");
+            refused(label);
+            return Ok(End::Refused(label));
+        }
+        Ok(Ok(Outcome::RefusedByPeer(label, message))) => {
+            tracing::warn!(%peer, protocol = "cardano", reason = label, %message, "node refused the handshake");
+            refused(label);
+            return Ok(End::RefusedByPeer(label));
+        }
+    }
+    tracing::info!(%peer, protocol = "cardano", role = ?mode, magic, "Cardano handshake accepted");
+    let mut pump = Pump {
+        settings,
+        shared,
+        peer,
+        sink: None,
+        name: None,
+        stash_traces: None,
+        stash_metrics: Vec::new(),
+        ekg: None,
+        ekg_due: None,
+        ekg_requests: 0,
+        updated_answered: false,
+        traces_outstanding: false,
+        data_points: DataPoints::Idle,
+    };
+    let outcome = pump.run(&mut framed, &cancel).await;
+    if let Some(sink) = pump.sink.take() {
+        let (_, written) = sink.close().await;
+        written?;
+    }
+    outcome
+}
+
+/// Where the data-point exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataPoints {
+    Idle,
+    /// The initial empty request is outstanding.
+    Initial,
+    /// The `NodeInfo` request is outstanding.
+    NodeInfo,
+}
+
+/// The acceptor loops of one accepted session.
+struct Pump {
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    peer: String,
+    /// Opened once the node is named.
+    sink: Option<NodeSink>,
+    /// The resolved name (before collision suffixes), for per-node settings.
+    name: Option<String>,
+    /// A trace reply that arrived before the node was named.
+    stash_traces: Option<Vec<TraceObject>>,
+    /// Metric updates that arrived before the node was named (one per poll, ≤ 10 s of them).
+    stash_metrics: Vec<MetricsUpdate>,
+    /// The outstanding EKG request.
+    ekg: Option<EkgRequest>,
+    /// When to send the next EKG request.
+    ekg_due: Option<Instant>,
+    ekg_requests: u64,
+    updated_answered: bool,
+    traces_outstanding: bool,
+    data_points: DataPoints,
+}
+
+type Conn<S> = Framed<S, MuxCodec>;
+
+async fn send<S>(framed: &mut Conn<S>, protocol: u16, payload: Vec<u8>) -> Result<(), MuxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    framed
+        .send(Message {
+            protocol,
+            payload: payload.into(),
+        })
+        .await
+}
+
+impl Pump {
+    async fn run<S>(
+        &mut self,
+        framed: &mut Conn<S>,
+        cancel: &CancellationToken,
+    ) -> Result<End, SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // The acceptor's three first requests (§9.1 step 3).
+        self.request_metrics(framed).await?;
+        self.request_traces(framed).await?;
+        send(framed, DATA_POINTS, codec::encode_data_point_request(&[])).await?;
+        self.data_points = DataPoints::Initial;
+        let name_deadline = Instant::now() + self.settings.name_timeout;
+        loop {
+            let ekg_due = self.ekg_due.unwrap_or(name_deadline);
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(End::Shutdown),
+                _ = tokio::time::sleep_until(ekg_due), if self.ekg_due.is_some() => {
+                    self.request_metrics(framed).await?;
+                }
+                _ = tokio::time::sleep_until(name_deadline), if self.sink.is_none() => {
+                    tracing::info!(peer = %self.peer, "no NodeInfo within {:?}", self.settings.name_timeout);
+                    self.open_sink(framed, None).await?;
+                }
+                msg = framed.next() => match msg {
+                    None => {
+                        self.note_closed();
+                        return Ok(End::PeerClosed);
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(msg)) => self.handle(framed, msg).await?,
+                },
+            }
+        }
+    }
+
+    async fn handle<S>(&mut self, framed: &mut Conn<S>, msg: Message) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let protocol = msg.protocol;
+        let bad = |source| SessionError::Codec { protocol, source };
+        match protocol {
+            EKG => {
+                let Some(req) = self.ekg.take() else {
+                    return Err(SessionError::Protocol(
+                        "EKG response without a request".into(),
+                    ));
+                };
+                let metrics = codec::decode_ekg_response(&msg.payload).map_err(bad)?;
+                if req == EkgRequest::Updated {
+                    self.updated_answered = true;
+                }
+                let update = MetricsUpdate {
+                    // The first response of a session carries everything (a delta request's
+                    // first answer too): it replaces what a previous session left.
+                    full: req == EkgRequest::All || self.ekg_requests == 1,
+                    metrics: metrics.into_iter().map(metric).collect(),
+                };
+                match &self.sink {
+                    Some(sink) => sink.lease().apply_metrics(update),
+                    None => self.stash_metrics.push(update),
+                }
+                self.ekg_due = Some(Instant::now() + self.settings.ekg_request_freq);
+            }
+            TRACE_OBJECTS => {
+                if !std::mem::take(&mut self.traces_outstanding) {
+                    return Err(SessionError::Protocol(
+                        "trace objects without a request".into(),
+                    ));
+                }
+                let objects = codec::decode_trace_reply(&msg.payload).map_err(bad)?;
+                if self.sink.is_some() {
+                    self.write(objects).await?;
+                    self.request_traces(framed).await?;
+                } else {
+                    self.stash_traces = Some(objects);
+                }
+            }
+            DATA_POINTS => {
+                let values = codec::decode_data_point_reply(&msg.payload).map_err(bad)?;
+                match self.data_points {
+                    DataPoints::Idle => {
+                        return Err(SessionError::Protocol(
+                            "data points without a request".into(),
+                        ))
+                    }
+                    DataPoints::Initial => {
+                        send(
+                            framed,
+                            DATA_POINTS,
+                            codec::encode_data_point_request(&[NODE_INFO.to_string()]),
+                        )
+                        .await?;
+                        self.data_points = DataPoints::NodeInfo;
+                    }
+                    DataPoints::NodeInfo => {
+                        self.data_points = DataPoints::Idle;
+                        let info = values
+                            .into_iter()
+                            .find(|(name, _)| name == NODE_INFO)
+                            .and_then(|(_, v)| v);
+                        if self.sink.is_none() {
+                            self.open_sink(framed, info.clone()).await?;
+                        }
+                        if let (Some(sink), Some(json)) = (&self.sink, info) {
+                            sink.lease().apply_data_points(vec![DataPoint {
+                                name: NODE_INFO.to_string(),
+                                json: String::from_utf8_lossy(&json).into_owned(),
+                            }]);
+                        }
+                    }
+                }
+            }
+            other => return Err(MuxError::UnknownProtocol(other).into()),
+        }
+        Ok(())
+    }
+
+    /// Names the node, opens its sink, and flushes what arrived before.
+    async fn open_sink<S>(
+        &mut self,
+        framed: &mut Conn<S>,
+        node_info: Option<Vec<u8>>,
+    ) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // A node reconnecting while its previous session still drains gets its name back.
+        let wanted = node_info
+            .as_deref()
+            .and_then(naming::ni_name)
+            .and_then(|n| crate::node::sanitise(&n).ok());
+        if let Some(wanted) = wanted {
+            self.shared
+                .nodes
+                .wait_until_free(&wanted, crate::node::RECLAIM_WAIT)
+                .await;
+        }
+        let connected = self.shared.nodes.connected();
+        let (name, source) = naming::choose(node_info.as_deref(), &self.peer, &connected);
+        match source {
+            Source::NodeInfo => {}
+            Source::NoNodeInfo => tracing::info!(peer = %self.peer, node = %name,
+                "no usable NodeInfo niName; naming the node after its address"),
+            Source::Collision => tracing::warn!(peer = %self.peer, node = %name,
+                "another connected node has the same NodeInfo niName; naming this one after its address"),
+        }
+        let sink = NodeSink::open(&self.shared, &name, &self.peer, "cardano").await?;
+        for update in self.stash_metrics.drain(..) {
+            sink.lease().apply_metrics(update);
+        }
+        self.sink = Some(sink);
+        self.name = Some(name);
+        if let Some(objects) = self.stash_traces.take() {
+            self.write(objects).await?;
+            self.request_traces(framed).await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, objects: Vec<TraceObject>) -> Result<(), SessionError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        if let Some(sink) = &mut self.sink {
+            if sink
+                .push(TraceBatch {
+                    first_seq: 0,
+                    objects,
+                })
+                .await
+                .is_err()
+            {
+                // The writer stopped; `close` reports its error.
+                let (_, written) = match self.sink.take() {
+                    Some(sink) => sink.close().await,
+                    None => return Ok(()),
+                };
+                written?;
+                return Err(SinkError::WriterStopped.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_traces<S>(&mut self, framed: &mut Conn<S>) -> Result<(), MuxError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let count = self.settings.lo_request_num;
+        send(
+            framed,
+            TRACE_OBJECTS,
+            codec::encode_trace_request(true, count),
+        )
+        .await?;
+        self.traces_outstanding = true;
+        Ok(())
+    }
+
+    async fn request_metrics<S>(&mut self, framed: &mut Conn<S>) -> Result<(), MuxError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        // The first request asks for everything, which every ekg-forward understands and
+        // which primes the forwarder's delta bookkeeping; then deltas unless the node is
+        // known (or configured) to need full requests.
+        let full_only = match &self.name {
+            Some(name) => self.settings.full_ekg_only(name),
+            None => true,
+        };
+        let req = if self.ekg_requests == 0 || full_only {
+            EkgRequest::All
+        } else {
+            EkgRequest::Updated
+        };
+        send(framed, EKG, codec::encode_ekg_request(&req)).await?;
+        self.ekg = Some(req);
+        self.ekg_due = None;
+        self.ekg_requests += 1;
+        Ok(())
+    }
+
+    /// A node that drops the connection on its first `GetUpdatedMetrics` runs an
+    /// ekg-forward older than 0.9: poll it with `GetAllMetrics` from its next connection on.
+    fn note_closed(&self) {
+        if self.ekg == Some(EkgRequest::Updated) && !self.updated_answered {
+            if let Some(name) = &self.name {
+                tracing::info!(peer = %self.peer, node = %name,
+                    "node closed the connection on its first GetUpdatedMetrics; \
+                     polling it with GetAllMetrics from now on");
+                self.settings.mark_legacy_ekg(name);
+            }
+        }
+    }
+}
+
+fn metric((name, value): (String, EkgValue)) -> (String, MetricValue) {
+    let value = match value {
+        EkgValue::Counter(n) => MetricValue::Counter(n),
+        EkgValue::Gauge(n) => MetricValue::Gauge(n as f64),
+        EkgValue::Label(t) => MetricValue::Label(t),
+    };
+    (name, value)
+}
