@@ -271,6 +271,14 @@ impl NodeLog {
         if let Some(seq) = self.pending_seq.take() {
             self.seq = seq;
         }
+        self.pending_lines = 0;
+        for f in &mut self.files {
+            f.done = 0;
+        }
+        // A burst must not pin its buffers for the life of a now quiet connection: with
+        // thousands of nodes that would be most of tracerd's memory.
+        self.machine.shrink();
+        self.human.shrink();
         Ok(out)
     }
 
@@ -366,10 +374,21 @@ impl NodeLog {
     }
 }
 
+/// Render buffers above this capacity are shrunk after use.
+const KEEP_RENDER_BYTES: usize = 1 << 20;
+
 impl Rendered {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+    }
+
+    fn shrink(&mut self) {
+        if self.bytes.capacity() > KEEP_RENDER_BYTES {
+            self.clear();
+            self.bytes.shrink_to(KEEP_RENDER_BYTES / 4);
+            self.ends.shrink_to(KEEP_RENDER_BYTES / 256);
+        }
     }
 }
 
