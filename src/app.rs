@@ -2,6 +2,9 @@
 //! passed), spawns every long-lived task on one `TaskTracker` under one `CancellationToken`,
 //! tells systemd when it is ready, reloads the config on SIGHUP, and runs the one shutdown
 //! sequence.
+//!
+//! The HTTP endpoints run on a tracker and token of their own: they stop last, after every
+//! session has drained, so a final scrape during shutdown still answers (`/readyz` says 503).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -16,10 +19,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::cardano;
 use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
+use crate::exposition::Naming;
+use crate::http::{self, HttpState};
 use crate::ingest::Shared;
 use crate::live::{self, Live, ReloadMetrics};
 use crate::logs::{janitor, LogSettings};
 use crate::net::{self, Listener, Service};
+use crate::node::Nodes;
 use crate::resources;
 use crate::systemd::{Notifier, Systemd};
 use crate::telemetry::Telemetry;
@@ -120,15 +126,51 @@ pub async fn run(
             extra.describe()
         );
     }
-    let shared = Arc::new(Shared::new(&config, Telemetry::new()));
+    let help = match &config.metrics_help {
+        Some(help) => help.load().map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
+    let telemetry = Telemetry::new();
+    let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
+    let shared = Arc::new(Shared::new(&config, nodes, telemetry));
     let live = shared.live.clone();
     let reload_metrics = ReloadMetrics::register(&shared.telemetry.registry);
+    let http_state = Arc::new(HttpState::new(
+        shared.nodes.clone(),
+        shared.telemetry.clone(),
+        config.prometheus_labels.clone(),
+    ));
+    let mut http_listeners = Vec::new();
+    if let Some(ep) = &config.has_prometheus {
+        let l = http::bind(ep).await.context("binding hasPrometheus")?;
+        tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
+        http_listeners.push((l, http::prometheus_router(http_state.clone())));
+    }
+    if let Some(ep) = &config.has_ekg {
+        let l = http::bind(ep).await.context("binding hasEKG")?;
+        tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
+        http_listeners.push((l, http::ekg_router(http_state.clone())));
+    }
+    let http_cancel = CancellationToken::new();
+    let http_tracker = TaskTracker::new();
+    let mut http_described = Vec::new();
+    for (listener, router) in http_listeners {
+        http_described.push(format!("http://{}", describe(&listener)));
+        http_tracker.spawn(http::serve(
+            listener,
+            router,
+            http_cancel.clone(),
+            http_tracker.clone(),
+        ));
+    }
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(
         config.tracerd.limits.max_connections as usize,
     ));
-    let described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
+    let mut described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
+    described.extend(http_described);
     for (listener, service) in listeners {
         tracker.spawn(net::accept_loop(
             listener,
@@ -156,6 +198,7 @@ pub async fn run(
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
     live::emit_config_event(&config, "start");
+    http_state.set_ready(true);
     on_ready(&described);
     let notifier = systemd.notify;
     if let Some(n) = &notifier {
@@ -192,22 +235,29 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down: no new connections; draining sessions");
+    http_state.set_ready(false);
     if let Some(n) = &notifier {
         n.notify("STOPPING=1\nSTATUS=draining sessions");
     }
     cancel.cancel();
     tracker.close();
     let grace = Duration::from_secs_f64(live.current().config.tracerd.shutdown_grace_secs);
+    let started = tokio::time::Instant::now();
     let drained = tokio::time::timeout(grace, tracker.wait()).await;
+    // HTTP last: in-flight requests finish within what is left of the grace period.
+    http_cancel.cancel();
+    http_tracker.close();
+    let left = grace.saturating_sub(started.elapsed());
+    let http_drained = tokio::time::timeout(left, http_tracker.wait()).await;
     for path in socket_paths {
         let _ = std::fs::remove_file(path);
     }
-    match drained {
+    match drained.and(http_drained) {
         Ok(()) => {
             tracing::info!("shutdown complete");
             Ok(())
         }
-        Err(_) => Err(DrainTimeout(grace, tracker.len()).into()),
+        Err(_) => Err(DrainTimeout(grace, tracker.len() + http_tracker.len()).into()),
     }
 }
 
@@ -282,6 +332,12 @@ async fn ping_watchdog(notifier: Notifier, every: Duration, cancel: Cancellation
             _ = tick.tick() => notifier.notify("WATCHDOG=1"),
         }
     }
+}
+
+fn describe(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string())
 }
 
 fn prepare_root(root: &Path) -> anyhow::Result<()> {

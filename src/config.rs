@@ -34,6 +34,8 @@ pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
 /// Default rotation check period (cardano-tracer's default).
 pub const DEFAULT_ROTATION_FREQUENCY_SECS: u32 = 60;
+/// Port of the Prometheus endpoint in the embedded default config (the NixOS module's).
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 12808;
 /// Default maximum age of non-current log files: 24 h (cardano-tracer's default).
 pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
 
@@ -61,11 +63,12 @@ pub struct Config {
     /// Always request every metric (`GetAllMetrics`) instead of changes only.
     #[serde(default)]
     pub ekg_request_full: bool,
-    /// EKG-compatible HTTP endpoint (kept for #3).
+    /// EKG-compatible HTTP endpoint (off when absent).
     #[serde(default, rename = "hasEKG", skip_serializing_if = "Option::is_none")]
     pub has_ekg: Option<Endpoint>,
-    /// Prometheus HTTP endpoint (kept for #3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Prometheus HTTP endpoint: cardano-tracer's routes plus `/metrics` and `/api`. Default
+    /// `127.0.0.1:12808` (loopback); `hasPrometheus: null` serves no HTTP.
+    #[serde(default = "default_has_prometheus")]
     pub has_prometheus: Option<Endpoint>,
     /// cardano-tracer's timeseries endpoint: parsed, not served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,13 +85,14 @@ pub struct Config {
     /// Verbosity of connection problem reports.
     #[serde(default)]
     pub verbosity: Verbosity,
-    /// Strip `_int`, `_counter`, `_real` from Prometheus names (kept for #3).
+    /// Strip `_int`, `_counter`, `_real` from Prometheus names.
     #[serde(default)]
     pub metrics_no_suffix: bool,
-    /// HELP texts: a path to a JSON file or an inline map (kept for #3).
+    /// HELP texts: a path to a JSON file or an inline map; a file that cannot be read or is
+    /// not a JSON object of strings is a config error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_help: Option<MetricsHelp>,
-    /// Extra labels for Prometheus service discovery (kept for #3).
+    /// Extra labels for Prometheus service discovery (`/targets`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub prometheus_labels: BTreeMap<String, String>,
     /// Period of the daemon's own resource report, in milliseconds (kept for #6).
@@ -184,7 +188,7 @@ pub struct Endpoint {
     pub ep_host: String,
     /// Port to bind.
     pub ep_port: u16,
-    /// Serve HTTPS only (not supported; validation says so).
+    /// Serve HTTPS only (not supported; validation warns and serves plain HTTP).
     #[serde(
         default,
         rename = "epForceSSL",
@@ -299,6 +303,25 @@ pub enum MetricsHelp {
     File(PathBuf),
     /// Inline map `{name: help}`.
     Inline(BTreeMap<String, String>),
+}
+
+impl MetricsHelp {
+    /// The help map: the inline map, or the file's JSON object read now.
+    pub fn load(&self) -> Result<BTreeMap<String, String>, String> {
+        match self {
+            MetricsHelp::Inline(map) => Ok(map.clone()),
+            MetricsHelp::File(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                serde_json::from_str(&text).map_err(|e| {
+                    format!(
+                        "{} is not a JSON object of metric name to help text: {e}",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
 }
 
 /// tracerd's own settings, under the `tracerd` key.
@@ -452,6 +475,22 @@ pub struct Durability {
     /// Period of `fsync: interval`, in milliseconds.
     #[serde(default = "default_fsync_interval_ms")]
     pub fsync_interval_ms: u64,
+    /// What a node's writer does when its logs cannot be written (e.g. the disk is full).
+    #[serde(default)]
+    pub on_write_error: WriteErrorPolicy,
+}
+
+/// See [`Durability::on_write_error`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteErrorPolicy {
+    /// Retry every second, writing nothing twice and no partial line; meanwhile the node's
+    /// queue fills and tracerd stops reading its socket, so the node buffers (default).
+    #[default]
+    Backpressure,
+    /// Drop the batch, count it in `tracerd_trace_objects_dropped_total{reason="write_error"}`
+    /// and acknowledge past it, so the node does not resend it.
+    Drop,
 }
 
 impl Default for Durability {
@@ -459,6 +498,7 @@ impl Default for Durability {
         Durability {
             fsync: FsyncPolicy::default(),
             fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+            on_write_error: WriteErrorPolicy::default(),
         }
     }
 }
@@ -495,6 +535,13 @@ fn default_network() -> Option<Network> {
     Some(Network::AcceptAt(Address::Unix(PathBuf::from(
         DEFAULT_CARDANO_SOCKET,
     ))))
+}
+fn default_has_prometheus() -> Option<Endpoint> {
+    Some(Endpoint {
+        ep_host: "127.0.0.1".to_string(),
+        ep_port: DEFAULT_PROMETHEUS_PORT,
+        ep_force_ssl: None,
+    })
 }
 fn default_lo_request_num() -> u16 {
     100
@@ -546,7 +593,7 @@ fn default_fsync_interval_ms() -> u64 {
 impl Default for Config {
     /// The embedded default config: native listeners on `./tracerd.sock` and
     /// `127.0.0.1:3179`, Cardano nodes accepted at `./cardano-tracer.sock` (mainnet magic),
-    /// machine logs under `./logs`.
+    /// machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
     fn default() -> Self {
         Config {
             network_magic: DEFAULT_NETWORK_MAGIC,
@@ -555,7 +602,7 @@ impl Default for Config {
             ekg_request_freq: default_ekg_request_freq(),
             ekg_request_full: false,
             has_ekg: None,
-            has_prometheus: None,
+            has_prometheus: default_has_prometheus(),
             has_timeseries: None,
             tls_certificate: None,
             logging: default_logging(),
@@ -820,6 +867,37 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
             problem(
                 &format!("tracerd.native.acceptAt[{i}]"),
                 format!("{addr} is listed twice"),
+            );
+        }
+    }
+    if let Some(help) = &config.metrics_help {
+        if let Err(e) = help.load() {
+            problem("metricsHelp", e);
+        }
+    }
+    for (key, endpoint) in [
+        ("hasPrometheus", &config.has_prometheus),
+        ("hasEKG", &config.has_ekg),
+    ] {
+        let Some(ep) = endpoint else { continue };
+        if ep.ep_host.is_empty() {
+            problem(&format!("{key}.epHost"), "must not be empty".to_string());
+        }
+        if ep.ep_force_ssl == Some(true) {
+            warnings.push(Problem {
+                key: format!("{key}.epForceSSL"),
+                line: None,
+                message: "TLS is not supported yet: serving plain HTTP (as cardano-tracer does \
+                          without a certificate); put a TLS proxy in front"
+                    .to_string(),
+            });
+        }
+    }
+    if let (Some(p), Some(e)) = (&config.has_prometheus, &config.has_ekg) {
+        if p.ep_port == e.ep_port && p.ep_port != 0 {
+            problem(
+                "hasEKG.epPort",
+                format!("port {} is also hasPrometheus.epPort", e.ep_port),
             );
         }
     }

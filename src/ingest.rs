@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, Durability, FsyncPolicy, Limits};
+use crate::config::{Config, Durability, FsyncPolicy, Limits, WriteErrorPolicy};
 use crate::live::{Effective, Live};
-use crate::logs::writer::{Appended, NodeLog, WriteError};
+use crate::logs::writer::{NodeLog, WriteError};
 use crate::logs::LogSettings;
 use crate::model::{TraceBatch, TraceObject};
 use crate::node::{Lease, Nodes};
@@ -41,12 +41,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `config`, with an empty registry and fresh metrics.
-    pub fn new(config: &Config, telemetry: Telemetry) -> Shared {
+    /// Shared state for `config`, with the node registry and metrics.
+    pub fn new(config: &Config, nodes: Nodes, telemetry: Telemetry) -> Shared {
         Shared {
             network_magic: config.network_magic,
             live: Live::new(config.clone()),
-            nodes: Nodes::default(),
+            nodes,
             telemetry,
         }
     }
@@ -115,7 +115,7 @@ impl NodeSink {
     ) -> Result<NodeSink, SinkError> {
         let mut lease = shared
             .nodes
-            .claim_waiting(name, peer, crate::node::RECLAIM_WAIT)
+            .claim_waiting(name, peer, protocol, crate::node::RECLAIM_WAIT)
             .await;
         if lease.name() != name {
             tracing::info!(%peer, requested = %name, assigned = %lease.name(),
@@ -145,6 +145,7 @@ impl NodeSink {
         tracing::info!(%peer, protocol, node = %lease.name(), resume_after = log.seq(),
             files = ?log.current_paths(), "node connected");
         let (tx, rx) = mpsc::channel::<Job>(current.config.tracerd.limits.queue_batches);
+        lease.watch_queue(tx.downgrade());
         let (persisted_tx, persisted) = watch::channel(lease.persisted_seq);
         let writer = tokio::spawn(write_loop(
             log,
@@ -187,6 +188,7 @@ impl NodeSink {
 
     /// Queues a batch for writing, waiting while the queue is full (backpressure).
     pub async fn push(&mut self, batch: TraceBatch) -> Result<(), SinkError> {
+        self.lease.touch();
         self.received.inc_by(batch.objects.len() as u64);
         let Some(job) = number(
             batch,
@@ -287,9 +289,16 @@ fn number(
     })
 }
 
+/// How long a writer blocked by write errors waits between attempts.
+pub const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// A blocked writer reports its error at most this often.
+pub const WRITE_ERROR_REPORT: Duration = Duration::from_secs(30);
+
 /// The writer of one node: merges queued batches, writes them on the blocking pool with a
 /// checkpoint, and publishes the highest sequence number persisted under the durability
-/// policy.
+/// policy. Write errors (e.g. a full disk) either block the writer, which retries every
+/// [`WRITE_RETRY`] while its queue fills and the node is slowed down (backpressure), or drop
+/// the batch and count it (`onWriteError: drop`).
 async fn write_loop(
     log: NodeLog,
     mut rx: mpsc::Receiver<Job>,
@@ -301,12 +310,8 @@ async fn write_loop(
 ) -> Result<(), WriteError> {
     let written = telemetry.objects_written.with_label_values(&[&node]);
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
-    let task_failed = |e: tokio::task::JoinError| WriteError::Write {
-        path: node.clone().into(),
-        source: std::io::Error::other(e.to_string()),
-    };
     let interval = Duration::from_millis(durability.fsync_interval_ms.max(1));
-    let mut log = Some(log);
+    let mut writer = Blocking::new(log, node.clone());
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
     // Interval mode: data written but not yet synced and acknowledged.
     let mut unsynced = false;
@@ -316,16 +321,8 @@ async fn write_loop(
             tokio::select! {
                 n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
                 _ = tokio::time::sleep_until(last_sync + interval) => {
-                    let mut l = log.take().ok_or(WriteError::Closed)?;
-                    let (l, result) = tokio::task::spawn_blocking(move || {
-                        let r = l.checkpoint();
-                        (l, r)
-                    })
-                    .await
-                    .map_err(task_failed)?;
-                    result?;
-                    persisted.send_replace(l.seq());
-                    log = Some(l);
+                    let seq = writer.checkpoint(&telemetry).await?;
+                    persisted.send_replace(seq);
                     unsynced = false;
                     last_sync = Instant::now();
                     continue;
@@ -343,29 +340,15 @@ async fn write_loop(
             FsyncPolicy::Interval => last_sync.elapsed() >= interval,
         };
         let batch = std::mem::take(&mut jobs);
-        let mut l = log.take().ok_or(WriteError::Closed)?;
         if settings.has_changed().unwrap_or(false) {
             // A reload: the new rotation policy applies from this batch on.
-            l.set_policy(settings.borrow_and_update().logs.policy);
+            let policy = settings.borrow_and_update().logs.policy;
+            writer.run(move |log| log.set_policy(policy)).await?;
         }
-        let (l, batch, result) = tokio::task::spawn_blocking(move || {
-            let result = write_runs(&mut l, &batch, sync_now);
-            (l, batch, result)
-        })
-        .await
-        .map_err(task_failed)?;
+        let (batch, appended, seq) = writer
+            .write(batch, sync_now, durability.on_write_error, &telemetry)
+            .await?;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
-        let appended = match result {
-            Ok(appended) => appended,
-            Err(e) => {
-                telemetry.write_errors.inc();
-                telemetry
-                    .objects_dropped
-                    .with_label_values(&["write_error"])
-                    .inc_by(count);
-                return Err(e);
-            }
-        };
         telemetry
             .write_batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -375,10 +358,10 @@ async fn write_loop(
             tracing::warn!(node = %node, entries = appended.journal_truncated,
                 "journal entries too large for one datagram were sent with their message cut");
         }
-        written.inc_by(count);
+        written.inc_by(count.saturating_sub(appended.dropped));
         bytes.inc_by(appended.bytes);
         if sync_now {
-            persisted.send_replace(l.seq());
+            persisted.send_replace(seq);
             unsynced = false;
             if durability.fsync == FsyncPolicy::Interval {
                 last_sync = Instant::now();
@@ -386,47 +369,253 @@ async fn write_loop(
         } else {
             unsynced = true;
         }
-        log = Some(l);
         jobs = batch;
         jobs.clear();
     }
-    let Some(mut l) = log else {
-        return Ok(());
-    };
-    let l = tokio::task::spawn_blocking(move || {
-        l.sync()?;
-        l.checkpoint()?;
-        Ok::<_, WriteError>(l)
-    })
-    .await
-    .map_err(task_failed)??;
-    persisted.send_replace(l.seq());
+    let seq = writer.close().await?;
+    persisted.send_replace(seq);
     Ok(())
 }
 
-/// Writes queued jobs as runs of contiguous sequence numbers, then checkpoints if `checkpoint`
-/// (which syncs first in fsync modes).
-fn write_runs(log: &mut NodeLog, jobs: &[Job], checkpoint: bool) -> Result<Appended, WriteError> {
-    let now = utc::now_unix();
-    let mut total = Appended::default();
-    let mut run: Vec<&TraceObject> = Vec::new();
-    let mut run_first = 0;
-    for job in jobs {
+/// What one merged write did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    bytes: u64,
+    rotations: u64,
+    invalid_json: u64,
+    /// Journal entries sent with their message cut.
+    journal_truncated: u64,
+    /// Objects dropped under `onWriteError: drop`.
+    dropped: u64,
+}
+
+/// The node's [`NodeLog`], moved to the blocking pool for each operation.
+struct Blocking {
+    log: Option<NodeLog>,
+    node: String,
+    /// When the current error streak was last reported, and errors since.
+    reported: Option<(Instant, u64)>,
+    blocked_since: Option<Instant>,
+}
+
+impl Blocking {
+    fn new(log: NodeLog, node: String) -> Blocking {
+        Blocking {
+            log: Some(log),
+            node,
+            reported: None,
+            blocked_since: None,
+        }
+    }
+
+    /// Runs `f` on the log on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut NodeLog) -> R + Send + 'static,
+    ) -> Result<R, WriteError> {
+        let mut log = self.log.take().ok_or(WriteError::Closed)?;
+        let (log, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut log);
+            (log, r)
+        })
+        .await
+        .map_err(|e| WriteError::Write {
+            path: self.node.clone().into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.log = Some(log);
+        Ok(r)
+    }
+
+    /// Writes `jobs` (retrying or dropping on errors, per `policy`) and checkpoints if
+    /// `checkpoint`. Returns the jobs, what was written, and the sequence number on disk.
+    async fn write(
+        &mut self,
+        jobs: Vec<Job>,
+        checkpoint: bool,
+        policy: WriteErrorPolicy,
+        telemetry: &Telemetry,
+    ) -> Result<(Vec<Job>, Written, u64), WriteError> {
+        let mut jobs = jobs;
+        let mut from = 0;
+        let mut total = Written::default();
+        loop {
+            let (back, r) = self
+                .run(move |log| {
+                    let r = write_runs(log, &jobs, from, checkpoint);
+                    (jobs, r)
+                })
+                .await?;
+            jobs = back;
+            let (written, failure) = r;
+            total.bytes += written.bytes;
+            total.rotations += written.rotations;
+            total.invalid_json += written.invalid_json;
+            total.journal_truncated += written.journal_truncated;
+            let Some((failed_run, error)) = failure else {
+                self.resumed(telemetry);
+                let seq = self.log.as_ref().map_or(0, NodeLog::seq);
+                return Ok((jobs, total, seq));
+            };
+            self.failed(&error, telemetry, policy);
+            match policy {
+                WriteErrorPolicy::Backpressure => {
+                    from = failed_run;
+                    tokio::time::sleep(WRITE_RETRY).await;
+                }
+                WriteErrorPolicy::Drop => {
+                    let runs = runs(&jobs);
+                    let lost: u64 = runs[failed_run.min(runs.len())..]
+                        .iter()
+                        .map(|(_, r)| {
+                            jobs[r.clone()]
+                                .iter()
+                                .map(|j| j.objects.len() as u64)
+                                .sum::<u64>()
+                        })
+                        .sum();
+                    telemetry
+                        .objects_dropped
+                        .with_label_values(&["write_error"])
+                        .inc_by(lost);
+                    total.dropped += lost;
+                    let last = jobs.last().map_or(0, |j| j.last_seq);
+                    // Acknowledge past the dropped objects, so the node does not resend
+                    // them; the checkpoint may fail too while the disk is full.
+                    let seq = self
+                        .run(move |log| {
+                            log.discard_pending();
+                            let _ = log.set_seq(last.max(log.seq()));
+                            log.seq()
+                        })
+                        .await?;
+                    return Ok((jobs, total, seq));
+                }
+            }
+        }
+    }
+
+    /// Syncs (in fsync modes) and checkpoints; retries on errors.
+    async fn checkpoint(&mut self, telemetry: &Telemetry) -> Result<u64, WriteError> {
+        loop {
+            match self.run(|log| log.checkpoint().map(|()| log.seq())).await? {
+                Ok(seq) => {
+                    self.resumed(telemetry);
+                    return Ok(seq);
+                }
+                Err(e) => {
+                    self.failed(&e, telemetry, WriteErrorPolicy::Backpressure);
+                    tokio::time::sleep(WRITE_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Finishes: writes what a failure left (one attempt), syncs and checkpoints.
+    async fn close(&mut self) -> Result<u64, WriteError> {
+        self.run(|log| {
+            if log.has_pending() {
+                log.resume(utc::now_unix())?;
+            }
+            log.sync()?;
+            log.checkpoint()?;
+            Ok(log.seq())
+        })
+        .await?
+    }
+
+    fn failed(&mut self, error: &WriteError, telemetry: &Telemetry, policy: WriteErrorPolicy) {
+        telemetry.write_errors.inc();
+        if matches!(error, WriteError::Sync { .. }) {
+            telemetry.fsync_errors.inc();
+        }
+        if self.blocked_since.is_none() {
+            self.blocked_since = Some(Instant::now());
+            telemetry.writers_blocked.inc();
+        }
+        let due = match &mut self.reported {
+            Some((at, count)) if at.elapsed() < WRITE_ERROR_REPORT => {
+                *count += 1;
+                false
+            }
+            _ => true,
+        };
+        if due {
+            let suppressed = self.reported.map_or(0, |(_, n)| n);
+            let action = match policy {
+                WriteErrorPolicy::Backpressure => {
+                    "retrying every second; the node is slowed down meanwhile"
+                }
+                WriteErrorPolicy::Drop => "dropping the batch (onWriteError: drop)",
+            };
+            tracing::error!(node = %self.node, error = %crate::net::error_chain(error),
+                suppressed, "cannot write node logs; {action}");
+            self.reported = Some((Instant::now(), 0));
+        }
+    }
+
+    fn resumed(&mut self, telemetry: &Telemetry) {
+        if let Some(since) = self.blocked_since.take() {
+            telemetry.writers_blocked.dec();
+            self.reported = None;
+            tracing::info!(node = %self.node, after = ?since.elapsed(), "node log writing resumed");
+        }
+    }
+}
+
+/// Runs of contiguous sequence numbers: (first sequence number, range of jobs).
+fn runs(jobs: &[Job]) -> Vec<(u64, std::ops::Range<usize>)> {
+    let mut out: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut next = 0;
+    for (i, job) in jobs.iter().enumerate() {
         let first = job.last_seq + 1 - job.objects.len() as u64;
-        if !run.is_empty() && first != run_first + run.len() as u64 {
-            total += log.append_run(run_first, &run, now)?;
-            run.clear();
+        match out.last_mut() {
+            Some((_, range)) if first == next => range.end = i + 1,
+            _ => out.push((first, i..i + 1)),
         }
-        if run.is_empty() {
-            run_first = first;
-        }
-        run.extend(job.objects.iter());
+        next = job.last_seq + 1;
     }
-    total += log.append_run(run_first, &run, now)?;
+    out
+}
+
+/// Writes the runs of `jobs` from run `from` on (resuming a run a failure interrupted), then
+/// checkpoints if `checkpoint`. On failure returns the index of the run to retry from
+/// (`runs.len()` for the checkpoint itself).
+fn write_runs(
+    log: &mut NodeLog,
+    jobs: &[Job],
+    from: usize,
+    checkpoint: bool,
+) -> (Written, Option<(usize, WriteError)>) {
+    let now = utc::now_unix();
+    let mut total = Written::default();
+    let runs = runs(jobs);
+    for (i, (first, range)) in runs.iter().enumerate().skip(from) {
+        let result = if log.has_pending() {
+            log.resume(now)
+        } else {
+            let objects: Vec<&TraceObject> = jobs[range.clone()]
+                .iter()
+                .flat_map(|j| j.objects.iter())
+                .collect();
+            log.append_run(*first, &objects, now)
+        };
+        match result {
+            Ok(a) => {
+                total.bytes += a.bytes;
+                total.rotations += a.rotations;
+                total.invalid_json += a.invalid_json;
+                total.journal_truncated += a.journal_truncated;
+            }
+            Err(e) => return (total, Some((i, e))),
+        }
+    }
     if checkpoint {
-        log.checkpoint()?;
+        if let Err(e) = log.checkpoint() {
+            return (total, Some((runs.len(), e)));
+        }
     }
-    Ok(total)
+    (total, None)
 }
 
 #[cfg(test)]

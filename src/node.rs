@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::model::{DataPoint, MetricValue, MetricsUpdate};
+use crate::exposition::Naming;
+use crate::model::{DataPoint, MetricsUpdate};
+use crate::store::NodeLive;
 
 /// Longest sanitised name, in bytes, leaving room for a collision suffix within NAME_MAX.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -53,21 +55,60 @@ pub fn sanitise(name: &str) -> Result<String, NameError> {
     Ok(out)
 }
 
+/// cardano-tracer's URL slug of a node name: lowercase letters and digits, runs of `-`, `_`
+/// and spaces joined by one `-`, everything else dropped. Never empty (`node` instead).
+pub fn slugify(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut dash = false;
+    for c in name.chars() {
+        if c.is_alphanumeric() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.extend(c.to_lowercase());
+        } else if c == '-' || c == '_' || c.is_whitespace() {
+            dash = true;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("node");
+    }
+    out
+}
+
+/// Slugs that would shadow a fixed HTTP route; a node whose slug is one of these gets `-2`.
+pub const RESERVED_SLUGS: &[&str] = &["api", "healthz", "metrics", "readyz", "targets"];
+
 /// What tracerd knows about one node name, connected or not.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeState {
     /// A session currently holds this name.
     pub connected: bool,
     /// Highest sequence number persisted under this name.
     pub persisted_seq: u64,
-    /// Latest metric values by internal name.
-    pub metrics: HashMap<String, MetricValue>,
-    /// Latest data points by name (JSON text).
-    pub data_points: HashMap<String, String>,
-    /// Peer address of the current (or last) session.
-    pub peer: String,
-    /// Last measured round-trip time, in microseconds.
-    pub rtt_micros: Option<u64>,
+    /// URL slug, assigned on first claim and kept for the life of the process.
+    pub slug: String,
+    /// Metrics, data points and session facts of the current (or last) session.
+    pub live: Arc<NodeLive>,
+}
+
+/// A connected node as HTTP sees it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Node name (also its log directory).
+    pub name: String,
+    /// URL slug.
+    pub slug: String,
+    /// Its live state.
+    pub live: Arc<NodeLive>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    nodes: HashMap<String, NodeState>,
+    /// Slug to node name, for every name ever claimed.
+    slugs: HashMap<String, String>,
 }
 
 /// How long a connecting node waits for a session of the same name that is ending (draining
@@ -75,11 +116,22 @@ pub struct NodeState {
 pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
 
 /// Registry of node names; cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Nodes {
-    inner: Arc<Mutex<HashMap<String, NodeState>>>,
+    inner: Arc<Mutex<Registry>>,
+    naming: Arc<Naming>,
+    /// Counts metrics and data points refused by the per-node caps.
+    refused: prometheus::IntCounter,
     /// Woken whenever a name is released.
     released: Arc<Notify>,
+}
+
+impl Default for Nodes {
+    fn default() -> Self {
+        let refused = prometheus::IntCounter::new("refused", "refused")
+            .expect("metric name is a valid constant");
+        Nodes::new(Arc::default(), refused)
+    }
 }
 
 /// A claimed node name; releasing it (on drop) marks the node disconnected.
@@ -87,12 +139,23 @@ pub struct Nodes {
 pub struct Lease {
     nodes: Nodes,
     name: String,
+    live: Arc<NodeLive>,
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
 }
 
 impl Nodes {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, NodeState>> {
+    /// A registry whose metric names follow `naming`, counting refused metrics in `refused`.
+    pub fn new(naming: Arc<Naming>, refused: prometheus::IntCounter) -> Nodes {
+        Nodes {
+            inner: Arc::default(),
+            naming,
+            refused,
+            released: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -101,9 +164,15 @@ impl Nodes {
     /// Claims `name` (sanitised), waiting up to `wait` for a session holding it to end (a
     /// node reconnecting while its old session still drains gets its own name back), then
     /// falls back to [`Nodes::claim`].
-    pub async fn claim_waiting(&self, name: &str, peer: &str, wait: Duration) -> Lease {
+    pub async fn claim_waiting(
+        &self,
+        name: &str,
+        peer: &str,
+        protocol: &str,
+        wait: Duration,
+    ) -> Lease {
         self.wait_until_free(name, wait).await;
-        self.claim(name, peer)
+        self.claim(name, peer, protocol)
     }
 
     /// Waits up to `wait` until no connected session holds `name`; true if it is free.
@@ -113,7 +182,7 @@ impl Nodes {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if !self.lock().get(name).is_some_and(|s| s.connected) {
+            if !self.lock().nodes.get(name).is_some_and(|s| s.connected) {
                 return true;
             }
             if tokio::time::timeout_at(deadline, released).await.is_err() {
@@ -123,42 +192,95 @@ impl Nodes {
     }
 
     /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no
-    /// connected node holds. The choice depends only on which names are connected.
-    pub fn claim(&self, name: &str, peer: &str) -> Lease {
-        let mut map = self.lock();
+    /// connected node holds. The choice depends only on which names are connected. The new
+    /// session starts with no metrics and no data points.
+    pub fn claim(&self, name: &str, peer: &str, protocol: &str) -> Lease {
+        let mut reg = self.lock();
         let mut candidate = name.to_string();
         let mut n = 1u32;
-        while map.get(&candidate).is_some_and(|s| s.connected) {
+        while reg.nodes.get(&candidate).is_some_and(|s| s.connected) {
             n += 1;
             candidate = format!("{name}-{n}");
         }
-        let state = map.entry(candidate.clone()).or_default();
-        state.connected = true;
-        state.peer = peer.to_string();
-        state.rtt_micros = None;
+        let live = Arc::new(NodeLive::new(protocol, peer));
+        let persisted_seq = match reg.nodes.get_mut(&candidate) {
+            Some(state) => {
+                state.connected = true;
+                state.live = live.clone();
+                state.persisted_seq
+            }
+            None => {
+                let slug = unique_slug(&reg.slugs, &candidate);
+                reg.slugs.insert(slug.clone(), candidate.clone());
+                reg.nodes.insert(
+                    candidate.clone(),
+                    NodeState {
+                        connected: true,
+                        persisted_seq: 0,
+                        slug,
+                        live: live.clone(),
+                    },
+                );
+                0
+            }
+        };
         Lease {
             nodes: self.clone(),
-            persisted_seq: state.persisted_seq,
+            persisted_seq,
             name: candidate,
+            live,
         }
     }
 
     /// Names of connected nodes, sorted.
     pub fn connected(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
+        self.views().into_iter().map(|v| v.name).collect()
+    }
+
+    /// Connected nodes, sorted by name. Holds the registry lock only to copy the list.
+    pub fn views(&self) -> Vec<NodeView> {
+        let mut views: Vec<NodeView> = self
             .lock()
+            .nodes
             .iter()
             .filter(|(_, s)| s.connected)
-            .map(|(n, _)| n.clone())
+            .map(|(n, s)| NodeView {
+                name: n.clone(),
+                slug: s.slug.clone(),
+                live: s.live.clone(),
+            })
             .collect();
-        names.sort();
-        names
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        views
+    }
+
+    /// The connected node with this slug.
+    pub fn by_slug(&self, slug: &str) -> Option<NodeView> {
+        let reg = self.lock();
+        let name = reg.slugs.get(slug)?;
+        let state = reg.nodes.get(name).filter(|s| s.connected)?;
+        Some(NodeView {
+            name: name.clone(),
+            slug: slug.to_string(),
+            live: state.live.clone(),
+        })
     }
 
     /// Runs `f` on the state of `name`, if known.
     pub fn with<R>(&self, name: &str, f: impl FnOnce(&NodeState) -> R) -> Option<R> {
-        self.lock().get(name).map(f)
+        self.lock().nodes.get(name).map(f)
     }
+}
+
+fn unique_slug(taken: &HashMap<String, String>, name: &str) -> String {
+    let base = slugify(name);
+    let mut candidate = base.clone();
+    let mut n = 1u32;
+    while taken.contains_key(&candidate) || RESERVED_SLUGS.contains(&candidate.as_str()) {
+        n += 1;
+        candidate = format!("{base}-{n}");
+    }
+    candidate
 }
 
 impl Lease {
@@ -167,10 +289,9 @@ impl Lease {
         &self.name
     }
 
-    fn update(&self, f: impl FnOnce(&mut NodeState)) {
-        if let Some(state) = self.nodes.lock().get_mut(&self.name) {
-            f(state);
-        }
+    /// Records that a message arrived now (metrics, data points and pongs record it too).
+    pub fn touch(&self) {
+        self.live.touch();
     }
 
     /// Raises what is known to be persisted under this name (e.g. recovered from disk).
@@ -181,36 +302,44 @@ impl Lease {
 
     /// Records what has been persisted.
     pub fn set_persisted(&self, seq: u64) {
-        self.update(|s| s.persisted_seq = s.persisted_seq.max(seq));
+        if let Some(state) = self.nodes.lock().nodes.get_mut(&self.name) {
+            state.persisted_seq = state.persisted_seq.max(seq);
+        }
     }
 
-    /// Applies a metrics update.
+    /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
-        self.update(|s| {
-            if update.full {
-                s.metrics.clear();
-            }
-            s.metrics.extend(update.metrics);
-        });
+        self.live.touch();
+        let refused = self.live.apply_metrics(update, &self.nodes.naming);
+        self.nodes.refused.inc_by(refused);
     }
 
     /// Stores data points.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) {
-        self.update(|s| {
-            s.data_points
-                .extend(points.into_iter().map(|p| (p.name, p.json)))
-        });
+        self.live.touch();
+        let refused = self.live.apply_data_points(points);
+        self.nodes.refused.inc_by(refused);
     }
 
     /// Records a round-trip time.
     pub fn set_rtt(&self, micros: u64) {
-        self.update(|s| s.rtt_micros = Some(micros));
+        self.live.touch();
+        self.live.set_rtt(micros);
+    }
+
+    /// Lets HTTP report the depth of this session's write queue.
+    pub fn watch_queue<T: Send + 'static>(&self, queue: tokio::sync::mpsc::WeakSender<T>) {
+        self.live.watch_queue(queue);
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.update(|s| s.connected = false);
+        if let Some(state) = self.nodes.lock().nodes.get_mut(&self.name) {
+            if Arc::ptr_eq(&state.live, &self.live) {
+                state.connected = false;
+            }
+        }
         self.nodes.released.notify_waiters();
     }
 }
@@ -240,15 +369,15 @@ mod tests {
     #[test]
     fn collisions_get_distinct_deterministic_names() {
         let nodes = Nodes::default();
-        let a = nodes.claim("relay", "p1");
-        let b = nodes.claim("relay", "p2");
-        let c = nodes.claim("relay", "p3");
+        let a = nodes.claim("relay", "p1", "native");
+        let b = nodes.claim("relay", "p2", "native");
+        let c = nodes.claim("relay", "p3", "native");
         assert_eq!(
             (a.name(), b.name(), c.name()),
             ("relay", "relay-2", "relay-3")
         );
         drop(b);
-        let d = nodes.claim("relay", "p4");
+        let d = nodes.claim("relay", "p4", "native");
         assert_eq!(d.name(), "relay-2");
         drop(a);
         assert_eq!(nodes.connected(), vec!["relay-2", "relay-3"]);
@@ -257,17 +386,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_reconnecting_node_gets_its_name_back_once_the_old_session_ends() {
         let nodes = Nodes::default();
-        let old = nodes.claim("relay", "p1");
+        let old = nodes.claim("relay", "p1", "native");
         let n2 = nodes.clone();
-        let waiter =
-            tokio::spawn(async move { n2.claim_waiting("relay", "p2", RECLAIM_WAIT).await });
+        let waiter = tokio::spawn(async move {
+            n2.claim_waiting("relay", "p2", "native", RECLAIM_WAIT)
+                .await
+        });
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(old);
         assert_eq!(waiter.await.unwrap().name(), "relay");
         // A live duplicate is filed under a suffix after the wait.
-        let _live = nodes.claim("dup", "p1");
+        let _live = nodes.claim("dup", "p1", "native");
         let started = tokio::time::Instant::now();
-        let second = nodes.claim_waiting("dup", "p2", RECLAIM_WAIT).await;
+        let second = nodes
+            .claim_waiting("dup", "p2", "native", RECLAIM_WAIT)
+            .await;
         assert_eq!(second.name(), "dup-2");
         assert!(started.elapsed() >= RECLAIM_WAIT);
     }
@@ -275,10 +408,47 @@ mod tests {
     #[test]
     fn persisted_sequence_survives_reconnect() {
         let nodes = Nodes::default();
-        let a = nodes.claim("n", "p");
+        let a = nodes.claim("n", "p", "native");
         a.set_persisted(41);
         drop(a);
-        assert_eq!(nodes.claim("n", "p").persisted_seq, 41);
+        assert_eq!(nodes.claim("n", "p", "native").persisted_seq, 41);
+    }
+
+    #[test]
+    fn slugs_follow_cardano_and_stay_distinct() {
+        assert_eq!(slugify("machine_3001"), "machine-3001");
+        assert_eq!(slugify("127.0.0.1:30004"), "12700130004");
+        assert_eq!(slugify("TxGenerator"), "txgenerator");
+        assert_eq!(slugify("--a__b  c--"), "a-b-c");
+        assert_eq!(slugify("..."), "node");
+        let nodes = Nodes::default();
+        let a = nodes.claim("relay_1", "p", "native");
+        let b = nodes.claim("relay-1", "p", "native");
+        let m = nodes.claim("metrics", "p", "native");
+        let slugs: Vec<String> = nodes.views().into_iter().map(|v| v.slug).collect();
+        assert_eq!(slugs, vec!["metrics-2", "relay-1-2", "relay-1"]);
+        assert_eq!(nodes.by_slug("relay-1").unwrap().name, "relay_1");
+        drop((a, b, m));
+        assert!(nodes.by_slug("relay-1").is_none());
+        // A reconnect keeps its slug.
+        let _b = nodes.claim("relay-1", "p", "native");
+        assert_eq!(nodes.by_slug("relay-1-2").unwrap().name, "relay-1");
+    }
+
+    #[test]
+    fn a_new_session_starts_with_fresh_metrics() {
+        let nodes = Nodes::default();
+        let a = nodes.claim("n", "p1", "native");
+        a.apply_metrics(MetricsUpdate {
+            full: true,
+            metrics: vec![("x".into(), crate::model::MetricValue::Counter(1))],
+        });
+        assert_eq!(nodes.by_slug("n").unwrap().live.metrics().len(), 1);
+        drop(a);
+        let _b = nodes.claim("n", "p2", "tcp");
+        let view = nodes.by_slug("n").unwrap();
+        assert!(view.live.metrics().is_empty());
+        assert_eq!(view.live.session().peer, "p2");
     }
 
     proptest! {

@@ -1,9 +1,14 @@
 //! tracerd's own metrics: one `prometheus` registry of `tracerd_*` counters and gauges that
-//! every module records into, so each non-fatal problem is counted, never silent.
+//! every module records into, so each non-fatal problem is counted, never silent; plus the
+//! process metrics (CPU, RSS, open fds) read from `/proc` at scrape time, and the rendering of
+//! all of it in either exposition format.
 
+use prometheus::proto::MetricType;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+
+use crate::exposition::{self, Format, Kind};
 
 /// The daemon's own metrics. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -36,8 +41,20 @@ pub struct Telemetry {
     pub files_pruned: IntCounter,
     /// Log write errors.
     pub write_errors: IntCounter,
+    /// fsync failures (each closed its file and started a new one).
+    pub fsync_errors: IntCounter,
+    /// Node writers blocked by write errors now (e.g. disk full): 0 when all is well.
+    pub writers_blocked: prometheus::IntGauge,
     /// Latency of one write batch (render + write), seconds.
     pub write_batch_seconds: Histogram,
+    /// HTTP requests served, by route and status code.
+    pub http_requests: IntCounterVec,
+    /// Time to render one exposition, by route.
+    pub exposition_seconds: prometheus::HistogramVec,
+    /// Node metric samples left out of an exposition because their name collided.
+    pub metric_name_collisions: IntCounter,
+    /// Node metrics and data points refused by the per-node caps.
+    pub node_metrics_refused: IntCounter,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -84,7 +101,39 @@ impl Telemetry {
         .expect("valid constant");
         r.register(Box::new(write_batch_seconds.clone()))
             .expect("registered once");
+        let exposition_seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "tracerd_exposition_render_seconds",
+                "Time to render one metrics exposition, by route.",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )
+        .expect("valid constant");
+        r.register(Box::new(exposition_seconds.clone()))
+            .expect("registered once");
         Telemetry {
+            http_requests: counter_vec(
+                &r,
+                "tracerd_http_requests_total",
+                "HTTP requests served, by route and status code.",
+                &["route", "code"],
+            ),
+            metric_name_collisions: counter(
+                &r,
+                "tracerd_metric_name_collisions_total",
+                "Node metric samples left out of an exposition because their Prometheus name \
+                 collided with another metric's.",
+            ),
+            node_metrics_refused: counter(
+                &r,
+                "tracerd_node_metrics_refused_total",
+                "Node metrics and data points refused because the node already had the most \
+                 allowed.",
+            ),
+            exposition_seconds,
             connections_accepted: counter_vec(
                 &r,
                 "tracerd_connections_accepted_total",
@@ -149,6 +198,20 @@ impl Telemetry {
                 "tracerd_log_write_errors_total",
                 "Errors writing log files.",
             ),
+            fsync_errors: counter(
+                &r,
+                "tracerd_log_fsync_errors_total",
+                "fsync failures; each closed its file and started a new one.",
+            ),
+            writers_blocked: {
+                let g = prometheus::IntGauge::new(
+                    "tracerd_log_writers_blocked",
+                    "Node log writers blocked by write errors now (e.g. disk full).",
+                )
+                .expect("valid constant");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             nodes_connected,
             write_batch_seconds,
             registry: r,
@@ -163,6 +226,235 @@ impl Telemetry {
             tracing::error!(error = %e, "cannot render tracerd metrics");
         }
         out
+    }
+}
+
+impl Telemetry {
+    /// Appends every registered metric, then the process metrics, in `format` (no `# EOF`).
+    /// Reads `/proc`: call it off the async runtime's worker threads.
+    pub fn render_into(&self, format: Format, out: &mut String) {
+        for family in self.registry.gather() {
+            let kind = match family.get_field_type() {
+                MetricType::COUNTER => Kind::Counter,
+                MetricType::GAUGE => Kind::Gauge,
+                MetricType::HISTOGRAM => {
+                    write_histogram(out, format, &family);
+                    continue;
+                }
+                _ => continue,
+            };
+            let names = exposition::family_names(family.name(), kind);
+            exposition::write_header(out, format, &names, kind, family.help());
+            for m in family.get_metric() {
+                out.push_str(&names.series);
+                let labels = m.get_label().iter().map(|l| (l.name(), l.value()));
+                exposition::write_labels(out, labels);
+                out.push(' ');
+                let v = match kind {
+                    Kind::Counter => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+                exposition::write_f64(out, v);
+                out.push('\n');
+            }
+        }
+        let p = process::sample();
+        let mut gauge = |name: &str, help: &str, kind: Kind, v: Option<f64>| {
+            if let Some(v) = v {
+                let names = exposition::family_names(name, kind);
+                exposition::write_header(out, format, &names, kind, help);
+                out.push_str(&names.series);
+                out.push(' ');
+                exposition::write_f64(out, v);
+                out.push('\n');
+            }
+        };
+        gauge(
+            "tracerd_process_cpu_seconds_total",
+            "User and system CPU time of the tracerd process, in seconds.",
+            Kind::Counter,
+            p.cpu_seconds,
+        );
+        gauge(
+            "tracerd_process_resident_memory_bytes",
+            "Resident set size of the tracerd process, in bytes.",
+            Kind::Gauge,
+            p.resident_bytes,
+        );
+        gauge(
+            "tracerd_process_open_fds",
+            "Open file descriptors of the tracerd process.",
+            Kind::Gauge,
+            p.open_fds,
+        );
+        gauge(
+            "tracerd_process_max_fds",
+            "Limit on open file descriptors of the tracerd process.",
+            Kind::Gauge,
+            p.max_fds,
+        );
+        gauge(
+            "tracerd_process_threads",
+            "Threads of the tracerd process.",
+            Kind::Gauge,
+            p.threads,
+        );
+    }
+
+    /// Every name [`Telemetry::render_into`] writes, so node metrics cannot shadow them.
+    pub fn reserved_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .registry
+            .gather()
+            .iter()
+            .flat_map(|f| {
+                let n = f.name().to_string();
+                let base = n.strip_suffix("_total").unwrap_or(&n).to_string();
+                [
+                    format!("{base}_bucket"),
+                    format!("{base}_count"),
+                    format!("{base}_sum"),
+                    base,
+                    n,
+                ]
+            })
+            .collect();
+        for n in [
+            "tracerd_process_cpu_seconds",
+            "tracerd_process_cpu_seconds_total",
+            "tracerd_process_resident_memory_bytes",
+            "tracerd_process_open_fds",
+            "tracerd_process_max_fds",
+            "tracerd_process_threads",
+        ] {
+            names.push(n.to_string());
+        }
+        names
+    }
+}
+
+fn write_histogram(out: &mut String, format: Format, family: &prometheus::proto::MetricFamily) {
+    let base = family.name();
+    exposition::write_help_type(out, format, base, "histogram", family.help());
+    for m in family.get_metric() {
+        let h = m.get_histogram();
+        let labels: Vec<(&str, &str)> = m
+            .get_label()
+            .iter()
+            .map(|l| (l.name(), l.value()))
+            .collect();
+        let mut inf_seen = false;
+        for b in h.get_bucket() {
+            let le = b.upper_bound();
+            inf_seen |= le.is_infinite();
+            let mut le_text = String::new();
+            write_le(&mut le_text, le);
+            bucket_line(out, base, &labels, &le_text, b.cumulative_count());
+        }
+        if !inf_seen {
+            bucket_line(out, base, &labels, "+Inf", h.get_sample_count());
+        }
+        out.push_str(base);
+        out.push_str("_sum");
+        exposition::write_labels(out, labels.iter().copied());
+        out.push(' ');
+        exposition::write_f64(out, h.get_sample_sum());
+        out.push('\n');
+        out.push_str(base);
+        out.push_str("_count");
+        exposition::write_labels(out, labels.iter().copied());
+        out.push_str(&format!(" {}\n", h.get_sample_count()));
+    }
+}
+
+/// OpenMetrics wants canonical `le` values: `1.0`, not `1`.
+fn write_le(out: &mut String, le: f64) {
+    if le.is_finite() && le.fract() == 0.0 {
+        out.push_str(&format!("{le:.1}"));
+    } else {
+        exposition::write_f64(out, le);
+    }
+}
+
+fn bucket_line(out: &mut String, base: &str, labels: &[(&str, &str)], le: &str, count: u64) {
+    out.push_str(base);
+    out.push_str("_bucket");
+    let all = labels.iter().copied().chain(std::iter::once(("le", le)));
+    exposition::write_labels(out, all);
+    out.push_str(&format!(" {count}\n"));
+}
+
+/// Process metrics from `/proc/self`.
+pub mod process {
+    /// One reading; `None` where `/proc` did not tell.
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    pub struct Sample {
+        /// User + system CPU seconds.
+        pub cpu_seconds: Option<f64>,
+        /// Resident set size in bytes.
+        pub resident_bytes: Option<f64>,
+        /// Open file descriptors.
+        pub open_fds: Option<f64>,
+        /// Soft limit on open file descriptors.
+        pub max_fds: Option<f64>,
+        /// Threads.
+        pub threads: Option<f64>,
+    }
+
+    /// Clock ticks per second of `/proc/self/stat` times: `USER_HZ`, 100 on every Linux
+    /// architecture's user ABI (reading it with `sysconf` would need `unsafe`).
+    const USER_HZ: f64 = 100.0;
+
+    /// Reads `/proc/self/stat`, `/proc/self/status`, `/proc/self/fd` and `/proc/self/limits`
+    /// (blocking, but procfs reads never wait on a device).
+    pub fn sample() -> Sample {
+        let mut s = Sample::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which is in parentheses and may hold spaces;
+            // the first of them is field 3, utime is field 14 and stime field 15.
+            if let Some((_, rest)) = stat.rsplit_once(") ") {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+                if let (Some(u), Some(st)) = (field(14), field(15)) {
+                    s.cpu_seconds = Some((u + st) / USER_HZ);
+                }
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let value = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            s.resident_bytes = value("VmRSS:").map(|kib| kib * 1024.0);
+            s.threads = value("Threads:");
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            s.open_fds = Some(dir.count() as f64);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            s.max_fds = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<f64>().ok());
+        }
+        s
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn reads_this_process() {
+            let s = super::sample();
+            assert!(s.cpu_seconds.is_some_and(|c| c >= 0.0));
+            assert!(s.resident_bytes.is_some_and(|r| r > 0.0));
+            assert!(s.open_fds.is_some_and(|n| n >= 3.0));
+            assert!(s.max_fds.is_some_and(|n| n >= 3.0));
+            assert!(s.threads.is_some_and(|n| n >= 1.0));
+        }
     }
 }
 

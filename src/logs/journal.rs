@@ -59,15 +59,27 @@ fn connect(path: &Path) -> Result<UnixDatagram, JournalError> {
 }
 
 /// Sends one node's trace objects to journald, in the formats of its `JournalMode` targets.
+///
+/// Like the file targets, it is used in two steps: [`NodeJournal::render`] encodes a batch's
+/// entries, [`NodeJournal::send_pending`] sends them and, after an error, continues with the
+/// first entry not sent, so a retry neither loses nor repeats an entry.
 #[derive(Debug)]
 pub struct NodeJournal {
     path: PathBuf,
     socket: UnixDatagram,
     identifier: String,
     formats: Vec<LogFormat>,
-    entry: Vec<u8>,
+    /// Encoded entries of the pending batch, back to back.
+    entries: Vec<u8>,
+    /// End offset of each entry in `entries`.
+    ends: Vec<usize>,
+    /// Entries of the pending batch already sent.
+    done: usize,
     message: Vec<u8>,
 }
+
+/// Encoded-entry buffers above this capacity are shrunk after use.
+const KEEP_ENTRY_BYTES: usize = 1 << 20;
 
 impl NodeJournal {
     /// Connects to journald at `path` for the node `name`.
@@ -81,16 +93,26 @@ impl NodeJournal {
             socket: connect(path)?,
             identifier: name.to_string(),
             formats,
-            entry: Vec::with_capacity(1024),
+            entries: Vec::new(),
+            ends: Vec::new(),
+            done: 0,
             message: Vec::with_capacity(512),
         })
     }
 
-    /// Sends one entry per object and format; returns the bytes sent and the entries whose
-    /// message had to be cut.
-    pub fn send(&mut self, obj: &TraceObject) -> Result<(u64, u64), JournalError> {
-        let mut bytes = 0;
-        let mut cut = 0;
+    /// Drops the pending entries (sent or not).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.ends.clear();
+        self.done = 0;
+        if self.entries.capacity() > KEEP_ENTRY_BYTES {
+            self.entries.shrink_to(KEEP_ENTRY_BYTES / 4);
+            self.ends.shrink_to(KEEP_ENTRY_BYTES / 256);
+        }
+    }
+
+    /// Encodes the entries of `obj` (one per format) as pending.
+    pub fn render(&mut self, obj: &TraceObject) {
         for i in 0..self.formats.len() {
             self.message.clear();
             match self.formats[i] {
@@ -104,50 +126,76 @@ impl NodeJournal {
                     .message
                     .extend_from_slice(obj.human.as_deref().unwrap_or(&obj.machine).as_bytes()),
             }
-            encode_entry(&mut self.entry, &self.identifier, obj, &self.message);
-            match self.send_entry() {
-                Ok(()) => {}
+            encode_entry(&mut self.entries, &self.identifier, obj, &self.message);
+            self.ends.push(self.entries.len());
+        }
+    }
+
+    /// Whether some pending entry is not sent yet.
+    pub fn has_pending(&self) -> bool {
+        self.done < self.ends.len()
+    }
+
+    /// Sends the pending entries not sent yet; returns the bytes sent and the entries whose
+    /// message had to be cut to fit a datagram. On error, the next call resumes there.
+    pub fn send_pending(&mut self) -> Result<(u64, u64), JournalError> {
+        let mut bytes = 0;
+        let mut cut = 0;
+        while self.done < self.ends.len() {
+            let start = if self.done == 0 {
+                0
+            } else {
+                self.ends[self.done - 1]
+            };
+            let entry = &self.entries[start..self.ends[self.done]];
+            let sent = match send_entry(&mut self.socket, &self.path, entry) {
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    self.message.truncate(TRUNCATED_MESSAGE_BYTES);
-                    self.message
-                        .extend_from_slice(" [truncated by tracerd]".as_bytes());
-                    encode_entry(&mut self.entry, &self.identifier, obj, &self.message);
-                    self.send_entry().map_err(|source| JournalError::Io {
-                        path: self.path.clone(),
-                        source,
-                    })?;
+                    let short = truncate_entry(entry);
                     cut += 1;
+                    send_entry(&mut self.socket, &self.path, &short).map(|()| short.len())
                 }
-                Err(source) => {
-                    return Err(JournalError::Io {
-                        path: self.path.clone(),
-                        source,
-                    })
-                }
-            }
-            bytes += self.entry.len() as u64;
+                other => other.map(|()| entry.len()),
+            };
+            bytes += sent.map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })? as u64;
+            self.done += 1;
         }
         Ok((bytes, cut))
     }
+}
 
-    /// Sends the encoded entry, reconnecting once if journald was restarted.
-    fn send_entry(&mut self) -> io::Result<()> {
-        match self.socket.send(&self.entry) {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ECONNREFUSED) | Some(libc::ENOTCONN)
-                ) =>
-            {
-                let socket = UnixDatagram::unbound()?;
-                socket.connect(&self.path)?;
-                self.socket = socket;
-                self.socket.send(&self.entry).map(|_| ())
-            }
-            Err(e) => Err(e),
+/// Sends one entry, reconnecting once if journald was restarted.
+fn send_entry(socket: &mut UnixDatagram, path: &Path, entry: &[u8]) -> io::Result<()> {
+    match socket.send(entry) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNREFUSED) | Some(libc::ENOTCONN)
+            ) =>
+        {
+            let fresh = UnixDatagram::unbound()?;
+            fresh.connect(path)?;
+            *socket = fresh;
+            socket.send(entry).map(|_| ())
         }
+        Err(e) => Err(e),
     }
+}
+
+/// The entry with its `MESSAGE` cut to [`TRUNCATED_MESSAGE_BYTES`] and marked.
+fn truncate_entry(entry: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TRUNCATED_MESSAGE_BYTES + 512);
+    for (key, mut value) in decode_entry(entry).unwrap_or_default() {
+        if key == "MESSAGE" && value.len() > TRUNCATED_MESSAGE_BYTES {
+            value.truncate(TRUNCATED_MESSAGE_BYTES);
+            value.extend_from_slice(b" [truncated by tracerd]");
+        }
+        field(&mut out, &key, &value);
+    }
+    out
 }
 
 /// journald's priority for a Cardano severity (syslog levels, Emergency 0 .. Debug 7).
@@ -164,9 +212,8 @@ pub fn priority(severity: Severity) -> u8 {
     }
 }
 
-/// Encodes one journal entry for `obj` with `message` into `out` (cleared first).
+/// Appends one journal entry for `obj` with `message` to `out`.
 pub fn encode_entry(out: &mut Vec<u8>, identifier: &str, obj: &TraceObject, message: &[u8]) {
-    out.clear();
     field(out, "MESSAGE", message);
     field(out, "PRIORITY", &[b'0' + priority(obj.severity)]);
     field(out, "SYSLOG_IDENTIFIER", identifier.as_bytes());
@@ -269,7 +316,10 @@ mod tests {
         probe(&path).unwrap();
         let mut j = NodeJournal::open(&path, "n", vec![LogFormat::ForMachine, LogFormat::ForHuman])
             .unwrap();
-        j.send(&obj(Some("added block"))).unwrap();
+        j.render(&obj(Some("added block")));
+        assert!(j.has_pending());
+        j.send_pending().unwrap();
+        assert!(!j.has_pending());
         let mut buf = vec![0u8; 4096];
         let n = rx.recv(&mut buf).unwrap();
         let machine = decode_entry(&buf[..n]).unwrap();
@@ -282,5 +332,17 @@ mod tests {
             probe(&tmp.path().join("none")),
             Err(JournalError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn an_oversized_message_is_cut_to_fit() {
+        let mut out = Vec::new();
+        let long = vec![b'x'; TRUNCATED_MESSAGE_BYTES * 3];
+        encode_entry(&mut out, "n", &obj(None), &long);
+        let short = decode_entry(&truncate_entry(&out)).unwrap();
+        assert_eq!(short[0].0, "MESSAGE");
+        assert!(short[0].1.ends_with(b"[truncated by tracerd]"));
+        assert_eq!(short[0].1.len(), TRUNCATED_MESSAGE_BYTES + 23);
+        assert_eq!(short.len(), decode_entry(&out).unwrap().len());
     }
 }

@@ -61,6 +61,15 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// `fdatasync` failed; the file was replaced by a new one.
+    #[error("fsync of {path} failed; data written since the last good fsync may be lost on power failure")]
+    Sync {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// The writer was used after a failure closed it.
     #[error("log writer already closed")]
     Closed,
@@ -105,7 +114,10 @@ struct OpenFile {
     dir: PathBuf,
     file: File,
     key: FileKey,
+    /// Bytes of whole lines in the file; after a failed write the file is cut back to this.
     len: u64,
+    /// Lines of the pending render already written to this file.
+    done: usize,
 }
 
 /// The open files of one node.
@@ -120,6 +132,12 @@ pub struct NodeLog {
     seq: u64,
     /// Sync data before writing a checkpoint (fsync durability modes).
     sync_checkpoints: bool,
+    /// Lines in the current render (every target must reach this many `done`).
+    pending_lines: usize,
+    /// Sequence number of the last line of the pending render, if numbered.
+    pending_seq: Option<u64>,
+    /// Objects of the pending render whose machine text was not JSON.
+    invalid_pending: u64,
     /// The node's journald sender (`JournalMode` targets).
     journal: Option<NodeJournal>,
 }
@@ -162,6 +180,7 @@ impl NodeLog {
                 file,
                 key,
                 len: 0,
+                done: 0,
             });
         }
         let state = match files.first() {
@@ -189,6 +208,9 @@ impl NodeLog {
             state,
             seq: recovered.persisted.unwrap_or(0),
             sync_checkpoints,
+            pending_lines: 0,
+            pending_seq: None,
+            invalid_pending: 0,
         };
         log.checkpoint()?;
         Ok((log, recovered))
@@ -229,8 +251,63 @@ impl NodeLog {
             self.seq = first_seq - 1;
             self.checkpoint()?;
         }
-        let out = self.append(objects.iter().copied(), now)?;
-        self.seq = first_seq + objects.len() as u64 - 1;
+        self.render(objects.iter().copied());
+        self.pending_seq = Some(first_seq + objects.len() as u64 - 1);
+        self.resume(now)
+    }
+
+    /// Whether a failed write left lines to write (see [`NodeLog::resume`]).
+    pub fn has_pending(&self) -> bool {
+        self.files.iter().any(|f| f.done < self.pending_lines)
+            || self.journal.as_ref().is_some_and(NodeJournal::has_pending)
+    }
+
+    /// Gives up the lines a failed write left (they are dropped, not written).
+    pub fn discard_pending(&mut self) {
+        self.pending_lines = 0;
+        self.pending_seq = None;
+        if let Some(journal) = &mut self.journal {
+            journal.clear();
+        }
+        for f in &mut self.files {
+            f.done = 0;
+        }
+    }
+
+    /// Writes what the last render still lacks in every target. After an error every file
+    /// ends on a line boundary (a partial write is cut back), and calling `resume` again
+    /// continues exactly where it stopped: no line is lost or written twice.
+    pub fn resume(&mut self, now: i64) -> Result<Appended, WriteError> {
+        let mut out = Appended::default();
+        let policy = self.policy;
+        for f in &mut self.files {
+            let rendered = match f.format {
+                LogFormat::ForMachine => &self.machine,
+                LogFormat::ForHuman => &self.human,
+            };
+            let before = f.done;
+            let result = write_lines(f, rendered, policy.as_ref(), now);
+            out.bytes += line_bytes(rendered, before, f.done);
+            out.rotations += result?;
+        }
+        if let Some(journal) = &mut self.journal {
+            let (bytes, cut) = journal.send_pending()?;
+            out.bytes += bytes;
+            out.journal_truncated += cut;
+            journal.clear();
+        }
+        out.invalid_json = std::mem::take(&mut self.invalid_pending);
+        if let Some(seq) = self.pending_seq.take() {
+            self.seq = seq;
+        }
+        self.pending_lines = 0;
+        for f in &mut self.files {
+            f.done = 0;
+        }
+        // A burst must not pin its buffers for the life of a now quiet connection: with
+        // thousands of nodes that would be most of tracerd's memory.
+        self.machine.shrink();
+        self.human.shrink();
         Ok(out)
     }
 
@@ -266,21 +343,33 @@ impl NodeLog {
     }
 
     /// Writes `objects` to every target, rotating at line boundaries as the size limit
-    /// requires. On error, lines before the failing write are on disk.
+    /// requires. On error, see [`NodeLog::resume`].
     pub fn append<'a>(
         &mut self,
         objects: impl IntoIterator<Item = &'a TraceObject>,
         now: i64,
     ) -> Result<Appended, WriteError> {
-        let mut out = Appended::default();
+        self.render(objects);
+        self.pending_seq = None;
+        self.resume(now)
+    }
+
+    /// Renders `objects` once per format in use, as the pending lines of every target.
+    fn render<'a>(&mut self, objects: impl IntoIterator<Item = &'a TraceObject>) {
+        debug_assert!(!self.has_pending(), "render over lines not yet written");
         let need_machine = self.files.iter().any(|f| f.format == LogFormat::ForMachine);
         let need_human = self.files.iter().any(|f| f.format == LogFormat::ForHuman);
         self.machine.clear();
         self.human.clear();
+        if let Some(journal) = &mut self.journal {
+            journal.clear();
+        }
+        let mut lines = 0;
         for obj in objects {
+            lines += 1;
             if need_machine {
                 if !format::push_machine(&mut self.machine.bytes, obj) {
-                    out.invalid_json += 1;
+                    self.invalid_pending += 1;
                 }
                 self.machine.ends.push(self.machine.bytes.len());
             }
@@ -289,43 +378,70 @@ impl NodeLog {
                 self.human.ends.push(self.human.bytes.len());
             }
             if let Some(journal) = &mut self.journal {
-                let (bytes, cut) = journal.send(obj)?;
-                out.bytes += bytes;
-                out.journal_truncated += cut;
+                journal.render(obj);
             }
         }
-        let policy = self.policy;
+        self.pending_lines = lines;
         for f in &mut self.files {
-            let rendered = match f.format {
-                LogFormat::ForMachine => &self.machine,
-                LogFormat::ForHuman => &self.human,
-            };
-            out.rotations += write_lines(f, rendered, policy.as_ref(), now)?;
-            out.bytes += rendered.bytes.len() as u64;
+            f.done = 0;
         }
-        Ok(out)
     }
 
-    /// Flushes every file to stable storage (`fdatasync`).
+    /// Flushes every file to stable storage (`fdatasync`). A file whose sync fails is closed
+    /// and replaced by a new one (after a failed fsync the kernel may have dropped the data,
+    /// and a later fsync of the same file could succeed falsely); the error is returned.
     pub fn sync(&mut self) -> Result<(), WriteError> {
+        let mut first_error = None;
+        let now = crate::utc::now_unix();
         for f in &mut self.files {
-            f.file.sync_data().map_err(|source| WriteError::Write {
-                path: f.dir.join(f.key.file_name(f.format.extension())),
-                source,
-            })?;
+            if let Err(source) = f.file.sync_data() {
+                let path = f.dir.join(f.key.file_name(f.format.extension()));
+                if let Err(e) = rotate(f, now) {
+                    tracing::error!(error = %e, "cannot replace a log file after an fsync error");
+                }
+                first_error.get_or_insert(WriteError::Sync { path, source });
+            }
         }
-        Ok(())
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
+
+/// Render buffers above this capacity are shrunk after use.
+const KEEP_RENDER_BYTES: usize = 1 << 20;
 
 impl Rendered {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
     }
+
+    fn shrink(&mut self) {
+        if self.bytes.capacity() > KEEP_RENDER_BYTES {
+            self.clear();
+            self.bytes.shrink_to(KEEP_RENDER_BYTES / 4);
+            self.ends.shrink_to(KEEP_RENDER_BYTES / 256);
+        }
+    }
 }
 
-/// Writes whole lines, each run of lines that fits in one `write_all`, rotating in between.
+/// Bytes of lines `from..to` of `rendered`.
+fn line_bytes(rendered: &Rendered, from: usize, to: usize) -> u64 {
+    if to <= from {
+        return 0;
+    }
+    let start = if from == 0 {
+        0
+    } else {
+        rendered.ends[from - 1]
+    };
+    (rendered.ends[to - 1] - start) as u64
+}
+
+/// Writes the lines of `rendered` from `f.done` on, each run of lines that fits in one
+/// `write_all`, rotating in between. Advances `f.done` past every line fully written.
 fn write_lines(
     f: &mut OpenFile,
     rendered: &Rendered,
@@ -333,36 +449,48 @@ fn write_lines(
     now: i64,
 ) -> Result<u64, WriteError> {
     let mut rotations = 0;
-    let mut chunk_start = 0;
-    let mut chunk_len: u64 = 0;
-    let mut line_start = 0;
-    for &end in &rendered.ends {
+    let first = f.done;
+    let mut line_start = if first == 0 {
+        0
+    } else {
+        rendered.ends[first - 1]
+    };
+    let mut chunk_start = line_start;
+    let mut chunk_lines = 0;
+    for &end in &rendered.ends[first..] {
         let line_len = (end - line_start) as u64;
+        let chunk_len = (line_start - chunk_start) as u64;
         if rotation::must_rotate(policy, f.len + chunk_len, line_len) {
-            write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+            write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
             rotate(f, now)?;
             rotations += 1;
             chunk_start = line_start;
-            chunk_len = 0;
+            chunk_lines = 0;
         }
-        chunk_len += line_len;
+        chunk_lines += 1;
         line_start = end;
     }
-    write_chunk(f, &rendered.bytes[chunk_start..line_start])?;
+    write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
     Ok(rotations)
 }
 
-fn write_chunk(f: &mut OpenFile, bytes: &[u8]) -> Result<(), WriteError> {
+/// Appends whole lines; on failure cuts the file back to its last line boundary.
+fn write_chunk(f: &mut OpenFile, bytes: &[u8], lines: usize) -> Result<(), WriteError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    f.file
-        .write_all(bytes)
-        .map_err(|source| WriteError::Write {
+    if let Err(source) = f.file.write_all(bytes) {
+        // A short write may have left part of a line: remove it, so the file stays whole
+        // lines and a retry appends after a newline. If even that fails, the next
+        // session's recovery cuts it.
+        let _ = f.file.set_len(f.len);
+        return Err(WriteError::Write {
             path: f.dir.join(f.key.file_name(f.format.extension())),
             source,
-        })?;
+        });
+    }
     f.len += bytes.len() as u64;
+    f.done += lines;
     Ok(())
 }
 

@@ -310,6 +310,7 @@ mod in_process {
     use tracerd::config::Config;
     use tracerd::ingest::Shared;
     use tracerd::model::MetricValue;
+    use tracerd::node::Nodes;
     use tracerd::telemetry::Telemetry;
 
     fn setup(dir: &Path) -> (Arc<Shared>, Arc<cardano::Settings>) {
@@ -318,7 +319,7 @@ mod in_process {
         config.ekg_request_freq = 0.05;
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         config.network_magic = MAGIC;
-        let shared = Arc::new(Shared::new(&config, Telemetry::new()));
+        let shared = Arc::new(Shared::new(&config, Nodes::default(), Telemetry::new()));
         (shared, Arc::new(cardano::Settings::from_config(&config)))
     }
 
@@ -346,7 +347,7 @@ mod in_process {
     fn metric(shared: &Shared, node: &str, name: &str) -> Option<MetricValue> {
         shared
             .nodes
-            .with(node, |s| s.metrics.get(name).cloned())
+            .with(node, |s| s.live.metrics().get(name).cloned())
             .flatten()
     }
 
@@ -375,7 +376,7 @@ mod in_process {
         );
         let info = shared
             .nodes
-            .with("relay-m", |s| s.data_points.get("NodeInfo").cloned())
+            .with("relay-m", |s| s.live.data_point("NodeInfo"))
             .flatten()
             .unwrap();
         assert!(info.contains("\"niName\":\"relay-m\""), "{info}");

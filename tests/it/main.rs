@@ -3,6 +3,8 @@
 mod cardano;
 mod cli;
 mod crash;
+mod faults;
+mod http;
 mod ingest;
 mod rotation;
 mod service;

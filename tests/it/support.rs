@@ -58,6 +58,11 @@ impl Daemon {
             dir.path().join("t.sock").display()
         ));
         config.push_str(extra);
+        if !config.contains("hasPrometheus") {
+            // HTTP is on by default (127.0.0.1:12808); tests running in parallel must not
+            // share that port.
+            config.push_str("hasPrometheus: null\n");
+        }
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, config).unwrap();
         Daemon {

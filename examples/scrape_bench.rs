@@ -1,0 +1,99 @@
+//! Scrape benchmark: renders `/metrics` for many nodes × many metrics, and one node's route,
+//! and prints p50/p99. Run with `cargo run --release --example scrape_bench [nodes] [metrics]`
+//! (defaults 1000 × 200).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tracerd::exposition::Format;
+use tracerd::http::{render_all, render_node, HttpState};
+use tracerd::model::{MetricValue, MetricsUpdate};
+use tracerd::node::Nodes;
+use tracerd::telemetry::Telemetry;
+
+/// A cardano-like mix: gauges (`_int`), counters, numeric labels (`_real`), label sets.
+fn metrics(node: usize, count: usize) -> Vec<(String, MetricValue)> {
+    (0..count)
+        .map(|i| {
+            let v = (node * 1000 + i) as f64;
+            match i % 20 {
+                0..=11 => (
+                    format!("cardano.node.metrics.Area{}.gaugeValue{i}_int", i % 7),
+                    MetricValue::Gauge(v),
+                ),
+                12..=15 => (
+                    format!("cardano.node.metrics.Area{}.served{i}_counter", i % 7),
+                    MetricValue::Counter(v as i64),
+                ),
+                16..=18 => (
+                    format!("cardano.node.metrics.Area{}.ratio{i}_real", i % 7),
+                    MetricValue::Label(format!("{}", v / 7.0)),
+                ),
+                _ => (
+                    format!("cardano.node.metrics.build{i}"),
+                    MetricValue::Label(format!("{{version=\"10.{i}\",commit=\"abc{node}\"}} 1")),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let nodes_n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let metrics_n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    let nodes = Nodes::default();
+    let leases: Vec<_> = (0..nodes_n)
+        .map(|n| {
+            let lease = nodes.claim(&format!("relay-{n:04}"), "127.0.0.1:1", "native");
+            lease.apply_metrics(MetricsUpdate {
+                full: true,
+                metrics: metrics(n, metrics_n),
+            });
+            lease
+        })
+        .collect();
+    let state = HttpState::new(nodes.clone(), Telemetry::new(), BTreeMap::new());
+    let views = nodes.views();
+    for format in [Format::OpenMetrics, Format::Text] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..200 {
+            let t = Instant::now();
+            let body = render_all(&state, &views, format);
+            times.push(t.elapsed());
+            size = body.len();
+        }
+        times.sort();
+        println!(
+            "/metrics {format:?}: {} nodes x {} metrics = {} series, {:.1} MiB: p50 {:.1} ms, p99 {:.1} ms",
+            nodes_n,
+            metrics_n,
+            nodes_n * metrics_n,
+            size as f64 / (1 << 20) as f64,
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+        );
+        let mut times = Vec::new();
+        for i in 0..2000 {
+            let view = &views[i % views.len()];
+            let t = Instant::now();
+            let (body, _) = render_node(view, format);
+            times.push(t.elapsed());
+            std::hint::black_box(body);
+        }
+        times.sort();
+        println!(
+            "/<slug> {format:?}: {} metrics: p50 {:.3} ms, p99 {:.3} ms",
+            metrics_n,
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    drop(leases);
+}

@@ -1,0 +1,670 @@
+//! The Prometheus exposition: naming node metrics as cardano-tracer does, choosing a type for
+//! every value, and rendering one node's metrics or many nodes' merged families in the
+//! OpenMetrics 1.0 or text 0.0.4 format. Pure code: no I/O, no locks beyond the name cache.
+//!
+//! Output is valid in both formats whatever a node sends: names are sanitised, label values and
+//! HELP texts escaped, every family has one HELP and one TYPE line, families are sorted by name,
+//! and two metrics that would share a Prometheus name are never both written (the one whose
+//! internal name sorts first wins; the others are counted as collisions).
+//!
+//! Types: counters are written with a `_total` sample name (OpenMetrics requires it, promtool
+//! asks for it), gauges as they are, labels holding a number as gauges, labels holding a label
+//! set `{k="v",...} 1` (cardano's `PrometheusM`) as info metrics named `<name>_info`, and any
+//! other label text as an info metric with the text in its `value` label.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use crate::model::MetricValue;
+
+/// Content type of OpenMetrics 1.0 output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text;version=1.0.0;charset=utf-8";
+/// Content type of Prometheus text 0.0.4 output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain;version=0.0.4;charset=utf-8";
+/// Most distinct internal names whose Prometheus names are cached.
+const NAME_CACHE_LIMIT: usize = 1 << 18;
+
+/// Which exposition format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0: families without `_total`/`_info`, `info` type, `# EOF`.
+    OpenMetrics,
+    /// Prometheus text 0.0.4: info metrics as gauges, no `# EOF`.
+    Text,
+}
+
+impl Format {
+    /// cardano-tracer's negotiation: OpenMetrics when `Accept` is absent or mentions
+    /// `application/openmetrics-text`, text 0.0.4 otherwise.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            None => Format::OpenMetrics,
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            Some(_) => Format::Text,
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The Prometheus names of one internal metric name, computed once and shared by every node
+/// that sends the name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MetricName {
+    /// The name as the node sent it, e.g. `cardano.node.metrics.blockNum_int`.
+    pub internal: Box<str>,
+    /// Sanitised name (cardano-tracer's rules); `None` when nothing usable is left.
+    pub family: Option<Box<str>>,
+    /// HELP text: the first `metricsHelp` entry whose key is a substring of the internal
+    /// name, else the internal name itself (promtool wants a HELP for every family).
+    pub help: Box<str>,
+}
+
+/// How internal names become Prometheus names: `metricsNoSuffix`, `metricsHelp`, and a cache.
+#[derive(Debug, Default)]
+pub struct Naming {
+    no_suffix: bool,
+    help: Vec<(String, String)>,
+    cache: Mutex<HashMap<Box<str>, Arc<MetricName>>>,
+}
+
+impl Naming {
+    /// A naming policy; `help` is searched in its (sorted) key order.
+    pub fn new(no_suffix: bool, help: BTreeMap<String, String>) -> Naming {
+        Naming {
+            no_suffix,
+            help: help.into_iter().collect(),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// The names of `internal`, from the cache when possible.
+    pub fn name(&self, internal: &str) -> Arc<MetricName> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = cache.get(internal) {
+            return n.clone();
+        }
+        let name = Arc::new(self.compute(internal));
+        if cache.len() < NAME_CACHE_LIMIT {
+            cache.insert(internal.into(), name.clone());
+        }
+        name
+    }
+
+    fn compute(&self, internal: &str) -> MetricName {
+        let help = self
+            .help
+            .iter()
+            .find(|(k, _)| internal.contains(k.as_str()))
+            .map_or(internal, |(_, v)| v.as_str());
+        MetricName {
+            internal: internal.into(),
+            family: sanitise(internal, self.no_suffix),
+            help: help.into(),
+        }
+    }
+}
+
+/// cardano-tracer's name rules: optionally strip `_int`/`_counter`/`_real`, turn `.`, `-` and
+/// spaces into `_`, drop any other character outside `[A-Za-z0-9_]`. A leading digit gets a `_`
+/// in front so the result is a valid Prometheus name; `None` if nothing is left.
+pub fn sanitise(internal: &str, no_suffix: bool) -> Option<Box<str>> {
+    let mut name = internal;
+    if no_suffix {
+        for suffix in ["_int", "_counter", "_real"] {
+            if let Some(stripped) = name.strip_suffix(suffix) {
+                name = stripped;
+                break;
+            }
+        }
+    }
+    let mut out = String::with_capacity(name.len() + 1);
+    for c in name.chars() {
+        match c {
+            '.' | '-' | ' ' => out.push('_'),
+            c if c.is_ascii_alphanumeric() || c == '_' => out.push(c),
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    Some(out.into_boxed_str())
+}
+
+/// The kind a value is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `counter`, sample `<base>_total`.
+    Counter,
+    /// `gauge`.
+    Gauge,
+    /// `info` (OpenMetrics) or `gauge` (text), sample `<base>_info`, value 1.
+    Info,
+}
+
+/// A value classified for writing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape<'a> {
+    /// Counter value.
+    Counter(i64),
+    /// Gauge value (also labels whose text is a number in another spelling).
+    Gauge(f64),
+    /// A label whose text is a plain decimal number (`-12.5e3`), written as it is.
+    GaugeText(&'a str),
+    /// Label set of an info metric, unescaped values.
+    Info(Vec<(&'a str, String)>),
+}
+
+impl Shape<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            Shape::Counter(_) => Kind::Counter,
+            Shape::Gauge(_) | Shape::GaugeText(_) => Kind::Gauge,
+            Shape::Info(_) => Kind::Info,
+        }
+    }
+}
+
+/// Classifies a stored value.
+pub fn shape(value: &MetricValue) -> Shape<'_> {
+    match value {
+        MetricValue::Counter(n) => Shape::Counter(*n),
+        MetricValue::Gauge(g) => Shape::Gauge(*g),
+        MetricValue::Label(text) => {
+            let trimmed = text.trim();
+            if let Ok(number) = trimmed.parse::<f64>() {
+                let plain = trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '-')
+                    && trimmed.ends_with(|c: char| c.is_ascii_digit())
+                    && trimmed.bytes().all(|b| {
+                        b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+')
+                    });
+                if plain && number.is_finite() {
+                    return Shape::GaugeText(trimmed);
+                }
+                return Shape::Gauge(number);
+            }
+            if let Some(set) = parse_label_set(text) {
+                return Shape::Info(set);
+            }
+            Shape::Info(vec![("value", text.clone())])
+        }
+    }
+}
+
+/// Parses `{k="v",...}` optionally followed by a value (cardano's `PrometheusM` text). Label
+/// names must be valid, not reserved (`__...`) and distinct; `None` otherwise.
+pub fn parse_label_set(text: &str) -> Option<Vec<(&str, String)>> {
+    let mut rest = text.trim_start().strip_prefix('{')?;
+    let mut labels: Vec<(&str, String)> = Vec::new();
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix('}') {
+            rest = after;
+            break;
+        }
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let key = &rest[..end];
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && !key.starts_with("__");
+        if !valid || labels.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        rest = rest[end..].trim_start().strip_prefix('=')?;
+        rest = rest.trim_start().strip_prefix('"')?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let close = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()? {
+                    (_, 'n') => value.push('\n'),
+                    (_, c) => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key, value));
+        rest = rest[close + 1..].trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after;
+        } else if !rest.starts_with('}') {
+            return None;
+        }
+    }
+    let tail = rest.trim();
+    if !tail.is_empty() && tail.parse::<f64>().is_err() {
+        return None;
+    }
+    Some(labels)
+}
+
+/// Appends `value` escaped for a label value (`\`, `"`, newline).
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(out: &mut String, text: &str, format: Format) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == Format::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends an integer without going through `fmt`.
+pub fn write_i64(out: &mut String, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
+/// Appends a sample value: integers as they are, `NaN`, `+Inf`, `-Inf`.
+pub fn write_f64(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        write_i64(out, v as i64);
+    } else if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// The names one family is written under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyNames {
+    /// OpenMetrics family name (no `_total`/`_info`).
+    pub base: String,
+    /// Sample name (and the text format's family name).
+    pub series: String,
+}
+
+/// The names a family of `kind` called `name` is written under.
+pub fn family_names(name: &str, kind: Kind) -> FamilyNames {
+    let (base, suffix) = match kind {
+        Kind::Counter => (name.strip_suffix("_total").unwrap_or(name), "_total"),
+        Kind::Info => (name.strip_suffix("_info").unwrap_or(name), "_info"),
+        Kind::Gauge => (name, ""),
+    };
+    let base = if base.is_empty() { name } else { base };
+    FamilyNames {
+        base: base.to_string(),
+        series: format!("{base}{suffix}"),
+    }
+}
+
+/// Appends the HELP and TYPE lines of a family.
+pub fn write_header(out: &mut String, format: Format, names: &FamilyNames, kind: Kind, help: &str) {
+    let (name, ty) = match (format, kind) {
+        (Format::OpenMetrics, Kind::Counter) => (&names.base, "counter"),
+        (Format::OpenMetrics, Kind::Info) => (&names.base, "info"),
+        (_, Kind::Gauge) => (&names.series, "gauge"),
+        (Format::Text, Kind::Counter) => (&names.series, "counter"),
+        (Format::Text, Kind::Info) => (&names.series, "gauge"),
+    };
+    write_help_type(out, format, name, ty, help);
+}
+
+/// Appends `# HELP <name> <help>` and `# TYPE <name> <ty>`, escaping the help text.
+pub fn write_help_type(out: &mut String, format: Format, name: &str, ty: &str, help: &str) {
+    out.push_str("# HELP ");
+    out.push_str(name);
+    out.push(' ');
+    escape_help(out, help, format);
+    out.push_str("\n# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(ty);
+    out.push('\n');
+}
+
+/// Appends `{k="v",...}` (nothing when `labels` is empty).
+pub fn write_labels<'a>(out: &mut String, labels: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    let mut first = true;
+    for (k, v) in labels {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label_value(out, v);
+        out.push('"');
+    }
+    if !first {
+        out.push('}');
+    }
+}
+
+/// Hashes the renderer's `(pointer, kind)` keys with one multiply instead of SipHash: the
+/// keys are addresses of our own allocations, not attacker-chosen.
+#[derive(Debug, Clone, Copy, Default)]
+struct BuildPtrHasher;
+
+#[derive(Debug, Default)]
+struct PtrHasher(u64);
+
+impl std::hash::BuildHasher for BuildPtrHasher {
+    type Hasher = PtrHasher;
+    fn build_hasher(&self) -> PtrHasher {
+        PtrHasher(0)
+    }
+}
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// One family being collected: every sample of one internal name and kind.
+#[derive(Debug)]
+struct Group {
+    name: Arc<MetricName>,
+    names: FamilyNames,
+    kind: Kind,
+    body: String,
+    /// Samples of the last few nodes, moved to `body` every [`STAGED_NODES`] nodes: writing
+    /// many families' samples node by node scatters stores over as many buffers, which is
+    /// cheap while they stay in cache and slow once they do not.
+    staged: String,
+}
+
+/// Nodes whose samples are staged before they are appended to the family buffers.
+const STAGED_NODES: usize = 16;
+
+/// What a render left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderStats {
+    /// Families written.
+    pub families: usize,
+    /// Samples dropped because their Prometheus name collided with another metric's, or
+    /// because their internal name had no usable character.
+    pub collisions: u64,
+}
+
+/// Collects the metrics of one or many nodes and writes them as sorted, deduplicated families.
+#[derive(Debug)]
+pub struct Renderer {
+    format: Format,
+    index: HashMap<(usize, Kind), usize, BuildPtrHasher>,
+    groups: Vec<Group>,
+    reserved: HashSet<String>,
+    stats: RenderStats,
+    numeric_prefix: String,
+    info_prefix: String,
+    nodes_hint: usize,
+    nodes_staged: usize,
+    spare: Vec<String>,
+}
+
+impl Renderer {
+    /// An empty renderer.
+    pub fn new(format: Format) -> Renderer {
+        Renderer {
+            format,
+            index: HashMap::default(),
+            groups: Vec::new(),
+            reserved: HashSet::new(),
+            stats: RenderStats::default(),
+            numeric_prefix: String::new(),
+            info_prefix: String::new(),
+            nodes_hint: 1,
+            nodes_staged: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Hands the renderer family buffers of an earlier render to write into, so a large
+    /// render does not fault in fresh memory every time.
+    pub fn reuse(&mut self, buffers: Vec<String>) {
+        self.spare = buffers;
+    }
+
+    /// An empty renderer that expects about `nodes` calls of [`Renderer::add_node`], so each
+    /// family's buffer is sized once instead of growing by copies.
+    pub fn with_nodes(format: Format, nodes: usize) -> Renderer {
+        Renderer {
+            nodes_hint: nodes.max(1),
+            ..Renderer::new(format)
+        }
+    }
+
+    /// Keeps node metrics from using `name` (a family or sample name written by someone else).
+    pub fn reserve(&mut self, name: &str) {
+        self.reserved.insert(name.to_string());
+    }
+
+    /// Adds one node's metrics; with `node` every sample gets a `node_name` label (and a node
+    /// label set's own `node_name` becomes `exported_node_name`).
+    pub fn add_node<'a>(
+        &mut self,
+        node: Option<&str>,
+        metrics: impl IntoIterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+    ) {
+        self.info_prefix.clear();
+        self.numeric_prefix.clear();
+        if let Some(node) = node {
+            self.info_prefix.push_str("node_name=\"");
+            escape_label_value(&mut self.info_prefix, node);
+            self.info_prefix.push('"');
+            self.numeric_prefix.push('{');
+            self.numeric_prefix.push_str(&self.info_prefix);
+            self.numeric_prefix.push('}');
+        }
+        self.numeric_prefix.push(' ');
+        self.nodes_staged += 1;
+        if self.nodes_staged >= STAGED_NODES {
+            self.flush_staged();
+        }
+        for (name, value) in metrics {
+            let Some(family) = name.family.as_deref() else {
+                self.stats.collisions += 1;
+                continue;
+            };
+            let shape = shape(value);
+            let kind = shape.kind();
+            let key = (Arc::as_ptr(name) as usize, kind);
+            let i = match self.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let names = family_names(family, kind);
+                    let line = names.series.len() + self.numeric_prefix.len() + 24;
+                    let mut body = self.spare.pop().unwrap_or_default();
+                    body.clear();
+                    body.reserve(line * self.nodes_hint);
+                    self.groups.push(Group {
+                        name: name.clone(),
+                        names,
+                        kind,
+                        body,
+                        staged: String::with_capacity(line * STAGED_NODES.min(self.nodes_hint)),
+                    });
+                    self.index.insert(key, self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
+            };
+            let group = &mut self.groups[i];
+            write_sample(
+                &mut group.staged,
+                &group.names.series,
+                &self.numeric_prefix,
+                &self.info_prefix,
+                &shape,
+            );
+        }
+    }
+
+    fn flush_staged(&mut self) {
+        self.nodes_staged = 0;
+        for g in &mut self.groups {
+            g.body.push_str(&g.staged);
+            g.staged.clear();
+        }
+    }
+
+    /// Writes every family, sorted by name, dropping collisions. Does not write `# EOF`.
+    pub fn finish(self, out: &mut String) -> RenderStats {
+        self.finish_reusing(out, &mut Vec::new())
+    }
+
+    /// [`Renderer::finish`], handing the emptied family buffers to `spare` for the next render.
+    pub fn finish_reusing(mut self, out: &mut String, spare: &mut Vec<String>) -> RenderStats {
+        self.flush_staged();
+        let mut groups = std::mem::take(&mut self.groups);
+        out.reserve(groups.iter().map(|g| g.body.len() + 128).sum());
+        groups.sort_by(|a, b| {
+            (&a.names.base, a.kind, &a.name.internal).cmp(&(
+                &b.names.base,
+                b.kind,
+                &b.name.internal,
+            ))
+        });
+        let mut pending: Option<Group> = None;
+        for group in groups {
+            if let Some(p) = &mut pending {
+                if p.kind == group.kind && p.name.internal == group.name.internal {
+                    // The same internal name from an uncached lookup: one family.
+                    p.body.push_str(&group.body);
+                    spare.push(group.body);
+                    continue;
+                }
+            }
+            if let Some(p) = pending.take() {
+                spare.push(self.emit(out, p));
+            }
+            let names = &group.names;
+            if self.reserved.contains(&names.base) || self.reserved.contains(&names.series) {
+                self.stats.collisions += group.body.lines().count() as u64;
+                spare.push(group.body);
+                continue;
+            }
+            self.reserved.insert(names.base.clone());
+            self.reserved.insert(names.series.clone());
+            pending = Some(group);
+        }
+        if let Some(p) = pending.take() {
+            spare.push(self.emit(out, p));
+        }
+        spare.append(&mut self.spare);
+        self.stats
+    }
+
+    /// Writes a family; returns its buffer for reuse.
+    fn emit(&mut self, out: &mut String, group: Group) -> String {
+        write_header(out, self.format, &group.names, group.kind, &group.name.help);
+        out.push_str(&group.body);
+        self.stats.families += 1;
+        group.body
+    }
+}
+
+/// Appends one sample line: `series`, then `numeric` (`{node_name="x"} ` or a space) and
+/// the value, or for info metrics the labels after `info` (`node_name="x"` or nothing).
+fn write_sample(out: &mut String, series: &str, numeric: &str, info: &str, shape: &Shape<'_>) {
+    out.push_str(series);
+    match shape {
+        Shape::Counter(n) => {
+            out.push_str(numeric);
+            write_i64(out, *n);
+        }
+        Shape::Gauge(v) => {
+            out.push_str(numeric);
+            write_f64(out, *v);
+        }
+        Shape::GaugeText(text) => {
+            out.push_str(numeric);
+            out.push_str(text);
+        }
+        Shape::Info(labels) => {
+            out.push('{');
+            out.push_str(info);
+            let mut first = info.is_empty();
+            for (k, v) in labels {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                if !info.is_empty() && *k == "node_name" {
+                    out.push_str("exported_node_name");
+                } else {
+                    out.push_str(k);
+                }
+                out.push_str("=\"");
+                escape_label_value(out, v);
+                out.push('"');
+            }
+            out.push_str("} 1");
+        }
+    }
+    out.push('\n');
+}
+
+/// Renders one node's metrics (cardano-tracer's `/<slug>` route), ending with `# EOF` in
+/// OpenMetrics.
+pub fn render_node<'a>(
+    format: Format,
+    metrics: impl IntoIterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+) -> (String, RenderStats) {
+    let mut renderer = Renderer::new(format);
+    renderer.add_node(None, metrics);
+    let mut out = String::new();
+    let stats = renderer.finish(&mut out);
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    (out, stats)
+}
+
+#[cfg(test)]
+mod tests;

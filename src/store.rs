@@ -1,0 +1,346 @@
+//! The live state of one node that HTTP serves: its latest metric values, data points and
+//! session facts, each behind its own short-held lock so that ingest and scrapes of thousands
+//! of nodes never wait on one another for long.
+//!
+//! Ingest takes a node's metric write lock only to apply one update; a scrape takes each
+//! node's read lock in turn, only while writing that node's samples (microseconds), never a
+//! lock across nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use crate::exposition::{MetricName, Naming};
+use crate::model::{DataPoint, MetricValue, MetricsUpdate};
+
+/// Most distinct metrics kept per node; further new names are refused (and counted).
+pub const MAX_METRICS_PER_NODE: usize = 65_536;
+/// Most data points kept per node; further new names are refused (and counted).
+pub const MAX_DATA_POINTS_PER_NODE: usize = 4_096;
+
+/// One stored metric.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Its names, shared with every node sending the same internal name.
+    pub name: Arc<MetricName>,
+    /// Latest value.
+    pub value: MetricValue,
+}
+
+/// The latest value of every metric of one node, by internal name.
+#[derive(Debug, Default)]
+pub struct MetricStore {
+    slots: HashMap<String, Slot>,
+}
+
+impl MetricStore {
+    /// Applies a full snapshot (replacing everything) or a delta; returns how many new names
+    /// were refused because the node already has [`MAX_METRICS_PER_NODE`].
+    pub fn apply(&mut self, update: MetricsUpdate, naming: &Naming) -> u64 {
+        let mut refused = 0;
+        if update.full {
+            let mut old = std::mem::take(&mut self.slots);
+            for (key, value) in update.metrics {
+                match old.remove(&key) {
+                    Some(mut slot) => {
+                        slot.value = value;
+                        self.slots.insert(key, slot);
+                    }
+                    None => refused += self.insert_new(key, value, naming),
+                }
+            }
+        } else {
+            for (key, value) in update.metrics {
+                match self.slots.get_mut(key.as_str()) {
+                    Some(slot) => slot.value = value,
+                    None => refused += self.insert_new(key, value, naming),
+                }
+            }
+        }
+        refused
+    }
+
+    fn insert_new(&mut self, key: String, value: MetricValue, naming: &Naming) -> u64 {
+        if self.slots.len() >= MAX_METRICS_PER_NODE {
+            return 1;
+        }
+        let name = naming.name(&key);
+        self.slots.insert(key, Slot { name, value });
+        0
+    }
+
+    /// Every metric, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<MetricName>, &MetricValue)> {
+        self.slots.values().map(|s| (&s.name, &s.value))
+    }
+
+    /// One metric by internal name.
+    pub fn get(&self, internal: &str) -> Option<&MetricValue> {
+        self.slots.get(internal).map(|s| &s.value)
+    }
+
+    /// Number of metrics.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No metrics yet.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+/// Facts about the node's current (or last) session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Protocol the session speaks (`native`, ...).
+    pub protocol: String,
+    /// Peer address.
+    pub peer: String,
+    /// When the session was accepted, milliseconds since the Unix epoch.
+    pub connected_since_ms: u64,
+}
+
+/// Everything HTTP reads about one node; shared by the node's session (through its lease)
+/// and the registry.
+#[derive(Debug, Default)]
+pub struct NodeLive {
+    metrics: RwLock<MetricStore>,
+    data_points: RwLock<HashMap<String, String>>,
+    session: Mutex<SessionInfo>,
+    last_message_ms: AtomicU64,
+    /// Round-trip time in microseconds, `u64::MAX` when not measured yet.
+    rtt_micros: AtomicU64,
+    refused: AtomicU64,
+    queue: Mutex<Option<QueueProbe>>,
+}
+
+/// Reads the depth of a session's write queue without keeping the queue open.
+pub struct QueueProbe(Box<dyn Fn() -> Option<usize> + Send + Sync>);
+
+impl std::fmt::Debug for QueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueProbe")
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl NodeLive {
+    /// Fresh state for a new session: metrics and data points of an earlier session are gone.
+    pub fn new(protocol: &str, peer: &str) -> NodeLive {
+        NodeLive {
+            session: Mutex::new(SessionInfo {
+                protocol: protocol.to_string(),
+                peer: peer.to_string(),
+                connected_since_ms: now_ms(),
+            }),
+            rtt_micros: AtomicU64::new(u64::MAX),
+            ..NodeLive::default()
+        }
+    }
+
+    /// Read access to the metrics; hold it only while copying or rendering this node.
+    pub fn metrics(&self) -> RwLockReadGuard<'_, MetricStore> {
+        // Every update is applied entry by entry; a panic mid-update leaves valid entries.
+        self.metrics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a metrics update; returns how many new names were refused.
+    pub fn apply_metrics(&self, update: MetricsUpdate, naming: &Naming) -> u64 {
+        let refused = self
+            .metrics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(update, naming);
+        if refused > 0 {
+            self.refused.fetch_add(refused, Ordering::Relaxed);
+        }
+        refused
+    }
+
+    /// Stores data points; returns how many new names were refused.
+    pub fn apply_data_points(&self, points: Vec<DataPoint>) -> u64 {
+        let mut map = self.data_points.write().unwrap_or_else(|e| e.into_inner());
+        let mut refused = 0;
+        for p in points {
+            if map.len() >= MAX_DATA_POINTS_PER_NODE && !map.contains_key(&p.name) {
+                refused += 1;
+                continue;
+            }
+            map.insert(p.name, p.json);
+        }
+        self.refused.fetch_add(refused, Ordering::Relaxed);
+        refused
+    }
+
+    /// A data point's JSON text.
+    pub fn data_point(&self, name: &str) -> Option<String> {
+        self.data_points
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of the node's data points, sorted.
+    pub fn data_point_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .data_points
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Session facts.
+    pub fn session(&self) -> SessionInfo {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records that a message arrived now.
+    pub fn touch(&self) {
+        self.last_message_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the last message arrived, milliseconds since the Unix epoch.
+    pub fn last_message_ms(&self) -> Option<u64> {
+        match self.last_message_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Records a round-trip time.
+    pub fn set_rtt(&self, micros: u64) {
+        self.rtt_micros
+            .store(micros.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    /// Last round-trip time, in microseconds.
+    pub fn rtt_micros(&self) -> Option<u64> {
+        match self.rtt_micros.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            us => Some(us),
+        }
+    }
+
+    /// Watches the session's write queue through a weak handle (the queue still closes when
+    /// the session drops its sender).
+    pub fn watch_queue<T: Send + 'static>(&self, queue: tokio::sync::mpsc::WeakSender<T>) {
+        let probe = QueueProbe(Box::new(move || {
+            queue.upgrade().map(|tx| tx.max_capacity() - tx.capacity())
+        }));
+        *self.queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+    }
+
+    /// Batches waiting in the session's write queue; `None` when no queue is open.
+    pub fn queue_depth(&self) -> Option<usize> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|probe| (probe.0)())
+    }
+
+    /// Metrics and data points refused by the per-node caps.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(full: bool, m: &[(&str, MetricValue)]) -> MetricsUpdate {
+        MetricsUpdate {
+            full,
+            metrics: m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn full_snapshots_replace_and_deltas_update() {
+        let naming = Naming::default();
+        let mut s = MetricStore::default();
+        s.apply(
+            update(
+                true,
+                &[
+                    ("a", MetricValue::Counter(1)),
+                    ("b", MetricValue::Gauge(2.0)),
+                ],
+            ),
+            &naming,
+        );
+        s.apply(update(false, &[("a", MetricValue::Counter(5))]), &naming);
+        assert_eq!(s.get("a"), Some(&MetricValue::Counter(5)));
+        assert_eq!(s.get("b"), Some(&MetricValue::Gauge(2.0)));
+        s.apply(
+            update(true, &[("c", MetricValue::Label("x".into()))]),
+            &naming,
+        );
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get("a"), None);
+    }
+
+    #[test]
+    fn names_are_shared_between_nodes() {
+        let naming = Naming::default();
+        let (mut a, mut b) = (MetricStore::default(), MetricStore::default());
+        a.apply(update(true, &[("x.y", MetricValue::Counter(1))]), &naming);
+        b.apply(update(true, &[("x.y", MetricValue::Counter(2))]), &naming);
+        let na = a.iter().next().unwrap().0.clone();
+        let nb = b.iter().next().unwrap().0.clone();
+        assert!(Arc::ptr_eq(&na, &nb));
+    }
+
+    #[tokio::test]
+    async fn queue_depth_is_read_without_keeping_the_queue_open() {
+        let live = NodeLive::new("native", "p");
+        assert_eq!(live.queue_depth(), None);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u8>(8);
+        live.watch_queue(tx.downgrade());
+        tx.send(1).await.unwrap();
+        tx.send(2).await.unwrap();
+        assert_eq!(live.queue_depth(), Some(2));
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(2));
+        assert_eq!(rx.recv().await, None);
+        assert_eq!(live.queue_depth(), None);
+    }
+
+    #[test]
+    fn caps_refuse_new_names_only() {
+        let live = NodeLive::new("native", "p");
+        let naming = Naming::default();
+        let many: Vec<(String, MetricValue)> = (0..MAX_METRICS_PER_NODE + 3)
+            .map(|i| (format!("m{i}"), MetricValue::Counter(1)))
+            .collect();
+        live.apply_metrics(
+            MetricsUpdate {
+                full: true,
+                metrics: many,
+            },
+            &naming,
+        );
+        assert_eq!(live.metrics().len(), MAX_METRICS_PER_NODE);
+        assert_eq!(live.refused(), 3);
+        live.apply_metrics(update(false, &[("m0", MetricValue::Counter(9))]), &naming);
+        assert_eq!(live.refused(), 3);
+        assert_eq!(live.metrics().get("m0"), Some(&MetricValue::Counter(9)));
+    }
+}
