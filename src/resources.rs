@@ -63,7 +63,7 @@ pub async fn report_periodically(live: Live, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        if period.is_none() || live.current().config.resource_freq.is_none() {
+        if period.is_none() {
             continue;
         }
         let Ok(s) = tokio::task::spawn_blocking(sample).await else {

@@ -400,3 +400,16 @@ async fn sighup_changes_the_own_log_level() {
     d.signal("TERM");
     assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
 }
+
+#[test]
+fn resource_freq_reports_own_usage_and_a_reload_can_switch_it_on() {
+    let mut d = Daemon::start("");
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    assert!(!d.stderr().contains("rss_bytes="));
+    d.write_config(&format!("{config}resourceFreq: 100\n"));
+    d.signal("HUP");
+    let log = d.wait_log("rss_bytes=", 2);
+    assert!(log.contains("key=resourceFreq"), "{log}");
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+}
