@@ -68,6 +68,7 @@ pub struct SimNode {
     node_info: Option<Vec<u8>>,
     legacy_ekg: bool,
     metrics: Mutex<Vec<(String, EkgValue)>>,
+    data_points: Mutex<Vec<(String, Vec<u8>)>>,
     queue: Mutex<VecDeque<TraceObject>>,
     notify: Notify,
     sent: AtomicU64,
@@ -97,6 +98,7 @@ impl SimNode {
             node_info: None,
             legacy_ekg: false,
             metrics: Mutex::new(Vec::new()),
+            data_points: Mutex::new(Vec::new()),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             sent: AtomicU64::new(0),
@@ -121,6 +123,15 @@ impl SimNode {
         match metrics.iter_mut().find(|(n, _)| n == name) {
             Some(entry) => entry.1 = value,
             None => metrics.push((name.to_string(), value)),
+        }
+    }
+
+    /// Sets (or adds) a data point other than `NodeInfo`, as JSON text.
+    pub fn set_data_point(&self, name: &str, json: &str) {
+        let mut points = lock(&self.data_points);
+        match points.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = json.as_bytes().to_vec(),
+            None => points.push((name.to_string(), json.as_bytes().to_vec())),
         }
     }
 
@@ -200,7 +211,11 @@ impl SimNode {
                                 let values: Vec<_> = names
                                     .into_iter()
                                     .map(|n| {
-                                        let v = (n == "NodeInfo").then(|| self.node_info.clone()).flatten();
+                                        let v = if n == "NodeInfo" {
+                                            self.node_info.clone()
+                                        } else {
+                                            lock(&self.data_points).iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+                                        };
                                         (n, v)
                                     })
                                     .collect();
