@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, CodecError, EkgRequest, EkgValue};
 use super::handshake::{self, HandshakeError, Outcome};
-use super::mux::{Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
+use super::mux::{send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
 use super::naming::{self, Source};
 use super::Settings;
 use crate::ingest::{NodeSink, Shared, SinkError};
@@ -284,18 +284,6 @@ async fn recv_request(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
-}
-
-async fn send<S>(framed: &mut Conn<S>, protocol: u16, payload: Vec<u8>) -> Result<(), MuxError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(Message {
-            protocol,
-            payload: payload.into(),
-        })
-        .await
 }
 
 impl Pump {

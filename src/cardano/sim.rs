@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
@@ -22,7 +22,7 @@ use super::codec::{
     FORWARDING_V1,
 };
 use super::handshake::{self, Outcome};
-use super::mux::{Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS};
+use super::mux::{send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS};
 use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
 
 /// Largest message the simulated node reassembles.
@@ -311,22 +311,6 @@ impl SimNode {
             }
         }
     }
-}
-
-async fn send<S>(
-    framed: &mut Framed<S, MuxCodec>,
-    protocol: u16,
-    payload: Vec<u8>,
-) -> Result<(), MuxError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(Message {
-            protocol,
-            payload: payload.into(),
-        })
-        .await
 }
 
 async fn recv_handshake<S>(framed: &mut Framed<S, MuxCodec>) -> Result<Handshake, SimError>
