@@ -487,7 +487,11 @@ async fn data_point(
     let Some(view) = state.nodes.by_slug(&slug) else {
         return not_found_text(&slug);
     };
-    let Some(text) = view.live.data_point(&name) else {
+    let fetched = view
+        .live
+        .fetch_data_point(&name, crate::store::DATA_POINT_TIMEOUT)
+        .await;
+    let Some(text) = fetched else {
         return not_found_text(&name);
     };
     // The node promised JSON; if it is not, serve it as a JSON string rather than bad JSON.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -265,16 +266,16 @@ pub async fn accept_loop(
     }
 }
 
-enum Conn {
-    Tcp(tokio::net::TcpStream, String),
-    Unix(tokio::net::UnixStream, String),
+/// An accepted connection: a TCP or Unix stream (`Either` reads and writes whichever it
+/// holds, so each protocol's session is compiled once) and the peer's name for logs.
+struct Conn {
+    stream: Either<tokio::net::TcpStream, tokio::net::UnixStream>,
+    peer: String,
 }
 
 impl Conn {
     fn peer(&self) -> &str {
-        match self {
-            Conn::Tcp(_, p) | Conn::Unix(_, p) => p,
-        }
+        &self.peer
     }
 
     async fn serve_cardano(
@@ -286,30 +287,22 @@ impl Conn {
         use cardano::mux::Mode;
         use cardano::session::serve_and_report;
         // Outcomes are counted and logged by `serve_and_report`.
-        let _ = match self {
-            Conn::Tcp(s, peer) => {
-                serve_and_report(s, peer, Mode::Responder, settings, shared, cancel).await
-            }
-            Conn::Unix(s, peer) => {
-                serve_and_report(s, peer, Mode::Responder, settings, shared, cancel).await
-            }
-        };
+        let _ = serve_and_report(
+            self.stream,
+            self.peer,
+            Mode::Responder,
+            settings,
+            shared,
+            cancel,
+        )
+        .await;
     }
 
     async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {
         let started = std::time::Instant::now();
-        let (peer, protocol, result) = match self {
-            Conn::Tcp(stream, peer) => {
-                let r =
-                    session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
-                (peer, "native", r)
-            }
-            Conn::Unix(stream, peer) => {
-                let r =
-                    session::serve(stream, peer.clone(), "native", shared.clone(), cancel).await;
-                (peer, "native", r)
-            }
-        };
+        let Conn { stream, peer } = self;
+        let protocol = "native";
+        let result = session::serve(stream, peer.clone(), protocol, shared.clone(), cancel).await;
         let duration_secs = started.elapsed().as_secs_f64();
         // verbosity: Minimum keeps connection problems out of the default log level.
         let quiet = shared.verbosity() == crate::config::Verbosity::Minimum;
@@ -372,11 +365,17 @@ async fn accept(listener: &Listener, n: u64) -> io::Result<Conn> {
         Listener::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(Conn::Tcp(stream, addr.to_string()))
+            Ok(Conn {
+                stream: Either::Left(stream),
+                peer: addr.to_string(),
+            })
         }
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
-            Ok(Conn::Unix(stream, format!("unix:{}@{n}", path.display())))
+            Ok(Conn {
+                stream: Either::Right(stream),
+                peer: format!("unix:{}@{n}", path.display()),
+            })
         }
     }
 }

@@ -327,6 +327,14 @@ impl Lease {
         self.live.set_rtt(micros);
     }
 
+    /// Lets HTTP ask this session for live data points.
+    pub fn serve_data_points(
+        &self,
+        source: tokio::sync::mpsc::Sender<crate::store::DataPointRequest>,
+    ) {
+        self.live.serve_data_points(source);
+    }
+
     /// Lets HTTP report the depth of this session's write queue.
     pub fn watch_queue<T: Send + 'static>(&self, queue: tokio::sync::mpsc::WeakSender<T>) {
         self.live.watch_queue(queue);

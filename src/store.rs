@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::exposition::{MetricName, Naming};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
@@ -113,7 +115,16 @@ pub struct NodeLive {
     rtt_micros: AtomicU64,
     refused: AtomicU64,
     queue: Mutex<Option<QueueProbe>>,
+    /// For protocols that pull data points on demand (Cardano): where to ask.
+    data_point_source: Mutex<Option<mpsc::Sender<DataPointRequest>>>,
 }
+
+/// A request for a data point's current value: its name, and where the answer goes (the JSON
+/// text, or `None` when the node has no such data point).
+pub type DataPointRequest = (String, oneshot::Sender<Option<String>>);
+
+/// How long a data point asked of a node may take, as in cardano-tracer.
+pub const DATA_POINT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the depth of a session's write queue without keeping the queue open.
 pub struct QueueProbe(Box<dyn Fn() -> Option<usize> + Send + Sync>);
@@ -186,6 +197,34 @@ impl NodeLive {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Lets [`NodeLive::fetch_data_point`] ask the session for live values.
+    pub fn serve_data_points(&self, source: mpsc::Sender<DataPointRequest>) {
+        *self
+            .data_point_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(source);
+    }
+
+    /// A data point's current JSON text: asked of the node when its protocol pulls data
+    /// points (the answer is stored), else, or when the node does not answer within
+    /// `timeout`, the last value it sent.
+    pub async fn fetch_data_point(&self, name: &str, timeout: Duration) -> Option<String> {
+        let source = self
+            .data_point_source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(source) = source {
+            let (tx, rx) = oneshot::channel();
+            if source.try_send((name.to_string(), tx)).is_ok() {
+                if let Ok(Ok(answer)) = tokio::time::timeout(timeout, rx).await {
+                    return answer;
+                }
+            }
+        }
+        self.data_point(name)
     }
 
     /// Names of the node's data points, sorted.

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::Mode;
 use super::session::{serve_and_report, End};
 use super::Settings;
+
 use crate::config::Address;
 use crate::ingest::Shared;
 
@@ -50,30 +52,15 @@ pub async fn connect_loop(
                     .with_label_values(&["cardano"])
                     .inc();
                 let cancel = cancel.child_token();
-                let end = match stream {
-                    Stream::Tcp(s) => {
-                        serve_and_report(
-                            s,
-                            peer.clone(),
-                            Mode::Initiator,
-                            settings.clone(),
-                            shared.clone(),
-                            cancel,
-                        )
-                        .await
-                    }
-                    Stream::Unix(s) => {
-                        serve_and_report(
-                            s,
-                            peer.clone(),
-                            Mode::Initiator,
-                            settings.clone(),
-                            shared.clone(),
-                            cancel,
-                        )
-                        .await
-                    }
-                };
+                let end = serve_and_report(
+                    stream,
+                    peer.clone(),
+                    Mode::Initiator,
+                    settings.clone(),
+                    shared.clone(),
+                    cancel,
+                )
+                .await;
                 // A node that was served (not refused) is redialed promptly after it leaves,
                 // e.g. when it restarts.
                 if !matches!(end, Ok(End::Refused(_) | End::RefusedByPeer(_))) {
@@ -95,19 +82,17 @@ pub async fn connect_loop(
     }
 }
 
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
+/// A dialed TCP or Unix stream (`Either` reads and writes whichever it holds).
+type Stream = Either<tokio::net::TcpStream, tokio::net::UnixStream>;
 
 async fn connect(addr: &Address) -> std::io::Result<Stream> {
     match addr {
         Address::Tcp { host, port } => {
             let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             let _ = s.set_nodelay(true);
-            Ok(Stream::Tcp(s))
+            Ok(Either::Left(s))
         }
-        Address::Unix(path) => Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?)),
+        Address::Unix(path) => Ok(Either::Right(tokio::net::UnixStream::connect(path).await?)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! ([`respond_to`]), the initiator's check of the answer ([`check_answer`]), and the thin
 //! async shells that run them over a framed connection.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
@@ -10,7 +10,7 @@ use super::codec::{
     self, decode_handshake, encode_propose, CodecError, Handshake, Refusal, VersionData,
     FORWARDING_V1,
 };
-use super::mux::{Message, MuxCodec, MuxError, HANDSHAKE};
+use super::mux::{send, Message, MuxCodec, MuxError, HANDSHAKE};
 
 /// The outcome of a handshake, seen from tracerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,18 +129,6 @@ where
     }
 }
 
-async fn send<S>(framed: &mut Framed<S, MuxCodec>, payload: Vec<u8>) -> Result<(), MuxError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(Message {
-            protocol: HANDSHAKE,
-            payload: payload.into(),
-        })
-        .await
-}
-
 /// Runs the responder's side: waits for the proposal, answers it.
 pub async fn respond<S>(
     framed: &mut Framed<S, MuxCodec>,
@@ -151,7 +139,7 @@ where
 {
     let proposal = recv_handshake(framed).await?;
     let (answer, outcome) = respond_to(&proposal, magic);
-    let sent = send(framed, answer).await;
+    let sent = send(framed, HANDSHAKE, answer).await;
     match outcome {
         // A refused peer may already be gone; the refusal is best effort.
         Outcome::Accepted => sent?,
@@ -169,7 +157,7 @@ pub async fn propose<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    send(framed, encode_propose(magic)).await?;
+    send(framed, HANDSHAKE, encode_propose(magic)).await?;
     let answer = recv_handshake(framed).await?;
     framed.codec_mut().end_handshake();
     check_answer(&answer, magic)

@@ -430,3 +430,22 @@ impl Encoder<Message> for MuxCodec {
         Ok(())
     }
 }
+
+/// Sends one whole mini-protocol message (split into SDUs by the codec).
+pub async fn send<S>(
+    framed: &mut tokio_util::codec::Framed<S, MuxCodec>,
+    protocol: u16,
+    payload: Vec<u8>,
+) -> Result<(), MuxError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    futures_util::SinkExt::send(
+        framed,
+        Message {
+            protocol,
+            payload: payload.into(),
+        },
+    )
+    .await
+}

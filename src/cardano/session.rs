@@ -10,19 +10,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{self, CodecError, EkgRequest, EkgValue};
 use super::handshake::{self, HandshakeError, Outcome};
-use super::mux::{Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
+use super::mux::{send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
 use super::naming::{self, Source};
 use super::Settings;
 use crate::ingest::{NodeSink, Shared, SinkError};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
+use crate::store::DataPointRequest;
 
 /// The data point that names a node.
 pub const NODE_INFO: &str = "NodeInfo";
@@ -238,6 +240,8 @@ where
         updated_answered: false,
         traces_outstanding: false,
         data_points: DataPoints::Idle,
+        dp_requests: None,
+        dp_asked: None,
     };
     let outcome = pump.run(&mut framed, &cancel).await;
     if let Some(sink) = pump.sink.take() {
@@ -255,7 +259,12 @@ enum DataPoints {
     Initial,
     /// The `NodeInfo` request is outstanding.
     NodeInfo,
+    /// A request from HTTP is outstanding.
+    OnDemand,
 }
+
+/// Most on-demand data point requests waiting for one session.
+const DATA_POINT_QUEUE: usize = 16;
 
 /// The acceptor loops of one accepted session.
 struct Pump {
@@ -278,20 +287,22 @@ struct Pump {
     updated_answered: bool,
     traces_outstanding: bool,
     data_points: DataPoints,
+    /// On-demand data point requests (from HTTP), once the node is named.
+    dp_requests: Option<mpsc::Receiver<DataPointRequest>>,
+    /// The request being answered: its name and its asker.
+    dp_asked: Option<DataPointRequest>,
 }
 
 type Conn<S> = Framed<S, MuxCodec>;
 
-async fn send<S>(framed: &mut Conn<S>, protocol: u16, payload: Vec<u8>) -> Result<(), MuxError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(Message {
-            protocol,
-            payload: payload.into(),
-        })
-        .await
+/// The next on-demand data point request; pending forever when there is no channel.
+async fn recv_request(
+    requests: &mut Option<mpsc::Receiver<DataPointRequest>>,
+) -> Option<DataPointRequest> {
+    match requests {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Pump {
@@ -315,6 +326,15 @@ impl Pump {
                 _ = cancel.cancelled() => return Ok(End::Shutdown),
                 _ = tokio::time::sleep_until(ekg_due), if self.ekg_due.is_some() => {
                     self.request_metrics(framed).await?;
+                }
+                request = recv_request(&mut self.dp_requests), if self.data_points == DataPoints::Idle => {
+                    if let Some((name, reply)) = request {
+                        send(framed, DATA_POINTS, codec::encode_data_point_request(std::slice::from_ref(&name))).await?;
+                        self.data_points = DataPoints::OnDemand;
+                        self.dp_asked = Some((name, reply));
+                    } else {
+                        self.dp_requests = None;
+                    }
                 }
                 _ = tokio::time::sleep_until(name_deadline), if self.sink.is_none() => {
                     tracing::info!(peer = %self.peer, "no NodeInfo within {:?}", self.settings.name_timeout);
@@ -392,6 +412,24 @@ impl Pump {
                         .await?;
                         self.data_points = DataPoints::NodeInfo;
                     }
+                    DataPoints::OnDemand => {
+                        self.data_points = DataPoints::Idle;
+                        if let Some((name, reply)) = self.dp_asked.take() {
+                            let value = values
+                                .into_iter()
+                                .find(|(n, _)| *n == name)
+                                .and_then(|(_, v)| v)
+                                .map(|json| String::from_utf8_lossy(&json).into_owned());
+                            if let (Some(sink), Some(json)) = (&self.sink, &value) {
+                                sink.lease().apply_data_points(vec![DataPoint {
+                                    name: name.clone(),
+                                    json: json.clone(),
+                                }]);
+                            }
+                            // The asker may have given up.
+                            let _ = reply.send(value);
+                        }
+                    }
                     DataPoints::NodeInfo => {
                         self.data_points = DataPoints::Idle;
                         let info = values
@@ -445,6 +483,9 @@ impl Pump {
                 "another connected node has the same NodeInfo niName; naming this one after its address"),
         }
         let sink = NodeSink::open(&self.shared, &name, &self.peer, "cardano").await?;
+        let (tx, rx) = mpsc::channel(DATA_POINT_QUEUE);
+        sink.lease().serve_data_points(tx);
+        self.dp_requests = Some(rx);
         for update in self.stash_metrics.drain(..) {
             sink.lease().apply_metrics(update);
         }

@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
@@ -22,7 +22,7 @@ use super::codec::{
     FORWARDING_V1,
 };
 use super::handshake::{self, Outcome};
-use super::mux::{Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS};
+use super::mux::{send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS};
 use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
 
 /// Largest message the simulated node reassembles.
@@ -68,6 +68,7 @@ pub struct SimNode {
     node_info: Option<Vec<u8>>,
     legacy_ekg: bool,
     metrics: Mutex<Vec<(String, EkgValue)>>,
+    data_points: Mutex<Vec<(String, Vec<u8>)>>,
     queue: Mutex<VecDeque<TraceObject>>,
     notify: Notify,
     sent: AtomicU64,
@@ -97,6 +98,7 @@ impl SimNode {
             node_info: None,
             legacy_ekg: false,
             metrics: Mutex::new(Vec::new()),
+            data_points: Mutex::new(Vec::new()),
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             sent: AtomicU64::new(0),
@@ -121,6 +123,15 @@ impl SimNode {
         match metrics.iter_mut().find(|(n, _)| n == name) {
             Some(entry) => entry.1 = value,
             None => metrics.push((name.to_string(), value)),
+        }
+    }
+
+    /// Sets (or adds) a data point other than `NodeInfo`, as JSON text.
+    pub fn set_data_point(&self, name: &str, json: &str) {
+        let mut points = lock(&self.data_points);
+        match points.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = json.as_bytes().to_vec(),
+            None => points.push((name.to_string(), json.as_bytes().to_vec())),
         }
     }
 
@@ -200,7 +211,11 @@ impl SimNode {
                                 let values: Vec<_> = names
                                     .into_iter()
                                     .map(|n| {
-                                        let v = (n == "NodeInfo").then(|| self.node_info.clone()).flatten();
+                                        let v = if n == "NodeInfo" {
+                                            self.node_info.clone()
+                                        } else {
+                                            lock(&self.data_points).iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
+                                        };
                                         (n, v)
                                     })
                                     .collect();
@@ -296,22 +311,6 @@ impl SimNode {
             }
         }
     }
-}
-
-async fn send<S>(
-    framed: &mut Framed<S, MuxCodec>,
-    protocol: u16,
-    payload: Vec<u8>,
-) -> Result<(), MuxError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(Message {
-            protocol,
-            payload: payload.into(),
-        })
-        .await
 }
 
 async fn recv_handshake<S>(framed: &mut Framed<S, MuxCodec>) -> Result<Handshake, SimError>

@@ -456,3 +456,65 @@ mod in_process {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_points_are_fetched_from_the_node_on_demand_over_http() {
+    let prom = free_port();
+    let d = Daemon::start_with(
+        |dir, _| {
+            head(
+                dir,
+                &format!(
+                    "{{ tag: AcceptAt, contents: \"{}\" }}",
+                    dir.join("c.sock").display()
+                ),
+            )
+        },
+        &format!("hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n"),
+    );
+    let node = Arc::new(SimNode::new("relay-dp", MAGIC));
+    node.set_data_point(
+        "NodeStartupInfo",
+        r#"{"suiEra":"Conway","suiSlotLength":1}"#,
+    );
+    let (cancel, _task) = run_sim(&node, connect(&accept_at(&d)).await, Mode::Initiator);
+    let get = |path: &'static str| {
+        tokio::task::spawn_blocking(move || crate::http::http_get(prom, path, &[]))
+    };
+    wait_for("the node to be named", || {
+        d.logs().join("relay-dp").exists()
+    })
+    .await;
+    let (status, _, body) = get("/api/nodes/relay-dp/datapoints/NodeStartupInfo")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["suiEra"],
+        "Conway"
+    );
+    // Asked live each time: a new value on the node shows at once.
+    node.set_data_point("NodeStartupInfo", r#"{"suiEra":"Dijkstra"}"#);
+    let (_, _, body) = get("/api/nodes/relay-dp/datapoints/NodeStartupInfo")
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["suiEra"],
+        "Dijkstra"
+    );
+    let (status, _, _) = get("/api/nodes/relay-dp/datapoints/NoSuchPoint")
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, _, body) = get("/api/nodes/relay-dp/datapoints/NodeInfo")
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            status,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["niName"].as_str()
+        ),
+        (200, Some("relay-dp"))
+    );
+    cancel.cancel();
+}
