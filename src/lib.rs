@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod forwarder;
 pub mod logs;
 pub mod model;
 pub mod net;
