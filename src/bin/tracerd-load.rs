@@ -16,7 +16,6 @@
 //! Live progress goes to stderr when stderr is a terminal.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -197,6 +196,7 @@ struct Generator {
     /// Index into KINDS per weight unit.
     table: Vec<u8>,
     pad: String,
+    threads: Vec<String>,
     seq: u64,
     bytes: u64,
 }
@@ -206,6 +206,29 @@ fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+fn push_decimal(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+}
+
+fn push_hex(out: &mut String, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(DIGITS[((v >> (shift * 4)) & 15) as usize] as char);
+    }
 }
 
 fn now_ns() -> i64 {
@@ -226,6 +249,7 @@ impl Generator {
             size,
             table,
             pad: "x".repeat(size),
+            threads: (5..42).map(|t| t.to_string()).collect(),
             seq: 0,
             bytes: 0,
         }
@@ -237,15 +261,23 @@ impl Generator {
         let h = mix(seq ^ (self.node.len() as u64) << 56);
         let (ns, sev, kind, _) = KINDS[self.table[(h % self.table.len() as u64) as usize] as usize];
         let slot = 140_000_000 + seq / 20;
+        // Built by hand rather than with `write!`: the generator shares the CPUs with the
+        // daemon under test, so its cost per object matters.
         let mut m = String::with_capacity(self.size.max(200));
-        let _ = write!(
-            m,
-            "{{\"kind\":\"{kind}\",\"node\":\"{}\",\"seq\":{seq},\"slot\":{slot},\"block\":\"{:016x}{:016x}\",\"peer\":\"127.0.0.{}:3001\",\"pad\":\"",
-            self.node,
-            h,
-            mix(h),
-            h % 250 + 2,
-        );
+        m.push_str("{\"kind\":\"");
+        m.push_str(kind);
+        m.push_str("\",\"node\":\"");
+        m.push_str(&self.node);
+        m.push_str("\",\"seq\":");
+        push_decimal(&mut m, seq);
+        m.push_str(",\"slot\":");
+        push_decimal(&mut m, slot);
+        m.push_str(",\"block\":\"");
+        push_hex(&mut m, h);
+        push_hex(&mut m, mix(h));
+        m.push_str("\",\"peer\":\"127.0.0.");
+        push_decimal(&mut m, h % 250 + 2);
+        m.push_str(":3001\",\"pad\":\"");
         let pad = self.size.saturating_sub(m.len() + 2);
         m.push_str(&self.pad[..pad]);
         m.push_str("\"}");
@@ -256,7 +288,7 @@ impl Generator {
             detail: DetailLevel::Normal,
             timestamp_ns: ts,
             hostname: self.node.clone(),
-            thread_id: (h % 37 + 5).to_string(),
+            thread_id: self.threads[(h % self.threads.len() as u64) as usize].clone(),
             machine: m,
             human: None,
         }
@@ -655,4 +687,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     println!("{summary}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_valid_json_of_the_requested_size_and_unique() {
+        let mut g = Generator::new("load-0003".into(), 300);
+        let a = g.next(1);
+        let b = g.next(2);
+        assert_eq!(a.machine.len(), 300);
+        let v: serde_json::Value = serde_json::from_str(&a.machine).unwrap();
+        assert_eq!(
+            (v["node"].as_str(), v["seq"].as_u64()),
+            (Some("load-0003"), Some(1))
+        );
+        let w: serde_json::Value = serde_json::from_str(&b.machine).unwrap();
+        assert_eq!(w["seq"].as_u64(), Some(2));
+        assert_eq!(v["block"].as_str().map(str::len), Some(32));
+        let mut s = String::new();
+        push_decimal(&mut s, 0);
+        push_decimal(&mut s, 18_446_744_073_709_551_615);
+        assert_eq!(s, "018446744073709551615");
+    }
+
+    #[test]
+    fn rate_parses_numbers_and_max() {
+        assert_eq!("max".parse::<Rate>(), Ok(Rate::Max));
+        assert_eq!("2.5".parse::<Rate>(), Ok(Rate::PerSecond(2.5)));
+        assert!("-1".parse::<Rate>().is_err());
+        assert!("fast".parse::<Rate>().is_err());
+    }
 }
