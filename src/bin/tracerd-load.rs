@@ -71,6 +71,11 @@ struct Args {
     /// Most objects per batch frame.
     #[arg(long, default_value_t = 1024)]
     batch: usize,
+    /// Longest time, in milliseconds, a partial batch waits for more objects in the forwarder
+    /// (the library's default is 5). It is part of the measured ack latency; 0 sends every
+    /// group of objects as soon as it is handed over.
+    #[arg(long, default_value_t = 5.0)]
+    linger: f64,
     /// Longest wait for outstanding acknowledgements after the duration, in seconds.
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
@@ -512,6 +517,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         c.network_magic = args.magic;
         c.queue_capacity = args.queue.max(1);
         c.max_batch_objects = args.batch.max(1);
+        c.linger = Duration::from_secs_f64(args.linger.max(0.0) / 1000.0);
         c.software = Software {
             name: "tracerd-load".into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -683,6 +689,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "duration_s": args.duration,
         "elapsed_s": round(elapsed, 3),
         "size": args.size,
+        "linger_ms": args.linger,
         "protocol": "native",
     });
     println!("{summary}");
