@@ -530,6 +530,8 @@ struct Kept {
     first_seq: u64,
     last_seq: u64,
     frame: Bytes,
+    /// Written completely at least once (a later write counts as a resend).
+    written: bool,
 }
 
 impl Kept {
@@ -854,17 +856,20 @@ impl Session<'_> {
     ) -> Result<(), ConnectionError> {
         let shared = self.shared;
         // Resend, oldest first, everything tracerd has not acknowledged.
-        let frames: Vec<(Bytes, usize)> = outbox
-            .kept
-            .iter()
-            .map(|k| (k.frame.clone(), k.len()))
-            .collect();
-        for (frame, n) in frames {
+        // Nothing touches `outbox` while this loop runs, so the indices stay valid.
+        for i in 0..outbox.kept.len() {
+            let (frame, n, written) = {
+                let k = &outbox.kept[i];
+                (k.frame.clone(), k.len(), k.written)
+            };
             self.write(&frame).await?;
-            shared
-                .counters
-                .resent
-                .fetch_add(n as u64, Ordering::Relaxed);
+            let counter = if written {
+                &shared.counters.resent
+            } else {
+                &shared.counters.sent
+            };
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            outbox.kept[i].written = true;
         }
         // Metrics and data points: the whole state after every (re)connect.
         self.send_state(true).await?;
@@ -891,10 +896,17 @@ impl Session<'_> {
                     });
                 }
                 changed = ack_rx.changed() => {
-                    if changed.is_ok() {
-                        let seq = *ack_rx.borrow_and_update();
-                        let n = outbox.ack(seq);
-                        note_acked(shared, outbox, n);
+                    let seq = *ack_rx.borrow_and_update();
+                    let n = outbox.ack(seq);
+                    note_acked(shared, outbox, n);
+                    if changed.is_err() {
+                        // The reader has ended (it dropped the sender); collect why, bounded.
+                        self.reader_done = true;
+                        return Err(match tokio::time::timeout(READER_GRACE, &mut *reader).await {
+                            Ok(Ok(Err(e))) => e,
+                            Ok(Ok(Ok(()))) | Err(_) => ConnectionError::Closed,
+                            Ok(Err(e)) => ConnectionError::Protocol(format!("reader task failed: {e}")),
+                        });
                     }
                 }
                 Some(ctl) = ctl_rx.recv() => match ctl {
@@ -994,8 +1006,12 @@ impl Session<'_> {
                 first_seq,
                 last_seq: first_seq + n as u64 - 1,
                 frame: frame.clone(),
+                written: false,
             });
             self.write(&frame).await?;
+            if let Some(k) = outbox.kept.back_mut() {
+                k.written = true;
+            }
             shared.counters.sent.fetch_add(n as u64, Ordering::Relaxed);
         }
     }
@@ -1045,6 +1061,7 @@ mod tests {
             first_seq: first,
             last_seq: last,
             frame: Bytes::new(),
+            written: true,
         }
     }
 
