@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod ekg;
 pub mod exposition;
+pub mod forwarder;
 pub mod http;
 pub mod ingest;
 pub mod live;

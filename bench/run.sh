@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# bench/run.sh -- the tracerd benchmark: tracerd under tracerd-load on loopback, next to
+# rsyslog, syslog-ng and the raw socket->file ceiling measured by shared/bench/peer-bench.sh
+# in the same run. Prints (and writes to $WORK/table.md) the table recorded in BENCHMARKS.md.
+#
+# Steps:
+#   1. cargo build --release --bins (tracerd, tracerd-load)
+#   2. throughput at max load: for each run, for each node count in $NODES: a fresh tracerd
+#      (rotation on, 10 MB files, ForMachine, TCP 127.0.0.1) and tracerd-load --rate max for
+#      $DURATION s with $SIZE-byte machine JSON (160 B gives ~300-byte log lines, the peers'
+#      line size); every object must be acknowledged and found on disk
+#   3. ack latency at half of the measured max load, at each node count in $LAT_NODES
+#   4. RSS of tracerd with $IDLE_NODES idle connected nodes
+#   5. peers: peer-bench.sh setup (only if rsyslog is missing), limits, bench with reduced knobs
+#   6. the report: median (min-max, coefficient of variation) of every figure
+#
+# Knobs (defaults): RUNS (3), NODES ("1 8 10 100 1000"), DURATION (5), SIZE (160),
+# LAT_NODES ("10 100"), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
+# PEERS (1: run peer-bench.sh), PEER_N (500000), PEER_KS ("1 8 100"),
+# PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench).
+# Bounded: every tracerd-load run is bounded by its duration, a 30 s drain and a 60 s
+# connect timeout; peer-bench.sh bounds its own runs (RUN_TIMEOUT).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+NODES=${NODES:-"1 8 10 100 1000"}
+DURATION=${DURATION:-5}
+SIZE=${SIZE:-160}
+LAT_NODES=${LAT_NODES:-"10 100"}
+IDLE_NODES=${IDLE_NODES:-10000}
+IDLE_RUNS=${IDLE_RUNS:-3}
+PEERS=${PEERS:-1}
+PEER_N=${PEER_N:-500000}
+PEER_KS=${PEER_KS:-"1 8 100"}
+PEER_RECEIVERS=${PEER_RECEIVERS:-"rsyslog-imptcp syslog-ng socat"}
+PEER_BENCH=${PEER_BENCH:-$ROOT/../shared/bench/peer-bench.sh}
+WORK=${WORK:-/tmp/tracerd-bench}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PY=${PY:-python3}
+HELPER="$ROOT/bench/tracerd_bench.py"
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+started=$(date +%s)
+
+mkdir -p "$WORK"
+RESULTS="$WORK/tracerd.jsonl"
+: > "$RESULTS"
+
+log "building release binaries"
+(cd "$ROOT" && cargo build --release --bins --quiet)
+BIN="$CARGO_TARGET_DIR/release"
+
+# Every idle node costs tracerd a socket and an open log file, and tracerd-load a socket.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+FD_LIMIT=$(ulimit -n)
+if [ "$FD_LIMIT" != unlimited ] && [ $((IDLE_NODES * 2 + 64)) -gt "$FD_LIMIT" ]; then
+  capped=$(((FD_LIMIT - 64) / 2))
+  log "open-file limit $FD_LIMIT (hard) allows $capped idle nodes, not $IDLE_NODES: measuring $capped"
+  IDLE_NODES=$capped
+fi
+
+machine() {
+  echo "Host: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), open-file limit $FD_LIMIT."
+  echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other builds)."
+  echo "tracerd $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty'), rustc $(rustc --version | cut -d' ' -f2)."
+}
+machine > "$WORK/machine.txt"
+
+one() {  # one <group> <label> <run> <nodes> <rate> [extra helper args...]
+  local group=$1 label=$2 run=$3 nodes=$4 rate=$5; shift 5
+  local res
+  res=$("$PY" "$HELPER" run --tracerd "$BIN/tracerd" --load "$BIN/tracerd-load" --work "$WORK" \
+        --group "$group" --label "$label" --run "$run" --nodes "$nodes" --rate "$rate" --size "$SIZE" "$@")
+  echo "$res" >> "$RESULTS"
+  log "$group run $run: $(echo "$res" | "$PY" -c 'import json,sys; r=json.load(sys.stdin); print({k: r.get(k) for k in ("objects_per_s","acked","dropped","tracerd_us_per_object","tracerd_peak_rss_mib","ack_latency_ms","connected","foreign_cores","lines_on_disk","error")})')"
+}
+
+log "throughput at max load: nodes {$NODES}, $RUNS runs of ${DURATION}s"
+for run in $(seq 1 "$RUNS"); do
+  for n in $NODES; do
+    one "max, $n nodes" "max-$n-$run" "$run" "$n" max --duration "$DURATION" --verify
+  done
+done
+
+for n in $LAT_NODES; do
+  rate=$("$PY" - "$RESULTS" "$n" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+n = int(sys.argv[2])
+v = [r["objects_per_s"] for r in rows if r.get("group") == f"max, {n} nodes" and r.get("objects_per_s")]
+print(round(statistics.median(v) / 2 / n, 1) if v else 0)
+EOF
+)
+  [ "$rate" != 0 ] || { log "no max-load figure for $n nodes: skipping its latency runs"; continue; }
+  log "ack latency at half load: $n nodes x $rate objects/s"
+  for run in $(seq 1 "$RUNS"); do
+    one "50% load, $n nodes ($rate/s each)" "half-$n-$run" "$run" "$n" "$rate" --duration "$DURATION" --verify
+  done
+done
+
+log "idle fleet: $IDLE_NODES nodes, $IDLE_RUNS runs"
+for run in $(seq 1 "$IDLE_RUNS"); do
+  one "idle, $IDLE_NODES nodes" "idle-$run" "$run" "$IDLE_NODES" 0 --duration 5 --connect-timeout 60
+done
+
+PEER_RESULTS="$WORK/peers/results.jsonl"
+if [ "$PEERS" = 1 ]; then
+  if [ ! -x "$PEER_BENCH" ]; then
+    log "peer-bench.sh not found at $PEER_BENCH: skipping peers"
+  else
+    if ! command -v rsyslogd >/dev/null || ! command -v socat >/dev/null; then
+      log "installing the peers (peer-bench.sh setup)"
+      bash "$PEER_BENCH" setup >&2
+    fi
+    mkdir -p "$WORK/peers"
+    log "physical limits (peer-bench.sh limits)"
+    WORK="$WORK/peers" bash "$PEER_BENCH" limits > "$WORK/limits.txt" || true
+    log "peers: $PEER_RECEIVERS, K {$PEER_KS}, N=$PEER_N, $RUNS runs"
+    # A shared machine is rarely idle: wait briefly, never retry for long.
+    WORK="$WORK/peers" N="$PEER_N" KS="$PEER_KS" RUNS="$RUNS" RECEIVERS="$PEER_RECEIVERS" \
+      QUIET_WAIT=5 RETRIES=0 RUN_TIMEOUT=60 bash "$PEER_BENCH" bench > "$WORK/peers.md" || true
+  fi
+fi
+
+{
+  echo "## tracerd benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo
+  cat "$WORK/machine.txt"
+  echo "Workload: ${SIZE}-byte machine JSON per object, TCP on 127.0.0.1, rotation on (10 MB files), ForMachine; ${DURATION} s per run; median (min–max, CV) of $RUNS runs."
+  echo
+  "$PY" "$HELPER" report --results "$RESULTS" --peers "$PEER_RESULTS"
+  if [ -s "$WORK/limits.txt" ]; then
+    echo
+    echo "Physical limits (peer-bench.sh limits):"
+    echo
+    echo '```'
+    cat "$WORK/limits.txt"
+    echo '```'
+  fi
+  echo
+  echo "Total time of bench/run.sh: $(( $(date +%s) - started )) s."
+} > "$WORK/table.md"
+cat "$WORK/table.md"

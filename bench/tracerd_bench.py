@@ -1,0 +1,266 @@
+"""tracerd side of bench/run.sh: one measured run of tracerd under tracerd-load, and the report.
+
+`run`: starts a fresh tracerd (rotation on, 10 MB files, machine format, TCP on 127.0.0.1),
+runs tracerd-load against it, and prints one JSON line: tracerd-load's summary plus tracerd's
+CPU seconds (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM), the largest VmRSS sampled
+while the load ran, the lines and bytes found on disk, and the host's CPU use during the run
+(so a run disturbed by other work on the machine can be told apart).
+
+`report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
+tables of BENCHMARKS.md (median, min-max, coefficient of variation).
+"""
+import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, time
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / CLK
+
+
+def proc_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def host_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / CLK
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+CONFIG = """networkMagic: 764824073
+logging:
+  - logRoot: {logs}
+    logMode: FileMode
+    logFormat: ForMachine
+rotation:
+  rpFrequencySecs: 60
+  rpLogLimitBytes: 10000000
+  rpMaxAgeHours: 24
+  rpKeepFilesNum: 100000
+tracerd:
+  native:
+    acceptAt: ["127.0.0.1:{port}"]
+  limits:
+    maxConnections: 20000
+"""
+
+
+def stop(p, grace=15):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def disk_usage(logs):
+    lines = nbytes = files = 0
+    for root, _, names in os.walk(logs):
+        for n in names:
+            path = os.path.join(root, n)
+            if os.path.islink(path) or not n.endswith(".json"):
+                continue
+            files += 1
+            nbytes += os.path.getsize(path)
+            with open(path, "rb") as f:
+                while True:
+                    b = f.read(1 << 22)
+                    if not b:
+                        break
+                    lines += b.count(b"\n")
+    return lines, nbytes, files
+
+
+def cmd_run(a):
+    work = os.path.join(a.work, f"run-{a.label}")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    logs = os.path.join(work, "logs")
+    port = free_port()
+    cfg = os.path.join(work, "config.yaml")
+    with open(cfg, "w") as f:
+        f.write(CONFIG.format(logs=logs, port=port))
+    err = open(os.path.join(work, "tracerd.err"), "w")
+    tracerd = subprocess.Popen([a.tracerd, "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if tracerd.poll() is not None or time.time() > deadline:
+                print(json.dumps({"label": a.label, "error": "tracerd did not start"}))
+                return
+            time.sleep(0.05)
+    time.sleep(0.2)  # let the probe connection's session end
+    cpu0, busy0, t0 = proc_cpu(tracerd.pid), host_busy(), time.time()
+    cmd = [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
+           "--duration", str(a.duration), "--size", str(a.size), "--drain-timeout", str(a.drain),
+           "--connect-timeout", str(a.connect_timeout)] + (a.extra.split() if a.extra else [])
+    ru0 = os.times()
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    max_rss = 0
+    while load.poll() is None:
+        max_rss = max(max_rss, proc_kb(tracerd.pid, "VmRSS") or 0)
+        time.sleep(0.25)
+    out, errtext = load.communicate()
+    ru1 = os.times()
+    t1, busy1, cpu1 = time.time(), host_busy(), proc_cpu(tracerd.pid)
+    hwm = proc_kb(tracerd.pid, "VmHWM")
+    stop(tracerd)
+    try:
+        res = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {"error": "no summary from tracerd-load", "stderr": errtext[-2000:]}
+    wall = max(t1 - t0, 1e-9)
+    gen_cpu = (ru1.children_user - ru0.children_user) + (ru1.children_system - ru0.children_system)
+    res.update({
+        "label": a.label, "group": a.group, "run": a.run,
+        "tracerd_cpu_s": round(cpu1 - cpu0, 3),
+        "tracerd_peak_rss_mib": round((hwm or 0) / 1024, 1),
+        "tracerd_max_sampled_rss_mib": round(max_rss / 1024, 1),
+        "gen_cpu_s": round(gen_cpu, 3),
+        "wall_s": round(wall, 3),
+        "host_busy_cores": round((busy1 - busy0) / wall, 2),
+    })
+    res["foreign_cores"] = round(res["host_busy_cores"] - (res["tracerd_cpu_s"] + gen_cpu) / wall, 2)
+    if res.get("acked"):
+        res["tracerd_us_per_object"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
+        res["tracerd_cpu_s_per_million"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
+        res["gen_us_per_object"] = round(gen_cpu / res["acked"] * 1e6, 3)
+    if a.verify:
+        lines, nbytes, files = disk_usage(logs)
+        res.update({"lines_on_disk": lines, "bytes_on_disk": nbytes, "files_on_disk": files,
+                    "bytes_per_line": round(nbytes / lines, 1) if lines else None})
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(res), flush=True)
+
+
+def stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    med = statistics.median(v)
+    cv = statistics.pstdev(v) / statistics.mean(v) if len(v) > 1 and statistics.mean(v) else 0.0
+    return med, min(v), max(v), cv, len(v)
+
+
+def fmt(s, digits=0, scale=1.0):
+    if s is None:
+        return "n/a"
+    med, lo, hi, cv, n = s
+    f = lambda x: f"{x * scale:,.{digits}f}"
+    return f"{f(med)} ({f(lo)}–{f(hi)}, CV {cv * 100:.0f} %)"
+
+
+def cmd_report(a):
+    rows = [json.loads(l) for l in open(a.results) if l.strip()]
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    out = []
+    out.append("| workload | runs | objects/s | MiB/s written | tracerd CPU s per million objects | tracerd peak RSS MiB | ack p50 ms | ack p99 ms | all acked & on disk | gen CPU µs/object | foreign cores (max) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for g, rs in groups.items():
+        if g.startswith("idle"):
+            continue
+        ok = all(r.get("acked") == r.get("sent") and r.get("dropped") == 0 and
+                 (r.get("lines_on_disk") in (None, r.get("acked"))) for r in rs)
+        mibw = [r["bytes_on_disk"] / r["elapsed_s"] / 2**20 for r in rs if r.get("bytes_on_disk") and r.get("elapsed_s")]
+        out.append("| " + " | ".join([
+            g, str(len(rs)),
+            fmt(stats([r.get("objects_per_s") for r in rs])),
+            fmt(stats(mibw), 1),
+            fmt(stats([r.get("tracerd_cpu_s_per_million") for r in rs]), 2),
+            fmt(stats([r.get("tracerd_peak_rss_mib") for r in rs]), 1),
+            fmt(stats([r.get("ack_latency_ms", {}).get("p50") for r in rs]), 2),
+            fmt(stats([r.get("ack_latency_ms", {}).get("p99") for r in rs]), 2),
+            "yes" if ok else "**no**",
+            fmt(stats([r.get("gen_us_per_object") for r in rs]), 2),
+            f"{max((r.get('foreign_cores') or 0) for r in rs):.2f}",
+        ]) + " |")
+    idle = [(g, rs) for g, rs in groups.items() if g.startswith("idle")]
+    if idle:
+        out.append("")
+        out.append("| idle fleet | runs | nodes connected | tracerd RSS MiB while connected (max sampled) | tracerd peak RSS MiB (VmHWM) | connect time s |")
+        out.append("|---|---|---|---|---|---|")
+        for g, rs in idle:
+            out.append("| " + " | ".join([
+                g, str(len(rs)),
+                fmt(stats([r.get("connected") for r in rs])),
+                fmt(stats([r.get("tracerd_max_sampled_rss_mib") for r in rs]), 1),
+                fmt(stats([r.get("tracerd_peak_rss_mib") for r in rs]), 1),
+                fmt(stats([r.get("connect_s") for r in rs]), 1),
+            ]) + " |")
+    if a.peers and os.path.exists(a.peers):
+        peers = [json.loads(l) for l in open(a.peers) if l.strip()]
+        pg = {}
+        for r in peers:
+            pg.setdefault((r["receiver"], r["conns"]), []).append(r)
+        out.append("")
+        out.append("| peer (peer-bench.sh, same run) | senders | runs | lines/s | µs CPU per line | peak RSS MiB | intact / in order | tracerd objects/s ÷ peer lines/s (same sender count) |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for (rcv, k), rs in sorted(pg.items(), key=lambda x: (x[0][1], x[0][0])):
+            lps = stats([r.get("lines_per_s") for r in rs])
+            us = stats([r["recv_cpu_s"] / r["lines"] * 1e6 for r in rs if r.get("recv_cpu_s") is not None])
+            ok = sum(1 for r in rs if r.get("verify_ok"))
+            ordered = sum(1 for r in rs if r.get("order_ok"))
+            tr = stats([r.get("objects_per_s") for r in groups.get(f"max, {k} nodes", [])])
+            ratio = f"{tr[0] / lps[0]:.2f}" if tr and lps and lps[0] else "n/a"
+            out.append("| " + " | ".join([
+                rcv, str(k), str(len(rs)), fmt(lps), fmt(us, 2),
+                fmt(stats([r.get("recv_peak_rss_mib") for r in rs]), 1),
+                f"{ok} / {ordered} of {len(rs)}", ratio]) + " |")
+    print("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    r = sp.add_parser("run")
+    for k, d in [("--tracerd", None), ("--load", None), ("--work", "/tmp/tracerd-bench"),
+                 ("--label", "x"), ("--group", "x"), ("--rate", "max"), ("--extra", "")]:
+        r.add_argument(k, default=d, required=d is None)
+    r.add_argument("--nodes", type=int, required=True)
+    r.add_argument("--run", type=int, default=1)
+    r.add_argument("--duration", type=float, default=5)
+    r.add_argument("--size", type=int, default=160)
+    r.add_argument("--drain", type=float, default=30)
+    r.add_argument("--connect-timeout", type=float, default=60)
+    r.add_argument("--verify", action="store_true")
+    r.add_argument("--keep", action="store_true")
+    p = sp.add_parser("report")
+    p.add_argument("--results", required=True)
+    p.add_argument("--peers", default="")
+    a = ap.parse_args()
+    {"run": cmd_run, "report": cmd_report}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+//! A short smoke run of the `tracerd-load` node simulator against the real daemon: its summary
+//! line parses, every object it sent is acknowledged and lands in its node's directory.
+
+use std::process::Command;
+
+use crate::support::*;
+
+#[test]
+fn tracerd_load_smoke_run_is_acknowledged_and_logged() {
+    let d = Daemon::start("");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args(["--connect", &format!("127.0.0.1:{}", d.tcp_port)])
+        .args(["--nodes", "3", "--rate", "200", "--duration", "1"])
+        .args(["--size", "250", "--metrics", "4", "--protocol", "native"])
+        .args(["--magic", &MAGIC.to_string(), "--drain-timeout", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tracerd-load failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one summary line expected: {stdout:?}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    for key in ["sent", "acked", "dropped", "objects_per_s", "mib_per_s"] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    for q in ["p50", "p99", "p999"] {
+        assert!(v["ack_latency_ms"][q].is_number(), "{q} missing in {v}");
+    }
+    let sent = v["sent"].as_u64().unwrap();
+    // 3 nodes x 200/s x 1 s, give or take the last tick.
+    assert!((450..=650).contains(&sent), "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(sent), "{v}");
+    assert_eq!(v["dropped"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["drained"].as_bool(), Some(true), "{v}");
+    let mut logged = 0;
+    for i in 0..3 {
+        let node = format!("load-{i:04}");
+        let lines = read_node_lines(&d.logs().join(&node));
+        let mut seqs: Vec<u64> = lines
+            .iter()
+            .map(|l| {
+                assert_eq!(l["data"]["node"].as_str(), Some(node.as_str()));
+                l["data"]["seq"].as_u64().unwrap()
+            })
+            .collect();
+        let n = seqs.len() as u64;
+        seqs.dedup();
+        assert_eq!(
+            seqs,
+            (1..=n).collect::<Vec<_>>(),
+            "{node}: unique, in order"
+        );
+        logged += n;
+    }
+    assert_eq!(logged, sent);
+}
