@@ -220,14 +220,18 @@ impl Decoder for TracerCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, CodecError> {
         match self.0.decode(src)? {
-            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(frame)?)?)),
+            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
+                &frame[..],
+            )?)?)),
             None => Ok(None),
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, CodecError> {
         match self.0.decode_eof(src)? {
-            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(frame)?)?)),
+            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
+                &frame[..],
+            )?)?)),
             None => Ok(None),
         }
     }

@@ -18,6 +18,9 @@ use crate::protocol::{
     SUPPORTED_VERSIONS,
 };
 
+/// Initial read buffer of a session, in bytes (`Framed::new` would take 8 KiB).
+const INITIAL_BUFFER: usize = 1024;
+
 /// How often tracerd probes a node's round-trip time.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 /// How a session ended, when it ended without error.
@@ -94,7 +97,9 @@ where
 {
     let limits = shared.limits();
     let max = limits.max_frame_bytes as usize;
-    let mut framed = Framed::new(stream, TracerCodec::new(max));
+    // Small initial buffers: most of an idle node's memory is its read and write buffers;
+    // they grow on demand for large frames.
+    let mut framed = Framed::with_capacity(stream, TracerCodec::new(max), INITIAL_BUFFER);
     let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
     let first = tokio::select! {
         _ = cancel.cancelled() => return Ok(End::Shutdown),

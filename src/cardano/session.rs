@@ -187,7 +187,8 @@ where
     // Limits come from the live config, so a reload applies to the next session.
     let limits = shared.limits();
     let max_message = limits.max_frame_bytes as usize;
-    let mut framed = Framed::new(stream, MuxCodec::new(mode, max_message));
+    // Small initial buffers (`Framed::new` takes 8 KiB): they grow on demand.
+    let mut framed = Framed::with_capacity(stream, MuxCodec::new(mode, max_message), 1024);
     let magic = settings.network_magic;
     let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
         .unwrap_or(settings.handshake_timeout);

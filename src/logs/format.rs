@@ -4,10 +4,10 @@
 //! Every rendered line ends with exactly one `\n` and contains no other line break, whatever
 //! the node sent.
 
-use serde::de::IgnoredAny;
-
 use crate::model::{MachineForm, TraceObject};
 use crate::utc;
+
+mod json;
 
 /// Appends the machine line of `obj`: `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`,
 /// or, for a [`MachineForm::Line`] object, the node's own line as is.
@@ -20,7 +20,7 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
         let line = obj.machine.trim();
         if line.starts_with('{')
             && !line.bytes().any(|b| b == b'\n' || b == b'\r')
-            && serde_json::from_str::<IgnoredAny>(line).is_ok()
+            && json::is_valid(line.as_bytes())
         {
             out.extend_from_slice(line.as_bytes());
             out.push(b'\n');
@@ -28,9 +28,7 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
         }
     }
     out.extend_from_slice(b"{\"at\":\"");
-    let mut at = String::with_capacity(32);
-    utc::push_rfc3339_nanos(&mut at, obj.timestamp_ns);
-    out.extend_from_slice(at.as_bytes());
+    utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
     out.extend_from_slice(b"\",\"ns\":");
     push_json_str(out, &obj.namespace);
     out.extend_from_slice(b",\"data\":");
@@ -51,13 +49,11 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
 /// The text is the human rendering, or the machine text when there is none. Line breaks in it
 /// are written as the two characters `\n` (and `\r`), so one trace is always one line.
 pub fn push_human(out: &mut Vec<u8>, obj: &TraceObject) {
-    let mut head = String::with_capacity(64);
-    head.push('[');
-    utc::push_rfc3339_nanos(&mut head, obj.timestamp_ns);
-    head.push_str("] [");
-    head.push_str(obj.severity.as_str());
-    head.push_str("] [");
-    out.extend_from_slice(head.as_bytes());
+    out.push(b'[');
+    utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
+    out.extend_from_slice(b"] [");
+    out.extend_from_slice(obj.severity.as_str().as_bytes());
+    out.extend_from_slice(b"] [");
     push_one_line(out, &obj.hostname);
     out.extend_from_slice(b"] [");
     push_one_line(out, &obj.namespace);
@@ -87,7 +83,7 @@ fn push_json_str(out: &mut Vec<u8>, text: &str) {
 
 fn push_json_value(out: &mut Vec<u8>, text: &str) -> bool {
     let trimmed = text.trim();
-    if serde_json::from_str::<IgnoredAny>(trimmed).is_ok() {
+    if json::is_valid(trimmed.as_bytes()) {
         if trimmed.bytes().any(|b| b == b'\n' || b == b'\r') {
             // Valid JSON can hold raw line breaks only as whitespace between tokens.
             if let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) {
