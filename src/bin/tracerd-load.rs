@@ -33,7 +33,8 @@ use tracerd::protocol::Software;
 #[derive(Debug, Parser)]
 #[command(name = "tracerd-load", version)]
 struct Args {
-    /// tracerd's native address: a Unix socket path or host:port.
+    /// tracerd's address: a Unix socket path or host:port (its native listener, or its
+    /// Cardano `AcceptAt` address with `--protocol cardano`).
     #[arg(long)]
     connect: String,
     /// Number of simulated nodes (one connection each).
@@ -110,6 +111,11 @@ impl std::str::FromStr for Rate {
 enum Protocol {
     /// tracerd's native protocol.
     Native,
+    /// Cardano's forwarding protocol: each node is a simulated cardano-node that connects to
+    /// tracerd's `network: AcceptAt` address and is pulled from. The protocol has no
+    /// acknowledgements: `acked` counts the objects tracerd pulled, and the latency is from
+    /// handing an object to the node until tracerd pulled it.
+    Cardano,
 }
 
 /// Cardano-like trace kinds: namespace, severity, `kind`, relative weight.
@@ -488,7 +494,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let Protocol::Native = args.protocol;
+    if args.protocol == Protocol::Cardano {
+        return run_cardano(args).await;
+    }
     let address = Address::parse(&args.connect).map_err(|e| anyhow::anyhow!(e))?;
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -692,6 +700,160 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "size": args.size,
         "linger_ms": args.linger,
         "protocol": "native",
+    });
+    println!("{summary}");
+    Ok(())
+}
+
+/// `--protocol cardano`: simulated cardano-nodes that tracerd pulls from.
+async fn run_cardano(args: Args) -> anyhow::Result<()> {
+    use tracerd::cardano::mux::Mode;
+    use tracerd::cardano::sim::SimNode;
+    use tracerd::config::Address;
+    use tracerd::model::MachineForm;
+
+    let address = Address::parse(&args.connect).map_err(|e| anyhow::anyhow!(e))?;
+    let window = args
+        .window
+        .unwrap_or_else(|| (131_072 / args.nodes.max(1)).clamp(256, 16_384));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut nodes = Vec::with_capacity(args.nodes);
+    let mut conns = Vec::with_capacity(args.nodes);
+    for i in 0..args.nodes {
+        let name = format!("{}-{i:04}", args.name_prefix);
+        let node = Arc::new(SimNode::new(&name, args.magic));
+        let stream: tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream> =
+            match &address {
+                Address::Tcp { host, port } => tokio_util::either::Either::Left(
+                    tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .with_context(|| format!("connecting to {address}"))?,
+                ),
+                Address::Unix(path) => tokio_util::either::Either::Right(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .with_context(|| format!("connecting to {address}"))?,
+                ),
+            };
+        let (n, c) = (node.clone(), cancel.clone());
+        conns.push(tokio::spawn(async move {
+            n.run(stream, Mode::Initiator, &c).await
+        }));
+        nodes.push((name, node));
+    }
+    // Let tracerd name the nodes (NodeInfo) before the clock starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let drain_deadline = end + Duration::from_secs_f64(args.drain_timeout.max(0.0));
+    let mut drivers = Vec::with_capacity(nodes.len());
+    for (name, node) in &nodes {
+        let (name, node) = (name.clone(), node.clone());
+        let (rate, size) = (args.rate, args.size);
+        drivers.push(tokio::spawn(async move {
+            let mut gen = Generator::new(name, size);
+            let mut pushed = 0u64;
+            let mut marks: VecDeque<(u64, Instant, u64)> = VecDeque::new();
+            let mut latency: Vec<(u64, u64)> = Vec::new();
+            let mut line = Vec::with_capacity(size + 200);
+            loop {
+                let now = Instant::now();
+                let pulled = node.sent();
+                while marks.front().is_some_and(|m| m.0 <= pulled) {
+                    if let Some((_, at, n)) = marks.pop_front() {
+                        let micros = now.saturating_duration_since(at).as_micros().max(1) as u64;
+                        latency.push((micros.min(MAX_LATENCY_MICROS), n));
+                    }
+                }
+                if now >= end {
+                    if pulled >= pushed || now >= drain_deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                let want = match rate {
+                    Rate::Max => window.saturating_sub((pushed - pulled) as usize).min(CHUNK),
+                    Rate::PerSecond(r) => {
+                        let due = (r * now.duration_since(start).as_secs_f64()) as u64;
+                        (due.saturating_sub(pushed) as usize).min(4 * CHUNK)
+                    }
+                };
+                if want == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let ts = now_ns();
+                let objects: Vec<TraceObject> = (0..want)
+                    .map(|i| {
+                        // A cardano-node sends its complete machine line.
+                        let mut o = gen.next(ts + i as i64);
+                        line.clear();
+                        tracerd::logs::format::push_machine(&mut line, &o);
+                        line.pop();
+                        o.machine = String::from_utf8_lossy(&line).into_owned();
+                        o.form = MachineForm::Line;
+                        o
+                    })
+                    .collect();
+                node.push(objects);
+                pushed += want as u64;
+                marks.push_back((pushed, now, want as u64));
+                tokio::task::yield_now().await;
+            }
+            (pushed, gen.bytes, latency, node.sent() >= pushed)
+        }));
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_MICROS, 3)?;
+    let (mut generated, mut machine_bytes, mut drained) = (0u64, 0u64, true);
+    for d in drivers {
+        let (pushed, bytes, lat, done) = d.await.context("a node driver failed")?;
+        generated += pushed;
+        machine_bytes += bytes;
+        drained &= done;
+        for (micros, n) in lat {
+            latency.record_n(micros, n)?;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let pulled: u64 = nodes.iter().map(|(_, n)| n.sent()).sum();
+    cancel.cancel();
+    for c in conns {
+        let _ = c.await;
+    }
+    let avg = if generated > 0 {
+        machine_bytes as f64 / generated as f64
+    } else {
+        0.0
+    };
+    let ms = |q: f64| {
+        if latency.is_empty() {
+            0.0
+        } else {
+            latency.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let summary = serde_json::json!({
+        "sent": generated,
+        "acked": pulled,
+        "dropped": 0,
+        "objects_per_s": round(pulled as f64 / elapsed, 1),
+        "mib_per_s": round(pulled as f64 * avg / elapsed / 1048576.0, 3),
+        "ack_latency_ms": {
+            "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
+            "max": if latency.is_empty() { 0.0 } else { latency.max() as f64 / 1000.0 },
+            "count": latency.len(),
+        },
+        "generated": generated,
+        "drained": drained,
+        "nodes": args.nodes,
+        "rate": match args.rate { Rate::Max => serde_json::Value::from("max"), Rate::PerSecond(r) => serde_json::Value::from(r) },
+        "window": window,
+        "duration_s": args.duration,
+        "elapsed_s": round(elapsed, 3),
+        "size": args.size,
+        "protocol": "cardano",
     });
     println!("{summary}");
     Ok(())

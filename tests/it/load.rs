@@ -55,3 +55,79 @@ fn tracerd_load_smoke_run_is_acknowledged_and_logged() {
     }
     assert_eq!(logged, sent);
 }
+
+#[test]
+fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
+    let d = Daemon::start_with(
+        |dir, _| {
+            format!(
+                "networkMagic: {MAGIC}\nnetwork: {{ tag: AcceptAt, contents: \"{}\" }}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
+                dir.join("c.sock").display(),
+                dir.join("logs").display()
+            )
+        },
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args(["--connect", d.dir.path().join("c.sock").to_str().unwrap()])
+        .args([
+            "--nodes",
+            "3",
+            "--rate",
+            "300",
+            "--duration",
+            "1",
+            "--protocol",
+            "cardano",
+        ])
+        .args([
+            "--magic",
+            &MAGIC.to_string(),
+            "--drain-timeout",
+            "20",
+            "--name-prefix",
+            "cn",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["protocol"], "cardano");
+    let sent = v["sent"].as_u64().unwrap();
+    assert!((700..=1000).contains(&sent), "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
+    // Pulled is not yet written: wait (bounded) for the writers.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut logged = 0;
+        for i in 0..3 {
+            let node = format!("cn-{i:04}");
+            let dir = d.logs().join(&node);
+            if !dir.exists() {
+                continue;
+            }
+            let lines = read_node_lines(&dir);
+            for l in &lines {
+                // The simulated node's own line, written as is.
+                assert_eq!(l["host"].as_str(), Some(node.as_str()));
+            }
+            logged += lines.len() as u64;
+        }
+        if logged == sent {
+            break;
+        }
+        assert!(
+            logged < sent,
+            "more lines ({logged}) than objects sent ({sent})"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {logged} of {sent} on disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
