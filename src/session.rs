@@ -100,6 +100,8 @@ where
     // Small initial buffers: most of an idle node's memory is its read and write buffers;
     // they grow on demand for large frames.
     let mut framed = Framed::with_capacity(stream, TracerCodec::new(max), INITIAL_BUFFER);
+    // The write buffer starts at 8 KiB too; tracerd only sends small messages.
+    *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(INITIAL_BUFFER / 4);
     let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
     let first = tokio::select! {
         _ = cancel.cancelled() => return Ok(End::Shutdown),

@@ -189,6 +189,8 @@ where
     let max_message = limits.max_frame_bytes as usize;
     // Small initial buffers (`Framed::new` takes 8 KiB): they grow on demand.
     let mut framed = Framed::with_capacity(stream, MuxCodec::new(mode, max_message), 1024);
+    // The write buffer starts at 8 KiB too; tracerd only sends small requests.
+    *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(256);
     let magic = settings.network_magic;
     let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
         .unwrap_or(settings.handshake_timeout);

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -73,22 +73,19 @@ pub struct Recovery {
     pub notes: Vec<String>,
 }
 
-/// Opens (creating) the checkpoint file in `dir`.
-pub fn open_state(dir: &Path) -> io::Result<File> {
+/// Writes `checkpoint` in place in the checkpoint file at `path` (created if missing): one
+/// fixed-size `pwrite` at offset 0, so a reader never sees a mix of two lengths.
+pub fn write_state(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
+    let Some(bytes) = checkpoint.encode() else {
+        return Err(io::Error::other("checkpoint record too large"));
+    };
     OpenOptions::new()
-        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(dir.join(STATE_FILE))
-}
-
-/// Writes `checkpoint` in place.
-pub fn write_state(file: &File, checkpoint: &Checkpoint) -> io::Result<()> {
-    match checkpoint.encode() {
-        Some(bytes) => file.write_all_at(&bytes, 0),
-        None => Err(io::Error::other("checkpoint record too large")),
-    }
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?
+        .write_all_at(&bytes, 0)
 }
 
 /// Recovers from the checkpoint in `targets[0].dir`, cutting unacknowledged tails. Must run
@@ -280,7 +277,7 @@ mod tests {
             seq: 10,
             files: vec![(a0.clone(), 4), (b0.clone(), 8)],
         };
-        let state = open_state(&a).unwrap();
+        let state = a.join(STATE_FILE);
         write_state(&state, &cp).unwrap();
         let targets = [
             TargetDir {
@@ -329,7 +326,7 @@ mod tests {
             ext: "json",
         }];
         assert_eq!(recover(&t).persisted, None);
-        let state = open_state(tmp.path()).unwrap();
+        let state = tmp.path().join(STATE_FILE);
         let name = FileKey {
             stamp: T,
             counter: 0,

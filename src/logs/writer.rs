@@ -126,8 +126,9 @@ pub struct NodeLog {
     policy: Option<Policy>,
     machine: Rendered,
     human: Rendered,
-    /// The checkpoint file, in the first target's node directory.
-    state: Option<(File, PathBuf)>,
+    /// The checkpoint file, in the first target's node directory. It is opened for each
+    /// write rather than held: an idle node then costs one descriptor per target, not two.
+    state: Option<PathBuf>,
     /// Highest sequence number whose line is in every target.
     seq: u64,
     /// Sync data before writing a checkpoint (fsync durability modes).
@@ -183,18 +184,7 @@ impl NodeLog {
                 done: 0,
             });
         }
-        let state = match files.first() {
-            Some(f) => {
-                let path = f.dir.join(recovery::STATE_FILE);
-                let file =
-                    recovery::open_state(&f.dir).map_err(|source| WriteError::Checkpoint {
-                        path: path.clone(),
-                        source,
-                    })?;
-                Some((file, path))
-            }
-            None => None,
-        };
+        let state = files.first().map(|f| f.dir.join(recovery::STATE_FILE));
         let journal = match &settings.journal {
             Some(j) => Some(NodeJournal::open(&j.socket, name, j.formats.clone())?),
             None => None,
@@ -317,7 +307,7 @@ impl NodeLog {
         if self.sync_checkpoints {
             self.sync()?;
         }
-        let Some((file, path)) = &self.state else {
+        let Some(path) = &self.state else {
             return Ok(());
         };
         let cp = Checkpoint {
@@ -328,7 +318,7 @@ impl NodeLog {
                 .map(|f| (f.key.file_name(f.format.extension()), f.len))
                 .collect(),
         };
-        recovery::write_state(file, &cp).map_err(|source| WriteError::Checkpoint {
+        recovery::write_state(path, &cp).map_err(|source| WriteError::Checkpoint {
             path: path.clone(),
             source,
         })
