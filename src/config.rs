@@ -728,15 +728,21 @@ pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
     }
     validate(&config, &mut problems, &mut warnings);
     if problems.is_empty() {
+        add_lines(text, &mut warnings);
         Ok(Loaded { config, warnings })
     } else {
-        for p in &mut problems {
-            if p.line.is_none() {
-                let leaf = p.key.rsplit('.').next().unwrap_or(&p.key).to_string();
-                p.line = find_key_line(text, &leaf);
-            }
-        }
+        add_lines(text, &mut problems);
         Err(problems)
+    }
+}
+
+/// Fills in the line of every problem that has none, from where its key appears.
+fn add_lines(text: &str, problems: &mut [Problem]) {
+    for p in problems {
+        if p.line.is_none() {
+            let leaf = p.key.rsplit('.').next().unwrap_or(&p.key).to_string();
+            p.line = find_key_line(text, &leaf);
+        }
     }
 }
 
@@ -890,6 +896,34 @@ fn validate(config: &Config, problems: &mut Vec<Problem>, warnings: &mut Vec<Pro
                 message: "TLS is not supported yet: serving plain HTTP (as cardano-tracer does \
                           without a certificate); put a TLS proxy in front"
                     .to_string(),
+            });
+        }
+    }
+    // cardano-tracer features tracerd parses and keeps but does not serve: say so.
+    let unsupported = [
+        (
+            "hasTimeseries",
+            config.has_timeseries.is_some(),
+            "cardano-tracer's timeseries query API is not served; scrape /metrics with \
+             Prometheus instead",
+        ),
+        (
+            "tlsCertificate",
+            config.tls_certificate.is_some(),
+            "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",
+        ),
+        (
+            "hasForwarding",
+            config.has_forwarding.is_some(),
+            "re-forwarding to downstream acceptors is not supported; the key is ignored",
+        ),
+    ];
+    for (key, present, message) in unsupported {
+        if present {
+            warnings.push(Problem {
+                key: key.to_string(),
+                line: None,
+                message: message.to_string(),
             });
         }
     }

@@ -196,3 +196,14 @@ fn shipped_config_files_are_valid() {
     let warned: Vec<_> = compat.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(warned, vec!["hasRTView"]);
 }
+
+#[test]
+fn unsupported_cardano_tracer_features_are_explained() {
+    let text = "hasTimeseries: { epHost: 127.0.0.1, epPort: 12818 }\ntlsCertificate: { certificateFile: c, certificateKeyFile: k }\nhasForwarding: [{ tag: AcceptAt, contents: /tmp/r.sock }, null, { queueSize: 1 }]\n";
+    let loaded = parse(text).unwrap();
+    let keys: Vec<_> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
+    for key in ["hasTimeseries", "tlsCertificate", "hasForwarding"] {
+        assert!(keys.contains(&key), "{key} not explained: {keys:?}");
+    }
+    assert!(loaded.warnings.iter().all(|w| w.line.is_some()), "{:?}", loaded.warnings);
+}
