@@ -205,5 +205,9 @@ fn unsupported_cardano_tracer_features_are_explained() {
     for key in ["hasTimeseries", "tlsCertificate", "hasForwarding"] {
         assert!(keys.contains(&key), "{key} not explained: {keys:?}");
     }
-    assert!(loaded.warnings.iter().all(|w| w.line.is_some()), "{:?}", loaded.warnings);
+    assert!(
+        loaded.warnings.iter().all(|w| w.line.is_some()),
+        "{:?}",
+        loaded.warnings
+    );
 }
