@@ -652,34 +652,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .duration_since(start)
         .as_secs_f64()
         .max(1e-9);
-    let avg_object = if generated > 0 {
-        machine_bytes as f64 / generated as f64
-    } else {
-        0.0
-    };
-    let ms = |q: f64| {
-        if latency.is_empty() {
-            0.0
-        } else {
-            latency.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
-    let rate = match args.rate {
-        Rate::Max => serde_json::Value::from("max"),
-        Rate::PerSecond(r) => serde_json::Value::from(r),
-    };
-    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let avg_object = mean(machine_bytes, generated);
+    let rate = rate_json(args.rate);
     let summary = serde_json::json!({
         "sent": totals.sent,
         "acked": totals.acked,
         "dropped": totals.dropped,
         "objects_per_s": round(totals.acked as f64 / elapsed, 1),
         "mib_per_s": round(totals.acked as f64 * avg_object / elapsed / 1048576.0, 3),
-        "ack_latency_ms": {
-            "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
-            "max": if latency.is_empty() { 0.0 } else { latency.max() as f64 / 1000.0 },
-            "count": latency.len(),
-        },
+        "ack_latency_ms": latency_json(&latency),
         "generated": generated,
         "submitted": totals.submitted,
         "resent": totals.resent,
@@ -703,6 +684,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     println!("{summary}");
     Ok(())
+}
+
+/// The summary's `ack_latency_ms` object, from a histogram of microseconds.
+fn latency_json(latency: &Histogram<u64>) -> serde_json::Value {
+    let ms = |q: f64| {
+        if latency.is_empty() {
+            0.0
+        } else {
+            latency.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
+    serde_json::json!({
+        "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
+        "max": if latency.is_empty() { 0.0 } else { latency.max() as f64 / 1000.0 },
+        "count": latency.len(),
+    })
+}
+
+/// `x` rounded to `d` decimals, for the summary.
+fn round(x: f64, d: i32) -> f64 {
+    (x * 10f64.powi(d)).round() / 10f64.powi(d)
+}
+
+/// The summary's `rate`.
+fn rate_json(rate: Rate) -> serde_json::Value {
+    match rate {
+        Rate::Max => serde_json::Value::from("max"),
+        Rate::PerSecond(r) => serde_json::Value::from(r),
+    }
+}
+
+/// Mean machine bytes per object.
+fn mean(total: u64, count: u64) -> f64 {
+    if count > 0 {
+        total as f64 / count as f64
+    } else {
+        0.0
+    }
 }
 
 /// `--protocol cardano`: simulated cardano-nodes that tracerd pulls from.
@@ -821,34 +840,18 @@ async fn run_cardano(args: Args) -> anyhow::Result<()> {
     for c in conns {
         let _ = c.await;
     }
-    let avg = if generated > 0 {
-        machine_bytes as f64 / generated as f64
-    } else {
-        0.0
-    };
-    let ms = |q: f64| {
-        if latency.is_empty() {
-            0.0
-        } else {
-            latency.value_at_quantile(q) as f64 / 1000.0
-        }
-    };
-    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let avg = mean(machine_bytes, generated);
     let summary = serde_json::json!({
         "sent": generated,
         "acked": pulled,
         "dropped": 0,
         "objects_per_s": round(pulled as f64 / elapsed, 1),
         "mib_per_s": round(pulled as f64 * avg / elapsed / 1048576.0, 3),
-        "ack_latency_ms": {
-            "p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999),
-            "max": if latency.is_empty() { 0.0 } else { latency.max() as f64 / 1000.0 },
-            "count": latency.len(),
-        },
+        "ack_latency_ms": latency_json(&latency),
         "generated": generated,
         "drained": drained,
         "nodes": args.nodes,
-        "rate": match args.rate { Rate::Max => serde_json::Value::from("max"), Rate::PerSecond(r) => serde_json::Value::from(r) },
+        "rate": rate_json(args.rate),
         "window": window,
         "duration_s": args.duration,
         "elapsed_s": round(elapsed, 3),
