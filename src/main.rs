@@ -16,6 +16,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer};
 
 const EXIT_CONFIG: u8 = 78;
+/// Threads of the blocking pool (node log writes, opens, retention).
+const BLOCKING_THREADS: usize = 16;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -109,6 +111,10 @@ fn main() -> ExitCode {
 fn run(config: Config, options: tracerd::app::Options) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // File I/O runs on the blocking pool. tokio's default (512 threads) lets a connect
+        // storm of thousands of nodes start hundreds of threads, each leaving its own malloc
+        // arena behind; a few dozen keep every core busy with file I/O.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,
