@@ -372,18 +372,28 @@ async fn prune_periodically(live: Live, telemetry: Telemetry, cancel: Cancellati
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Installs the SIGTERM and SIGINT handlers now (call it inside the runtime) and returns a
+/// future that resolves on either.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
+                    _ = int.recv() => tracing::info!(signal = "SIGINT", "stop requested"),
+                }
+            }
+            (Ok(mut one), Err(e)) | (Err(e), Ok(mut one)) => {
+                tracing::error!(error = %e, "cannot install one of the SIGTERM/SIGINT handlers");
+                one.recv().await;
+                tracing::info!("stop requested");
+            }
+            (Err(e), Err(_)) => {
+                tracing::error!(error = %e, "cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "stop requested"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stop requested"),
     }
 }

@@ -123,15 +123,16 @@ fn run(config: Config, options: tracerd::app::Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Install the SIGTERM/SIGINT handlers before anything else, so a stop requested while
+    // tracerd is still starting also ends in the one clean shutdown.
+    let shutdown = {
+        let _entered = runtime.enter();
+        tracerd::app::shutdown_signal()
+    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "tracerd starting");
-    let result = runtime.block_on(tracerd::app::run(
-        config,
-        options,
-        tracerd::app::shutdown_signal(),
-        |addrs| {
-            tracing::info!(listeners = ?addrs, "ready");
-        },
-    ));
+    let result = runtime.block_on(tracerd::app::run(config, options, shutdown, |addrs| {
+        tracing::info!(listeners = ?addrs, "ready");
+    }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -93,3 +93,49 @@ async fn sigint_stops_too_and_a_stale_socket_is_replaced_on_restart() {
     let status = d.wait(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn sigterm_while_starting_still_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!("network: null\nhasPrometheus: null\ntracerd:\n  native:\n    acceptAt: [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .args(["-c", "c.yaml"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "tracerd starting" is logged once the signal handlers are installed: stop right then.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0 {
+        if line.contains("tracerd starting") {
+            break;
+        }
+        line.clear();
+    }
+    assert!(line.contains("tracerd starting"), "no start line");
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "tracerd did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a stop during startup must be a clean exit"
+    );
+}
