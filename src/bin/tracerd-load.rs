@@ -35,8 +35,13 @@ use tracerd::protocol::Software;
 struct Args {
     /// tracerd's address: a Unix socket path or host:port (its native listener, or its
     /// Cardano `AcceptAt` address with `--protocol cardano`).
-    #[arg(long)]
-    connect: String,
+    #[arg(long, required_unless_present = "listen")]
+    connect: Option<String>,
+    /// With `--protocol cardano`: instead of connecting, each node listens on
+    /// `<DIR>/<name>.sock` and waits for tracerd to dial it (tracerd's `network: ConnectTo`
+    /// listing those paths, as printed on stderr).
+    #[arg(long, value_name = "DIR", conflicts_with = "connect")]
+    listen: Option<std::path::PathBuf>,
     /// Number of simulated nodes (one connection each).
     #[arg(long, default_value_t = 1)]
     nodes: usize,
@@ -497,7 +502,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.protocol == Protocol::Cardano {
         return run_cardano(args).await;
     }
-    let address = Address::parse(&args.connect).map_err(|e| anyhow::anyhow!(e))?;
+    let Some(connect) = args.connect.as_deref() else {
+        bail!("--listen is only for --protocol cardano; give --connect");
+    };
+    let address = Address::parse(connect).map_err(|e| anyhow::anyhow!(e))?;
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -731,34 +739,87 @@ async fn run_cardano(args: Args) -> anyhow::Result<()> {
     use tracerd::config::Address;
     use tracerd::model::MachineForm;
 
-    let address = Address::parse(&args.connect).map_err(|e| anyhow::anyhow!(e))?;
     let window = args
         .window
         .unwrap_or_else(|| (131_072 / args.nodes.max(1)).clamp(256, 16_384));
     let cancel = tokio_util::sync::CancellationToken::new();
     let mut nodes = Vec::with_capacity(args.nodes);
     let mut conns = Vec::with_capacity(args.nodes);
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut listening = Vec::new();
     for i in 0..args.nodes {
         let name = format!("{}-{i:04}", args.name_prefix);
         let node = Arc::new(SimNode::new(&name, args.magic));
-        let stream: tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream> =
-            match &address {
-                Address::Tcp { host, port } => tokio_util::either::Either::Left(
-                    tokio::net::TcpStream::connect((host.as_str(), *port))
-                        .await
-                        .with_context(|| format!("connecting to {address}"))?,
-                ),
-                Address::Unix(path) => tokio_util::either::Either::Right(
-                    tokio::net::UnixStream::connect(path)
-                        .await
-                        .with_context(|| format!("connecting to {address}"))?,
-                ),
-            };
         let (n, c) = (node.clone(), cancel.clone());
-        conns.push(tokio::spawn(async move {
-            n.run(stream, Mode::Initiator, &c).await
-        }));
+        if let Some(dir) = &args.listen {
+            // The listening direction: tracerd dials this node (network: ConnectTo).
+            let path = dir.join(format!("{name}.sock"));
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("listening on {}", path.display()))?;
+            listening.push(path.display().to_string());
+            let served = served.clone();
+            conns.push(tokio::spawn(async move {
+                let mut first = true;
+                loop {
+                    let stream = tokio::select! {
+                        _ = c.cancelled() => return Ok(tracerd::cardano::sim::SimEnd::Cancelled),
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => continue,
+                        },
+                    };
+                    if std::mem::take(&mut first) {
+                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let end = n.run(stream, Mode::Responder, &c).await;
+                    if c.is_cancelled() {
+                        return end;
+                    }
+                }
+            }));
+        } else {
+            let Some(connect) = args.connect.as_deref() else {
+                bail!("give --connect or --listen");
+            };
+            let address = Address::parse(connect).map_err(|e| anyhow::anyhow!(e))?;
+            let stream: tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream> =
+                match &address {
+                    Address::Tcp { host, port } => tokio_util::either::Either::Left(
+                        tokio::net::TcpStream::connect((host.as_str(), *port))
+                            .await
+                            .with_context(|| format!("connecting to {address}"))?,
+                    ),
+                    Address::Unix(path) => tokio_util::either::Either::Right(
+                        tokio::net::UnixStream::connect(path)
+                            .await
+                            .with_context(|| format!("connecting to {address}"))?,
+                    ),
+                };
+            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            conns.push(tokio::spawn(async move {
+                n.run(stream, Mode::Initiator, &c).await
+            }));
+        }
         nodes.push((name, node));
+    }
+    if !listening.is_empty() {
+        eprintln!(
+            "tracerd-load: nodes listening; tracerd config: network: {{ tag: ConnectTo, contents: {} }}",
+            serde_json::Value::from(listening)
+        );
+        let deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout);
+        while served.load(std::sync::atomic::Ordering::Relaxed) < args.nodes {
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "tracerd-load: warning: tracerd dialed only {} of {} nodes",
+                    served.load(std::sync::atomic::Ordering::Relaxed),
+                    args.nodes
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     // Let tracerd name the nodes (NodeInfo) before the clock starts.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -857,6 +918,7 @@ async fn run_cardano(args: Args) -> anyhow::Result<()> {
         "elapsed_s": round(elapsed, 3),
         "size": args.size,
         "protocol": "cardano",
+        "direction": if args.listen.is_some() { "listen" } else { "connect" },
     });
     println!("{summary}");
     Ok(())

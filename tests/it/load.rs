@@ -131,3 +131,83 @@ fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tracerd_load_simulates_listening_cardano_nodes_that_tracerd_dials() {
+    let socks = tempfile::tempdir().unwrap();
+    let paths: Vec<String> = (0..2)
+        .map(|i| {
+            socks
+                .path()
+                .join(format!("ln-{i:04}.sock"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let contents = serde_json::to_string(&paths).unwrap();
+    let d = Daemon::start_with(
+        |dir, _| {
+            format!(
+                "networkMagic: {MAGIC}\nnetwork: {{ tag: ConnectTo, contents: {contents} }}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
+                dir.join("logs").display()
+            )
+        },
+        "",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args([
+            "--listen",
+            socks.path().to_str().unwrap(),
+            "--protocol",
+            "cardano",
+        ])
+        .args([
+            "--nodes",
+            "2",
+            "--rate",
+            "300",
+            "--duration",
+            "1",
+            "--name-prefix",
+            "ln",
+        ])
+        .args([
+            "--magic",
+            &MAGIC.to_string(),
+            "--drain-timeout",
+            "20",
+            "--connect-timeout",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["protocol"].as_str(), v["direction"].as_str()),
+        (Some("cardano"), Some("listen"))
+    );
+    let sent = v["sent"].as_u64().unwrap();
+    assert!(sent >= 400, "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let logged: u64 = (0..2)
+            .map(|i| d.logs().join(format!("ln-{i:04}")))
+            .filter(|dir| dir.exists())
+            .map(|dir| read_node_lines(&dir).len() as u64)
+            .sum();
+        if logged == sent {
+            break;
+        }
+        assert!(
+            logged < sent && std::time::Instant::now() < deadline,
+            "{logged} of {sent} on disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
