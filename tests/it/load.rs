@@ -56,38 +56,11 @@ fn tracerd_load_smoke_run_is_acknowledged_and_logged() {
     assert_eq!(logged, sent);
 }
 
-#[test]
-fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
-    let d = Daemon::start_with(
-        |dir, _| {
-            format!(
-                "networkMagic: {MAGIC}\nnetwork: {{ tag: AcceptAt, contents: \"{}\" }}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
-                dir.join("c.sock").display(),
-                dir.join("logs").display()
-            )
-        },
-        "",
-    );
+/// Runs tracerd-load with `args`; returns its summary line, parsed.
+fn run_load(args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
-        .args(["--connect", d.dir.path().join("c.sock").to_str().unwrap()])
-        .args([
-            "--nodes",
-            "3",
-            "--rate",
-            "300",
-            "--duration",
-            "1",
-            "--protocol",
-            "cardano",
-        ])
-        .args([
-            "--magic",
-            &MAGIC.to_string(),
-            "--drain-timeout",
-            "20",
-            "--name-prefix",
-            "cn",
-        ])
+        .args(args)
+        .args(["--magic", &MAGIC.to_string(), "--drain-timeout", "20"])
         .output()
         .unwrap();
     assert!(
@@ -95,30 +68,29 @@ fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["protocol"], "cardano");
-    let sent = v["sent"].as_u64().unwrap();
-    assert!((700..=1000).contains(&sent), "{v}");
-    assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
-    // Pulled is not yet written: wait (bounded) for the writers.
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (bounded) until the nodes `<prefix>-0000..` hold `sent` lines in all, each written
+/// as the simulated node's own line. Pulled is not yet written, hence the wait.
+fn wait_on_disk(logs: &std::path::Path, prefix: &str, nodes: usize, sent: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let mut logged = 0;
-        for i in 0..3 {
-            let node = format!("cn-{i:04}");
-            let dir = d.logs().join(&node);
+        for i in 0..nodes {
+            let node = format!("{prefix}-{i:04}");
+            let dir = logs.join(&node);
             if !dir.exists() {
                 continue;
             }
             let lines = read_node_lines(&dir);
             for l in &lines {
-                // The simulated node's own line, written as is.
                 assert_eq!(l["host"].as_str(), Some(node.as_str()));
             }
             logged += lines.len() as u64;
         }
         if logged == sent {
-            break;
+            return;
         }
         assert!(
             logged < sent,
@@ -130,6 +102,50 @@ fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// A daemon whose Cardano `network` is `network` (given the daemon's directory).
+fn cardano_daemon(network: impl Fn(&std::path::Path) -> String) -> Daemon {
+    Daemon::start_with(
+        |dir, _| {
+            format!(
+                "networkMagic: {MAGIC}\nnetwork: {}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
+                network(dir),
+                dir.join("logs").display()
+            )
+        },
+        "",
+    )
+}
+
+#[test]
+fn tracerd_load_simulates_cardano_nodes_that_tracerd_pulls_from() {
+    let d = cardano_daemon(|dir| {
+        format!(
+            "{{ tag: AcceptAt, contents: \"{}\" }}",
+            dir.join("c.sock").display()
+        )
+    });
+    let sock = d.dir.path().join("c.sock");
+    let v = run_load(&[
+        "--connect",
+        sock.to_str().unwrap(),
+        "--protocol",
+        "cardano",
+        "--nodes",
+        "3",
+        "--rate",
+        "300",
+        "--duration",
+        "1",
+        "--name-prefix",
+        "cn",
+    ]);
+    assert_eq!(v["protocol"], "cardano");
+    let sent = v["sent"].as_u64().unwrap();
+    assert!((700..=1000).contains(&sent), "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
+    wait_on_disk(&d.logs(), "cn", 3, sent);
 }
 
 #[test]
@@ -145,48 +161,23 @@ fn tracerd_load_simulates_listening_cardano_nodes_that_tracerd_dials() {
         })
         .collect();
     let contents = serde_json::to_string(&paths).unwrap();
-    let d = Daemon::start_with(
-        |dir, _| {
-            format!(
-                "networkMagic: {MAGIC}\nnetwork: {{ tag: ConnectTo, contents: {contents} }}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
-                dir.join("logs").display()
-            )
-        },
-        "",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
-        .args([
-            "--listen",
-            socks.path().to_str().unwrap(),
-            "--protocol",
-            "cardano",
-        ])
-        .args([
-            "--nodes",
-            "2",
-            "--rate",
-            "300",
-            "--duration",
-            "1",
-            "--name-prefix",
-            "ln",
-        ])
-        .args([
-            "--magic",
-            &MAGIC.to_string(),
-            "--drain-timeout",
-            "20",
-            "--connect-timeout",
-            "40",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = cardano_daemon(|_| format!("{{ tag: ConnectTo, contents: {contents} }}"));
+    let v = run_load(&[
+        "--listen",
+        socks.path().to_str().unwrap(),
+        "--protocol",
+        "cardano",
+        "--nodes",
+        "2",
+        "--rate",
+        "300",
+        "--duration",
+        "1",
+        "--name-prefix",
+        "ln",
+        "--connect-timeout",
+        "40",
+    ]);
     assert_eq!(
         (v["protocol"].as_str(), v["direction"].as_str()),
         (Some("cardano"), Some("listen"))
@@ -194,20 +185,5 @@ fn tracerd_load_simulates_listening_cardano_nodes_that_tracerd_dials() {
     let sent = v["sent"].as_u64().unwrap();
     assert!(sent >= 400, "{v}");
     assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let logged: u64 = (0..2)
-            .map(|i| d.logs().join(format!("ln-{i:04}")))
-            .filter(|dir| dir.exists())
-            .map(|dir| read_node_lines(&dir).len() as u64)
-            .sum();
-        if logged == sent {
-            break;
-        }
-        assert!(
-            logged < sent && std::time::Instant::now() < deadline,
-            "{logged} of {sent} on disk"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_on_disk(&d.logs(), "ln", 2, sent);
 }
