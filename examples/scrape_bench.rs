@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tracerd::exposition::Format;
 use tracerd::http::{render_all, render_node, HttpState};
+use tracerd::metrics::exposition::Format;
+use tracerd::metrics::telemetry::Telemetry;
 use tracerd::model::{MetricValue, MetricsUpdate};
 use tracerd::node::Nodes;
-use tracerd::telemetry::Telemetry;
 
 /// A cardano-like mix: gauges (`_int`), counters, numeric labels (`_real`), label sets.
 fn metrics(node: usize, count: usize) -> Vec<(String, MetricValue)> {

@@ -18,7 +18,6 @@ pub mod dial;
 pub mod handshake;
 pub mod mux;
 pub mod naming;
-pub mod session;
 pub mod sim;
 
 #[cfg(test)]

@@ -7,22 +7,15 @@
 
 pub mod app;
 pub mod cardano;
-pub mod cli;
 pub mod config;
-pub mod ekg;
-pub mod exposition;
 pub mod forwarder;
 pub mod http;
 pub mod ingest;
-pub mod live;
 pub mod logs;
+pub mod metrics;
 pub mod model;
-pub mod net;
 pub mod node;
 pub mod protocol;
-pub mod resources;
 pub mod session;
-pub mod store;
-pub mod systemd;
-pub mod telemetry;
+pub mod transport;
 pub mod utc;

@@ -7,9 +7,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracerd::cli::{Cli, Command, LogFormat, MinSeverity};
+use tracerd::app::cli::{Cli, Command, LogFormat, MinSeverity};
+use tracerd::app::systemd::Systemd;
 use tracerd::config::{self, Config, Loaded};
-use tracerd::systemd::Systemd;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             let systemd = match systemd {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %tracerd::net::error_chain(&e), "socket activation failed");
+                    tracing::error!(error = %tracerd::transport::error_chain(&e), "socket activation failed");
                     return ExitCode::FAILURE;
                 }
             };

@@ -12,8 +12,8 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::mux::Mode;
-use super::session::{serve_and_report, End};
 use super::Settings;
+use crate::session::cardano::{serve_and_report, End};
 
 use crate::config::Address;
 use crate::ingest::Shared;

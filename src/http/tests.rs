@@ -2,7 +2,7 @@
 //! content types and bodies.
 
 use super::*;
-use crate::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use crate::metrics::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
 use crate::node::Lease;
 use axum::http::Request as HttpRequest;

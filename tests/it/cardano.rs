@@ -306,12 +306,13 @@ mod in_process {
     //! routes that expose it are another issue's).
 
     use super::*;
-    use tracerd::cardano::{self, session};
+    use tracerd::cardano;
     use tracerd::config::Config;
     use tracerd::ingest::Shared;
+    use tracerd::metrics::telemetry::Telemetry;
     use tracerd::model::MetricValue;
     use tracerd::node::Nodes;
-    use tracerd::telemetry::Telemetry;
+    use tracerd::session::cardano as session;
 
     fn setup(dir: &Path) -> (Arc<Shared>, Arc<cardano::Settings>) {
         let mut config = Config::default();

@@ -295,10 +295,13 @@ fn the_dashboard_uses_only_metrics_tracerd_defines_and_the_scrape_config_is_vali
     let parsed: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     assert!(!parsed["panels"].as_array().unwrap().is_empty());
     let mut sources = String::new();
-    for dir in ["src", "src/logs", "src/cardano"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "rs") {
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
                 sources.push_str(&std::fs::read_to_string(path).unwrap());
             }
         }

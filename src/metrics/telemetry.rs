@@ -8,7 +8,7 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
-use crate::exposition::{self, Format, Kind};
+use crate::metrics::exposition::{self, Format, Kind};
 
 /// The daemon's own metrics. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]

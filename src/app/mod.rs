@@ -6,6 +6,10 @@
 //! The HTTP endpoints run on a tracker and token of their own: they stop last, after every
 //! session has drained, so a final scrape during shutdown still answers (`/readyz` says 503).
 
+pub mod cli;
+pub mod resources;
+pub mod systemd;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,18 +21,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::systemd::{Notifier, Systemd};
 use crate::cardano;
+use crate::config::live::{self, Live, ReloadMetrics};
 use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
-use crate::exposition::Naming;
 use crate::http::{self, HttpState};
 use crate::ingest::Shared;
-use crate::live::{self, Live, ReloadMetrics};
 use crate::logs::{janitor, LogSettings};
-use crate::net::{self, Listener, Service};
+use crate::metrics::exposition::Naming;
+use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
-use crate::resources;
-use crate::systemd::{Notifier, Systemd};
-use crate::telemetry::Telemetry;
+use crate::transport::{self, Listener, Service};
 use crate::utc;
 
 /// Shutdown did not finish within the grace period.
@@ -53,7 +56,7 @@ pub struct Options {
 ///
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
 /// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
-/// `options.config_path` (see [`crate::live`]).
+/// `options.config_path` (see [`crate::config::live`]).
 pub async fn run(
     config: Config,
     options: Options,
@@ -172,7 +175,7 @@ pub async fn run(
     let mut described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
     described.extend(http_described);
     for (listener, service) in listeners {
-        tracker.spawn(net::accept_loop(
+        tracker.spawn(transport::accept_loop(
             listener,
             service,
             shared.clone(),
@@ -279,7 +282,7 @@ async fn bind(
     let listener = Listener::bind(addr).await?;
     if let Some(path) = listener.socket_path() {
         socket_paths.push(path.to_path_buf());
-        net::set_socket_permissions(path, unix_socket)
+        transport::set_socket_permissions(path, unix_socket)
             .with_context(|| format!("setting mode/group of {}", path.display()))?;
     }
     Ok(listener)

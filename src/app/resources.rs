@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::live::Live;
+use crate::config::live::Live;
 
 /// One sample of the process's resource usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,7 +69,7 @@ pub async fn report_periodically(live: Live, cancel: CancellationToken) {
         let Ok(s) = tokio::task::spawn_blocking(sample).await else {
             continue;
         };
-        tracing::info!(target: "tracerd::resources", cpu_ms = s.cpu_ms, rss_bytes = s.rss_bytes,
+        tracing::info!(target: "tracerd::app::resources", cpu_ms = s.cpu_ms, rss_bytes = s.rss_bytes,
             threads = s.threads, open_fds = s.open_fds, "resources");
     }
 }

@@ -4,13 +4,15 @@
 //! The same [`Config`] struct is what the file deserialises into and what `print-config`
 //! serialises, so the printed effective config is itself a valid config file.
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::cli::MinSeverity;
+pub use crate::app::cli::MinSeverity;
 
 /// Mainnet's network magic, the default for `networkMagic`.
 pub const DEFAULT_NETWORK_MAGIC: u32 = 764_824_073;

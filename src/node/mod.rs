@@ -1,15 +1,17 @@
 //! Node identity: turning a name a node sends into a safe directory name, and the registry of
 //! nodes that gives two connected nodes with the same name distinct names, deterministically.
 
+pub mod state;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::exposition::Naming;
+use crate::metrics::exposition::Naming;
 use crate::model::{DataPoint, MetricsUpdate};
-use crate::store::NodeLive;
+use crate::node::state::NodeLive;
 
 /// Longest sanitised name, in bytes, leaving room for a collision suffix within NAME_MAX.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -330,7 +332,7 @@ impl Lease {
     /// Lets HTTP ask this session for live data points.
     pub fn serve_data_points(
         &self,
-        source: tokio::sync::mpsc::Sender<crate::store::DataPointRequest>,
+        source: tokio::sync::mpsc::Sender<crate::node::state::DataPointRequest>,
     ) {
         self.live.serve_data_points(source);
     }

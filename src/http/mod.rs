@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Endpoint;
-use crate::exposition::{self, Format, Kind, Renderer};
+use crate::metrics::ekg;
+use crate::metrics::exposition::{self, Format, Kind, Renderer};
+use crate::metrics::telemetry::Telemetry;
 use crate::node::{NodeView, Nodes};
-use crate::telemetry::Telemetry;
-use crate::{ekg, utc};
+use crate::utc;
 
 /// Longest time one request may take, headers to last byte of the response body produced.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -489,7 +490,7 @@ async fn data_point(
     };
     let fetched = view
         .live
-        .fetch_data_point(&name, crate::store::DATA_POINT_TIMEOUT)
+        .fetch_data_point(&name, crate::node::state::DATA_POINT_TIMEOUT)
         .await;
     let Some(text) = fetched else {
         return not_found_text(&name);

@@ -14,13 +14,13 @@ use tokio::task::JoinHandle;
 
 use tokio::time::Instant;
 
+use crate::config::live::{Effective, Live};
 use crate::config::{Config, Durability, FsyncPolicy, Limits, WriteErrorPolicy};
-use crate::live::{Effective, Live};
 use crate::logs::writer::{NodeLog, WriteError};
 use crate::logs::LogSettings;
+use crate::metrics::telemetry::Telemetry;
 use crate::model::{TraceBatch, TraceObject};
 use crate::node::{Lease, Nodes};
-use crate::telemetry::Telemetry;
 use crate::utc;
 
 /// Most queued batches the writer merges into one write.
@@ -548,7 +548,7 @@ impl Blocking {
                 }
                 WriteErrorPolicy::Drop => "dropping the batch (onWriteError: drop)",
             };
-            tracing::error!(node = %self.node, error = %crate::net::error_chain(error),
+            tracing::error!(node = %self.node, error = %crate::transport::error_chain(error),
                 suppressed, "cannot write node logs; {action}");
             self.reported = Some((Instant::now(), 0));
         }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::cardano;
 use crate::config::Address;
 use crate::ingest::Shared;
-use crate::session;
+use crate::session::native as session;
 
 /// The protocol a listener serves.
 #[derive(Debug, Clone)]
@@ -92,8 +92,8 @@ impl Listener {
 
     /// Takes over a listening socket passed by socket activation. Its file (for a Unix socket)
     /// belongs to the service manager and is not removed at shutdown.
-    pub fn from_activated(socket: crate::systemd::Activated) -> io::Result<Listener> {
-        use crate::systemd::Activated;
+    pub fn from_activated(socket: crate::app::systemd::Activated) -> io::Result<Listener> {
+        use crate::app::systemd::Activated;
         match socket {
             Activated::Tcp(l) => Ok(Listener::Tcp(TcpListener::from_std(l)?)),
             Activated::Unix(l) => {
@@ -284,8 +284,8 @@ impl Conn {
         shared: Arc<Shared>,
         cancel: CancellationToken,
     ) {
+        use crate::session::cardano::serve_and_report;
         use cardano::mux::Mode;
-        use cardano::session::serve_and_report;
         // Outcomes are counted and logged by `serve_and_report`.
         let _ = serve_and_report(
             self.stream,

@@ -254,7 +254,7 @@ pub async fn reload(path: &Path, live: &Live, metrics: &ReloadMetrics) -> Outcom
         Ok(loaded) => loaded,
         Err(e) => {
             metrics.reloads.with_label_values(&["rejected"]).inc();
-            tracing::error!(config = %path.display(), error = %crate::net::error_chain(&e),
+            tracing::error!(config = %path.display(), error = %crate::transport::error_chain(&e),
                 "config reload rejected; the running config stays");
             return Outcome::Rejected;
         }

@@ -17,14 +17,16 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, CodecError, EkgRequest, EkgValue};
-use super::handshake::{self, HandshakeError, Outcome};
-use super::mux::{send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
-use super::naming::{self, Source};
-use super::Settings;
+use crate::cardano::codec::{self, CodecError, EkgRequest, EkgValue};
+use crate::cardano::handshake::{self, HandshakeError, Outcome};
+use crate::cardano::mux::{
+    send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS,
+};
+use crate::cardano::naming::{self, Source};
+use crate::cardano::Settings;
 use crate::ingest::{NodeSink, Shared, SinkError};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
-use crate::store::DataPointRequest;
+use crate::node::state::DataPointRequest;
 
 /// The data point that names a node.
 pub const NODE_INFO: &str = "NodeInfo";
@@ -146,7 +148,7 @@ where
             Ok(end)
         }
         Err(e) if e.is_io() => {
-            let error = crate::net::error_chain(&e);
+            let error = crate::transport::error_chain(&e);
             if quiet {
                 tracing::debug!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
             } else {
@@ -158,7 +160,7 @@ where
             if let Some(reason) = e.decode_reason() {
                 t.decode_errors.with_label_values(&[reason]).inc();
             }
-            let error = crate::net::error_chain(&e);
+            let error = crate::transport::error_chain(&e);
             if quiet {
                 tracing::debug!(%peer, protocol = "cardano", reason = e.label(), %error,
                     duration_secs, "connection closed on error");

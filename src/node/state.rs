@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::exposition::{MetricName, Naming};
+use crate::metrics::exposition::{MetricName, Naming};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
 
 /// Most distinct metrics kept per node; further new names are refused (and counted).

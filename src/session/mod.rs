@@ -1,0 +1,5 @@
+//! Protocol sessions: one task per connection, speaking the native protocol ([`native`]) or
+//! Cardano's forwarding protocol ([`cardano`]), feeding the protocol-independent ingest path.
+
+pub mod cardano;
+pub mod native;
