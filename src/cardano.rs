@@ -1,9 +1,10 @@
-//! Cardano's trace-forwarding protocol, so an unmodified cardano-node can connect: the
-//! Ouroboros mux ([`mux`]), the CBOR messages ([`codec`]), the handshake ([`handshake`]), the
-//! acceptor session that pulls trace objects, polls metrics and names the node
-//! ([`session`]), ConnectTo dialing ([`dial`]), and a simulated cardano-node ([`sim`]) for
-//! tests and load generation. Only these modules know CBOR; everything they receive goes
-//! through the protocol-independent [`crate::ingest::NodeSink`].
+//! Cardano's trace-forwarding protocol, so an unmodified cardano-node can connect. The wire
+//! (the Ouroboros mux [`mux`], the CBOR messages [`codec`], the handshake [`handshake`]) is in
+//! the `tracerd-wire` crate and re-exported here; this module holds the daemon's side: the
+//! [`Settings`] every session shares, node naming ([`naming`]), ConnectTo dialing ([`dial`]),
+//! and a simulated cardano-node ([`sim`]) for tests and load generation. The acceptor session
+//! is `crate::session::cardano`; everything it receives goes through the
+//! protocol-independent [`crate::ingest::NodeSink`].
 //!
 //! The byte-level reference is `cardano-forwarding-protocol.md` (sections cited as §n).
 
@@ -13,15 +14,11 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-pub mod codec;
 pub mod dial;
-pub mod handshake;
-pub mod mux;
 pub mod naming;
 pub mod sim;
 
-#[cfg(test)]
-mod tests;
+pub use tracerd_wire::cardano::{codec, handshake, mux};
 
 /// How long tracerd waits for the `NodeInfo` data point before naming a node by its address
 /// (cardano-tracer's 10 s).

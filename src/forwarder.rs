@@ -48,8 +48,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Address;
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
-use crate::protocol::{
-    encode_node_frame, CodecError, ForwarderCodec, Hello, NodeMessage, RefuseReason, Software,
+use crate::native::{
+    encode_node_frame, ForwarderCodec, FrameError, Hello, NodeMessage, RefuseReason, Software,
     TracerMessage, PROTOCOL_VERSION,
 };
 
@@ -175,7 +175,7 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
     /// A frame from tracerd could not be decoded.
     #[error("bad frame from tracerd: {0}")]
-    Codec(#[from] CodecError),
+    Codec(#[from] FrameError),
 }
 
 /// A snapshot of a forwarder's counters.

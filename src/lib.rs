@@ -13,9 +13,10 @@ pub mod http;
 pub mod ingest;
 pub mod logs;
 pub mod metrics;
-pub mod model;
 pub mod node;
-pub mod protocol;
 pub mod session;
 pub mod transport;
-pub mod utc;
+
+// The wire types live in the `tracerd-wire` crate, shared with forwarders and simulators;
+// re-exported so `tracerd::model`, `tracerd::native` and `tracerd::utc` name them here too.
+pub use tracerd_wire::{model, native, utc};

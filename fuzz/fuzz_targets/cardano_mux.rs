@@ -5,8 +5,8 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
-use tracerd::cardano::codec;
-use tracerd::cardano::mux::{Mode, MuxCodec};
+use tracerd_wire::cardano::codec;
+use tracerd_wire::cardano::mux::{Mode, MuxCodec};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&chunk, rest)) = data.split_first() else { return };

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tracerd::config::Address;
 use tracerd::forwarder::{Forwarder, ForwarderConfig, Stats};
 use tracerd::model::{DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceObject};
-use tracerd::protocol::Software;
+use tracerd::native::Software;
 
 /// Simulates a fleet of nodes forwarding traces to tracerd.
 #[derive(Debug, Parser)]

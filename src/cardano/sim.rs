@@ -18,7 +18,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::codec::{
-    self, CodecError, DataPointAsk, EkgAsk, EkgRequest, EkgValue, Handshake, TraceAsk, VersionData,
+    self, CborError, DataPointAsk, EkgAsk, EkgRequest, EkgValue, Handshake, TraceAsk, VersionData,
     FORWARDING_V1,
 };
 use super::handshake::{self, Outcome};
@@ -49,7 +49,7 @@ pub enum SimError {
     Mux(#[from] MuxError),
     /// Bad message.
     #[error("bad message: {0}")]
-    Codec(#[from] CodecError),
+    Codec(#[from] CborError),
     /// Bad handshake.
     #[error(transparent)]
     Handshake(#[from] handshake::HandshakeError),

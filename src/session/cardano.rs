@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::cardano::codec::{self, CodecError, EkgRequest, EkgValue};
+use crate::cardano::codec::{self, CborError, EkgRequest, EkgValue};
 use crate::cardano::handshake::{self, HandshakeError, Outcome};
 use crate::cardano::mux::{
     send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS,
@@ -74,7 +74,7 @@ pub enum SessionError {
         protocol: u16,
         /// Cause.
         #[source]
-        source: CodecError,
+        source: CborError,
     },
     /// A message the protocol state does not allow (a reply nobody asked for).
     #[error("protocol violation: {0}")]

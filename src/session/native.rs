@@ -12,11 +12,11 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::{NodeSink, Shared, SinkError};
-use crate::node;
-use crate::protocol::{
-    CodecError, Hello, NodeMessage, RefuseReason, TracerCodec, TracerMessage, PROTOCOL_VERSION,
+use crate::native::{
+    FrameError, Hello, NodeMessage, RefuseReason, TracerCodec, TracerMessage, PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
 };
+use crate::node;
 
 /// Initial read buffer of a session, in bytes (`Framed::new` would take 8 KiB).
 const INITIAL_BUFFER: usize = 1024;
@@ -65,7 +65,7 @@ pub enum SessionError {
     IdleTimeout(Duration),
     /// The peer sent something that is not a valid frame or message.
     #[error("bad input from node")]
-    Codec(#[from] CodecError),
+    Codec(#[from] FrameError),
     /// The node's logs could not be written.
     #[error("node log sink failed")]
     Sink(#[from] SinkError),
@@ -77,7 +77,7 @@ impl SessionError {
         match self {
             SessionError::HandshakeTimeout(_) => "handshake_timeout",
             SessionError::IdleTimeout(_) => "idle_timeout",
-            SessionError::Codec(CodecError::Io(_)) => "io_error",
+            SessionError::Codec(FrameError::Io(_)) => "io_error",
             SessionError::Codec(e) => e.kind(),
             SessionError::Sink(_) => "write_error",
         }
@@ -256,7 +256,7 @@ where
                             }
                         }
                         NodeMessage::Hello(_) => {
-                            break Err(CodecError::Invalid("second Hello in one session".into()).into());
+                            break Err(FrameError::Invalid("second Hello in one session".into()).into());
                         }
                     }
                 }

@@ -318,7 +318,7 @@ impl Conn {
         match result {
             Ok(end) => tracing::info!(%peer, protocol, reason = end.label(), duration_secs,
                 "connection closed"),
-            Err(session::SessionError::Codec(crate::protocol::CodecError::Io(e))) => {
+            Err(session::SessionError::Codec(crate::native::FrameError::Io(e))) => {
                 if quiet {
                     tracing::debug!(%peer, protocol, error = %e, duration_secs, "connection lost")
                 } else {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tracerd::model::TraceBatch;
-use tracerd::protocol::{NodeMessage, TracerMessage};
+use tracerd::native::{NodeMessage, TracerMessage};
 
 use crate::support::*;
 
@@ -28,7 +28,7 @@ async fn node(i: usize, port: u16, sock: std::path::PathBuf) -> (u64, u64) {
             match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
                 Ok(s) => Either::Tcp(tokio_util::codec::Framed::new(
                     s,
-                    tracerd::protocol::ForwarderCodec::new(1 << 20),
+                    tracerd::native::ForwarderCodec::new(1 << 20),
                 )),
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -39,7 +39,7 @@ async fn node(i: usize, port: u16, sock: std::path::PathBuf) -> (u64, u64) {
             match tokio::net::UnixStream::connect(&sock).await {
                 Ok(s) => Either::Unix(tokio_util::codec::Framed::new(
                     s,
-                    tracerd::protocol::ForwarderCodec::new(1 << 20),
+                    tracerd::native::ForwarderCodec::new(1 << 20),
                 )),
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -59,14 +59,14 @@ async fn node(i: usize, port: u16, sock: std::path::PathBuf) -> (u64, u64) {
 }
 
 enum Either {
-    Tcp(tokio_util::codec::Framed<tokio::net::TcpStream, tracerd::protocol::ForwarderCodec>),
-    Unix(tokio_util::codec::Framed<tokio::net::UnixStream, tracerd::protocol::ForwarderCodec>),
+    Tcp(tokio_util::codec::Framed<tokio::net::TcpStream, tracerd::native::ForwarderCodec>),
+    Unix(tokio_util::codec::Framed<tokio::net::UnixStream, tracerd::native::ForwarderCodec>),
 }
 
 /// One connection: handshake, then send from persisted+1 while reading acks, until the
 /// connection breaks or everything is acknowledged. `None` if the handshake failed.
 async fn session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut f: tokio_util::codec::Framed<S, tracerd::protocol::ForwarderCodec>,
+    mut f: tokio_util::codec::Framed<S, tracerd::native::ForwarderCodec>,
     name: &str,
     highest_acked: &mut u64,
 ) -> Option<()> {

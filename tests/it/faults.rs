@@ -102,7 +102,7 @@ async fn silent_and_slow_peers_are_closed_within_their_timeouts() {
     let mut slow = n.framed.into_inner();
     let started = Instant::now();
     let trickle = tokio::spawn(async move {
-        let frame = tracerd::protocol::encode_node_frame(tracerd::protocol::NodeMessage::Ping(1));
+        let frame = tracerd::native::encode_node_frame(tracerd::native::NodeMessage::Ping(1));
         for _ in 0..100 {
             for b in frame.iter() {
                 if slow.write_all(&[*b]).await.is_err() {
@@ -172,7 +172,7 @@ async fn the_connection_limit_refuses_the_extra_connection_at_once() {
         )
         .await
         {
-            Ok(Some(Ok(tracerd::protocol::TracerMessage::Accept { .. }))) => break,
+            Ok(Some(Ok(tracerd::native::TracerMessage::Accept { .. }))) => break,
             _ => assert!(Instant::now() < deadline, "slot never freed"),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

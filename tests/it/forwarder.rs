@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tracerd::config::Address;
 use tracerd::forwarder::{Forwarder, ForwarderConfig, SubmitError};
-use tracerd::protocol::{NodeMessage, TracerCodec, TracerMessage};
+use tracerd::native::{NodeMessage, TracerCodec, TracerMessage};
 
 use crate::support::*;
 

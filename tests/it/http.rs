@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tracerd::model::{MetricValue, MetricsUpdate};
-use tracerd::protocol::NodeMessage;
+use tracerd::native::NodeMessage;
 
 use crate::support::*;
 

@@ -40,7 +40,7 @@ async fn many_nodes_over_unix_and_tcp_land_exactly_once_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_magic_unsupported_version_and_bad_names_are_refused_with_reasons() {
     use futures_util::SinkExt;
-    use tracerd::protocol::{Hello, NodeMessage, RefuseReason, Software, TracerMessage};
+    use tracerd::native::{Hello, NodeMessage, RefuseReason, Software, TracerMessage};
     let d = Daemon::start("");
     let cases = [
         (
@@ -193,7 +193,7 @@ async fn malformed_and_oversized_input_closes_only_the_offender() {
         if i % 2 == 1 {
             // Some offenders first complete a valid handshake.
             let mut f =
-                tokio_util::codec::Framed::new(s, tracerd::protocol::ForwarderCodec::new(1 << 20));
+                tokio_util::codec::Framed::new(s, tracerd::native::ForwarderCodec::new(1 << 20));
             futures_util::SinkExt::send(&mut f, hello(&format!("bad-{i}")))
                 .await
                 .unwrap();

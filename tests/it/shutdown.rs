@@ -21,7 +21,7 @@ async fn sigterm_while_streaming_exits_0_and_loses_no_acknowledged_line() {
                         break;
                     }
                     let objects = (seq..seq + 20).map(|s| object(&n.name, s, 50)).collect();
-                    let msg = tracerd::protocol::NodeMessage::Traces(tracerd::model::TraceBatch {
+                    let msg = tracerd::native::NodeMessage::Traces(tracerd::model::TraceBatch {
                         first_seq: seq,
                         objects,
                     });
@@ -41,7 +41,7 @@ async fn sigterm_while_streaming_exits_0_and_loses_no_acknowledged_line() {
                 )
                 .await
                 {
-                    if let tracerd::protocol::TracerMessage::Ack(a) = m {
+                    if let tracerd::native::TracerMessage::Ack(a) = m {
                         n.acked = n.acked.max(a);
                     }
                 }

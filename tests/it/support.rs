@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 use tracerd::model::{DetailLevel, Severity, TraceBatch, TraceObject};
-use tracerd::protocol::{ForwarderCodec, Hello, NodeMessage, Software, TracerMessage};
+use tracerd::native::{ForwarderCodec, Hello, NodeMessage, Software, TracerMessage};
 
 pub const MAGIC: u32 = 764_824_073;
 

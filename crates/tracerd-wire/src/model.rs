@@ -1,6 +1,6 @@
 //! The protocol-independent model: what a node sends, whichever wire protocol carried it.
 //!
-//! The native protocol (`protocol`) and, later, Cardano's forwarding protocol both decode into
+//! The native protocol ([`crate::native`]) and Cardano's forwarding protocol (`cardano`) both decode into
 //! these types; everything downstream (log writers, metric store) only knows these.
 
 use std::fmt;

@@ -65,7 +65,7 @@ fn decode_chunked(
     bytes: &[u8],
     chunks: &[usize],
     max: usize,
-) -> Result<Vec<NodeMessage>, CodecError> {
+) -> Result<Vec<NodeMessage>, FrameError> {
     let mut codec = TracerCodec::new(max);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
@@ -111,7 +111,7 @@ fn oversized_frame_is_refused_before_allocating() {
     let mut codec = TracerCodec::new(1024);
     let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0, 1, 2][..]);
     match codec.decode(&mut buf) {
-        Err(CodecError::FrameTooLarge { len, max }) => {
+        Err(FrameError::FrameTooLarge { len, max }) => {
             assert_eq!((len, max), (0xffff_fff0, 1024));
         }
         other => panic!("{other:?}"),
@@ -130,7 +130,7 @@ fn frame_at_the_limit_is_accepted_and_one_past_is_not() {
     assert_eq!(decode_chunked(&frame, &[7], body).unwrap(), vec![msg]);
     assert!(matches!(
         decode_chunked(&frame, &[7], body - 1),
-        Err(CodecError::FrameTooLarge { .. })
+        Err(FrameError::FrameTooLarge { .. })
     ));
 }
 
@@ -138,15 +138,15 @@ fn frame_at_the_limit_is_accepted_and_one_past_is_not() {
 fn empty_and_malformed_frames_are_errors() {
     assert!(matches!(
         decode_chunked(&[0, 0, 0, 0], &[4], 64),
-        Err(CodecError::Invalid(_))
+        Err(FrameError::Invalid(_))
     ));
     assert!(matches!(
         decode_chunked(&[0, 0, 0, 2, 0xff, 0xff], &[6], 64),
-        Err(CodecError::Protobuf(_))
+        Err(FrameError::Protobuf(_))
     ));
     assert!(matches!(
         decode_chunked(&[0, 0, 0, 9, 1, 2], &[6], 64),
-        Err(CodecError::Truncated(2))
+        Err(FrameError::Truncated(2))
     ));
     let bad_severity = pb::NodeMessage {
         msg: Some(pb::node_message::Msg::Traces(pb::TraceBatch {
@@ -160,7 +160,7 @@ fn empty_and_malformed_frames_are_errors() {
     let mut frame = (bad_severity.encoded_len() as u32).to_be_bytes().to_vec();
     frame.extend(bad_severity.encode_to_vec());
     match decode_chunked(&frame, &[100], 64) {
-        Err(CodecError::Invalid(m)) => assert!(m.contains("unknown severity 99"), "{m}"),
+        Err(FrameError::Invalid(m)) => assert!(m.contains("unknown severity 99"), "{m}"),
         other => panic!("{other:?}"),
     }
 }

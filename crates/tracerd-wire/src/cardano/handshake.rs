@@ -7,7 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::Framed;
 
 use super::codec::{
-    self, decode_handshake, encode_propose, CodecError, Handshake, Refusal, VersionData,
+    self, decode_handshake, encode_propose, CborError, Handshake, Refusal, VersionData,
     FORWARDING_V1,
 };
 use super::mux::{send, Message, MuxCodec, MuxError, HANDSHAKE};
@@ -31,7 +31,7 @@ pub enum HandshakeError {
     Mux(#[from] MuxError),
     /// Bad CBOR message.
     #[error("bad handshake message: {0}")]
-    Codec(#[from] CodecError),
+    Codec(#[from] CborError),
     /// The peer closed the connection during the handshake.
     #[error("connection closed during the handshake")]
     Closed,

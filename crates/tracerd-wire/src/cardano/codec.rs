@@ -21,7 +21,7 @@ const TAG_UTC: u64 = 1000;
 
 /// A message that is well-formed CBOR but not what the protocol allows here.
 #[derive(Debug, thiserror::Error)]
-pub enum CodecError {
+pub enum CborError {
     /// The CBOR does not have the expected shape (type, length, range).
     #[error("unexpected CBOR: {0}")]
     Cbor(#[from] minicbor::decode::Error),
@@ -30,22 +30,22 @@ pub enum CodecError {
     Invalid(String),
 }
 
-impl CodecError {
+impl CborError {
     /// A bounded label for `decode_errors`.
     pub fn kind(&self) -> &'static str {
         match self {
-            CodecError::Cbor(_) => "cbor_unexpected",
-            CodecError::Invalid(_) => "message_invalid",
+            CborError::Cbor(_) => "cbor_unexpected",
+            CborError::Invalid(_) => "message_invalid",
         }
     }
 }
 
-type Result<T> = std::result::Result<T, CodecError>;
+type Result<T> = std::result::Result<T, CborError>;
 type Enc<'a> = Encoder<&'a mut Vec<u8>>;
 type EncResult = std::result::Result<(), minicbor::encode::Error<Infallible>>;
 
 fn invalid<T>(text: impl Into<String>) -> Result<T> {
-    Err(CodecError::Invalid(text.into()))
+    Err(CborError::Invalid(text.into()))
 }
 
 /// Runs an encoding into a fresh buffer. Writing to a `Vec` cannot fail.
@@ -553,7 +553,7 @@ fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
     let severity = Severity::ALL
         .get(usize::from(enum_index(d, "SeverityS")?))
         .copied()
-        .ok_or_else(|| CodecError::Invalid("SeverityS out of range".into()))?;
+        .ok_or_else(|| CborError::Invalid("SeverityS out of range".into()))?;
     let detail = match enum_index(d, "DetailLevel")? {
         0 => DetailLevel::Minimal,
         1 => DetailLevel::Normal,
@@ -602,7 +602,7 @@ fn utc_time(d: &mut Decoder<'_>) -> Result<i64> {
     }
     secs.checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add((ps / 1000) as i64))
-        .ok_or_else(|| CodecError::Invalid("UTCTime out of range".into()))
+        .ok_or_else(|| CborError::Invalid("UTCTime out of range".into()))
 }
 
 // ---------------------------------------------------------------- data points (protocol 3)

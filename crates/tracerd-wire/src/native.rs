@@ -111,7 +111,7 @@ pub enum TracerMessage {
 
 /// Why bytes could not be turned into a message.
 #[derive(Debug, thiserror::Error)]
-pub enum CodecError {
+pub enum FrameError {
     /// The length prefix announces more than the limit; nothing was allocated for it.
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
     FrameTooLarge {
@@ -134,15 +134,15 @@ pub enum CodecError {
     Io(#[from] std::io::Error),
 }
 
-impl CodecError {
+impl FrameError {
     /// A short, bounded label for counting this error.
     pub fn kind(&self) -> &'static str {
         match self {
-            CodecError::FrameTooLarge { .. } => "frame_too_large",
-            CodecError::Protobuf(_) => "malformed_protobuf",
-            CodecError::Invalid(_) => "invalid_message",
-            CodecError::Truncated(_) => "truncated_frame",
-            CodecError::Io(_) => "io",
+            FrameError::FrameTooLarge { .. } => "frame_too_large",
+            FrameError::Protobuf(_) => "malformed_protobuf",
+            FrameError::Invalid(_) => "invalid_message",
+            FrameError::Truncated(_) => "truncated_frame",
+            FrameError::Io(_) => "io",
         }
     }
 }
@@ -171,14 +171,14 @@ impl Frames {
         }
     }
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         let has_head = self.in_body || src.len() >= LENGTH_PREFIX_BYTES;
         if !self.in_body && has_head {
             // Check the announced length ourselves (the inner codec would reject it too, but
             // without saying how long the frame claimed to be).
             let len = u64::from((&src[..LENGTH_PREFIX_BYTES]).get_u32());
             if len > self.max as u64 {
-                return Err(CodecError::FrameTooLarge { len, max: self.max });
+                return Err(FrameError::FrameTooLarge { len, max: self.max });
             }
         }
         let frame = self.inner.decode(src)?;
@@ -186,11 +186,11 @@ impl Frames {
         Ok(frame)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
             None if src.is_empty() => Ok(None),
-            None => Err(CodecError::Truncated(src.len())),
+            None => Err(FrameError::Truncated(src.len())),
         }
     }
 
@@ -216,9 +216,9 @@ impl TracerCodec {
 
 impl Decoder for TracerCodec {
     type Item = NodeMessage;
-    type Error = CodecError;
+    type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, CodecError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
         match self.0.decode(src)? {
             Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
                 &frame[..],
@@ -227,7 +227,7 @@ impl Decoder for TracerCodec {
         }
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, CodecError> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
         match self.0.decode_eof(src)? {
             Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
                 &frame[..],
@@ -238,9 +238,9 @@ impl Decoder for TracerCodec {
 }
 
 impl Encoder<TracerMessage> for TracerCodec {
-    type Error = CodecError;
+    type Error = FrameError;
 
-    fn encode(&mut self, item: TracerMessage, dst: &mut BytesMut) -> Result<(), CodecError> {
+    fn encode(&mut self, item: TracerMessage, dst: &mut BytesMut) -> Result<(), FrameError> {
         self.0.encode(&tracer_message_to_pb(item), dst);
         Ok(())
     }
@@ -259,9 +259,9 @@ impl ForwarderCodec {
 
 impl Decoder for ForwarderCodec {
     type Item = TracerMessage;
-    type Error = CodecError;
+    type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<TracerMessage>, CodecError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<TracerMessage>, FrameError> {
         match self.0.decode(src)? {
             Some(frame) => Ok(Some(tracer_message_from_pb(pb::TracerMessage::decode(
                 frame,
@@ -272,9 +272,9 @@ impl Decoder for ForwarderCodec {
 }
 
 impl Encoder<NodeMessage> for ForwarderCodec {
-    type Error = CodecError;
+    type Error = FrameError;
 
-    fn encode(&mut self, item: NodeMessage, dst: &mut BytesMut) -> Result<(), CodecError> {
+    fn encode(&mut self, item: NodeMessage, dst: &mut BytesMut) -> Result<(), FrameError> {
         self.0.encode(&node_message_to_pb(item), dst);
         Ok(())
     }
@@ -287,11 +287,11 @@ pub fn encode_node_frame(msg: NodeMessage) -> BytesMut {
     dst
 }
 
-fn invalid(msg: impl Into<String>) -> CodecError {
-    CodecError::Invalid(msg.into())
+fn invalid(msg: impl Into<String>) -> FrameError {
+    FrameError::Invalid(msg.into())
 }
 
-fn severity_from_pb(v: i32) -> Result<Severity, CodecError> {
+fn severity_from_pb(v: i32) -> Result<Severity, FrameError> {
     let sev = pb::Severity::try_from(v).map_err(|_| invalid(format!("unknown severity {v}")))?;
     Ok(match sev {
         pb::Severity::Debug => Severity::Debug,
@@ -318,7 +318,7 @@ fn severity_to_pb(s: Severity) -> pb::Severity {
     }
 }
 
-fn detail_from_pb(v: i32) -> Result<DetailLevel, CodecError> {
+fn detail_from_pb(v: i32) -> Result<DetailLevel, FrameError> {
     let d =
         pb::DetailLevel::try_from(v).map_err(|_| invalid(format!("unknown detail level {v}")))?;
     Ok(match d {
@@ -338,7 +338,7 @@ fn detail_to_pb(d: DetailLevel) -> pb::DetailLevel {
     }
 }
 
-fn trace_from_pb(t: pb::TraceObject) -> Result<TraceObject, CodecError> {
+fn trace_from_pb(t: pb::TraceObject) -> Result<TraceObject, FrameError> {
     Ok(TraceObject {
         severity: severity_from_pb(t.severity)?,
         detail: detail_from_pb(t.detail)?,
@@ -366,7 +366,7 @@ fn trace_to_pb(t: TraceObject) -> pb::TraceObject {
 }
 
 /// Converts a decoded protobuf node message into the domain model.
-pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, CodecError> {
+pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameError> {
     use pb::node_message::Msg;
     let Some(msg) = msg.msg else {
         return Err(invalid("empty NodeMessage (no field of `msg` set)"));
@@ -517,7 +517,7 @@ pub fn tracer_message_to_pb(msg: TracerMessage) -> pb::TracerMessage {
 }
 
 /// Converts a decoded protobuf tracer message into the domain model.
-pub fn tracer_message_from_pb(msg: pb::TracerMessage) -> Result<TracerMessage, CodecError> {
+pub fn tracer_message_from_pb(msg: pb::TracerMessage) -> Result<TracerMessage, FrameError> {
     use pb::tracer_message::Msg;
     let Some(msg) = msg.msg else {
         return Err(invalid("empty TracerMessage (no field of `msg` set)"));
