@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracerd::app::cli::{Cli, Command, LogFormat, MinSeverity};
+use tracerd::app::cli::{Cli, Command, MinSeverity, OwnLogFormat};
 use tracerd::app::systemd::Systemd;
 use tracerd::config::{self, Config, Loaded};
 use tracing_subscriber::filter::LevelFilter;
@@ -26,12 +26,12 @@ fn main() -> ExitCode {
     let level = cli.min_log_severity.unwrap_or(MinSeverity::Info);
     let (filter, filter_handle) = reload::Layer::new(LevelFilter::from_level(level.level()));
     let format = match cli.log_format {
-        LogFormat::Human => tracing_subscriber::fmt::layer()
+        OwnLogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+        OwnLogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
             .with_current_span(false)

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use crate::config::MinSeverity;
+
 /// tracerd: accepts trace objects, metrics and data points from many nodes and writes each
 /// node's logs to its own rotated files.
 #[derive(Debug, Parser)]
@@ -19,8 +21,8 @@ pub struct Cli {
     #[arg(long, value_enum, global = true)]
     pub min_log_severity: Option<MinSeverity>,
     /// Format of tracerd's own log messages: `human` text or one `json` object per line.
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum, default_value_t = OwnLogFormat::Human, global = true)]
+    pub log_format: OwnLogFormat,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,43 +41,9 @@ pub enum Command {
 
 /// Format of tracerd's own log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub enum OwnLogFormat {
     /// One line of text per event, `key=value` fields.
     Human,
     /// One JSON object per event (`timestamp`, `level`, `fields`, `target`).
     Json,
-}
-
-/// cardano-tracer's `--min-log-severity` values (also `tracerd.minLogSeverity` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[value(rename_all = "PascalCase")]
-pub enum MinSeverity {
-    /// Debug and up.
-    Debug,
-    /// Info and up.
-    Info,
-    /// Notice and up (same as Info for tracerd's own log).
-    Notice,
-    /// Warning and up.
-    Warning,
-    /// Error and up.
-    Error,
-    /// Critical and up (same as Error).
-    Critical,
-    /// Alert and up (same as Error).
-    Alert,
-    /// Emergency only (same as Error).
-    Emergency,
-}
-
-impl MinSeverity {
-    /// The `tracing` level that lets this severity and higher through.
-    pub fn level(self) -> tracing::Level {
-        match self {
-            MinSeverity::Debug => tracing::Level::DEBUG,
-            MinSeverity::Info | MinSeverity::Notice => tracing::Level::INFO,
-            MinSeverity::Warning => tracing::Level::WARN,
-            _ => tracing::Level::ERROR,
-        }
-    }
 }

@@ -23,7 +23,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::systemd::{Notifier, Systemd};
 use crate::cardano;
-use crate::config::live::{self, Live, ReloadMetrics};
+use crate::config::reload::{self, ReloadMetrics};
+use crate::config::running::{self, Running};
 use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
 use crate::http::{self, HttpState};
 use crate::ingest::Shared;
@@ -56,7 +57,7 @@ pub struct Options {
 ///
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
 /// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
-/// `options.config_path` (see [`crate::config::live`]).
+/// `options.config_path` (see [`crate::config::reload`]).
 pub async fn run(
     config: Config,
     options: Options,
@@ -200,7 +201,7 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
-    live::emit_config_event(&config, "start");
+    running::emit_config_event(&config, "start");
     http_state.set_ready(true);
     on_ready(&described);
     let notifier = systemd.notify;
@@ -224,7 +225,7 @@ pub async fn run(
                 };
                 tracing::info!(signal = "SIGHUP", config = %path.display(), "reloading config");
                 let before = live.current().config.tracerd.min_log_severity;
-                live::reload(path, &live, &reload_metrics).await;
+                reload::reload(path, &live, &reload_metrics).await;
                 let after = live.current().config.tracerd.min_log_severity;
                 if let (Some(set), true) = (&set_log_level, before != after) {
                     let level = after.unwrap_or(MinSeverity::Info);
@@ -355,7 +356,7 @@ fn prepare_root(root: &Path) -> anyhow::Result<()> {
 
 /// Runs retention every `rpFrequencySecs` of the live config (a reload changes the period
 /// and the policy from the next pass on).
-async fn prune_periodically(live: Live, telemetry: Telemetry, cancel: CancellationToken) {
+async fn prune_periodically(live: Running, telemetry: Telemetry, cancel: CancellationToken) {
     loop {
         let period = Duration::from_secs(live.current().logs.prune_every_secs.max(1));
         tokio::select! {

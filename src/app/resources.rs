@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::live::Live;
+use crate::config::running::Running;
 
 /// One sample of the process's resource usage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub fn sample() -> Sample {
 
 /// Emits a `resources` event every `resourceFreq` milliseconds of the live config (checked
 /// every second while it is unset) until `cancel` fires.
-pub async fn report_periodically(live: Live, cancel: CancellationToken) {
+pub async fn report_periodically(live: Running, cancel: CancellationToken) {
     loop {
         let period = live
             .current()

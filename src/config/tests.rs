@@ -1,6 +1,8 @@
 //! Config tests: defaults, cardano-tracer files, every problem listed with its line, and the
 //! print-config round trip.
 
+use std::path::{Path, PathBuf};
+
 use super::*;
 
 const CARDANO_YAML: &str = r#"networkMagic: 764824073

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use tokio::time::Instant;
 
-use crate::config::live::{Effective, Live};
+use crate::config::running::{Effective, Running};
 use crate::config::{Config, Durability, FsyncPolicy, Limits, WriteErrorPolicy};
 use crate::logs::writer::{NodeLog, WriteError};
 use crate::logs::LogSettings;
@@ -33,7 +33,7 @@ pub struct Shared {
     pub network_magic: u32,
     /// The effective config, replaced by a reload: sessions read limits, durability and log
     /// settings from it when they start; writers follow rotation changes.
-    pub live: Live,
+    pub live: Running,
     /// Node registry.
     pub nodes: Nodes,
     /// Own metrics.
@@ -45,7 +45,7 @@ impl Shared {
     pub fn new(config: &Config, nodes: Nodes, telemetry: Telemetry) -> Shared {
         Shared {
             network_magic: config.network_magic,
-            live: Live::new(config.clone()),
+            live: Running::new(config.clone()),
             nodes,
             telemetry,
         }

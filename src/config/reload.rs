@@ -1,72 +1,22 @@
-//! Live configuration: the effective config every task reads, and the SIGHUP reload that
-//! replaces it.
+//! Config reload (SIGHUP): re-read the file, compare it with the running config key by key,
+//! and publish the result.
 //!
-//! The effective config sits in a `tokio::sync::watch` channel ([`Live`]). Sessions read the
-//! current value when they start; a node's writer checks `has_changed` (one atomic load) before
-//! each batch and picks up a new rotation policy; the janitor reads it every pass. A reload
-//! ([`plan`]) compares the running config with the file key by key: keys in [`LIVE_KEYS`]
-//! take effect, every other changed key needs a restart and keeps its running value, so the
-//! effective config always describes what tracerd actually does. A file that fails to parse or
-//! validate is rejected whole and the running config stays.
+//! [`plan`] is pure: keys in [`RELOADABLE_KEYS`] take effect, every other changed key needs a
+//! restart and keeps its running value, so the effective config always describes what tracerd
+//! actually does. [`reload`] is the shell: it reads and probes on the blocking pool, plans,
+//! logs and counts the outcome, and publishes to the [`Running`] config. A file that fails to
+//! parse or validate is rejected whole and the running config stays.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::watch;
 
-use crate::config::{self, Config, Problem};
-use crate::logs::LogSettings;
-
-/// The running configuration and what is derived from it.
-#[derive(Debug)]
-pub struct Effective {
-    /// The effective config (restart-only keys at their start-up values).
-    pub config: Config,
-    /// Log targets and rotation derived from `config`.
-    pub logs: Arc<LogSettings>,
-}
-
-impl Effective {
-    /// Derives the settings from a validated config.
-    pub fn new(config: Config) -> Effective {
-        let logs = Arc::new(LogSettings::from_config(&config));
-        Effective { config, logs }
-    }
-}
-
-/// The shared, replaceable effective config.
-#[derive(Debug, Clone)]
-pub struct Live {
-    tx: Arc<watch::Sender<Arc<Effective>>>,
-}
-
-impl Live {
-    /// Starts with `config`.
-    pub fn new(config: Config) -> Live {
-        let (tx, _) = watch::channel(Arc::new(Effective::new(config)));
-        Live { tx: Arc::new(tx) }
-    }
-
-    /// The current effective config.
-    pub fn current(&self) -> Arc<Effective> {
-        self.tx.borrow().clone()
-    }
-
-    /// A receiver that sees every later replacement (`has_changed` is cheap).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Effective>> {
-        self.tx.subscribe()
-    }
-
-    /// Replaces the effective config.
-    pub fn publish(&self, config: Config) {
-        self.tx.send_replace(Arc::new(Effective::new(config)));
-    }
-}
+use crate::config::running::{emit_config_event, Running};
+use crate::config::{self, Config, Probe, Problem};
 
 /// Config keys (dotted paths, a prefix covers its sub-keys) that a reload applies, with when
 /// the new value takes effect. Every other key needs a restart.
-pub const LIVE_KEYS: &[(&str, &str)] = &[
+pub const RELOADABLE_KEYS: &[(&str, &str)] = &[
     (
         "rotation",
         "open log files at their next write; retention at its next pass",
@@ -99,14 +49,14 @@ pub const LIVE_KEYS: &[(&str, &str)] = &[
 pub struct Change {
     /// Dotted path of the key, e.g. `rotation.rpLogLimitBytes`.
     pub key: String,
-    /// When it takes effect (live keys), or `"restart"`.
+    /// When it takes effect (reloadable keys), or `"restart"`.
     pub when: &'static str,
 }
 
 /// What a reload will do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The new effective config: the file's values for live keys, the running values for the
+    /// The new effective config: the file's values for reloadable keys, the running values for the
     /// rest.
     pub effective: Config,
     /// Changed keys applied now.
@@ -116,11 +66,13 @@ pub struct Plan {
 }
 
 /// Compares the running config with a newly loaded one and builds the effective config.
+/// Pure: the merged config is validated against `probe`, which must cover both configs
+/// (`Probe::gather(&[running, loaded])`).
 ///
 /// Errors (with the problems) only if the merged config fails validation, which a valid file
 /// and a valid running config cannot produce unless two keys constrain each other across the
-/// live/restart boundary.
-pub fn plan(running: &Config, loaded: &Config) -> Result<Plan, Vec<Problem>> {
+/// reloadable/restart boundary.
+pub fn plan(running: &Config, loaded: &Config, probe: &Probe) -> Result<Plan, Vec<Problem>> {
     let old = to_value(running)?;
     let mut new = to_value(loaded)?;
     let mut changed = Vec::new();
@@ -129,7 +81,7 @@ pub fn plan(running: &Config, loaded: &Config) -> Result<Plan, Vec<Problem>> {
     let mut restart = Vec::new();
     for path in changed {
         let key = path.join(".");
-        match live_key(&key) {
+        match reloadable(&key) {
             Some(when) => applied.push(Change { key, when }),
             None => {
                 set_path(&mut new, &path, lookup(&old, &path).cloned());
@@ -141,7 +93,7 @@ pub fn plan(running: &Config, loaded: &Config) -> Result<Plan, Vec<Problem>> {
         }
     }
     let text = new.to_string();
-    let effective = config::parse(&text)?.config;
+    let effective = config::parse_probed(&text, probe)?.config;
     Ok(Plan {
         effective,
         applied,
@@ -159,8 +111,8 @@ fn to_value(config: &Config) -> Result<Value, Vec<Problem>> {
     })
 }
 
-fn live_key(key: &str) -> Option<&'static str> {
-    LIVE_KEYS
+fn reloadable(key: &str) -> Option<&'static str> {
+    RELOADABLE_KEYS
         .iter()
         .find(|(prefix, _)| {
             key == *prefix
@@ -221,37 +173,39 @@ fn set_path(root: &mut Value, path: &[String], value: Option<Value>) {
     }
 }
 
-/// Emits the config event: the full effective config as JSON in the `config` field, at start
-/// (`reason = "start"`) and after each applied reload (`reason = "reload"`). The payload,
-/// saved to a file, is a valid config that reproduces the running behaviour.
-pub fn emit_config_event(config: &Config, reason: &'static str) {
-    tracing::info!(target: "tracerd::config", reason, config = %config::to_json(config),
-        "effective config");
-}
-
 /// What a reload did.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The file was valid; live keys are applied (the plan says which).
+    /// The file was valid; reloadable keys are applied (the plan says which).
     Applied(Box<Plan>),
     /// The file was rejected; the running config stays.
     Rejected,
 }
 
-/// Re-reads `path` and applies what can change live (see the module docs). Logs every
+/// Re-reads `path` and applies what can change at run time (see the module docs). Logs every
 /// problem of a rejected file, every key that needs a restart, and the new config event.
-pub async fn reload(path: &Path, live: &Live, metrics: &ReloadMetrics) -> Outcome {
+pub async fn reload(path: &Path, running: &Running, metrics: &ReloadMetrics) -> Outcome {
+    let current = running.current();
     let owned = path.to_path_buf();
-    let loaded = match tokio::task::spawn_blocking(move || config::load(&owned)).await {
-        Ok(loaded) => loaded,
+    let before = current.clone();
+    // Reading the file and probing (groups, help files) is blocking I/O: off the workers.
+    let read = tokio::task::spawn_blocking(move || {
+        config::load(&owned).map(|loaded| {
+            let probe = Probe::gather(&[&before.config, &loaded.config]);
+            (loaded, probe)
+        })
+    })
+    .await;
+    let read = match read {
+        Ok(read) => read,
         Err(e) => {
             tracing::error!(error = %e, "config reload task failed");
             metrics.reloads.with_label_values(&["rejected"]).inc();
             return Outcome::Rejected;
         }
     };
-    let loaded = match loaded {
-        Ok(loaded) => loaded,
+    let (loaded, probe) = match read {
+        Ok(read) => read,
         Err(e) => {
             metrics.reloads.with_label_values(&["rejected"]).inc();
             tracing::error!(config = %path.display(), error = %crate::transport::error_chain(&e),
@@ -262,12 +216,11 @@ pub async fn reload(path: &Path, live: &Live, metrics: &ReloadMetrics) -> Outcom
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
-    let running = live.current();
-    let plan = match plan(&running.config, &loaded.config) {
+    let plan = match plan(&current.config, &loaded.config, &probe) {
         Ok(plan) => plan,
         Err(problems) => {
             metrics.reloads.with_label_values(&["rejected"]).inc();
-            let e = config::ConfigError::Invalid {
+            let e = config::LoadError::Invalid {
                 path: path.to_path_buf(),
                 problems,
             };
@@ -289,7 +242,7 @@ pub async fn reload(path: &Path, live: &Live, metrics: &ReloadMetrics) -> Outcom
             "config reloaded: nothing to apply");
     } else {
         metrics.reloads.with_label_values(&["applied"]).inc();
-        live.publish(plan.effective.clone());
+        running.publish(plan.effective.clone());
         tracing::info!(config = %path.display(), applied = plan.applied.len(),
             restart_needed = plan.restart.len(), "config reloaded");
         emit_config_event(&plan.effective, "reload");
@@ -346,10 +299,10 @@ mod tests {
     }
 
     #[test]
-    fn live_keys_apply_restart_keys_keep_their_running_values() {
+    fn reloadable_keys_apply_restart_keys_keep_their_running_values() {
         let running = cfg("networkMagic: 1\nrotation: { rpLogLimitBytes: 1000, rpKeepFilesNum: 3 }\nprometheusLabels: { a.b: x }\n");
         let loaded = cfg("networkMagic: 2\nrotation: { rpLogLimitBytes: 500, rpKeepFilesNum: 3 }\nverbosity: Maximum\ntracerd:\n  limits: { queueBatches: 8, maxConnections: 5 }\n  native: { acceptAt: [./other.sock] }\nprometheusLabels: { a.b: y }\n");
-        let p = plan(&running, &loaded).unwrap();
+        let p = plan(&running, &loaded, &Probe::default()).unwrap();
         let applied: Vec<&str> = p.applied.iter().map(|c| c.key.as_str()).collect();
         let restart: Vec<&str> = p.restart.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(
@@ -383,12 +336,12 @@ mod tests {
     fn adding_and_removing_sections_is_a_change_at_the_section() {
         let running = cfg("{}");
         let loaded = cfg("rotation: { rpLogLimitBytes: 10, rpKeepFilesNum: 1 }\nhasPrometheus: { epHost: 127.0.0.1, epPort: 1 }\n");
-        let p = plan(&running, &loaded).unwrap();
+        let p = plan(&running, &loaded, &Probe::default()).unwrap();
         assert_eq!(p.applied[0].key, "rotation");
         assert!(p.restart[0].key.starts_with("hasPrometheus"), "{p:?}");
         assert!(p.effective.rotation.is_some());
         assert_eq!(p.effective.has_prometheus, running.has_prometheus);
-        let back = plan(&p.effective, &running).unwrap();
+        let back = plan(&p.effective, &running, &Probe::default()).unwrap();
         assert_eq!(back.applied[0].key, "rotation");
         assert_eq!(back.effective, running);
     }
@@ -396,25 +349,8 @@ mod tests {
     #[test]
     fn an_identical_file_changes_nothing() {
         let running = cfg("rotation: { rpLogLimitBytes: 10, rpKeepFilesNum: 1 }\n");
-        let p = plan(&running, &running.clone()).unwrap();
+        let p = plan(&running, &running.clone(), &Probe::default()).unwrap();
         assert!(p.applied.is_empty() && p.restart.is_empty());
         assert_eq!(p.effective, running);
-    }
-
-    #[test]
-    fn live_reads_see_publications() {
-        let live = Live::new(Config::default());
-        let mut rx = live.subscribe();
-        assert!(!rx.has_changed().unwrap());
-        live.publish(Config {
-            verbosity: config::Verbosity::Minimum,
-            ..Config::default()
-        });
-        assert!(rx.has_changed().unwrap());
-        assert_eq!(
-            rx.borrow_and_update().config.verbosity,
-            config::Verbosity::Minimum
-        );
-        assert_eq!(live.current().config.verbosity, config::Verbosity::Minimum);
     }
 }

@@ -1,0 +1,184 @@
+//! Config defaults: the `DEFAULT_*` constants, the serde default functions the schema names,
+//! and the `Default` impls, which together are the embedded default config.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::schema::*;
+use super::Address;
+
+/// Mainnet's network magic, the default for `networkMagic`.
+pub const DEFAULT_NETWORK_MAGIC: u32 = tracerd_wire::MAINNET_NETWORK_MAGIC;
+/// Default Cardano `AcceptAt` socket: where `cardano-node --tracer-socket-path-connect`
+/// finds tracerd when both run in the same directory.
+pub const DEFAULT_CARDANO_SOCKET: &str = "./cardano-tracer.sock";
+/// Default largest native frame (and Cardano message), in bytes.
+pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
+/// Default per-node queue depth, in batches.
+pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+/// Default handshake timeout.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
+/// Default connection limit (native listeners together).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
+/// Default idle timeout: a live node answers tracerd's 5-second pings, so a minute of
+/// silence means a dead peer.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
+/// Default period of `fsync: interval`.
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 500;
+/// Default shutdown grace period.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: f64 = 10.0;
+/// Default rotation check period (cardano-tracer's default).
+pub const DEFAULT_ROTATION_FREQUENCY_SECS: u32 = 60;
+/// Port of the Prometheus endpoint in the embedded default config (the NixOS module's).
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 12808;
+/// Default maximum age of non-current log files: 24 h (cardano-tracer's default).
+pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
+
+/// journald's native protocol socket.
+pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+pub(super) fn default_journal_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_JOURNAL_SOCKET)
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            socket: default_journal_socket(),
+        }
+    }
+}
+
+impl Default for TracerdSettings {
+    fn default() -> Self {
+        TracerdSettings {
+            native: NativeSettings::default(),
+            limits: Limits::default(),
+            durability: Durability::default(),
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            min_log_severity: None,
+            unix_socket: UnixSocketSettings::default(),
+            journal: JournalSettings::default(),
+        }
+    }
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        NativeSettings {
+            accept_at: default_native_accept_at(),
+        }
+    }
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: DEFAULT_FSYNC_INTERVAL_MS,
+            on_write_error: WriteErrorPolicy::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            queue_batches: DEFAULT_QUEUE_BATCHES,
+            handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+        }
+    }
+}
+
+pub(super) fn default_network_magic() -> u32 {
+    DEFAULT_NETWORK_MAGIC
+}
+pub(super) fn default_network() -> Option<Network> {
+    Some(Network::AcceptAt(Address::Unix(PathBuf::from(
+        DEFAULT_CARDANO_SOCKET,
+    ))))
+}
+pub(super) fn default_has_prometheus() -> Option<Endpoint> {
+    Some(Endpoint {
+        ep_host: "127.0.0.1".to_string(),
+        ep_port: DEFAULT_PROMETHEUS_PORT,
+        ep_force_ssl: None,
+    })
+}
+pub(super) fn default_lo_request_num() -> u16 {
+    100
+}
+pub(super) fn default_ekg_request_freq() -> f64 {
+    1.0
+}
+pub(super) fn default_logging() -> Vec<LoggingParams> {
+    vec![LoggingParams {
+        log_root: PathBuf::from("./logs"),
+        log_mode: LogMode::FileMode,
+        log_format: LogFormat::ForMachine,
+    }]
+}
+pub(super) fn default_rotation_frequency() -> u32 {
+    DEFAULT_ROTATION_FREQUENCY_SECS
+}
+pub(super) fn default_shutdown_grace() -> f64 {
+    DEFAULT_SHUTDOWN_GRACE_SECS
+}
+pub(super) fn default_native_accept_at() -> Vec<Address> {
+    vec![
+        Address::Unix(PathBuf::from("./tracerd.sock")),
+        Address::Tcp {
+            host: "127.0.0.1".to_string(),
+            port: 3179,
+        },
+    ]
+}
+pub(super) fn default_max_frame_bytes() -> u32 {
+    DEFAULT_MAX_FRAME_BYTES
+}
+pub(super) fn default_queue_batches() -> usize {
+    DEFAULT_QUEUE_BATCHES
+}
+pub(super) fn default_handshake_timeout() -> f64 {
+    DEFAULT_HANDSHAKE_TIMEOUT_SECS
+}
+pub(super) fn default_max_connections() -> u32 {
+    DEFAULT_MAX_CONNECTIONS
+}
+pub(super) fn default_idle_timeout() -> f64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+pub(super) fn default_fsync_interval_ms() -> u64 {
+    DEFAULT_FSYNC_INTERVAL_MS
+}
+
+impl Default for Config {
+    /// The embedded default config: native listeners on `./tracerd.sock` and
+    /// `127.0.0.1:3179`, Cardano nodes accepted at `./cardano-tracer.sock` (mainnet magic),
+    /// machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
+    fn default() -> Self {
+        Config {
+            network_magic: DEFAULT_NETWORK_MAGIC,
+            network: default_network(),
+            lo_request_num: default_lo_request_num(),
+            ekg_request_freq: default_ekg_request_freq(),
+            ekg_request_full: false,
+            has_ekg: None,
+            has_prometheus: default_has_prometheus(),
+            has_timeseries: None,
+            tls_certificate: None,
+            logging: default_logging(),
+            rotation: None,
+            verbosity: Verbosity::default(),
+            metrics_no_suffix: false,
+            metrics_help: None,
+            prometheus_labels: BTreeMap::new(),
+            resource_freq: None,
+            has_forwarding: None,
+            tracerd: TracerdSettings::default(),
+        }
+    }
+}

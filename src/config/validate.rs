@@ -1,0 +1,251 @@
+//! Pure config validation: a function from a parsed [`Config`] and the [`Probe`] gathered
+//! before it to the list of [`Problem`]s (and warnings). No I/O, no clock.
+
+use std::fmt;
+
+use super::probe::Probe;
+use super::{Config, FsyncPolicy, LogMode, MetricsHelp, Network};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the offending key, e.g. `rotation.rpLogLimitBytes`.
+    pub key: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Checks values serde cannot: every problem is pushed, none stops the search. Pure: what
+/// needs the file system (groups, help files) comes in `probe`.
+pub(super) fn validate(
+    config: &Config,
+    probe: &Probe,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) {
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_string(),
+            line: None,
+            message,
+        })
+    };
+    if config.logging.is_empty() {
+        problem("logging", "at least one log target is required".to_string());
+    }
+    for (i, target) in config.logging.iter().enumerate() {
+        if target.log_mode == LogMode::FileMode && target.log_root.as_os_str().is_empty() {
+            problem(
+                &format!("logging[{i}].logRoot"),
+                "must not be empty for FileMode".to_string(),
+            );
+        }
+    }
+    if let Some(rotation) = &config.rotation {
+        if rotation.rp_log_limit_bytes == 0 {
+            problem(
+                "rotation.rpLogLimitBytes",
+                "must be greater than 0".to_string(),
+            );
+        }
+        if rotation.rp_frequency_secs == 0 {
+            problem(
+                "rotation.rpFrequencySecs",
+                "must be greater than 0".to_string(),
+            );
+        }
+        if rotation.rp_max_age_minutes.is_some() && rotation.rp_max_age_hours.is_some() {
+            warnings.push(Problem {
+                key: "rotation.rpMaxAgeHours".to_string(),
+                line: None,
+                message: "both rpMaxAgeMinutes and rpMaxAgeHours given: rpMaxAgeMinutes wins"
+                    .to_string(),
+            });
+        }
+        if let Some(h) = rotation.rp_max_age_hours {
+            if !(h.is_finite() && h >= 0.0) {
+                problem(
+                    "rotation.rpMaxAgeHours",
+                    format!("must be a non-negative number, not {h}"),
+                );
+            }
+        }
+    }
+    if let Some(Err(message)) = config.tracerd.unix_socket.mode_bits() {
+        problem("tracerd.unixSocket.mode", message);
+    }
+    if let Some(group) = &config.tracerd.unix_socket.group {
+        match probe.groups.get(group) {
+            Some(Ok(_)) => {}
+            Some(Err(message)) => problem("tracerd.unixSocket.group", message.clone()),
+            None => problem("tracerd.unixSocket.group", not_probed(group)),
+        }
+    }
+    let limits = &config.tracerd.limits;
+    if limits.max_frame_bytes < 64 {
+        problem(
+            "tracerd.limits.maxFrameBytes",
+            format!("must be at least 64, not {}", limits.max_frame_bytes),
+        );
+    }
+    if limits.queue_batches == 0 {
+        problem(
+            "tracerd.limits.queueBatches",
+            "must be at least 1".to_string(),
+        );
+    }
+    if limits.max_connections == 0 {
+        problem(
+            "tracerd.limits.maxConnections",
+            "must be at least 1".to_string(),
+        );
+    }
+    if !(limits.idle_timeout_secs.is_finite() && limits.idle_timeout_secs > 0.0) {
+        problem(
+            "tracerd.limits.idleTimeoutSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    let durability = &config.tracerd.durability;
+    if durability.fsync == FsyncPolicy::Interval && durability.fsync_interval_ms == 0 {
+        problem(
+            "tracerd.durability.fsyncIntervalMs",
+            "must be at least 1 with fsync: interval".to_string(),
+        );
+    }
+    if !(limits.handshake_timeout_secs.is_finite() && limits.handshake_timeout_secs > 0.0) {
+        problem(
+            "tracerd.limits.handshakeTimeoutSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    let grace = config.tracerd.shutdown_grace_secs;
+    if !(grace.is_finite() && grace > 0.0) {
+        problem(
+            "tracerd.shutdownGraceSecs",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+    if config.tracerd.native.accept_at.is_empty() && config.network.is_none() {
+        problem(
+            "tracerd.native.acceptAt",
+            "no listener configured: give at least one address".to_string(),
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, addr) in config.tracerd.native.accept_at.iter().enumerate() {
+        if !seen.insert(addr) {
+            problem(
+                &format!("tracerd.native.acceptAt[{i}]"),
+                format!("{addr} is listed twice"),
+            );
+        }
+    }
+    if let Some(MetricsHelp::File(path)) = &config.metrics_help {
+        match probe.help_files.get(path) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => problem("metricsHelp", e.clone()),
+            None => problem("metricsHelp", not_probed(&path.display())),
+        }
+    }
+    for (key, endpoint) in [
+        ("hasPrometheus", &config.has_prometheus),
+        ("hasEKG", &config.has_ekg),
+    ] {
+        let Some(ep) = endpoint else { continue };
+        if ep.ep_host.is_empty() {
+            problem(&format!("{key}.epHost"), "must not be empty".to_string());
+        }
+        if ep.ep_force_ssl == Some(true) {
+            warnings.push(Problem {
+                key: format!("{key}.epForceSSL"),
+                line: None,
+                message: "TLS is not supported yet: serving plain HTTP (as cardano-tracer does \
+                          without a certificate); put a TLS proxy in front"
+                    .to_string(),
+            });
+        }
+    }
+    // cardano-tracer features tracerd parses and keeps but does not serve: say so.
+    let unsupported = [
+        (
+            "hasTimeseries",
+            config.has_timeseries.is_some(),
+            "cardano-tracer's timeseries query API is not served; scrape /metrics with \
+             Prometheus instead",
+        ),
+        (
+            "tlsCertificate",
+            config.tls_certificate.is_some(),
+            "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",
+        ),
+        (
+            "hasForwarding",
+            config.has_forwarding.is_some(),
+            "re-forwarding to downstream acceptors is not supported; the key is ignored",
+        ),
+    ];
+    for (key, present, message) in unsupported {
+        if present {
+            warnings.push(Problem {
+                key: key.to_string(),
+                line: None,
+                message: message.to_string(),
+            });
+        }
+    }
+    if let (Some(p), Some(e)) = (&config.has_prometheus, &config.has_ekg) {
+        if p.ep_port == e.ep_port && p.ep_port != 0 {
+            problem(
+                "hasEKG.epPort",
+                format!("port {} is also hasPrometheus.epPort", e.ep_port),
+            );
+        }
+    }
+    match &config.network {
+        Some(Network::AcceptAt(addr)) if config.tracerd.native.accept_at.contains(addr) => {
+            problem(
+                "network.contents",
+                format!("{addr} is also a native listener (tracerd.native.acceptAt)"),
+            );
+        }
+        Some(Network::ConnectTo(addrs)) if addrs.is_empty() => {
+            problem(
+                "network.contents",
+                "ConnectTo needs at least one node address".to_string(),
+            );
+        }
+        _ => {}
+    }
+    if config.lo_request_num == 0 {
+        problem(
+            "loRequestNum",
+            "must be at least 1 (a request for 0 trace objects never returns)".to_string(),
+        );
+    }
+    if !(config.ekg_request_freq.is_finite() && config.ekg_request_freq > 0.0) {
+        problem(
+            "ekgRequestFreq",
+            "must be a positive number of seconds".to_string(),
+        );
+    }
+}
+
+/// A fact validation needs was not probed: a bug in the caller, reported, never a panic.
+fn not_probed(what: &dyn fmt::Display) -> String {
+    format!("{what} was not probed before validation")
+}
