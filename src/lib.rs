@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cardano;
 pub mod config;
+pub mod errors;
 pub mod forwarder;
 pub mod http;
 pub mod ingest;
@@ -15,6 +16,7 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod session;
+pub mod sync;
 pub mod transport;
 
 // The wire types live in the `tracerd-wire` crate, shared with forwarders and simulators;

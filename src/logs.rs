@@ -3,6 +3,7 @@
 //! `format` and `rotation` are pure; `writer` owns the open files of one node (blocking I/O,
 //! run off the async workers); `janitor` applies retention to every node directory.
 
+pub mod dir;
 pub mod format;
 pub mod janitor;
 pub mod journal;

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
             let systemd = match systemd {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %tracerd::transport::error_chain(&e), "socket activation failed");
+                    tracing::error!(error = %tracerd::errors::error_chain(&e), "socket activation failed");
                     return ExitCode::FAILURE;
                 }
             };

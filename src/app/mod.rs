@@ -15,23 +15,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::systemd::{Notifier, Systemd};
-use crate::cardano;
 use crate::config::reload::{self, ReloadMetrics};
 use crate::config::running::{self, Running};
 use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
 use crate::http::{self, HttpState};
-use crate::ingest::Shared;
 use crate::logs::{janitor, LogSettings};
 use crate::metrics::exposition::Naming;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
+use crate::session::cardano;
+use crate::session::Context;
 use crate::transport::{self, Listener, Service};
 use crate::utc;
 
@@ -89,8 +89,11 @@ pub async fn run(
     }
     let mut activated = Vec::new();
     for socket in systemd.listeners {
-        let listener =
-            Listener::from_activated(socket).context("taking over a socket-activated listener")?;
+        let listener = match socket {
+            systemd::Activated::Tcp(l) => Listener::from_std_tcp(l),
+            systemd::Activated::Unix(l) => Listener::from_std_unix(l),
+        }
+        .context("taking over a socket-activated listener")?;
         activated.push(listener);
     }
     let unix_socket = &config.tracerd.unix_socket;
@@ -137,8 +140,8 @@ pub async fn run(
     let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
     let telemetry = Telemetry::new();
     let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
-    let shared = Arc::new(Shared::new(&config, nodes, telemetry));
-    let live = shared.live.clone();
+    let shared = Arc::new(Context::new(&config, nodes, telemetry));
+    let live = shared.running.clone();
     let reload_metrics = ReloadMetrics::register(&shared.telemetry.registry);
     let http_state = Arc::new(HttpState::new(
         shared.nodes.clone(),
@@ -290,7 +293,7 @@ async fn bind(
 }
 
 /// `STATUS=` text: nodes connected and the write rate since the previous report.
-fn status_line(shared: &Shared, rate: Option<f64>) -> String {
+fn status_line(shared: &Context, rate: Option<f64>) -> String {
     let nodes = shared.nodes.connected().len();
     match rate {
         Some(r) => format!("{nodes} node(s) connected; writing {r:.0} trace objects/s"),
@@ -298,7 +301,7 @@ fn status_line(shared: &Shared, rate: Option<f64>) -> String {
     }
 }
 
-fn objects_written(shared: &Shared) -> f64 {
+fn objects_written(shared: &Context) -> f64 {
     use prometheus::core::Collector;
     shared
         .telemetry
@@ -311,7 +314,7 @@ fn objects_written(shared: &Shared) -> f64 {
 }
 
 /// Sends `STATUS=` every few seconds.
-async fn report_status(notifier: Notifier, shared: Arc<Shared>, cancel: CancellationToken) {
+async fn report_status(notifier: Notifier, shared: Arc<Context>, cancel: CancellationToken) {
     const EVERY: Duration = Duration::from_secs(5);
     let mut last = objects_written(&shared);
     loop {

@@ -208,7 +208,7 @@ pub async fn reload(path: &Path, running: &Running, metrics: &ReloadMetrics) -> 
         Ok(read) => read,
         Err(e) => {
             metrics.reloads.with_label_values(&["rejected"]).inc();
-            tracing::error!(config = %path.display(), error = %crate::transport::error_chain(&e),
+            tracing::error!(config = %path.display(), error = %crate::errors::error_chain(&e),
                 "config reload rejected; the running config stays");
             return Outcome::Rejected;
         }

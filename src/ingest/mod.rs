@@ -15,9 +15,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::running::{Effective, Running};
-use crate::config::{Config, Durability, FsyncPolicy, Limits, WriteErrorPolicy};
+use crate::config::{Durability, FsyncPolicy, WriteErrorPolicy};
 use crate::logs::writer::{NodeLog, WriteError};
-use crate::logs::LogSettings;
 use crate::metrics::telemetry::Telemetry;
 use crate::model::{TraceBatch, TraceObject};
 use crate::node::{Lease, Nodes};
@@ -25,52 +24,6 @@ use crate::utc;
 
 /// Most queued batches the writer merges into one write.
 const MAX_MERGED_BATCHES: usize = 64;
-
-/// What every session shares.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    /// Network magic nodes must present.
-    pub network_magic: u32,
-    /// The effective config, replaced by a reload: sessions read limits, durability and log
-    /// settings from it when they start; writers follow rotation changes.
-    pub live: Running,
-    /// Node registry.
-    pub nodes: Nodes,
-    /// Own metrics.
-    pub telemetry: Telemetry,
-}
-
-impl Shared {
-    /// Shared state for `config`, with the node registry and metrics.
-    pub fn new(config: &Config, nodes: Nodes, telemetry: Telemetry) -> Shared {
-        Shared {
-            network_magic: config.network_magic,
-            live: Running::new(config.clone()),
-            nodes,
-            telemetry,
-        }
-    }
-
-    /// Current bounds.
-    pub fn limits(&self) -> Limits {
-        self.live.current().config.tracerd.limits.clone()
-    }
-
-    /// Current durability policy.
-    pub fn durability(&self) -> Durability {
-        self.live.current().config.tracerd.durability.clone()
-    }
-
-    /// Current verbosity of connection problem reports.
-    pub fn verbosity(&self) -> crate::config::Verbosity {
-        self.live.current().config.verbosity
-    }
-
-    /// Current log targets and rotation.
-    pub fn logs(&self) -> Arc<LogSettings> {
-        self.live.current().logs.clone()
-    }
-}
 
 /// Why a node's sink failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,20 +61,21 @@ pub struct NodeSink {
 impl NodeSink {
     /// Claims `name` (sanitised) for `peer`, opens fresh log files and starts the writer.
     pub async fn open(
-        shared: &Shared,
+        nodes: &Nodes,
+        running: &Running,
+        telemetry: &Telemetry,
         name: &str,
         peer: &str,
         protocol: &'static str,
     ) -> Result<NodeSink, SinkError> {
-        let mut lease = shared
-            .nodes
+        let mut lease = nodes
             .claim_waiting(name, peer, protocol, crate::node::RECLAIM_WAIT)
             .await;
         if lease.name() != name {
             tracing::info!(%peer, requested = %name, assigned = %lease.name(),
                 "node name already connected; filing this node under a distinct name");
         }
-        let mut settings = shared.live.subscribe();
+        let mut settings = running.subscribe();
         let current = settings.borrow_and_update().clone();
         let logs = current.logs.clone();
         let durability = current.config.tracerd.durability.clone();
@@ -151,12 +105,12 @@ impl NodeSink {
             log,
             rx,
             persisted_tx,
-            shared.telemetry.clone(),
+            telemetry.clone(),
             lease.name().to_string(),
             durability,
             settings,
         ));
-        let t = &shared.telemetry;
+        let t = telemetry;
         t.nodes_connected.with_label_values(&[protocol]).inc();
         Ok(NodeSink {
             received: t.objects_received.with_label_values(&[lease.name()]),
@@ -548,7 +502,7 @@ impl Blocking {
                 }
                 WriteErrorPolicy::Drop => "dropping the batch (onWriteError: drop)",
             };
-            tracing::error!(node = %self.node, error = %crate::transport::error_chain(error),
+            tracing::error!(node = %self.node, error = %crate::errors::error_chain(error),
                 suppressed, "cannot write node logs; {action}");
             self.reported = Some((Instant::now(), 0));
         }

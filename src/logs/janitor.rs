@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::logs::rotation::{self, Policy};
-use crate::logs::{writer, LogSettings};
+use crate::logs::{dir, LogSettings};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn prune_all(settings: &LogSettings, now: i64) -> Pass {
 }
 
 fn prune_dir(dir: &Path, ext: &str, policy: &Policy, now: i64, pass: &mut Pass) {
-    let keys = match writer::list_keys(dir, ext) {
+    let keys = match dir::list_keys(dir, ext) {
         Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot list log directory for retention");
@@ -115,7 +115,7 @@ mod tests {
             }
         );
         for node in ["a", "b"] {
-            let mut left = writer::list_keys(&tmp.path().join(node), "json").unwrap();
+            let mut left = dir::list_keys(&tmp.path().join(node), "json").unwrap();
             left.sort();
             assert_eq!(left.len(), 2);
             assert!(tmp.path().join(node).join("unrelated.txt").exists());

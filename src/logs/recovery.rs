@@ -204,7 +204,7 @@ impl Tail {
 fn scan(t: &TargetDir, name: &str, len: u64) -> io::Result<Tail> {
     let from = FileKey::parse(name, t.ext)
         .ok_or_else(|| io::Error::other(format!("checkpoint names a foreign file {name:?}")))?;
-    let mut keys: Vec<FileKey> = super::writer::list_keys(&t.dir, t.ext)?
+    let mut keys: Vec<FileKey> = crate::logs::dir::list_keys(&t.dir, t.ext)?
         .into_iter()
         .filter(|k| *k >= from)
         .collect();

@@ -13,6 +13,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::LogFormat;
+use crate::logs::dir::newest_key;
 use crate::logs::journal::NodeJournal;
 use crate::logs::recovery::{self, Checkpoint, Recovery, TargetDir};
 use crate::logs::rotation::{self, FileKey, Policy};
@@ -516,27 +517,6 @@ fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
     }
 }
 
-/// The newest existing log file key in `dir` for `ext`, so a new file sorts after it.
-pub fn newest_key(dir: &Path, ext: &str) -> Option<FileKey> {
-    list_keys(dir, ext).ok()?.into_iter().max()
-}
-
-/// Every log file key in `dir` for `ext`.
-pub fn list_keys(dir: &Path, ext: &str) -> io::Result<Vec<FileKey>> {
-    let mut keys = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(key) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| FileKey::parse(n, ext))
-        {
-            keys.push(key);
-        }
-    }
-    Ok(keys)
-}
-
 /// Creates the file for `key`, or for the next free counter if that name exists.
 fn create_file(dir: &Path, ext: &str, mut key: FileKey) -> Result<(File, FileKey), WriteError> {
     loop {
@@ -616,7 +596,7 @@ mod tests {
     }
 
     fn read_all(dir: &Path, ext: &str) -> (Vec<String>, Vec<PathBuf>) {
-        let mut keys = list_keys(dir, ext).unwrap();
+        let mut keys = crate::logs::dir::list_keys(dir, ext).unwrap();
         keys.sort();
         let mut lines = Vec::new();
         let mut paths = Vec::new();

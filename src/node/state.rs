@@ -159,16 +159,12 @@ impl NodeLive {
     /// Read access to the metrics; hold it only while copying or rendering this node.
     pub fn metrics(&self) -> RwLockReadGuard<'_, MetricStore> {
         // Every update is applied entry by entry; a panic mid-update leaves valid entries.
-        self.metrics.read().unwrap_or_else(|e| e.into_inner())
+        crate::sync::read(&self.metrics)
     }
 
     /// Applies a metrics update; returns how many new names were refused.
     pub fn apply_metrics(&self, update: MetricsUpdate, naming: &Naming) -> u64 {
-        let refused = self
-            .metrics
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply(update, naming);
+        let refused = crate::sync::write(&self.metrics).apply(update, naming);
         if refused > 0 {
             self.refused.fetch_add(refused, Ordering::Relaxed);
         }
@@ -177,7 +173,7 @@ impl NodeLive {
 
     /// Stores data points; returns how many new names were refused.
     pub fn apply_data_points(&self, points: Vec<DataPoint>) -> u64 {
-        let mut map = self.data_points.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::write(&self.data_points);
         let mut refused = 0;
         for p in points {
             if map.len() >= MAX_DATA_POINTS_PER_NODE && !map.contains_key(&p.name) {
@@ -192,30 +188,19 @@ impl NodeLive {
 
     /// A data point's JSON text.
     pub fn data_point(&self, name: &str) -> Option<String> {
-        self.data_points
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        crate::sync::read(&self.data_points).get(name).cloned()
     }
 
     /// Lets [`NodeLive::fetch_data_point`] ask the session for live values.
     pub fn serve_data_points(&self, source: mpsc::Sender<DataPointRequest>) {
-        *self
-            .data_point_source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(source);
+        *crate::sync::lock(&self.data_point_source) = Some(source);
     }
 
     /// A data point's current JSON text: asked of the node when its protocol pulls data
     /// points (the answer is stored), else, or when the node does not answer within
     /// `timeout`, the last value it sent.
     pub async fn fetch_data_point(&self, name: &str, timeout: Duration) -> Option<String> {
-        let source = self
-            .data_point_source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let source = crate::sync::lock(&self.data_point_source).clone();
         if let Some(source) = source {
             let (tx, rx) = oneshot::channel();
             if source.try_send((name.to_string(), tx)).is_ok() {
@@ -229,10 +214,7 @@ impl NodeLive {
 
     /// Names of the node's data points, sorted.
     pub fn data_point_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .data_points
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+        let mut names: Vec<String> = crate::sync::read(&self.data_points)
             .keys()
             .cloned()
             .collect();
@@ -242,10 +224,7 @@ impl NodeLive {
 
     /// Session facts.
     pub fn session(&self) -> SessionInfo {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::sync::lock(&self.session).clone()
     }
 
     /// Records that a message arrived now.
@@ -281,14 +260,12 @@ impl NodeLive {
         let probe = QueueProbe(Box::new(move || {
             queue.upgrade().map(|tx| tx.max_capacity() - tx.capacity())
         }));
-        *self.queue.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+        *crate::sync::lock(&self.queue) = Some(probe);
     }
 
     /// Batches waiting in the session's write queue; `None` when no queue is open.
     pub fn queue_depth(&self) -> Option<usize> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.queue)
             .as_ref()
             .and_then(|probe| (probe.0)())
     }

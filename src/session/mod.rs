@@ -2,4 +2,7 @@
 //! Cardano's forwarding protocol ([`cardano`]), feeding the protocol-independent ingest path.
 
 pub mod cardano;
+pub mod context;
+
+pub use context::Context;
 pub mod native;

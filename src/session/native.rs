@@ -11,12 +11,13 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{NodeSink, Shared, SinkError};
+use crate::ingest::{NodeSink, SinkError};
 use crate::native::{
     FrameError, Hello, NodeMessage, RefuseReason, TracerCodec, TracerMessage, PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
 };
 use crate::node;
+use crate::session::Context;
 
 /// Initial read buffer of a session, in bytes (`Framed::new` would take 8 KiB).
 const INITIAL_BUFFER: usize = 1024;
@@ -89,7 +90,7 @@ pub async fn serve<S>(
     stream: S,
     peer: String,
     protocol: &'static str,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, SessionError>
 where
@@ -123,7 +124,7 @@ where
             return refuse(&mut framed, reason, message, &peer, &shared).await
         }
     };
-    let sink = NodeSink::open(&shared, &name, &peer, protocol).await?;
+    let sink = shared.open_sink(&name, &peer, protocol).await?;
     tracing::info!(%peer, node = %sink.name(), software = %hello.software.name,
         version = %hello.software.version, "native handshake accepted");
     framed
@@ -169,7 +170,7 @@ async fn refuse<S>(
     reason: RefuseReason,
     message: String,
     peer: &str,
-    shared: &Shared,
+    shared: &Context,
 ) -> Result<End, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,

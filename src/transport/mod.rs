@@ -14,10 +14,10 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cardano;
 use crate::config::Address;
-use crate::ingest::Shared;
+use crate::session::cardano;
 use crate::session::native as session;
+use crate::session::Context;
 
 /// The protocol a listener serves.
 #[derive(Debug, Clone)]
@@ -90,21 +90,20 @@ impl Listener {
         }
     }
 
-    /// Takes over a listening socket passed by socket activation. Its file (for a Unix socket)
-    /// belongs to the service manager and is not removed at shutdown.
-    pub fn from_activated(socket: crate::app::systemd::Activated) -> io::Result<Listener> {
-        use crate::app::systemd::Activated;
-        match socket {
-            Activated::Tcp(l) => Ok(Listener::Tcp(TcpListener::from_std(l)?)),
-            Activated::Unix(l) => {
-                let path = l
-                    .local_addr()?
-                    .as_pathname()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
-                Ok(Listener::Unix(UnixListener::from_std(l)?, path))
-            }
-        }
+    /// Takes over a listening TCP socket (e.g. passed by socket activation).
+    pub fn from_std_tcp(l: std::net::TcpListener) -> io::Result<Listener> {
+        Ok(Listener::Tcp(TcpListener::from_std(l)?))
+    }
+
+    /// Takes over a listening Unix socket passed by socket activation. Its file belongs to
+    /// the service manager and is not removed at shutdown.
+    pub fn from_std_unix(l: std::os::unix::net::UnixListener) -> io::Result<Listener> {
+        let path = l
+            .local_addr()?
+            .as_pathname()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(Listener::Unix(UnixListener::from_std(l)?, path))
     }
 
     /// True when this listener listens on `addr`. Relative Unix paths are resolved against
@@ -213,7 +212,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), BindError> {
 pub async fn accept_loop(
     listener: Listener,
     service: Service,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -281,11 +280,11 @@ impl Conn {
     async fn serve_cardano(
         self,
         settings: Arc<cardano::Settings>,
-        shared: Arc<Shared>,
+        shared: Arc<Context>,
         cancel: CancellationToken,
     ) {
+        use crate::cardano::mux::Mode;
         use crate::session::cardano::serve_and_report;
-        use cardano::mux::Mode;
         // Outcomes are counted and logged by `serve_and_report`.
         let _ = serve_and_report(
             self.stream,
@@ -298,7 +297,7 @@ impl Conn {
         .await;
     }
 
-    async fn serve(self, shared: Arc<Shared>, cancel: CancellationToken) {
+    async fn serve(self, shared: Arc<Context>, cancel: CancellationToken) {
         let started = std::time::Instant::now();
         let Conn { stream, peer } = self;
         let protocol = "native";
@@ -333,7 +332,7 @@ impl Conn {
                         .with_label_values(&[c.kind()])
                         .inc();
                 }
-                let error = error_chain(&e);
+                let error = crate::errors::error_chain(&e);
                 if quiet {
                     tracing::debug!(%peer, protocol, reason = e.label(), %error, duration_secs,
                         "connection closed on error")
@@ -344,18 +343,6 @@ impl Conn {
             }
         }
     }
-}
-
-/// `error: cause: cause`, for one-line logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Accepts one connection. Unix peers have no address, so they are named

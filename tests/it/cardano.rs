@@ -186,7 +186,7 @@ async fn a_node_that_reconnects_continues_in_a_fresh_file() {
     node.push(objects("relay-r", 10..20));
     let (cancel, task) = run_sim(&node, connect(&accept_at(&d)).await, Mode::Initiator);
     assert_eq!(wait_seqs(&dir, 20).await, (0..20).collect::<Vec<_>>());
-    let files = tracerd::logs::writer::list_keys(&dir, "json").unwrap();
+    let files = tracerd::logs::dir::list_keys(&dir, "json").unwrap();
     assert_eq!(files.len(), 2, "a reconnect starts a fresh file");
     cancel.cancel();
     task.await.unwrap().unwrap();
@@ -306,27 +306,26 @@ mod in_process {
     //! routes that expose it are another issue's).
 
     use super::*;
-    use tracerd::cardano;
     use tracerd::config::Config;
-    use tracerd::ingest::Shared;
     use tracerd::metrics::telemetry::Telemetry;
     use tracerd::model::MetricValue;
     use tracerd::node::Nodes;
     use tracerd::session::cardano as session;
+    use tracerd::session::Context as Shared;
 
-    fn setup(dir: &Path) -> (Arc<Shared>, Arc<cardano::Settings>) {
+    fn setup(dir: &Path) -> (Arc<Shared>, Arc<session::Settings>) {
         let mut config = Config::default();
         config.logging[0].log_root = dir.join("logs");
         config.ekg_request_freq = 0.05;
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         config.network_magic = MAGIC;
         let shared = Arc::new(Shared::new(&config, Nodes::default(), Telemetry::new()));
-        (shared, Arc::new(cardano::Settings::from_config(&config)))
+        (shared, Arc::new(session::Settings::from_config(&config)))
     }
 
     fn serve(
         shared: &Arc<Shared>,
-        settings: &Arc<cardano::Settings>,
+        settings: &Arc<session::Settings>,
         stream: UnixStream,
         n: u32,
     ) -> (

@@ -116,7 +116,7 @@ async fn session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 /// Every complete line's sequence number across a node's files (torn tails would panic in
 /// `read_node_lines`, so this also checks recovery left whole lines only).
 fn human_lines(dir: &std::path::Path) -> u64 {
-    let mut keys = tracerd::logs::writer::list_keys(dir, "log").unwrap();
+    let mut keys = tracerd::logs::dir::list_keys(dir, "log").unwrap();
     keys.sort();
     keys.iter()
         .map(|k| {

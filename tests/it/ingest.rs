@@ -152,7 +152,7 @@ async fn reconnect_resumes_without_duplicates_in_a_fresh_file() {
     n.wait_ack(15).await;
     let dir = d.logs().join("resume");
     assert_eq!(seqs(&dir), (1..=15).collect::<Vec<_>>());
-    let files = tracerd::logs::writer::list_keys(&dir, "json").unwrap();
+    let files = tracerd::logs::dir::list_keys(&dir, "json").unwrap();
     assert_eq!(
         files.len(),
         2,

@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod forwarder;
 mod http;
+mod imports;
 mod ingest;
 mod load;
 mod rotation;

@@ -37,7 +37,7 @@ async fn rotation_under_load_loses_and_duplicates_nothing() {
         let last = t.await.unwrap();
         let dir = d.logs().join(format!("rot-{i}"));
         assert_eq!(seqs(&dir), (1..=last).collect::<Vec<_>>(), "rot-{i}");
-        let mut keys = tracerd::logs::writer::list_keys(&dir, "json").unwrap();
+        let mut keys = tracerd::logs::dir::list_keys(&dir, "json").unwrap();
         keys.sort();
         assert!(
             keys.len() > 10,
@@ -57,7 +57,7 @@ async fn rotation_under_load_loses_and_duplicates_nothing() {
         );
         // The human target got every line too, one per object.
         let text_dir = d.dir.path().join("text").join(format!("rot-{i}"));
-        let mut text_keys = tracerd::logs::writer::list_keys(&text_dir, "log").unwrap();
+        let mut text_keys = tracerd::logs::dir::list_keys(&text_dir, "log").unwrap();
         text_keys.sort();
         let mut lines = 0;
         for k in text_keys {
@@ -100,9 +100,7 @@ async fn retention_prunes_old_files_of_disconnected_nodes() {
     let dir = d.logs().join("gone");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let left = tracerd::logs::writer::list_keys(&dir, "json")
-            .unwrap()
-            .len();
+        let left = tracerd::logs::dir::list_keys(&dir, "json").unwrap().len();
         if left == 2 {
             break;
         }
@@ -112,7 +110,7 @@ async fn retention_prunes_old_files_of_disconnected_nodes() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let mut left = tracerd::logs::writer::list_keys(&dir, "json").unwrap();
+    let mut left = tracerd::logs::dir::list_keys(&dir, "json").unwrap();
     left.sort();
     assert_eq!(
         left.iter().map(|k| k.stamp).collect::<Vec<_>>(),

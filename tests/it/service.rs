@@ -56,7 +56,7 @@ fn rotation(limit: u64) -> String {
 }
 
 fn max_file_len(dir: &std::path::Path, skip: usize) -> (usize, u64) {
-    let mut keys = tracerd::logs::writer::list_keys(dir, "json").unwrap();
+    let mut keys = tracerd::logs::dir::list_keys(dir, "json").unwrap();
     keys.sort();
     let lens: Vec<u64> = keys
         .iter()

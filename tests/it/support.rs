@@ -300,7 +300,7 @@ pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(
 /// Every line of every `node-*.json` file of `dir`, oldest file first, checking that each file
 /// ends on a line boundary and does not start with an empty line.
 pub fn read_node_lines(dir: &Path) -> Vec<serde_json::Value> {
-    let mut keys = tracerd::logs::writer::list_keys(dir, "json").unwrap();
+    let mut keys = tracerd::logs::dir::list_keys(dir, "json").unwrap();
     keys.sort();
     let mut out = Vec::new();
     for k in keys {

@@ -11,12 +11,11 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::mux::Mode;
-use super::Settings;
-use crate::session::cardano::{serve_and_report, End};
+use super::{serve_and_report, End, Settings};
+use crate::cardano::mux::Mode;
 
 use crate::config::Address;
-use crate::ingest::Shared;
+use crate::session::Context;
 
 /// First pause before reconnecting.
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -32,7 +31,7 @@ pub fn next_backoff(current: Duration, cap: Duration) -> Duration {
 pub async fn connect_loop(
     addr: Address,
     settings: Arc<Settings>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     cancel: CancellationToken,
 ) {
     let peer = addr.to_string();

@@ -7,6 +7,10 @@
 //! The session never sends `MsgDone`: it closes the socket instead, because a node whose
 //! connection ends with `MsgDone` stops forwarding for good (§9.2).
 
+pub mod dial;
+pub mod naming;
+mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,16 +21,17 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use self::naming::Source;
+pub use self::settings::{Settings, NAME_TIMEOUT};
 use crate::cardano::codec::{self, CborError, EkgRequest, EkgValue};
 use crate::cardano::handshake::{self, HandshakeError, Outcome};
 use crate::cardano::mux::{
     send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS,
 };
-use crate::cardano::naming::{self, Source};
-use crate::cardano::Settings;
-use crate::ingest::{NodeSink, Shared, SinkError};
+use crate::ingest::{NodeSink, SinkError};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
 use crate::node::state::DataPointRequest;
+use crate::session::Context;
 
 /// The data point that names a node.
 pub const NODE_INFO: &str = "NodeInfo";
@@ -125,7 +130,7 @@ pub async fn serve_and_report<S>(
     peer: String,
     mode: Mode,
     settings: Arc<Settings>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, ()>
 where
@@ -148,7 +153,7 @@ where
             Ok(end)
         }
         Err(e) if e.is_io() => {
-            let error = crate::transport::error_chain(&e);
+            let error = crate::errors::error_chain(&e);
             if quiet {
                 tracing::debug!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
             } else {
@@ -160,7 +165,7 @@ where
             if let Some(reason) = e.decode_reason() {
                 t.decode_errors.with_label_values(&[reason]).inc();
             }
-            let error = crate::transport::error_chain(&e);
+            let error = crate::errors::error_chain(&e);
             if quiet {
                 tracing::debug!(%peer, protocol = "cardano", reason = e.label(), %error,
                     duration_secs, "connection closed on error");
@@ -180,7 +185,7 @@ pub async fn serve<S>(
     peer: String,
     mode: Mode,
     settings: Arc<Settings>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, SessionError>
 where
@@ -274,7 +279,7 @@ const DATA_POINT_QUEUE: usize = 16;
 /// The acceptor loops of one accepted session.
 struct Pump {
     settings: Arc<Settings>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     peer: String,
     /// Opened once the node is named.
     sink: Option<NodeSink>,
@@ -487,7 +492,7 @@ impl Pump {
             Source::Collision => tracing::warn!(peer = %self.peer, node = %name,
                 "another connected node has the same NodeInfo niName; naming this one after its address"),
         }
-        let sink = NodeSink::open(&self.shared, &name, &self.peer, "cardano").await?;
+        let sink = self.shared.open_sink(&name, &self.peer, "cardano").await?;
         let (tx, rx) = mpsc::channel(DATA_POINT_QUEUE);
         sink.lease().serve_data_points(tx);
         self.dp_requests = Some(rx);

@@ -1,0 +1,78 @@
+//! The server context every session shares ([`Context`]): the network magic, the running
+//! config, the node registry and tracerd's own metrics; and the one way a session opens its
+//! node's ingest path ([`Context::open_sink`]).
+
+use std::sync::Arc;
+
+use crate::config::running::Running;
+use crate::config::{Config, Durability, Limits};
+use crate::ingest::{NodeSink, SinkError};
+use crate::logs::LogSettings;
+use crate::metrics::telemetry::Telemetry;
+use crate::node::Nodes;
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Network magic nodes must present.
+    pub network_magic: u32,
+    /// The effective config, replaced by a reload: sessions read limits, durability and log
+    /// settings from it when they start; writers follow rotation changes.
+    pub running: Running,
+    /// Node registry.
+    pub nodes: Nodes,
+    /// Own metrics.
+    pub telemetry: Telemetry,
+}
+
+impl Context {
+    /// Shared state for `config`, with the node registry and metrics.
+    pub fn new(config: &Config, nodes: Nodes, telemetry: Telemetry) -> Context {
+        Context {
+            network_magic: config.network_magic,
+            running: Running::new(config.clone()),
+            nodes,
+            telemetry,
+        }
+    }
+
+    /// Current bounds.
+    pub fn limits(&self) -> Limits {
+        self.running.current().config.tracerd.limits.clone()
+    }
+
+    /// Current durability policy.
+    pub fn durability(&self) -> Durability {
+        self.running.current().config.tracerd.durability.clone()
+    }
+
+    /// Current verbosity of connection problem reports.
+    pub fn verbosity(&self) -> crate::config::Verbosity {
+        self.running.current().config.verbosity
+    }
+
+    /// Current log targets and rotation.
+    pub fn logs(&self) -> Arc<LogSettings> {
+        self.running.current().logs.clone()
+    }
+}
+
+impl Context {
+    /// Claims `name` for `peer` and opens its ingest path (see [`NodeSink::open`]).
+    pub async fn open_sink(
+        &self,
+        name: &str,
+        peer: &str,
+        protocol: &'static str,
+    ) -> Result<NodeSink, SinkError> {
+        NodeSink::open(
+            &self.nodes,
+            &self.running,
+            &self.telemetry,
+            name,
+            peer,
+            protocol,
+        )
+        .await
+    }
+}
