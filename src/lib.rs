@@ -9,7 +9,6 @@ pub mod app;
 pub mod cardano;
 pub mod config;
 pub mod errors;
-pub mod forwarder;
 pub mod http;
 pub mod ingest;
 pub mod logs;

@@ -1,5 +1,5 @@
 //! Cardano forwarding protocol end to end: a simulated cardano-node (tracerd's own forwarder
-//! implementation, `tracerd::cardano::sim`) against the real binary over Unix sockets in both
+//! implementation, `tracerd_sim::cardano`) against the real binary over Unix sockets in both
 //! connection directions, and against an in-process session for what only the registry shows.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracerd::cardano::codec::EkgValue;
 use tracerd::cardano::mux::Mode;
-use tracerd::cardano::sim::{sample_object, SimEnd, SimError, SimNode};
+use tracerd_sim::cardano::{sample_object, SimEnd, SimError, SimNode};
 
 use crate::support::*;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tracerd::config::Address;
-use tracerd::forwarder::{Forwarder, ForwarderConfig, SubmitError};
 use tracerd::native::{NodeMessage, TracerCodec, TracerMessage};
+use tracerd_forwarder::{Forwarder, ForwarderConfig, SubmitError};
 
 use crate::support::*;
 

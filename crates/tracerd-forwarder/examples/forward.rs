@@ -1,5 +1,5 @@
 //! Forwarding traces, metrics and a data point to a running tracerd with
-//! `tracerd::forwarder`.
+//! the `tracerd-forwarder` crate.
 //!
 //! Run tracerd (e.g. `tracerd -c config.yaml` with `tracerd.native.acceptAt` listing
 //! `/tmp/tracerd.sock`), then:
@@ -17,9 +17,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tracerd::config::Address;
-use tracerd::forwarder::{Forwarder, ForwarderConfig};
-use tracerd::model::{DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceObject};
+use tracerd_forwarder::model::{
+    DataPoint, DetailLevel, MetricValue, MetricsUpdate, Severity, TraceObject,
+};
+use tracerd_forwarder::{Address, Forwarder, ForwarderConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

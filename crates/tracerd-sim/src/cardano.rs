@@ -17,13 +17,15 @@ use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{
+use tracerd_wire::cardano::codec::{
     self, CborError, DataPointAsk, EkgAsk, EkgRequest, EkgValue, Handshake, TraceAsk, VersionData,
     FORWARDING_V1,
 };
-use super::handshake::{self, Outcome};
-use super::mux::{send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS};
-use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
+use tracerd_wire::cardano::handshake::{self, Outcome};
+use tracerd_wire::cardano::mux::{
+    send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS,
+};
+use tracerd_wire::model::{DetailLevel, MachineForm, Severity, TraceObject};
 
 /// Largest message the simulated node reassembles.
 const SIM_MAX_MESSAGE: usize = 16 << 20;
@@ -336,7 +338,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// line (`at`, `ns`, `data`, `sev`, `thread`, `host`), `data` carrying `node` and `seq`.
 pub fn sample_object(node: &str, seq: u64, timestamp_ns: i64) -> TraceObject {
     let mut at = String::new();
-    crate::utc::push_rfc3339_nanos(&mut at, timestamp_ns);
+    tracerd_wire::utc::push_rfc3339_nanos(&mut at, timestamp_ns);
     let machine = serde_json::json!({
         "at": at,
         "ns": "Sim.Forwarded",

@@ -1,0 +1,475 @@
+//! The forwarder: the node side of the native protocol, as a library. A program creates a
+//! [`Forwarder`], hands it trace objects, metrics and data points, and the forwarder's task
+//! delivers them to tracerd over a Unix or TCP socket.
+//!
+//! What it does, in order of the trace objects' life:
+//!
+//! * **Bounded queue.** [`Forwarder::trace`] never blocks. Every trace object counts against
+//!   [`ForwarderConfig::queue_capacity`] from the moment it is accepted until tracerd
+//!   acknowledges it (or it is given up). When the queue is full the *newest* object is
+//!   refused: [`SubmitError::QueueFull`], counted in [`Stats::dropped`]. Refused objects get no
+//!   sequence number, so tracerd sees no gap.
+//! * **Batching.** Objects are numbered (sequence numbers continue tracerd's
+//!   `HelloAccept.persisted_seq` for this node name) and encoded into `TraceBatch` frames of up
+//!   to [`ForwarderConfig::max_batch_objects`] objects and at most the frame size tracerd
+//!   announced. A partial batch waits at most [`ForwarderConfig::linger`].
+//! * **Connection.** Connects to a [`tracerd_wire::Address`] (the same syntax as tracerd's
+//!   `acceptAt`), and after any failure reconnects with capped exponential backoff
+//!   ([`ForwarderConfig::backoff_initial`] doubling up to [`ForwarderConfig::backoff_max`],
+//!   with ±20 % jitter; reset by a successful handshake).
+//! * **Resend.** Encoded batches are kept until tracerd acknowledges them (`Ack`). After a
+//!   reconnect, batches covered by `HelloAccept.persisted_seq` are released and every other
+//!   kept batch is sent again first, in order. tracerd drops objects it already persisted,
+//!   so resending is safe; when tracerd stopped gracefully (final `Ack` before closing),
+//!   every object ends up in its logs exactly once.
+//! * **Metrics and data points** are state, not a stream: the forwarder keeps the latest value
+//!   per name, sends what changed, and sends the whole set again after every reconnect.
+//! * **Liveness.** It answers tracerd's `Ping` with `Pong`, and sends its own `Ping` every
+//!   [`ForwarderConfig::ping_every`] to measure the round-trip time ([`Stats::rtt`]).
+//!
+//! The forwarder runs as one tokio task (plus one reader task per connection) on the runtime
+//! that calls [`Forwarder::start`]. See `examples/forward.rs`.
+//!
+//! This crate depends on `tracerd-wire` (without its `cardano` feature) and the tokio stack
+//! only: no HTTP, metrics or daemon code. Modules: this file is the public API and the state
+//! the caller and the task share; `outbox` the pure bookkeeping (sequence numbers, kept
+//! batches, latest-value sets); `connection` the task (connect, handshake, stream, resend,
+//! reconnect).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use tracerd_wire::model::{DataPoint, MetricValue, MetricsUpdate, TraceObject};
+use tracerd_wire::native::{FrameError, RefuseReason, Software};
+
+mod connection;
+mod outbox;
+
+/// The types a forwarder sends, and the address syntax, so a node needs only this crate.
+pub use tracerd_wire::{model, Address};
+
+use connection::run;
+use outbox::StateSet;
+
+/// Largest frame the forwarder accepts from tracerd (tracerd's messages are all small).
+const MAX_INCOMING_FRAME: usize = 64 * 1024;
+/// Upper bound of the protobuf overhead of one trace object beyond its text fields.
+const OBJECT_OVERHEAD: usize = 64;
+/// Room kept free in a frame for the batch's own fields.
+const FRAME_SLACK: usize = 64;
+/// How long a closing connection's reader may take to deliver the last `Ack`.
+const READER_GRACE: Duration = Duration::from_secs(2);
+
+/// How a forwarder connects and behaves.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// Where tracerd listens: a Unix socket path or `host:port` (see [`Address::parse`]).
+    pub address: Address,
+    /// The node's name (tracerd files the node's logs under it).
+    pub node_name: String,
+    /// tracerd's `networkMagic`.
+    pub network_magic: u32,
+    /// What the node runs, for tracerd's logs.
+    pub software: Software,
+    /// Trace objects held at most: queued, in flight, or sent and not yet acknowledged.
+    pub queue_capacity: usize,
+    /// Most trace objects in one `TraceBatch`.
+    pub max_batch_objects: usize,
+    /// Largest batch frame, in bytes (further capped by tracerd's `max_frame_bytes`).
+    pub max_batch_bytes: usize,
+    /// Longest time a partial batch waits for more objects.
+    pub linger: Duration,
+    /// First reconnect delay.
+    pub backoff_initial: Duration,
+    /// Largest reconnect delay.
+    pub backoff_max: Duration,
+    /// Time allowed for connecting and for tracerd's answer to `Hello`.
+    pub connect_timeout: Duration,
+    /// Period of the forwarder's own round-trip probe; `None` disables it.
+    pub ping_every: Option<Duration>,
+}
+
+impl ForwarderConfig {
+    /// A configuration with defaults: mainnet magic, 65,536 objects of queue, batches of up to
+    /// 1,024 objects or 512 KiB, 5 ms linger, backoff 100 ms doubling to 5 s, 10 s connect
+    /// timeout, a ping every 5 s.
+    pub fn new(address: Address, node_name: impl Into<String>) -> ForwarderConfig {
+        ForwarderConfig {
+            address,
+            node_name: node_name.into(),
+            network_magic: tracerd_wire::MAINNET_NETWORK_MAGIC,
+            software: Software {
+                name: "tracerd-forwarder".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: String::new(),
+            },
+            queue_capacity: 65_536,
+            max_batch_objects: 1024,
+            max_batch_bytes: 512 * 1024,
+            linger: Duration::from_millis(5),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            ping_every: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Why the forwarder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A size or count that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    /// The node name is empty.
+    #[error("node name is empty")]
+    EmptyName,
+    /// Not called from within a tokio runtime.
+    #[error("Forwarder::start must be called from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Why a trace object was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue holds `queue_capacity` objects: the object was dropped (and counted).
+    #[error("forwarder queue full: trace object dropped")]
+    QueueFull,
+    /// The forwarder is closing or closed.
+    #[error("forwarder closed")]
+    Closed,
+}
+
+/// Why a connection ended (reported in [`Stats::last_error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// Connecting failed.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// Where.
+        address: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// No answer to `Hello` (or no connection) within the connect timeout.
+    #[error("no handshake answer within {0:?}")]
+    Timeout(Duration),
+    /// tracerd refused the handshake.
+    #[error("tracerd refused the handshake ({reason:?}): {message}")]
+    Refused {
+        /// Why.
+        reason: RefuseReason,
+        /// tracerd's explanation.
+        message: String,
+    },
+    /// tracerd sent something unexpected.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// tracerd closed the connection.
+    #[error("connection closed by tracerd")]
+    Closed,
+    /// Reading or writing failed.
+    #[error("connection i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// A frame from tracerd could not be decoded.
+    #[error("bad frame from tracerd: {0}")]
+    Codec(#[from] FrameError),
+}
+
+/// A snapshot of a forwarder's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Trace objects accepted by [`Forwarder::trace`].
+    pub submitted: u64,
+    /// Trace objects written to a connection for the first time.
+    pub sent: u64,
+    /// Trace objects written again after a reconnect.
+    pub resent: u64,
+    /// Trace objects acknowledged by tracerd.
+    pub acked: u64,
+    /// Trace objects refused because the queue was full, too large for a frame, or
+    /// superseded (tracerd had already persisted their sequence numbers from another sender).
+    pub dropped: u64,
+    /// Trace objects held now (queued, or sent and not yet acknowledged).
+    pub buffered: u64,
+    /// Bytes of frames written (trace batches, resends, metrics, control).
+    pub bytes_sent: u64,
+    /// Highest sequence number acknowledged (0: none).
+    pub acked_seq: u64,
+    /// Successful handshakes so far.
+    pub connects: u64,
+    /// A session is open now.
+    pub connected: bool,
+    /// Last measured round-trip time (own `Ping` to `Pong`).
+    pub rtt: Option<Duration>,
+    /// The name tracerd files this node under (known after the first handshake).
+    pub assigned_name: Option<String>,
+    /// Why the last connection attempt or session ended, if it failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    submitted: AtomicU64,
+    sent: AtomicU64,
+    resent: AtomicU64,
+    acked: AtomicU64,
+    dropped: AtomicU64,
+    bytes_sent: AtomicU64,
+    acked_seq: AtomicU64,
+    connects: AtomicU64,
+    connected: AtomicBool,
+    rtt_micros: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    traces: VecDeque<TraceObject>,
+    /// When the oldest queued object arrived (for the linger deadline).
+    oldest: Option<Instant>,
+    metrics: StateSet<MetricValue>,
+    points: StateSet<String>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    capacity: usize,
+    max_batch_objects: usize,
+    queue: Mutex<Queue>,
+    notify: Notify,
+    /// Objects accepted and not yet acknowledged or dropped.
+    buffered: AtomicUsize,
+    counters: Counters,
+    /// Acknowledged-object count, for waiters.
+    acked_tx: watch::Sender<u64>,
+    assigned_name: Mutex<Option<String>>,
+    last_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the data consistent, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let rtt = c.rtt_micros.load(Ordering::Relaxed);
+        Stats {
+            submitted: c.submitted.load(Ordering::Relaxed),
+            sent: c.sent.load(Ordering::Relaxed),
+            resent: c.resent.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            buffered: self.buffered.load(Ordering::Relaxed) as u64,
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            acked_seq: c.acked_seq.load(Ordering::Relaxed),
+            connects: c.connects.load(Ordering::Relaxed),
+            connected: c.connected.load(Ordering::Relaxed),
+            rtt: (rtt > 0).then(|| Duration::from_micros(rtt)),
+            assigned_name: lock(&self.assigned_name).clone(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    fn release(&self, n: usize) {
+        self.buffered.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn set_error(&self, e: &ConnectionError) {
+        *lock(&self.last_error) = Some(e.to_string());
+    }
+}
+
+/// A handle to a running forwarder. Cheap methods, callable from any thread; dropping the
+/// handle stops the forwarder at once (use [`Forwarder::close`] to drain first).
+#[derive(Debug)]
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    closing: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    _stop: DropGuard,
+    stop: CancellationToken,
+}
+
+impl Forwarder {
+    /// Validates `config` and starts the forwarder's task on the current tokio runtime. It
+    /// connects in the background; objects submitted meanwhile wait in the queue.
+    pub fn start(config: ForwarderConfig) -> Result<Forwarder, ConfigError> {
+        for (what, v) in [
+            ("queue_capacity", config.queue_capacity),
+            ("max_batch_objects", config.max_batch_objects),
+            ("max_batch_bytes", config.max_batch_bytes),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(what));
+            }
+        }
+        if config.node_name.is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
+        let (acked_tx, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            capacity: config.queue_capacity,
+            max_batch_objects: config.max_batch_objects,
+            queue: Mutex::new(Queue::default()),
+            notify: Notify::new(),
+            buffered: AtomicUsize::new(0),
+            counters: Counters::default(),
+            acked_tx,
+            assigned_name: Mutex::new(None),
+            last_error: Mutex::new(None),
+        });
+        let stop = CancellationToken::new();
+        let closing = CancellationToken::new();
+        let task = runtime.spawn(run(config, shared.clone(), stop.clone(), closing.clone()));
+        Ok(Forwarder {
+            shared,
+            closing,
+            task: Some(task),
+            _stop: stop.clone().drop_guard(),
+            stop,
+        })
+    }
+
+    /// Queues one trace object. Never blocks; when the queue is full the object is dropped and
+    /// counted.
+    pub fn trace(&self, object: TraceObject) -> Result<(), SubmitError> {
+        let mut one = Some(object);
+        match self.trace_many(std::iter::from_fn(|| one.take())) {
+            1 => Ok(()),
+            _ if lock(&self.shared.queue).closed => Err(SubmitError::Closed),
+            _ => Err(SubmitError::QueueFull),
+        }
+    }
+
+    /// Queues trace objects in order, as many as fit; the rest are dropped (newest first) and
+    /// counted. Returns how many were accepted. Cheaper than calling [`Forwarder::trace`] per
+    /// object.
+    pub fn trace_many(&self, objects: impl IntoIterator<Item = TraceObject>) -> usize {
+        let shared = &*self.shared;
+        let mut accepted = 0usize;
+        let mut refused = 0u64;
+        let wake;
+        {
+            let mut q = lock(&shared.queue);
+            if q.closed {
+                return 0;
+            }
+            let before = q.traces.len();
+            for object in objects {
+                let prev = shared.buffered.fetch_add(1, Ordering::AcqRel);
+                if prev >= shared.capacity {
+                    shared.buffered.fetch_sub(1, Ordering::AcqRel);
+                    refused += 1;
+                    continue;
+                }
+                q.traces.push_back(object);
+                accepted += 1;
+            }
+            let after = q.traces.len();
+            if before == 0 && after > 0 {
+                q.oldest = Some(Instant::now());
+            }
+            // Wake the task when a linger period starts or a batch is full.
+            wake = (before == 0 && after > 0)
+                || (after / shared.max_batch_objects > before / shared.max_batch_objects);
+        }
+        let c = &shared.counters;
+        c.submitted.fetch_add(accepted as u64, Ordering::Relaxed);
+        if refused > 0 {
+            c.dropped.fetch_add(refused, Ordering::Relaxed);
+        }
+        if wake {
+            shared.notify.notify_one();
+        }
+        accepted
+    }
+
+    /// Updates metrics: `update.full` replaces the whole set, otherwise the listed names are
+    /// inserted or overwritten. Only the latest value per name is kept.
+    pub fn metrics(&self, update: MetricsUpdate) {
+        lock(&self.shared.queue)
+            .metrics
+            .update(update.full, update.metrics);
+        self.shared.notify.notify_one();
+    }
+
+    /// Updates data points (each replaces the previous value of its name).
+    pub fn data_points(&self, points: Vec<DataPoint>) {
+        lock(&self.shared.queue).points.update(
+            false,
+            points.into_iter().map(|p| (p.name, p.json)).collect(),
+        );
+        self.shared.notify.notify_one();
+    }
+
+    /// Trace objects that can be queued now without a drop.
+    pub fn space(&self) -> usize {
+        self.shared
+            .capacity
+            .saturating_sub(self.shared.buffered.load(Ordering::Acquire))
+    }
+
+    /// A receiver of the acknowledged-object count ([`Stats::acked`]), to wait for progress.
+    pub fn acked_watch(&self) -> watch::Receiver<u64> {
+        self.shared.acked_tx.subscribe()
+    }
+
+    /// The current counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Waits until every accepted trace object is acknowledged or dropped, or `timeout`
+    /// passes. Returns whether the queue is empty.
+    pub async fn flush(&self, timeout: Duration) -> bool {
+        let mut rx = self.acked_watch();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.shared.buffered.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            // Wake up at least every 50 ms: drops change `buffered` without an ack.
+            let until = deadline.min(Instant::now() + Duration::from_millis(50));
+            if tokio::time::timeout_at(until, rx.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return self.shared.buffered.load(Ordering::Acquire) == 0;
+            }
+            if Instant::now() >= deadline {
+                return self.shared.buffered.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+
+    /// Stops accepting objects, sends what is queued, waits (at most `timeout`) for tracerd to
+    /// acknowledge everything, closes the connection and returns the final counters.
+    pub async fn close(mut self, timeout: Duration) -> Stats {
+        lock(&self.shared.queue).closed = true;
+        self.closing.cancel();
+        self.shared.notify.notify_one();
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(timeout, &mut task).await.is_err() {
+                self.stop.cancel();
+                let _ = task.await;
+            }
+        }
+        self.shared
+            .counters
+            .connected
+            .store(false, Ordering::Relaxed);
+        self.shared.stats()
+    }
+}

@@ -1,0 +1,376 @@
+//! `--protocol native`: N [`Forwarder`]s, each driven by one task that generates objects at
+//! the requested rate (or as fast as the window of unacknowledged objects allows), measures
+//! the ack latency per group, and optionally updates metrics; then the summary.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+use tracerd_forwarder::{Forwarder, ForwarderConfig, Stats};
+use tracerd_wire::model::{DataPoint, MetricValue, MetricsUpdate, TraceObject};
+use tracerd_wire::native::Software;
+use tracerd_wire::Address;
+
+use super::content::{now_ns, Generator, METRIC_NAMES};
+use super::{
+    latency_json, mean, open_files_limit, rate_json, round, Args, Rate, CHUNK, MAX_LATENCY_MICROS,
+};
+
+/// What one node's driver measured.
+struct NodeResult {
+    generated: u64,
+    machine_bytes: u64,
+    latency: Vec<(u64, u64)>,
+    metric_updates: u64,
+    drained: bool,
+    last_ack: Option<Instant>,
+}
+
+struct Plan {
+    rate: Rate,
+    start: Instant,
+    end: Instant,
+    drain_deadline: Instant,
+    window: usize,
+    metrics: usize,
+}
+
+async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> NodeResult {
+    // (latency in µs, objects) per acknowledged group, merged into one histogram at the end:
+    // cheaper than a histogram per node when thousands of nodes are idle.
+    let mut latency: Vec<(u64, u64)> = Vec::new();
+    let mut acked_rx = fwd.acked_watch();
+    // (accepted objects up to and including this group, when it was handed over, group size)
+    let mut marks: VecDeque<(u64, Instant, u64)> = VecDeque::new();
+    let mut accepted = 0u64;
+    let mut generated = 0u64;
+    let mut metric_updates = 0u64;
+    let mut last_ack = None;
+    // Rate mode hands objects over in groups: every 10 ms, or every 4 objects' worth of time
+    // at low rates (at most 100 ms), so that idle fleets do not wake up for nothing.
+    let ticking = matches!(plan.rate, Rate::PerSecond(r) if r > 0.0);
+    let period = match plan.rate {
+        Rate::PerSecond(r) if r > 0.0 => (4.0 / r).clamp(0.01, 0.1),
+        _ => 1.0,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(period));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    if plan.metrics > 0 {
+        fwd.data_points(vec![DataPoint {
+            name: "NodeInfo".into(),
+            json: format!(
+                "{{\"niName\":\"{}\",\"niProtocol\":\"Cardano\",\"niVersion\":\"10.1.4\",\"niCommit\":\"1f63dbf2ab39e0b32bf6901dc203866d3e37de08\",\"niStartTime\":\"2026-11-29T00:00:00Z\",\"niSystemStartTime\":\"2017-09-23T21:44:51Z\"}}",
+                gen.node
+            ),
+        }]);
+    }
+    let mut record = |acked: u64, marks: &mut VecDeque<(u64, Instant, u64)>| {
+        let now = Instant::now();
+        while marks.front().is_some_and(|m| m.0 <= acked) {
+            if let Some((_, at, n)) = marks.pop_front() {
+                let micros = now.saturating_duration_since(at).as_micros().max(1) as u64;
+                latency.push((micros.min(MAX_LATENCY_MICROS), n));
+                last_ack = Some(now);
+            }
+        }
+    };
+    loop {
+        let now = Instant::now();
+        let sending = now < plan.end;
+        let acked = *acked_rx.borrow_and_update();
+        record(acked, &mut marks);
+        if !sending && (acked >= accepted || now >= plan.drain_deadline) {
+            break;
+        }
+        if sending {
+            let want = match plan.rate {
+                Rate::Max => {
+                    let inflight = (accepted - acked) as usize;
+                    plan.window.saturating_sub(inflight).min(CHUNK)
+                }
+                Rate::PerSecond(r) => {
+                    let due = (r * now.duration_since(plan.start).as_secs_f64()) as u64;
+                    (due.saturating_sub(generated) as usize).min(4 * CHUNK)
+                }
+            };
+            if want > 0 {
+                let ts = now_ns();
+                let objects: Vec<TraceObject> =
+                    (0..want).map(|i| gen.next(ts + i as i64)).collect();
+                generated += want as u64;
+                let n = fwd.trace_many(objects) as u64;
+                if n > 0 {
+                    accepted += n;
+                    marks.push_back((accepted, now, n));
+                }
+                if plan.rate == Rate::Max || want == 4 * CHUNK {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+        }
+        let wake = if sending {
+            plan.end
+        } else {
+            plan.drain_deadline
+        };
+        tokio::select! {
+            _ = acked_rx.changed() => {}
+            _ = tick.tick(), if sending && ticking => {}
+            _ = metrics_tick.tick(), if sending && plan.metrics > 0 => {
+                send_metrics(&fwd, plan.metrics, metric_updates, gen.seq);
+                metric_updates += 1;
+            }
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+    }
+    let final_acked = *acked_rx.borrow();
+    NodeResult {
+        generated,
+        machine_bytes: gen.bytes,
+        latency,
+        metric_updates,
+        drained: final_acked >= accepted,
+        last_ack,
+    }
+}
+
+fn send_metrics(fwd: &Forwarder, count: usize, round: u64, seq: u64) {
+    let metrics = (0..count)
+        .map(|i| {
+            let name = match METRIC_NAMES.get(i) {
+                Some(n) => n.to_string(),
+                None => format!("cardano.node.metrics.bench.m{i}_int"),
+            };
+            let value = if name.ends_with("_real") {
+                MetricValue::Gauge(0.05 + (round % 100) as f64 / 1000.0)
+            } else if name.ends_with("_counter") {
+                MetricValue::Counter(seq as i64)
+            } else {
+                MetricValue::Counter((round * 7 + i as u64 + seq) as i64)
+            };
+            (name, value)
+        })
+        .collect();
+    fwd.metrics(MetricsUpdate {
+        full: round == 0,
+        metrics,
+    });
+}
+
+fn sum_stats(fwds: &[Arc<Forwarder>]) -> (Stats, usize) {
+    let mut total = Stats::default();
+    let mut connected = 0;
+    for f in fwds {
+        let s = f.stats();
+        total.submitted += s.submitted;
+        total.sent += s.sent;
+        total.resent += s.resent;
+        total.acked += s.acked;
+        total.dropped += s.dropped;
+        total.buffered += s.buffered;
+        total.bytes_sent += s.bytes_sent;
+        total.connects += s.connects;
+        connected += usize::from(s.connected);
+    }
+    (total, connected)
+}
+
+/// `--protocol native` (the default): a fleet of forwarders.
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let Some(connect) = args.connect.as_deref() else {
+        bail!("--listen is only for --protocol cardano; give --connect");
+    };
+    let address = Address::parse(connect).map_err(|e| anyhow::anyhow!(e))?;
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if !(args.duration.is_finite() && args.duration >= 0.0) {
+        bail!("--duration must be a non-negative number of seconds");
+    }
+    if let Some(limit) = open_files_limit() {
+        if (args.nodes as u64) + 64 > limit {
+            eprintln!(
+                "tracerd-load: warning: {} nodes need more open files than the limit of {limit} (raise it with `ulimit -n`)",
+                args.nodes
+            );
+        }
+    }
+    let progress = std::io::stderr().is_terminal();
+    let window = args
+        .window
+        .unwrap_or_else(|| (131_072 / args.nodes).clamp(256, 16_384))
+        .clamp(1, args.queue.max(1));
+
+    // Connect every node before the clock starts.
+    let mut fwds = Vec::with_capacity(args.nodes);
+    for i in 0..args.nodes {
+        let name = format!("{}-{i:04}", args.name_prefix);
+        let mut c = ForwarderConfig::new(address.clone(), name);
+        c.network_magic = args.magic;
+        c.queue_capacity = args.queue.max(1);
+        c.max_batch_objects = args.batch.max(1);
+        c.linger = Duration::from_secs_f64(args.linger.max(0.0) / 1000.0);
+        c.software = Software {
+            name: "tracerd-load".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            commit: String::new(),
+        };
+        c.connect_timeout = Duration::from_secs(30);
+        c.backoff_max = Duration::from_secs(2);
+        fwds.push(Arc::new(Forwarder::start(c)?));
+        if i % 256 == 255 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let connect_started = Instant::now();
+    let connect_deadline = connect_started + Duration::from_secs_f64(args.connect_timeout);
+    let connected = loop {
+        let (_, connected) = sum_stats(&fwds);
+        if connected == fwds.len() || Instant::now() >= connect_deadline {
+            break connected;
+        }
+        if progress {
+            eprint!("\rconnecting: {connected}/{} nodes   ", fwds.len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let connect_s = connect_started.elapsed().as_secs_f64();
+    if progress {
+        eprintln!(
+            "\rconnected: {connected}/{} nodes in {connect_s:.2} s",
+            fwds.len()
+        );
+    }
+    if connected == 0 {
+        let why = fwds[0].stats().last_error.unwrap_or_default();
+        bail!("no node could connect to {address}: {why}");
+    }
+    if connected < fwds.len() {
+        eprintln!(
+            "tracerd-load: warning: only {connected} of {} nodes connected within {} s",
+            fwds.len(),
+            args.connect_timeout
+        );
+    }
+
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(args.duration);
+    let plan = Arc::new(Plan {
+        rate: args.rate,
+        start,
+        end,
+        drain_deadline: end + Duration::from_secs_f64(args.drain_timeout.max(0.0)),
+        window,
+        metrics: args.metrics,
+    });
+    let mut drivers = Vec::with_capacity(fwds.len());
+    for (i, f) in fwds.iter().enumerate() {
+        let gen = Generator::new(format!("{}-{i:04}", args.name_prefix), args.size);
+        drivers.push(tokio::spawn(drive(f.clone(), gen, plan.clone())));
+    }
+    let reporter = progress.then(|| {
+        let fwds = fwds.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (s, connected) = sum_stats(&fwds);
+                let now = Instant::now();
+                let rate = (s.acked - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+                last = (now, s.acked);
+                eprint!(
+                    "\r{:6.1} s  nodes {connected}  sent {}  acked {}  dropped {}  buffered {}  {:.0} obj/s   ",
+                    now.duration_since(start).as_secs_f64(),
+                    s.sent,
+                    s.acked,
+                    s.dropped,
+                    s.buffered,
+                    rate
+                );
+            }
+        })
+    });
+
+    let mut latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_MICROS, 3)?;
+    let (mut generated, mut machine_bytes, mut metric_updates) = (0u64, 0u64, 0u64);
+    let mut drained = true;
+    let mut last_ack = start;
+    for d in drivers {
+        let r = d.await.context("a node driver failed")?;
+        for (micros, n) in r.latency {
+            latency.record_n(micros, n)?;
+        }
+        generated += r.generated;
+        machine_bytes += r.machine_bytes;
+        metric_updates += r.metric_updates;
+        drained &= r.drained;
+        if let Some(t) = r.last_ack {
+            last_ack = last_ack.max(t);
+        }
+    }
+    if let Some(r) = reporter {
+        r.abort();
+        eprintln!();
+    }
+    let finished = Instant::now();
+    let (totals, _) = sum_stats(&fwds);
+    // Close every connection (bounded; everything is acknowledged or given up by now).
+    let mut closes = Vec::with_capacity(fwds.len());
+    for f in fwds {
+        closes.push(tokio::spawn(async move {
+            match Arc::try_unwrap(f) {
+                Ok(f) => Some(f.close(Duration::from_secs(2)).await),
+                Err(_) => None,
+            }
+        }));
+    }
+    for c in closes {
+        let _ = c.await;
+    }
+
+    // Throughput over the time it took to get everything acknowledged (at least the duration).
+    let elapsed = last_ack
+        .max(end)
+        .min(finished)
+        .duration_since(start)
+        .as_secs_f64()
+        .max(1e-9);
+    let avg_object = mean(machine_bytes, generated);
+    let rate = rate_json(args.rate);
+    let summary = serde_json::json!({
+        "sent": totals.sent,
+        "acked": totals.acked,
+        "dropped": totals.dropped,
+        "objects_per_s": round(totals.acked as f64 / elapsed, 1),
+        "mib_per_s": round(totals.acked as f64 * avg_object / elapsed / 1048576.0, 3),
+        "ack_latency_ms": latency_json(&latency),
+        "generated": generated,
+        "submitted": totals.submitted,
+        "resent": totals.resent,
+        "unacked": totals.buffered,
+        "drained": drained,
+        "wire_bytes": totals.bytes_sent,
+        "wire_mib_per_s": round(totals.bytes_sent as f64 / elapsed / 1048576.0, 3),
+        "machine_bytes_per_object": round(avg_object, 1),
+        "metric_updates": metric_updates,
+        "nodes": args.nodes,
+        "connected": connected,
+        "connects": totals.connects,
+        "connect_s": round(connect_s, 3),
+        "rate": rate,
+        "window": window,
+        "duration_s": args.duration,
+        "elapsed_s": round(elapsed, 3),
+        "size": args.size,
+        "linger_ms": args.linger,
+        "protocol": "native",
+    });
+    println!("{summary}");
+    Ok(())
+}
