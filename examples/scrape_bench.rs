@@ -2,11 +2,10 @@
 //! and prints p50/p99. Run with `cargo run --release --example scrape_bench [nodes] [metrics]`
 //! (defaults 1000 × 200).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tracerd::http::{render_all, render_node, HttpState};
 use tracerd::metrics::exposition::Format;
+use tracerd::metrics::fleet::{render_node, FleetRenderer};
 use tracerd::metrics::telemetry::Telemetry;
 use tracerd::model::{MetricValue, MetricsUpdate};
 use tracerd::node::Nodes;
@@ -58,14 +57,15 @@ fn main() {
             lease
         })
         .collect();
-    let state = HttpState::new(nodes.clone(), Telemetry::new(), BTreeMap::new());
+    let fleet = FleetRenderer::default();
+    let telemetry = Telemetry::new();
     let views = nodes.views();
     for format in [Format::OpenMetrics, Format::Text] {
         let mut times = Vec::new();
         let mut size = 0;
         for _ in 0..200 {
             let t = Instant::now();
-            let body = render_all(&state, &views, format);
+            let body = fleet.render_all(&telemetry, &views, format);
             times.push(t.elapsed());
             size = body.len();
         }

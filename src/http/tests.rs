@@ -1,6 +1,14 @@
 //! Route tests: every route through `router.oneshot(...)`, asserting exact status codes,
 //! content types and bodies.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::Router;
+use serde_json::{json, Value};
+
 use super::*;
 use crate::metrics::exposition::{OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};

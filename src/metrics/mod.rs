@@ -1,6 +1,10 @@
-//! Metrics: Prometheus exposition of every node's metrics ([`exposition`]), EKG JSON
-//! ([`ekg`]) and tracerd's own telemetry ([`telemetry`]).
+//! Metrics: Prometheus exposition of every node's metrics ([`exposition`], pure), the fleet
+//! renders behind the node routes and `/metrics` ([`fleet`]), EKG JSON ([`ekg`]), tracerd's
+//! own telemetry ([`telemetry`]) and the `/proc/self` sampler both telemetry and the
+//! resource report use ([`process`]).
 
 pub mod ekg;
 pub mod exposition;
+pub mod fleet;
+pub mod process;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 //! tracerd's own metrics: one `prometheus` registry of `tracerd_*` counters and gauges that
 //! every module records into, so each non-fatal problem is counted, never silent; plus the
-//! process metrics (CPU, RSS, open fds) read from `/proc` at scrape time, and the rendering of
-//! all of it in either exposition format.
+//! process metrics (CPU, RSS, open fds) sampled from `/proc` at scrape time by
+//! [`crate::metrics::process`], and the rendering of all of it in either exposition format.
 
 use prometheus::proto::MetricType;
 use prometheus::{
@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::metrics::exposition::{self, Format, Kind};
+use crate::metrics::process;
 
 /// The daemon's own metrics. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
@@ -273,31 +274,31 @@ impl Telemetry {
             "tracerd_process_cpu_seconds_total",
             "User and system CPU time of the tracerd process, in seconds.",
             Kind::Counter,
-            p.cpu_seconds,
+            p.cpu_seconds(),
         );
         gauge(
             "tracerd_process_resident_memory_bytes",
             "Resident set size of the tracerd process, in bytes.",
             Kind::Gauge,
-            p.resident_bytes,
+            p.resident_bytes.map(|v| v as f64),
         );
         gauge(
             "tracerd_process_open_fds",
             "Open file descriptors of the tracerd process.",
             Kind::Gauge,
-            p.open_fds,
+            p.open_fds.map(|v| v as f64),
         );
         gauge(
             "tracerd_process_max_fds",
             "Limit on open file descriptors of the tracerd process.",
             Kind::Gauge,
-            p.max_fds,
+            p.max_fds.map(|v| v as f64),
         );
         gauge(
             "tracerd_process_threads",
             "Threads of the tracerd process.",
             Kind::Gauge,
-            p.threads,
+            p.threads.map(|v| v as f64),
         );
     }
 
@@ -382,80 +383,6 @@ fn bucket_line(out: &mut String, base: &str, labels: &[(&str, &str)], le: &str, 
     let all = labels.iter().copied().chain(std::iter::once(("le", le)));
     exposition::write_labels(out, all);
     out.push_str(&format!(" {count}\n"));
-}
-
-/// Process metrics from `/proc/self`.
-pub mod process {
-    /// One reading; `None` where `/proc` did not tell.
-    #[derive(Debug, Clone, Copy, Default, PartialEq)]
-    pub struct Sample {
-        /// User + system CPU seconds.
-        pub cpu_seconds: Option<f64>,
-        /// Resident set size in bytes.
-        pub resident_bytes: Option<f64>,
-        /// Open file descriptors.
-        pub open_fds: Option<f64>,
-        /// Soft limit on open file descriptors.
-        pub max_fds: Option<f64>,
-        /// Threads.
-        pub threads: Option<f64>,
-    }
-
-    /// Clock ticks per second of `/proc/self/stat` times: `USER_HZ`, 100 on every Linux
-    /// architecture's user ABI (reading it with `sysconf` would need `unsafe`).
-    const USER_HZ: f64 = 100.0;
-
-    /// Reads `/proc/self/stat`, `/proc/self/status`, `/proc/self/fd` and `/proc/self/limits`
-    /// (blocking, but procfs reads never wait on a device).
-    pub fn sample() -> Sample {
-        let mut s = Sample::default();
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the command name, which is in parentheses and may hold spaces;
-            // the first of them is field 3, utime is field 14 and stime field 15.
-            if let Some((_, rest)) = stat.rsplit_once(") ") {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());
-                if let (Some(u), Some(st)) = (field(14), field(15)) {
-                    s.cpu_seconds = Some((u + st) / USER_HZ);
-                }
-            }
-        }
-        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-            let value = |key: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.split_whitespace().next())
-                    .and_then(|v| v.parse::<f64>().ok())
-            };
-            s.resident_bytes = value("VmRSS:").map(|kib| kib * 1024.0);
-            s.threads = value("Threads:");
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            s.open_fds = Some(dir.count() as f64);
-        }
-        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
-            s.max_fds = limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3))
-                .and_then(|v| v.parse::<f64>().ok());
-        }
-        s
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn reads_this_process() {
-            let s = super::sample();
-            assert!(s.cpu_seconds.is_some_and(|c| c >= 0.0));
-            assert!(s.resident_bytes.is_some_and(|r| r > 0.0));
-            assert!(s.open_fds.is_some_and(|n| n >= 3.0));
-            assert!(s.max_fds.is_some_and(|n| n >= 3.0));
-            assert!(s.threads.is_some_and(|n| n >= 1.0));
-        }
-    }
 }
 
 impl Default for Telemetry {

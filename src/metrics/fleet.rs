@@ -1,0 +1,113 @@
+//! Fleet rendering: the expositions of the node routes and of `/metrics`, built from the node
+//! registry's views and tracerd's own telemetry. Every node's metrics (labelled `node_name`
+//! on `/metrics`), the per-node families tracerd adds from each node's state, then
+//! tracerd's own metrics. Blocking only in that it read-locks one node at a time and samples
+//! `/proc` (through [`Telemetry::render_into`]): run it on the blocking pool.
+
+use std::sync::Mutex;
+
+use crate::metrics::exposition::{self, Format, Kind, RenderStats, Renderer};
+use crate::metrics::telemetry::Telemetry;
+use crate::node::NodeView;
+
+/// Most memory kept between `/metrics` renders for reuse.
+const MAX_KEPT_BUFFER_BYTES: usize = 256 << 20;
+
+/// Per-node families tracerd adds to `/metrics` from each node's live state.
+const NODE_RTT: &str = "tracerd_node_rtt_seconds";
+const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
+const NODE_METRICS: &str = "tracerd_node_metrics";
+const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
+
+/// One node's exposition.
+pub fn render_node(view: &NodeView, format: Format) -> (String, RenderStats) {
+    let store = view.live.metrics();
+    exposition::render_node(format, store.iter())
+}
+
+/// Renders `/metrics`, keeping the family buffers of one render for the next.
+#[derive(Debug, Default)]
+pub struct FleetRenderer {
+    /// Family buffers of the last `/metrics` render, reused by the next.
+    buffers: Mutex<Vec<String>>,
+}
+
+impl FleetRenderer {
+    /// Every node's metrics labelled `node_name`, then tracerd's own metrics. Counts name
+    /// collisions in `telemetry`.
+    pub fn render_all(&self, telemetry: &Telemetry, views: &[NodeView], format: Format) -> String {
+        let mut renderer = Renderer::with_nodes(format, views.len());
+        renderer.reuse(std::mem::take(
+            &mut *self.buffers.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
+        for name in telemetry.reserved_names() {
+            renderer.reserve(&name);
+        }
+        for name in [NODE_RTT, NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE] {
+            renderer.reserve(name);
+        }
+        let mut rtt = Vec::with_capacity(views.len());
+        let mut last = Vec::with_capacity(views.len());
+        let mut counts = Vec::with_capacity(views.len());
+        let mut queues = Vec::with_capacity(views.len());
+        for v in views {
+            let store = v.live.metrics();
+            renderer.add_node(Some(&v.name), store.iter());
+            counts.push((v.name.as_str(), store.len() as f64));
+            drop(store);
+            if let Some(us) = v.live.rtt_micros() {
+                rtt.push((v.name.as_str(), us as f64 / 1e6));
+            }
+            if let Some(ms) = v.live.last_message_ms() {
+                last.push((v.name.as_str(), ms as f64 / 1e3));
+            }
+            if let Some(depth) = v.live.queue_depth() {
+                queues.push((v.name.as_str(), depth as f64));
+            }
+        }
+        let mut out = String::new();
+        let mut spare = Vec::new();
+        let stats = renderer.finish_reusing(&mut out, &mut spare);
+        let kept: usize = spare.iter().map(String::capacity).sum();
+        if kept <= MAX_KEPT_BUFFER_BYTES {
+            *self.buffers.lock().unwrap_or_else(|e| e.into_inner()) = spare;
+        }
+        telemetry.metric_name_collisions.inc_by(stats.collisions);
+        let mut per_node = |name: &str, help: &str, values: &[(&str, f64)]| {
+            let names = exposition::family_names(name, Kind::Gauge);
+            exposition::write_header(&mut out, format, &names, Kind::Gauge, help);
+            for (node, value) in values {
+                out.push_str(name);
+                exposition::write_labels(&mut out, [("node_name", *node)]);
+                out.push(' ');
+                exposition::write_f64(&mut out, *value);
+                out.push('\n');
+            }
+        };
+        per_node(
+            NODE_RTT,
+            "Last round-trip time to the node, measured with the protocol's ping, in seconds.",
+            &rtt,
+        );
+        per_node(
+            NODE_LAST_MESSAGE,
+            "When the node's last message arrived, in seconds since the Unix epoch.",
+            &last,
+        );
+        per_node(
+            NODE_METRICS,
+            "Distinct metrics the node has sent in its current session.",
+            &counts,
+        );
+        per_node(
+            NODE_QUEUE,
+            "Batches of trace objects waiting in the node's write queue.",
+            &queues,
+        );
+        telemetry.render_into(format, &mut out);
+        if format == Format::OpenMetrics {
+            out.push_str("# EOF\n");
+        }
+        out
+    }
+}
