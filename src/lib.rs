@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod running;
 pub mod session;
 pub mod sync;
 pub mod transport;

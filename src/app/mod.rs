@@ -22,14 +22,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::systemd::{Notifier, Systemd};
-use crate::config::reload::{self, ReloadMetrics};
-use crate::config::running::{self, Running};
 use crate::config::{Address, Config, MinSeverity, Network, UnixSocketSettings};
 use crate::http::{self, HttpState};
 use crate::logs::{janitor, LogSettings};
 use crate::metrics::exposition::Naming;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
+use crate::running::reload::{self, ReloadMetrics};
+use crate::running::{self, Running};
 use crate::session::cardano;
 use crate::session::Context;
 use crate::transport::{self, Listener, Service};
@@ -57,7 +57,7 @@ pub struct Options {
 ///
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
 /// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
-/// `options.config_path` (see [`crate::config::reload`]).
+/// `options.config_path` (see [`crate::running::reload`]).
 pub async fn run(
     config: Config,
     options: Options,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::running::Running;
 use crate::metrics::process;
+use crate::running::Running;
 
 /// Emits a `resources` event every `resourceFreq` milliseconds of the live config (checked
 /// every second while it is unset) until `cancel` fires.

@@ -8,14 +8,14 @@
 //!   into a [`Probe`];
 //! * `validate`: pure validation of a parsed config against a [`Probe`] ([`Problem`]);
 //! * `load`: read, parse, probe, validate ([`load`], [`parse`], [`Loaded`], [`LoadError`]);
-//! * [`running`]: the effective config every task reads ([`running::Running`]);
-//! * [`reload`]: SIGHUP: re-read, diff key by key, apply or report "needs restart".
+//! * [`plan`]: the pure half of a reload: diff key by key, apply or report "needs restart".
+//!
+//! The running config (a `watch` channel) and the reload shell are `crate::running`.
 
 mod defaults;
 mod load;
+pub mod plan;
 mod probe;
-pub mod reload;
-pub mod running;
 mod schema;
 mod validate;
 

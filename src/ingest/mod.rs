@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 
 use tokio::time::Instant;
 
-use crate::config::running::{Effective, Running};
 use crate::config::{Durability, FsyncPolicy, WriteErrorPolicy};
 use crate::logs::writer::{NodeLog, WriteError};
 use crate::metrics::telemetry::Telemetry;
 use crate::model::{TraceBatch, TraceObject};
 use crate::node::{Lease, Nodes};
+use crate::running::{Effective, Running};
 use crate::utc;
 
 /// Most queued batches the writer merges into one write.

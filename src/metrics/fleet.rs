@@ -4,11 +4,11 @@
 //! tracerd's own metrics. Blocking only in that it read-locks one node at a time and samples
 //! `/proc` (through [`Telemetry::render_into`]): run it on the blocking pool.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::metrics::exposition::{self, Format, Kind, RenderStats, Renderer};
+use crate::metrics::exposition::{self, Format, Kind, MetricName, RenderStats, Renderer};
 use crate::metrics::telemetry::Telemetry;
-use crate::node::NodeView;
+use crate::model::MetricValue;
 
 /// Most memory kept between `/metrics` renders for reuse.
 const MAX_KEPT_BUFFER_BYTES: usize = 256 << 20;
@@ -19,10 +19,66 @@ const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
 const NODE_METRICS: &str = "tracerd_node_metrics";
 const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
 
+/// What fleet rendering reads of one node. The node registry's `NodeView` implements it
+/// (`node/fleet.rs`), so this layer does not import the registry.
+pub trait FleetNode {
+    /// The node's name (the `node_name` label).
+    fn name(&self) -> &str;
+    /// Hands the node's metrics, read-locked for this call only, to `visit`.
+    fn visit_metrics<V: VisitMetrics>(&self, visit: V) -> V::Output;
+    /// Last round-trip time, in microseconds.
+    fn rtt_micros(&self) -> Option<u64>;
+    /// When the last message arrived, in milliseconds since the Unix epoch.
+    fn last_message_ms(&self) -> Option<u64>;
+    /// Batches waiting in the node's write queue.
+    fn queue_depth(&self) -> Option<usize>;
+}
+
+/// A use of one node's metrics while they are read-locked.
+pub trait VisitMetrics {
+    /// What the visit returns.
+    type Output;
+    /// Visits the `len` metrics of one node.
+    fn visit<'a>(
+        self,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+        len: usize,
+    ) -> Self::Output;
+}
+
+struct RenderOne(Format);
+
+impl VisitMetrics for RenderOne {
+    type Output = (String, RenderStats);
+    fn visit<'a>(
+        self,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+        _len: usize,
+    ) -> Self::Output {
+        exposition::render_node(self.0, metrics)
+    }
+}
+
+struct AddNode<'r> {
+    renderer: &'r mut Renderer,
+    name: &'r str,
+}
+
+impl VisitMetrics for AddNode<'_> {
+    type Output = usize;
+    fn visit<'a>(
+        self,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+        len: usize,
+    ) -> usize {
+        self.renderer.add_node(Some(self.name), metrics);
+        len
+    }
+}
+
 /// One node's exposition.
-pub fn render_node(view: &NodeView, format: Format) -> (String, RenderStats) {
-    let store = view.live.metrics();
-    exposition::render_node(format, store.iter())
+pub fn render_node(node: &impl FleetNode, format: Format) -> (String, RenderStats) {
+    node.visit_metrics(RenderOne(format))
 }
 
 /// Renders `/metrics`, keeping the family buffers of one render for the next.
@@ -35,7 +91,12 @@ pub struct FleetRenderer {
 impl FleetRenderer {
     /// Every node's metrics labelled `node_name`, then tracerd's own metrics. Counts name
     /// collisions in `telemetry`.
-    pub fn render_all(&self, telemetry: &Telemetry, views: &[NodeView], format: Format) -> String {
+    pub fn render_all<N: FleetNode>(
+        &self,
+        telemetry: &Telemetry,
+        views: &[N],
+        format: Format,
+    ) -> String {
         let mut renderer = Renderer::with_nodes(format, views.len());
         renderer.reuse(std::mem::take(
             &mut *self.buffers.lock().unwrap_or_else(|e| e.into_inner()),
@@ -51,18 +112,20 @@ impl FleetRenderer {
         let mut counts = Vec::with_capacity(views.len());
         let mut queues = Vec::with_capacity(views.len());
         for v in views {
-            let store = v.live.metrics();
-            renderer.add_node(Some(&v.name), store.iter());
-            counts.push((v.name.as_str(), store.len() as f64));
-            drop(store);
-            if let Some(us) = v.live.rtt_micros() {
-                rtt.push((v.name.as_str(), us as f64 / 1e6));
+            let name = v.name();
+            let len = v.visit_metrics(AddNode {
+                renderer: &mut renderer,
+                name,
+            });
+            counts.push((name, len as f64));
+            if let Some(us) = v.rtt_micros() {
+                rtt.push((name, us as f64 / 1e6));
             }
-            if let Some(ms) = v.live.last_message_ms() {
-                last.push((v.name.as_str(), ms as f64 / 1e3));
+            if let Some(ms) = v.last_message_ms() {
+                last.push((name, ms as f64 / 1e3));
             }
-            if let Some(depth) = v.live.queue_depth() {
-                queues.push((v.name.as_str(), depth as f64));
+            if let Some(depth) = v.queue_depth() {
+                queues.push((name, depth as f64));
             }
         }
         let mut out = String::new();

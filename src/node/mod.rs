@@ -1,6 +1,7 @@
 //! Node identity: turning a name a node sends into a safe directory name, and the registry of
 //! nodes that gives two connected nodes with the same name distinct names, deterministically.
 
+mod fleet;
 pub mod state;
 
 use std::collections::HashMap;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use crate::config::running::Running;
 use crate::config::{Config, Durability, Limits};
 use crate::ingest::{NodeSink, SinkError};
 use crate::logs::LogSettings;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
+use crate::running::Running;
 
 /// What every session shares.
 #[derive(Debug, Clone)]

@@ -1,17 +1,10 @@
-//! Config reload (SIGHUP): re-read the file, compare it with the running config key by key,
-//! and publish the result.
-//!
-//! [`plan`] is pure: keys in [`RELOADABLE_KEYS`] take effect, every other changed key needs a
-//! restart and keeps its running value, so the effective config always describes what tracerd
-//! actually does. [`reload`] is the shell: it reads and probes on the blocking pool, plans,
-//! logs and counts the outcome, and publishes to the [`Running`] config. A file that fails to
-//! parse or validate is rejected whole and the running config stays.
-
-use std::path::Path;
+//! The pure half of a config reload: compare the running config with the file key by key.
+//! Keys in [`RELOADABLE_KEYS`] take effect, every other changed key needs a restart and
+//! keeps its running value, so the effective config always describes what tracerd actually
+//! does. The I/O (reading the file, probing) and publishing are `crate::running::reload`.
 
 use serde_json::Value;
 
-use crate::config::running::{emit_config_event, Running};
 use crate::config::{self, Config, Probe, Problem};
 
 /// Config keys (dotted paths, a prefix covers its sub-keys) that a reload applies, with when
@@ -169,123 +162,6 @@ fn set_path(root: &mut Value, path: &[String], value: Option<Value>) {
             None => {
                 map.remove(last);
             }
-        }
-    }
-}
-
-/// What a reload did.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The file was valid; reloadable keys are applied (the plan says which).
-    Applied(Box<Plan>),
-    /// The file was rejected; the running config stays.
-    Rejected,
-}
-
-/// Re-reads `path` and applies what can change at run time (see the module docs). Logs every
-/// problem of a rejected file, every key that needs a restart, and the new config event.
-pub async fn reload(path: &Path, running: &Running, metrics: &ReloadMetrics) -> Outcome {
-    let current = running.current();
-    let owned = path.to_path_buf();
-    let before = current.clone();
-    // Reading the file and probing (groups, help files) is blocking I/O: off the workers.
-    let read = tokio::task::spawn_blocking(move || {
-        config::load(&owned).map(|loaded| {
-            let probe = Probe::gather(&[&before.config, &loaded.config]);
-            (loaded, probe)
-        })
-    })
-    .await;
-    let read = match read {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload task failed");
-            metrics.reloads.with_label_values(&["rejected"]).inc();
-            return Outcome::Rejected;
-        }
-    };
-    let (loaded, probe) = match read {
-        Ok(read) => read,
-        Err(e) => {
-            metrics.reloads.with_label_values(&["rejected"]).inc();
-            tracing::error!(config = %path.display(), error = %crate::errors::error_chain(&e),
-                "config reload rejected; the running config stays");
-            return Outcome::Rejected;
-        }
-    };
-    for w in &loaded.warnings {
-        tracing::warn!("config: {w}");
-    }
-    let plan = match plan(&current.config, &loaded.config, &probe) {
-        Ok(plan) => plan,
-        Err(problems) => {
-            metrics.reloads.with_label_values(&["rejected"]).inc();
-            let e = config::LoadError::Invalid {
-                path: path.to_path_buf(),
-                problems,
-            };
-            tracing::error!(config = %path.display(), error = %e,
-                "config reload rejected; the running config stays");
-            return Outcome::Rejected;
-        }
-    };
-    for c in &plan.restart {
-        tracing::warn!(key = %c.key, "config key changed but needs a restart; the running value is kept");
-    }
-    for c in &plan.applied {
-        tracing::info!(key = %c.key, takes_effect = c.when, "config key changed");
-    }
-    metrics.restart_pending.set(plan.restart.len() as i64);
-    if plan.applied.is_empty() {
-        metrics.reloads.with_label_values(&["unchanged"]).inc();
-        tracing::info!(config = %path.display(), restart_needed = plan.restart.len(),
-            "config reloaded: nothing to apply");
-    } else {
-        metrics.reloads.with_label_values(&["applied"]).inc();
-        running.publish(plan.effective.clone());
-        tracing::info!(config = %path.display(), applied = plan.applied.len(),
-            restart_needed = plan.restart.len(), "config reloaded");
-        emit_config_event(&plan.effective, "reload");
-    }
-    Outcome::Applied(Box::new(plan))
-}
-
-/// Counts reloads by outcome, registered on tracerd's own registry.
-#[derive(Debug, Clone)]
-pub struct ReloadMetrics {
-    /// `tracerd_config_reloads_total{result}`: `applied`, `unchanged`, `rejected`.
-    pub reloads: prometheus::IntCounterVec,
-    /// `tracerd_config_restart_pending_keys`: changed keys waiting for a restart.
-    pub restart_pending: prometheus::IntGauge,
-}
-
-impl ReloadMetrics {
-    /// Registers the metrics on `registry` (once per registry).
-    pub fn register(registry: &prometheus::Registry) -> ReloadMetrics {
-        let reloads = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "tracerd_config_reloads_total",
-                "Config reloads (SIGHUP), by result: applied, unchanged, rejected.",
-            ),
-            &["result"],
-        )
-        .expect("valid constant");
-        let restart_pending = prometheus::IntGauge::new(
-            "tracerd_config_restart_pending_keys",
-            "Changed config keys that wait for a restart (their old values still run).",
-        )
-        .expect("valid constant");
-        for m in [
-            Box::new(reloads.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(restart_pending.clone()),
-        ] {
-            if let Err(e) = registry.register(m) {
-                tracing::error!(error = %e, "cannot register reload metrics");
-            }
-        }
-        ReloadMetrics {
-            reloads,
-            restart_pending,
         }
     }
 }

@@ -1,7 +1,11 @@
-//! The running config: the effective config every task reads, in a `tokio::sync::watch`
-//! channel ([`Running`]). Sessions read the current value when they start; a node's writer
-//! checks `has_changed` (one atomic load) before each batch and picks up a new rotation
-//! policy; the janitor and the resource reporter read it every pass. `reload.rs` replaces it.
+//! The running config: the effective config every task reads, with what is derived from it
+//! (the log settings), in a `tokio::sync::watch` channel ([`Running`]). Sessions read the
+//! current value when they start; a node's writer checks `has_changed` (one atomic load)
+//! before each batch and picks up a new rotation policy; the janitor and the resource
+//! reporter read it every pass. [`reload`] replaces it on SIGHUP.
+//!
+//! It sits above both `config` and `logs` (it holds a `LogSettings`), which is why it is not
+//! part of `config`.
 
 use std::sync::Arc;
 
@@ -9,6 +13,8 @@ use tokio::sync::watch;
 
 use crate::config::{self, Config};
 use crate::logs::LogSettings;
+
+pub mod reload;
 
 /// The running configuration and what is derived from it.
 #[derive(Debug)]
