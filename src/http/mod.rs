@@ -189,7 +189,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = tracerd_wire::Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -197,13 +197,13 @@ pub async fn serve(
         };
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
             Ok(a) => {
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 a
             }
             Err(e) => {
-                tracing::error!(error = %e, "HTTP accept failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let delay = backoff.next_delay();
+                tracing::error!(error = %e, "HTTP accept failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };

@@ -217,7 +217,7 @@ pub async fn accept_loop(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = tracerd_wire::Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut accepted_count = 0u64;
     loop {
         let accepted = tokio::select! {
@@ -227,7 +227,7 @@ pub async fn accept_loop(
         match accepted {
             Ok(conn) => {
                 accepted_count += 1;
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::warn!(peer = %conn.peer(), "connection limit reached; closing new connection");
                     shared
@@ -257,9 +257,9 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // Typically EMFILE: back off instead of spinning.
-                tracing::error!(listener = %listener.describe(), error = %e, "accept failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let delay = backoff.next_delay();
+                tracing::error!(listener = %listener.describe(), error = %e, "accept failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -14,12 +14,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceBatch, TraceObject};
 use tracerd_wire::native::{
     encode_node_frame, ForwarderCodec, Hello, NodeMessage, TracerMessage, PROTOCOL_VERSION,
 };
-use tracerd_wire::Address;
+use tracerd_wire::{Address, Backoff};
 
 use crate::outbox::{Kept, Outbox};
 use crate::{
@@ -27,40 +28,21 @@ use crate::{
     OBJECT_OVERHEAD, READER_GRACE,
 };
 
-/// The delay before reconnect attempt `attempt` (0-based): `initial * 2^attempt`, capped, with
-/// ±20 % jitter taken from `noise`.
-fn backoff_delay(initial: Duration, max: Duration, attempt: u32, noise: u64) -> Duration {
-    let base = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
-    // noise % 401 is in 0..=400, i.e. a factor of 0.8..=1.2.
-    let factor = 800 + (noise % 401);
-    base.saturating_mul(factor as u32) / 1000
-}
-
-fn noise() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    u64::from(t).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
-}
-
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
+/// Connects (the one [`tracerd_wire::connect`]) and splits the stream into owned halves.
 async fn connect(address: &Address) -> io::Result<(Reader, Writer)> {
-    match address {
-        Address::Unix(path) => {
-            let s = tokio::net::UnixStream::connect(path).await?;
+    Ok(match tracerd_wire::connect(address).await? {
+        Either::Left(s) => {
             let (r, w) = s.into_split();
-            Ok((Box::pin(r), Box::pin(w)))
+            (Box::pin(r), Box::pin(w))
         }
-        Address::Tcp { host, port } => {
-            let s = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-            s.set_nodelay(true)?;
+        Either::Right(s) => {
             let (r, w) = s.into_split();
-            Ok((Box::pin(r), Box::pin(w)))
+            (Box::pin(r), Box::pin(w))
         }
-    }
+    })
 }
 
 /// The forwarder's task: connect, serve a session, back off, repeat until closed.
@@ -71,7 +53,7 @@ pub(crate) async fn run(
     closing: CancellationToken,
 ) {
     let mut outbox = Outbox::new();
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max).jittered();
     loop {
         if closing.is_cancelled() && drained(&shared, &outbox) {
             return;
@@ -87,15 +69,14 @@ pub(crate) async fn run(
                 tracing::debug!(node = %config.node_name, error = %e, "forwarder connection ended");
                 shared.set_error(&e);
                 if handshaken {
-                    attempt = 0;
+                    backoff.reset();
                 }
             }
         }
         if closing.is_cancelled() && drained(&shared, &outbox) {
             return;
         }
-        let delay = backoff_delay(config.backoff_initial, config.backoff_max, attempt, noise());
-        attempt = attempt.saturating_add(1);
+        let delay = backoff.next_delay();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
@@ -487,20 +468,4 @@ fn estimate(o: &TraceObject) -> usize {
         + o.machine.len()
         + o.human.as_ref().map_or(0, String::len)
         + OBJECT_OVERHEAD
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_is_capped_and_jittered() {
-        let i = Duration::from_millis(100);
-        let m = Duration::from_secs(5);
-        assert_eq!(backoff_delay(i, m, 0, 200), Duration::from_millis(100));
-        assert_eq!(backoff_delay(i, m, 3, 200), Duration::from_millis(800));
-        assert_eq!(backoff_delay(i, m, 30, 200), m);
-        assert_eq!(backoff_delay(i, m, 0, 0), Duration::from_millis(80));
-        assert_eq!(backoff_delay(i, m, 0, 400), Duration::from_millis(120));
-    }
 }

@@ -6,19 +6,25 @@
 //! * [`native`]: tracerd's native protocol: frames (4-byte length + one protobuf message),
 //!   the prost types generated from `proto/tracerd/v1/tracerd.proto`, and their conversion to
 //!   and from the model, for both the tracer side and the node side.
-//! * [`Address`]: cardano-tracer's socket address syntax (`host:port` or a Unix path).
+//! * [`Address`]: cardano-tracer's socket address syntax (`host:port` or a Unix path), and
+//!   [`connect`], the one way a client opens a stream to one.
+//! * [`Backoff`]: the one capped exponential backoff of every retry loop.
 //! * [`utc`]: calendar arithmetic for RFC 3339 timestamps and file stamps (no date crate).
 //! * [`cardano`] (feature `cardano`): Cardano's forwarding protocol on the wire: the
 //!   Ouroboros mux, the CBOR messages and the handshake. The only place that knows CBOR.
 
 mod address;
+mod backoff;
 #[cfg(feature = "cardano")]
 pub mod cardano;
+mod connect;
 pub mod model;
 pub mod native;
 pub mod utc;
 
 pub use address::Address;
+pub use backoff::Backoff;
+pub use connect::{connect, Stream};
 
 /// Mainnet's network magic: the `networkMagic` a node and tracerd use unless told otherwise.
 pub const MAINNET_NETWORK_MAGIC: u32 = 764_824_073;

@@ -63,19 +63,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 bail!("give --connect or --listen");
             };
             let address = Address::parse(connect).map_err(|e| anyhow::anyhow!(e))?;
-            let stream: tokio_util::either::Either<tokio::net::TcpStream, tokio::net::UnixStream> =
-                match &address {
-                    Address::Tcp { host, port } => tokio_util::either::Either::Left(
-                        tokio::net::TcpStream::connect((host.as_str(), *port))
-                            .await
-                            .with_context(|| format!("connecting to {address}"))?,
-                    ),
-                    Address::Unix(path) => tokio_util::either::Either::Right(
-                        tokio::net::UnixStream::connect(path)
-                            .await
-                            .with_context(|| format!("connecting to {address}"))?,
-                    ),
-                };
+            let stream = tracerd_wire::connect(&address)
+                .await
+                .with_context(|| format!("connecting to {address}"))?;
             served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             conns.push(tokio::spawn(async move {
                 n.run(stream, Mode::Initiator, &c).await
