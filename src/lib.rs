@@ -9,6 +9,7 @@ pub mod app;
 pub mod cardano;
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod logs;

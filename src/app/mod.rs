@@ -32,7 +32,8 @@ use crate::running::reload::{self, ReloadMetrics};
 use crate::running::{self, Running};
 use crate::session::cardano;
 use crate::session::Context;
-use crate::transport::{self, Listener, Service};
+use crate::session::{Service, Sessions};
+use crate::transport::{self, Acceptor, Listener};
 use crate::utc;
 
 /// Shutdown did not finish within the grace period.
@@ -179,14 +180,11 @@ pub async fn run(
     let mut described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
     described.extend(http_described);
     for (listener, service) in listeners {
-        tracker.spawn(transport::accept_loop(
-            listener,
+        let sessions = Arc::new(Sessions {
             service,
-            shared.clone(),
-            limit.clone(),
-            cancel.clone(),
-            tracker.clone(),
-        ));
+            ctx: shared.clone(),
+        });
+        tracker.spawn(sessions.run(listener, limit.clone(), cancel.clone(), tracker.clone()));
     }
     for addr in dial {
         tracing::info!(node = %addr, protocol = "cardano", magic = config.network_magic,

@@ -9,7 +9,6 @@
 //! ingest runs on, and never holds a lock that ingest needs for longer than one node's render.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Endpoint;
+use crate::events::HttpConnectionLimitReached;
 use crate::metrics::fleet::FleetRenderer;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
+use crate::transport::{Acceptor, Conn, Listener};
 
 mod ekg;
 mod prometheus;
@@ -181,7 +182,8 @@ pub async fn bind(endpoint: &Endpoint) -> Result<TcpListener, HttpError> {
 }
 
 /// Serves `router` on `listener` until `cancel` fires; each connection is a task on
-/// `tracker`, finishing its in-flight request before it closes.
+/// `tracker`, finishing its in-flight request before it closes. Accepting, the connection
+/// cap and backoff are the shared loop of `crate::transport`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -189,52 +191,47 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = tracerd_wire::Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
-    loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
-            Ok(a) => {
-                backoff.reset();
-                a
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::error!(error = %e, "HTTP accept failed; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "HTTP connection limit reached; closing new connection");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = cancel.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    match tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(()),
-                    }
+    let server = Arc::new(Server { router });
+    server
+        .run(Listener::Tcp(listener), limit, cancel, tracker)
+        .await;
+}
+
+/// The HTTP side of an accept loop: one hyper connection per accepted stream.
+struct Server {
+    router: Router,
+}
+
+impl Acceptor for Server {
+    async fn serve(&self, conn: Conn, cancel: CancellationToken) {
+        let Conn { stream, peer } = conn;
+        let service = hyper_util::service::TowerToHyperService::new(self.router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = cancel.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(()),
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
             }
-            drop(permit);
-        });
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+        }
+    }
+
+    fn refused(&self, peer: &str) {
+        HttpConnectionLimitReached { peer }.emit();
+    }
+
+    fn accept_failed(&self, _: &Listener, error: &std::io::Error, backoff: Duration) {
+        tracing::error!(%error, "HTTP accept failed; retrying in {backoff:?}");
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{Durability, FsyncPolicy, WriteErrorPolicy};
+use crate::events::{WriteDropped, WriteFailed, WriteResumed};
 use crate::logs::writer::{NodeLog, WriteError};
 use crate::metrics::telemetry::Telemetry;
 use crate::model::{TraceBatch, TraceObject};
@@ -428,10 +429,7 @@ impl Blocking {
                                 .sum::<u64>()
                         })
                         .sum();
-                    telemetry
-                        .objects_dropped
-                        .with_label_values(&["write_error"])
-                        .inc_by(lost);
+                    WriteDropped { objects: lost }.emit(telemetry);
                     total.dropped += lost;
                     let last = jobs.last().map_or(0, |j| j.last_seq);
                     // Acknowledge past the dropped objects, so the node does not resend
@@ -479,13 +477,9 @@ impl Blocking {
     }
 
     fn failed(&mut self, error: &WriteError, telemetry: &Telemetry, policy: WriteErrorPolicy) {
-        telemetry.write_errors.inc();
-        if matches!(error, WriteError::Sync { .. }) {
-            telemetry.fsync_errors.inc();
-        }
-        if self.blocked_since.is_none() {
+        let blocking = self.blocked_since.is_none();
+        if blocking {
             self.blocked_since = Some(Instant::now());
-            telemetry.writers_blocked.inc();
         }
         let due = match &mut self.reported {
             Some((at, count)) if at.elapsed() < WRITE_ERROR_REPORT => {
@@ -494,7 +488,7 @@ impl Blocking {
             }
             _ => true,
         };
-        if due {
+        let report = due.then(|| {
             let suppressed = self.reported.map_or(0, |(_, n)| n);
             let action = match policy {
                 WriteErrorPolicy::Backpressure => {
@@ -502,17 +496,26 @@ impl Blocking {
                 }
                 WriteErrorPolicy::Drop => "dropping the batch (onWriteError: drop)",
             };
-            tracing::error!(node = %self.node, error = %crate::errors::error_chain(error),
-                suppressed, "cannot write node logs; {action}");
             self.reported = Some((Instant::now(), 0));
+            (suppressed, action)
+        });
+        WriteFailed {
+            node: &self.node,
+            error,
+            blocking,
+            report,
         }
+        .emit(telemetry);
     }
 
     fn resumed(&mut self, telemetry: &Telemetry) {
         if let Some(since) = self.blocked_since.take() {
-            telemetry.writers_blocked.dec();
             self.reported = None;
-            tracing::info!(node = %self.node, after = ?since.elapsed(), "node log writing resumed");
+            WriteResumed {
+                node: &self.node,
+                after: since.elapsed(),
+            }
+            .emit(telemetry);
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::logs::LogSettings;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
 use crate::running::Running;
+use crate::session::Protocol;
 
 /// What every session shares.
 #[derive(Debug, Clone)]
@@ -63,8 +64,9 @@ impl Context {
         &self,
         name: &str,
         peer: &str,
-        protocol: &'static str,
+        protocol: Protocol,
     ) -> Result<NodeSink, SinkError> {
+        let protocol = protocol.as_str();
         NodeSink::open(
             &self.nodes,
             &self.running,

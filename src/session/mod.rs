@@ -1,8 +1,161 @@
 //! Protocol sessions: one task per connection, speaking the native protocol ([`native`]) or
 //! Cardano's forwarding protocol ([`cardano`]), feeding the protocol-independent ingest path.
+//!
+//! What both protocols share lives here, written once: the [`Protocol`] a session speaks,
+//! how a session ends ([`End`], and the [`Failure`] shape each protocol's error has), the
+//! handshake deadline and cancellation ([`handshake`]), the small [`Framed`] buffers
+//! ([`framed`]), and the end-of-connection report ([`report`]: one log line, one counter).
+//! Each protocol supplies only its decoding, handshake rules and acking or pulling; accepting
+//! and the connection limit are `crate::transport`'s.
 
+pub mod acceptor;
 pub mod cardano;
 pub mod context;
-
-pub use context::Context;
 pub mod native;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+pub use acceptor::{Service, Sessions};
+pub use context::Context;
+
+use crate::events::{Closed, ConnectionClosed};
+
+/// The wire protocol of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// tracerd's native protocol.
+    Native,
+    /// Cardano's forwarding protocol.
+    Cardano,
+}
+
+impl Protocol {
+    /// The label in logs, metrics (`protocol="native"`) and `/api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Cardano => "cardano",
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a session ended, when it ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The node closed the connection.
+    PeerClosed,
+    /// tracerd is shutting down.
+    Shutdown,
+    /// tracerd refused the node's handshake; the label says why.
+    Refused(&'static str),
+    /// The node refused tracerd's handshake (Cardano ConnectTo); the label says why.
+    RefusedByPeer(&'static str),
+}
+
+impl End {
+    /// A bounded label for counting.
+    pub fn label(self) -> &'static str {
+        match self {
+            End::PeerClosed => "peer_closed",
+            End::Shutdown => "shutdown",
+            End::Refused(r) | End::RefusedByPeer(r) => r,
+        }
+    }
+}
+
+/// What the end-of-connection report needs from a protocol's session error.
+pub trait Failure: std::error::Error {
+    /// A bounded label for `tracerd_connections_closed_total{reason}`.
+    fn label(&self) -> &'static str;
+    /// The text to log when the connection broke (an I/O error), else `None`.
+    fn lost(&self) -> Option<String>;
+    /// The `tracerd_decode_errors_total` reason, when the peer sent something malformed.
+    fn decode_reason(&self) -> Option<&'static str>;
+}
+
+/// Runs `session` (one connection of `protocol` with `peer`), then reports how it ended:
+/// counted in `tracerd_connections_closed_total{reason}` and logged once, with peer and reason.
+pub async fn report<E: Failure>(
+    ctx: &Context,
+    peer: &str,
+    protocol: Protocol,
+    session: impl Future<Output = Result<End, E>>,
+) -> Result<End, E> {
+    let started = std::time::Instant::now();
+    let result = session.await;
+    let duration = started.elapsed();
+    // verbosity: Minimum keeps connection problems out of the default log level.
+    let quiet = ctx.verbosity() == crate::config::Verbosity::Minimum;
+    let how = match &result {
+        Ok(end) => Closed::Ended(end.label()),
+        Err(e) => match e.lost() {
+            Some(error) => Closed::Lost {
+                reason: e.label(),
+                error,
+            },
+            None => Closed::Failed {
+                reason: e.label(),
+                error: e,
+                decode: e.decode_reason(),
+            },
+        },
+    };
+    ConnectionClosed {
+        peer,
+        protocol: protocol.as_str(),
+        how,
+        duration,
+        quiet,
+    }
+    .emit(&ctx.telemetry);
+    result
+}
+
+/// How a handshake under a deadline came out.
+#[derive(Debug)]
+pub enum Deadline<T> {
+    /// It finished in time.
+    Done(T),
+    /// The deadline passed first.
+    TimedOut,
+    /// tracerd is shutting down.
+    Shutdown,
+}
+
+/// Runs `handshake` until it finishes, `timeout` passes, or `cancel` fires.
+pub async fn handshake<T>(
+    cancel: &CancellationToken,
+    timeout: Duration,
+    handshake: impl Future<Output = T>,
+) -> Deadline<T> {
+    tokio::select! {
+        _ = cancel.cancelled() => Deadline::Shutdown,
+        outcome = tokio::time::timeout(timeout, handshake) => match outcome {
+            Ok(t) => Deadline::Done(t),
+            Err(_) => Deadline::TimedOut,
+        },
+    }
+}
+
+/// Initial read buffer of a session, in bytes (`Framed::new` would take 8 KiB).
+const READ_BUFFER: usize = 1024;
+/// Initial write buffer: tracerd only sends small messages.
+const WRITE_BUFFER: usize = 256;
+
+/// A session's [`Framed`] with small initial buffers: most of an idle node's memory is its
+/// read and write buffers; they grow on demand for large frames.
+pub fn framed<S, C>(stream: S, codec: C) -> Framed<S, C> {
+    let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
+    *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
+    framed
+}

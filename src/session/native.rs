@@ -11,40 +11,17 @@ use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
+use crate::events::{HandshakeRefused, RefusedBy};
 use crate::ingest::{NodeSink, SinkError};
 use crate::native::{
     FrameError, Hello, NodeMessage, RefuseReason, TracerCodec, TracerMessage, PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
 };
 use crate::node;
-use crate::session::Context;
-
-/// Initial read buffer of a session, in bytes (`Framed::new` would take 8 KiB).
-const INITIAL_BUFFER: usize = 1024;
+use crate::session::{self, Context, Deadline, End, Failure, Protocol};
 
 /// How often tracerd probes a node's round-trip time.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
-/// How a session ended, when it ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The node closed the connection.
-    PeerClosed,
-    /// tracerd is shutting down.
-    Shutdown,
-    /// The handshake was refused.
-    Refused(RefuseReason),
-}
-
-impl End {
-    /// A bounded label for counting.
-    pub fn label(self) -> &'static str {
-        match self {
-            End::PeerClosed => "peer_closed",
-            End::Shutdown => "shutdown",
-            End::Refused(r) => refuse_label(r),
-        }
-    }
-}
 
 fn refuse_label(r: RefuseReason) -> &'static str {
     match r {
@@ -72,9 +49,8 @@ pub enum SessionError {
     Sink(#[from] SinkError),
 }
 
-impl SessionError {
-    /// A bounded label for counting.
-    pub fn label(&self) -> &'static str {
+impl Failure for SessionError {
+    fn label(&self) -> &'static str {
         match self {
             SessionError::HandshakeTimeout(_) => "handshake_timeout",
             SessionError::IdleTimeout(_) => "idle_timeout",
@@ -83,13 +59,41 @@ impl SessionError {
             SessionError::Sink(_) => "write_error",
         }
     }
+
+    fn lost(&self) -> Option<String> {
+        match self {
+            SessionError::Codec(FrameError::Io(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    fn decode_reason(&self) -> Option<&'static str> {
+        match self {
+            SessionError::Codec(FrameError::Io(_)) => None,
+            SessionError::Codec(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Serves one connection (see [`serve`]), then reports how it ended.
+pub async fn serve_and_report<S>(
+    stream: S,
+    peer: String,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+) -> Result<End, SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let session = serve(stream, peer.clone(), ctx.clone(), cancel);
+    session::report(&ctx, &peer, Protocol::Native, session).await
 }
 
 /// Serves one connection until the peer closes, the input is bad, or `cancel` fires.
 pub async fn serve<S>(
     stream: S,
     peer: String,
-    protocol: &'static str,
     shared: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, SessionError>
@@ -98,22 +102,15 @@ where
 {
     let limits = shared.limits();
     let max = limits.max_frame_bytes as usize;
-    // Small initial buffers: most of an idle node's memory is its read and write buffers;
-    // they grow on demand for large frames.
-    let mut framed = Framed::with_capacity(stream, TracerCodec::new(max), INITIAL_BUFFER);
-    // The write buffer starts at 8 KiB too; tracerd only sends small messages.
-    *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(INITIAL_BUFFER / 4);
+    let mut framed = session::framed(stream, TracerCodec::new(max));
     let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
-    let first = tokio::select! {
-        _ = cancel.cancelled() => return Ok(End::Shutdown),
-        first = tokio::time::timeout(timeout, framed.next()) => first,
-    };
-    let hello = match first {
-        Err(_) => return Err(SessionError::HandshakeTimeout(timeout)),
-        Ok(None) => return Ok(End::PeerClosed),
-        Ok(Some(Err(e))) => return Err(e.into()),
-        Ok(Some(Ok(NodeMessage::Hello(hello)))) => hello,
-        Ok(Some(Ok(_))) => {
+    let hello = match session::handshake(&cancel, timeout, framed.next()).await {
+        Deadline::Shutdown => return Ok(End::Shutdown),
+        Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
+        Deadline::Done(None) => return Ok(End::PeerClosed),
+        Deadline::Done(Some(Err(e))) => return Err(e.into()),
+        Deadline::Done(Some(Ok(NodeMessage::Hello(hello)))) => hello,
+        Deadline::Done(Some(Ok(_))) => {
             let message = "the first message must be Hello".to_string();
             return refuse(&mut framed, RefuseReason::NoHello, message, &peer, &shared).await;
         }
@@ -124,7 +121,7 @@ where
             return refuse(&mut framed, reason, message, &peer, &shared).await
         }
     };
-    let sink = shared.open_sink(&name, &peer, protocol).await?;
+    let sink = shared.open_sink(&name, &peer, Protocol::Native).await?;
     tracing::info!(%peer, node = %sink.name(), software = %hello.software.name,
         version = %hello.software.version, "native handshake accepted");
     framed
@@ -175,15 +172,17 @@ async fn refuse<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    tracing::warn!(%peer, reason = refuse_label(reason), %message, "handshake refused");
-    shared
-        .telemetry
-        .connections_refused
-        .with_label_values(&[refuse_label(reason)])
-        .inc();
+    HandshakeRefused {
+        peer,
+        protocol: None,
+        reason: refuse_label(reason),
+        message: &message,
+        by: RefusedBy::Tracerd,
+    }
+    .emit(&shared.telemetry);
     // The peer may already be gone; the refusal is best effort.
     let _ = framed.send(TracerMessage::Refuse { reason, message }).await;
-    Ok(End::Refused(reason))
+    Ok(End::Refused(refuse_label(reason)))
 }
 
 /// The read loop of an accepted session, and the drain of its writer at the end.

@@ -14,7 +14,9 @@ use super::{serve_and_report, End, Settings};
 use crate::cardano::mux::Mode;
 
 use crate::config::Address;
+use crate::events::NodeDialed;
 use crate::session::Context;
+use crate::session::Protocol;
 use tracerd_wire::Backoff;
 
 /// First pause before reconnecting.
@@ -39,12 +41,11 @@ pub async fn connect_loop(
         };
         match connected {
             Ok(stream) => {
-                tracing::info!(%peer, protocol = "cardano", "connected to node");
-                shared
-                    .telemetry
-                    .connections_accepted
-                    .with_label_values(&["cardano"])
-                    .inc();
+                NodeDialed {
+                    peer: &peer,
+                    protocol: Protocol::Cardano.as_str(),
+                }
+                .emit(&shared.telemetry);
                 let cancel = cancel.child_token();
                 let end = serve_and_report(
                     stream,

@@ -28,37 +28,16 @@ use crate::cardano::handshake::{self, HandshakeError, Outcome};
 use crate::cardano::mux::{
     send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS,
 };
+use crate::errors::error_chain;
+use crate::events::{HandshakeRefused, RefusedBy};
 use crate::ingest::{NodeSink, SinkError};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
 use crate::node::state::DataPointRequest;
-use crate::session::Context;
+pub use crate::session::End;
+use crate::session::{self, Context, Deadline, Failure, Protocol};
 
 /// The data point that names a node.
 pub const NODE_INFO: &str = "NodeInfo";
-
-/// How a session ended, when it ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// The node closed the connection.
-    PeerClosed,
-    /// tracerd is shutting down.
-    Shutdown,
-    /// tracerd refused the node's handshake; the label says why.
-    Refused(&'static str),
-    /// The node refused tracerd's handshake (ConnectTo); the label says why.
-    RefusedByPeer(&'static str),
-}
-
-impl End {
-    /// A bounded label for counting.
-    pub fn label(self) -> &'static str {
-        match self {
-            End::PeerClosed => "peer_closed",
-            End::Shutdown => "shutdown",
-            End::Refused(r) | End::RefusedByPeer(r) => r,
-        }
-    }
-}
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,9 +68,8 @@ pub enum SessionError {
     Sink(#[from] SinkError),
 }
 
-impl SessionError {
-    /// A bounded label for `connections_closed`.
-    pub fn label(&self) -> &'static str {
+impl Failure for SessionError {
+    fn label(&self) -> &'static str {
         match self {
             SessionError::HandshakeTimeout(_) => "handshake_timeout",
             SessionError::Handshake(e) => e.kind(),
@@ -102,8 +80,16 @@ impl SessionError {
         }
     }
 
-    /// The `decode_errors` reason, when the peer sent something malformed.
-    pub fn decode_reason(&self) -> Option<&'static str> {
+    fn lost(&self) -> Option<String> {
+        matches!(
+            self,
+            SessionError::Mux(MuxError::Io(_))
+                | SessionError::Handshake(HandshakeError::Mux(MuxError::Io(_)))
+        )
+        .then(|| error_chain(self))
+    }
+
+    fn decode_reason(&self) -> Option<&'static str> {
         match self {
             SessionError::Mux(MuxError::Io(_))
             | SessionError::Handshake(HandshakeError::Mux(MuxError::Io(_)))
@@ -112,14 +98,6 @@ impl SessionError {
             | SessionError::Sink(_) => None,
             e => Some(e.label()),
         }
-    }
-
-    fn is_io(&self) -> bool {
-        matches!(
-            self,
-            SessionError::Mux(MuxError::Io(_))
-                | SessionError::Handshake(HandshakeError::Mux(MuxError::Io(_)))
-        )
     }
 }
 
@@ -132,50 +110,12 @@ pub async fn serve_and_report<S>(
     settings: Arc<Settings>,
     shared: Arc<Context>,
     cancel: CancellationToken,
-) -> Result<End, ()>
+) -> Result<End, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let started = std::time::Instant::now();
-    let result = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel).await;
-    let duration_secs = started.elapsed().as_secs_f64();
-    let quiet = shared.verbosity() == crate::config::Verbosity::Minimum;
-    let t = &shared.telemetry;
-    let label = match &result {
-        Ok(end) => end.label(),
-        Err(e) => e.label(),
-    };
-    t.connections_closed.with_label_values(&[label]).inc();
-    match result {
-        Ok(end) => {
-            tracing::info!(%peer, protocol = "cardano", reason = end.label(), duration_secs,
-                "connection closed");
-            Ok(end)
-        }
-        Err(e) if e.is_io() => {
-            let error = crate::errors::error_chain(&e);
-            if quiet {
-                tracing::debug!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
-            } else {
-                tracing::info!(%peer, protocol = "cardano", %error, duration_secs, "connection lost");
-            }
-            Err(())
-        }
-        Err(e) => {
-            if let Some(reason) = e.decode_reason() {
-                t.decode_errors.with_label_values(&[reason]).inc();
-            }
-            let error = crate::errors::error_chain(&e);
-            if quiet {
-                tracing::debug!(%peer, protocol = "cardano", reason = e.label(), %error,
-                    duration_secs, "connection closed on error");
-            } else {
-                tracing::warn!(%peer, protocol = "cardano", reason = e.label(), %error,
-                    duration_secs, "connection closed on error");
-            }
-            Err(())
-        }
-    }
+    let session = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel);
+    session::report(&shared, &peer, Protocol::Cardano, session).await
 }
 
 /// Serves one connection as the acceptor until the peer closes, the input is bad, or
@@ -194,46 +134,41 @@ where
     // Limits come from the live config, so a reload applies to the next session.
     let limits = shared.limits();
     let max_message = limits.max_frame_bytes as usize;
-    // Small initial buffers (`Framed::new` takes 8 KiB): they grow on demand.
-    let mut framed = Framed::with_capacity(stream, MuxCodec::new(mode, max_message), 1024);
-    // The write buffer starts at 8 KiB too; tracerd only sends small requests.
-    *framed.write_buffer_mut() = bytes::BytesMut::with_capacity(256);
+    let mut framed = session::framed(stream, MuxCodec::new(mode, max_message));
     let magic = settings.network_magic;
     let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
         .unwrap_or(settings.handshake_timeout);
-    let outcome = {
-        let handshake = async {
-            match mode {
-                Mode::Responder => handshake::respond(&mut framed, magic).await,
-                Mode::Initiator => handshake::propose(&mut framed, magic).await,
-            }
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return Ok(End::Shutdown),
-            outcome = tokio::time::timeout(timeout, handshake) => outcome,
+    let handshake = async {
+        match mode {
+            Mode::Responder => handshake::respond(&mut framed, magic).await,
+            Mode::Initiator => handshake::propose(&mut framed, magic).await,
         }
     };
-    let refused = |label: &'static str| {
-        shared
-            .telemetry
-            .connections_refused
-            .with_label_values(&[label])
-            .inc()
+    let refusal = match session::handshake(&cancel, timeout, handshake).await {
+        Deadline::Shutdown => return Ok(End::Shutdown),
+        Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
+        Deadline::Done(Err(e)) => return Err(e.into()),
+        Deadline::Done(Ok(Outcome::Accepted)) => None,
+        Deadline::Done(Ok(Outcome::RefusedPeer(label, message))) => {
+            Some((label, message, RefusedBy::Tracerd))
+        }
+        Deadline::Done(Ok(Outcome::RefusedByPeer(label, message))) => {
+            Some((label, message, RefusedBy::Peer))
+        }
     };
-    match outcome {
-        Err(_) => return Err(SessionError::HandshakeTimeout(timeout)),
-        Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(Outcome::Accepted)) => {}
-        Ok(Ok(Outcome::RefusedPeer(label, message))) => {
-            tracing::warn!(%peer, protocol = "cardano", reason = label, %message, "handshake refused");
-            refused(label);
-            return Ok(End::Refused(label));
+    if let Some((reason, message, by)) = refusal {
+        HandshakeRefused {
+            peer: &peer,
+            protocol: Some(Protocol::Cardano.as_str()),
+            reason,
+            message: &message,
+            by,
         }
-        Ok(Ok(Outcome::RefusedByPeer(label, message))) => {
-            tracing::warn!(%peer, protocol = "cardano", reason = label, %message, "node refused the handshake");
-            refused(label);
-            return Ok(End::RefusedByPeer(label));
-        }
+        .emit(&shared.telemetry);
+        return Ok(match by {
+            RefusedBy::Tracerd => End::Refused(reason),
+            RefusedBy::Peer => End::RefusedByPeer(reason),
+        });
     }
     tracing::info!(%peer, protocol = "cardano", role = ?mode, magic, "Cardano handshake accepted");
     let mut pump = Pump {
@@ -492,7 +427,10 @@ impl Pump {
             Source::Collision => tracing::warn!(peer = %self.peer, node = %name,
                 "another connected node has the same NodeInfo niName; naming this one after its address"),
         }
-        let sink = self.shared.open_sink(&name, &self.peer, "cardano").await?;
+        let sink = self
+            .shared
+            .open_sink(&name, &self.peer, Protocol::Cardano)
+            .await?;
         let (tx, rx) = mpsc::channel(DATA_POINT_QUEUE);
         sink.lease().serve_data_points(tx);
         self.dp_requests = Some(rx);
