@@ -174,7 +174,7 @@ async fn data_point(
     };
     let fetched = view
         .live
-        .fetch_data_point(&name, crate::node::state::DATA_POINT_TIMEOUT)
+        .fetch_data_point(&name, crate::node::live::DATA_POINT_TIMEOUT)
         .await;
     let Some(text) = fetched else {
         return not_found_text(&name);

@@ -88,7 +88,7 @@ impl Naming {
 
     /// The names of `internal`, from the cache when possible.
     pub fn name(&self, internal: &str) -> Arc<MetricName> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = crate::sync::lock(&self.cache);
         if let Some(n) = cache.get(internal) {
             return n.clone();
         }

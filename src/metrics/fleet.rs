@@ -98,9 +98,7 @@ impl FleetRenderer {
         format: Format,
     ) -> String {
         let mut renderer = Renderer::with_nodes(format, views.len());
-        renderer.reuse(std::mem::take(
-            &mut *self.buffers.lock().unwrap_or_else(|e| e.into_inner()),
-        ));
+        renderer.reuse(std::mem::take(&mut *crate::sync::lock(&self.buffers)));
         for name in telemetry.reserved_names() {
             renderer.reserve(&name);
         }
@@ -133,7 +131,7 @@ impl FleetRenderer {
         let stats = renderer.finish_reusing(&mut out, &mut spare);
         let kept: usize = spare.iter().map(String::capacity).sum();
         if kept <= MAX_KEPT_BUFFER_BYTES {
-            *self.buffers.lock().unwrap_or_else(|e| e.into_inner()) = spare;
+            *crate::sync::lock(&self.buffers) = spare;
         }
         telemetry.metric_name_collisions.inc_by(stats.collisions);
         let mut per_node = |name: &str, help: &str, values: &[(&str, f64)]| {

@@ -159,7 +159,7 @@ fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, Strin
             ),
         ));
     }
-    node::sanitise(&hello.node_name).map_err(|e| (RefuseReason::NameRejected, e.to_string()))
+    node::dir_name(&hello.node_name).map_err(|e| (RefuseReason::NameRejected, e.to_string()))
 }
 
 async fn refuse<S>(

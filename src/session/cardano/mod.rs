@@ -32,7 +32,7 @@ use crate::errors::error_chain;
 use crate::events::{HandshakeRefused, RefusedBy};
 use crate::ingest::{NodeSink, SinkError};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate, TraceBatch, TraceObject};
-use crate::node::state::DataPointRequest;
+use crate::node::live::DataPointRequest;
 pub use crate::session::End;
 use crate::session::{self, Context, Deadline, Failure, Protocol};
 
@@ -411,7 +411,7 @@ impl Pump {
         let wanted = node_info
             .as_deref()
             .and_then(naming::ni_name)
-            .and_then(|n| crate::node::sanitise(&n).ok());
+            .and_then(|n| crate::node::dir_name(&n).ok());
         if let Some(wanted) = wanted {
             self.shared
                 .nodes

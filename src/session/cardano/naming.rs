@@ -21,7 +21,7 @@ pub fn node_id(peer: &str) -> String {
         id = id.replace(word, "");
     }
     let id = id.trim_matches('-');
-    node::sanitise(id).unwrap_or_else(|_| "node".to_string())
+    node::dir_name(id).unwrap_or_else(|_| "node".to_string())
 }
 
 /// The `niName` of a `NodeInfo` JSON value, when it is a non-empty string.
@@ -47,7 +47,7 @@ pub enum Source {
 pub fn choose(node_info: Option<&[u8]>, peer: &str, connected: &[String]) -> (String, Source) {
     let Some(name) = node_info
         .and_then(ni_name)
-        .and_then(|n| node::sanitise(&n).ok())
+        .and_then(|n| node::dir_name(&n).ok())
     else {
         return (node_id(peer), Source::NoNodeInfo);
     };

@@ -1,0 +1,353 @@
+//! The writer task of one node ([`write_loop`]): merges queued batches, writes them through
+//! the node's `NodeLog` on the blocking pool ([`Blocking`]), checkpoints, and publishes the
+//! persisted sequence number under the durability policy; write errors block and retry or
+//! drop, per `onWriteError`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::number::Job;
+use crate::config::{Durability, FsyncPolicy, WriteErrorPolicy};
+use crate::events::{WriteDropped, WriteFailed, WriteResumed};
+use crate::logs::writer::{NodeLog, WriteError};
+use crate::metrics::telemetry::Telemetry;
+use crate::model::TraceObject;
+use crate::running::Effective;
+use crate::utc;
+
+/// Most queued batches the writer merges into one write.
+const MAX_MERGED_BATCHES: usize = 64;
+
+/// How long a writer blocked by write errors waits between attempts.
+pub const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// A blocked writer reports its error at most this often.
+pub const WRITE_ERROR_REPORT: Duration = Duration::from_secs(30);
+
+/// The writer of one node: merges queued batches, writes them on the blocking pool with a
+/// checkpoint, and publishes the highest sequence number persisted under the durability
+/// policy. Write errors (e.g. a full disk) either block the writer, which retries every
+/// [`WRITE_RETRY`] while its queue fills and the node is slowed down (backpressure), or drop
+/// the batch and count it (`onWriteError: drop`).
+pub(super) async fn write_loop(
+    log: NodeLog,
+    mut rx: mpsc::Receiver<Job>,
+    persisted: watch::Sender<u64>,
+    telemetry: Telemetry,
+    node: String,
+    durability: Durability,
+    mut settings: watch::Receiver<Arc<Effective>>,
+) -> Result<(), WriteError> {
+    let written = telemetry.objects_written.with_label_values(&[&node]);
+    let bytes = telemetry.bytes_written.with_label_values(&[&node]);
+    let interval = Duration::from_millis(durability.fsync_interval_ms.max(1));
+    let mut writer = Blocking::new(log, node.clone());
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
+    // Interval mode: data written but not yet synced and acknowledged.
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let received = if unsynced {
+            tokio::select! {
+                n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
+                _ = tokio::time::sleep_until(last_sync + interval) => {
+                    let seq = writer.checkpoint(&telemetry).await?;
+                    persisted.send_replace(seq);
+                    unsynced = false;
+                    last_sync = Instant::now();
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await
+        };
+        if received == 0 {
+            break;
+        }
+        let started = Instant::now();
+        let sync_now = match durability.fsync {
+            FsyncPolicy::Never | FsyncPolicy::Batch => true,
+            FsyncPolicy::Interval => last_sync.elapsed() >= interval,
+        };
+        let batch = std::mem::take(&mut jobs);
+        if settings.has_changed().unwrap_or(false) {
+            // A reload: the new rotation policy applies from this batch on.
+            let policy = settings.borrow_and_update().logs.policy;
+            writer.run(move |log| log.set_policy(policy)).await?;
+        }
+        let (batch, appended, seq) = writer
+            .write(batch, sync_now, durability.on_write_error, &telemetry)
+            .await?;
+        let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
+        telemetry
+            .write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        telemetry.rotations.inc_by(appended.rotations);
+        telemetry.invalid_machine_json.inc_by(appended.invalid_json);
+        if appended.journal_truncated > 0 {
+            tracing::warn!(node = %node, entries = appended.journal_truncated,
+                "journal entries too large for one datagram were sent with their message cut");
+        }
+        written.inc_by(count.saturating_sub(appended.dropped));
+        bytes.inc_by(appended.bytes);
+        if sync_now {
+            persisted.send_replace(seq);
+            unsynced = false;
+            if durability.fsync == FsyncPolicy::Interval {
+                last_sync = Instant::now();
+            }
+        } else {
+            unsynced = true;
+        }
+        jobs = batch;
+        jobs.clear();
+    }
+    let seq = writer.close().await?;
+    persisted.send_replace(seq);
+    Ok(())
+}
+
+/// What one merged write did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    bytes: u64,
+    rotations: u64,
+    invalid_json: u64,
+    /// Journal entries sent with their message cut.
+    journal_truncated: u64,
+    /// Objects dropped under `onWriteError: drop`.
+    dropped: u64,
+}
+
+/// The node's [`NodeLog`], moved to the blocking pool for each operation.
+struct Blocking {
+    log: Option<NodeLog>,
+    node: String,
+    /// When the current error streak was last reported, and errors since.
+    reported: Option<(Instant, u64)>,
+    blocked_since: Option<Instant>,
+}
+
+impl Blocking {
+    fn new(log: NodeLog, node: String) -> Blocking {
+        Blocking {
+            log: Some(log),
+            node,
+            reported: None,
+            blocked_since: None,
+        }
+    }
+
+    /// Runs `f` on the log on the blocking pool.
+    async fn run<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut NodeLog) -> R + Send + 'static,
+    ) -> Result<R, WriteError> {
+        let mut log = self.log.take().ok_or(WriteError::Closed)?;
+        let (log, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut log);
+            (log, r)
+        })
+        .await
+        .map_err(|e| WriteError::Write {
+            path: self.node.clone().into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.log = Some(log);
+        Ok(r)
+    }
+
+    /// Writes `jobs` (retrying or dropping on errors, per `policy`) and checkpoints if
+    /// `checkpoint`. Returns the jobs, what was written, and the sequence number on disk.
+    async fn write(
+        &mut self,
+        jobs: Vec<Job>,
+        checkpoint: bool,
+        policy: WriteErrorPolicy,
+        telemetry: &Telemetry,
+    ) -> Result<(Vec<Job>, Written, u64), WriteError> {
+        let mut jobs = jobs;
+        let mut from = 0;
+        let mut total = Written::default();
+        loop {
+            let (back, r) = self
+                .run(move |log| {
+                    let r = write_runs(log, &jobs, from, checkpoint);
+                    (jobs, r)
+                })
+                .await?;
+            jobs = back;
+            let (written, failure) = r;
+            total.bytes += written.bytes;
+            total.rotations += written.rotations;
+            total.invalid_json += written.invalid_json;
+            total.journal_truncated += written.journal_truncated;
+            let Some((failed_run, error)) = failure else {
+                self.resumed(telemetry);
+                let seq = self.log.as_ref().map_or(0, NodeLog::seq);
+                return Ok((jobs, total, seq));
+            };
+            self.failed(&error, telemetry, policy);
+            match policy {
+                WriteErrorPolicy::Backpressure => {
+                    from = failed_run;
+                    tokio::time::sleep(WRITE_RETRY).await;
+                }
+                WriteErrorPolicy::Drop => {
+                    let runs = runs(&jobs);
+                    let lost: u64 = runs[failed_run.min(runs.len())..]
+                        .iter()
+                        .map(|(_, r)| {
+                            jobs[r.clone()]
+                                .iter()
+                                .map(|j| j.objects.len() as u64)
+                                .sum::<u64>()
+                        })
+                        .sum();
+                    WriteDropped { objects: lost }.emit(telemetry);
+                    total.dropped += lost;
+                    let last = jobs.last().map_or(0, |j| j.last_seq);
+                    // Acknowledge past the dropped objects, so the node does not resend
+                    // them; the checkpoint may fail too while the disk is full.
+                    let seq = self
+                        .run(move |log| {
+                            log.discard_pending();
+                            let _ = log.set_seq(last.max(log.seq()));
+                            log.seq()
+                        })
+                        .await?;
+                    return Ok((jobs, total, seq));
+                }
+            }
+        }
+    }
+
+    /// Syncs (in fsync modes) and checkpoints; retries on errors.
+    async fn checkpoint(&mut self, telemetry: &Telemetry) -> Result<u64, WriteError> {
+        loop {
+            match self.run(|log| log.checkpoint().map(|()| log.seq())).await? {
+                Ok(seq) => {
+                    self.resumed(telemetry);
+                    return Ok(seq);
+                }
+                Err(e) => {
+                    self.failed(&e, telemetry, WriteErrorPolicy::Backpressure);
+                    tokio::time::sleep(WRITE_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Finishes: writes what a failure left (one attempt), syncs and checkpoints.
+    async fn close(&mut self) -> Result<u64, WriteError> {
+        self.run(|log| {
+            if log.has_pending() {
+                log.resume(utc::now_unix())?;
+            }
+            log.sync()?;
+            log.checkpoint()?;
+            Ok(log.seq())
+        })
+        .await?
+    }
+
+    fn failed(&mut self, error: &WriteError, telemetry: &Telemetry, policy: WriteErrorPolicy) {
+        let blocking = self.blocked_since.is_none();
+        if blocking {
+            self.blocked_since = Some(Instant::now());
+        }
+        let due = match &mut self.reported {
+            Some((at, count)) if at.elapsed() < WRITE_ERROR_REPORT => {
+                *count += 1;
+                false
+            }
+            _ => true,
+        };
+        let report = due.then(|| {
+            let suppressed = self.reported.map_or(0, |(_, n)| n);
+            let action = match policy {
+                WriteErrorPolicy::Backpressure => {
+                    "retrying every second; the node is slowed down meanwhile"
+                }
+                WriteErrorPolicy::Drop => "dropping the batch (onWriteError: drop)",
+            };
+            self.reported = Some((Instant::now(), 0));
+            (suppressed, action)
+        });
+        WriteFailed {
+            node: &self.node,
+            error,
+            blocking,
+            report,
+        }
+        .emit(telemetry);
+    }
+
+    fn resumed(&mut self, telemetry: &Telemetry) {
+        if let Some(since) = self.blocked_since.take() {
+            self.reported = None;
+            WriteResumed {
+                node: &self.node,
+                after: since.elapsed(),
+            }
+            .emit(telemetry);
+        }
+    }
+}
+
+/// Runs of contiguous sequence numbers: (first sequence number, range of jobs).
+fn runs(jobs: &[Job]) -> Vec<(u64, std::ops::Range<usize>)> {
+    let mut out: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut next = 0;
+    for (i, job) in jobs.iter().enumerate() {
+        let first = job.last_seq + 1 - job.objects.len() as u64;
+        match out.last_mut() {
+            Some((_, range)) if first == next => range.end = i + 1,
+            _ => out.push((first, i..i + 1)),
+        }
+        next = job.last_seq + 1;
+    }
+    out
+}
+
+/// Writes the runs of `jobs` from run `from` on (resuming a run a failure interrupted), then
+/// checkpoints if `checkpoint`. On failure returns the index of the run to retry from
+/// (`runs.len()` for the checkpoint itself).
+fn write_runs(
+    log: &mut NodeLog,
+    jobs: &[Job],
+    from: usize,
+    checkpoint: bool,
+) -> (Written, Option<(usize, WriteError)>) {
+    let now = utc::now_unix();
+    let mut total = Written::default();
+    let runs = runs(jobs);
+    for (i, (first, range)) in runs.iter().enumerate().skip(from) {
+        let result = if log.has_pending() {
+            log.resume(now)
+        } else {
+            let objects: Vec<&TraceObject> = jobs[range.clone()]
+                .iter()
+                .flat_map(|j| j.objects.iter())
+                .collect();
+            log.append_run(*first, &objects, now)
+        };
+        match result {
+            Ok(a) => {
+                total.bytes += a.bytes;
+                total.rotations += a.rotations;
+                total.invalid_json += a.invalid_json;
+                total.journal_truncated += a.journal_truncated;
+            }
+            Err(e) => return (total, Some((i, e))),
+        }
+    }
+    if checkpoint {
+        if let Err(e) = log.checkpoint() {
+            return (total, Some((runs.len(), e)));
+        }
+    }
+    (total, None)
+}
