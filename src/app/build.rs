@@ -1,0 +1,179 @@
+//! Build: everything tracerd sets up before it serves — log roots prepared and probed,
+//! listeners bound (or taken over from socket activation), the shared context, the node
+//! registry, the telemetry and the HTTP state constructed. Nothing is spawned here; a failure
+//! is a startup error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::app::systemd;
+use crate::config::{Address, Config, Network, UnixSocketSettings};
+use crate::http::{self, HttpState};
+use crate::logs::LogSettings;
+use crate::metrics::exposition::Naming;
+use crate::metrics::telemetry::Telemetry;
+use crate::node::Nodes;
+use crate::running::reload::ReloadMetrics;
+use crate::session::{cardano, Context, Service};
+use crate::transport::{self, Listener};
+
+/// What [`build`] set up, ready to be run.
+pub struct Built {
+    /// What every session shares.
+    pub shared: Arc<Context>,
+    /// The Cardano session settings.
+    pub cardano: Arc<cardano::Settings>,
+    /// Node listeners and what each serves.
+    pub listeners: Vec<(Listener, Service)>,
+    /// ConnectTo addresses to dial, duplicates removed.
+    pub dial: Vec<Address>,
+    /// The HTTP endpoints' state.
+    pub http_state: Arc<HttpState>,
+    /// HTTP listeners and their routers.
+    pub http_listeners: Vec<(TcpListener, axum::Router)>,
+    /// Reload counters.
+    pub reload_metrics: ReloadMetrics,
+    /// Socket files tracerd created, removed at shutdown.
+    pub socket_paths: Vec<PathBuf>,
+}
+
+/// Prepares the log roots, binds every listener and constructs the shared state.
+pub async fn build(
+    config: &Config,
+    activated_sockets: Vec<systemd::Activated>,
+) -> anyhow::Result<Built> {
+    let logs = Arc::new(LogSettings::from_config(config));
+    for target in &logs.targets {
+        prepare_root(&target.root)?;
+        tracing::info!(root = %target.root.display(), format = ?target.format, "writing node logs");
+    }
+    if let Some(journal) = &logs.journal {
+        crate::logs::journal::probe(&journal.socket)?;
+        tracing::info!(socket = %journal.socket.display(), formats = ?journal.formats,
+            "sending node logs to journald");
+    }
+    let mut activated = Vec::new();
+    for socket in activated_sockets {
+        let listener = match socket {
+            systemd::Activated::Tcp(l) => Listener::from_std_tcp(l),
+            systemd::Activated::Unix(l) => Listener::from_std_unix(l),
+        }
+        .context("taking over a socket-activated listener")?;
+        activated.push(listener);
+    }
+    let unix_socket = &config.tracerd.unix_socket;
+    let mut socket_paths = Vec::new();
+    let mut listeners = Vec::new();
+    for addr in &config.tracerd.native.accept_at {
+        let listener = bind(addr, &mut activated, unix_socket, &mut socket_paths)
+            .await
+            .with_context(|| format!("binding native listener {addr}"))?;
+        tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
+        listeners.push((listener, Service::Native));
+    }
+    let cardano = Arc::new(cardano::Settings::from_config(config));
+    let mut dial = Vec::new();
+    match &config.network {
+        Some(Network::AcceptAt(addr)) => {
+            let listener = bind(addr, &mut activated, unix_socket, &mut socket_paths)
+                .await
+                .with_context(|| format!("binding Cardano listener {addr} (network: AcceptAt)"))?;
+            tracing::info!(listen = %listener.describe(), protocol = "cardano",
+                magic = config.network_magic, "listening");
+            listeners.push((listener, Service::Cardano(cardano.clone())));
+        }
+        Some(Network::ConnectTo(addrs)) => {
+            for addr in addrs {
+                if !dial.contains(addr) {
+                    dial.push(addr.clone());
+                }
+            }
+        }
+        None => {}
+    }
+    if let Some(extra) = activated.first() {
+        anyhow::bail!(
+            "socket-activated {} matches no listener of the config \
+             (tracerd.native.acceptAt, network AcceptAt)",
+            extra.describe()
+        );
+    }
+    let help = match &config.metrics_help {
+        Some(help) => help.load().map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
+    let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
+    let telemetry = Telemetry::new();
+    let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
+    let shared = Arc::new(Context::new(config, nodes, telemetry));
+    let reload_metrics = ReloadMetrics::register(&shared.telemetry.registry);
+    let http_state = Arc::new(HttpState::new(
+        shared.nodes.clone(),
+        shared.telemetry.clone(),
+        config.prometheus_labels.clone(),
+    ));
+    let mut http_listeners = Vec::new();
+    if let Some(ep) = &config.has_prometheus {
+        let l = http::bind(ep).await.context("binding hasPrometheus")?;
+        tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
+        http_listeners.push((l, http::prometheus_router(http_state.clone())));
+    }
+    if let Some(ep) = &config.has_ekg {
+        let l = http::bind(ep).await.context("binding hasEKG")?;
+        tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
+        http_listeners.push((l, http::ekg_router(http_state.clone())));
+    }
+    Ok(Built {
+        shared,
+        cardano,
+        listeners,
+        dial,
+        http_state,
+        http_listeners,
+        reload_metrics,
+        socket_paths,
+    })
+}
+
+/// Takes the activated socket that listens on `addr`, or binds `addr` (a Unix socket then
+/// gets `tracerd.unixSocket`'s mode and group and is removed at shutdown).
+async fn bind(
+    addr: &Address,
+    activated: &mut Vec<Listener>,
+    unix_socket: &UnixSocketSettings,
+    socket_paths: &mut Vec<PathBuf>,
+) -> anyhow::Result<Listener> {
+    for i in 0..activated.len() {
+        if activated[i].listens_on(addr).await {
+            let listener = activated.swap_remove(i);
+            tracing::info!(listen = %listener.describe(), "using the socket passed by systemd");
+            return Ok(listener);
+        }
+    }
+    let listener = Listener::bind(addr).await?;
+    if let Some(path) = listener.socket_path() {
+        socket_paths.push(path.to_path_buf());
+        transport::set_socket_permissions(path, unix_socket)
+            .with_context(|| format!("setting mode/group of {}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+pub fn describe(listener: &tokio::net::TcpListener) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|e| format!("(unknown: {e})"), |a| a.to_string())
+}
+
+fn prepare_root(root: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("creating log root {}", root.display()))?;
+    let probe = root.join(format!(".tracerd-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("log root {} is not writable", root.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
