@@ -9,20 +9,25 @@ use crate::utc;
 
 mod json;
 
+/// Whether `bytes` is exactly one JSON value (strict RFC 8259, no nesting limit, no
+/// allocation per level).
+pub fn is_valid_json(bytes: &[u8]) -> bool {
+    json::is_valid(bytes)
+}
+
 /// Appends the machine line of `obj`: `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`,
-/// or, for a [`MachineForm::Line`] object, the node's own line as is.
+/// or, for a [`MachineForm::Line`] object, the node's own line (re-encoded as below).
 ///
-/// `data` is the node's machine text when that is one line of valid JSON; multi-line JSON is
-/// re-serialised compactly; text that is not JSON is embedded as a JSON string. Returns false
-/// in that last case, so the caller can count it.
+/// `data` is the node's machine text when that is valid JSON, re-encoded in one pass without
+/// any nesting limit ([`push_clean_json`]): line breaks and tabs between tokens are dropped and
+/// every control character or line separator inside a string becomes a JSON escape, so the
+/// value is unchanged and the line holds no raw control character. Text that is not JSON is
+/// embedded as a JSON string. Returns false in that last case, so the caller can count it.
 pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
     if obj.form == MachineForm::Line {
         let line = obj.machine.trim();
-        if line.starts_with('{')
-            && !line.bytes().any(|b| b == b'\n' || b == b'\r')
-            && json::is_valid(line.as_bytes())
-        {
-            out.extend_from_slice(line.as_bytes());
+        if line.starts_with('{') && json::is_valid(line.as_bytes()) {
+            push_clean_json(out, line);
             out.push(b'\n');
             return true;
         }
@@ -46,8 +51,11 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
 /// Appends the human line of `obj`:
 /// `[2026-07-22T10:15:31.123456789Z] [Notice] [relay1] [ChainDB.AddBlockEvent] text`.
 ///
-/// The text is the human rendering, or the machine text when there is none. Line breaks in it
-/// are written as the two characters `\n` (and `\r`), so one trace is always one line.
+/// The text is the human rendering, or the machine text when there is none. Every control
+/// character (C0, DEL, C1) and the Unicode line and paragraph separators, in the text, the
+/// hostname and the namespace, are written as visible escapes (`\n`, `\r`, `\t`, `\u001b`,
+/// `\u0085`, `\u2028`, ...), so one trace is always one line and a node cannot move the
+/// cursor or paint over an operator's terminal.
 pub fn push_human(out: &mut Vec<u8>, obj: &TraceObject) {
     out.push(b'[');
     utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
@@ -62,36 +70,134 @@ pub fn push_human(out: &mut Vec<u8>, obj: &TraceObject) {
     out.push(b'\n');
 }
 
+/// Whether `c` must never reach a log line raw: C0 controls, DEL, C1 controls (NEL among
+/// them) and U+2028/U+2029, which some terminals and editors treat as line breaks.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Appends `\uXXXX` for a BMP character.
+fn push_u_escape(out: &mut Vec<u8>, c: char) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = c as u32;
+    debug_assert!(n <= 0xFFFF);
+    out.extend_from_slice(b"\\u");
+    for shift in [12, 8, 4, 0] {
+        out.push(HEX[((n >> shift) & 0xF) as usize]);
+    }
+}
+
+/// Appends `text` with every unsafe character (see [`is_unsafe_char`]) as a visible escape.
 fn push_one_line(out: &mut Vec<u8>, text: &str) {
-    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if !text.chars().any(is_unsafe_char) {
         out.extend_from_slice(text.as_bytes());
         return;
     }
-    for b in text.bytes() {
-        match b {
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
+    for c in text.chars() {
+        match c {
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if is_unsafe_char(c) => push_u_escape(out, c),
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
         }
     }
 }
 
+/// Appends `text` as a JSON string, escaping `"`, `\\` and every unsafe character (serde_json
+/// leaves C1 controls, DEL and U+2028/U+2029 raw).
 fn push_json_str(out: &mut Vec<u8>, text: &str) {
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    out.push(b'"');
+    let mut from = 0;
+    for (i, c) in text.char_indices() {
+        let escape: &[u8] = match c {
+            '"' => b"\\\"",
+            '\\' => b"\\\\",
+            '\n' => b"\\n",
+            '\r' => b"\\r",
+            '\t' => b"\\t",
+            '\u{8}' => b"\\b",
+            '\u{c}' => b"\\f",
+            c if is_unsafe_char(c) => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&text.as_bytes()[from..i]);
+        if escape.is_empty() {
+            push_u_escape(out, c);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        from = i + c.len_utf8();
+    }
+    out.extend_from_slice(&text.as_bytes()[from..]);
+    out.push(b'"');
+}
+
+/// Appends `valid`, which must be valid JSON (see [`json::is_valid`]), re-encoded in one
+/// linear pass with no nesting limit: a whitespace run between tokens that holds a line break
+/// or tab is dropped (runs of plain spaces are kept), and an unsafe character inside a string
+/// (valid JSON has them raw only there: C1, DEL, U+2028/U+2029) becomes `\uXXXX`. The value
+/// is the same; the output holds no raw control character.
+pub fn push_clean_json(out: &mut Vec<u8>, valid: &str) {
+    let bytes = valid.as_bytes();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    let mut from = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            } else if b == 0x7F || b >= 0xC2 {
+                // DEL, or the lead byte of a multi-byte character: C1 (C2 80..9F) and
+                // U+2028/9 (E2 80 A8/A9) are the unsafe ones.
+                let c = valid[i..].chars().next().unwrap_or(' ');
+                if is_unsafe_char(c) {
+                    out.extend_from_slice(&bytes[from..i]);
+                    push_u_escape(out, c);
+                    i += c.len_utf8();
+                    from = i;
+                    continue;
+                }
+                i += c.len_utf8();
+                continue;
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                let run = bytes[i..]
+                    .iter()
+                    .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+                    .count();
+                if bytes[i..i + run].iter().any(|b| *b != b' ') {
+                    out.extend_from_slice(&bytes[from..i]);
+                    from = i + run;
+                }
+                i += run;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[from..]);
 }
 
 fn push_json_value(out: &mut Vec<u8>, text: &str) -> bool {
     let trimmed = text.trim();
     if json::is_valid(trimmed.as_bytes()) {
-        if trimmed.bytes().any(|b| b == b'\n' || b == b'\r') {
-            // Valid JSON can hold raw line breaks only as whitespace between tokens.
-            if let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) {
-                let _ = serde_json::to_writer(&mut *out, &value);
-                return true;
-            }
-        }
-        out.extend_from_slice(trimmed.as_bytes());
+        push_clean_json(out, trimmed);
         true
     } else {
         push_json_str(out, text);
@@ -100,7 +206,7 @@ fn push_json_value(out: &mut Vec<u8>, text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{DetailLevel, Severity};
     use proptest::prelude::*;
@@ -154,7 +260,7 @@ mod tests {
         let line = machine(&obj("not json\n{", None));
         assert!(line.contains(r#""data":"not json\n{""#), "{line}");
         let line = machine(&obj("{\n  \"a\": 1\n}", None));
-        assert!(line.contains(r#""data":{"a":1}"#), "{line}");
+        assert!(line.contains(r#""data":{"a": 1}"#), "{line}");
         assert_eq!(line.matches('\n').count(), 1);
     }
 
@@ -167,21 +273,129 @@ mod tests {
         assert!(human(&obj(r#"{"kind":"X"}"#, None)).ends_with("] {\"kind\":\"X\"}\n"));
     }
 
+    /// The issue's forged-record input: valid JSON nested deeper than serde_json's recursion
+    /// limit (128) holding raw newlines around a complete cardano-tracer record.
+    pub(crate) fn forged_machine_text() -> String {
+        format!(
+            "[{}{},\n{{\"at\":\"2026-01-01T00:00:00Z\",\"ns\":\"Forged\",\"data\":{{}},\"sev\":\"Emergency\",\"thread\":\"1\",\"host\":\"victim\"}}\n]",
+            "[".repeat(130),
+            "]".repeat(130)
+        )
+    }
+
+    #[test]
+    fn deep_json_with_raw_newlines_stays_one_line_and_keeps_its_value() {
+        let text = forged_machine_text();
+        assert!(json::is_valid(text.as_bytes()));
+        for form in [MachineForm::Payload, MachineForm::Line] {
+            let mut o = obj(&text, None);
+            o.form = form;
+            let line = machine(&o);
+            assert_eq!(line.matches('\n').count(), 1, "{line}");
+            assert!(json::is_valid(line.trim_end().as_bytes()), "{line}");
+            // The record is data inside the node's line, never a line of its own.
+            assert!(
+                line.starts_with("{\"at\":\"2026-07-22T10:06:52.123456789Z\""),
+                "{line}"
+            );
+            assert!(line.contains(",{\"at\":\"2026-01-01T00:00:00Z\",\"ns\":\"Forged\""));
+        }
+    }
+
+    #[test]
+    fn every_control_and_line_separator_is_escaped_in_every_field() {
+        let nasty = "a\u{1b}[2Jb\u{8}c\u{0}d\u{b}e\u{c}f\u{85}g\u{2028}h\u{2029}i\u{7f}j\tk\nl\rm";
+        let mut o = obj("{\"k\":\"x\u{85}\u{2028}\u{7f}y\"}", Some(nasty));
+        o.hostname = nasty.into();
+        o.namespace = nasty.into();
+        o.thread_id = nasty.into();
+        let escaped =
+            r"a\u001b[2Jb\u0008c\u0000d\u000be\u000cf\u0085g\u2028h\u2029i\u007fj\tk\nl\rm";
+        let text = human(&o);
+        assert_eq!(
+            text,
+            format!(
+                "[2026-07-22T10:06:52.123456789Z] [Notice] [{escaped}] [{escaped}] {escaped}\n"
+            )
+        );
+        let line = machine(&o);
+        assert!(!line.trim_end().chars().any(is_unsafe_char), "{line:?}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for key in ["ns", "host", "thread"] {
+            assert_eq!(v[key], nasty, "{key}");
+        }
+        assert_eq!(v["data"]["k"], "x\u{85}\u{2028}\u{7f}y");
+        assert!(
+            line.contains(r#""data":{"k":"x\u0085\u2028\u007fy"}"#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#""ns":"a\u001b[2Jb\bc\u0000d\u000be\ff\u0085g"#),
+            "{line}"
+        );
+    }
+
+    /// Valid JSON of any depth up to 300 with raw line breaks, tabs and unsafe characters.
+    fn deep_json() -> impl Strategy<Value = String> {
+        (
+            1usize..300,
+            any::<String>(),
+            "[ \t\r\n]{0,3}",
+            any::<bool>(),
+        )
+            .prop_map(|(depth, s, ws, obj)| {
+                let leaf = serde_json::to_string(&s).unwrap();
+                // serde_json leaves these raw; a node may too.
+                let leaf = leaf.replace("\\u007f", "\u{7f}");
+                let (open, close) = if obj { ("{\"k\":", "}") } else { ("[", "]") };
+                format!(
+                    "{}{ws}{leaf}{ws}{}",
+                    format!("{open}{ws}").repeat(depth),
+                    format!("{ws}{close}").repeat(depth)
+                )
+            })
+    }
+
     proptest! {
         #[test]
-        fn every_rendering_is_exactly_one_json_line(ns in any::<String>(), m in any::<String>(), h in proptest::option::of(any::<String>()), host in any::<String>()) {
+        fn any_deep_json_is_one_valid_line_with_the_same_value(text in deep_json()) {
+            prop_assert!(json::is_valid(text.as_bytes()), "{}", text);
+            let line = machine(&obj(&text, None));
+            prop_assert_eq!(line.matches('\n').count(), 1);
+            prop_assert!(line.ends_with('\n'));
+            prop_assert!(json::is_valid(line.trim_end().as_bytes()));
+            prop_assert!(!line.trim_end().chars().any(is_unsafe_char));
+            if let (Ok(a), Ok(b)) = (
+                serde_json::from_str::<serde_json::Value>(&text),
+                serde_json::from_str::<serde_json::Value>(&line),
+            ) {
+                prop_assert_eq!(&b["data"], &a);
+            }
+        }
+
+        #[test]
+        fn every_rendering_is_exactly_one_json_line(ns in any::<String>(), m in any::<String>(), h in proptest::option::of(any::<String>()), host in any::<String>(), thread in any::<String>(), line_form in any::<bool>()) {
             let mut o = obj(&m, h.as_deref());
             o.namespace = ns;
             o.hostname = host;
+            o.thread_id = thread;
+            if line_form {
+                o.form = MachineForm::Line;
+            }
             let line = machine(&o);
             prop_assert!(line.ends_with('\n'));
             prop_assert_eq!(line.matches('\n').count(), 1);
+            prop_assert!(!line.trim_end().chars().any(is_unsafe_char));
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            prop_assert_eq!(v["ns"].as_str().unwrap(), o.namespace.as_str());
+            if !line_form {
+                prop_assert_eq!(v["ns"].as_str().unwrap(), o.namespace.as_str());
+                prop_assert_eq!(v["host"].as_str().unwrap(), o.hostname.as_str());
+                prop_assert_eq!(v["thread"].as_str().unwrap(), o.thread_id.as_str());
+            }
             let text = human(&o);
             prop_assert!(text.ends_with('\n'));
             prop_assert_eq!(text.matches('\n').count(), 1);
-            prop_assert!(!text.contains('\r'));
+            prop_assert!(!text.trim_end().chars().any(is_unsafe_char));
         }
     }
 }

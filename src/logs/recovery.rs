@@ -226,20 +226,50 @@ fn scan(t: &TargetDir, name: &str, len: u64) -> io::Result<Tail> {
         file.seek(SeekFrom::Start(start))?;
         let mut rest = Vec::with_capacity((file_len - start) as usize);
         file.read_to_end(&mut rest)?;
-        let line_ends = rest
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b == b'\n')
-            .map(|(i, _)| start + i as u64 + 1)
-            .collect();
+        let (line_ends, whole) = record_ends(&rest, start, t.ext);
         segments.push(Segment {
             path,
             start,
             line_ends,
             len: start + rest.len() as u64,
         });
+        if !whole {
+            // A line tracerd cannot have written: nothing after it is counted, so a corrupt
+            // or planted tail can only lower the count (the node resends), never raise it.
+            break;
+        }
     }
     Ok(Tail { segments })
+}
+
+/// Offsets (from `start`) just past each complete line of `rest` that is a record tracerd
+/// could have written, up to the first that is not; and whether every complete line was.
+///
+/// The renderers make every object exactly one line (`format`); a machine record is one JSON
+/// object, a human record starts with `[`. Counting stops at the first line that is neither,
+/// so recovery never counts more objects than were written.
+fn record_ends(rest: &[u8], start: u64, ext: &str) -> (Vec<u64>, bool) {
+    let mut ends = Vec::new();
+    let mut from = 0;
+    for (i, b) in rest.iter().enumerate() {
+        if *b != b'\n' {
+            continue;
+        }
+        if !is_record(&rest[from..i], ext) {
+            return (ends, false);
+        }
+        ends.push(start + i as u64 + 1);
+        from = i + 1;
+    }
+    (ends, true)
+}
+
+fn is_record(line: &[u8], ext: &str) -> bool {
+    if ext == "json" {
+        line.first() == Some(&b'{') && crate::logs::format::is_valid_json(line)
+    } else {
+        line.first() == Some(&b'[')
+    }
 }
 
 #[cfg(test)]
@@ -269,13 +299,13 @@ mod tests {
             counter: 1,
         };
         // Target a: checkpoint after 2 lines, then 1 more line, a rotation, 2 lines and a torn one.
-        let a0 = file(&a, k0, "json", "1\n2\n3\n");
-        file(&a, k1, "json", "4\n5\n6-torn");
+        let a0 = file(&a, k0, "json", "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
+        file(&a, k1, "json", "{\"n\":4}\n{\"n\":5}\n{\"n\":6");
         // Target b (human): only 2 lines got past the checkpoint before the crash.
-        let b0 = file(&b, k0, "log", "one\ntwo\nthree\nfour\n");
+        let b0 = file(&b, k0, "log", "[1]\n[2]\n[3]\n[4]\n");
         let cp = Checkpoint {
             seq: 10,
-            files: vec![(a0.clone(), 4), (b0.clone(), 8)],
+            files: vec![(a0.clone(), 16), (b0.clone(), 8)],
         };
         let state = a.join(STATE_FILE);
         write_state(&state, &cp).unwrap();
@@ -291,20 +321,23 @@ mod tests {
         ];
         let r = recover(&targets);
         assert_eq!(r.persisted, Some(12), "{r:?}");
-        assert_eq!(fs::read_to_string(a.join(&a0)).unwrap(), "1\n2\n3\n");
+        assert_eq!(
+            fs::read_to_string(a.join(&a0)).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n"
+        );
         assert_eq!(
             fs::read_to_string(a.join(k1.file_name("json"))).unwrap(),
-            "4\n"
+            "{\"n\":4}\n"
         );
         assert_eq!(
             fs::read_to_string(b.join(&b0)).unwrap(),
-            "one\ntwo\nthree\nfour\n"
+            "[1]\n[2]\n[3]\n[4]\n"
         );
-        assert_eq!(r.cut_bytes, "5\n6-torn".len() as u64);
+        assert_eq!(r.cut_bytes, "{\"n\":5}\n{\"n\":6".len() as u64);
         // With only one line agreed past the checkpoint, a later file holding none goes.
         let cp = Checkpoint {
             seq: 10,
-            files: vec![(a0.clone(), 4), (b0.clone(), 14)],
+            files: vec![(a0.clone(), 16), (b0.clone(), 12)],
         };
         write_state(&state, &cp).unwrap();
         let r = recover(&targets);

@@ -668,4 +668,73 @@ mod tests {
             Err(WriteError::NotADirectory(_))
         ));
     }
+
+    fn arbitrary_object() -> impl proptest::strategy::Strategy<Value = TraceObject> {
+        use proptest::prelude::*;
+        (
+            any::<String>(),
+            prop_oneof![
+                any::<String>(),
+                Just(crate::logs::format::tests::forged_machine_text())
+            ],
+            proptest::option::of(any::<String>()),
+            any::<String>(),
+            any::<String>(),
+            any::<bool>(),
+        )
+            .prop_map(|(namespace, machine, human, hostname, thread_id, line)| {
+                TraceObject {
+                    namespace,
+                    machine,
+                    human,
+                    hostname,
+                    thread_id,
+                    form: if line {
+                        crate::model::MachineForm::Line
+                    } else {
+                        Default::default()
+                    },
+                    ..obj(0)
+                }
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever a node sends, each object is one line in every target, and after a crash
+        /// that tears any target at any byte, recovery counts exactly the objects whose line
+        /// is whole in every target: never more than were written.
+        #[test]
+        fn recovery_never_counts_more_objects_than_were_written(
+            objects in proptest::collection::vec(arbitrary_object(), 1..12),
+            cut_machine in proptest::prelude::any::<proptest::sample::Index>(),
+            cut_human in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            fs::create_dir_all(tmp.path().join("m")).unwrap();
+            fs::create_dir_all(tmp.path().join("h")).unwrap();
+            let s = settings(tmp.path(), None);
+            let refs: Vec<&TraceObject> = objects.iter().collect();
+            let (mut log, _) = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap();
+            log.append_run(1, &refs, 1_784_714_812).unwrap();
+            let paths = log.current_paths();
+            drop(log);
+            let mut whole = Vec::new();
+            for (path, cut) in paths.iter().zip([cut_machine, cut_human]) {
+                let text = fs::read(path).unwrap();
+                proptest::prop_assert_eq!(text.iter().filter(|b| **b == b'\n').count(), objects.len());
+                let at = cut.index(text.len() + 1);
+                fs::write(path, &text[..at]).unwrap();
+                whole.push(text[..at].iter().filter(|b| **b == b'\n').count() as u64);
+            }
+            let dirs = [
+                TargetDir { dir: tmp.path().join("m/n"), ext: "json" },
+                TargetDir { dir: tmp.path().join("h/n"), ext: "log" },
+            ];
+            let r = recovery::recover(&dirs);
+            let expect = *whole.iter().min().unwrap();
+            proptest::prop_assert_eq!(r.persisted, Some(expect));
+            proptest::prop_assert!(expect <= objects.len() as u64);
+        }
+    }
 }

@@ -1,0 +1,213 @@
+//! Hostile input to the log files, sent while well-behaved nodes stream: whatever a node puts
+//! in its objects, one object is one line in every target, and across `kill -9` and restart
+//! every node (the hostile one too) loses nothing and gets nothing twice.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+use tracerd::model::{TraceBatch, TraceObject};
+use tracerd::native::{ForwarderCodec, NodeMessage, TracerMessage};
+
+use crate::support::*;
+
+/// The issue's input: machine JSON nested deeper than serde_json's recursion limit (128) that
+/// holds raw newlines around a complete cardano-tracer record.
+pub fn forged_machine_text() -> String {
+    format!(
+        "[{}{},\n{{\"at\":\"2026-01-01T00:00:00Z\",\"ns\":\"Forged\",\"data\":{{}},\"sev\":\"Emergency\",\"thread\":\"1\",\"host\":\"victim\"}}\n]",
+        "[".repeat(130),
+        "]".repeat(130)
+    )
+}
+
+/// Object `seq` of `name`: a hostile node sends the forged text (and control characters in
+/// every field) in every third object; the timestamp's nanoseconds carry `seq` in both cases.
+pub fn stream_object(name: &str, seq: u64, hostile: bool) -> TraceObject {
+    let mut o = object(name, seq, 20);
+    if hostile && seq % 3 == 0 {
+        o.machine = forged_machine_text();
+        o.human = Some(
+            "line\n[2026-01-01T00:00:00Z] [Emergency] [victim] [Forged] x\u{1b}[2K\u{2028}".into(),
+        );
+        o.hostname = "host\u{85}\u{b}\u{c}".into();
+        o.namespace = "Hostile.\u{0}\u{8}Forge".into();
+        o.thread_id = "7\r\n".into();
+    }
+    o
+}
+
+/// Streams `total` objects as `name`, reconnecting across daemon restarts and resending from
+/// `HelloAccept.persisted_seq + 1`; returns the highest sequence number acknowledged.
+pub async fn stream(name: String, port: u16, total: u64, hostile: bool) -> u64 {
+    let mut acked = 0u64;
+    for _attempt in 0..1000 {
+        if acked == total {
+            break;
+        }
+        let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut f = Framed::new(s, ForwarderCodec::new(16 << 20));
+        if f.send(hello(&name)).await.is_err() {
+            continue;
+        }
+        let persisted = match tokio::time::timeout(Duration::from_secs(10), f.next()).await {
+            Ok(Some(Ok(TracerMessage::Accept { persisted_seq, .. }))) => persisted_seq,
+            _ => continue,
+        };
+        assert!(
+            persisted >= acked,
+            "{name}: acknowledged {acked} but tracerd recovered only {persisted}"
+        );
+        assert!(
+            persisted <= total,
+            "{name}: tracerd claims {persisted} persisted of {total} sent"
+        );
+        let mut next = persisted + 1;
+        loop {
+            tokio::select! {
+                msg = f.next() => match msg {
+                    Some(Ok(TracerMessage::Ack(a))) => {
+                        acked = acked.max(a);
+                        if acked == total { break; }
+                    }
+                    Some(Ok(TracerMessage::Ping(n))) => { if f.send(NodeMessage::Pong(n)).await.is_err() { break; } }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(25)), if next <= total => {
+                    let n = 15.min(total + 1 - next);
+                    let objects = (next..next + n).map(|s| stream_object(&name, s, hostile)).collect();
+                    if f.send(NodeMessage::Traces(TraceBatch { first_seq: next, objects })).await.is_err() {
+                        break;
+                    }
+                    next += n;
+                }
+            }
+        }
+    }
+    acked
+}
+
+/// The sequence numbers of a node's machine lines, oldest file first, read without a JSON
+/// parser's depth limit: the `at` of every line tracerd renders carries `seq` in its
+/// nanoseconds. Also checks each line is a record of that node, never a forged one.
+pub fn machine_seqs(dir: &Path) -> Vec<u64> {
+    let mut keys = tracerd::logs::dir::list_keys(dir, "json").unwrap();
+    keys.sort();
+    let mut out = Vec::new();
+    for k in keys {
+        let path = dir.join(k.file_name("json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{path:?} ends mid-line"
+        );
+        for line in text.lines() {
+            let at = line
+                .strip_prefix("{\"at\":\"2026-07-22T10:06:52.")
+                .unwrap_or_else(|| panic!("{path:?}: not a record of this node: {line:?}"));
+            let ns = &at[10..];
+            assert!(
+                ns.starts_with("\",\"ns\":\"Test.Stream\"")
+                    || ns.starts_with("\",\"ns\":\"Hostile."),
+                "{path:?}: forged record {line:?}"
+            );
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "{path:?}: raw control in {line:?}"
+            );
+            out.push(at[..9].parse().unwrap());
+        }
+    }
+    out
+}
+
+/// Every human line of a node: each must start with tracerd's `[` prefix.
+pub fn human_line_count(dir: &Path) -> u64 {
+    let mut keys = tracerd::logs::dir::list_keys(dir, "log").unwrap();
+    keys.sort();
+    let mut n = 0;
+    for k in keys {
+        let text = std::fs::read_to_string(dir.join(k.file_name("log"))).unwrap();
+        assert!(text.is_empty() || text.ends_with('\n'));
+        for line in text.lines() {
+            assert!(
+                line.starts_with("[2026-07-22T10:06:52."),
+                "forged human line {line:?}"
+            );
+            assert!(
+                !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+                "{line:?}"
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+pub fn two_target_config(dir: &Path, _port: u16) -> String {
+    format!(
+        "networkMagic: {MAGIC}\nlogging:\n  - {{ logRoot: {m}, logMode: FileMode, logFormat: ForMachine }}\n  - {{ logRoot: {h}, logMode: FileMode, logFormat: ForHuman }}\n",
+        m = dir.join("logs").display(),
+        h = dir.join("text").display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_records_stay_one_line_across_kill_and_restart() {
+    const TOTAL: u64 = 450;
+    let mut d = Daemon::start_with(two_target_config, "");
+    let names = ["good-a", "good-b", "hostile"];
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, *n == "hostile")))
+        .collect();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.signal("KILL");
+        d.wait(Duration::from_secs(10));
+        d = tokio::task::spawn_blocking(move || {
+            d.spawn();
+            d
+        })
+        .await
+        .unwrap();
+    }
+    for (name, t) in names.iter().zip(tasks) {
+        let acked = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}");
+    }
+    d.signal("TERM");
+    let d = tokio::task::spawn_blocking(move || {
+        assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+        d
+    })
+    .await
+    .unwrap();
+    for name in names {
+        assert_eq!(
+            machine_seqs(&d.logs().join(name)),
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name}: lost, duplicated or forged lines"
+        );
+        assert_eq!(
+            human_line_count(&d.dir.path().join("text").join(name)),
+            TOTAL,
+            "{name}"
+        );
+    }
+    // The hostile node's deep JSON is kept as its JSON (not a string), inside its own line.
+    let text = std::fs::read_to_string(d.logs().join("hostile").join("node.json")).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"data\":[[[[") && l.contains(",{\"at\":\"2026-01-01")),
+        "the deep JSON is not in the file as JSON"
+    );
+}
