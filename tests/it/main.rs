@@ -12,6 +12,7 @@ mod imports;
 mod ingest;
 mod load;
 mod rotation;
+mod seccomp;
 mod service;
 mod shutdown;
 mod support;
