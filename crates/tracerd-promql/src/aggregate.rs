@@ -137,6 +137,26 @@ pub(crate) fn eval_aggregate(
     ts: i64,
 ) -> Result<Val, QueryError> {
     let id = a.op.id();
+    if !matches!(
+        id,
+        tk::T_SUM
+            | tk::T_AVG
+            | tk::T_COUNT
+            | tk::T_GROUP
+            | tk::T_MIN
+            | tk::T_MAX
+            | tk::T_STDVAR
+            | tk::T_STDDEV
+            | tk::T_QUANTILE
+            | tk::T_TOPK
+            | tk::T_BOTTOMK
+            | tk::T_COUNT_VALUES
+    ) {
+        return Err(QueryError::bad_data(format!(
+            "aggregation {} is not supported",
+            a.op
+        )));
+    }
     let param = match &a.param {
         Some(p) => Some(ev.eval(p, ts)?),
         None => None,

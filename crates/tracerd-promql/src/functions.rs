@@ -28,6 +28,20 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Qu
     match name {
         "time" => return Ok(Val::Scalar(ts as f64 / 1000.0)),
         "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
+        // Query-context functions: the query's own start, end, step and range, in seconds.
+        "start" => return Ok(Val::Scalar(ev.start as f64 / 1000.0)),
+        "end" => return Ok(Val::Scalar(ev.end as f64 / 1000.0)),
+        "step" => return Ok(Val::Scalar(ev.interval as f64 / 1000.0)),
+        "range" => return Ok(Val::Scalar((ev.end - ev.start) as f64 / 1000.0)),
+        "min_of" | "max_of" => {
+            let a = ev.eval_scalar(arg(c, 0)?, ts)?;
+            let b = ev.eval_scalar(arg(c, 1)?, ts)?;
+            return Ok(Val::Scalar(if name == "min_of" {
+                go_min(a, b)
+            } else {
+                go_max(a, b)
+            }));
+        }
         "vector" => {
             let s = ev.eval_scalar(arg(c, 0)?, ts)?;
             return Ok(Val::Vector(vec![Elem {
@@ -249,8 +263,40 @@ fn go_min(a: f64, b: f64) -> f64 {
     }
 }
 
+/// Natural order: runs of digits compare by number, the rest byte-wise.
 fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    a.cmp(b)
+    use std::cmp::Ordering::*;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].is_ascii_digit() && b[j].is_ascii_digit() {
+            let si = i;
+            while i < a.len() && a[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            let (x, y) = (trim_zeros(&a[si..i]), trim_zeros(&b[sj..j]));
+            let o = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if o != Equal {
+                return o;
+            }
+        } else {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (a.len() - i).cmp(&(b.len() - j))
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let k = d.iter().take_while(|&&c| c == b'0').count();
+    &d[k.min(d.len().saturating_sub(1))..]
 }
 
 #[derive(Clone, Copy)]
@@ -274,6 +320,13 @@ enum RangeFn {
     Stddev,
     Stdvar,
     Present,
+    First,
+    Mad,
+    TsOfMin,
+    TsOfMax,
+    TsOfLast,
+    TsOfFirst,
+    Holt,
 }
 
 fn range_fn(name: &str) -> Option<RangeFn> {
@@ -297,6 +350,13 @@ fn range_fn(name: &str) -> Option<RangeFn> {
         "stddev_over_time" => RangeFn::Stddev,
         "stdvar_over_time" => RangeFn::Stdvar,
         "present_over_time" => RangeFn::Present,
+        "first_over_time" => RangeFn::First,
+        "mad_over_time" => RangeFn::Mad,
+        "ts_of_min_over_time" => RangeFn::TsOfMin,
+        "ts_of_max_over_time" => RangeFn::TsOfMax,
+        "ts_of_last_over_time" => RangeFn::TsOfLast,
+        "ts_of_first_over_time" => RangeFn::TsOfFirst,
+        "double_exponential_smoothing" => RangeFn::Holt,
         _ => return None,
     })
 }
@@ -307,6 +367,23 @@ fn eval_range_fn(ev: &mut Evaluator, c: &Call, ts: i64, f: RangeFn) -> Result<Va
         RangeFn::Quantile => (1, Some(ev.eval_scalar(arg(c, 0)?, ts)?)),
         RangeFn::PredictLinear => (0, Some(ev.eval_scalar(arg(c, 1)?, ts)?)),
         _ => (0, None),
+    };
+    let (sf, tf) = if let RangeFn::Holt = f {
+        let sf = ev.eval_scalar(arg(c, 1)?, ts)?;
+        let tf = ev.eval_scalar(arg(c, 2)?, ts)?;
+        if !(sf > 0.0 && sf < 1.0) {
+            return Err(QueryError::execution(format!(
+                "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf}"
+            )));
+        }
+        if !(tf > 0.0 && tf < 1.0) {
+            return Err(QueryError::execution(format!(
+                "invalid trend factor. Expected: 0 < tf < 1, got: {tf}"
+            )));
+        }
+        (sf, tf)
+    } else {
+        (0.0, 0.0)
     };
     let (m, range, end) = ev.eval_matrix_arg(arg(c, mi)?, ts)?;
     let mut out = Vec::with_capacity(m.len());
@@ -389,9 +466,37 @@ fn eval_range_fn(ev: &mut Evaluator, c: &Call, ts: i64, f: RangeFn) -> Result<Va
             }
             RangeFn::Stdvar => Some(variance(&points.iter().map(|p| p.1).collect::<Vec<_>>())),
             RangeFn::Present => Some(1.0),
+            RangeFn::First => points.first().map(|p| p.1),
+            RangeFn::TsOfFirst => points.first().map(|p| p.0 as f64 / 1000.0),
+            RangeFn::TsOfLast => points.last().map(|p| p.0 as f64 / 1000.0),
+            RangeFn::TsOfMin | RangeFn::TsOfMax => {
+                let min = matches!(f, RangeFn::TsOfMin);
+                let (mut best, mut bt) = (points[0].1, points[0].0);
+                for &(t, v) in &points {
+                    let better = if min { v <= best } else { v >= best };
+                    if better || best.is_nan() {
+                        best = v;
+                        bt = t;
+                    }
+                }
+                Some(bt as f64 / 1000.0)
+            }
+            RangeFn::Mad => {
+                if points.iter().any(|p| p.1.is_nan()) {
+                    Some(f64::NAN)
+                } else {
+                    let vals: Vec<f64> = points.iter().map(|p| p.1).collect();
+                    let med = quantile(0.5, vals.clone());
+                    Some(quantile(
+                        0.5,
+                        vals.iter().map(|v| (v - med).abs()).collect(),
+                    ))
+                }
+            }
+            RangeFn::Holt => holt(&points, sf, tf),
         };
         if let Some(v) = v {
-            let keeps_name = matches!(f, RangeFn::Last);
+            let keeps_name = matches!(f, RangeFn::Last | RangeFn::First);
             out.push(Elem {
                 labels,
                 v,
@@ -400,6 +505,26 @@ fn eval_range_fn(ev: &mut Evaluator, c: &Call, ts: i64, f: RangeFn) -> Result<Va
         }
     }
     Ok(Val::Vector(out))
+}
+
+/// double_exponential_smoothing (Holt's linear method), as Prometheus computes it.
+fn holt(points: &[(i64, f64)], sf: f64, tf: f64) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let mut s0 = 0.0;
+    let mut s1 = points[0].1;
+    let mut b = points[1].1 - points[0].1;
+    for (i, p) in points.iter().enumerate().skip(1) {
+        let x = sf * p.1;
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let y = (1.0 - sf) * (s1 + b);
+        s0 = s1;
+        s1 = x + y;
+    }
+    Some(s1)
 }
 
 /// rate/increase/delta with Prometheus's extrapolation to the window's edges.

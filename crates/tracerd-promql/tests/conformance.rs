@@ -15,8 +15,10 @@
 //! function or modifier: `limitk`, `limit_ratio`, `mad_over_time`, `ts_of_*`, `first_over_time`,
 //! `double_exponential_smoothing`, `info`, `sort_by_label*`, `smoothed`/`anchored`, `fill*`,
 //! duration expressions), and `not reached` for everything else (honestly: semantics not yet
-//! matched). The test prints every such block with its line and the runner's message, and
-//! asserts a per-file minimum of passing blocks (what the evaluator reaches today).
+//! matched). Every such block is listed in `SKIPPED` below with its reason; the test fails if
+//! a block outside the list does not pass or a listed one passes, prints per file how many
+//! blocks pass (and, with PROMQL_CONFORMANCE_VERBOSE=1, every skipped block with the runner's
+//! message), and asserts a per-file minimum of passing blocks.
 
 use std::collections::HashMap;
 
@@ -125,9 +127,6 @@ fn parse_num(s: &str) -> Option<f64> {
         "-Inf" | "-inf" => return Some(f64::NEG_INFINITY),
         "NaN" | "nan" => return Some(f64::NAN),
         _ => {}
-    }
-    if let Some(h) = s.strip_prefix("0x") {
-        return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
     }
     s.parse::<f64>().ok()
 }
@@ -485,7 +484,10 @@ fn run_file(text: &str) -> FileReport {
             while i < lines.len() && !lines[i].is_empty() {
                 let def = &lines[i];
                 if def.contains("{{") {
-                    hist_metrics.push(def.split(['{', ' ']).next().unwrap_or("").to_string());
+                    // Remember the histogram series' name and label values, to classify blocks.
+                    if let Ok((labels, _)) = parse_metric(def) {
+                        hist_metrics.extend(labels.into_iter().map(|(_, v)| v));
+                    }
                     i += 1;
                     continue;
                 }
@@ -665,12 +667,87 @@ fn parse_eval(lines: &[String], i: usize) -> (Option<EvalBlock>, usize) {
     (parsed, block_end)
 }
 
+/// Every eval block that does not pass, with the reason: (file, line of the block, reason).
+/// The test fails if this list and the run disagree in either direction.
+const SKIPPED: &[(&str, usize, &str)] = &[
+    ("aggregators", 447, "native histogram"),
+    ("aggregators", 453, "native histogram"),
+    ("aggregators", 459, "native histogram"),
+    ("aggregators", 467, "native histogram"),
+    ("aggregators", 474, "native histogram"),
+    ("aggregators", 481, "native histogram"),
+    ("aggregators", 573, "native histogram"),
+    ("functions", 47, "native histogram"),
+    ("functions", 52, "native histogram"),
+    ("functions", 92, "native histogram"),
+    ("functions", 97, "native histogram"),
+    ("functions", 245, "native histogram"),
+    ("functions", 249, "native histogram"),
+    ("functions", 256, "native histogram"),
+    ("functions", 260, "native histogram"),
+    ("functions", 267, "native histogram"),
+    ("functions", 271, "native histogram"),
+    ("functions", 290, "native histogram"),
+    ("functions", 295, "native histogram"),
+    ("functions", 328, "native histogram"),
+    ("functions", 332, "native histogram"),
+    ("functions", 339, "native histogram"),
+    ("functions", 343, "native histogram"),
+    ("functions", 353, "native histogram"),
+    ("functions", 384, "native histogram"),
+    ("functions", 388, "native histogram"),
+    ("functions", 445, "native histogram"),
+    ("functions", 449, "native histogram"),
+    ("functions", 523, "not reached: Prometheus rejects the destination label \"\\xff\" (invalid UTF-8); we accept it"),
+    ("functions", 536, "native histogram"),
+    ("functions", 539, "native histogram"),
+    ("functions", 542, "native histogram"),
+    ("functions", 545, "native histogram"),
+    ("functions", 548, "native histogram"),
+    ("functions", 551, "native histogram"),
+    ("functions", 660, "native histogram"),
+    ("functions", 663, "native histogram"),
+    ("functions", 666, "native histogram"),
+    ("functions", 906, "native histogram"),
+    ("functions", 1070, "native histogram"),
+    ("functions", 1073, "native histogram"),
+    ("functions", 1076, "native histogram"),
+    ("functions", 1253, "native histogram"),
+    ("functions", 1261, "native histogram"),
+    ("functions", 1315, "native histogram"),
+    ("functions", 1343, "native histogram"),
+    ("functions", 1346, "native histogram"),
+    ("functions", 1365, "native histogram"),
+    ("functions", 1368, "native histogram"),
+    ("functions", 1442, "native histogram"),
+    ("functions", 1597, "native histogram"),
+    ("functions", 1617, "native histogram"),
+    ("functions", 1625, "native histogram"),
+    ("functions", 1637, "native histogram"),
+    ("functions", 1649, "native histogram: a float/histogram mixed series; histogram samples are not loaded"),
+    ("functions", 1750, "native histogram"),
+    ("functions", 1752, "native histogram"),
+    ("functions", 1845, "native histogram"),
+    ("functions", 1847, "native histogram"),
+    ("functions", 2020, "native histogram"),
+    ("operators", 312, "native histogram"),
+    ("operators", 564, "native histogram"),
+    ("operators", 568, "native histogram"),
+    ("operators", 588, "native histogram"),
+    ("operators", 592, "native histogram"),
+    ("operators", 969, "native histogram"),
+    ("operators", 973, "native histogram"),
+    ("range_queries", 93, "native histogram"),
+    ("subquery", 146, "native histogram"),
+    ("subquery", 151, "native histogram"),
+];
+
 /// Per-file minimum pass counts: what the evaluator reaches today. Raise them as it improves.
 const MINIMUM: &[(&str, usize)] = &[
-    ("aggregators", 151),
-    ("at_modifier", 76),
+    ("aggregators", 153),
+    ("at_modifier", 78),
     ("collision", 2),
-    ("functions", 311),
+    ("functions", 378),
     ("literals", 25),
     ("operators", 207),
     ("range_queries", 17),
@@ -698,6 +775,20 @@ fn prometheus_conformance_files() {
         for (line, reason, expr, msg) in &rep.misses {
             if verbose || *reason != "native histogram" {
                 println!("  skip {name}.test:{line} [{reason}] {expr}  -- {msg}");
+            }
+        }
+        for (line, _, _, _) in &rep.misses {
+            if !SKIPPED.iter().any(|(f, l, _)| f == name && l == line) {
+                failures.push(format!(
+                    "{name}.test:{line} does not pass and is not in SKIPPED"
+                ));
+            }
+        }
+        for (f, l, _) in SKIPPED.iter().filter(|(f, _, _)| f == name) {
+            if !rep.misses.iter().any(|m| m.0 == *l) {
+                failures.push(format!(
+                    "{f}.test:{l} is in SKIPPED but passes now: remove it"
+                ));
             }
         }
         if rep.passed < *min {
