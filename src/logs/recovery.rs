@@ -12,7 +12,7 @@
 //!
 //! Blocking I/O: run it on the blocking pool.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -96,7 +96,26 @@ pub fn recover(targets: &[TargetDir]) -> Recovery {
         return out;
     };
     let mut bytes = Vec::new();
-    match File::open(first.dir.join(STATE_FILE)) {
+    let state = first.dir.join(STATE_FILE);
+    match fs::symlink_metadata(&state) {
+        Ok(meta) if !meta.is_file() => {
+            // Planted (a symlink, a FIFO, ...): never read or write through it. Removing the
+            // entry itself touches nothing outside the directory.
+            let removed = fs::remove_file(&state).or_else(|_| fs::remove_dir(&state));
+            out.notes.push(format!(
+                "{} is not a regular file (a symlink?); ignored it{}; resuming from sequence 0",
+                state.display(),
+                if removed.is_ok() {
+                    " and removed the entry"
+                } else {
+                    ""
+                }
+            ));
+            return out;
+        }
+        _ => {}
+    }
+    match crate::logs::dir::open_regular(&state, false) {
         Ok(mut f) => {
             if let Err(e) = f.read_to_end(&mut bytes) {
                 out.notes.push(format!("cannot read checkpoint: {e}"));
@@ -193,7 +212,7 @@ impl Tail {
                 if end == 0 {
                     fs::remove_file(&s.path)?;
                 } else {
-                    OpenOptions::new().write(true).open(&s.path)?.set_len(end)?;
+                    crate::logs::dir::open_regular(&s.path, true)?.set_len(end)?;
                 }
             }
         }
@@ -216,7 +235,7 @@ fn scan(t: &TargetDir, name: &str, len: u64) -> io::Result<Tail> {
     for (i, key) in keys.iter().enumerate() {
         let path = t.dir.join(key.file_name(t.ext));
         let start = if i == 0 { len } else { 0 };
-        let mut file = File::open(&path)?;
+        let mut file = crate::logs::dir::open_regular(&path, false)?;
         let file_len = file.metadata()?.len();
         if file_len < start {
             return Err(io::Error::other(format!(

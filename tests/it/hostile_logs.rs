@@ -211,3 +211,129 @@ async fn forged_records_stay_one_line_across_kill_and_restart() {
         "the deep JSON is not in the file as JSON"
     );
 }
+
+/// A node directory's log-file names and checkpoint replaced by symlinks to files outside the
+/// root: recovery and retention read, truncate and delete none of them, while two good nodes
+/// stream across a `kill -9` and restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlinks_never_reach_outside_the_root() {
+    const TOTAL: u64 = 300;
+    let mut d = Daemon::start_with(
+        |dir, _| {
+            format!(
+                "networkMagic: {MAGIC}\nlogging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\nrotation: {{ rpLogLimitBytes: 100000, rpKeepFilesNum: 0, rpMaxAgeMinutes: 1, rpFrequencySecs: 1 }}\n",
+                dir.join("logs").display()
+            )
+        },
+        "",
+    );
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    let mut v = FakeNode::handshake(connect_tcp(d.tcp_port).await, "victim").await;
+    v.send_batch(1, 3, 10).await;
+    v.wait_ack(3).await;
+    drop(v);
+    let dir = d.logs().join("victim");
+    // The victim files, outside the log root.
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim.txt");
+    let victim_text = "{\"precious\":1}\n{\"precious\":2}\n{\"torn";
+    std::fs::write(&victim, victim_text).unwrap();
+    let fake_cp = outside.join("checkpoint.txt");
+    let mut cp = br#"{"seq":5,"files":[["node-2099-01-01T00-00-00.json",0]]}"#.to_vec();
+    cp.resize(1023, b' ');
+    cp.push(b'\n');
+    std::fs::write(&fake_cp, &cp).unwrap();
+    // Wait for the session to be released before planting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let link = |target: &Path, name: &str| {
+        let _ = std::fs::remove_file(dir.join(name));
+        std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+    };
+    link(&victim, "node-2099-01-01T00-00-00.json");
+    link(&victim, "node-2000-01-01T00-00-00.json");
+    link(&fake_cp, ".tracerd-state");
+    // A regular old file: retention must delete it (so the pass did run).
+    std::fs::write(dir.join("node-2000-01-02T00-00-00.json"), "{}\n").unwrap();
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    d = tokio::task::spawn_blocking(move || {
+        d.spawn();
+        d
+    })
+    .await
+    .unwrap();
+    let mut v = FakeNode::handshake(connect_tcp(d.tcp_port).await, "victim").await;
+    assert!(
+        v.acked <= 3,
+        "recovery counted lines of a file outside the root: persisted {}",
+        v.acked
+    );
+    v.send_batch(v.acked + 1, 3, 10).await;
+    v.wait_ack(6.min(v.acked + 3)).await;
+    d.wait_log("is not a regular file", 1);
+    // Retention runs at start and every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dir.join("node-2000-01-02T00-00-00.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        victim_text,
+        "victim file changed"
+    );
+    assert_eq!(
+        std::fs::read(&fake_cp).unwrap(),
+        cp,
+        "checkpoint victim changed"
+    );
+    for name in [
+        "node-2099-01-01T00-00-00.json",
+        "node-2000-01-01T00-00-00.json",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(dir.join(name))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{name}: a planted symlink was replaced or deleted"
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata(dir.join(".tracerd-state"))
+            .unwrap()
+            .is_file(),
+        "the checkpoint is a regular file again"
+    );
+    drop(v);
+    d.signal("TERM");
+    let d = tokio::task::spawn_blocking(move || {
+        assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+        d
+    })
+    .await
+    .unwrap();
+    for name in ["good-a", "good-b"] {
+        assert_eq!(
+            machine_seqs(&d.logs().join(name)),
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
