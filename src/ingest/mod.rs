@@ -60,30 +60,59 @@ impl NodeSink {
         peer: &str,
         protocol: &'static str,
     ) -> Result<NodeSink, SinkError> {
+        NodeSink::open_as(nodes, running, telemetry, name, name, peer, protocol).await
+    }
+
+    /// [`NodeSink::open`] for the node identity `identity` (the exact name it sent; `name`
+    /// is its sanitised form). Sequence state belongs to the identity: a directory whose
+    /// checkpoint names another identity is skipped for the next collision suffix.
+    pub async fn open_as(
+        nodes: &Nodes,
+        running: &Running,
+        telemetry: &Telemetry,
+        name: &str,
+        identity: &str,
+        peer: &str,
+        protocol: &'static str,
+    ) -> Result<NodeSink, SinkError> {
         let mut lease = nodes
-            .claim_waiting(name, peer, protocol, crate::node::RECLAIM_WAIT)
+            .claim_waiting_as(name, identity, peer, protocol, crate::node::RECLAIM_WAIT)
             .await;
-        if lease.name() != name {
-            tracing::info!(%peer, requested = %name, assigned = %lease.name(),
-                "node name already connected; filing this node under a distinct name");
-        }
         let mut settings = running.subscribe();
         let current = settings.borrow_and_update().clone();
-        let logs = current.logs.clone();
         let durability = current.config.tracerd.durability.clone();
-        let dir_name = lease.name().to_string();
-        let known = lease.persisted_seq;
         let sync = durability.fsync != FsyncPolicy::Never;
-        let (log, recovery) = tokio::task::spawn_blocking(move || {
-            let (mut log, recovery) = NodeLog::open(&logs, &dir_name, utc::now_unix(), sync)?;
-            // This process may know more than the checkpoint (a session of this name ended
-            // cleanly earlier); never less, since every session ends with a checkpoint.
-            let seq = log.seq().max(known);
-            log.set_seq(seq)?;
-            Ok::<_, WriteError>((log, recovery))
-        })
-        .await
-        .map_err(|e| SinkError::WriterTask(e.to_string()))??;
+        // Bounded: each round moves to the next suffix.
+        let mut rounds = 0;
+        let (log, recovery) = loop {
+            let logs = current.logs.clone();
+            let dir_name = lease.name().to_string();
+            let known = lease.persisted_seq;
+            let who = identity.to_string();
+            let opened = tokio::task::spawn_blocking(move || {
+                let (mut log, recovery) =
+                    NodeLog::open_as(&logs, &dir_name, Some(&who), utc::now_unix(), sync)?;
+                // This process may know more than the checkpoint (a session of this name
+                // ended cleanly earlier); never less, since every session ends with one.
+                let seq = log.seq().max(known);
+                log.set_seq(seq)?;
+                Ok::<_, WriteError>((log, recovery))
+            })
+            .await
+            .map_err(|e| SinkError::WriterTask(e.to_string()))?;
+            match opened {
+                Err(WriteError::Owned { owner, .. }) if rounds < 1000 => {
+                    rounds += 1;
+                    nodes.disown(lease, &owner);
+                    lease = nodes.claim_as(name, identity, peer, protocol);
+                }
+                other => break other?,
+            }
+        };
+        if lease.name() != name {
+            tracing::info!(%peer, requested = %crate::node::escape_name(identity), assigned = %lease.name(),
+                "node name already connected or owned by another node; filing this node under a distinct name");
+        }
         for note in &recovery.notes {
             tracing::warn!(node = %lease.name(), "recovery: {note}");
         }

@@ -24,7 +24,9 @@ use crate::logs::rotation::FileKey;
 /// Name of the checkpoint file in a node's directory (of the first log target).
 pub const STATE_FILE: &str = ".tracerd-state";
 /// Size of the checkpoint record: written in place with one `pwrite`, padded with spaces.
-pub const STATE_LEN: usize = 1024;
+/// Room for a 255-byte identity escaped to 6 bytes a byte and 16 targets. (Older versions
+/// wrote 1024; those records are read alike.)
+pub const STATE_LEN: usize = 4096;
 
 /// A checkpoint: `seq` is on disk, and every target's current file had the given length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +35,10 @@ pub struct Checkpoint {
     pub seq: u64,
     /// Per target, in config order: current file name and its length at `seq`.
     pub files: Vec<(String, u64)>,
+    /// The node identity (the exact name it sent) that owns this directory; absent in
+    /// checkpoints of older versions (then the first node to claim the directory owns it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Checkpoint {
@@ -86,6 +92,15 @@ pub fn write_state(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?
         .write_all_at(&bytes, 0)
+}
+
+/// The identity recorded in the checkpoint of `dir`, if there is a readable one that names
+/// it (regular file only).
+pub fn owner(dir: &Path) -> Option<String> {
+    let mut bytes = Vec::new();
+    let mut f = crate::logs::dir::open_regular(&dir.join(STATE_FILE), false).ok()?;
+    f.read_to_end(&mut bytes).ok()?;
+    Checkpoint::decode(&bytes)?.node
 }
 
 /// Recovers from the checkpoint in `targets[0].dir`, cutting unacknowledged tails. Must run
@@ -325,6 +340,7 @@ mod tests {
         let cp = Checkpoint {
             seq: 10,
             files: vec![(a0.clone(), 16), (b0.clone(), 8)],
+            node: None,
         };
         let state = a.join(STATE_FILE);
         write_state(&state, &cp).unwrap();
@@ -357,6 +373,7 @@ mod tests {
         let cp = Checkpoint {
             seq: 10,
             files: vec![(a0.clone(), 16), (b0.clone(), 12)],
+            node: None,
         };
         write_state(&state, &cp).unwrap();
         let r = recover(&targets);
@@ -389,6 +406,7 @@ mod tests {
             &Checkpoint {
                 seq: 5,
                 files: vec![(name.clone(), 100)],
+                node: None,
             },
         )
         .unwrap();
@@ -405,7 +423,8 @@ mod tests {
     fn checkpoint_record_is_fixed_size() {
         let cp = Checkpoint {
             seq: u64::MAX,
-            files: vec![("node-2026-07-22T10-06-52-99999.json".into(), u64::MAX); 8],
+            files: vec![("node-2026-07-22T10-06-52-99999.json".into(), u64::MAX); 16],
+            node: Some("\u{0}".repeat(255)),
         };
         let bytes = cp.encode().unwrap();
         assert_eq!(bytes.len(), STATE_LEN);

@@ -71,6 +71,14 @@ pub enum WriteError {
         #[source]
         source: io::Error,
     },
+    /// The directory belongs to another node identity (its checkpoint says so).
+    #[error("log directory {dir} belongs to node {owner:?}")]
+    Owned {
+        /// The directory.
+        dir: PathBuf,
+        /// The identity recorded in its checkpoint.
+        owner: String,
+    },
     /// The writer was used after a failure closed it.
     #[error("log writer already closed")]
     Closed,
@@ -132,6 +140,8 @@ pub struct NodeLog {
     state: Option<PathBuf>,
     /// Highest sequence number whose line is in every target.
     seq: u64,
+    /// The node identity recorded in every checkpoint.
+    identity: Option<String>,
     /// Sync data before writing a checkpoint (fsync durability modes).
     sync_checkpoints: bool,
     /// Lines in the current render (every target must reach this many `done`).
@@ -161,6 +171,19 @@ impl NodeLog {
         now: i64,
         sync_checkpoints: bool,
     ) -> Result<(NodeLog, Recovery), WriteError> {
+        NodeLog::open_as(settings, name, None, now, sync_checkpoints)
+    }
+
+    /// [`NodeLog::open`] for the node identity `identity` (the exact name it sent), which is
+    /// recorded in the checkpoint. A directory whose checkpoint names another identity is
+    /// left untouched: [`WriteError::Owned`].
+    pub fn open_as(
+        settings: &LogSettings,
+        name: &str,
+        identity: Option<&str>,
+        now: i64,
+        sync_checkpoints: bool,
+    ) -> Result<(NodeLog, Recovery), WriteError> {
         let mut dirs = Vec::with_capacity(settings.targets.len());
         for target in &settings.targets {
             let dir = target.root.join(name);
@@ -169,6 +192,17 @@ impl NodeLog {
                 dir,
                 ext: target.format.extension(),
             });
+        }
+        if let (Some(identity), Some(first)) = (identity, dirs.first()) {
+            match recovery::owner(&first.dir) {
+                Some(owner) if owner != identity => {
+                    return Err(WriteError::Owned {
+                        dir: first.dir.clone(),
+                        owner,
+                    })
+                }
+                _ => {}
+            }
         }
         let recovered = recovery::recover(&dirs);
         let mut files = Vec::with_capacity(settings.targets.len());
@@ -197,6 +231,7 @@ impl NodeLog {
             machine: Rendered::default(),
             human: Rendered::default(),
             state,
+            identity: identity.map(str::to_string),
             seq: recovered.persisted.unwrap_or(0),
             sync_checkpoints,
             pending_lines: 0,
@@ -318,6 +353,7 @@ impl NodeLog {
                 .iter()
                 .map(|f| (f.key.file_name(f.format.extension()), f.len))
                 .collect(),
+            node: self.identity.clone(),
         };
         recovery::write_state(path, &cp).map_err(|source| WriteError::Checkpoint {
             path: path.clone(),

@@ -8,5 +8,7 @@ pub mod live;
 pub mod names;
 pub mod registry;
 
-pub use names::{dir_name, slugify, NameError, MAX_NAME_BYTES, RESERVED_SLUGS};
+pub use names::{
+    dir_name, escape_name, slugify, NameError, MAX_HELLO_NAME_BYTES, MAX_NAME_BYTES, RESERVED_SLUGS,
+};
 pub use registry::{Lease, NodeEntry, NodeView, Nodes, RECLAIM_WAIT};

@@ -21,6 +21,9 @@ use crate::node::names::{slugify, RESERVED_SLUGS};
 pub struct NodeEntry {
     /// A session currently holds this name.
     pub connected: bool,
+    /// The node identity (the exact name a node sent) this name belongs to; a node with
+    /// another identity never gets it, even when both sanitise alike.
+    pub identity: String,
     /// Highest sequence number persisted under this name.
     pub persisted_seq: u64,
     /// URL slug, assigned on first claim and kept for the life of the process.
@@ -107,8 +110,48 @@ impl Nodes {
         protocol: &str,
         wait: Duration,
     ) -> Lease {
-        self.wait_until_free(name, wait).await;
-        self.claim(name, peer, protocol)
+        self.claim_waiting_as(name, name, peer, protocol, wait)
+            .await
+    }
+
+    /// [`Nodes::claim_waiting`] for the node identity `identity` (the exact name it sent),
+    /// whose sanitised form is `name`: waits only for a session of the same identity.
+    pub async fn claim_waiting_as(
+        &self,
+        name: &str,
+        identity: &str,
+        peer: &str,
+        protocol: &str,
+        wait: Duration,
+    ) -> Lease {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.own_name_connected(name, identity) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                break;
+            }
+        }
+        self.claim_as(name, identity, peer, protocol)
+    }
+
+    /// Whether the name `identity` owns among `name`, `name-2`, ... is held by a session.
+    fn own_name_connected(&self, name: &str, identity: &str) -> bool {
+        let reg = self.lock();
+        let mut candidate = name.to_string();
+        let mut n = 1u32;
+        while let Some(e) = reg.nodes.get(&candidate) {
+            if e.identity == identity {
+                return e.connected;
+            }
+            n += 1;
+            candidate = format!("{name}-{n}");
+        }
+        false
     }
 
     /// Waits up to `wait` until no connected session holds `name`; true if it is free.
@@ -127,14 +170,24 @@ impl Nodes {
         }
     }
 
-    /// Claims `name` (already sanitised), or the first of `name-2`, `name-3`, ... that no
-    /// connected node holds. The choice depends only on which names are connected. The new
-    /// session starts with no metrics and no data points.
+    /// Claims `name` (already sanitised) as its own identity; see [`Nodes::claim_as`].
     pub fn claim(&self, name: &str, peer: &str, protocol: &str) -> Lease {
+        self.claim_as(name, name, peer, protocol)
+    }
+
+    /// Claims `name` (the sanitised form of `identity`), or the first of `name-2`,
+    /// `name-3`, ... that no connected node holds and that belongs to no other identity. The
+    /// choice depends only on which names are connected and which identities own them. The
+    /// new session starts with no metrics and no data points.
+    pub fn claim_as(&self, name: &str, identity: &str, peer: &str, protocol: &str) -> Lease {
         let mut reg = self.lock();
         let mut candidate = name.to_string();
         let mut n = 1u32;
-        while reg.nodes.get(&candidate).is_some_and(|s| s.connected) {
+        while reg
+            .nodes
+            .get(&candidate)
+            .is_some_and(|s| s.connected || s.identity != identity)
+        {
             n += 1;
             candidate = format!("{name}-{n}");
         }
@@ -152,6 +205,7 @@ impl Nodes {
                     candidate.clone(),
                     NodeEntry {
                         connected: true,
+                        identity: identity.to_string(),
                         persisted_seq: 0,
                         slug,
                         live: live.clone(),
@@ -165,6 +219,19 @@ impl Nodes {
             persisted_seq,
             name: candidate,
             live,
+        }
+    }
+
+    /// Records that the directory `name` belongs to `identity` (found in its checkpoint),
+    /// releasing `lease` on it: the caller claims again and gets another name.
+    pub fn disown(&self, lease: Lease, identity: &str) {
+        let name = lease.name.clone();
+        drop(lease);
+        if let Some(e) = self.lock().nodes.get_mut(&name) {
+            if !e.connected {
+                e.identity = identity.to_string();
+                e.persisted_seq = 0;
+            }
         }
     }
 
@@ -307,7 +374,7 @@ mod tests {
         assert!(dir_name("").is_err());
         assert!(dir_name("///").is_err());
         assert_eq!(dir_name("my_node").unwrap(), "my_node");
-        assert_eq!(dir_name(&"x".repeat(1000)).unwrap().len(), MAX_NAME_BYTES);
+        assert_eq!(dir_name(&"x".repeat(255)).unwrap().len(), MAX_NAME_BYTES);
     }
 
     #[test]
@@ -347,6 +414,27 @@ mod tests {
             .await;
         assert_eq!(second.name(), "dup-2");
         assert!(started.elapsed() >= RECLAIM_WAIT);
+    }
+
+    #[test]
+    fn identities_that_sanitise_alike_never_share_a_name() {
+        let nodes = Nodes::default();
+        let a = nodes.claim_as("x_y", "x/y", "p", "native");
+        a.set_persisted(7);
+        drop(a);
+        // Not connected, but owned by another identity: skipped.
+        let b = nodes.claim_as("x_y", "x y", "p", "native");
+        assert_eq!((b.name(), b.persisted_seq), ("x_y-2", 0));
+        drop(b);
+        let a = nodes.claim_as("x_y", "x/y", "p", "native");
+        assert_eq!((a.name(), a.persisted_seq), ("x_y", 7));
+        // A directory found to belong to someone else on disk is disowned.
+        let c = nodes.claim_as("z", "z!", "p", "native");
+        assert_eq!(c.name(), "z");
+        nodes.disown(c, "z?");
+        assert_eq!(nodes.claim_as("z", "z!", "p", "native").name(), "z-2");
+        assert_eq!(dir_name(&"n".repeat(256)), Err(NameError::TooLong(256)));
+        assert!(dir_name(&"n".repeat(255)).is_ok());
     }
 
     #[test]

@@ -59,6 +59,28 @@ impl Context {
 }
 
 impl Context {
+    /// Claims `name` (the sanitised form of the node's exact name `identity`) for `peer`
+    /// and opens its ingest path (see [`NodeSink::open_as`]).
+    pub async fn open_sink_as(
+        &self,
+        name: &str,
+        identity: &str,
+        peer: &str,
+        protocol: Protocol,
+    ) -> Result<NodeSink, SinkError> {
+        let protocol = protocol.as_str();
+        NodeSink::open_as(
+            &self.nodes,
+            &self.running,
+            &self.telemetry,
+            name,
+            identity,
+            peer,
+            protocol,
+        )
+        .await
+    }
+
     /// Claims `name` for `peer` and opens its ingest path (see [`NodeSink::open`]).
     pub async fn open_sink(
         &self,

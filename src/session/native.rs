@@ -121,7 +121,9 @@ where
             return refuse(&mut framed, reason, message, &peer, &shared).await
         }
     };
-    let sink = shared.open_sink(&name, &peer, Protocol::Native).await?;
+    let sink = shared
+        .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
+        .await?;
     tracing::info!(%peer, node = %sink.name(), software = %hello.software.name,
         version = %hello.software.version, "native handshake accepted");
     framed

@@ -337,3 +337,98 @@ async fn planted_symlinks_never_reach_outside_the_root() {
         );
     }
 }
+
+/// Connects as `name`, sends objects `persisted+1..=upto`, waits for their ack; returns the
+/// name tracerd filed the node under and the `persisted_seq` it reported.
+async fn session_as(port: u16, name: &str, upto: u64) -> (String, u64) {
+    let mut n = FakeNode::handshake(connect_tcp(port).await, name).await;
+    let (filed, persisted) = (n.name.clone(), n.acked);
+    if upto > persisted {
+        n.send_batch(persisted + 1, upto - persisted, 5).await;
+        n.wait_ack(upto).await;
+    }
+    // Let the session release its name before the next one.
+    drop(n);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    (filed, persisted)
+}
+
+/// `x/y`, `x y` and `x\ny` sanitise alike but are three nodes: none inherits another's
+/// sequence state, in this process or after a `kill -9` and restart, and a name longer than
+/// the proto's 255 bytes is refused with a reason; two good nodes stream throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_sanitise_alike_never_share_sequence_state() {
+    const TOTAL: u64 = 900;
+    let mut d = Daemon::start("");
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    let names = ["x/y", "x y", "x\ny"];
+    let mut filed = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (as_, persisted) = session_as(d.tcp_port, name, 5 + i as u64).await;
+        assert_eq!(
+            persisted, 0,
+            "{name:?} inherited another node's state as {as_}"
+        );
+        filed.push(as_);
+    }
+    assert_eq!(filed, ["x_y", "x_y-2", "x_y-3"]);
+    // In this process: each gets its own directory and state back.
+    for (i, name) in names.iter().enumerate().rev() {
+        let (as_, persisted) = session_as(d.tcp_port, name, 10 + i as u64).await;
+        assert_eq!(
+            (as_.as_str(), persisted),
+            (filed[i].as_str(), 5 + i as u64),
+            "{name:?}"
+        );
+    }
+    // Over-long names are refused, not cut.
+    let mut f = connect_tcp(d.tcp_port).await;
+    f.send(hello(&"n".repeat(256))).await.unwrap();
+    match recv(&mut f).await {
+        Some(TracerMessage::Refuse { message, .. }) => {
+            assert!(
+                message.contains("256 bytes") && message.contains("255"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Refuse, got {other:?}"),
+    }
+    // Across kill -9 and restart, in the reverse order of first contact.
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    d = tokio::task::spawn_blocking(move || {
+        d.spawn();
+        d
+    })
+    .await
+    .unwrap();
+    for (i, name) in names.iter().enumerate().rev() {
+        let (as_, persisted) = session_as(d.tcp_port, name, 20).await;
+        assert_eq!(
+            (as_.as_str(), persisted),
+            (filed[i].as_str(), 10 + i as u64),
+            "{name:?}"
+        );
+    }
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}");
+    }
+    for (i, dir) in filed.iter().enumerate() {
+        let got = machine_seqs(&d.logs().join(dir));
+        assert_eq!(got, (1..=20).collect::<Vec<_>>(), "{:?} in {dir}", names[i]);
+    }
+    for name in ["good-a", "good-b"] {
+        assert_eq!(
+            machine_seqs(&d.logs().join(name)),
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
