@@ -73,3 +73,42 @@ impl Acceptor for Sessions {
         tracing::error!(listener = %listener.describe(), %error, "accept failed; retrying in {backoff:?}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Stream;
+
+    /// The state every idle connection keeps is its session task's future. Issue 10 found it
+    /// 3.4 KiB larger (7,040 bytes, from 3,616) after the session's future was passed by value
+    /// into the report; this keeps the future the accept loop spawns under 4.5 KiB.
+    #[test]
+    fn an_idle_sessions_future_stays_small() {
+        let ctx = Arc::new(Context::new(
+            &crate::config::Config::default(),
+            Default::default(),
+            Default::default(),
+        ));
+        let sessions = Sessions {
+            service: Service::Native,
+            ctx,
+        };
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let stream: Stream =
+            tokio_util::either::Either::Right(tokio::net::UnixStream::from_std(a).unwrap());
+        let conn = Conn {
+            stream,
+            peer: "test".into(),
+        };
+        let future = sessions.serve(conn, CancellationToken::new());
+        let size = std::mem::size_of_val(&future);
+        eprintln!("session future: {size} bytes");
+        assert!(size < 4608, "an idle session's future is {size} bytes");
+    }
+}

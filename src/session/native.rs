@@ -86,8 +86,10 @@ pub async fn serve_and_report<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let session = serve(stream, peer.clone(), ctx.clone(), cancel);
-    session::report(&ctx, &peer, Protocol::Native, session).await
+    let started = std::time::Instant::now();
+    let result = serve(stream, peer.clone(), ctx.clone(), cancel).await;
+    session::report(&ctx, &peer, Protocol::Native, started, &result);
+    result
 }
 
 /// Serves one connection until the peer closes, the input is bad, or `cancel` fires.

@@ -114,8 +114,10 @@ pub async fn serve_and_report<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let session = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel);
-    session::report(&shared, &peer, Protocol::Cardano, session).await
+    let started = std::time::Instant::now();
+    let result = serve(stream, peer.clone(), mode, settings, shared.clone(), cancel).await;
+    session::report(&shared, &peer, Protocol::Cardano, started, &result);
+    result
 }
 
 /// Serves one connection as the acceptor until the peer closes, the input is bad, or
