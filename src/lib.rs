@@ -18,6 +18,7 @@ pub mod node;
 pub mod running;
 pub mod session;
 pub mod sync;
+pub mod tools;
 pub mod transport;
 
 // The wire types live in the `tracerd-wire` crate, shared with forwarders and simulators;

@@ -71,6 +71,27 @@ fn main() -> ExitCode {
             print!("{}", config::to_yaml(&loaded.config));
             ExitCode::SUCCESS
         }
+        Command::Nodes(args) => {
+            print_or_fail("nodes", tracerd::tools::nodes(&args, &loaded.config))
+        }
+        Command::Status(args) => {
+            print_or_fail("status", tracerd::tools::status(&args, &loaded.config))
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match tracerd::tools::man(cmd, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tracerd man: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            tracerd::tools::completions(shell, cmd, &mut std::io::stdout().lock());
+            ExitCode::SUCCESS
+        }
         Command::Run => {
             let systemd = match systemd {
                 Ok(s) => s,
@@ -104,6 +125,20 @@ fn main() -> ExitCode {
                 set_log_level,
             };
             run(loaded.config, options)
+        }
+    }
+}
+
+/// Prints a query's output, or its error (with its causes) on stderr and exit 1.
+fn print_or_fail(what: &str, result: Result<String, tracerd::tools::QueryError>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tracerd {what}: {e}");
+            ExitCode::FAILURE
         }
     }
 }

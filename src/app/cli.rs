@@ -1,5 +1,6 @@
 //! The command line: `tracerd [-c FILE]`, `tracerd validate -c FILE`,
-//! `tracerd print-config [-c FILE]`, and flags for tracerd's own log.
+//! `tracerd print-config [-c FILE]`, `tracerd nodes|status` (ask the running daemon),
+//! `tracerd man`, `tracerd completions SHELL`, and flags for tracerd's own log.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,18 @@ pub enum Command {
     Validate,
     /// Print the effective config (defaults filled in) as YAML, itself a valid config file.
     PrintConfig,
+    /// List the nodes connected to the running daemon (its `/api/nodes`), as a table or JSON.
+    Nodes(crate::tools::QueryArgs),
+    /// Summarise the running daemon: ready or not, nodes by protocol, objects and bytes.
+    Status(crate::tools::QueryArgs),
+    /// Print the man page (roff), generated from this command line: `tracerd man > tracerd.1`.
+    Man,
+    /// Print a shell completion script: `tracerd completions bash > /etc/bash_completion.d/tracerd`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Format of tracerd's own log.

@@ -16,3 +16,4 @@ mod seccomp;
 mod service;
 mod shutdown;
 mod support;
+mod tools;
