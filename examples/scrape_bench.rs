@@ -83,7 +83,7 @@ fn main() {
         for i in 0..2000 {
             let view = &views[i % views.len()];
             let t = Instant::now();
-            let (body, _) = render_node(view, format);
+            let (body, _) = render_node(view, format, nodes.naming(), 0);
             times.push(t.elapsed());
             std::hint::black_box(body);
         }

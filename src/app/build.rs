@@ -105,7 +105,10 @@ pub async fn build(
         Some(help) => help.load().map_err(anyhow::Error::msg)?,
         None => Default::default(),
     };
-    let naming = Arc::new(Naming::new(config.metrics_no_suffix, help));
+    let naming = Arc::new(
+        Naming::new(config.metrics_no_suffix, help)
+            .with_openmetrics_names(config.tracerd.open_metrics_names),
+    );
     let telemetry = Telemetry::new();
     let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
     let shared = Arc::new(Context::new(config, nodes, telemetry));

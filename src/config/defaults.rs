@@ -59,6 +59,7 @@ impl Default for TracerdSettings {
             min_log_severity: None,
             unix_socket: UnixSocketSettings::default(),
             journal: JournalSettings::default(),
+            open_metrics_names: false,
         }
     }
 }

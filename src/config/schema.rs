@@ -241,6 +241,10 @@ pub struct TracerdSettings {
     /// journald's native socket, for `logMode: JournalMode` targets.
     #[serde(default, skip_serializing_if = "JournalSettings::is_default")]
     pub journal: JournalSettings,
+    /// OpenMetrics-style metric names: node counters sampled as `<name>_total`, label sets as
+    /// `<name>_info`. Default false: cardano-tracer's names, so its dashboards work unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_metrics_names: bool,
 }
 
 /// Permissions of the Unix sockets tracerd binds.

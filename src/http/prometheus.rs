@@ -88,7 +88,10 @@ async fn node_metrics(
     };
     let format = Format::from_accept(accept(&headers));
     render_blocking(&state, "node", move |state| {
-        let (body, stats) = fleet::render_node(&view, format);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (body, stats) = fleet::render_node(&view, format, state.nodes.naming(), now_ms);
         state
             .telemetry
             .metric_name_collisions

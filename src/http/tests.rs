@@ -158,41 +158,60 @@ async fn targets_serve_http_service_discovery() {
 #[tokio::test]
 async fn node_route_negotiates_the_format() {
     let f = fixture();
+    // cardano-tracer's names: no `_total`, no `_info`; types valid for a strict parser.
     let om = "# HELP ChainSync_served ChainSync.served\n\
-              # TYPE ChainSync_served counter\n\
-              ChainSync_served_total 24\n\
+              # TYPE ChainSync_served unknown\n\
+              ChainSync_served 24\n\
               # HELP Mem_resident_int Mem.resident_int\n\
               # TYPE Mem_resident_int gauge\n\
               Mem_resident_int 1024\n\
+              # HELP ekg_server_timestamp_ms ekg.server_timestamp_ms\n\
+              # TYPE ekg_server_timestamp_ms unknown\n\
+              ekg_server_timestamp_ms TS\n\
               # HELP quote q\\\"uo\\\\te\n\
-              # TYPE quote info\n\
-              quote_info{value=\"x\\ny\"} 1\n\
+              # TYPE quote gauge\n\
+              quote{value=\"x\\ny\"} 1\n\
               # EOF\n";
+    // The timestamp is the wall clock at the scrape: check it, then compare the rest.
+    let stamp = |body: &str| -> String {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("ekg_server_timestamp_ms "))
+            .unwrap_or_else(|| panic!("no ekg_server_timestamp_ms in {body}"));
+        let ms: u64 = line["ekg_server_timestamp_ms ".len()..].parse().unwrap();
+        let now = crate::node::live::now_ms();
+        assert!(ms <= now && now - ms < 60_000, "{ms} vs {now}");
+        body.replace(line, "ekg_server_timestamp_ms TS")
+    };
+    let (status, ct, body) = prom(&f, "/relay-1", &[]).await;
     assert_eq!(
-        prom(&f, "/relay-1", &[]).await,
+        (status, ct, stamp(&body)),
         (StatusCode::OK, OPENMETRICS_CONTENT_TYPE.into(), om.into())
     );
-    assert_eq!(
-        prom(
-            &f,
-            "/relay-1/ignored/segments",
-            &[("accept", "application/openmetrics-text; version=1.0.0")]
-        )
-        .await
-        .2,
-        om
-    );
+    let deep = prom(
+        &f,
+        "/relay-1/ignored/segments",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert_eq!(stamp(&deep.2), om);
     let (status, ct, text) = prom(&f, "/relay-1", &[("accept", "text/plain")]).await;
     assert_eq!((status, ct.as_str()), (StatusCode::OK, TEXT_CONTENT_TYPE));
     assert!(text.starts_with(
-        "# HELP ChainSync_served_total ChainSync.served\n# TYPE ChainSync_served_total counter\n"
+        "# HELP ChainSync_served ChainSync.served\n# TYPE ChainSync_served counter\nChainSync_served 24\n"
     ));
-    assert!(text.contains("# HELP quote_info q\"uo\\\\te\n# TYPE quote_info gauge\n"));
+    assert!(text.contains("# HELP quote q\"uo\\\\te\n# TYPE quote gauge\n"));
     assert!(!text.contains("# EOF"));
     let (status, ct, body) = prom(&f, "/n%C5%93ud-%C3%9F", &[]).await;
     assert_eq!(
-        (status, ct.as_str(), body.as_str()),
-        (StatusCode::OK, OPENMETRICS_CONTENT_TYPE, "# EOF\n")
+        (status, ct.as_str(), stamp(&body).as_str()),
+        (
+            StatusCode::OK,
+            OPENMETRICS_CONTENT_TYPE,
+            "# HELP ekg_server_timestamp_ms ekg.server_timestamp_ms\n\
+             # TYPE ekg_server_timestamp_ms unknown\n\
+             ekg_server_timestamp_ms TS\n# EOF\n"
+        )
     );
 }
 

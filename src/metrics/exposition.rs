@@ -7,10 +7,14 @@
 //! and two metrics that would share a Prometheus name are never both written (the one whose
 //! internal name sorts first wins; the others are counted as collisions).
 //!
-//! Types: counters are written with a `_total` sample name (OpenMetrics requires it, promtool
-//! asks for it), gauges as they are, labels holding a number as gauges, labels holding a label
-//! set `{k="v",...} 1` (cardano's `PrometheusM`) as info metrics named `<name>_info`, and any
-//! other label text as an info metric with the text in its `value` label.
+//! Names: by default every sample keeps cardano-tracer's name (no `_total`, no `_info`), so a
+//! Prometheus server stores the same series from tracerd as from cardano-tracer. To stay valid
+//! OpenMetrics, a counter family whose name does not end in `_total` is typed `unknown` there
+//! (`counter` in text 0.0.4), and a label set `{k="v",...} 1` (cardano's `PrometheusM`) is a
+//! `gauge` of value 1. With [`Naming::with_openmetrics_names`] counters get a `_total` sample
+//! name and label sets an `_info` one instead (typed `counter` and `info`). Gauges are written
+//! as they are, labels holding a number as gauges, and any other label text as a label set
+//! with the text in its `value` label.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -66,12 +70,15 @@ pub struct MetricName {
     /// HELP text: the first `metricsHelp` entry whose key is a substring of the internal
     /// name, else the internal name itself (promtool wants a HELP for every family).
     pub help: Box<str>,
+    /// OpenMetrics-style sample names (`_total`, `_info`) instead of cardano-tracer's.
+    pub openmetrics_names: bool,
 }
 
 /// How internal names become Prometheus names: `metricsNoSuffix`, `metricsHelp`, and a cache.
 #[derive(Debug, Default)]
 pub struct Naming {
     no_suffix: bool,
+    openmetrics_names: bool,
     help: Vec<(String, String)>,
     cache: Mutex<HashMap<Box<str>, Arc<MetricName>>>,
 }
@@ -81,9 +88,17 @@ impl Naming {
     pub fn new(no_suffix: bool, help: BTreeMap<String, String>) -> Naming {
         Naming {
             no_suffix,
+            openmetrics_names: false,
             help: help.into_iter().collect(),
             cache: Mutex::default(),
         }
+    }
+
+    /// Opts in to OpenMetrics-style names: counters sampled as `<name>_total`, label sets as
+    /// `<name>_info` (config `tracerd.openMetricsNames`). Default: cardano-tracer's names.
+    pub fn with_openmetrics_names(mut self, on: bool) -> Naming {
+        self.openmetrics_names = on;
+        self
     }
 
     /// The names of `internal`, from the cache when possible.
@@ -109,6 +124,7 @@ impl Naming {
             internal: internal.into(),
             family: sanitise(internal, self.no_suffix),
             help: help.into(),
+            openmetrics_names: self.openmetrics_names,
         }
     }
 }
@@ -146,11 +162,11 @@ pub fn sanitise(internal: &str, no_suffix: bool) -> Option<Box<str>> {
 /// The kind a value is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
-    /// `counter`, sample `<base>_total`.
+    /// A counter (see [`family_names`] for its names and types).
     Counter,
     /// `gauge`.
     Gauge,
-    /// `info` (OpenMetrics) or `gauge` (text), sample `<base>_info`, value 1.
+    /// A label set of value 1 (see [`family_names`]).
     Info,
 }
 
@@ -311,37 +327,88 @@ pub fn write_f64(out: &mut String, v: f64) {
     }
 }
 
-/// The names one family is written under.
+/// The names and types one family is written under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyNames {
-    /// OpenMetrics family name (no `_total`/`_info`).
+    /// OpenMetrics family name (the name in its HELP and TYPE lines).
     pub base: String,
     /// Sample name (and the text format's family name).
     pub series: String,
+    /// The family's type in OpenMetrics.
+    pub openmetrics_type: &'static str,
+    /// The family's type in text 0.0.4.
+    pub text_type: &'static str,
 }
 
-/// The names a family of `kind` called `name` is written under.
+impl FamilyNames {
+    /// Whether samples must be non-negative (an OpenMetrics `counter`).
+    pub fn monotonic(&self, format: Format) -> bool {
+        format == Format::OpenMetrics && self.openmetrics_type == "counter"
+    }
+}
+
+/// The names a family of `kind` called `name` is written under, with OpenMetrics-style
+/// names ([`Naming::with_openmetrics_names`]).
 pub fn family_names(name: &str, kind: Kind) -> FamilyNames {
-    let (base, suffix) = match kind {
-        Kind::Counter => (name.strip_suffix("_total").unwrap_or(name), "_total"),
-        Kind::Info => (name.strip_suffix("_info").unwrap_or(name), "_info"),
-        Kind::Gauge => (name, ""),
+    family_names_as(name, kind, true)
+}
+
+/// The names and types of a family of `kind` called `name`.
+///
+/// cardano-tracer's names (`openmetrics_names` false): the sample name is `name` for every
+/// kind, as cardano-tracer writes it; in OpenMetrics a counter is typed `counter` only when
+/// `name` ends in `_total` (family `name` less `_total`), else `unknown` (OpenMetrics allows an
+/// `unknown` sample named as its family; a `counter`'s must end in `_total`); a label set is a
+/// `gauge` of value 1 (an `info` sample must end in `_info`). Text 0.0.4 types counters
+/// `counter` and label sets `gauge` (text 0.0.4 has no `info`).
+///
+/// OpenMetrics names: counters are sampled as `<base>_total`, label sets as `<base>_info`.
+pub fn family_names_as(name: &str, kind: Kind, openmetrics_names: bool) -> FamilyNames {
+    let strip = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .filter(|b| !b.is_empty())
+            .unwrap_or(name)
     };
-    let base = if base.is_empty() { name } else { base };
+    let (base, series, openmetrics_type, text_type) = match (kind, openmetrics_names) {
+        (Kind::Gauge, _) => (name.to_string(), name.to_string(), "gauge", "gauge"),
+        (Kind::Counter, true) => {
+            let base = strip("_total");
+            (
+                base.to_string(),
+                format!("{base}_total"),
+                "counter",
+                "counter",
+            )
+        }
+        (Kind::Info, true) => {
+            let base = strip("_info");
+            (base.to_string(), format!("{base}_info"), "info", "gauge")
+        }
+        (Kind::Counter, false) => match name.strip_suffix("_total").filter(|b| !b.is_empty()) {
+            Some(base) => (base.to_string(), name.to_string(), "counter", "counter"),
+            None => (name.to_string(), name.to_string(), "unknown", "counter"),
+        },
+        (Kind::Info, false) => (name.to_string(), name.to_string(), "gauge", "gauge"),
+    };
     FamilyNames {
-        base: base.to_string(),
-        series: format!("{base}{suffix}"),
+        base,
+        series,
+        openmetrics_type,
+        text_type,
     }
 }
 
 /// Appends the HELP and TYPE lines of a family.
-pub fn write_header(out: &mut String, format: Format, names: &FamilyNames, kind: Kind, help: &str) {
-    let (name, ty) = match (format, kind) {
-        (Format::OpenMetrics, Kind::Counter) => (&names.base, "counter"),
-        (Format::OpenMetrics, Kind::Info) => (&names.base, "info"),
-        (_, Kind::Gauge) => (&names.series, "gauge"),
-        (Format::Text, Kind::Counter) => (&names.series, "counter"),
-        (Format::Text, Kind::Info) => (&names.series, "gauge"),
+pub fn write_header(
+    out: &mut String,
+    format: Format,
+    names: &FamilyNames,
+    _kind: Kind,
+    help: &str,
+) {
+    let (name, ty) = match format {
+        Format::OpenMetrics => (&names.base, names.openmetrics_type),
+        Format::Text => (&names.series, names.text_type),
     };
     write_help_type(out, format, name, ty, help);
 }
@@ -518,7 +585,7 @@ impl Renderer {
             let i = match self.index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let names = family_names(family, kind);
+                    let names = family_names_as(family, kind, name.openmetrics_names);
                     let line = names.series.len() + self.numeric_prefix.len() + 24;
                     let mut body = self.spare.pop().unwrap_or_default();
                     body.clear();

@@ -46,16 +46,28 @@ pub trait VisitMetrics {
     ) -> Self::Output;
 }
 
-struct RenderOne(Format);
+/// cardano-tracer's counter on every node page: wall-clock Unix milliseconds at scrape time.
+pub const EKG_SERVER_TIMESTAMP: &str = "ekg.server_timestamp_ms";
 
-impl VisitMetrics for RenderOne {
+struct RenderOne<'e> {
+    format: Format,
+    /// Added after the node's metrics unless the node sent a metric of the same name.
+    extra: (&'e Arc<MetricName>, &'e MetricValue),
+}
+
+impl VisitMetrics for RenderOne<'_> {
     type Output = (String, RenderStats);
     fn visit<'a>(
         self,
         metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
         _len: usize,
     ) -> Self::Output {
-        exposition::render_node(self.0, metrics)
+        let (name, value) = self.extra;
+        let mut items: Vec<(&Arc<MetricName>, &MetricValue)> = metrics.map(shorten).collect();
+        if !items.iter().any(|(n, _)| n.internal == name.internal) {
+            items.push((name, value));
+        }
+        exposition::render_node(self.format, items)
     }
 }
 
@@ -76,9 +88,27 @@ impl VisitMetrics for AddNode<'_> {
     }
 }
 
-/// One node's exposition.
-pub fn render_node(node: &impl FleetNode, format: Format) -> (String, RenderStats) {
-    node.visit_metrics(RenderOne(format))
+/// Lets one node's metrics and the extra metric meet at their common lifetime.
+fn shorten<'s>(
+    item: (&'s Arc<MetricName>, &'s MetricValue),
+) -> (&'s Arc<MetricName>, &'s MetricValue) {
+    item
+}
+
+/// One node's exposition, with cardano-tracer's `ekg_server_timestamp_ms` counter (named by
+/// `naming`, valued `now_ms`) unless the node sent that metric itself.
+pub fn render_node(
+    node: &impl FleetNode,
+    format: Format,
+    naming: &exposition::Naming,
+    now_ms: u64,
+) -> (String, RenderStats) {
+    let name = naming.name(EKG_SERVER_TIMESTAMP);
+    let value = MetricValue::Counter(i64::try_from(now_ms).unwrap_or(i64::MAX));
+    node.visit_metrics(RenderOne {
+        format,
+        extra: (&name, &value),
+    })
 }
 
 /// Renders `/metrics`, keeping the family buffers of one render for the next.

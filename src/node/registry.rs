@@ -94,6 +94,11 @@ impl Nodes {
         }
     }
 
+    /// How metric names become Prometheus names.
+    pub fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.

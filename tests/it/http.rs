@@ -60,7 +60,7 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// Polls `path` until `pred` holds on the body (bounded).
-fn wait_for(port: u16, path: &str, pred: impl Fn(&str) -> bool) -> String {
+pub fn wait_for(port: u16, path: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, _, body) = http_get(port, path, &[("Accept", "text/plain")]);
@@ -72,8 +72,24 @@ fn wait_for(port: u16, path: &str, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// `promtool check metrics` on `text`; `None` when promtool is not installed.
+/// `promtool check metrics` on `text`, less its one lint that cardano-tracer's names break on
+/// purpose (a counter without `_total`, and `ekg_server_timestamp_ms`'s `ms`, kept for drop-in
+/// dashboards, docs/HTTP.md); `None` when
+/// promtool is not installed. Parse errors and every other lint still fail.
 fn promtool(text: &str) -> Option<(bool, String)> {
+    let (ok, report) = promtool_raw(text)?;
+    let rest: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.ends_with("counter metrics should have \"_total\" suffix"))
+        .filter(|l| {
+            *l != "ekg_server_timestamp_ms metric names should not contain abbreviated units"
+        })
+        .collect();
+    let only_total_lint = !ok && rest.is_empty() && !report.contains("error");
+    Some((ok || only_total_lint, rest.join("\n")))
+}
+
+fn promtool_raw(text: &str) -> Option<(bool, String)> {
     let mut child = match Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -159,7 +175,7 @@ async fn a_metrics_only_node_is_scraped_over_real_sockets() {
     assert!(body.contains(
         "# HELP cardano_node_metrics_Mem_resident Kernel-reported RSS (resident set size)\n"
     ));
-    assert!(body.contains("cardano_node_metrics_served_total{node_name=\"relay_1\"} 24\n"));
+    assert!(body.contains("cardano_node_metrics_served{node_name=\"relay_1\"} 24\n"));
     assert!(body.contains("tracerd_nodes_connected{protocol=\"native\"} 1\n"));
 
     let checks = tokio::task::spawn_blocking(move || {
@@ -195,12 +211,12 @@ async fn a_metrics_only_node_is_scraped_over_real_sockets() {
         "application/openmetrics-text;version=1.0.0;charset=utf-8"
     );
     assert!(om.2.ends_with("# EOF\n"), "{}", om.2);
-    assert!(om.2.contains(
-        "cardano_node_metrics_node_build_info{version=\"10.1\",commit=\"a\\\"b\\\\c\"} 1\n"
-    ));
     assert!(om
         .2
-        .contains("cardano_node_metrics_era_info{value=\"Conway \\\"quoted\\\"\\nline ü\"} 1\n"));
+        .contains("cardano_node_metrics_node_build{version=\"10.1\",commit=\"a\\\"b\\\\c\"} 1\n"));
+    assert!(om
+        .2
+        .contains("cardano_node_metrics_era{value=\"Conway \\\"quoted\\\"\\nline ü\"} 1\n"));
     assert_eq!(text.1, "text/plain;version=0.0.4;charset=utf-8");
     assert_eq!(
         missing,
@@ -268,10 +284,10 @@ fn a_missing_metrics_help_file_is_a_config_error() {
 }
 
 /// A Prometheus server run for one test, killed on drop.
-struct PrometheusServer {
+pub struct PrometheusServer {
     child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    pub port: u16,
+    pub _dir: tempfile::TempDir,
 }
 
 impl Drop for PrometheusServer {
@@ -283,7 +299,7 @@ impl Drop for PrometheusServer {
 
 /// Starts Debian's `prometheus` with HTTP service discovery at tracerd's `/targets`;
 /// `None` when it is not installed.
-fn start_prometheus(tracerd_http: u16) -> Option<PrometheusServer> {
+pub fn start_prometheus(tracerd_http: u16) -> Option<PrometheusServer> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
@@ -321,7 +337,7 @@ fn start_prometheus(tracerd_http: u16) -> Option<PrometheusServer> {
 }
 
 /// Asks Prometheus's query API for `query` until it returns a sample (bounded).
-fn query_until_found(server: &PrometheusServer, query: &str) -> serde_json::Value {
+pub fn query_until_found(server: &PrometheusServer, query: &str) -> serde_json::Value {
     let encoded: String = query
         .bytes()
         .map(|b| match b {
@@ -362,8 +378,8 @@ async fn a_real_prometheus_discovers_and_scrapes_nodes() {
     node.framed.send(update()).await.unwrap();
     let (gauge, counter, info) = tokio::task::spawn_blocking(move || {
         let gauge = query_until_found(&server, "cardano_node_metrics_Mem_resident");
-        let counter = query_until_found(&server, "cardano_node_metrics_served_total");
-        let info = query_until_found(&server, "cardano_node_metrics_node_build_info");
+        let counter = query_until_found(&server, "cardano_node_metrics_served");
+        let info = query_until_found(&server, "cardano_node_metrics_node_build");
         (gauge, counter, info)
     })
     .await

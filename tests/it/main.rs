@@ -11,6 +11,7 @@ mod http;
 mod imports;
 mod ingest;
 mod load;
+mod metric_names;
 mod rotation;
 mod seccomp;
 mod service;

@@ -74,13 +74,13 @@ fn sample_set(naming: &Naming) -> Vec<(Arc<MetricName>, MetricValue)> {
 }
 
 #[test]
-fn renders_openmetrics_exactly() {
+fn renders_openmetrics_names_exactly() {
     let mut help = BTreeMap::new();
     help.insert(
         "Mem.resident".to_string(),
         "Kernel-reported RSS (resident set size)".to_string(),
     );
-    let naming = Naming::new(false, help);
+    let naming = Naming::new(false, help).with_openmetrics_names(true);
     let out = render(Format::OpenMetrics, &sample_set(&naming));
     assert_eq!(
         out,
@@ -104,8 +104,8 @@ fn renders_openmetrics_exactly() {
 }
 
 #[test]
-fn renders_text_format_exactly() {
-    let naming = Naming::new(true, BTreeMap::new());
+fn renders_text_format_with_openmetrics_names_exactly() {
+    let naming = Naming::new(true, BTreeMap::new()).with_openmetrics_names(true);
     let out = render(Format::Text, &sample_set(&naming));
     assert_eq!(
         out,
@@ -132,7 +132,7 @@ fn help_is_the_first_substring_match_in_key_order() {
     let mut help = BTreeMap::new();
     help.insert("resident".to_string(), "second".to_string());
     help.insert("Mem".to_string(), "first".to_string());
-    let naming = Naming::new(false, help);
+    let naming = Naming::new(false, help).with_openmetrics_names(true);
     assert_eq!(&*naming.name("Mem.resident_int").help, "first");
     assert_eq!(&*naming.name("x.resident").help, "second");
     assert_eq!(&*naming.name("other").help, "other");
@@ -140,7 +140,7 @@ fn help_is_the_first_substring_match_in_key_order() {
 
 #[test]
 fn escapes_adversarial_values_and_help() {
-    let naming = Naming::default();
+    let naming = Naming::default().with_openmetrics_names(true);
     let m = metrics(
         &naming,
         &[
@@ -204,7 +204,7 @@ fn label_sets_parse_strictly() {
 
 #[test]
 fn merges_nodes_into_sorted_families_with_node_labels() {
-    let naming = Naming::default();
+    let naming = Naming::default().with_openmetrics_names(true);
     let a = metrics(
         &naming,
         &[
@@ -232,7 +232,7 @@ fn merges_nodes_into_sorted_families_with_node_labels() {
 
 #[test]
 fn colliding_names_keep_the_first_and_count_the_rest() {
-    let naming = Naming::default();
+    let naming = Naming::default().with_openmetrics_names(true);
     let m = metrics(
         &naming,
         &[
@@ -259,8 +259,8 @@ fn colliding_names_keep_the_first_and_count_the_rest() {
 
 #[test]
 fn uncached_names_of_the_same_metric_still_form_one_family() {
-    let n1 = Arc::new(Naming::default().compute("m"));
-    let n2 = Arc::new(Naming::default().compute("m"));
+    let n1 = Arc::new(Naming::default().with_openmetrics_names(true).compute("m"));
+    let n2 = Arc::new(Naming::default().with_openmetrics_names(true).compute("m"));
     let v = MetricValue::Gauge(1.0);
     let mut r = Renderer::new(Format::Text);
     r.add_node(Some("a"), [(&n1, &v)]);
@@ -362,8 +362,9 @@ proptest! {
             0..20,
         ),
         node in any::<String>(),
+        openmetrics_names in any::<bool>(),
     ) {
-        let naming = Naming::default();
+        let naming = Naming::default().with_openmetrics_names(openmetrics_names);
         let m: Vec<(Arc<MetricName>, MetricValue)> =
             entries.iter().map(|(k, v)| (naming.name(k), v.clone())).collect();
         for format in [Format::OpenMetrics, Format::Text] {
@@ -392,7 +393,7 @@ proptest! {
 
 #[test]
 fn samples_keep_node_order_across_staging_flushes() {
-    let naming = Naming::default();
+    let naming = Naming::default().with_openmetrics_names(true);
     let nodes = STAGED_NODES * 2 + 3;
     let per_node: Vec<Vec<(Arc<MetricName>, MetricValue)>> = (0..nodes)
         .map(|n| {
@@ -420,4 +421,55 @@ fn samples_keep_node_order_across_staging_flushes() {
         expected.push_str(&format!("b_total{{node_name=\"n{n:02}\"}} {n}\n"));
     }
     assert_eq!(out, expected);
+}
+
+/// cardano-tracer's rendering (trace-dispatcher `Cardano.Logging.Prometheus.Exposition`
+/// `renderExpositionFromSampleWith`, see /work/scratch/upstream/NOTES.md §a): the sample name is
+/// the EKG name with `.`, `-`, ` ` mapped to `_`, never a `_total` or `_info` added; a label
+/// `{k="v"} 1` is written as `<name>{k="v"} 1`. tracerd keeps every sample name and label set
+/// and only changes the OpenMetrics TYPE where `counter`/`info` would need other sample names.
+#[test]
+fn renders_cardano_tracer_names_by_default() {
+    let mut help = BTreeMap::new();
+    help.insert(
+        "Mem.resident".to_string(),
+        "Kernel-reported RSS (resident set size)".to_string(),
+    );
+    let naming = Naming::new(false, help);
+    let set = sample_set(&naming);
+    let om = render(Format::OpenMetrics, &set);
+    assert_eq!(
+        om,
+        "# HELP Mem_resident_int Kernel-reported RSS (resident set size)\n\
+         # TYPE Mem_resident_int gauge\n\
+         Mem_resident_int 103792640\n\
+         # HELP build build\n\
+         # TYPE build gauge\n\
+         build{version=\"1.2\",commit=\"a\\\"b\"} 1\n\
+         # HELP era era\n\
+         # TYPE era gauge\n\
+         era{value=\"Conway\"} 1\n\
+         # HELP load_real load_real\n\
+         # TYPE load_real gauge\n\
+         load_real 0.75\n\
+         # HELP rts_gc_gc_cpu_ms rts.gc.gc_cpu_ms\n\
+         # TYPE rts_gc_gc_cpu_ms unknown\n\
+         rts_gc_gc_cpu_ms 50\n\
+         # EOF\n"
+    );
+    let text = render(Format::Text, &set);
+    assert!(
+        text.contains("# TYPE rts_gc_gc_cpu_ms counter\nrts_gc_gc_cpu_ms 50\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE build gauge\nbuild{version=\"1.2\",commit=\"a\\\"b\"} 1\n"),
+        "{text}"
+    );
+    // A counter already named `_total` stays a real OpenMetrics counter, same sample name.
+    let total = metrics(&naming, &[("served_total", MetricValue::Counter(3))]);
+    assert_eq!(
+        render(Format::OpenMetrics, &total),
+        "# HELP served served_total\n# TYPE served counter\nserved_total 3\n# EOF\n"
+    );
 }
