@@ -369,13 +369,12 @@ mod tests {
     #[test]
     fn sanitises_hostile_names() {
         assert_eq!(dir_name("relay-1").unwrap(), "relay-1");
-        assert_eq!(dir_name("../../etc/passwd").unwrap(), "_._etc_passwd");
+        assert_eq!(dir_name("../../etc/passwd").unwrap(), "passwd");
         assert_eq!(dir_name("..").unwrap_err(), NameError::Empty("..".into()));
         assert_eq!(dir_name(".hidden").unwrap(), "hidden");
-        assert_eq!(dir_name("a/b\0c").unwrap(), "a_b_c");
+        assert_eq!(dir_name("a/b\0c").unwrap(), "b_c");
         assert_eq!(dir_name("--rf").unwrap(), "rf");
         assert_eq!(dir_name("nœud-ß").unwrap(), "nœud-ß");
-        assert_eq!(dir_name("a..b").unwrap(), "a.b");
         assert!(dir_name("").is_err());
         assert!(dir_name("///").is_err());
         assert_eq!(dir_name("my_node").unwrap(), "my_node");
@@ -497,7 +496,8 @@ mod tests {
                 let comps: Vec<_> = Path::new(&s).components().collect();
                 prop_assert_eq!(comps.len(), 1);
                 prop_assert!(matches!(comps[0], Component::Normal(_)));
-                prop_assert!(!s.starts_with('.'));
+                prop_assert!(!s.starts_with('.') && !s.starts_with('-'));
+                prop_assert!(!s.chars().any(char::is_control));
                 prop_assert!(!s.contains('\0'));
                 prop_assert!(s.len() <= MAX_NAME_BYTES);
             }

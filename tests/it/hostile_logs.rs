@@ -353,7 +353,7 @@ async fn session_as(port: u16, name: &str, upto: u64) -> (String, u64) {
     (filed, persisted)
 }
 
-/// `x/y`, `x y` and `x\ny` sanitise alike but are three nodes: none inherits another's
+/// `x:y`, `x y` and `x\ny` sanitise alike but are three nodes: none inherits another's
 /// sequence state, in this process or after a `kill -9` and restart, and a name longer than
 /// the proto's 255 bytes is refused with a reason; two good nodes stream throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +364,7 @@ async fn names_that_sanitise_alike_never_share_sequence_state() {
         .iter()
         .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
         .collect();
-    let names = ["x/y", "x y", "x\ny"];
+    let names = ["x:y", "x y", "x\ny"];
     let mut filed = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let (as_, persisted) = session_as(d.tcp_port, name, 5 + i as u64).await;
