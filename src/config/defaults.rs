@@ -16,6 +16,12 @@ pub const DEFAULT_CARDANO_SOCKET: &str = "./cardano-tracer.sock";
 pub const DEFAULT_MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Default per-node queue depth, in batches.
 pub const DEFAULT_QUEUE_BATCHES: usize = 64;
+/// Default per-node queue bound in decoded bytes (64 MiB).
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
+/// Default bound of all queues together in decoded bytes (1 GiB).
+pub const DEFAULT_TOTAL_QUEUE_BYTES: u64 = 1 << 30;
+/// Default bound of trace objects per native frame.
+pub const DEFAULT_MAX_OBJECTS_PER_FRAME: u32 = 65_536;
 /// Default handshake timeout.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_SECS: f64 = 10.0;
 /// Default connection limit (native listeners together).
@@ -87,6 +93,9 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_batches: DEFAULT_QUEUE_BATCHES,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
+            max_objects_per_frame: DEFAULT_MAX_OBJECTS_PER_FRAME,
             handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
@@ -142,6 +151,15 @@ pub(super) fn default_max_frame_bytes() -> u32 {
 }
 pub(super) fn default_queue_batches() -> usize {
     DEFAULT_QUEUE_BATCHES
+}
+pub(super) fn default_queue_bytes() -> u64 {
+    DEFAULT_QUEUE_BYTES
+}
+pub(super) fn default_total_queue_bytes() -> u64 {
+    DEFAULT_TOTAL_QUEUE_BYTES
+}
+pub(super) fn default_max_objects_per_frame() -> u32 {
+    DEFAULT_MAX_OBJECTS_PER_FRAME
 }
 pub(super) fn default_handshake_timeout() -> f64 {
     DEFAULT_HANDSHAKE_TIMEOUT_SECS

@@ -27,6 +27,14 @@ pub const RELOADABLE_KEYS: &[(&str, &str)] = &[
         "connections accepted from now on",
     ),
     (
+        "tracerd.limits.queueBytes",
+        "connections accepted from now on",
+    ),
+    (
+        "tracerd.limits.maxObjectsPerFrame",
+        "connections accepted from now on",
+    ),
+    (
         "tracerd.limits.handshakeTimeoutSecs",
         "connections accepted from now on",
     ),

@@ -309,6 +309,17 @@ pub struct Limits {
     /// Per-node queue depth between the connection and its writer, in batches.
     #[serde(default = "default_queue_batches")]
     pub queue_batches: usize,
+    /// Per-node queue bound in decoded bytes (each object counted as its in-memory size plus
+    /// its strings' capacities); a session waits for room before it reads on.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
+    /// Bound of all nodes' queues together, in decoded bytes (a global budget: a session
+    /// waits for room, so one node cannot take the others' share).
+    #[serde(default = "default_total_queue_bytes")]
+    pub total_queue_bytes: u64,
+    /// Most trace objects one native frame may hold; a frame with more is refused.
+    #[serde(default = "default_max_objects_per_frame")]
+    pub max_objects_per_frame: u32,
     /// Time a new connection has to send its `Hello`, in seconds.
     #[serde(default = "default_handshake_timeout")]
     pub handshake_timeout_secs: f64,

@@ -9,10 +9,12 @@
 mod number;
 mod writer;
 
-use tokio::sync::{mpsc, watch};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use self::number::{number, Job};
+use self::number::{cost, number, Budget, Job};
 use self::writer::write_loop;
 pub use self::writer::{WRITE_ERROR_REPORT, WRITE_RETRY};
 use crate::config::FsyncPolicy;
@@ -48,6 +50,12 @@ pub struct NodeSink {
     expected: u64,
     received: prometheus::IntCounter,
     duplicates: prometheus::IntCounter,
+    /// This node's queue budget in decoded bytes (`queueBytes`).
+    node_budget: Arc<Semaphore>,
+    node_budget_bytes: u32,
+    /// Every node's queue budget together (`totalQueueBytes`).
+    budget: Arc<Semaphore>,
+    budget_bytes: u32,
 }
 
 impl NodeSink {
@@ -56,20 +64,26 @@ impl NodeSink {
         nodes: &Nodes,
         running: &Running,
         telemetry: &Telemetry,
+        budget: &Arc<Semaphore>,
         name: &str,
         peer: &str,
         protocol: &'static str,
     ) -> Result<NodeSink, SinkError> {
-        NodeSink::open_as(nodes, running, telemetry, name, name, peer, protocol).await
+        NodeSink::open_as(
+            nodes, running, telemetry, budget, name, name, peer, protocol,
+        )
+        .await
     }
 
     /// [`NodeSink::open`] for the node identity `identity` (the exact name it sent; `name`
     /// is its sanitised form). Sequence state belongs to the identity: a directory whose
     /// checkpoint names another identity is skipped for the next collision suffix.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open_as(
         nodes: &Nodes,
         running: &Running,
         telemetry: &Telemetry,
+        budget: &Arc<Semaphore>,
         name: &str,
         identity: &str,
         peer: &str,
@@ -131,6 +145,10 @@ impl NodeSink {
             durability,
             settings,
         ));
+        let limits = &current.config.tracerd.limits;
+        // One acquire takes at most u32::MAX permits; a batch never needs more than a budget.
+        let node_budget_bytes = u32::try_from(limits.queue_bytes.max(1)).unwrap_or(u32::MAX);
+        let budget_bytes = u32::try_from(limits.total_queue_bytes.max(1)).unwrap_or(u32::MAX);
         let t = telemetry;
         t.nodes_connected.with_label_values(&[protocol]).inc();
         Ok(NodeSink {
@@ -143,6 +161,10 @@ impl NodeSink {
             tx,
             persisted,
             writer,
+            node_budget: Arc::new(Semaphore::new(node_budget_bytes as usize)),
+            node_budget_bytes,
+            budget: budget.clone(),
+            budget_bytes,
         })
     }
 
@@ -161,11 +183,13 @@ impl NodeSink {
         self.lease.persisted_seq
     }
 
-    /// Queues a batch for writing, waiting while the queue is full (backpressure).
+    /// Queues a batch for writing, waiting while the queue is full (backpressure): full in
+    /// batches (`queueBatches`), in this node's decoded bytes (`queueBytes`) or in every
+    /// node's together (`totalQueueBytes`). The session does not read while it waits.
     pub async fn push(&mut self, batch: TraceBatch) -> Result<(), SinkError> {
         self.lease.touch();
         self.received.inc_by(batch.objects.len() as u64);
-        let Some(job) = number(
+        let Some(mut job) = number(
             batch,
             &mut self.expected,
             self.lease.name(),
@@ -173,6 +197,31 @@ impl NodeSink {
         ) else {
             return Ok(());
         };
+        // The node's own budget first, so a node waiting for the global budget holds only
+        // its own share; a batch larger than a budget takes all of it (and waits for it).
+        let bytes = cost(&job.objects);
+        let node_bytes = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(self.node_budget_bytes);
+        let node = self
+            .node_budget
+            .clone()
+            .acquire_many_owned(node_bytes)
+            .await
+            .map_err(|_| SinkError::WriterStopped)?;
+        let global_bytes = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .min(self.budget_bytes);
+        let global = self
+            .budget
+            .clone()
+            .acquire_many_owned(global_bytes)
+            .await
+            .map_err(|_| SinkError::WriterStopped)?;
+        job.budget = Some(Budget {
+            _node: node,
+            _global: global,
+        });
         self.tx
             .send(job)
             .await

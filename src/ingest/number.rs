@@ -8,6 +8,31 @@ use crate::model::{TraceBatch, TraceObject};
 pub(super) struct Job {
     pub(super) objects: Vec<TraceObject>,
     pub(super) last_seq: u64,
+    /// The queue budget this job holds until the writer is done with it (dropped with it).
+    pub(super) budget: Option<Budget>,
+}
+
+/// The permits of a queued job: its node's share and the global one.
+pub(super) struct Budget {
+    pub(super) _node: tokio::sync::OwnedSemaphorePermit,
+    pub(super) _global: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What queued objects cost in memory: each object's own size plus its strings' capacities
+/// (an empty object is 2 bytes on the wire and ~`size_of::<TraceObject>()` decoded).
+pub(super) fn cost(objects: &[TraceObject]) -> u64 {
+    let per_object = std::mem::size_of::<TraceObject>() as u64;
+    objects
+        .iter()
+        .map(|o| {
+            per_object
+                + (o.namespace.capacity()
+                    + o.hostname.capacity()
+                    + o.thread_id.capacity()
+                    + o.machine.capacity()
+                    + o.human.as_ref().map_or(0, String::capacity)) as u64
+        })
+        .sum()
 }
 /// Assigns sequence numbers, trims what was already persisted, and logs gaps. Returns `None`
 /// when nothing new is left.
@@ -48,6 +73,7 @@ pub(super) fn number(
     Some(Job {
         objects,
         last_seq: last,
+        budget: None,
     })
 }
 

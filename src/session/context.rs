@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use crate::config::{Config, Durability, Limits};
 use crate::ingest::{NodeSink, SinkError};
 use crate::logs::LogSettings;
@@ -24,6 +26,9 @@ pub struct Context {
     pub nodes: Nodes,
     /// Own metrics.
     pub telemetry: Telemetry,
+    /// The global queue budget in decoded bytes (`tracerd.limits.totalQueueBytes`), shared
+    /// by every node's queue.
+    pub budget: Arc<Semaphore>,
 }
 
 impl Context {
@@ -34,6 +39,9 @@ impl Context {
             running: Running::new(config.clone()),
             nodes,
             telemetry,
+            budget: Arc::new(Semaphore::new(budget_permits(
+                config.tracerd.limits.total_queue_bytes,
+            ))),
         }
     }
 
@@ -73,6 +81,7 @@ impl Context {
             &self.nodes,
             &self.running,
             &self.telemetry,
+            &self.budget,
             name,
             identity,
             peer,
@@ -93,10 +102,18 @@ impl Context {
             &self.nodes,
             &self.running,
             &self.telemetry,
+            &self.budget,
             name,
             peer,
             protocol,
         )
         .await
     }
+}
+
+/// A byte budget as semaphore permits: at least 1, at most what a `Semaphore` holds.
+pub fn budget_permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS)
 }

@@ -104,7 +104,8 @@ where
 {
     let limits = shared.limits();
     let max = limits.max_frame_bytes as usize;
-    let mut framed = session::framed(stream, TracerCodec::new(max));
+    let max_objects = limits.max_objects_per_frame as usize;
+    let mut framed = session::framed(stream, TracerCodec::with_max_objects(max, max_objects));
     let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
     let hello = match session::handshake(&cancel, timeout, framed.next()).await {
         Deadline::Shutdown => return Ok(End::Shutdown),

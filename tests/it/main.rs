@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod faults;
 mod forwarder;
+mod hostile_ingest;
 mod hostile_logs;
 mod http;
 mod imports;

@@ -126,6 +126,15 @@ pub enum FrameError {
     /// The message is valid protobuf but not a valid protocol message.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// A `TraceBatch` frame holds more trace objects than tracerd decodes from one frame;
+    /// counted before anything is decoded.
+    #[error("trace batch of {count} objects exceeds the limit of {max} objects per frame")]
+    TooManyObjects {
+        /// Objects in the frame (counted up to `max + 1`).
+        count: usize,
+        /// Limit.
+        max: usize,
+    },
     /// The stream ended inside a frame.
     #[error("connection closed in the middle of a frame ({0} bytes buffered)")]
     Truncated(usize),
@@ -141,6 +150,7 @@ impl FrameError {
             FrameError::FrameTooLarge { .. } => "frame_too_large",
             FrameError::Protobuf(_) => "malformed_protobuf",
             FrameError::Invalid(_) => "invalid_message",
+            FrameError::TooManyObjects { .. } => "too_many_objects",
             FrameError::Truncated(_) => "truncated_frame",
             FrameError::Io(_) => "io",
         }
@@ -205,13 +215,104 @@ impl Frames {
 
 /// tracerd's side of a connection: decodes [`NodeMessage`]s, encodes [`TracerMessage`]s.
 #[derive(Debug)]
-pub struct TracerCodec(Frames);
+pub struct TracerCodec {
+    frames: Frames,
+    max_objects: usize,
+}
 
 impl TracerCodec {
-    /// A codec refusing frames longer than `max_frame_bytes`.
+    /// A codec refusing frames longer than `max_frame_bytes`, with no limit on the objects
+    /// of one frame beyond that.
     pub fn new(max_frame_bytes: usize) -> TracerCodec {
-        TracerCodec(Frames::new(max_frame_bytes))
+        TracerCodec::with_max_objects(max_frame_bytes, usize::MAX)
     }
+
+    /// A codec refusing frames longer than `max_frame_bytes` and `TraceBatch` frames of more
+    /// than `max_objects` objects (an empty object is 2 bytes on the wire but some hundred
+    /// bytes decoded; the count is checked before decoding).
+    pub fn with_max_objects(max_frame_bytes: usize, max_objects: usize) -> TracerCodec {
+        TracerCodec {
+            frames: Frames::new(max_frame_bytes),
+            max_objects,
+        }
+    }
+
+    fn message(&self, frame: &[u8]) -> Result<NodeMessage, FrameError> {
+        if let Some(count) = count_trace_objects(frame, self.max_objects) {
+            if count > self.max_objects {
+                return Err(FrameError::TooManyObjects {
+                    count,
+                    max: self.max_objects,
+                });
+            }
+        }
+        node_message_from_pb(pb::NodeMessage::decode(frame)?)
+    }
+}
+
+/// Reads one protobuf varint at `*at`, advancing it; `None` when malformed or cut.
+fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The fields of a protobuf message: (field number, wire type, value or LEN body).
+fn fields(buf: &[u8]) -> impl Iterator<Item = (u64, u8, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= buf.len() {
+            return None;
+        }
+        let key = varint(buf, &mut at)?;
+        let wire = (key & 7) as u8;
+        let body = match wire {
+            0 => {
+                let start = at;
+                varint(buf, &mut at)?;
+                &buf[start..at]
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                let body = buf.get(at..at.checked_add(n)?)?;
+                at += n;
+                body
+            }
+            2 => {
+                let len = usize::try_from(varint(buf, &mut at)?).ok()?;
+                let body = buf.get(at..at.checked_add(len)?)?;
+                at += len;
+                body
+            }
+            _ => return None,
+        };
+        Some((key >> 3, wire, body))
+    })
+}
+
+/// How many `TraceBatch.objects` a `NodeMessage` frame holds, counting at most `max + 1`;
+/// `None` when the frame is no `TraceBatch` (or is malformed: prost then says why). O(n)
+/// over the frame's top-level fields, allocating nothing.
+fn count_trace_objects(frame: &[u8], max: usize) -> Option<usize> {
+    let mut count = None;
+    // NodeMessage.traces = 2; a repeated occurrence of a message field merges, so count all.
+    for (_, _, batch) in fields(frame).filter(|&(f, w, _)| f == 2 && w == 2) {
+        let n = count.get_or_insert(0usize);
+        for _ in fields(batch).filter(|&(f, w, _)| f == 2 && w == 2) {
+            *n += 1;
+            if *n > max {
+                return count;
+            }
+        }
+    }
+    count
 }
 
 impl Decoder for TracerCodec {
@@ -219,19 +320,15 @@ impl Decoder for TracerCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
-        match self.0.decode(src)? {
-            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
-                &frame[..],
-            )?)?)),
+        match self.frames.decode(src)? {
+            Some(frame) => Ok(Some(self.message(&frame)?)),
             None => Ok(None),
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
-        match self.0.decode_eof(src)? {
-            Some(frame) => Ok(Some(node_message_from_pb(pb::NodeMessage::decode(
-                &frame[..],
-            )?)?)),
+        match self.frames.decode_eof(src)? {
+            Some(frame) => Ok(Some(self.message(&frame)?)),
             None => Ok(None),
         }
     }
@@ -241,7 +338,7 @@ impl Encoder<TracerMessage> for TracerCodec {
     type Error = FrameError;
 
     fn encode(&mut self, item: TracerMessage, dst: &mut BytesMut) -> Result<(), FrameError> {
-        self.0.encode(&tracer_message_to_pb(item), dst);
+        self.frames.encode(&tracer_message_to_pb(item), dst);
         Ok(())
     }
 }

@@ -238,3 +238,43 @@ fn readme_examples_are_exact() {
         .unwrap();
     assert_eq!(hex(&buf), "00 00 00 04 1a 02 08 2a");
 }
+
+/// An empty trace object is 2 bytes on the wire: the object count of a frame is checked
+/// before it is decoded, whether the objects come in one `traces` field or several.
+#[test]
+fn a_frame_of_more_objects_than_the_limit_is_refused_before_decoding() {
+    let frame = |parts: usize, per_part: usize| {
+        let mut bytes = Vec::new();
+        for _ in 0..parts {
+            let msg = pb::NodeMessage {
+                msg: Some(pb::node_message::Msg::Traces(pb::TraceBatch {
+                    first_seq: 0,
+                    objects: vec![pb::TraceObject::default(); per_part],
+                })),
+            };
+            bytes.extend(msg.encode_to_vec());
+        }
+        let mut framed = BytesMut::new();
+        framed.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&bytes);
+        framed
+    };
+    let mut codec = TracerCodec::with_max_objects(1 << 20, 10);
+    match codec.decode(&mut frame(1, 10)).unwrap() {
+        Some(NodeMessage::Traces(b)) => assert_eq!(b.objects.len(), 10),
+        other => panic!("{other:?}"),
+    }
+    let mut codec = TracerCodec::with_max_objects(1 << 20, 10);
+    let err = codec.decode(&mut frame(1, 11)).unwrap_err();
+    assert!(
+        matches!(err, FrameError::TooManyObjects { count: 11, max: 10 }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "too_many_objects");
+    let mut codec = TracerCodec::with_max_objects(1 << 20, 10);
+    let err = codec.decode(&mut frame(3, 4)).unwrap_err();
+    assert!(
+        matches!(err, FrameError::TooManyObjects { count: 11, .. }),
+        "{err}"
+    );
+}
