@@ -245,7 +245,7 @@ pub(crate) fn eval_aggregate(
             for l in corder {
                 let c = counts[&l];
                 out.push(Elem {
-                    labels: l,
+                    labels: l.into(),
                     v: c,
                     drop_name: false,
                 });
@@ -292,7 +292,7 @@ pub(crate) fn eval_aggregate(
             !(n == METRIC_NAME && matches!(a.modifier, Some(LabelModifier::Exclude(_))))
         });
         out.push(Elem {
-            labels,
+            labels: labels.into(),
             v,
             drop_name: false,
         });

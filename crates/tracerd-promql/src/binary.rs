@@ -2,6 +2,7 @@
 //! matching with `on`/`ignoring`/`group_left`/`group_right`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use promql_parser::parser::token::{self as tk, TokenType};
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
@@ -176,7 +177,7 @@ fn vector_vector(
     let drop = !is_comparison(op) || return_bool;
     let mut out = Vec::new();
     let mut seen_one_to_one: HashMap<Labels, ()> = HashMap::new();
-    let mut seen_result: HashSet<Labels> = HashSet::new();
+    let mut seen_result: HashSet<Arc<Labels>> = HashSet::new();
     for m in many {
         let s = value::signature(&m.labels, names, include);
         let Some(&oi) = one_by_sig.get(&s) else {
@@ -206,7 +207,7 @@ fn vector_vector(
             val
         };
         // Result labels.
-        let mut labels = m.labels.clone();
+        let mut labels: Labels = (*m.labels).clone();
         if drop {
             labels.retain(|(n, _)| n != value::METRIC_NAME);
         }
@@ -223,6 +224,7 @@ fn vector_vector(
                 None => value::set(&mut labels, ln, ""),
             }
         }
+        let labels = Arc::new(labels);
         if !one_to_one && !seen_result.insert(labels.clone()) {
             return Err(QueryError::execution(
                 "multiple matches for labels: grouping labels must ensure unique matches",

@@ -8,7 +8,11 @@ use std::time::{Duration, SystemTime};
 use promql_parser::label::{MatchOp as PMatchOp, Matchers as PMatchers};
 use promql_parser::parser::{self as p, Expr};
 
-use crate::model::{is_stale_nan, MatchOp, Matcher, Options, QueryError, Queryable, Series};
+use std::sync::Arc;
+
+use crate::model::{
+    is_stale_nan, Labels, MatchOp, Matcher, Options, QueryError, Queryable, Sample,
+};
 use crate::value::{self, Elem, RangeSeries, Val, METRIC_NAME};
 
 /// Default step of a subquery without one in an instant query (Prometheus: the global
@@ -105,11 +109,14 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     /// Per selector node: every series it matches over the whole query, loaded once.
-    cache: HashMap<usize, Vec<Series>>,
+    cache: HashMap<usize, Vec<Loaded>>,
     windows: HashMap<usize, (i64, i64)>,
     samples_loaded: usize,
     ticks: u32,
 }
+
+/// A selected series: labels shared by every step that reads it.
+type Loaded = (Arc<Labels>, Vec<Sample>);
 
 fn key<T>(x: &T) -> usize {
     x as *const T as usize
@@ -240,10 +247,10 @@ impl<'a> Evaluator<'a> {
         vs: &p::VectorSelector,
         a: i64,
         b: i64,
-    ) -> Result<Vec<Series>, QueryError> {
+    ) -> Result<Vec<Loaded>, QueryError> {
         self.check_deadline()?;
         let alts = to_matchers(&vs.name, &vs.matchers);
-        let mut out: Vec<Series> = Vec::new();
+        let mut out: Vec<Loaded> = Vec::new();
         for ms in &alts {
             for m in ms {
                 if matches!(m.op, MatchOp::Re | MatchOp::NotRe) {
@@ -251,14 +258,14 @@ impl<'a> Evaluator<'a> {
                 }
             }
             for s in self.q.select(ms, a, b)? {
-                if alts.len() > 1 && out.iter().any(|o| o.labels == s.labels) {
+                if alts.len() > 1 && out.iter().any(|o| *o.0 == s.labels) {
                     continue;
                 }
-                out.push(s);
+                out.push((Arc::new(s.labels), s.samples));
             }
         }
         for s in &out {
-            self.samples_loaded += s.samples.len();
+            self.samples_loaded += s.1.len();
         }
         if self.samples_loaded > self.opts.max_samples {
             return Err(too_many_samples());
@@ -271,7 +278,7 @@ impl<'a> Evaluator<'a> {
         vs: &p::VectorSelector,
         a: i64,
         b: i64,
-    ) -> Result<&Vec<Series>, QueryError> {
+    ) -> Result<&Vec<Loaded>, QueryError> {
         let k = key(vs);
         if !self.cache.contains_key(&k) {
             // Reached outside a planned window (e.g. a subquery built at run time).
@@ -293,18 +300,18 @@ impl<'a> Evaluator<'a> {
         let lb = self.opts.lookback_delta_ms;
         let series = self.series_of(vs, t - lb, t)?;
         let mut out = Vec::new();
-        for s in series {
-            let idx = s.samples.partition_point(|x| x.t <= t);
+        for (labels, samples) in series {
+            let idx = samples.partition_point(|x| x.t <= t);
             if idx == 0 {
                 continue;
             }
-            let smp = s.samples[idx - 1];
+            let smp = samples[idx - 1];
             if smp.t <= t - lb || is_stale_nan(smp.v) {
                 continue;
             }
             out.push((
                 Elem {
-                    labels: s.labels.clone(),
+                    labels: labels.clone(),
                     v: smp.v,
                     drop_name: false,
                 },
@@ -326,10 +333,10 @@ impl<'a> Evaluator<'a> {
         let series = self.series_of(vs, t - r, t)?;
         let mut out = Vec::new();
         let mut n = 0usize;
-        for s in series {
-            let a = s.samples.partition_point(|x| x.t <= t - r);
-            let b = s.samples.partition_point(|x| x.t <= t);
-            let points: Vec<(i64, f64)> = s.samples[a..b]
+        for (labels, samples) in series {
+            let a = samples.partition_point(|x| x.t <= t - r);
+            let b = samples.partition_point(|x| x.t <= t);
+            let points: Vec<(i64, f64)> = samples[a..b]
                 .iter()
                 .filter(|x| !is_stale_nan(x.v))
                 .map(|x| (x.t, x.v))
@@ -339,7 +346,7 @@ impl<'a> Evaluator<'a> {
             }
             n += points.len();
             out.push(RangeSeries {
-                labels: s.labels.clone(),
+                labels: labels.clone(),
                 points,
                 drop_name: false,
             });
@@ -370,14 +377,14 @@ impl<'a> Evaluator<'a> {
             first += step;
         }
         let mut acc: Vec<RangeSeries> = Vec::new();
-        let mut index: HashMap<crate::model::Labels, usize> = HashMap::new();
+        let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
         let mut total = 0usize;
         let mut cur = first;
         while cur <= t {
             self.check_deadline()?;
             match self.eval(&sq.expr, cur)? {
                 Val::Scalar(v) => {
-                    push_point(&mut acc, &mut index, Vec::new(), false, cur, v);
+                    push_point(&mut acc, &mut index, Arc::new(Vec::new()), false, cur, v);
                     total += 1;
                 }
                 Val::Vector(v) => {
@@ -486,8 +493,8 @@ impl<'a> Evaluator<'a> {
 
 fn push_point(
     acc: &mut Vec<RangeSeries>,
-    index: &mut HashMap<crate::model::Labels, usize>,
-    labels: crate::model::Labels,
+    index: &mut HashMap<Arc<Labels>, usize>,
+    labels: Arc<Labels>,
     drop_name: bool,
     t: i64,
     v: f64,

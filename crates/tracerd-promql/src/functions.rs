@@ -1,6 +1,8 @@
 //! Function calls: range-vector functions (`rate`, `*_over_time`, ...), instant-vector math,
 //! label manipulation, `absent*`, `histogram_quantile` on classic buckets, date functions.
 
+use std::sync::Arc;
+
 use promql_parser::parser::{Call, Expr};
 
 use crate::aggregate::{kahan_inc, kahan_sum, mean, quantile, variance};
@@ -45,7 +47,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Qu
         "vector" => {
             let s = ev.eval_scalar(arg(c, 0)?, ts)?;
             return Ok(Val::Vector(vec![Elem {
-                labels: Vec::new(),
+                labels: Vec::new().into(),
                 v: s,
                 drop_name: false,
             }]));
@@ -85,7 +87,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Qu
                 _ => Vec::new(),
             };
             return Ok(Val::Vector(vec![Elem {
-                labels,
+                labels: labels.into(),
                 v: 1.0,
                 drop_name: false,
             }]));
@@ -100,7 +102,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Qu
                 _ => Vec::new(),
             };
             return Ok(Val::Vector(vec![Elem {
-                labels,
+                labels: labels.into(),
                 v: 1.0,
                 drop_name: false,
             }]));
@@ -159,7 +161,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Qu
     if let Some(date) = date_fn(name) {
         let v = if c.args.args.is_empty() {
             vec![Elem {
-                labels: Vec::new(),
+                labels: Vec::new().into(),
                 v: ts as f64 / 1000.0,
                 drop_name: false,
             }]
@@ -657,7 +659,7 @@ fn label_replace(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, QueryErro
         if let Some(caps) = re.captures(&sv) {
             let mut res = String::new();
             caps.expand(&repl, &mut res);
-            value::set(&mut e.labels, &dst, &res);
+            value::set(Arc::make_mut(&mut e.labels), &dst, &res);
             if dst == METRIC_NAME {
                 e.drop_name = false;
             }
@@ -686,7 +688,7 @@ fn label_join(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, QueryError> 
             .map(|s| value::get(&e.labels, s).unwrap_or(""))
             .collect();
         let j = joined.join(&sep);
-        value::set(&mut e.labels, &dst, &j);
+        value::set(Arc::make_mut(&mut e.labels), &dst, &j);
         if dst == METRIC_NAME {
             e.drop_name = false;
         }
@@ -807,7 +809,7 @@ fn histogram_quantile(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, Quer
     for k in order {
         let b = groups.remove(&k).unwrap_or_default();
         out.push(Elem {
-            labels: k,
+            labels: k.into(),
             v: bucket_quantile(q, b),
             drop_name: false,
         });

@@ -12,6 +12,7 @@ pub mod model;
 mod value;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use model::{
     is_stale_nan, stale_nan, ErrorType, Labels, MatchOp, Matcher, Options, QueryError, Queryable,
@@ -41,7 +42,7 @@ pub fn instant_query(
         Val::Vector(v) => Value::Vector(
             eval::finish_vector(v)?
                 .into_iter()
-                .map(|e| (e.labels, t_ms, e.v))
+                .map(|e| (Arc::unwrap_or_clone(e.labels), t_ms, e.v))
                 .collect(),
         ),
         Val::Matrix(m) => {
@@ -83,14 +84,14 @@ pub fn range_query(
     }
     let mut ev = eval::Evaluator::new(q, opts, start_ms, end_ms, step_ms);
     ev.prepare(&e, start_ms, end_ms)?;
-    let mut out: Vec<Series> = Vec::new();
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut out: Vec<(Arc<Labels>, Vec<Sample>)> = Vec::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     let mut points = 0usize;
     let mut t = start_ms;
     while t <= end_ms {
         ev.check_deadline()?;
-        let items: Vec<(Labels, f64)> = match ev.eval(&e, t)? {
-            Val::Scalar(v) => vec![(Vec::new(), v)],
+        let items: Vec<(Arc<Labels>, f64)> = match ev.eval(&e, t)? {
+            Val::Scalar(v) => vec![(Arc::new(Vec::new()), v)],
             Val::Vector(v) => eval::finish_vector(v)?
                 .into_iter()
                 .map(|e| (e.labels, e.v))
@@ -106,13 +107,10 @@ pub fn range_query(
             points += 1;
             let s = Sample { t, v };
             match index.get(&labels) {
-                Some(&i) => out[i].samples.push(s),
+                Some(&i) => out[i].1.push(s),
                 None => {
                     index.insert(labels.clone(), out.len());
-                    out.push(Series {
-                        labels,
-                        samples: vec![s],
-                    });
+                    out.push((labels, vec![s]));
                 }
             }
         }
@@ -121,6 +119,14 @@ pub fn range_query(
         }
         t += step_ms;
     }
+    drop(index);
+    let mut out: Vec<Series> = out
+        .into_iter()
+        .map(|(l, samples)| Series {
+            labels: Arc::unwrap_or_clone(l),
+            samples,
+        })
+        .collect();
     out.sort_by(|a, b| a.labels.cmp(&b.labels));
     Ok(Value::Matrix(out))
 }

@@ -1,5 +1,7 @@
 //! Values inside the evaluator, and label-set helpers.
 
+use std::sync::Arc;
+
 use crate::model::{Labels, Series};
 
 pub const METRIC_NAME: &str = "__name__";
@@ -8,7 +10,7 @@ pub const METRIC_NAME: &str = "__name__";
 /// the `__name__` label is kept until it must go (matching, aggregation, the end).
 #[derive(Debug, Clone)]
 pub struct Elem {
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     pub v: f64,
     pub drop_name: bool,
 }
@@ -16,7 +18,7 @@ pub struct Elem {
 /// A series of a range vector, with the same delayed name removal flag.
 #[derive(Debug, Clone)]
 pub struct RangeSeries {
-    pub labels: Labels,
+    pub labels: Arc<Labels>,
     pub points: Vec<(i64, f64)>,
     pub drop_name: bool,
 }
@@ -59,9 +61,10 @@ pub fn set(labels: &mut Labels, name: &str, value: &str) {
     }
 }
 
-pub fn drop_name_if(labels: &mut Labels, drop: bool) {
-    if drop {
-        labels.retain(|(n, _)| n != METRIC_NAME);
+/// Remove `__name__` when `drop` is set, copying the shared label set only if it has one.
+pub fn drop_name_if(labels: &mut Arc<Labels>, drop: bool) {
+    if drop && labels.iter().any(|(n, _)| n == METRIC_NAME) {
+        Arc::make_mut(labels).retain(|(n, _)| n != METRIC_NAME);
     }
 }
 
@@ -95,7 +98,7 @@ pub fn to_series(m: Vec<RangeSeries>) -> Vec<Series> {
         .map(|mut s| {
             drop_name_if(&mut s.labels, s.drop_name);
             Series {
-                labels: s.labels,
+                labels: Arc::unwrap_or_clone(s.labels),
                 samples: s
                     .points
                     .into_iter()
