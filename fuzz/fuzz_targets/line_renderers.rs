@@ -42,8 +42,14 @@ fuzz_target!(|data: &[u8]| {
     // serde_json with its recursion limit off: a node's deeply nested JSON is still JSON.
     let mut de = serde_json::Deserializer::from_slice(&machine);
     de.disable_recursion_limit();
-    let value: serde_json::Value =
-        serde::Deserialize::deserialize(&mut de).expect("the machine line is JSON");
-    de.end().expect("one JSON value per line");
-    assert!(value.is_object());
+    match <serde_json::Value as serde::Deserialize>::deserialize(&mut de) {
+        Ok(value) => {
+            de.end().expect("one JSON value per line");
+            assert!(value.is_object());
+        }
+        // JSON's grammar has no number range (RFC 8259 §6 leaves it to implementations);
+        // serde_json refuses numbers beyond f64, as jq and Python accept them.
+        Err(e) if e.to_string().starts_with("number out of range") => {}
+        Err(e) => panic!("the machine line is not JSON: {e}"),
+    }
 });
