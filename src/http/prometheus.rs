@@ -96,6 +96,7 @@ async fn node_metrics(
             .telemetry
             .metric_name_collisions
             .inc_by(stats.collisions);
+        state.telemetry.metric_samples_invalid.inc_by(stats.invalid);
         reply(StatusCode::OK, format.content_type(), body)
     })
     .await

@@ -5,7 +5,10 @@
 //! Output is valid in both formats whatever a node sends: names are sanitised, label values and
 //! HELP texts escaped, every family has one HELP and one TYPE line, families are sorted by name,
 //! and two metrics that would share a Prometheus name are never both written (the one whose
-//! internal name sorts first wins; the others are counted as collisions).
+//! internal name sorts first wins; the others are counted as collisions), nor a family whose
+//! name a strict OpenMetrics parser reads as part of another's (a gauge `c_created` beside a
+//! counter `c`). A sample invalid in its family (a negative counter) is dropped and counted,
+//! never the whole exposition.
 //!
 //! Names: by default every sample keeps cardano-tracer's name (no `_total`, no `_info`), so a
 //! Prometheus server stores the same series from tracerd as from cardano-tracer. To stay valid
@@ -341,6 +344,22 @@ pub struct FamilyNames {
 }
 
 impl FamilyNames {
+    /// Every name this family takes, for a strict OpenMetrics parser: its family and sample
+    /// names, and the `_created` (and `_total`) of a `counter`, the `_info` of an `info`. A
+    /// later family that wants one of them clashes.
+    pub fn claimed(&self) -> Vec<String> {
+        let mut names = vec![self.base.clone(), self.series.clone()];
+        match self.openmetrics_type {
+            "counter" => {
+                names.push(format!("{}_total", self.base));
+                names.push(format!("{}_created", self.base));
+            }
+            "info" => names.push(format!("{}_info", self.base)),
+            _ => {}
+        }
+        names
+    }
+
     /// Whether samples must be non-negative (an OpenMetrics `counter`).
     pub fn monotonic(&self, format: Format) -> bool {
         format == Format::OpenMetrics && self.openmetrics_type == "counter"
@@ -498,6 +517,10 @@ pub struct RenderStats {
     /// Samples dropped because their Prometheus name collided with another metric's, or
     /// because their internal name had no usable character.
     pub collisions: u64,
+    /// Samples dropped because they are invalid in the family they belong to: a negative
+    /// value of a family typed `counter`, a node label set that has both `node_name` and
+    /// `exported_node_name` where tracerd adds `node_name`.
+    pub invalid: u64,
 }
 
 /// Collects the metrics of one or many nodes and writes them as sorted, deduplicated families.
@@ -602,6 +625,19 @@ impl Renderer {
                 }
             };
             let group = &mut self.groups[i];
+            let invalid = match &shape {
+                Shape::Counter(n) => *n < 0 && group.names.openmetrics_type == "counter",
+                Shape::Info(labels) => {
+                    node.is_some()
+                        && labels.iter().any(|(k, _)| *k == "node_name")
+                        && labels.iter().any(|(k, _)| *k == "exported_node_name")
+                }
+                _ => false,
+            };
+            if invalid {
+                self.stats.invalid += 1;
+                continue;
+            }
             write_sample(
                 &mut group.staged,
                 &group.names.series,
@@ -650,14 +686,13 @@ impl Renderer {
             if let Some(p) = pending.take() {
                 spare.push(self.emit(out, p));
             }
-            let names = &group.names;
-            if self.reserved.contains(&names.base) || self.reserved.contains(&names.series) {
+            let claimed = group.names.claimed();
+            if claimed.iter().any(|n| self.reserved.contains(n)) {
                 self.stats.collisions += group.body.lines().count() as u64;
                 spare.push(group.body);
                 continue;
             }
-            self.reserved.insert(names.base.clone());
-            self.reserved.insert(names.series.clone());
+            self.reserved.extend(claimed);
             pending = Some(group);
         }
         if let Some(p) = pending.take() {

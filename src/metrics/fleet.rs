@@ -164,6 +164,7 @@ impl FleetRenderer {
             *crate::sync::lock(&self.buffers) = spare;
         }
         telemetry.metric_name_collisions.inc_by(stats.collisions);
+        telemetry.metric_samples_invalid.inc_by(stats.invalid);
         let mut per_node = |name: &str, help: &str, values: &[(&str, f64)]| {
             let names = exposition::family_names(name, Kind::Gauge);
             exposition::write_header(&mut out, format, &names, Kind::Gauge, help);

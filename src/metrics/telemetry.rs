@@ -54,6 +54,8 @@ pub struct Telemetry {
     pub exposition_seconds: prometheus::HistogramVec,
     /// Node metric samples left out of an exposition because their name collided.
     pub metric_name_collisions: IntCounter,
+    /// Node metric samples dropped as invalid in their family (negative counters, ...).
+    pub metric_samples_invalid: IntCounter,
     /// Node metrics and data points refused by the per-node caps.
     pub node_metrics_refused: IntCounter,
 }
@@ -127,6 +129,12 @@ impl Telemetry {
                 "tracerd_metric_name_collisions_total",
                 "Node metric samples left out of an exposition because their Prometheus name \
                  collided with another metric's.",
+            ),
+            metric_samples_invalid: counter(
+                &r,
+                "tracerd_metric_samples_invalid_total",
+                "Node metric samples left out of an exposition because they are invalid there \
+                 (a negative value of a counter, clashing label names).",
             ),
             node_metrics_refused: counter(
                 &r,
@@ -312,6 +320,7 @@ impl Telemetry {
                 let n = f.name().to_string();
                 let base = n.strip_suffix("_total").unwrap_or(&n).to_string();
                 [
+                    format!("{base}_created"),
                     format!("{base}_bucket"),
                     format!("{base}_count"),
                     format!("{base}_sum"),
@@ -323,6 +332,7 @@ impl Telemetry {
         for n in [
             "tracerd_process_cpu_seconds",
             "tracerd_process_cpu_seconds_total",
+            "tracerd_process_cpu_seconds_created",
             "tracerd_process_resident_memory_bytes",
             "tracerd_process_open_fds",
             "tracerd_process_max_fds",

@@ -300,3 +300,94 @@ async fn a_real_prometheus_stores_cardano_tracers_series() {
     assert_eq!(stored, upstream_expectation());
     drop(node);
 }
+
+/// A counter value of tracerd's own `/metrics` output, 0 when absent.
+fn own_counter(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Issue 12 point 13: a node sending metrics a strict OpenMetrics parser rejects (a negative
+/// counter, a gauge `c_created` beside a counter `c`, a gauge clashing with tracerd's own
+/// counter family, clashing label names) loses only those metrics, each counted; `/metrics`
+/// and the node's page stay valid, and two nodes streaming traces meanwhile lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_invalid_metrics_are_dropped_alone_and_counted() {
+    const TOTAL: u64 = 300;
+    let (d, prom) = start();
+    let streams: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| {
+            tokio::spawn(crate::hostile_logs::stream(
+                n.to_string(),
+                d.tcp_port,
+                TOTAL,
+                false,
+            ))
+        })
+        .collect();
+    let mut hostile = FakeNode::handshake(connect_tcp(d.tcp_port).await, "hostile").await;
+    hostile
+        .framed
+        .send(update(vec![
+            ("neg_total".into(), MetricValue::Counter(-5)),
+            ("c_total".into(), MetricValue::Counter(1)),
+            ("c_created".into(), MetricValue::Gauge(2.0)),
+            (
+                "tracerd_connections_accepted_created".into(),
+                MetricValue::Gauge(1.0),
+            ),
+            (
+                "set".into(),
+                MetricValue::Label("{node_name=\"x\",exported_node_name=\"y\"} 1".into()),
+            ),
+            ("kept".into(), MetricValue::Gauge(7.0)),
+        ]))
+        .await
+        .unwrap();
+    let (page, all) = tokio::task::spawn_blocking(move || {
+        wait_for(prom, "/hostile", |b| b.contains("kept"));
+        let page = http_get(prom, "/hostile", &[]).2;
+        let all = http_get(prom, "/metrics", &[]).2;
+        (page, all)
+    })
+    .await
+    .unwrap();
+    openmetrics_strict(&page).unwrap_or_else(|e| panic!("/hostile rejected: {e}\n{page}"));
+    openmetrics_strict(&all).unwrap_or_else(|e| panic!("/metrics rejected: {e}\n{all}"));
+    assert!(
+        page.contains("kept 7\n") && page.contains("c_total 1\n"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("neg_total -5") && !page.contains("c_created 2"),
+        "{page}"
+    );
+    assert!(all.contains("kept{node_name=\"hostile\"} 7\n"), "{all}");
+    for bad in [
+        "neg_total{",
+        "c_created{",
+        "exported_node_name",
+        "accepted_created{",
+    ] {
+        assert!(!all.contains(bad), "{bad} in\n{all}");
+    }
+    // /hostile dropped 1 invalid + 1 clash; /metrics 2 invalid + 2 clashes.
+    assert!(
+        own_counter(&all, "tracerd_metric_samples_invalid_total") >= 1.0,
+        "{all}"
+    );
+    assert!(
+        own_counter(&all, "tracerd_metric_name_collisions_total") >= 1.0,
+        "{all}"
+    );
+    for s in streams {
+        assert_eq!(s.await.unwrap(), TOTAL);
+    }
+    for n in ["good-a", "good-b"] {
+        let seqs = crate::hostile_logs::machine_seqs(&d.logs().join(n));
+        assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "{n}");
+    }
+    drop(hostile);
+}

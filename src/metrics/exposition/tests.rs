@@ -473,3 +473,37 @@ fn renders_cardano_tracer_names_by_default() {
         "# HELP served served_total\n# TYPE served counter\nserved_total 3\n# EOF\n"
     );
 }
+
+/// Issue 12 point 13: what a strict OpenMetrics parser rejects is dropped per metric and
+/// counted, never the whole exposition.
+#[test]
+fn strict_openmetrics_drops_only_the_bad_metric() {
+    for openmetrics_names in [false, true] {
+        let naming = Naming::default().with_openmetrics_names(openmetrics_names);
+        let m = metrics(
+            &naming,
+            &[
+                ("neg_total", MetricValue::Counter(-5)),
+                ("c_total", MetricValue::Counter(1)),
+                ("c_created", MetricValue::Gauge(2.0)),
+                ("good", MetricValue::Gauge(3.0)),
+                (
+                    "set",
+                    MetricValue::Label("{node_name=\"a\",exported_node_name=\"b\"} 1".into()),
+                ),
+            ],
+        );
+        let mut r = Renderer::new(Format::OpenMetrics);
+        r.add_node(Some("n"), m.iter().map(|(n, v)| (n, v)));
+        let mut out = String::new();
+        let stats = r.finish(&mut out);
+        out.push_str("# EOF\n");
+        assert!(!out.contains("neg_total{"), "{out}");
+        assert!(!out.contains("c_created{"), "{out}");
+        assert!(!out.contains("exported_node_name"), "{out}");
+        assert!(out.contains("c_total{node_name=\"n\"} 1\n"), "{out}");
+        assert!(out.contains("good{node_name=\"n\"} 3\n"), "{out}");
+        assert_eq!((stats.invalid, stats.collisions), (2, 1), "{out}");
+        check_exposition(&out, Format::OpenMetrics).unwrap();
+    }
+}
