@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use self::number::{cost, number, Budget, Job};
+pub use self::number::{SeqOverflow, MAX_SEQ};
 use self::writer::write_loop;
 pub use self::writer::{WRITE_ERROR_REPORT, WRITE_RETRY};
 use crate::config::FsyncPolicy;
@@ -37,6 +38,9 @@ pub enum SinkError {
     /// The writer stopped (after an error, reported by [`NodeSink::close`]).
     #[error("log writer stopped")]
     WriterStopped,
+    /// The batch would number objects past the highest sequence number; refused whole.
+    #[error("batch refused")]
+    Sequence(#[from] SeqOverflow),
 }
 
 /// The ingest path of one connected node.
@@ -194,7 +198,8 @@ impl NodeSink {
             &mut self.expected,
             self.lease.name(),
             &self.duplicates,
-        ) else {
+        )?
+        else {
             return Ok(());
         };
         // The node's own budget first, so a node waiting for the global budget holds only

@@ -34,27 +34,45 @@ pub(super) fn cost(objects: &[TraceObject]) -> u64 {
         })
         .sum()
 }
+/// The highest sequence number an object may have: numbers never wrap, and the next expected
+/// number (`last + 1`) must still be a `u64`.
+pub const MAX_SEQ: u64 = u64::MAX - 1;
+
+/// A batch whose objects would be numbered past [`MAX_SEQ`]; refused whole, nothing of it
+/// is queued and the sequence state is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sequence numbers would pass {MAX_SEQ}: a batch of {count} objects from sequence number {first}")]
+pub struct SeqOverflow {
+    /// The first object's sequence number (assigned by tracerd when the batch had none).
+    pub first: u64,
+    /// Objects in the batch.
+    pub count: u64,
+}
+
 /// Assigns sequence numbers, trims what was already persisted, and logs gaps. Returns `None`
-/// when nothing new is left.
+/// when nothing new is left; refuses a batch that would pass [`MAX_SEQ`].
 pub(super) fn number(
     batch: TraceBatch,
     expected: &mut u64,
     node: &str,
     duplicates: &prometheus::IntCounter,
-) -> Option<Job> {
+) -> Result<Option<Job>, SeqOverflow> {
     let TraceBatch {
         first_seq,
         mut objects,
     } = batch;
     if objects.is_empty() {
-        return None;
+        return Ok(None);
     }
     let first = if first_seq == 0 { *expected } else { first_seq };
     let count = objects.len() as u64;
-    let last = first + count - 1;
+    let last = match first.checked_add(count - 1) {
+        Some(last) if last <= MAX_SEQ => last,
+        _ => return Err(SeqOverflow { first, count }),
+    };
     if last < *expected {
         duplicates.inc_by(count);
-        return None;
+        return Ok(None);
     }
     if first < *expected {
         let skip = *expected - first;
@@ -70,11 +88,11 @@ pub(super) fn number(
         );
     }
     *expected = last + 1;
-    Some(Job {
+    Ok(Some(Job {
         objects,
         last_seq: last,
         budget: None,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -104,6 +122,7 @@ mod tests {
     fn numbering_trims_duplicates_and_accepts_gaps() {
         let dup = prometheus::IntCounter::new("d", "d").unwrap();
         let mut expected = 11;
+        let number = |b, e: &mut u64, n, d| number(b, e, n, d).unwrap();
         assert!(number(batch(1, 10), &mut expected, "n", &dup).is_none());
         assert_eq!(dup.get(), 10);
         let job = number(batch(8, 5), &mut expected, "n", &dup).unwrap();
@@ -114,5 +133,35 @@ mod tests {
         let job = number(batch(0, 3), &mut expected, "n", &dup).unwrap();
         assert_eq!((job.last_seq, expected), (23, 24));
         assert!(number(batch(30, 0), &mut expected, "n", &dup).is_none());
+    }
+
+    #[test]
+    fn sequence_numbers_never_wrap() {
+        let dup = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut expected = MAX_SEQ - 2;
+        let job = number(batch(0, 2), &mut expected, "n", &dup)
+            .unwrap()
+            .unwrap();
+        assert_eq!((job.last_seq, expected), (MAX_SEQ - 1, MAX_SEQ));
+        // One object left: a batch of two (numbered by tracerd or by the node) is refused
+        // whole and changes nothing.
+        let err = number(batch(0, 2), &mut expected, "n", &dup).err().unwrap();
+        assert_eq!(
+            err,
+            SeqOverflow {
+                first: MAX_SEQ,
+                count: 2
+            }
+        );
+        let err = number(batch(u64::MAX, 1), &mut expected, "n", &dup)
+            .err()
+            .unwrap();
+        assert_eq!(err.first, u64::MAX);
+        assert_eq!(expected, MAX_SEQ);
+        let job = number(batch(0, 1), &mut expected, "n", &dup)
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.last_seq, MAX_SEQ);
+        assert!(number(batch(0, 1), &mut expected, "n", &dup).is_err());
     }
 }

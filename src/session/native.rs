@@ -56,6 +56,7 @@ impl Failure for SessionError {
             SessionError::IdleTimeout(_) => "idle_timeout",
             SessionError::Codec(FrameError::Io(_)) => "io_error",
             SessionError::Codec(e) => e.kind(),
+            SessionError::Sink(SinkError::Sequence(_)) => "sequence_overflow",
             SessionError::Sink(_) => "write_error",
         }
     }
@@ -242,8 +243,10 @@ where
                     last_frame = Instant::now();
                     match msg {
                         NodeMessage::Traces(batch) => {
-                            if sink.push(batch).await.is_err() {
-                                break Ok(End::PeerClosed);
+                            match sink.push(batch).await {
+                                Ok(()) => {}
+                                Err(e @ SinkError::Sequence(_)) => break Err(e.into()),
+                                Err(_) => break Ok(End::PeerClosed),
                             }
                         }
                         NodeMessage::Metrics(update) => sink.lease().apply_metrics(update),

@@ -158,3 +158,66 @@ async fn amplified_frames_stay_within_the_memory_formula() {
     }
     d.wait_log("too_many_objects", 2);
 }
+
+/// Issue 12, point 9: sequence numbers never wrap. A batch that would number objects past
+/// 2^64-2 is refused with the reason and closes the connection; `persisted_seq` does not
+/// regress on reconnect, and what fits is still accepted. Two good nodes stream throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_numbers_never_wrap() {
+    let d = Daemon::start("");
+    d.wait_log("listening", 1);
+    const TOTAL: u64 = 300;
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    let max_seq = tracerd::ingest::MAX_SEQ;
+    assert_eq!(max_seq, u64::MAX - 1);
+    let mut node = FakeNode::handshake(connect_tcp(d.tcp_port).await, "wrapper").await;
+    node.send_batch(max_seq - 2, 1, 0).await;
+    node.wait_ack(max_seq - 2).await;
+    // Unnumbered: tracerd would number these max_seq-1, max_seq, max_seq+1.
+    node.send_batch(0, 3, 0).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        loop {
+            match node.framed.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(tracerd::native::TracerMessage::Ack(n))) => {
+                    panic!("acknowledged {n} after a batch past the limit")
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection stayed open");
+    d.wait_log("sequence numbers would pass 18446744073709551614", 1);
+    d.wait_log("sequence_overflow", 1);
+
+    let mut node = FakeNode::handshake(connect_tcp(d.tcp_port).await, "wrapper").await;
+    assert_eq!(node.acked, max_seq - 2, "persisted_seq regressed");
+    node.send_batch(max_seq - 1, 2, 0).await;
+    node.wait_ack(max_seq).await;
+    drop(node);
+
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("good node's acks stalled")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}: acknowledged {acked} of {TOTAL}");
+        let seqs = machine_seqs(&d.logs().join(name));
+        assert_eq!(
+            seqs,
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name} lost or repeated objects"
+        );
+    }
+    let lines = read_node_lines(&d.logs().join("wrapper"));
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|v| v["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![max_seq - 2, max_seq - 1, max_seq]);
+}
