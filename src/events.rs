@@ -103,22 +103,32 @@ pub struct HandshakeRefused<'a> {
     pub message: &'a str,
     /// Who refused.
     pub by: RefusedBy,
+    /// `Some(n)`: log it, saying `n` earlier refusals of its source were not logged;
+    /// `None`: count it only (the source's refusals are rate-limited).
+    pub log: Option<u64>,
 }
 
 impl HandshakeRefused<'_> {
-    /// Logs it and counts it in `tracerd_connections_refused_total{reason}`.
+    /// Logs it (when `log` says so) and counts it in `tracerd_connections_refused_total{reason}`.
+    /// The message is escaped and capped: it may carry what the peer sent.
     pub fn emit(self, t: &Telemetry) {
-        let (peer, reason, message) = (self.peer, self.reason, self.message);
+        t.connections_refused
+            .with_label_values(&[self.reason])
+            .inc();
+        let Some(suppressed) = self.log else {
+            return;
+        };
+        let (peer, reason) = (self.peer, self.reason);
+        let message = crate::node::escape_name(self.message);
         match (self.protocol, self.by) {
-            (None, _) => tracing::warn!(%peer, reason, %message, "handshake refused"),
+            (None, _) => tracing::warn!(%peer, reason, %message, suppressed, "handshake refused"),
             (Some(protocol), RefusedBy::Tracerd) => {
-                tracing::warn!(%peer, protocol, reason, %message, "handshake refused")
+                tracing::warn!(%peer, protocol, reason, %message, suppressed, "handshake refused")
             }
             (Some(protocol), RefusedBy::Peer) => {
-                tracing::warn!(%peer, protocol, reason, %message, "node refused the handshake")
+                tracing::warn!(%peer, protocol, reason, %message, suppressed, "node refused the handshake")
             }
         }
-        t.connections_refused.with_label_values(&[reason]).inc();
     }
 }
 

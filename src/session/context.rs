@@ -29,6 +29,8 @@ pub struct Context {
     /// The global queue budget in decoded bytes (`tracerd.limits.totalQueueBytes`), shared
     /// by every node's queue.
     pub budget: Arc<Semaphore>,
+    /// Refusal log lines per source, rate-limited.
+    pub refusals: Arc<crate::session::refusals::RefusalLog>,
 }
 
 impl Context {
@@ -42,6 +44,7 @@ impl Context {
             budget: Arc::new(Semaphore::new(budget_permits(
                 config.tracerd.limits.total_queue_bytes,
             ))),
+            refusals: Default::default(),
         }
     }
 

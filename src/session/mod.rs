@@ -12,6 +12,7 @@ pub mod acceptor;
 pub mod cardano;
 pub mod context;
 pub mod native;
+pub mod refusals;
 
 use std::future::Future;
 use std::time::Duration;

@@ -128,8 +128,9 @@ where
     let sink = shared
         .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
         .await?;
-    tracing::info!(%peer, node = %sink.name(), software = %hello.software.name,
-        version = %hello.software.version, "native handshake accepted");
+    tracing::info!(%peer, node = %sink.name(),
+        software = %crate::node::escape_name(&hello.software.name),
+        version = %crate::node::escape_name(&hello.software.version), "native handshake accepted");
     framed
         .send(TracerMessage::Accept {
             version: PROTOCOL_VERSION,
@@ -178,12 +179,16 @@ async fn refuse<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The message may carry what the peer sent (its name): escaped and capped, in the log
+    // and in the echo alike.
+    let message = crate::node::escape_name(&message);
     HandshakeRefused {
         peer,
         protocol: None,
         reason: refuse_label(reason),
         message: &message,
         by: RefusedBy::Tracerd,
+        log: shared.refusals.admit(peer, std::time::Instant::now()),
     }
     .emit(&shared.telemetry);
     // The peer may already be gone; the refusal is best effort.

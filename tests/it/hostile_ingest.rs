@@ -221,3 +221,76 @@ async fn sequence_numbers_never_wrap() {
         .collect();
     assert_eq!(seqs, vec![max_seq - 2, max_seq - 1, max_seq]);
 }
+
+/// Issue 12, points 7 and 8: what a peer sends cannot forge or flood tracerd's own log. A
+/// software name holding "\nERROR forged" stays inside its line; 200 refused Hellos with a
+/// 200 KB name add less than 64 KiB to the log (each echo is capped too), and are all
+/// counted. Two good nodes stream throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_strings_neither_forge_nor_flood_tracerds_log() {
+    let d = Daemon::start("");
+    d.wait_log("listening", 1);
+    const TOTAL: u64 = 300;
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+
+    let mut f = connect_tcp(d.tcp_port).await;
+    let mut forged = hello("forger");
+    if let NodeMessage::Hello(h) = &mut forged {
+        h.software.name = "it\nERROR forged line from node \u{1b}[31mred".into();
+        h.software.version = "0\r\n\u{2028}WARN forged too".into();
+    }
+    f.send(forged).await.unwrap();
+    match recv(&mut f).await {
+        Some(tracerd::native::TracerMessage::Accept { .. }) => {}
+        other => panic!("expected Accept, got {other:?}"),
+    }
+    d.wait_log("native handshake accepted", 3);
+
+    let before = d.stderr().len();
+    let long = "n".repeat(200_000);
+    for _ in 0..200 {
+        let mut c = connect_tcp(d.tcp_port).await;
+        c.send(hello(&long)).await.unwrap();
+        match recv(&mut c).await {
+            Some(tracerd::native::TracerMessage::Refuse { message, .. }) => {
+                assert!(message.len() <= 400, "echoed {} bytes", message.len())
+            }
+            other => panic!("expected Refuse, got {other:?}"),
+        }
+    }
+    d.wait_log("suppressed", 1);
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("good node's acks stalled")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}: acknowledged {acked} of {TOTAL}");
+        let seqs = machine_seqs(&d.logs().join(name));
+        assert_eq!(
+            seqs,
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name} lost or repeated objects"
+        );
+    }
+    drop(f);
+    let log = d.stderr();
+    let added = log.len() - before;
+    eprintln!("200 refusals with a 200 KB name added {added} bytes to the log");
+    assert!(
+        added < 64 << 10,
+        "200 refusals added {added} bytes to tracerd's log"
+    );
+    for line in log.lines() {
+        assert!(!line.contains('\u{1b}'), "raw ESC in {line:?}");
+        assert!(!line.contains('\u{2028}'), "raw U+2028 in {line:?}");
+        if line.contains("forged") {
+            assert!(
+                line.contains("native handshake accepted"),
+                "standalone forged line {line:?}"
+            );
+        }
+    }
+}

@@ -165,6 +165,7 @@ where
             reason,
             message: &message,
             by,
+            log: shared.refusals.admit(&peer, std::time::Instant::now()),
         }
         .emit(&shared.telemetry);
         return Ok(match by {
