@@ -187,3 +187,135 @@ fn tracerd_load_simulates_listening_cardano_nodes_that_tracerd_dials() {
     assert_eq!(v["acked"].as_u64(), Some(sent), "every object pulled: {v}");
     wait_on_disk(&d.logs(), "ln", 2, sent);
 }
+
+/// A daemon with a Cardano `AcceptAt` socket `<dir>/c.sock`, its native listeners and
+/// `extra` config.
+fn accepting_daemon(extra: &str) -> (Daemon, String) {
+    let d = Daemon::start_with(
+        |dir, _| {
+            format!(
+                "networkMagic: {MAGIC}\nnetwork: {{ tag: AcceptAt, contents: \"{}\" }}\nlogging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n",
+                dir.join("c.sock").display(),
+                dir.join("logs").display()
+            )
+        },
+        extra,
+    );
+    let sock = d.dir.path().join("c.sock").display().to_string();
+    (d, sock)
+}
+
+#[test]
+fn tracerd_load_fails_within_connect_timeout_with_the_reason_on_a_wrong_magic() {
+    let (d, sock) = accepting_daemon("");
+    let native = format!("127.0.0.1:{}", d.tcp_port);
+    for (protocol, connect) in [("native", native.as_str()), ("cardano", sock.as_str())] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+            .args(["--protocol", protocol, "--connect", connect])
+            .args(["--magic", "7", "--connect-timeout", "2", "--duration", "5"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{protocol}: {err}");
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{protocol}: took {took:?}"
+        );
+        assert!(
+            err.contains("refused") && err.contains('7'),
+            "{protocol}: {err}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{protocol}: no summary of a failed run"
+        );
+    }
+}
+
+#[test]
+fn tracerd_load_cardano_nodes_answer_tracerds_ekg_polls_with_metrics() {
+    let prom = free_port();
+    let (d, sock) = accepting_daemon(&format!(
+        "hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n"
+    ));
+    let child = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args(["--protocol", "cardano", "--connect", &sock])
+        .args(["--magic", &MAGIC.to_string(), "--name-prefix", "ekg"])
+        .args(["--rate", "50", "--duration", "4", "--metrics", "5"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it runs, tracerd holds the node's metrics (pulled over EKG).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut seen = 0;
+    while std::time::Instant::now() < deadline && seen < 5 {
+        let (_, _, body) = crate::http::http_get(prom, "/api/nodes", &[]);
+        let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "ekg-0000")
+            .and_then(|n| n["metrics"].as_u64())
+            .unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(seen, 5, "tracerd did not get the node's 5 metrics");
+    let (_, _, page) = crate::http::http_get(prom, "/ekg-0000", &[]);
+    assert!(page.contains("blockNum"), "{page}");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["metric_updates"].as_u64().unwrap() >= 2, "{v}");
+    drop(d);
+}
+
+#[test]
+fn tracerd_load_shows_progress_once_a_second_only_on_a_terminal() {
+    let (d, sock) = accepting_daemon("");
+    let native = format!("127.0.0.1:{}", d.tcp_port);
+    let have_script = Command::new("script").arg("--version").output().is_ok();
+    for (protocol, connect) in [("native", native.as_str()), ("cardano", sock.as_str())] {
+        let args = format!(
+            "--protocol {protocol} --connect {connect} --magic {MAGIC} --rate 100 --duration 2.3 --name-prefix p{protocol}"
+        );
+        // Not a terminal: the summary line only.
+        let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+            .args(args.split(' '))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("obj/s"));
+        let _: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !have_script {
+            eprintln!("skipped the terminal half: `script` (util-linux) is not installed");
+            continue;
+        }
+        // A terminal (a pty from script(1)): a progress line every second, then the summary.
+        let out = Command::new("script")
+            .arg("-qec")
+            .arg(format!("{} {args}", env!("CARGO_BIN_EXE_tracerd-load")))
+            .arg("/dev/null")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let updates = text.matches(" s  nodes 1  sent ").count();
+        assert!(
+            (2..=3).contains(&updates),
+            "{protocol}: {updates} updates in {text:?}"
+        );
+        assert!(
+            text.contains("\"sent\":"),
+            "{protocol}: no summary in {text:?}"
+        );
+    }
+}

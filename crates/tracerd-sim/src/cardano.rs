@@ -74,6 +74,9 @@ pub struct SimNode {
     queue: Mutex<VecDeque<TraceObject>>,
     notify: Notify,
     sent: AtomicU64,
+    /// Handshakes accepted, and the last refusal (for a caller waiting for its nodes).
+    accepted: AtomicU64,
+    refusal: Mutex<Option<String>>,
 }
 
 impl SimNode {
@@ -104,6 +107,8 @@ impl SimNode {
             queue: Mutex::new(VecDeque::new()),
             notify: Notify::new(),
             sent: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            refusal: Mutex::new(None),
         }
     }
 
@@ -142,6 +147,16 @@ impl SimNode {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// How many of this node's handshakes were accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The last handshake refusal (either side's), if any.
+    pub fn last_refusal(&self) -> Option<String> {
+        lock(&self.refusal).clone()
+    }
+
     /// Trace objects still queued.
     pub fn queued(&self) -> usize {
         lock(&self.queue).len()
@@ -165,8 +180,10 @@ impl SimNode {
             outcome = self.handshake(&mut framed, mode) => outcome?,
         };
         if let Some(refusal) = outcome {
+            *lock(&self.refusal) = Some(refusal.clone());
             return Ok(SimEnd::Refused(refusal));
         }
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let mut pending: Option<u16> = None;
         let mut back: HashMap<String, EkgValue> = HashMap::new();
         loop {

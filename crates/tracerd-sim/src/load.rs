@@ -13,7 +13,8 @@
 //! to the forwarder until tracerd's `Ack` covers the whole group (an hdrhistogram, weighted by
 //! objects). When the duration ends the simulator stops generating, waits (at most
 //! `--drain-timeout`) for outstanding acknowledgements, closes every connection and reports.
-//! Live progress goes to stderr when stderr is a terminal.
+//! Live progress goes to stderr once a second when stderr is a terminal (both protocols); the
+//! summary line is always printed, on stdout.
 //!
 //! With `--protocol cardano` the nodes are [`crate::cardano::SimNode`]s instead, which tracerd
 //! pulls from (they connect to it, or with `--listen` tracerd dials them).
@@ -57,7 +58,8 @@ pub(crate) struct Args {
     /// Bytes of each object's machine JSON (its `data` in tracerd's log line).
     #[arg(long, default_value_t = 300)]
     pub(crate) size: usize,
-    /// Metrics per node, updated every second (0: none).
+    /// Metrics per node, updated every second (0: none). Native nodes send them; with
+    /// `--protocol cardano` each node answers tracerd's EKG polls with them.
     #[arg(long, default_value_t = 0)]
     pub(crate) metrics: usize,
     /// Wire protocol.
@@ -87,7 +89,8 @@ pub(crate) struct Args {
     /// Longest wait for outstanding acknowledgements after the duration, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) drain_timeout: f64,
-    /// Longest wait for every node to connect before the clock starts, in seconds.
+    /// Longest wait for every node to connect and be accepted before the clock starts, in
+    /// seconds. A refused handshake (e.g. a wrong `--magic`) fails the run with tracerd's reason.
     #[arg(long, default_value_t = 60.0)]
     pub(crate) connect_timeout: f64,
     /// Runtime worker threads (default: 2, or fewer CPUs).
