@@ -31,6 +31,7 @@ use crate::node::Nodes;
 use crate::transport::{Acceptor, Conn, Listener};
 
 mod ekg;
+pub mod prom_api;
 mod prometheus;
 mod reply;
 
