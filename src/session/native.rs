@@ -29,6 +29,7 @@ fn refuse_label(r: RefuseReason) -> &'static str {
         RefuseReason::UnsupportedVersion => "unsupported_version",
         RefuseReason::NameRejected => "name_rejected",
         RefuseReason::NoHello => "no_hello",
+        RefuseReason::Unavailable => "unavailable",
     }
 }
 
@@ -125,9 +126,27 @@ where
             return refuse(&mut framed, reason, message, &peer, &shared).await
         }
     };
-    let sink = shared
+    let opened = shared
         .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
-        .await?;
+        .await;
+    let sink = match opened {
+        Ok(sink) => sink,
+        Err(e) => {
+            // A full disk or an unwritable node directory: the node hears why.
+            let message = format!(
+                "cannot keep this node's logs: {}",
+                crate::errors::error_chain(&e)
+            );
+            return refuse(
+                &mut framed,
+                RefuseReason::Unavailable,
+                message,
+                &peer,
+                &shared,
+            )
+            .await;
+        }
+    };
     tracing::info!(%peer, node = %sink.name(),
         software = %crate::node::escape_name(&hello.software.name),
         version = %crate::node::escape_name(&hello.software.version), "native handshake accepted");

@@ -294,3 +294,53 @@ async fn peer_strings_neither_forge_nor_flood_tracerds_log() {
         }
     }
 }
+
+/// Issue 12, point 14: a node whose log directory cannot be created (here a regular file is
+/// in its place) gets a `HelloRefuse` with the reason, not a bare close; two good nodes
+/// stream throughout and lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_logs_cannot_be_kept_is_refused_with_the_reason() {
+    let d = Daemon::start("");
+    d.wait_log("listening", 1);
+    const TOTAL: u64 = 300;
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    std::fs::create_dir_all(d.logs()).unwrap();
+    std::fs::write(d.logs().join("blocked"), "not a directory\n").unwrap();
+    let mut f = connect_tcp(d.tcp_port).await;
+    f.send(hello("blocked")).await.unwrap();
+    match recv(&mut f).await {
+        Some(tracerd::native::TracerMessage::Refuse { reason, message }) => {
+            assert_eq!(reason, tracerd::native::RefuseReason::Unavailable);
+            assert!(
+                message.starts_with("cannot keep this node's logs: "),
+                "{message}"
+            );
+            assert!(
+                message.len() > "cannot keep this node's logs: ".len(),
+                "{message}"
+            );
+        }
+        other => panic!("expected Refuse, got {other:?}"),
+    }
+    d.wait_log("reason=\"unavailable\"", 1);
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("good node's acks stalled")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}: acknowledged {acked} of {TOTAL}");
+        let seqs = machine_seqs(&d.logs().join(name));
+        assert_eq!(
+            seqs,
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name} lost or repeated objects"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(d.logs().join("blocked")).unwrap(),
+        "not a directory\n"
+    );
+}

@@ -78,6 +78,8 @@ pub enum RefuseReason {
     NameRejected,
     /// The first frame was not a Hello.
     NoHello,
+    /// tracerd cannot keep the node's logs now (directory, disk); the message says why.
+    Unavailable,
 }
 
 /// Everything tracerd sends.
@@ -583,6 +585,7 @@ fn refuse_reason_to_pb(r: RefuseReason) -> pb::RefuseReason {
         RefuseReason::UnsupportedVersion => pb::RefuseReason::UnsupportedVersion,
         RefuseReason::NameRejected => pb::RefuseReason::NameRejected,
         RefuseReason::NoHello => pb::RefuseReason::NoHello,
+        RefuseReason::Unavailable => pb::RefuseReason::Unavailable,
     }
 }
 
@@ -631,6 +634,7 @@ pub fn tracer_message_from_pb(msg: pb::TracerMessage) -> Result<TracerMessage, F
                 Ok(pb::RefuseReason::WrongMagic) => RefuseReason::WrongMagic,
                 Ok(pb::RefuseReason::UnsupportedVersion) => RefuseReason::UnsupportedVersion,
                 Ok(pb::RefuseReason::NameRejected) => RefuseReason::NameRejected,
+                Ok(pb::RefuseReason::Unavailable) => RefuseReason::Unavailable,
                 _ => RefuseReason::NoHello,
             },
             message: r.message,
