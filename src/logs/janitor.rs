@@ -86,6 +86,7 @@ mod tests {
                 let key = FileKey {
                     stamp: t0 + i * 3600,
                     counter: 0,
+                    legacy: false,
                 };
                 fs::write(dir.join(key.file_name("json")), "{}\n").unwrap();
             }

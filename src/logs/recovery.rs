@@ -327,10 +327,12 @@ mod tests {
         let k0 = FileKey {
             stamp: T,
             counter: 0,
+            legacy: false,
         };
         let k1 = FileKey {
             stamp: T,
             counter: 1,
+            legacy: false,
         };
         // Target a: checkpoint after 2 lines, then 1 more line, a rotation, 2 lines and a torn one.
         let a0 = file(&a, k0, "json", "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n");
@@ -399,6 +401,7 @@ mod tests {
         let name = FileKey {
             stamp: T,
             counter: 0,
+            legacy: false,
         }
         .file_name("json");
         write_state(

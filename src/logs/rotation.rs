@@ -17,17 +17,26 @@ pub struct Policy {
     pub keep_files: usize,
 }
 
-/// Identifies one log file of a node: `node-<stamp>[-<counter>].<ext>`.
+/// Identifies one log file of a node: `node-<stamp>.<ext>`, then `node-<stamp>_000001.<ext>`,
+/// `node-<stamp>_000002.<ext>`, ... for further files of the same second.
 ///
 /// Keys order files by creation; the counter distinguishes files created in the same second
-/// (or after the clock went back), so no name is ever reused.
+/// (or after the clock went back), so no name is ever reused. The counter is zero-padded to
+/// six digits after `_` (which sorts after the `.` of the first file), so `ls` and
+/// `cat node-*.json` list files in creation order (up to a million files a second). Names of
+/// earlier versions, `node-<stamp>-<n>.<ext>`, are still recognised (`legacy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileKey {
     /// Creation time, Unix seconds, UTC.
     pub stamp: i64,
     /// 0 for the first file of that stamp, then 1, 2, ...
     pub counter: u32,
+    /// Named by an earlier version (`-<n>` suffix, not zero-padded).
+    pub legacy: bool,
 }
+
+/// Digits of the same-second counter.
+const COUNTER_DIGITS: usize = 6;
 
 impl FileKey {
     /// The file name of this key for extension `ext` (`json` or `log`).
@@ -35,32 +44,50 @@ impl FileKey {
         let stamp = utc::file_stamp(self.stamp);
         if self.counter == 0 {
             format!("{FILE_PREFIX}{stamp}.{ext}")
-        } else {
+        } else if self.legacy {
             format!("{FILE_PREFIX}{stamp}-{}.{ext}", self.counter)
+        } else {
+            format!(
+                "{FILE_PREFIX}{stamp}_{:0width$}.{ext}",
+                self.counter,
+                width = COUNTER_DIGITS
+            )
         }
     }
 
-    /// Parses a file name made by [`FileKey::file_name`] with extension `ext`.
+    /// Parses a file name made by [`FileKey::file_name`] (or by an earlier version) with
+    /// extension `ext`. Only canonical spellings are accepted, so a key names one file.
     pub fn parse(name: &str, ext: &str) -> Option<FileKey> {
         let rest = name.strip_prefix(FILE_PREFIX)?;
         let rest = rest.strip_suffix(ext)?.strip_suffix('.')?;
-        let (stamp, counter) = match rest.get(19..) {
-            Some("") => (rest, 0),
-            Some(tail) => {
-                let digits = tail.strip_prefix('-')?;
-                if digits.is_empty()
-                    || !digits.bytes().all(|b| b.is_ascii_digit())
-                    || digits.starts_with('0')
-                {
-                    return None;
-                }
-                (&rest[..19], digits.parse().ok()?)
+        let tail = rest.get(19..)?;
+        let (counter, legacy) = if tail.is_empty() {
+            (0, false)
+        } else {
+            let (digits, legacy) = match tail.split_at(1) {
+                ("-", d) => (d, true),
+                ("_", d) => (d, false),
+                _ => return None,
+            };
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
             }
-            None => return None,
+            let canonical = if legacy {
+                !digits.starts_with('0')
+            } else {
+                digits.len() == COUNTER_DIGITS
+                    || (digits.len() > COUNTER_DIGITS && !digits.starts_with('0'))
+            };
+            let counter: u32 = digits.parse().ok()?;
+            if !canonical || counter == 0 {
+                return None;
+            }
+            (counter, legacy)
         };
         Some(FileKey {
-            stamp: utc::parse_file_stamp(stamp)?,
+            stamp: utc::parse_file_stamp(&rest[..19])?,
             counter,
+            legacy,
         })
     }
 
@@ -70,11 +97,13 @@ impl FileKey {
         let fresh = FileKey {
             stamp: now,
             counter: 0,
+            legacy: false,
         };
         match newest {
             Some(n) if fresh <= n => FileKey {
                 stamp: n.stamp,
                 counter: n.counter.saturating_add(1),
+                legacy: false,
             },
             _ => fresh,
         }
@@ -125,31 +154,74 @@ mod tests {
         let k = FileKey {
             stamp: T,
             counter: 0,
+            legacy: false,
         };
         assert_eq!(k.file_name("json"), "node-2026-07-22T10-06-52.json");
         let k2 = FileKey {
             stamp: T,
             counter: 3,
+            legacy: false,
         };
-        assert_eq!(k2.file_name("log"), "node-2026-07-22T10-06-52-3.log");
+        assert_eq!(k2.file_name("log"), "node-2026-07-22T10-06-52_000003.log");
         assert_eq!(
             FileKey::parse("node-2026-07-22T10-06-52.json", "json"),
             Some(k)
         );
         assert_eq!(
-            FileKey::parse("node-2026-07-22T10-06-52-3.log", "log"),
+            FileKey::parse("node-2026-07-22T10-06-52_000003.log", "log"),
             Some(k2)
         );
+        // Names of earlier versions are still recognised, and keep their spelling.
+        let old = FileKey::parse("node-2026-07-22T10-06-52-3.log", "log").unwrap();
+        assert_eq!((old.stamp, old.counter, old.legacy), (T, 3, true));
+        assert_eq!(old.file_name("log"), "node-2026-07-22T10-06-52-3.log");
         for bad in [
             "node.json",
             "node-2026-07-22T10-06-52.log",
             "node-2026-07-22T10-06-52-.json",
             "node-2026-07-22T10-06-52-03.json",
+            "node-2026-07-22T10-06-52_3.json",
+            "node-2026-07-22T10-06-52_000000.json",
+            "node-2026-07-22T10-06-52_0000003.json",
+            "node-2026-07-22T10-06-52-0.json",
+            "node-2026-07-22T10-06-52x1.json",
             "node-2026-07-22T10-06-52.json.tmp",
             "xnode-2026-07-22T10-06-52.json",
         ] {
             assert_eq!(FileKey::parse(bad, "json"), None, "{bad}");
         }
+    }
+
+    /// `ls` and `cat node-*.json` (byte order) list files in creation order, across the
+    /// same second, the next second, and the clock going back; a legacy newest file is
+    /// continued in the new scheme.
+    #[test]
+    fn file_names_sort_lexically_in_creation_order() {
+        let mut key = FileKey::next(T, None);
+        let mut keys = vec![key];
+        for now in [T, T, T, T - 50, T, T, T, T, T, T, T, T + 1, T + 1, T + 2] {
+            key = FileKey::next(now, Some(key));
+            keys.push(key);
+        }
+        for _ in 0..200 {
+            key = FileKey::next(T + 2, Some(key));
+            keys.push(key);
+        }
+        let names: Vec<String> = keys.iter().map(|k| k.file_name("json")).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names[10], "node-2026-07-22T10-06-52_000010.json");
+        for (k, n) in keys.iter().zip(&names) {
+            assert_eq!(FileKey::parse(n, "json"), Some(*k));
+        }
+        let legacy = FileKey::parse("node-2026-07-22T10-06-52-10.json", "json").unwrap();
+        let next = FileKey::next(T, Some(legacy));
+        assert_eq!(
+            next.file_name("json"),
+            "node-2026-07-22T10-06-52_000011.json"
+        );
+        assert!(next > legacy);
     }
 
     #[test]
@@ -161,21 +233,24 @@ mod tests {
             second,
             FileKey {
                 stamp: T,
-                counter: 1
+                counter: 1,
+                legacy: false,
             }
         );
         assert_eq!(
             third,
             FileKey {
                 stamp: T,
-                counter: 2
+                counter: 2,
+                legacy: false,
             }
         );
         assert_eq!(
             FileKey::next(T + 1, Some(third)),
             FileKey {
                 stamp: T + 1,
-                counter: 0
+                counter: 0,
+                legacy: false,
             }
         );
     }
@@ -204,6 +279,7 @@ mod tests {
             .map(|i| FileKey {
                 stamp: T + i * 1000,
                 counter: 0,
+                legacy: false,
             })
             .collect();
         // At T+10000 the files are 10000, 9000, ... 5000 s old; the last three are protected.
@@ -216,7 +292,11 @@ mod tests {
     fn keys() -> impl Strategy<Value = Vec<FileKey>> {
         proptest::collection::vec((T..T + 100_000, 0u32..3), 0..40).prop_map(|v| {
             v.into_iter()
-                .map(|(stamp, counter)| FileKey { stamp, counter })
+                .map(|(stamp, counter)| FileKey {
+                    stamp,
+                    counter,
+                    legacy: false,
+                })
                 .collect()
         })
     }
@@ -243,7 +323,11 @@ mod tests {
 
         #[test]
         fn next_key_is_always_new_and_greater(now in T..T + 10, newest in proptest::option::of((T..T + 10, 0u32..5))) {
-            let newest = newest.map(|(stamp, counter)| FileKey { stamp, counter });
+            let newest = newest.map(|(stamp, counter)| FileKey {
+                    stamp,
+                    counter,
+                    legacy: false,
+                });
             let k = FileKey::next(now, newest);
             if let Some(n) = newest { prop_assert!(k > n); }
             let name = k.file_name("json");

@@ -87,6 +87,7 @@ async fn retention_prunes_old_files_of_disconnected_nodes() {
                 let key = tracerd::logs::rotation::FileKey {
                     stamp: 1_600_000_000 + i,
                     counter: 0,
+                    legacy: false,
                 };
                 std::fs::write(old.join(key.file_name("json")), "{}\n").unwrap();
             }
@@ -115,5 +116,86 @@ async fn retention_prunes_old_files_of_disconnected_nodes() {
     assert_eq!(
         left.iter().map(|k| k.stamp).collect::<Vec<_>>(),
         vec![1_600_000_003, 1_600_000_004]
+    );
+}
+
+/// Many files in the same second (a small size limit and reconnects) are listed by `ls`
+/// order (byte order of names) in creation order, so `cat node-*.json` reads the node's
+/// objects in order; files named by earlier versions (`-<n>`) are still recognised by
+/// retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_second_files_sort_in_creation_order_and_old_names_are_still_pruned() {
+    let d = Daemon::start_with(
+        |dir, _| {
+            let logs = dir.join("logs");
+            let old = logs.join("legacy");
+            std::fs::create_dir_all(&old).unwrap();
+            for name in [
+                "node-2020-09-13T12-26-40.json",
+                "node-2020-09-13T12-26-40-1.json",
+                "node-2020-09-13T12-26-40-10.json",
+                "node-2020-09-13T12-26-41.json",
+            ] {
+                std::fs::write(old.join(name), "{}\n").unwrap();
+            }
+            format!(
+                "logging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\nrotation: {{ rpLogLimitBytes: 300, rpKeepFilesNum: 1, rpMaxAgeMinutes: 60, rpFrequencySecs: 1 }}\n",
+                logs.display()
+            )
+        },
+        "",
+    );
+    let mut next = 1;
+    for _ in 0..4 {
+        let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "fast").await;
+        n.send_batch(next, 15, 20).await;
+        next += 15;
+        n.wait_ack(next - 1).await;
+    }
+    let dir = d.logs().join("fast");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("node-") && n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() > 20, "{names:?}");
+    let mut got = Vec::new();
+    for name in &names {
+        for line in std::fs::read_to_string(dir.join(name)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            got.push(v["data"]["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(
+        got,
+        (1..next).collect::<Vec<_>>(),
+        "`ls` order is not creation order: {names:?}"
+    );
+    // Retention recognises the legacy names: keeps the newest 1 besides the current one.
+    let legacy = d.logs().join("legacy");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tracerd::logs::dir::list_keys(&legacy, "json")
+        .unwrap()
+        .len()
+        > 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention ignored legacy names"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut left: Vec<_> = std::fs::read_dir(&legacy)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "node-2020-09-13T12-26-40-10.json",
+            "node-2020-09-13T12-26-41.json"
+        ]
     );
 }
