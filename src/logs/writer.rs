@@ -343,6 +343,7 @@ impl NodeLog {
         if self.sync_checkpoints {
             self.sync()?;
         }
+        self.replace_deleted()?;
         let Some(path) = &self.state else {
             return Ok(());
         };
@@ -359,6 +360,37 @@ impl NodeLog {
             path: path.clone(),
             source,
         })
+    }
+
+    /// A current file that was deleted (its directory removed by hand, say) still takes
+    /// writes that no one can read, and the checkpoint beside it cannot be written: recreate
+    /// the directory and a fresh file (and `node.<ext>`), and carry on. One `fstat` per
+    /// target. The lines written to the deleted file went with it.
+    fn replace_deleted(&mut self) -> Result<(), WriteError> {
+        use std::os::unix::fs::MetadataExt;
+        let now = crate::utc::now_unix();
+        for f in &mut self.files {
+            let gone = f.file.metadata().map(|m| m.nlink() == 0).unwrap_or(false);
+            if !gone {
+                continue;
+            }
+            let dir_existed = f.dir.exists();
+            ensure_dir(&f.dir)?;
+            let old = f.key.file_name(f.format.extension());
+            rotate(f, now)?;
+            tracing::warn!(
+                dir = %f.dir.display(),
+                deleted = %old,
+                file = %f.key.file_name(f.format.extension()),
+                "{}; carrying on in a fresh file (lines written to the deleted one are gone with it)",
+                if dir_existed {
+                    "the node's current log file was deleted"
+                } else {
+                    "the node's log directory was deleted; recreated it"
+                }
+            );
+        }
+        Ok(())
     }
 
     /// Paths of the current files, one per target.

@@ -432,3 +432,55 @@ async fn names_that_sanitise_alike_never_share_sequence_state() {
         );
     }
 }
+
+/// A connected node's directory deleted while it streams: tracerd recreates it with a fresh
+/// file, `node.json` and checkpoint, says so, and the node's acks continue; two other nodes
+/// are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_directory_is_recreated_and_acks_continue() {
+    const TOTAL: u64 = 600;
+    let d = Daemon::start("");
+    let names = ["good-a", "good-b", "doomed"];
+    let tasks: Vec<_> = names
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    let dir = d.logs().join("doomed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !dir.join("node.json").exists() {
+        assert!(std::time::Instant::now() < deadline, "no directory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (name, t) in names.iter().zip(tasks) {
+        let acked = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}: acks stopped");
+    }
+    d.wait_log("the node's log directory was deleted; recreated it", 1);
+    assert!(dir.join(".tracerd-state").is_file());
+    let current = std::fs::read_link(dir.join("node.json")).unwrap();
+    assert!(dir.join(current).is_file());
+    let got = machine_seqs(&dir);
+    assert!(
+        !got.is_empty() && got.len() < TOTAL as usize,
+        "{}",
+        got.len()
+    );
+    let first = got[0];
+    assert_eq!(
+        got,
+        (first..=TOTAL).collect::<Vec<_>>(),
+        "objects after the deletion"
+    );
+    for name in ["good-a", "good-b"] {
+        assert_eq!(
+            machine_seqs(&d.logs().join(name)),
+            (1..=TOTAL).collect::<Vec<_>>(),
+            "{name}"
+        );
+    }
+}
