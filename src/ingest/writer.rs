@@ -248,6 +248,7 @@ impl Blocking {
             }
             log.sync()?;
             log.checkpoint()?;
+            log.finish()?;
             Ok(log.seq())
         })
         .await?

@@ -243,13 +243,16 @@ fn scan(t: &TargetDir, name: &str, len: u64) -> io::Result<Tail> {
         .filter(|k| *k >= from)
         .collect();
     keys.sort_unstable();
-    if keys.first() != Some(&from) {
+    // A file that was still empty is removed when its session ends (`NodeLog::finish`):
+    // then everything past the checkpoint is in later files.
+    let from_exists = keys.first() == Some(&from);
+    if !from_exists && len != 0 {
         return Err(io::Error::other("the checkpoint's file is gone"));
     }
     let mut segments = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let path = t.dir.join(key.file_name(t.ext));
-        let start = if i == 0 { len } else { 0 };
+        let start = if i == 0 && from_exists { len } else { 0 };
         let mut file = crate::logs::dir::open_regular(&path, false)?;
         let file_len = file.metadata()?.len();
         if file_len < start {

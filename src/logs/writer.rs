@@ -362,6 +362,37 @@ impl NodeLog {
         })
     }
 
+    /// Ends the session: removes every current file that got no line (so connections that
+    /// send nothing leave no empty files) and points `node.<ext>` back at the newest file
+    /// left (or removes it). Call after the last checkpoint; the checkpoint may name a
+    /// removed file with length 0, which recovery accepts.
+    pub fn finish(&mut self) -> Result<(), WriteError> {
+        for f in &self.files {
+            if f.len != 0 || self.pending_lines != 0 {
+                continue;
+            }
+            let ext = f.format.extension();
+            let path = f.dir.join(f.key.file_name(ext));
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(WriteError::Write { path, source }),
+            }
+            match newest_key(&f.dir, ext) {
+                Some(key) => link_current(&f.dir, ext, key)?,
+                None => {
+                    let link = f.dir.join(format!("node.{ext}"));
+                    match fs::remove_file(&link) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(source) => return Err(WriteError::Link { path: link, source }),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A current file that was deleted (its directory removed by hand, say) still takes
     /// writes that no one can read, and the checkpoint beside it cannot be written: recreate
     /// the directory and a fresh file (and `node.<ext>`), and carry on. One `fstat` per

@@ -484,3 +484,62 @@ async fn a_deleted_node_directory_is_recreated_and_acks_continue() {
         );
     }
 }
+
+/// 1,000 connect/Hello/close cycles under one name leave no empty file (one of them sends an
+/// object: its file stays, and `node.json` points at it), while two good nodes stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_close_cycles_leave_no_empty_files() {
+    const TOTAL: u64 = 600;
+    let d = Daemon::start("");
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    for i in 0..1000 {
+        let mut n = FakeNode::handshake(connect_unix(&d.socket()).await, "churn").await;
+        assert_eq!(n.name, "churn", "cycle {i}: the name was still held");
+        if i == 500 {
+            n.send_batch(1, 1, 0).await;
+            n.wait_ack(1).await;
+        }
+        // A clean close, then wait for the session to release the name.
+        n.framed.close().await.unwrap();
+        while recv(&mut n.framed).await.is_some() {}
+    }
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}");
+    }
+    // The last session's writer finishes after the connection closes: wait for it.
+    let dir = d.logs().join("churn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let files: Vec<_> = tracerd::logs::dir::list_keys(&dir, "json").unwrap();
+        if files.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} files left",
+            files.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+        assert!(
+            meta.file_type().is_symlink() || meta.len() > 0,
+            "empty file {:?}",
+            e.file_name()
+        );
+    }
+    let current = std::fs::read_link(dir.join("node.json")).unwrap();
+    assert_eq!(machine_seqs(&dir), vec![1]);
+    assert!(dir.join(current).is_file());
+    let n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "churn").await;
+    assert_eq!(n.acked, 1, "persisted_seq after the cycles");
+}
