@@ -77,6 +77,28 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     metric
 }
 
+/// `protocol` values of `tracerd_connections_accepted_total` (`session::Protocol` labels).
+pub const KNOWN_PROTOCOLS: &[&str] = &["native", "cardano"];
+/// `reason` values of `tracerd_connections_refused_total`: the connection limit and
+/// `session`'s handshake refusals.
+pub const KNOWN_REFUSALS: &[&str] = &[
+    "connection_limit",
+    "name_rejected",
+    "no_hello",
+    "unsupported_version",
+    "wrong_magic",
+];
+/// `reason` values of `tracerd_decode_errors_total`: the native `FrameError` kinds.
+pub const KNOWN_DECODE_ERRORS: &[&str] = &[
+    "frame_too_large",
+    "invalid_message",
+    "malformed_protobuf",
+    "too_many_objects",
+    "truncated_frame",
+];
+/// `reason` values of `tracerd_trace_objects_dropped_total`.
+pub const KNOWN_DROPS: &[&str] = &["duplicate", "write_error"];
+
 impl Telemetry {
     /// A fresh registry with every tracerd metric registered.
     pub fn new() -> Telemetry {
@@ -117,7 +139,7 @@ impl Telemetry {
         .expect("valid constant");
         r.register(Box::new(exposition_seconds.clone()))
             .expect("registered once");
-        Telemetry {
+        let t = Telemetry {
             http_requests: counter_vec(
                 &r,
                 "tracerd_http_requests_total",
@@ -224,6 +246,24 @@ impl Telemetry {
             nodes_connected,
             write_batch_seconds,
             registry: r,
+        };
+        t.init_known_labels();
+        t
+    }
+
+    /// Creates every known label value of the labelled counters at 0, so a dashboard panel
+    /// shows 0 instead of "No data" before the first event (issue 11 point 9).
+    fn init_known_labels(&self) {
+        let known: [(&IntCounterVec, &[&str]); 4] = [
+            (&self.connections_accepted, KNOWN_PROTOCOLS),
+            (&self.connections_refused, KNOWN_REFUSALS),
+            (&self.decode_errors, KNOWN_DECODE_ERRORS),
+            (&self.objects_dropped, KNOWN_DROPS),
+        ];
+        for (family, values) in known {
+            for v in values {
+                family.with_label_values(&[v]);
+            }
         }
     }
 

@@ -119,6 +119,10 @@ impl ReloadMetrics {
                 tracing::error!(error = %e, "cannot register reload metrics");
             }
         }
+        // Known results start at 0, so dashboards show 0 rather than "No data".
+        for result in ["applied", "unchanged", "rejected"] {
+            reloads.with_label_values(&[result]);
+        }
         ReloadMetrics {
             reloads,
             restart_pending,

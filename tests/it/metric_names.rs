@@ -391,3 +391,28 @@ async fn a_nodes_invalid_metrics_are_dropped_alone_and_counted() {
     }
     drop(hostile);
 }
+
+/// Issue 11 point 9: labelled self-metric families show their known label values at 0
+/// before the first event, so a dashboard panel says 0, not "No data".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_self_metrics_start_at_zero() {
+    let (_d, prom) = start();
+    let body = tokio::task::spawn_blocking(move || {
+        wait_for(prom, "/metrics", |b| b.contains("tracerd_"));
+        http_get(prom, "/metrics", &[("Accept", "text/plain")]).2
+    })
+    .await
+    .unwrap();
+    for line in [
+        "tracerd_connections_refused_total{reason=\"connection_limit\"} 0",
+        "tracerd_connections_refused_total{reason=\"wrong_magic\"} 0",
+        "tracerd_decode_errors_total{reason=\"frame_too_large\"} 0",
+        "tracerd_decode_errors_total{reason=\"malformed_protobuf\"} 0",
+        "tracerd_config_reloads_total{result=\"applied\"} 0",
+        "tracerd_config_reloads_total{result=\"rejected\"} 0",
+        "tracerd_connections_accepted_total{protocol=\"cardano\"} 0",
+        "tracerd_trace_objects_dropped_total{reason=\"write_error\"} 0",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no `{line}` in\n{body}");
+    }
+}
