@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command (README.md; `.ci/run` calls it too): installs what the tests need when it
+# is missing and this runs as root with apt-get, then runs every test of the workspace.
+# A test whose tool or server is still missing fails with the line that installs it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)         # promtool + the server
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)     # verifies deploy/'s units
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)  # the unit's filter
+python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || need_pip=1
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "test.sh: missing Debian packages: ${missing[*]} (as root: apt-get install ${missing[*]})" >&2
+    fi
+fi
+if [ "${need_pip:-0}" = 1 ]; then
+    # Python's prometheus_client: its strict OpenMetrics parser checks tracerd's output.
+    python3 -m pip install -q prometheus-client \
+        || echo "test.sh: cannot install prometheus-client (pip install prometheus-client)" >&2
+fi
+
+exec cargo test --workspace --locked "$@"
