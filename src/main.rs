@@ -41,12 +41,18 @@ fn main() -> ExitCode {
         .with(filter)
         .with(format)
         .init();
+    let command = cli.command.unwrap_or(Command::Run);
+    let running = matches!(command, Command::Run);
     let loaded = match &cli.config {
         Some(path) => match config::load(path) {
             Ok(loaded) => loaded,
             Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("tracerd: {e}");
+                // Once: in tracerd's own log when running, plainly for the other commands.
+                if running {
+                    tracing::error!("{e}");
+                } else {
+                    eprintln!("tracerd: {e}");
+                }
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
@@ -58,12 +64,29 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
     }
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Validate => {
+    match command {
+        Command::Validate { bind } => {
             let source = cli
                 .config
                 .as_ref()
                 .map_or("embedded defaults".to_string(), |p| p.display().to_string());
+            if bind {
+                let mut problems = config::preflight(&loaded.config, cli.state_dir.as_deref());
+                if let Some(path) = &cli.config {
+                    if let Ok(text) = std::fs::read_to_string(path) {
+                        config::add_lines(&text, &mut problems);
+                    }
+                }
+                if !problems.is_empty() {
+                    let path = std::path::Path::new(&source);
+                    eprintln!(
+                        "tracerd: {source}: valid, but {} thing(s) would fail at start:\n{}",
+                        problems.len(),
+                        config::format_problems(path, &problems)
+                    );
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("{source}: valid");
             ExitCode::SUCCESS
         }
@@ -119,10 +142,17 @@ fn main() -> ExitCode {
                         Some(Box::new(set_level))
                     }
                 };
+            if let Some(dir) = &cli.state_dir {
+                if let Err(e) = config::prepare_state_dir(dir) {
+                    tracing::error!("cannot use --state-dir {}: {e}", dir.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             let options = tracerd::app::Options {
                 config_path: cli.config.clone(),
                 systemd,
                 set_log_level,
+                state_dir: cli.state_dir.clone(),
             };
             run(loaded.config, options)
         }

@@ -101,18 +101,23 @@ pub async fn build(
             extra.describe()
         );
     }
-    let help = match &config.metrics_help {
-        Some(help) => help.load().map_err(anyhow::Error::msg)?,
+    let telemetry = Telemetry::new();
+    let reload_metrics = ReloadMetrics::register(&telemetry.registry);
+    let help = match config.metrics_help.as_ref().map(|h| h.load()) {
+        Some(Ok(help)) => help,
+        // Validation already warned with the path and reason (once); count it and go on.
+        Some(Err(_)) => {
+            reload_metrics.metrics_help_errors.inc();
+            Default::default()
+        }
         None => Default::default(),
     };
     let naming = Arc::new(
         Naming::new(config.metrics_no_suffix, help)
             .with_openmetrics_names(config.tracerd.open_metrics_names),
     );
-    let telemetry = Telemetry::new();
     let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
     let shared = Arc::new(Context::new(config, nodes, telemetry));
-    let reload_metrics = ReloadMetrics::register(&shared.telemetry.registry);
     let http_state = Arc::new(HttpState::new(
         shared.nodes.clone(),
         shared.telemetry.clone(),

@@ -17,6 +17,11 @@ pub struct Cli {
     /// its embedded defaults (see `tracerd print-config`).
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// tracerd's own state directory (cardano-tracer's `--state-dir`, which the NixOS module
+    /// and the Docker image pass): created if missing; tracerd refuses to start if it cannot
+    /// write there. Log files and their checkpoints stay under each `logRoot`.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Lowest severity of tracerd's own log messages (on stderr). Overrides
     /// `tracerd.minLogSeverity` of the config, which SIGHUP can change; default Info.
     #[arg(long, value_enum, global = true)]
@@ -35,7 +40,13 @@ pub enum Command {
     /// Run the daemon (the default).
     Run,
     /// Check a config file: exit 0 if valid, else list every problem and exit 78.
-    Validate,
+    Validate {
+        /// Also try what fails only at start: bind (and release) every port and socket,
+        /// write to every log root and socket directory, find journald's socket for
+        /// JournalMode targets (and the `--state-dir`, when given).
+        #[arg(long)]
+        bind: bool,
+    },
     /// Print the effective config (defaults filled in) as YAML, itself a valid config file.
     PrintConfig,
     /// List the nodes connected to the running daemon (its `/api/nodes`), as a table or JSON.

@@ -50,6 +50,9 @@ pub struct Options {
     /// Changes the level of tracerd's own log after a reload; `None` when the command line
     /// fixed it.
     pub set_log_level: Option<Box<dyn Fn(MinSeverity) + Send + Sync>>,
+    /// `--state-dir`: tracerd's own state directory, already created and probed writable;
+    /// published as `Running::state_dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Runs tracerd with `config` until `shutdown` resolves, then drains and returns.
@@ -67,6 +70,7 @@ pub async fn run(
         config_path,
         systemd,
         set_log_level,
+        state_dir,
     } = options;
     // Installed first: from here on SIGHUP never terminates tracerd (its default action).
     let mut hangup = Hangup::install();
@@ -81,6 +85,10 @@ pub async fn run(
         socket_paths,
     } = build(&config, systemd.listeners).await?;
     let live = shared.running.clone();
+    if let Some(dir) = state_dir {
+        tracing::info!(state_dir = %dir.display(), "state directory");
+        live.set_state_dir(dir);
+    }
     let http_cancel = CancellationToken::new();
     let http_tracker = TaskTracker::new();
     let mut http_described = Vec::new();

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_norway::Value;
+
 use super::probe::{probe, Probe};
+use super::shape::{self, Found};
 use super::validate::{validate, Problem};
 use super::Config;
 
@@ -12,16 +15,16 @@ use super::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read config file {path}")]
+    #[error("cannot read config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (its errno text is part of the message).
+        cause: std::io::Error,
     },
     /// The file is not valid YAML/JSON for this schema, or fails validation.
-    #[error("invalid config {path}:\n{}", format_problems(.problems))]
+    #[error("invalid config {}: {} problem(s)\n{}", path.display(), problems.len(),
+        format_problems(path, problems))]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -30,10 +33,19 @@ pub enum LoadError {
     },
 }
 
-fn format_problems(problems: &[Problem]) -> String {
+/// One problem per line, `FILE:LINE: key: message` (the form editors and `grep -n` use).
+pub fn format_problems(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("  - {p}"))
+        .map(|p| {
+            let line = p.line.map(|l| format!("{l}:")).unwrap_or_default();
+            let key = if p.key.is_empty() {
+                String::new()
+            } else {
+                format!(" {}:", p.key)
+            };
+            format!("  {}:{line}{key} {}", path.display(), p.message)
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -47,15 +59,12 @@ pub struct Loaded {
     pub warnings: Vec<Problem>,
 }
 
-/// Keys cardano-tracer once had and no longer reads: a warning, not an error.
-pub const OBSOLETE_KEYS: &[&str] = &["hasRTView", "metricsComp", "WarnRTViewMissing"];
-
 /// Reads, parses, probes and validates a config file (blocking: call it off the async
 /// workers).
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     parse(&text).map_err(|problems| LoadError::Invalid {
         path: path.to_path_buf(),
@@ -63,94 +72,104 @@ pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     })
 }
 
-/// Parses config text (YAML, or JSON, which is YAML), probes what it refers to (blocking) and
-/// validates it.
+/// Parses the text of a config file (YAML, or JSON, which is YAML), probes what it refers to
+/// (blocking) and validates it. A file must give `networkMagic`, `network` and `logging`, as
+/// cardano-tracer requires.
 pub fn parse(text: &str) -> Result<Loaded, Vec<Problem>> {
-    let parsed = deserialize(text)?;
+    parse_as(text, true)
+}
+
+/// Like [`parse`], without requiring the keys a file must have: for tests that check one key.
+#[cfg(test)]
+pub(crate) fn parse_fragment(text: &str) -> Result<Loaded, Vec<Problem>> {
+    parse_as(text, false)
+}
+
+fn parse_as(text: &str, require_top: bool) -> Result<Loaded, Vec<Problem>> {
+    let parsed = deserialize(text, require_top)?;
     let probe = probe(&parsed.config);
     check(text, parsed, &probe)
 }
 
 /// Parses and validates config text against facts probed before: pure.
 pub fn parse_probed(text: &str, probe: &Probe) -> Result<Loaded, Vec<Problem>> {
-    check(text, deserialize(text)?, probe)
+    check(text, deserialize(text, true)?, probe)
 }
 
-/// The config as serde read it, plus every key it did not know.
+/// The config as read, plus what the shape check found on the way.
 struct Parsed {
     config: Config,
-    unknown: Vec<String>,
+    found: Vec<Found>,
 }
 
-/// Deserialises config text, collecting unknown keys with `serde_ignored` instead of stopping
-/// at the first.
-fn deserialize(text: &str) -> Result<Parsed, Vec<Problem>> {
-    let mut unknown: Vec<String> = Vec::new();
-    let de = serde_norway::Deserializer::from_str(text);
-    let config: Config = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
-        .map_err(|e| {
-            vec![Problem {
-                key: String::new(),
-                line: e.location().map(|l| l.line()),
-                message: e.to_string(),
-            }]
-        })?;
-    Ok(Parsed { config, unknown })
-}
-
-/// Sorts unknown keys into problems and obsolete-key warnings, validates, and gives every
-/// problem its line.
-fn check(text: &str, parsed: Parsed, probe: &Probe) -> Result<Loaded, Vec<Problem>> {
-    let Parsed { config, unknown } = parsed;
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    for key in unknown {
-        let leaf = key.rsplit('.').next().unwrap_or(&key).to_string();
-        let line = find_key_line(text, &leaf);
-        if OBSOLETE_KEYS.contains(&key.as_str()) {
-            warnings.push(Problem {
-                key,
-                line,
-                message: "obsolete cardano-tracer key, ignored".to_string(),
-            });
-        } else {
-            problems.push(Problem {
-                key,
-                line,
-                message: "unknown key".to_string(),
-            });
+/// Parses the text, checks its shape (every problem, nulls as defaults) and deserialises
+/// what remains.
+fn deserialize(text: &str, require_top: bool) -> Result<Parsed, Vec<Problem>> {
+    let mut value: Value = serde_norway::from_str(text).map_err(|e| {
+        vec![Problem {
+            key: String::new(),
+            line: e.location().map(|l| l.line()),
+            message: format!("not valid YAML or JSON: {e}"),
+        }]
+    })?;
+    let found = shape::check(&mut value, require_top);
+    match serde_norway::from_value::<Config>(value) {
+        Ok(config) => Ok(Parsed { config, found }),
+        Err(e) => {
+            let mut problems = problems_of(text, &found, false);
+            if problems.is_empty() {
+                // The shape check let through what serde refuses: a bug, still reported.
+                problems.push(Problem {
+                    key: String::new(),
+                    line: None,
+                    message: format!("cannot read the config: {e}"),
+                });
+            }
+            Err(problems)
         }
     }
+}
+
+/// The problems (or warnings) of the shape check, with their lines.
+fn problems_of(text: &str, found: &[Found], warnings: bool) -> Vec<Problem> {
+    found
+        .iter()
+        .filter(|f| f.warning == warnings)
+        .map(|f| Problem {
+            key: shape::show_path(&f.path),
+            line: shape::line_of(text, &f.path),
+            message: f.message.clone(),
+        })
+        .collect()
+}
+
+/// Validates, and gives every problem its line, in file order, each once.
+fn check(text: &str, parsed: Parsed, probe: &Probe) -> Result<Loaded, Vec<Problem>> {
+    let Parsed { config, found } = parsed;
+    let mut problems = problems_of(text, &found, false);
+    let mut warnings = problems_of(text, &found, true);
     validate(&config, probe, &mut problems, &mut warnings);
+    for list in [&mut problems, &mut warnings] {
+        add_lines(text, list);
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|p| seen.insert((p.key.clone(), p.message.clone())));
+        list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+    }
     if problems.is_empty() {
-        add_lines(text, &mut warnings);
         Ok(Loaded { config, warnings })
     } else {
-        add_lines(text, &mut problems);
         Err(problems)
     }
 }
 
-/// Fills in the line of every problem that has none, from where its key appears.
-fn add_lines(text: &str, problems: &mut [Problem]) {
+/// Fills in the line of every problem that has none, from where its key path appears in
+/// `text` (the config file's text).
+pub fn add_lines(text: &str, problems: &mut [Problem]) {
     for p in problems {
         if p.line.is_none() {
-            let leaf = p.key.rsplit('.').next().unwrap_or(&p.key).to_string();
-            p.line = find_key_line(text, &leaf);
+            p.line = shape::line_of(text, &shape::parse_path(&p.key));
         }
     }
-}
-
-/// The 1-based line where `key` first appears as a mapping key (`key:` or `"key":`).
-fn find_key_line(text: &str, key: &str) -> Option<usize> {
-    let plain = format!("{key}:");
-    let quoted = format!("\"{key}\"");
-    text.lines()
-        .position(|line| {
-            let t = line.trim_start().trim_start_matches(['-', '{', ',', ' ']);
-            t.starts_with(&plain) || t.starts_with(&quoted) || line.contains(&format!(" {plain}"))
-        })
-        .map(|i| i + 1)
 }
 
 /// Renders the effective config as JSON, one line: the payload of the config event, itself a

@@ -6,7 +6,11 @@
 //! * [`Address`]: cardano-tracer's socket address syntax, re-exported from `tracerd_wire`;
 //! * `probe`: the I/O validation needs (groups, `metricsHelp` files), gathered in one step
 //!   into a [`Probe`];
+//! * `shape`: the declared shape of every key (types, ranges, what `null` means) and the
+//!   walker that reports every problem at once, with did-you-mean hints;
 //! * `validate`: pure validation of a parsed config against a [`Probe`] ([`Problem`]);
+//! * `preflight`: what fails only at start, tried beforehand (`validate --bind`), and the
+//!   `--state-dir` check (blocking I/O);
 //! * `load`: read, parse, probe, validate ([`load`], [`parse`], [`Loaded`], [`LoadError`]);
 //! * [`plan`]: the pure half of a reload: diff key by key, apply or report "needs restart".
 //!
@@ -15,14 +19,22 @@
 mod defaults;
 mod load;
 pub mod plan;
+mod preflight;
 mod probe;
 mod schema;
+mod shape;
 mod validate;
 
 pub use defaults::*;
-pub use load::{load, parse, parse_probed, to_json, to_yaml, LoadError, Loaded, OBSOLETE_KEYS};
+#[cfg(test)]
+pub(crate) use load::parse_fragment;
+pub use load::{
+    add_lines, format_problems, load, parse, parse_probed, to_json, to_yaml, LoadError, Loaded,
+};
+pub use preflight::{preflight, prepare_state_dir, writable_dir};
 pub use probe::{probe, resolve_group, Probe};
 pub use schema::*;
+pub use shape::{MAX_AGE_HOURS, MAX_TIMEOUT_SECS, OBSOLETE_KEYS};
 pub use tracerd_wire::Address;
 pub use validate::Problem;
 

@@ -179,7 +179,7 @@ mod tests {
     use super::*;
 
     fn cfg(text: &str) -> Config {
-        config::parse(text).unwrap().config
+        config::parse_fragment(text).unwrap().config
     }
 
     #[test]

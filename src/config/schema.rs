@@ -15,8 +15,8 @@ use super::Address;
 
 /// The whole configuration, cardano-tracer keys first. Field names are cardano-tracer's.
 ///
-/// Unknown keys are not rejected by serde (that would stop at the first one); `parse`
-/// collects every one of them with `serde_ignored` and reports them all.
+/// Unknown keys, wrong types, out-of-range numbers and `null`s are handled before serde by
+/// `shape.rs`, which reports them all; serde reads the cleaned tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Config {

@@ -42,7 +42,7 @@ const CARDANO_JSON: &str = r#"{
 
 #[test]
 fn empty_file_is_the_embedded_default() {
-    assert_eq!(parse("{}").unwrap().config, Config::default());
+    assert_eq!(parse_fragment("{}").unwrap().config, Config::default());
     let d = Config::default();
     assert_eq!(d.network_magic, 764_824_073);
     assert_eq!(
@@ -56,14 +56,17 @@ fn empty_file_is_the_embedded_default() {
             "./cardano-tracer.sock".into()
         )))
     );
-    assert_eq!(parse("network: null").unwrap().config.network, None);
+    assert_eq!(
+        parse_fragment("network: null").unwrap().config.network,
+        None
+    );
     assert_eq!(d.logging[0].log_root, PathBuf::from("./logs"));
     assert_eq!(d.tracerd.limits.max_frame_bytes, 1 << 20);
 }
 
 #[test]
 fn cardano_tracer_examples_are_accepted() {
-    let y = parse(CARDANO_YAML).unwrap();
+    let y = parse_fragment(CARDANO_YAML).unwrap();
     assert_eq!(y.config.logging.len(), 2);
     let r = y.config.rotation.as_ref().unwrap();
     assert_eq!(
@@ -76,7 +79,7 @@ fn cardano_tracer_examples_are_accepted() {
             "/run/cardano-tracer/tracer.socket".into()
         )))
     );
-    let j = parse(CARDANO_JSON).unwrap();
+    let j = parse_fragment(CARDANO_JSON).unwrap();
     assert_eq!(
         j.config.network,
         Some(Network::ConnectTo(vec![
@@ -93,18 +96,21 @@ fn cardano_tracer_examples_are_accepted() {
 #[test]
 fn unknown_keys_are_errors_with_lines_and_obsolete_keys_warnings() {
     let text = "networkMagic: 1\nhasRTView: { epHost: x, epPort: 1 }\nrotaton: {}\ntracerd:\n  limits:\n    maxFrameByte: 10\n";
-    let problems = parse(text).unwrap_err();
+    let problems = parse_fragment(text).unwrap_err();
     let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
     assert!(
-        shown.contains(&"line 3: rotaton: unknown key".to_string()),
+        shown.contains(&"line 3: rotaton: unknown key; did you mean `rotation`?".to_string()),
         "{shown:?}"
     );
     assert!(
-        shown.contains(&"line 6: tracerd.limits.maxFrameByte: unknown key".to_string()),
+        shown.contains(
+            &"line 6: tracerd.limits.maxFrameByte: unknown key; did you mean `maxFrameBytes`?"
+                .to_string()
+        ),
         "{shown:?}"
     );
     assert_eq!(problems.len(), 2, "{shown:?}");
-    let ok = parse("hasRTView: { epHost: x, epPort: 1 }\nmetricsComp: {}\n").unwrap();
+    let ok = parse_fragment("hasRTView: { epHost: x, epPort: 1 }\nmetricsComp: {}\n").unwrap();
     let warned: Vec<_> = ok.warnings.iter().map(|w| w.key.as_str()).collect();
     assert_eq!(warned, vec!["hasRTView", "metricsComp"]);
     assert_eq!(ok.warnings[0].line, Some(1));
@@ -113,7 +119,7 @@ fn unknown_keys_are_errors_with_lines_and_obsolete_keys_warnings() {
 #[test]
 fn every_validation_problem_is_listed() {
     let text = "logging: []\nrotation: { rpLogLimitBytes: 0, rpKeepFilesNum: 1, rpFrequencySecs: 0 }\ntracerd:\n  limits: { maxFrameBytes: 1, queueBatches: 0, maxConnections: 0, handshakeTimeoutSecs: -1 }\n  shutdownGraceSecs: 0\n";
-    let problems = parse(text).unwrap_err();
+    let problems = parse_fragment(text).unwrap_err();
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
@@ -133,12 +139,14 @@ fn every_validation_problem_is_listed() {
 
 #[test]
 fn bad_values_name_the_line() {
-    let problems =
-        parse("networkMagic: 1\nrotation:\n  rpLogLimitBytes: lots\n  rpKeepFilesNum: 1\n")
-            .unwrap_err();
+    let problems = parse_fragment(
+        "networkMagic: 1\nrotation:\n  rpLogLimitBytes: lots\n  rpKeepFilesNum: 1\n",
+    )
+    .unwrap_err();
     assert_eq!(problems[0].line, Some(3), "{problems:?}");
-    let problems = parse("logging:\n  - { logRoot: x, logMode: FileMode, logFormat: ForRobots }\n")
-        .unwrap_err();
+    let problems =
+        parse_fragment("logging:\n  - { logRoot: x, logMode: FileMode, logFormat: ForRobots }\n")
+            .unwrap_err();
     assert!(problems[0].message.contains("ForRobots"), "{problems:?}");
 }
 
@@ -177,9 +185,9 @@ fn addresses_follow_cardano_tracer_syntax() {
 #[test]
 fn printed_config_is_a_valid_config_with_the_same_meaning() {
     for text in ["{}", "network: null", CARDANO_YAML, CARDANO_JSON] {
-        let config = parse(text).unwrap().config;
+        let config = parse_fragment(text).unwrap().config;
         let printed = to_yaml(&config);
-        let again = parse(&printed).unwrap_or_else(|p| panic!("{printed}\n{p:?}"));
+        let again = parse_fragment(&printed).unwrap_or_else(|p| panic!("{printed}\n{p:?}"));
         assert_eq!(again.config, config, "{printed}");
     }
 }
@@ -202,7 +210,7 @@ fn shipped_config_files_are_valid() {
 #[test]
 fn unsupported_cardano_tracer_features_are_explained() {
     let text = "hasTimeseries: { epHost: 127.0.0.1, epPort: 12818 }\ntlsCertificate: { certificateFile: c, certificateKeyFile: k }\nhasForwarding: [{ tag: AcceptAt, contents: /tmp/r.sock }, null, { queueSize: 1 }]\n";
-    let loaded = parse(text).unwrap();
+    let loaded = parse_fragment(text).unwrap();
     let keys: Vec<_> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
     for key in ["hasTimeseries", "tlsCertificate", "hasForwarding"] {
         assert!(keys.contains(&key), "{key} not explained: {keys:?}");
@@ -212,4 +220,193 @@ fn unsupported_cardano_tracer_features_are_explained() {
         "{:?}",
         loaded.warnings
     );
+}
+
+/// Every optional key given as `null` means its default (cardano-tracer reads aeson
+/// `Maybe` fields so; the NixOS module and nix scripts emit them), except `network` and
+/// `hasPrometheus`, where `null` is "off".
+#[test]
+fn null_is_the_default_for_every_optional_key() {
+    let text = r#"networkMagic: 2
+network: null
+logging: [{ logRoot: /l, logMode: FileMode, logFormat: ForHuman }]
+loRequestNum: null
+ekgRequestFreq: null
+ekgRequestFull: null
+hasEKG: null
+hasPrometheus: null
+hasTimeseries: null
+tlsCertificate: null
+rotation: null
+verbosity: null
+metricsNoSuffix: null
+metricsHelp: null
+prometheusLabels: null
+resourceFreq: null
+hasForwarding: null
+tracerd:
+  native: { acceptAt: null }
+  limits: { maxFrameBytes: null, queueBatches: null, handshakeTimeoutSecs: null, maxConnections: null, idleTimeoutSecs: null }
+  durability: { fsync: null, fsyncIntervalMs: null, onWriteError: null }
+  shutdownGraceSecs: null
+  minLogSeverity: null
+  unixSocket: { mode: null, group: null }
+  journal: { socket: null }
+"#;
+    let c = parse(text).unwrap().config;
+    let d = Config::default();
+    assert_eq!((c.network.clone(), c.has_prometheus.clone()), (None, None));
+    assert_eq!(
+        Config {
+            network_magic: d.network_magic,
+            network: d.network.clone(),
+            has_prometheus: d.has_prometheus.clone(),
+            logging: d.logging.clone(),
+            ..c
+        },
+        d
+    );
+    let r = parse_fragment("rotation: { rpLogLimitBytes: 5, rpKeepFilesNum: 1, rpFrequencySecs: null, rpMaxAgeMinutes: null, rpMaxAgeHours: null }").unwrap();
+    let r = r.config.rotation.unwrap();
+    assert_eq!((r.rp_frequency_secs, r.max_age_secs()), (60, 86_400));
+    // A required key given as null is still missing.
+    let p = parse_fragment("logging: [{ logRoot: null, logMode: FileMode, logFormat: ForHuman }]")
+        .unwrap_err();
+    assert_eq!(
+        p[0].to_string(),
+        "line 1: logging[0].logRoot: `logRoot` is required",
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_file_needs_network_magic_network_and_logging() {
+    for text in ["", "{}", "hasEKG: null\n"] {
+        let p = parse(text).unwrap_err();
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert!(
+            keys == ["networkMagic", "network", "logging"] || keys == [""],
+            "{text:?}: {p:?}"
+        );
+    }
+    assert!(parse("networkMagic: 1\nnetwork: null\nlogging: [{logRoot: x, logMode: FileMode, logFormat: ForHuman}]").is_ok());
+}
+
+#[test]
+fn type_errors_are_all_reported_in_words_with_lines() {
+    let text = "networkMagic: 1\nnetwork: null\nekgRequestFreq: [1, 2]\nloRequestNum: lots\nlogging:\n  - logRoot: /a\n    logmode: FileMode\n    logFormat: ForHuman\nverbosity: Loud\nhasPrometheus: { epHost: h, epPort: 9 }\nhasEKG: { epHost: h, epPort: 9 }\n";
+    let shown: Vec<String> = parse(text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            "line 3: ekgRequestFreq: `ekgRequestFreq` must be a number of seconds from 0.001 to 3600, got a list",
+            "line 4: loRequestNum: `loRequestNum` must be an integer from 1 to 65535 (trace objects), got the text \"lots\"",
+            "line 7: logging[0].logmode: unknown key; did you mean `logMode`?",
+            "line 9: verbosity: `verbosity` must be one of Minimum, ErrorsOnly, Maximum, got \"Loud\"",
+            "line 11: hasEKG.epPort: port 9 is also hasPrometheus.epPort",
+        ]
+    );
+}
+
+#[test]
+fn every_number_has_a_range() {
+    for (text, key) in [
+        ("tracerd: { limits: { handshakeTimeoutSecs: 1e300 } }", "tracerd.limits.handshakeTimeoutSecs"),
+        ("tracerd: { limits: { idleTimeoutSecs: .nan } }", "tracerd.limits.idleTimeoutSecs"),
+        ("tracerd: { shutdownGraceSecs: -1 }", "tracerd.shutdownGraceSecs"),
+        ("rotation: { rpLogLimitBytes: 1, rpKeepFilesNum: 1, rpMaxAgeHours: 1e300 }", "rotation.rpMaxAgeHours"),
+        ("rotation: { rpLogLimitBytes: 1, rpKeepFilesNum: 1, rpMaxAgeMinutes: 9223372036854775807 }", "rotation.rpMaxAgeMinutes"),
+        ("rotation: { rpLogLimitBytes: 0, rpKeepFilesNum: 1 }", "rotation.rpLogLimitBytes"),
+        ("networkMagic: 4294967296", "networkMagic"),
+        ("resourceFreq: -5", "resourceFreq"),
+    ] {
+        let p = parse_fragment(text).unwrap_err();
+        assert_eq!(p.len(), 1, "{text}: {p:?}");
+        assert_eq!(p[0].key, key, "{text}: {p:?}");
+        assert!(p[0].message.contains(" from "), "{text}: the range is named: {p:?}");
+    }
+    // Integral floats are integers, as aeson reads them.
+    let c = parse_fragment("rotation: { rpLogLimitBytes: 1e7, rpKeepFilesNum: 1 }")
+        .unwrap()
+        .config;
+    assert_eq!(c.rotation.unwrap().rp_log_limit_bytes, 10_000_000);
+}
+
+/// Every field of the schema, set away from its default, survives print-config and the shape
+/// check: a field added to `schema.rs` but not to `shape.rs` fails here (and the struct
+/// literals below, with no `..Default::default()`, make adding a field touch this test).
+#[test]
+fn every_schema_key_is_known_to_the_shape_check() {
+    let endpoint = |port| Endpoint {
+        ep_host: "127.0.0.1".into(),
+        ep_port: port,
+        ep_force_ssl: Some(false),
+    };
+    let config = Config {
+        network_magic: 42,
+        network: Some(Network::ConnectTo(vec![Address::Unix("/n.sock".into())])),
+        lo_request_num: 7,
+        ekg_request_freq: 2.5,
+        ekg_request_full: true,
+        has_ekg: Some(endpoint(1)),
+        has_prometheus: Some(endpoint(2)),
+        has_timeseries: Some(endpoint(3)),
+        tls_certificate: Some(TlsCertificate {
+            certificate_file: "c".into(),
+            certificate_key_file: "k".into(),
+            certificate_chain: vec!["i".into()],
+        }),
+        logging: vec![LoggingParams {
+            log_root: "/l".into(),
+            log_mode: LogMode::FileMode,
+            log_format: LogFormat::ForHuman,
+        }],
+        rotation: Some(RotationParams {
+            rp_frequency_secs: 5,
+            rp_log_limit_bytes: 100,
+            rp_max_age_minutes: Some(10),
+            rp_max_age_hours: Some(1.5),
+            rp_keep_files_num: 3,
+        }),
+        verbosity: Verbosity::Maximum,
+        metrics_no_suffix: true,
+        metrics_help: Some(MetricsHelp::Inline([("a".into(), "b".into())].into())),
+        prometheus_labels: [("x".into(), "y".into())].into(),
+        resource_freq: Some(1000),
+        has_forwarding: Some(serde_json::json!([1])),
+        tracerd: TracerdSettings {
+            native: NativeSettings {
+                accept_at: vec![Address::Unix("/t.sock".into())],
+            },
+            limits: Limits {
+                max_frame_bytes: 4096,
+                queue_batches: 3,
+                handshake_timeout_secs: 2.0,
+                max_connections: 9,
+                idle_timeout_secs: 30.0,
+            },
+            durability: Durability {
+                fsync: FsyncPolicy::Interval,
+                fsync_interval_ms: 20,
+                on_write_error: WriteErrorPolicy::Drop,
+            },
+            shutdown_grace_secs: 3.0,
+            min_log_severity: Some(MinSeverity::Warning),
+            unix_socket: UnixSocketSettings {
+                mode: Some("0660".into()),
+                group: Some("0".into()),
+            },
+            journal: JournalSettings {
+                socket: "/j.sock".into(),
+            },
+            open_metrics_names: true,
+        },
+    };
+    let printed = to_yaml(&config);
+    let again = parse(&printed).unwrap_or_else(|p| panic!("{printed}\n{p:?}"));
+    assert_eq!(again.config, config, "{printed}");
 }

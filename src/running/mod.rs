@@ -7,7 +7,8 @@
 //! It sits above both `config` and `logs` (it holds a `LogSettings`), which is why it is not
 //! part of `config`.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
@@ -33,17 +34,34 @@ impl Effective {
     }
 }
 
-/// The shared, replaceable effective config.
+/// The shared, replaceable effective config, and the facts of how tracerd was started that
+/// every task may need (the state directory).
 #[derive(Debug, Clone)]
 pub struct Running {
     tx: Arc<watch::Sender<Arc<Effective>>>,
+    state_dir: Arc<OnceLock<PathBuf>>,
 }
 
 impl Running {
     /// Starts with `config`.
     pub fn new(config: Config) -> Running {
         let (tx, _) = watch::channel(Arc::new(Effective::new(config)));
-        Running { tx: Arc::new(tx) }
+        Running {
+            tx: Arc::new(tx),
+            state_dir: Arc::default(),
+        }
+    }
+
+    /// Records `--state-dir` (created and probed writable by `main`); set once at start,
+    /// before any task runs. A second call is ignored and returns false.
+    pub fn set_state_dir(&self, dir: PathBuf) -> bool {
+        self.state_dir.set(dir).is_ok()
+    }
+
+    /// tracerd's own state directory (`--state-dir`), when one was given: where a feature
+    /// keeps what belongs to no log directory.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.get().map(PathBuf::as_path)
     }
 
     /// The current effective config.

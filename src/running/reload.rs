@@ -51,6 +51,9 @@ pub async fn reload(path: &Path, running: &Running, metrics: &ReloadMetrics) -> 
     };
     for w in &loaded.warnings {
         tracing::warn!("config: {w}");
+        if w.key == "metricsHelp" {
+            metrics.metrics_help_errors.inc();
+        }
     }
     let plan = match plan(&current.config, &loaded.config, &probe) {
         Ok(plan) => plan,
@@ -93,6 +96,9 @@ pub struct ReloadMetrics {
     pub reloads: prometheus::IntCounterVec,
     /// `tracerd_config_restart_pending_keys`: changed keys waiting for a restart.
     pub restart_pending: prometheus::IntGauge,
+    /// `tracerd_config_metrics_help_errors_total`: times a `metricsHelp` file could not be
+    /// used (at start or reload); tracerd serves metrics without HELP texts meanwhile.
+    pub metrics_help_errors: prometheus::IntCounter,
 }
 
 impl ReloadMetrics {
@@ -111,9 +117,16 @@ impl ReloadMetrics {
             "Changed config keys that wait for a restart (their old values still run).",
         )
         .expect("valid constant");
+        let metrics_help_errors = prometheus::IntCounter::new(
+            "tracerd_config_metrics_help_errors_total",
+            "Times a metricsHelp file could not be read or parsed (metrics served without \
+             HELP texts).",
+        )
+        .expect("valid constant");
         for m in [
             Box::new(reloads.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(restart_pending.clone()),
+            Box::new(metrics_help_errors.clone()),
         ] {
             if let Err(e) = registry.register(m) {
                 tracing::error!(error = %e, "cannot register reload metrics");
@@ -126,6 +139,7 @@ impl ReloadMetrics {
         ReloadMetrics {
             reloads,
             restart_pending,
+            metrics_help_errors,
         }
     }
 }

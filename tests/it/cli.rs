@@ -26,13 +26,17 @@ fn validate_lists_every_problem_and_exits_78() {
     let (code, _, err) = tracerd(&["validate", "-c", "bad.yaml"], dir.path());
     assert_eq!(code, 78, "{err}");
     for needle in [
-        "line 2: rotaton: unknown key",
-        "logging: at least one log target",
-        "tracerd.limits.queueBatches: must be at least 1",
+        "bad.yaml:2: rotaton: unknown key; did you mean `rotation`?",
+        "bad.yaml:3: logging: at least one log target",
+        "bad.yaml:5: tracerd.limits.queueBatches: `queueBatches` must be an integer from 1 to 65536",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    std::fs::write(dir.path().join("good.yaml"), "networkMagic: 2\n").unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "networkMagic: 2\nnetwork: null\nlogging: [{ logRoot: l, logMode: FileMode, logFormat: ForHuman }]\n",
+    )
+    .unwrap();
     let (code, out, err) = tracerd(&["validate", "--config", "good.yaml"], dir.path());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("good.yaml: valid"));

@@ -258,33 +258,6 @@ async fn a_metrics_only_node_is_scraped_over_real_sockets() {
     assert!(status.0.success(), "{}", status.1.stderr());
 }
 
-#[test]
-fn a_missing_metrics_help_file_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("c.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "networkMagic: {MAGIC}\nmetricsHelp: {}\n",
-            dir.path().join("missing.json").display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
-        .args(["-c", config.to_str().unwrap(), "validate"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("metricsHelp"), "{stderr}");
-    std::fs::write(dir.path().join("missing.json"), "{\"a\": 1}").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
-        .args(["-c", config.to_str().unwrap(), "validate"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-}
-
 /// A Prometheus server run for one test, killed on drop.
 pub struct PrometheusServer {
     child: std::process::Child,

@@ -3,6 +3,7 @@
 mod architecture;
 mod cardano;
 mod cli;
+mod config;
 mod crash;
 mod faults;
 mod forwarder;

@@ -109,7 +109,7 @@ async fn sighup_applies_rotation_live_and_rejects_a_broken_config_whole() {
     let log = d.wait_log("config reload rejected", 1);
     for needle in [
         "rotaton: unknown key",
-        "rotation.rpLogLimitBytes: must be greater than 0",
+        "rotation.rpLogLimitBytes: `rpLogLimitBytes` must be an integer from 1",
     ] {
         assert!(log.contains(needle), "missing {needle:?}:\n{log}");
     }

@@ -100,7 +100,7 @@ fn sigterm_while_starting_still_exits_0() {
     let port = free_port();
     std::fs::write(
         dir.path().join("c.yaml"),
-        format!("network: null\nhasPrometheus: null\ntracerd:\n  native:\n    acceptAt: [\"127.0.0.1:{port}\"]\n"),
+        format!("networkMagic: 764824073\nnetwork: null\nlogging: [{{ logRoot: logs, logMode: FileMode, logFormat: ForMachine }}]\nhasPrometheus: null\ntracerd:\n  native:\n    acceptAt: [\"127.0.0.1:{port}\"]\n"),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tracerd"))

@@ -58,6 +58,14 @@ impl Daemon {
             dir.path().join("t.sock").display()
         ));
         config.push_str(extra);
+        if !config.contains("networkMagic") {
+            config.push_str(&format!("networkMagic: {MAGIC}\n"));
+        }
+        if !config.contains("network:") {
+            // A config file must name `network` (as cardano-tracer's does); these tests
+            // need no Cardano listener unless they say so.
+            config.push_str("network: null\n");
+        }
         if !config.contains("hasPrometheus") {
             // HTTP is on by default (127.0.0.1:12808); tests running in parallel must not
             // share that port.
