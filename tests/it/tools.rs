@@ -112,7 +112,7 @@ fn nodes_says_why_when_the_daemon_cannot_be_asked() {
     std::fs::write(
         &config,
         format!(
-            "networkMagic: 2\nlogging: [{{logRoot: {}, logMode: FileMode, logFormat: ForMachine}}]\nhasPrometheus: null\n",
+            "networkMagic: 2\nnetwork: null\nlogging: [{{logRoot: {}, logMode: FileMode, logFormat: ForMachine}}]\nhasPrometheus: null\n",
             dir.path().display()
         ),
     )
