@@ -125,6 +125,9 @@ const NATIVE: &[Field] = &[opt("acceptAt", Kind::List(&Kind::Addr))];
 const LIMITS: &[Field] = &[
     opt("maxFrameBytes", Kind::Int(64, 1 << 30, "bytes")),
     opt("queueBatches", Kind::Int(1, 65_536, "batches")),
+    opt("queueBytes", Kind::Int(1024, 1 << 40, "bytes")),
+    opt("totalQueueBytes", Kind::Int(1024, 1 << 40, "bytes")),
+    opt("maxObjectsPerFrame", Kind::Int(1, 1 << 24, "trace objects")),
     opt(
         "handshakeTimeoutSecs",
         Kind::Num(0.001, MAX_TIMEOUT_SECS, "seconds"),
