@@ -105,7 +105,10 @@ fn generated_configs_start_with_config_and_state_dir() {
             .unwrap();
         let stderr = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // "ready" is logged once every listener (native, Cardano, HTTP) is bound.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || !stderr().contains("ready")
+        {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!(
                     "{}: tracerd exited with {status}:\n{}",
