@@ -265,6 +265,40 @@ async fn malformed_input_closes_only_that_connection_counted_by_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_connect_to_node_is_a_warning_per_attempt_and_is_dialled_once_it_appears() {
+    let d = Daemon::start_with(
+        |dir, _| {
+            head(
+                dir,
+                &format!(
+                    "{{ tag: ConnectTo, contents: [\"{}\"] }}",
+                    dir.join("late.sock").display()
+                ),
+            )
+        },
+        "",
+    );
+    // Attempts at 0 s and 1 s fail: two warnings at default verbosity, with the reason.
+    let log = d.wait_log("cannot connect to node", 2);
+    let line = log
+        .lines()
+        .find(|l| l.contains("cannot connect to node"))
+        .unwrap();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("No such file or directory"), "{line}");
+    assert!(line.contains("late.sock"), "{line}");
+    // The node appears 2 s after tracerd started: the next attempt (3 s) reaches it.
+    let listener = tokio::net::UnixListener::bind(d.dir.path().join("late.sock")).unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("tracerd did not dial the node within the backoff bound")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    d.wait_log("node reachable again", 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_dials_the_node_and_redials_after_it_restarts() {
     let d = Daemon::start_with(
         |dir, _| {

@@ -33,6 +33,7 @@ pub async fn connect_loop(
 ) {
     let peer = addr.to_string();
     let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
+    let mut failures: u64 = 0;
     loop {
         let started = Instant::now();
         let connected = tokio::select! {
@@ -41,6 +42,10 @@ pub async fn connect_loop(
         };
         match connected {
             Ok(stream) => {
+                if failures > 0 {
+                    tracing::info!(%peer, attempts = failures, "node reachable again");
+                    failures = 0;
+                }
                 NodeDialed {
                     peer: &peer,
                     protocol: Protocol::Cardano.as_str(),
@@ -63,7 +68,16 @@ pub async fn connect_loop(
                 }
             }
             Err(e) => {
-                tracing::debug!(%peer, error = %e, "cannot connect to node; retrying in {:?}", backoff.current());
+                // Once per backoff cycle (attempts are 1, 2, 4, ... 30 s apart), at default
+                // verbosity: an unreachable node is never silent.
+                failures += 1;
+                tracing::warn!(
+                    %peer,
+                    error = %e,
+                    attempts = failures,
+                    "cannot connect to node; retrying in {:?}",
+                    backoff.current()
+                );
             }
         }
         if started.elapsed() >= MAX_BACKOFF {
