@@ -191,6 +191,15 @@ impl Parser<'_> {
         self.eat(b':')
     }
 
+    /// The value of the four hex digits at `at`, if there are four.
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let h = self.b.get(at..at + 4)?;
+        if !h.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+    }
+
     fn string(&mut self) -> bool {
         self.i += 1; // the opening quote
         loop {
@@ -209,11 +218,23 @@ impl Parser<'_> {
                     match self.peek() {
                         Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
                         Some(b'u') => {
-                            let hex = self.b.get(self.i + 1..self.i + 5);
-                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                                return false;
+                            // An escaped UTF-16 surrogate must come in a pair: a lone one is
+                            // JSON by the grammar, but serde_json and other strict readers
+                            // refuse the line (found by fuzz/line_renderers).
+                            match self.hex4(self.i + 1) {
+                                Some(0xD800..=0xDBFF) => {
+                                    let low = (self.b.get(self.i + 5..self.i + 7)
+                                        == Some(&b"\\u"[..]))
+                                    .then(|| self.hex4(self.i + 7))
+                                    .flatten();
+                                    if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                        return false;
+                                    }
+                                    self.i += 11;
+                                }
+                                Some(0xDC00..=0xDFFF) | None => return false,
+                                Some(_) => self.i += 5,
                             }
-                            self.i += 5;
                         }
                         _ => return false,
                     }
@@ -297,6 +318,22 @@ mod tests {
     }
 
     #[test]
+    fn escaped_surrogates_must_pair() {
+        assert!(is_valid(br#""\ud83d\ude00""#));
+        assert!(is_valid(br#"{"a":"x\uDBFF\uDFFFy"}"#));
+        for lone in [
+            &br#""\udbbb""#[..],
+            br#""\udbbbb\uf0bb""#,
+            br#""\ude00""#,
+            br#""\ud83d\u0041""#,
+            br#""\ud83d\""#,
+        ] {
+            assert!(!is_valid(lone), "{}", String::from_utf8_lossy(lone));
+            assert!(serde_json::from_slice::<String>(lone).is_err());
+        }
+    }
+
+    #[test]
     fn agrees_with_serde_json_on_tricky_cases() {
         let cases = [
             "{}",
@@ -328,7 +365,7 @@ mod tests {
             "{1:2}",
             "{\"a\":1}{}",
             " [ 1 , 2 ] ",
-            "\"\\ud800\"",
+            "\"\\ud800\\udc00\"",
             "[[[]]]",
             "{\"a\":[{\"b\":null}]}",
             "",
