@@ -1,7 +1,7 @@
 //! The open log files of one node, one per target. Blocking I/O: callers run it on the
 //! blocking pool, never on an async worker.
 //!
-//! Over 800 lines (about 840, half of them tests): the append, rotation, checkpoint and
+//! Over 800 lines (about 840, 180 of them tests): the append, rotation, checkpoint and
 //! directory-recreation paths share one `NodeLog` state; splitting the tests out to
 //! `writer/tests.rs` is the next step.
 //!
