@@ -72,12 +72,17 @@ impl ConnectionLimitReached<'_> {
 pub struct HttpConnectionLimitReached<'a> {
     /// The refused peer.
     pub peer: &'a str,
+    /// Which limit, in words.
+    pub reason: &'a str,
+    /// Refusals not logged (rate limit) since the last line.
+    pub suppressed: u64,
 }
 
 impl HttpConnectionLimitReached<'_> {
-    /// Logs it.
+    /// Logs it (the caller bounds the rate).
     pub fn emit(self) {
-        tracing::warn!(peer = %self.peer, "HTTP connection limit reached; closing new connection");
+        tracing::warn!(peer = %self.peer, suppressed = self.suppressed,
+            "HTTP connection refused: {}; closing new connection", self.reason);
     }
 }
 

@@ -1,7 +1,8 @@
 //! The HTTP server: cardano-tracer's Prometheus routes (`/`, `/targets`, `/<slug>`), tracerd's
 //! own (`/metrics`, `/api/nodes`, `/healthz`, `/readyz`) in `prometheus`, and the
 //! EKG-compatible JSON routes in `ekg`, served by axum over hyper with a header-read timeout,
-//! a per-request timeout and a connection limit. HTTP only routes and negotiates (`reply`);
+//! a per-request timeout and connection limits per endpoint and per client, where a new
+//! connection takes the slot of the longest-idle one (`conns`). HTTP only routes and negotiates (`reply`);
 //! what a scrape returns is rendered by [`crate::metrics`].
 //!
 //! Handlers only read the node registry and each node's live state; renders run on the
@@ -24,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Endpoint;
-use crate::events::HttpConnectionLimitReached;
 use crate::metrics::fleet::FleetRenderer;
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
 use crate::transport::{Acceptor, Conn, Listener};
 
+pub mod conns;
 mod ekg;
 pub mod prom_api;
 mod prometheus;
@@ -43,8 +44,8 @@ use reply::{reply, TEXT_UTF8};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest time a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP connections served at once per endpoint; further connections are closed.
-pub const MAX_CONNECTIONS: usize = 256;
+/// HTTP connections served at once per endpoint (see [`conns`] for who gives up a slot).
+pub const MAX_CONNECTIONS: usize = conns::MAX_CONNECTIONS;
 /// Expositions rendered at once (each on a blocking thread).
 pub const MAX_CONCURRENT_RENDERS: usize = 4;
 
@@ -183,16 +184,19 @@ pub async fn bind(endpoint: &Endpoint) -> Result<TcpListener, HttpError> {
 }
 
 /// Serves `router` on `listener` until `cancel` fires; each connection is a task on
-/// `tracker`, finishing its in-flight request before it closes. Accepting, the connection
-/// cap and backoff are the shared loop of `crate::transport`.
+/// `tracker`, finishing its in-flight request before it closes. Accepting, the socket cap
+/// and backoff are the shared loop of `crate::transport`; who may hold a slot is [`conns`]'s.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let server = Arc::new(Server { router });
+    let limit = Arc::new(Semaphore::new(conns::MAX_SOCKETS));
+    let server = Arc::new(Server {
+        router,
+        conns: Arc::new(conns::Conns::default()),
+    });
     server
         .run(Listener::Tcp(listener), limit, cancel, tracker)
         .await;
@@ -201,12 +205,28 @@ pub async fn serve(
 /// The HTTP side of an accept loop: one hyper connection per accepted stream.
 struct Server {
     router: Router,
+    conns: Arc<conns::Conns>,
 }
 
 impl Acceptor for Server {
     async fn serve(&self, conn: Conn, cancel: CancellationToken) {
         let Conn { stream, peer } = conn;
-        let service = hyper_util::service::TowerToHyperService::new(self.router.clone());
+        let ticket = match self.conns.admit(&peer) {
+            Ok(t) => t,
+            Err(refusal) => return self.conns.refused(&peer, refusal.reason()),
+        };
+        let inner = hyper_util::service::TowerToHyperService::new(self.router.clone());
+        let (conns, slot) = (self.conns.clone(), ticket.state.clone());
+        // Busy from the request head until its response body is dropped (written or not).
+        let service = hyper::service::service_fn(move |req| {
+            let busy = conns::Busy::enter(&conns, &slot);
+            let response = hyper::service::Service::call(&inner, req);
+            async move {
+                response
+                    .await
+                    .map(|r| r.map(|body| BusyBody { body, _busy: busy }))
+            }
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -214,6 +234,12 @@ impl Acceptor for Server {
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
+            // Another connection took this idle slot (no request is in flight): stop
+            // serving, and close after the tarpit.
+            _ = ticket.evicted.cancelled() => {
+                self.conns.tarpit(conn, &cancel).await;
+                Ok(())
+            }
             _ = cancel.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 match tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await {
@@ -228,11 +254,38 @@ impl Acceptor for Server {
     }
 
     fn refused(&self, peer: &str) {
-        HttpConnectionLimitReached { peer }.emit();
+        self.conns
+            .refused(peer, "too many HTTP sockets open at once");
     }
 
     fn accept_failed(&self, _: &Listener, error: &std::io::Error, backoff: Duration) {
         tracing::error!(%error, "HTTP accept failed; retrying in {backoff:?}");
+    }
+}
+
+/// A response body that keeps its connection busy until hyper drops it.
+struct BusyBody {
+    body: axum::body::Body,
+    _busy: conns::Busy,
+}
+
+impl axum::body::HttpBody for BusyBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -372,3 +372,53 @@ async fn requests_are_counted_by_route_and_code() {
         1
     );
 }
+
+/// Issue 12, point 5: the header deadline runs from the start of the request head, so a
+/// client trickling one header byte a second is closed at `HEADER_READ_TIMEOUT`, and a
+/// connection that sends nothing is closed as well (time is paused and auto-advanced).
+#[tokio::test(start_paused = true)]
+async fn the_header_deadline_holds_against_trickling_and_silence() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let server = tokio::spawn(serve(
+        listener,
+        Router::new(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    let started = tokio::time::Instant::now();
+    let trickler = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if s.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+        let mut buf = [0u8; 512];
+        let _ = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await;
+        started.elapsed()
+    });
+    let silent = tokio::spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 512];
+        let r = tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await;
+        (started.elapsed(), r.map(|r| r.ok()))
+    });
+    let trickled = trickler.await.unwrap();
+    assert!(
+        trickled >= HEADER_READ_TIMEOUT && trickled < HEADER_READ_TIMEOUT + Duration::from_secs(2),
+        "a trickling client was closed after {trickled:?}"
+    );
+    let (silence, read) = silent.await.unwrap();
+    assert!(
+        matches!(read, Ok(Some(_))) && silence < HEADER_READ_TIMEOUT + Duration::from_secs(2),
+        "a silent client was closed after {silence:?}: {read:?}"
+    );
+    cancel.cancel();
+    server.await.unwrap();
+}
