@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::app::systemd;
-use crate::config::{Address, Config, Network, UnixSocketSettings};
+use crate::config::{Address, Config, HistorySettings, Network, UnixSocketSettings};
+use crate::history::{History, HistoryMetrics};
+use crate::http::prom_api::ApiConfig;
 use crate::http::{self, HttpState};
 use crate::logs::LogSettings;
 use crate::metrics::exposition::Naming;
@@ -38,6 +40,8 @@ pub struct Built {
     pub reload_metrics: ReloadMetrics,
     /// Socket files tracerd created, removed at shutdown.
     pub socket_paths: Vec<PathBuf>,
+    /// The metric history, when `hasTimeseries` is set.
+    pub history: Option<Arc<History>>,
 }
 
 /// Prepares the log roots, binds every listener and constructs the shared state.
@@ -116,7 +120,14 @@ pub async fn build(
         Naming::new(config.metrics_no_suffix, help)
             .with_openmetrics_names(config.tracerd.open_metrics_names),
     );
-    let nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
+    let mut nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
+    let history = config.has_timeseries.as_ref().map(|_| {
+        let metrics = HistoryMetrics::register(&telemetry.registry);
+        History::new(&config.tracerd.history, metrics)
+    });
+    if let Some(h) = &history {
+        nodes = nodes.with_observer(Arc::new(h.clone()));
+    }
     let shared = Arc::new(Context::new(config, nodes, telemetry));
     let http_state = Arc::new(HttpState::new(
         shared.nodes.clone(),
@@ -134,7 +145,18 @@ pub async fn build(
         tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
         http_listeners.push((l, http::ekg_router(http_state.clone())));
     }
+    if let (Some(ep), Some(h)) = (&config.has_timeseries, &history) {
+        let l = http::bind(ep).await.context("binding hasTimeseries")?;
+        tracing::info!(listen = %describe(&l), "serving the metric history (Prometheus query API) over HTTP");
+        let router = http::prom_api::endpoint_router(
+            h.store().clone(),
+            history_api(&config.tracerd.history),
+            http_state.clone(),
+        );
+        http_listeners.push((l, router));
+    }
     Ok(Built {
+        history,
         shared,
         cardano,
         listeners,
@@ -144,6 +166,15 @@ pub async fn build(
         reload_metrics,
         socket_paths,
     })
+}
+
+/// The query API's limits: under the HTTP request timeout, so a slow query answers with
+/// Prometheus's timeout error rather than the guard's.
+fn history_api(_settings: &HistorySettings) -> ApiConfig {
+    ApiConfig {
+        timeout: http::REQUEST_TIMEOUT.saturating_sub(std::time::Duration::from_secs(5)),
+        ..ApiConfig::default()
+    }
 }
 
 /// Takes the activated socket that listens on `addr`, or binds `addr` (a Unix socket then

@@ -83,6 +83,7 @@ pub async fn run(
         http_listeners,
         reload_metrics,
         socket_paths,
+        history,
     } = build(&config, systemd.listeners).await?;
     let live = shared.running.clone();
     if let Some(dir) = state_dir {
@@ -131,6 +132,14 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
+    if let Some(h) = history {
+        tracker.spawn(crate::history::tasks::run(
+            h,
+            shared.telemetry.clone(),
+            shared.nodes.clone(),
+            cancel.clone(),
+        ));
+    }
     running::emit_config_event(&config, "start");
     http_state.set_ready(true);
     on_ready(&described);

@@ -40,6 +40,17 @@ pub const DEFAULT_PROMETHEUS_PORT: u16 = 12808;
 /// Default maximum age of non-current log files: 24 h (cardano-tracer's default).
 pub const DEFAULT_MAX_AGE_MINUTES: u64 = 24 * 60;
 
+/// Default retention of the metric history: a day (cardano-tracer's).
+pub const DEFAULT_HISTORY_RETENTION_HOURS: f64 = 24.0;
+/// Default period of the metric history's pruning pass (cardano-tracer's).
+pub const DEFAULT_HISTORY_PRUNE_EVERY_MINUTES: f64 = 15.0;
+/// Default cap on the metric history's memory: 1 GiB.
+pub const DEFAULT_HISTORY_MAX_BYTES: u64 = 1 << 30;
+/// Default cap on the metric history's series.
+pub const DEFAULT_HISTORY_MAX_SERIES: u64 = 1_000_000;
+/// Default sampling period of tracerd's own metrics into the history.
+pub const DEFAULT_HISTORY_SAMPLE_INTERVAL_SECS: f64 = 15.0;
+
 /// journald's native protocol socket.
 pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
@@ -66,8 +77,37 @@ impl Default for TracerdSettings {
             unix_socket: UnixSocketSettings::default(),
             journal: JournalSettings::default(),
             open_metrics_names: false,
+            history: HistorySettings::default(),
         }
     }
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            retention_hours: DEFAULT_HISTORY_RETENTION_HOURS,
+            prune_every_minutes: DEFAULT_HISTORY_PRUNE_EVERY_MINUTES,
+            max_bytes: DEFAULT_HISTORY_MAX_BYTES,
+            max_series: DEFAULT_HISTORY_MAX_SERIES,
+            sample_interval_secs: DEFAULT_HISTORY_SAMPLE_INTERVAL_SECS,
+        }
+    }
+}
+
+pub(super) fn default_history_retention_hours() -> f64 {
+    DEFAULT_HISTORY_RETENTION_HOURS
+}
+pub(super) fn default_history_prune_every_minutes() -> f64 {
+    DEFAULT_HISTORY_PRUNE_EVERY_MINUTES
+}
+pub(super) fn default_history_max_bytes() -> u64 {
+    DEFAULT_HISTORY_MAX_BYTES
+}
+pub(super) fn default_history_max_series() -> u64 {
+    DEFAULT_HISTORY_MAX_SERIES
+}
+pub(super) fn default_history_sample_interval() -> f64 {
+    DEFAULT_HISTORY_SAMPLE_INTERVAL_SECS
 }
 
 impl Default for NativeSettings {

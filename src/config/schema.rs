@@ -44,7 +44,8 @@ pub struct Config {
     /// `127.0.0.1:12808` (loopback); `hasPrometheus: null` serves no HTTP.
     #[serde(default = "default_has_prometheus")]
     pub has_prometheus: Option<Endpoint>,
-    /// cardano-tracer's timeseries endpoint: parsed, not served.
+    /// The metric history's endpoint: Prometheus's query API (`/api/v1/*`) over every
+    /// node's metrics as they arrived (`tracerd.history` bounds it). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_timeseries: Option<Endpoint>,
     /// TLS for the HTTP endpoints: parsed, not served.
@@ -245,6 +246,31 @@ pub struct TracerdSettings {
     /// `<name>_info`. Default false: cardano-tracer's names, so its dashboards work unchanged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open_metrics_names: bool,
+    /// The metric history kept for `hasTimeseries` (unused without it).
+    #[serde(default)]
+    pub history: HistorySettings,
+}
+
+/// Bounds and timers of the metric history (`hasTimeseries`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySettings {
+    /// Samples older than this go at the next pruning pass, in hours. Default 24 (upstream's).
+    #[serde(default = "default_history_retention_hours")]
+    pub retention_hours: f64,
+    /// Period of the pruning pass, in minutes. Default 15 (upstream's).
+    #[serde(default = "default_history_prune_every_minutes")]
+    pub prune_every_minutes: f64,
+    /// Cap on the history's memory in bytes; past it the oldest samples go first (counted).
+    #[serde(default = "default_history_max_bytes")]
+    pub max_bytes: u64,
+    /// Cap on distinct series; a new series past it is refused (counted).
+    #[serde(default = "default_history_max_series")]
+    pub max_series: u64,
+    /// Period of sampling tracerd's own `tracerd_*` metrics, and of repeating a node metric's
+    /// last value when the node sent no new one (as a scrape would), in seconds. Default 15.
+    #[serde(default = "default_history_sample_interval")]
+    pub sample_interval_secs: f64,
 }
 
 /// Permissions of the Unix sockets tracerd binds.

@@ -164,6 +164,17 @@ const TRACERD: &[Field] = &[
     opt("unixSocket", Kind::Obj(UNIX_SOCKET)),
     opt("journal", Kind::Obj(JOURNAL)),
     opt("openMetricsNames", Kind::Bool),
+    opt("history", Kind::Obj(HISTORY)),
+];
+const HISTORY: &[Field] = &[
+    opt("retentionHours", Kind::Num(0.001, MAX_AGE_HOURS, "hours")),
+    opt("pruneEveryMinutes", Kind::Num(0.001, 10_080.0, "minutes")),
+    opt("maxBytes", Kind::Int(1 << 20, 1 << 40, "bytes")),
+    opt("maxSeries", Kind::Int(1, 100_000_000, "series")),
+    opt(
+        "sampleIntervalSecs",
+        Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds"),
+    ),
 ];
 
 /// Every key of a config file. cardano-tracer requires `networkMagic`, `network` and

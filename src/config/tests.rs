@@ -209,10 +209,10 @@ fn shipped_config_files_are_valid() {
 
 #[test]
 fn unsupported_cardano_tracer_features_are_explained() {
-    let text = "hasTimeseries: { epHost: 127.0.0.1, epPort: 12818 }\ntlsCertificate: { certificateFile: c, certificateKeyFile: k }\nhasForwarding: [{ tag: AcceptAt, contents: /tmp/r.sock }, null, { queueSize: 1 }]\n";
+    let text = "tlsCertificate: { certificateFile: c, certificateKeyFile: k }\nhasForwarding: [{ tag: AcceptAt, contents: /tmp/r.sock }, null, { queueSize: 1 }]\n";
     let loaded = parse_fragment(text).unwrap();
     let keys: Vec<_> = loaded.warnings.iter().map(|w| w.key.as_str()).collect();
-    for key in ["hasTimeseries", "tlsCertificate", "hasForwarding"] {
+    for key in ["tlsCertificate", "hasForwarding"] {
         assert!(keys.contains(&key), "{key} not explained: {keys:?}");
     }
     assert!(
@@ -407,6 +407,13 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 socket: "/j.sock".into(),
             },
             open_metrics_names: true,
+            history: HistorySettings {
+                retention_hours: 2.0,
+                prune_every_minutes: 1.0,
+                max_bytes: 1 << 24,
+                max_series: 10,
+                sample_interval_secs: 0.5,
+            },
         },
     };
     let printed = to_yaml(&config);

@@ -130,12 +130,6 @@ pub(super) fn validate(
     // cardano-tracer features tracerd parses and keeps but does not serve: say so.
     let unsupported = [
         (
-            "hasTimeseries",
-            config.has_timeseries.is_some(),
-            "cardano-tracer's timeseries query API is not served; scrape /metrics with \
-             Prometheus instead",
-        ),
-        (
             "tlsCertificate",
             config.tls_certificate.is_some(),
             "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",

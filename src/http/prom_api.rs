@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, Method, StatusCode};
+use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -23,6 +24,8 @@ use tracerd_promql::{
     Value,
 };
 use tracerd_tsdb::Store;
+
+use super::HttpState;
 
 mod json;
 mod params;
@@ -80,6 +83,24 @@ impl Default for ApiConfig {
 struct Api {
     store: Arc<Store>,
     cfg: ApiConfig,
+}
+
+/// The `hasTimeseries` endpoint: Prometheus's query API over `store`, behind the HTTP
+/// request guard (timeout, request counting) like every other endpoint. Other routes of that
+/// endpoint (cardano-tracer's `/timeseries/...`) are merged here, before the guard.
+pub fn endpoint_router(store: Arc<Store>, cfg: ApiConfig, state: Arc<HttpState>) -> Router {
+    router(store, cfg)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state, super::guard))
+}
+
+/// Prometheus's answer to an unknown path.
+async fn not_found() -> Response {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from("404 page not found\n"))
+        .unwrap_or_default()
 }
 
 /// The API's routes over `store`.

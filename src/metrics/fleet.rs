@@ -14,10 +14,10 @@ use crate::model::MetricValue;
 const MAX_KEPT_BUFFER_BYTES: usize = 256 << 20;
 
 /// Per-node families tracerd adds to `/metrics` from each node's live state.
-const NODE_RTT: &str = "tracerd_node_rtt_seconds";
-const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
-const NODE_METRICS: &str = "tracerd_node_metrics";
-const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
+pub const NODE_RTT: &str = "tracerd_node_rtt_seconds";
+pub const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
+pub const NODE_METRICS: &str = "tracerd_node_metrics";
+pub const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
 
 /// What fleet rendering reads of one node. The node registry's `NodeView` implements it
 /// (`node/fleet.rs`), so this layer does not import the registry.

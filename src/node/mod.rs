@@ -11,4 +11,4 @@ pub mod registry;
 pub use names::{
     dir_name, escape_name, slugify, NameError, MAX_HELLO_NAME_BYTES, MAX_NAME_BYTES, RESERVED_SLUGS,
 };
-pub use registry::{Lease, NodeEntry, NodeView, Nodes, RECLAIM_WAIT};
+pub use registry::{Lease, MetricsObserver, NodeEntry, NodeMetrics, NodeView, Nodes, RECLAIM_WAIT};

@@ -54,11 +54,25 @@ struct Registry {
 /// its writer) before it is filed under a suffixed name instead.
 pub const RECLAIM_WAIT: Duration = Duration::from_secs(2);
 
+/// Sees every node's metric updates as they arrive (the metric history): one
+/// [`NodeMetrics`] per lease, dropped when the lease is (the node left).
+pub trait MetricsObserver: Send + Sync + std::fmt::Debug {
+    /// A session of `node` starts.
+    fn open(&self, node: &str) -> Box<dyn NodeMetrics>;
+}
+
+/// One session's view for a [`MetricsObserver`]; dropped when the session's lease is.
+pub trait NodeMetrics: Send + Sync + std::fmt::Debug {
+    /// An update arrived (called before the node's live state applies it).
+    fn record(&self, update: &MetricsUpdate, naming: &Naming);
+}
+
 /// Registry of node names; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Nodes {
     inner: Arc<Mutex<Registry>>,
     naming: Arc<Naming>,
+    observer: Option<Arc<dyn MetricsObserver>>,
     /// Counts metrics and data points refused by the per-node caps.
     refused: prometheus::IntCounter,
     /// Woken whenever a name is released.
@@ -81,6 +95,7 @@ pub struct Lease {
     live: Arc<NodeLive>,
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
+    observer: Option<Box<dyn NodeMetrics>>,
 }
 
 impl Nodes {
@@ -89,9 +104,16 @@ impl Nodes {
         Nodes {
             inner: Arc::default(),
             naming,
+            observer: None,
             refused,
             released: Arc::default(),
         }
+    }
+
+    /// Every lease taken from now on reports its metric updates to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn MetricsObserver>) -> Nodes {
+        self.observer = Some(observer);
+        self
     }
 
     /// How metric names become Prometheus names.
@@ -219,7 +241,9 @@ impl Nodes {
                 0
             }
         };
+        drop(reg);
         Lease {
+            observer: self.observer.as_ref().map(|o| o.open(&candidate)),
             nodes: self.clone(),
             persisted_seq,
             name: candidate,
@@ -318,6 +342,9 @@ impl Lease {
     /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
         self.live.touch();
+        if let Some(o) = &self.observer {
+            o.record(&update, &self.nodes.naming);
+        }
         let refused = self.live.apply_metrics(update, &self.nodes.naming);
         self.nodes.refused.inc_by(refused);
     }

@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod faults;
 mod forwarder;
+mod history;
 mod hostile_http;
 mod hostile_ingest;
 mod hostile_logs;

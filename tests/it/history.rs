@@ -1,0 +1,235 @@
+//! The metric history end to end (issue 13): nodes stream metrics into the real tracerd,
+//! Prometheus's query API on the `hasTimeseries` port answers with their values under the
+//! same names and labels as `/metrics`, and a node that leaves stops being returned.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use serde_json::Value;
+use tracerd::model::{MetricValue, MetricsUpdate};
+use tracerd::native::NodeMessage;
+
+use crate::http::http_get;
+use crate::support::*;
+
+/// Percent-encodes a query parameter.
+pub fn enc(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET path` on `port`, parsed as JSON: (status, body).
+pub fn get_json(port: u16, path: &str) -> (u16, Value) {
+    let (status, _, body) = http_get(port, path, &[]);
+    let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, v)
+}
+
+/// An instant query's result list (asserting success).
+pub fn instant(port: u16, query: &str, time: Option<f64>) -> Vec<Value> {
+    let mut path = format!("/api/v1/query?query={}", enc(query));
+    if let Some(t) = time {
+        path.push_str(&format!("&time={t:.3}"));
+    }
+    let (status, v) = get_json(port, &path);
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &Value::from("success")),
+        "{query}: {v}"
+    );
+    v["data"]["result"].as_array().unwrap().clone()
+}
+
+/// A range query's result list (asserting success).
+pub fn range(port: u16, query: &str, start: f64, end: f64, step: f64) -> Vec<Value> {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={step}",
+        enc(query)
+    );
+    let (status, v) = get_json(port, &path);
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &Value::from("success")),
+        "{query}: {v}"
+    );
+    v["data"]["result"].as_array().unwrap().clone()
+}
+
+/// The value of a vector element whose `node_name` is `node`.
+pub fn value_of(result: &[Value], node: &str) -> Option<f64> {
+    result
+        .iter()
+        .find(|s| s["metric"]["node_name"] == node)
+        .map(|s| s["value"][1].as_str().unwrap().parse().unwrap())
+}
+
+/// Polls until `pred` holds on an instant query's result (bounded).
+pub fn until(port: u16, query: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = instant(port, query, None);
+        if pred(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{query}: last result {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A tracerd with the history on a free port, sampling every `sample` seconds.
+pub fn start_with_history(sample: f64, extra: &str) -> (Daemon, u16) {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "  history: {{sampleIntervalSecs: {sample}}}\nhasTimeseries: {{epHost: 127.0.0.1, epPort: {port}}}\n{extra}"
+    ));
+    (d, port)
+}
+
+fn metrics(full: bool, m: Vec<(&str, MetricValue)>) -> NodeMessage {
+    NodeMessage::Metrics(MetricsUpdate {
+        full,
+        metrics: m.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_answers_prometheus_queries_and_forgets_a_node_that_left() {
+    let (d, port) = start_with_history(0.5, "");
+    let t0 = now_secs();
+    let mut a = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-a").await;
+    let mut b = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-b").await;
+    for (node, base) in [(&mut a, 0.0), (&mut b, 100.0)] {
+        let first = metrics(
+            true,
+            vec![
+                (
+                    "cardano.node.metrics.served_counter",
+                    MetricValue::Counter(0),
+                ),
+                (
+                    "cardano.node.metrics.Mem.resident_int",
+                    MetricValue::Gauge(base),
+                ),
+                (
+                    "cardano.node.metrics.era",
+                    MetricValue::Label("Conway".into()),
+                ),
+            ],
+        );
+        node.framed.send(first).await.unwrap();
+    }
+    // Deltas only: `era` is not resent, yet stays queryable (repeated as a scrape sees it).
+    for i in 1..=5i64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (node, base) in [(&mut a, 0.0), (&mut b, 100.0)] {
+            let delta = metrics(
+                false,
+                vec![
+                    (
+                        "cardano.node.metrics.served_counter",
+                        MetricValue::Counter(10 * i),
+                    ),
+                    (
+                        "cardano.node.metrics.Mem.resident_int",
+                        MetricValue::Gauge(base + i as f64),
+                    ),
+                ],
+            );
+            node.framed.send(delta).await.unwrap();
+        }
+    }
+    let port2 = port;
+    let t_both = tokio::task::spawn_blocking(move || {
+        let port = port2;
+        let served = until(port, "cardano_node_metrics_served_counter", |r| {
+            value_of(r, "relay-a") == Some(50.0) && value_of(r, "relay-b") == Some(50.0)
+        });
+        assert_eq!(served.len(), 2, "{served:?}");
+        let mem = until(port, "cardano_node_metrics_Mem_resident_int", |r| {
+            value_of(r, "relay-b") == Some(105.0)
+        });
+        assert_eq!(value_of(&mem, "relay-a"), Some(5.0));
+        // Same labels as /metrics: the label set's text is a label.
+        let era = instant(port, "cardano_node_metrics_era", None);
+        assert_eq!(era.len(), 2, "{era:?}");
+        assert_eq!(era[0]["metric"]["value"], "Conway");
+        let sum = instant(port, "sum(cardano_node_metrics_Mem_resident_int)", None);
+        assert_eq!(sum[0]["value"][1], "110");
+        // The range: every value of relay-a's counter, in order, ending at 50.
+        // Past the last sample by more than a step, so the last point sees it.
+        let end = now_secs() + 0.1;
+        let r = range(
+            port,
+            "cardano_node_metrics_served_counter{node_name=\"relay-a\"}",
+            t0,
+            end,
+            0.05,
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
+        let values: Vec<f64> = r[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(values.windows(2).all(|w| w[0] <= w[1]), "{values:?}");
+        assert_eq!(values.last(), Some(&50.0));
+        for v in [10.0, 20.0, 30.0, 40.0] {
+            assert!(values.contains(&v), "{v} missing from {values:?}");
+        }
+        // A metric sent once is repeated every sampling interval.
+        std::thread::sleep(Duration::from_millis(1200));
+        let repeated = instant(
+            port,
+            "count_over_time(cardano_node_metrics_era{node_name=\"relay-a\"}[1s])",
+            None,
+        );
+        assert!(
+            repeated[0]["value"][1]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+                >= 1.0,
+            "{repeated:?}"
+        );
+        // tracerd's own series, sampled.
+        let own = until(port, "tracerd_nodes_connected{protocol=\"native\"}", |r| {
+            r.first().is_some_and(|s| s["value"][1] == "2")
+        });
+        assert_eq!(own.len(), 1);
+        // A bad query: Prometheus's error envelope.
+        let (status, v) = get_json(port, &format!("/api/v1/query?query={}", enc("sum(")));
+        assert_eq!((status, &v["errorType"]), (400, &Value::from("bad_data")));
+        now_secs()
+    })
+    .await
+    .unwrap();
+    // relay-b leaves: its series are marked stale at once, relay-a's stay.
+    drop(b);
+    tokio::task::spawn_blocking(move || {
+        let after = until(port, "cardano_node_metrics_Mem_resident_int", |r| {
+            r.len() == 1
+        });
+        assert_eq!(value_of(&after, "relay-a"), Some(5.0));
+        let era = instant(port, "cardano_node_metrics_era", None);
+        assert_eq!(era.len(), 1, "{era:?}");
+        // Before it left, it is still there (history is kept until it ages out).
+        let before = instant(port, "cardano_node_metrics_Mem_resident_int", Some(t_both));
+        assert_eq!(value_of(&before, "relay-b"), Some(105.0));
+    })
+    .await
+    .unwrap();
+    drop(a);
+}
