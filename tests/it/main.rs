@@ -8,6 +8,7 @@ mod crash;
 mod faults;
 mod forwarder;
 mod history;
+mod history_e2e;
 mod hostile_http;
 mod hostile_ingest;
 mod hostile_logs;
