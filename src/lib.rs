@@ -10,6 +10,7 @@ pub mod cardano;
 pub mod config;
 pub mod errors;
 pub mod events;
+pub mod forward;
 pub mod history;
 pub mod http;
 pub mod ingest;

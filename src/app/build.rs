@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::app::systemd;
 use crate::config::{Address, Config, HistorySettings, Network, UnixSocketSettings};
+use crate::forward::{ForwardMetrics, Reforwarder};
 use crate::history::{History, HistoryMetrics};
 use crate::http::prom_api::ApiConfig;
 use crate::http::{self, HttpState};
@@ -42,6 +43,8 @@ pub struct Built {
     pub socket_paths: Vec<PathBuf>,
     /// The metric history, when `hasTimeseries` is set.
     pub history: Option<Arc<History>>,
+    /// Re-forwarding (`hasForwarding`) and, for `AcceptAt`, its bound listener.
+    pub reforward: Option<(Arc<Reforwarder>, Option<Listener>)>,
 }
 
 /// Prepares the log roots, binds every listener and constructs the shared state.
@@ -98,6 +101,30 @@ pub async fn build(
         }
         None => {}
     }
+    let mut reforward = None;
+    if let Some(value) = &config.has_forwarding {
+        let forwarding = crate::config::forwarding::parse(value).map_err(|problems| {
+            let text: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            anyhow::anyhow!("hasForwarding: {}", text.join("; "))
+        })?;
+        let listener = match &forwarding.network {
+            Network::AcceptAt(addr) => {
+                let l = bind(addr, &mut activated, unix_socket, &mut socket_paths)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "binding the re-forwarding listener {addr} (hasForwarding AcceptAt)"
+                        )
+                    })?;
+                Some(l)
+            }
+            Network::ConnectTo(_) => None,
+        };
+        tracing::info!(downstream = %crate::forward::describe(&forwarding),
+            prefixes = ?forwarding.prefixes, queue_size = forwarding.queue_size,
+            "re-forwarding trace objects (hasForwarding)");
+        reforward = Some((forwarding, listener));
+    }
     if let Some(extra) = activated.first() {
         anyhow::bail!(
             "socket-activated {} matches no listener of the config \
@@ -128,7 +155,19 @@ pub async fn build(
     if let Some(h) = &history {
         nodes = nodes.with_observer(Arc::new(h.clone()));
     }
-    let shared = Arc::new(Context::new(config, nodes, telemetry));
+    let mut context = Context::new(config, nodes, telemetry);
+    let reforward = reforward.map(|(forwarding, listener)| {
+        let metrics = ForwardMetrics::register(&context.telemetry.registry);
+        let r = Arc::new(Reforwarder::new(
+            forwarding,
+            config.network_magic,
+            config.tracerd.limits.queue_bytes,
+            metrics,
+        ));
+        context.reforward = Some(r.clone());
+        (r, listener)
+    });
+    let shared = Arc::new(context);
     let http_state = Arc::new(HttpState::new(
         shared.nodes.clone(),
         shared.telemetry.clone(),
@@ -165,6 +204,7 @@ pub async fn build(
         http_listeners,
         reload_metrics,
         socket_paths,
+        reforward,
     })
 }
 

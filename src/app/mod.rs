@@ -84,6 +84,7 @@ pub async fn run(
         reload_metrics,
         socket_paths,
         history,
+        reforward,
     } = build(&config, systemd.listeners).await?;
     let live = shared.running.clone();
     if let Some(dir) = state_dir {
@@ -108,6 +109,23 @@ pub async fn run(
         config.tracerd.limits.max_connections as usize,
     ));
     let mut described: Vec<String> = listeners.iter().map(|(l, _)| l.describe()).collect();
+    if let Some((reforwarder, listener)) = reforward {
+        // Before any node connects, so every node's session can start its connections.
+        reforwarder.start(tracker.clone(), cancel.clone());
+        if let Some(listener) = listener {
+            tracing::info!(listen = %listener.describe(), "serving re-forwarded trace objects (hasForwarding AcceptAt)");
+            described.push(listener.describe());
+            let downstreams = Arc::new(crate::forward::accept::Downstreams {
+                forwarding: reforwarder,
+            });
+            tracker.spawn(downstreams.run(
+                listener,
+                limit.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+    }
     described.extend(http_described);
     for (listener, service) in listeners {
         let sessions = Arc::new(Sessions {

@@ -12,11 +12,13 @@
 //! * `preflight`: what fails only at start, tried beforehand (`validate --bind`), and the
 //!   `--state-dir` check (blocking I/O);
 //! * `load`: read, parse, probe, validate ([`load`], [`parse`], [`Loaded`], [`LoadError`]);
+//! * [`forwarding`]: `hasForwarding` (re-forwarding) in upstream's syntax, parsed;
 //! * [`plan`]: the pure half of a reload: diff key by key, apply or report "needs restart".
 //!
 //! The running config (a `watch` channel) and the reload shell are `crate::running`.
 
 mod defaults;
+pub mod forwarding;
 mod load;
 pub mod plan;
 mod preflight;

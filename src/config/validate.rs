@@ -128,18 +128,11 @@ pub(super) fn validate(
         }
     }
     // cardano-tracer features tracerd parses and keeps but does not serve: say so.
-    let unsupported = [
-        (
-            "tlsCertificate",
-            config.tls_certificate.is_some(),
-            "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",
-        ),
-        (
-            "hasForwarding",
-            config.has_forwarding.is_some(),
-            "re-forwarding to downstream acceptors is not supported; the key is ignored",
-        ),
-    ];
+    let unsupported = [(
+        "tlsCertificate",
+        config.tls_certificate.is_some(),
+        "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",
+    )];
     for (key, present, message) in unsupported {
         if present {
             warnings.push(Problem {
@@ -147,6 +140,11 @@ pub(super) fn validate(
                 line: None,
                 message: message.to_string(),
             });
+        }
+    }
+    if let Some(Err(found)) = config.has_forwarding.as_ref().map(super::forwarding::parse) {
+        for (key, message) in found {
+            problem(&key, message);
         }
     }
     if let (Some(p), Some(e)) = (&config.has_prometheus, &config.has_ekg) {

@@ -60,6 +60,8 @@ pub struct NodeSink {
     /// Every node's queue budget together (`totalQueueBytes`).
     budget: Arc<Semaphore>,
     budget_bytes: u32,
+    /// Re-forwarding's copy of what is queued (`hasForwarding`), when configured.
+    tap: Option<crate::forward::Tap>,
 }
 
 impl NodeSink {
@@ -169,12 +171,18 @@ impl NodeSink {
             node_budget_bytes,
             budget: budget.clone(),
             budget_bytes,
+            tap: None,
         })
     }
 
     /// The name the node is filed under.
     pub fn name(&self) -> &str {
         self.lease.name()
+    }
+
+    /// Copies every object queued from now on to re-forwarding (`hasForwarding`).
+    pub fn set_tap(&mut self, tap: crate::forward::Tap) {
+        self.tap = Some(tap);
     }
 
     /// The node's registry entry, for metrics, data points and RTT.
@@ -202,6 +210,9 @@ impl NodeSink {
         else {
             return Ok(());
         };
+        if let Some(tap) = &self.tap {
+            tap.offer(&job.objects);
+        }
         // The node's own budget first, so a node waiting for the global budget holds only
         // its own share; a batch larger than a budget takes all of it (and waits for it).
         let bytes = cost(&job.objects);

@@ -76,6 +76,11 @@ impl MetricStore {
         self.slots.values().map(|s| (&s.name, &s.value))
     }
 
+    /// Every metric by internal name (as the node sent it), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &MetricValue)> {
+        self.slots.iter().map(|(k, s)| (k.as_str(), &s.value))
+    }
+
     /// One metric by internal name.
     pub fn get(&self, internal: &str) -> Option<&MetricValue> {
         self.slots.get(internal).map(|s| &s.value)

@@ -321,6 +321,11 @@ impl Lease {
         &self.name
     }
 
+    /// The node's live state (metrics, data points), shared with the registry.
+    pub fn live(&self) -> &Arc<NodeLive> {
+        &self.live
+    }
+
     /// Records that a message arrived now (metrics, data points and pongs record it too).
     pub fn touch(&self) {
         self.live.touch();

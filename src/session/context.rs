@@ -31,6 +31,8 @@ pub struct Context {
     pub budget: Arc<Semaphore>,
     /// Refusal log lines per source, rate-limited.
     pub refusals: Arc<crate::session::refusals::RefusalLog>,
+    /// Re-forwarding (`hasForwarding`), when configured.
+    pub reforward: Option<Arc<crate::forward::Reforwarder>>,
 }
 
 impl Context {
@@ -45,6 +47,7 @@ impl Context {
                 config.tracerd.limits.total_queue_bytes,
             ))),
             refusals: Default::default(),
+            reforward: None,
         }
     }
 
@@ -80,7 +83,7 @@ impl Context {
         protocol: Protocol,
     ) -> Result<NodeSink, SinkError> {
         let protocol = protocol.as_str();
-        NodeSink::open_as(
+        let sink = NodeSink::open_as(
             &self.nodes,
             &self.running,
             &self.telemetry,
@@ -90,7 +93,8 @@ impl Context {
             peer,
             protocol,
         )
-        .await
+        .await?;
+        Ok(self.tap(sink))
     }
 
     /// Claims `name` for `peer` and opens its ingest path (see [`NodeSink::open`]).
@@ -101,7 +105,7 @@ impl Context {
         protocol: Protocol,
     ) -> Result<NodeSink, SinkError> {
         let protocol = protocol.as_str();
-        NodeSink::open(
+        let sink = NodeSink::open(
             &self.nodes,
             &self.running,
             &self.telemetry,
@@ -110,7 +114,17 @@ impl Context {
             peer,
             protocol,
         )
-        .await
+        .await?;
+        Ok(self.tap(sink))
+    }
+
+    /// Connects a new sink to re-forwarding, when configured.
+    fn tap(&self, mut sink: NodeSink) -> NodeSink {
+        if let Some(reforward) = &self.reforward {
+            let tap = reforward.attach(sink.name(), sink.lease().live().clone());
+            sink.set_tap(tap);
+        }
+        sink
     }
 }
 

@@ -17,6 +17,7 @@ mod imports;
 mod ingest;
 mod load;
 mod metric_names;
+mod reforward;
 mod rotation;
 mod seccomp;
 mod service;

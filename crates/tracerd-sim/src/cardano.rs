@@ -1,30 +1,24 @@
 //! A simulated cardano-node: the FORWARDER side of the forwarding protocols, in either
-//! connection role, written to the reference's forwarder checklist (§13) so that
-//! cardano-tracer could decode it. Used by the end-to-end tests and reusable for load
+//! connection role, served by `tracerd_wire::cardano::forwarder` (the same code tracerd's
+//! re-forwarding uses to play a node). Used by the end-to-end tests and reusable for load
 //! generation (`tracerd-load --protocol cardano`).
 //!
 //! It serves trace objects from an in-memory queue (blocking requests wait until something
 //! is queued, replies hold at most the requested number), answers EKG requests from a metric
 //! table with per-connection delta bookkeeping, and serves `NodeInfo`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use tracerd_wire::cardano::codec::{
-    self, CborError, DataPointAsk, EkgAsk, EkgRequest, EkgValue, Handshake, TraceAsk, VersionData,
-    FORWARDING_V1,
-};
-use tracerd_wire::cardano::handshake::{self, Outcome};
-use tracerd_wire::cardano::mux::{
-    send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HANDSHAKE, TRACE_OBJECTS,
-};
+use tracerd_wire::cardano::codec::EkgValue;
+pub use tracerd_wire::cardano::forwarder::ForwardError as SimError;
+use tracerd_wire::cardano::forwarder::{self, End, Source};
+use tracerd_wire::cardano::mux::Mode;
 use tracerd_wire::model::{DetailLevel, MachineForm, Severity, TraceObject};
 
 /// Largest message the simulated node reassembles.
@@ -41,26 +35,6 @@ pub enum SimEnd {
     Refused(String),
     /// Cancelled by the caller.
     Cancelled,
-}
-
-/// Why a simulated connection failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    /// Bad bytes.
-    #[error(transparent)]
-    Mux(#[from] MuxError),
-    /// Bad message.
-    #[error("bad message: {0}")]
-    Codec(#[from] CborError),
-    /// Bad handshake.
-    #[error(transparent)]
-    Handshake(#[from] handshake::HandshakeError),
-    /// A message the forwarder does not expect.
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    /// This node plays an ekg-forward older than 0.9, which cannot decode `GetUpdatedMetrics`.
-    #[error("cannot decode GetUpdatedMetrics (simulated ekg-forward < 0.9)")]
-    LegacyEkg,
 }
 
 /// A simulated node; share it between connections with an `Arc`.
@@ -174,176 +148,56 @@ impl SimNode {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut framed = Framed::new(stream, MuxCodec::new(mode, SIM_MAX_MESSAGE));
-        let outcome = tokio::select! {
+        let accepted = || {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+        };
+        let served = forwarder::run(stream, mode, self.magic, SIM_MAX_MESSAGE, self, accepted);
+        let end = tokio::select! {
             _ = cancel.cancelled() => return Ok(SimEnd::Cancelled),
-            outcome = self.handshake(&mut framed, mode) => outcome?,
+            end = served => end?,
         };
-        if let Some(refusal) = outcome {
-            *lock(&self.refusal) = Some(refusal.clone());
-            return Ok(SimEnd::Refused(refusal));
-        }
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        let mut pending: Option<u16> = None;
-        let mut back: HashMap<String, EkgValue> = HashMap::new();
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(SimEnd::Cancelled),
-                _ = self.notify.notified(), if pending.is_some() => {
-                    let count = pending.unwrap_or(1);
-                    let objects = self.take(count);
-                    if !objects.is_empty() {
-                        pending = None;
-                        self.reply_traces(&mut framed, &objects).await?;
-                    }
-                }
-                msg = framed.next() => {
-                    let msg = match msg {
-                        None => return Ok(SimEnd::Closed),
-                        Some(m) => m?,
-                    };
-                    match msg.protocol {
-                        EKG => match codec::decode_ekg_ask(&msg.payload)? {
-                            EkgAsk::Done => return Ok(SimEnd::Done(EKG)),
-                            EkgAsk::Req(req) => {
-                                let reply = self.metrics_for(&req, &mut back)?;
-                                send(&mut framed, EKG, codec::encode_ekg_response(&reply)).await?;
-                            }
-                        },
-                        TRACE_OBJECTS => match codec::decode_trace_ask(&msg.payload)? {
-                            TraceAsk::Done => return Ok(SimEnd::Done(TRACE_OBJECTS)),
-                            TraceAsk::Request { blocking, count } => {
-                                if pending.is_some() {
-                                    return Err(SimError::Protocol("second trace request while one is pending".into()));
-                                }
-                                let objects = self.take(count);
-                                if objects.is_empty() && blocking {
-                                    pending = Some(count);
-                                } else {
-                                    self.reply_traces(&mut framed, &objects).await?;
-                                }
-                            }
-                        },
-                        DATA_POINTS => match codec::decode_data_point_ask(&msg.payload)? {
-                            DataPointAsk::Done => return Ok(SimEnd::Done(DATA_POINTS)),
-                            DataPointAsk::Request(names) => {
-                                let values: Vec<_> = names
-                                    .into_iter()
-                                    .map(|n| {
-                                        let v = if n == "NodeInfo" {
-                                            self.node_info.clone()
-                                        } else {
-                                            lock(&self.data_points).iter().find(|(k, _)| *k == n).map(|(_, v)| v.clone())
-                                        };
-                                        (n, v)
-                                    })
-                                    .collect();
-                                send(&mut framed, DATA_POINTS, codec::encode_data_point_reply(&values)).await?;
-                            }
-                        },
-                        other => return Err(MuxError::UnknownProtocol(other).into()),
-                    }
-                }
+        Ok(match end {
+            End::Closed | End::Finished => SimEnd::Closed,
+            End::Done(protocol) => SimEnd::Done(protocol),
+            End::Refused(refusal) => {
+                *lock(&self.refusal) = Some(refusal.clone());
+                SimEnd::Refused(refusal)
             }
-        }
-    }
-
-    /// Runs the handshake; `Some(refusal)` when either side refused.
-    async fn handshake<S>(
-        &self,
-        framed: &mut Framed<S, MuxCodec>,
-        mode: Mode,
-    ) -> Result<Option<String>, SimError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let refusal = match mode {
-            Mode::Initiator => {
-                send(framed, HANDSHAKE, codec::encode_propose(self.magic)).await?;
-                match recv_handshake(framed).await? {
-                    Handshake::Accept(FORWARDING_V1, VersionData::Magic(m)) if m == self.magic => {
-                        None
-                    }
-                    Handshake::Refuse(r) => Some(format!("{r:?}")),
-                    other => return Err(SimError::Protocol(format!("handshake answer {other:?}"))),
-                }
-            }
-            Mode::Responder => {
-                let proposal = recv_handshake(framed).await?;
-                let (answer, outcome) = handshake::respond_to(&proposal, self.magic);
-                send(framed, HANDSHAKE, answer).await?;
-                match outcome {
-                    Outcome::Accepted => None,
-                    other => Some(format!("{other:?}")),
-                }
-            }
-        };
-        framed.codec_mut().end_handshake();
-        Ok(refusal)
-    }
-
-    fn take(&self, count: u16) -> Vec<TraceObject> {
-        let mut queue = lock(&self.queue);
-        let n = queue.len().min(usize::from(count));
-        queue.drain(..n).collect()
-    }
-
-    async fn reply_traces<S>(
-        &self,
-        framed: &mut Framed<S, MuxCodec>,
-        objects: &[TraceObject],
-    ) -> Result<(), SimError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        send(framed, TRACE_OBJECTS, codec::encode_trace_reply(objects)).await?;
-        self.sent.fetch_add(objects.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// ekg-forward's answer and back-buffer bookkeeping (reference §6.3).
-    fn metrics_for(
-        &self,
-        req: &EkgRequest,
-        back: &mut HashMap<String, EkgValue>,
-    ) -> Result<Vec<(String, EkgValue)>, SimError> {
-        let all = lock(&self.metrics).clone();
-        match req {
-            EkgRequest::All => {
-                *back = all.iter().cloned().collect();
-                Ok(all)
-            }
-            EkgRequest::Named(names) => {
-                let some: Vec<_> = all.into_iter().filter(|(n, _)| names.contains(n)).collect();
-                back.extend(some.iter().cloned());
-                Ok(some)
-            }
-            EkgRequest::Updated if self.legacy_ekg => Err(SimError::LegacyEkg),
-            EkgRequest::Updated => {
-                let changed = all
-                    .iter()
-                    .filter(|(n, v)| back.get(n) != Some(v))
-                    .cloned()
-                    .collect();
-                *back = all.into_iter().collect();
-                Ok(changed)
-            }
-        }
+        })
     }
 }
 
-async fn recv_handshake<S>(framed: &mut Framed<S, MuxCodec>) -> Result<Handshake, SimError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match framed.next().await {
-        None => Err(handshake::HandshakeError::Closed.into()),
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(m)) if m.protocol == HANDSHAKE => Ok(codec::decode_handshake(&m.payload)?),
-        Some(Ok(m)) => Err(SimError::Protocol(format!(
-            "mini-protocol {} before the handshake finished",
-            m.protocol
-        ))),
+impl Source for SimNode {
+    fn take(&self, max: usize) -> Vec<TraceObject> {
+        let mut queue = lock(&self.queue);
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
+    }
+
+    fn changed(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.notify.notified()
+    }
+
+    fn metrics(&self) -> Vec<(String, EkgValue)> {
+        lock(&self.metrics).clone()
+    }
+
+    fn data_point(&self, name: &str) -> Option<Vec<u8>> {
+        if name == "NodeInfo" {
+            return self.node_info.clone();
+        }
+        lock(&self.data_points)
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn sent(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn legacy_ekg(&self) -> bool {
+        self.legacy_ekg
     }
 }
 

@@ -7,6 +7,7 @@
 //! conformance tests against its examples are in `cardano/tests.rs`.
 
 pub mod codec;
+pub mod forwarder;
 pub mod handshake;
 pub mod mux;
 
