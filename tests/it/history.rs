@@ -233,3 +233,141 @@ async fn history_answers_prometheus_queries_and_forgets_a_node_that_left() {
     .unwrap();
     drop(a);
 }
+
+/// Holds the machine-wide lock of the embedded defaults' fixed ports (3179, 12808, 12818),
+/// so concurrent test runs (other worktrees) take turns instead of failing to bind: a
+/// listener on an abstract Unix socket name, released when the test (or its process) ends.
+struct PortsLock(#[allow(dead_code)] std::os::unix::net::UnixListener);
+
+impl PortsLock {
+    fn take() -> PortsLock {
+        use std::os::linux::net::SocketAddrExt;
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(b"tracerd-default-ports").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&addr) {
+                Ok(l) => return PortsLock(l),
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "the default ports stayed locked: {e}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `config/examples/timeseries.yaml` runs as is from the repository root (a copy of the
+/// layout in a temporary directory, so the repository gets no logs or sockets): it is the
+/// embedded defaults plus `hasTimeseries` on 127.0.0.1:12818, and a node's metrics are
+/// queryable there, also with promtool.
+#[test]
+fn the_timeseries_example_runs_as_is() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tracerd = env!("CARGO_BIN_EXE_tracerd");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("config/examples")).unwrap();
+    std::fs::copy(
+        root.join("config/examples/timeseries.yaml"),
+        dir.path().join("config/examples/timeseries.yaml"),
+    )
+    .unwrap();
+    let print = |args: &[&str]| {
+        let out = std::process::Command::new(tracerd)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let defaults = print(&["print-config"]);
+    let example = print(&["print-config", "-c", "config/examples/timeseries.yaml"]);
+    let added = "hasTimeseries:\n  epHost: 127.0.0.1\n  epPort: 12818\n";
+    assert!(example.contains(added), "{example}");
+    assert_eq!(example.replace(added, ""), defaults);
+
+    let _ports = PortsLock::take();
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = std::process::Command::new(tracerd)
+        .args(["-c", "config/examples/timeseries.yaml"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.1:3179").is_err()
+        || std::net::TcpStream::connect("127.0.0.1:12818").is_err()
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tracerd exited:\n{}",
+            log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "tracerd did not listen:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = rt.block_on(async {
+        let mut node = FakeNode::handshake(connect_tcp(3179).await, "example-relay").await;
+        let m = metrics(
+            true,
+            vec![(
+                "cardano.node.metrics.slotNum_int",
+                MetricValue::Counter(777),
+            )],
+        );
+        node.framed.send(m).await.unwrap();
+        node
+    });
+    let r = until(12818, "cardano_node_metrics_slotNum_int", |r| !r.is_empty());
+    assert_eq!(value_of(&r, "example-relay"), Some(777.0));
+    let (status, build) = get_json(12818, "/api/v1/status/buildinfo");
+    assert_eq!(
+        (status, &build["data"]["version"]),
+        (200, &Value::from("2.42.0"))
+    );
+    // A stock Prometheus client: promtool's instant query (a POST form, as Grafana sends).
+    let out = std::process::Command::new("promtool")
+        .args([
+            "query",
+            "instant",
+            "http://127.0.0.1:12818",
+            "cardano_node_metrics_slotNum_int",
+        ])
+        .output()
+        .expect("promtool is not installed: apt-get install prometheus (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("example-relay") && text.contains("=> 777 @"),
+        "{out:?}"
+    );
+    drop(node);
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tracerd did not stop:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{}", log());
+}
