@@ -24,6 +24,11 @@ use crate::sync::lock;
 /// How often a queue that keeps dropping logs it.
 pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a downstream's data-point request waits for a node that is asked live (a
+/// Cardano node); then the last value tracerd holds is the answer. Below cardano-tracer's own
+/// 10 s, so the downstream gets an answer.
+pub const DATA_POINT_ASK: Duration = Duration::from_secs(5);
+
 /// The data point that names a node.
 const NODE_INFO: &str = "NodeInfo";
 
@@ -196,18 +201,26 @@ impl Source for NodeSource {
             .collect()
     }
 
-    fn data_point(&self, name: &str) -> Option<Vec<u8>> {
-        let live = self.live.as_ref()?;
-        if let Some(json) = live.data_point(name) {
-            return Some(json.into_bytes());
-        }
-        match (&self.name, name) {
-            (Some(node), NODE_INFO) => Some(
-                serde_json::json!({ "niName": node })
-                    .to_string()
-                    .into_bytes(),
-            ),
-            _ => None,
+    fn data_point(&self, name: &str) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        let (live, node, name) = (self.live.clone(), self.name.clone(), name.to_string());
+        async move {
+            let live = live?;
+            // NodeInfo is asked right after the handshake: answer it from the store.
+            let known = match name.as_str() {
+                NODE_INFO => live.data_point(&name),
+                _ => live.fetch_data_point(&name, DATA_POINT_ASK).await,
+            };
+            if let Some(json) = known {
+                return Some(json.into_bytes());
+            }
+            match (node, name.as_str()) {
+                (Some(node), NODE_INFO) => Some(
+                    serde_json::json!({ "niName": node })
+                        .to_string()
+                        .into_bytes(),
+                ),
+                _ => None,
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Re-forwarding (`hasForwarding`, issue 16) end to end: nodes → tracerd A → tracerd B over
 //! Cardano's forwarding protocol, with namespace filters, both real binaries over real Unix
-//! sockets: B's files hold exactly the matching traces, under the original node names.
+//! sockets: B's files hold exactly the matching traces, under the original node names, and
+//! B serves the nodes' metrics and data points.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,8 +10,12 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
+use tracerd::cardano::codec::EkgValue;
 use tracerd::cardano::mux::Mode;
-use tracerd::model::{DetailLevel, MachineForm, Severity, TraceBatch, TraceObject};
+use tracerd::model::{
+    DataPoint, DetailLevel, MachineForm, MetricValue, MetricsUpdate, Severity, TraceBatch,
+    TraceObject,
+};
 use tracerd::native::NodeMessage;
 use tracerd_sim::cardano::SimNode;
 
@@ -316,4 +321,106 @@ async fn accept_at_serves_one_merged_stream_that_a_connect_to_downstream_pulls()
             "{node}: its objects in order, origin in host"
         );
     }
+}
+
+/// GETs `path` from `port` until the body contains every needle (bounded).
+async fn wait_http(port: u16, path: &'static str, needles: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _, body) = http_get(port, path, &[]);
+            if status == 200 && needles.iter().all(|n| body.contains(n.as_str())) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path}: {status} without {needles:?}:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_reforwards_metrics_and_data_points_so_the_downstream_serves_them() {
+    let prom = free_port();
+    let b = Daemon::start_with(|dir, _| head(dir, &accept_at(dir), Some(prom)), "");
+    let b_sock = sock(&b);
+    let a = Daemon::start_with(
+        |dir, _| head(dir, &accept_at(dir), None),
+        &format!(
+            "hasForwarding:\n  - {{ tag: ConnectTo, contents: [\"{}\"] }}\n  - null\n  - {{}}\n",
+            b_sock.display()
+        ),
+    );
+    // A native node sends metrics and a data point to A, which stores them.
+    let mut relay = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-m").await;
+    relay
+        .framed
+        .send(NodeMessage::Metrics(MetricsUpdate {
+            full: true,
+            metrics: vec![
+                ("Mem.resident_int".into(), MetricValue::Gauge(123_456.0)),
+                ("served_counter".into(), MetricValue::Counter(24)),
+            ],
+        }))
+        .await
+        .unwrap();
+    relay
+        .framed
+        .send(NodeMessage::DataPoints(vec![DataPoint {
+            name: "NodeStartupInfo".into(),
+            json: r#"{"suiEra":"Conway"}"#.into(),
+        }]))
+        .await
+        .unwrap();
+    send_native(&mut relay, 1..3).await;
+    // A Cardano node whose data point A asks it for when B asks.
+    let bp = Arc::new(SimNode::new("bp-m", MAGIC));
+    bp.set_metric("rts.gc.num_gcs", EkgValue::Counter(7));
+    bp.set_data_point("NodeStartupInfo", r#"{"suiEra":"Babbage"}"#);
+    let cancel = CancellationToken::new();
+    let sim = {
+        let (bp, c) = (bp.clone(), cancel.clone());
+        let stream = connect(&sock(&a)).await;
+        tokio::spawn(async move { bp.run(stream, Mode::Initiator, &c).await })
+    };
+    bp.push((1..3).map(|s| obj("bp-m", s, MachineForm::Line)));
+
+    wait_http(
+        prom,
+        "/metrics",
+        vec![
+            "Mem_resident_int{node_name=\"relay-m\"} 123456\n".into(),
+            "served_counter{node_name=\"relay-m\"} 24\n".into(),
+            "rts_gc_num_gcs{node_name=\"bp-m\"} 7\n".into(),
+        ],
+    )
+    .await;
+    // A metric changed at the node reaches B too (B polls deltas every 0.1 s).
+    bp.set_metric("rts.gc.num_gcs", EkgValue::Counter(9));
+    wait_http(
+        prom,
+        "/metrics",
+        vec!["rts_gc_num_gcs{node_name=\"bp-m\"} 9\n".into()],
+    )
+    .await;
+    // B's data points come from A: its store for the native node, asked live of the Cardano one.
+    let body = wait_http(
+        prom,
+        "/api/nodes/relay-m/datapoints/NodeStartupInfo",
+        vec!["Conway".into()],
+    )
+    .await;
+    assert!(body.contains("suiEra"), "{body}");
+    wait_http(
+        prom,
+        "/api/nodes/bp-m/datapoints/NodeStartupInfo",
+        vec!["Babbage".into()],
+    )
+    .await;
+    cancel.cancel();
+    let _ = sim.await;
 }

@@ -182,14 +182,16 @@ impl Source for SimNode {
         lock(&self.metrics).clone()
     }
 
-    fn data_point(&self, name: &str) -> Option<Vec<u8>> {
-        if name == "NodeInfo" {
-            return self.node_info.clone();
-        }
-        lock(&self.data_points)
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+    fn data_point(&self, name: &str) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send {
+        let value = if name == "NodeInfo" {
+            self.node_info.clone()
+        } else {
+            lock(&self.data_points)
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        std::future::ready(value)
     }
 
     fn sent(&self, n: usize) {

@@ -38,8 +38,9 @@ pub trait Source {
     }
     /// Every metric with its current value.
     fn metrics(&self) -> Vec<(String, EkgValue)>;
-    /// A data point's current JSON bytes, by name.
-    fn data_point(&self, name: &str) -> Option<Vec<u8>>;
+    /// A data point's current JSON bytes, by name (it may be asked of someone else: the
+    /// connection answers nothing else meanwhile, so it should be prompt).
+    fn data_point(&self, name: &str) -> impl Future<Output = Option<Vec<u8>>> + Send;
     /// `n` trace objects were written to the acceptor.
     fn sent(&self, _n: usize) {}
     /// Plays an ekg-forward older than 0.9, which cannot decode `GetUpdatedMetrics`.
@@ -188,13 +189,11 @@ where
                     DATA_POINTS => match codec::decode_data_point_ask(&msg.payload)? {
                         DataPointAsk::Done => return Ok(End::Done(DATA_POINTS)),
                         DataPointAsk::Request(names) => {
-                            let values: Vec<_> = names
-                                .into_iter()
-                                .map(|n| {
-                                    let v = source.data_point(&n);
-                                    (n, v)
-                                })
-                                .collect();
+                            let mut values = Vec::with_capacity(names.len());
+                            for n in names {
+                                let v = source.data_point(&n).await;
+                                values.push((n, v));
+                            }
                             send(framed, DATA_POINTS, codec::encode_data_point_reply(&values))
                                 .await?;
                         }
