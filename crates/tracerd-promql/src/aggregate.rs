@@ -22,7 +22,7 @@ pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     (t, c)
 }
 
-pub(crate) fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
+pub fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     let (mut s, mut c) = (0.0, 0.0);
     for v in vals {
         (s, c) = kahan_inc(v, s, c);
@@ -36,7 +36,7 @@ pub(crate) fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
 
 /// Mean as Prometheus computes it: a compensated sum, switching to an incremental mean if
 /// the sum would overflow.
-pub(crate) fn mean(vals: &[f64]) -> f64 {
+pub fn mean(vals: &[f64]) -> f64 {
     let (mut s, mut c) = (0.0, 0.0);
     let mut incremental = false;
     let (mut m, mut mc) = (0.0f64, 0.0f64);

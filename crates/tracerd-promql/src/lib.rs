@@ -19,6 +19,9 @@ pub use model::{
     Sample, Series, Value, STALE_NAN_BITS,
 };
 
+/// Compensated sum and mean, reused by `tracerd-tsquery` (upstream's timeseries language).
+pub use aggregate::{kahan_sum, mean};
+
 use promql_parser::parser::{self, Expr};
 use value::Val;
 
