@@ -35,6 +35,7 @@ mod ekg;
 pub mod prom_api;
 mod prometheus;
 mod reply;
+pub mod timeseries;
 
 pub use ekg::ekg_router;
 pub use prometheus::prometheus_router;

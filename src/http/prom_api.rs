@@ -28,7 +28,7 @@ use tracerd_tsdb::Store;
 use super::HttpState;
 
 mod json;
-mod params;
+pub(crate) mod params;
 
 use params::Params;
 

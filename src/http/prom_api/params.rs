@@ -28,6 +28,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every pair, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.0
             .iter()
