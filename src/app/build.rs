@@ -186,10 +186,18 @@ pub async fn build(
     }
     if let (Some(ep), Some(h)) = (&config.has_timeseries, &history) {
         let l = http::bind(ep).await.context("binding hasTimeseries")?;
-        tracing::info!(listen = %describe(&l), "serving the metric history (Prometheus query API) over HTTP");
+        tracing::info!(listen = %describe(&l), "serving the metric history (Prometheus query API and /timeseries) over HTTP");
+        // cardano-tracer's /timeseries routes; its minimum retention is ekgRequestFreq.
+        let mut ts = http::timeseries::TimeseriesApi::new(
+            h.store().clone(),
+            shared.nodes.clone(),
+            h.control().clone(),
+        );
+        ts.min_retention_ms = (config.ekg_request_freq * 1000.0).round() as u64;
         let router = http::prom_api::endpoint_router(
             h.store().clone(),
             history_api(&config.tracerd.history),
+            http::timeseries::router(ts),
             http_state.clone(),
         );
         http_listeners.push((l, router));

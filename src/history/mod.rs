@@ -15,6 +15,7 @@
 //!   as each scrape of `/metrics` would see it; the byte cap is enforced when exceeded.
 //! * Every `pruneEveryMinutes`: retention by time.
 
+pub mod control;
 pub mod series;
 pub mod tasks;
 
@@ -100,6 +101,8 @@ impl HistoryMetrics {
 /// The metric history: the store, its settings, and the recorders of connected nodes.
 pub struct History {
     store: Arc<Store>,
+    /// Retention and pruning period in force (the `/timeseries/config` routes change them).
+    control: Arc<control::Control>,
     settings: HistorySettings,
     metrics: HistoryMetrics,
     live: Mutex<HashMap<u64, Weak<NodeSeries>>>,
@@ -130,8 +133,13 @@ impl History {
             max_series: usize::try_from(settings.max_series).unwrap_or(usize::MAX),
             ..tracerd_tsdb::Config::default()
         });
+        let control = control::Control::new(
+            (settings.retention_hours * 3_600_000.0) as u64,
+            Some((settings.prune_every_minutes * 60_000.0) as u64).filter(|p| *p > 0),
+        );
         Arc::new(History {
             store: Arc::new(store),
+            control: Arc::new(control),
             settings: settings.clone(),
             metrics,
             live: Mutex::default(),
@@ -143,6 +151,11 @@ impl History {
     /// The store the query API reads.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The retention and pruning period in force.
+    pub fn control(&self) -> &Arc<control::Control> {
+        &self.control
     }
 
     /// The settings it runs with.
@@ -163,7 +176,7 @@ impl History {
 
     /// Applies retention and the byte cap at `now`, counting what went.
     pub fn prune(&self, now: i64) {
-        self.store.prune(now);
+        self.control.prune(&self.store, now);
         self.update_metrics();
     }
 

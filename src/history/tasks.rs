@@ -10,6 +10,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracerd_promql::Labels;
 
+use crate::history::control::{Control, MIN_PRUNE_GAP};
 use crate::history::{now_ms, series, History};
 use crate::metrics::exposition::Format;
 use crate::metrics::fleet::{NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE, NODE_RTT};
@@ -25,12 +26,18 @@ pub async fn run(
 ) {
     let s = history.settings();
     let every = Duration::from_secs_f64(s.sample_interval_secs.max(0.1));
-    let prune_every = Duration::from_secs_f64((s.prune_every_minutes * 60.0).max(0.1));
     let mut sample = tokio::time::interval(every);
     sample.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut prune =
-        tokio::time::interval_at(tokio::time::Instant::now() + prune_every, prune_every);
-    prune.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The pruning period is read from the history's control, which the `/timeseries/config`
+    // routes may change (a change prunes at once, as upstream's pruner does, then waits).
+    let control = history.control().clone();
+    let period = |c: &Control| {
+        c.pruning_ms()
+            .map(|ms| Duration::from_millis(ms).max(MIN_PRUNE_GAP))
+    };
+    let mut next_prune = period(&control).map(|p| tokio::time::Instant::now() + p);
+    // Changes come over HTTP: however often they come, prunes stay MIN_PRUNE_GAP apart.
+    let mut last_prune: Option<tokio::time::Instant> = None;
     let interval_ms = every.as_millis() as i64;
     loop {
         tokio::select! {
@@ -42,11 +49,19 @@ pub async fn run(
                     tracing::error!(error = %e, "metric history sampling failed");
                 }
             }
-            _ = prune.tick() => {
+            _ = control.changed() => {
+                let now = tokio::time::Instant::now();
+                next_prune = period(&control)
+                    .map(|_| last_prune.map_or(now, |l| (l + MIN_PRUNE_GAP).max(now)));
+            }
+            _ = async { tokio::time::sleep_until(next_prune.unwrap_or_else(tokio::time::Instant::now)).await }, if next_prune.is_some() => {
                 let h = history.clone();
                 if let Err(e) = tokio::task::spawn_blocking(move || h.prune(now_ms())).await {
                     tracing::error!(error = %e, "metric history pruning failed");
                 }
+                let now = tokio::time::Instant::now();
+                last_prune = Some(now);
+                next_prune = period(&control).map(|p| now + p);
             }
         }
     }

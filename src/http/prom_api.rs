@@ -88,8 +88,14 @@ struct Api {
 /// The `hasTimeseries` endpoint: Prometheus's query API over `store`, behind the HTTP
 /// request guard (timeout, request counting) like every other endpoint. Other routes of that
 /// endpoint (cardano-tracer's `/timeseries/...`) are merged here, before the guard.
-pub fn endpoint_router(store: Arc<Store>, cfg: ApiConfig, state: Arc<HttpState>) -> Router {
+pub fn endpoint_router(
+    store: Arc<Store>,
+    cfg: ApiConfig,
+    timeseries: Router,
+    state: Arc<HttpState>,
+) -> Router {
     router(store, cfg)
+        .merge(timeseries)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state, super::guard))
 }

@@ -8,10 +8,10 @@
 //!
 //! Queries run on their own thread with the stack `tracerd-tsquery` asks for (a few at a
 //! time), under a deadline and a cap on the samples they load. Retention and the pruning
-//! period set through the API live in [`Control`], which the store's pruning task reads.
+//! period set through the API live in the history's [`Control`], which its pruning task
+//! and every prune read.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,75 +22,17 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value as Json};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tracerd_promql::{Matcher, QueryError, Queryable, Series};
 use tracerd_tsdb::Store;
 use tracerd_tsquery::{Config as QueryConfig, Source};
 
 use super::prom_api::params::{self, Params};
+pub use crate::history::control::Control;
 use crate::node::Nodes;
-
-/// Upstream's defaults: a day of retention, pruning every 15 minutes.
-pub const DEFAULT_RETENTION_MS: u64 = 24 * 3600 * 1000;
-pub const DEFAULT_PRUNING_MS: u64 = 15 * 60 * 1000;
 
 /// Queries evaluated at once; more wait their turn (within their deadline).
 pub const MAX_CONCURRENT_QUERIES: usize = 2;
-
-/// Retention and pruning period as the API sets them; the pruning task reads them.
-#[derive(Debug)]
-pub struct Control {
-    retention_ms: AtomicU64,
-    /// 0 when periodic pruning is off (upstream's `Nothing`; a period is at least 1 ms).
-    pruning_ms: AtomicU64,
-    changed: Notify,
-}
-
-impl Control {
-    pub fn new(retention_ms: u64, pruning_ms: Option<u64>) -> Self {
-        Control {
-            retention_ms: AtomicU64::new(retention_ms),
-            pruning_ms: AtomicU64::new(pruning_ms.unwrap_or(0)),
-            changed: Notify::new(),
-        }
-    }
-
-    pub fn retention_ms(&self) -> u64 {
-        self.retention_ms.load(Ordering::Relaxed)
-    }
-
-    /// The pruning period, `None` when periodic pruning is off.
-    pub fn pruning_ms(&self) -> Option<u64> {
-        Some(self.pruning_ms.load(Ordering::Relaxed)).filter(|p| *p > 0)
-    }
-
-    fn set_retention(&self, ms: u64) {
-        self.retention_ms.store(ms, Ordering::Relaxed);
-        self.changed.notify_waiters();
-    }
-
-    fn set_pruning(&self, ms: Option<u64>) {
-        self.pruning_ms.store(ms.unwrap_or(0), Ordering::Relaxed);
-        self.changed.notify_waiters();
-    }
-
-    /// Resolves when the API changes either setting (the pruning task then re-reads them).
-    pub async fn changed(&self) {
-        self.changed.notified().await
-    }
-}
-
-/// Apply the API's retention at `now_ms`: drop what is older than `now - retention` (and,
-/// as every prune does, the oldest data past the store's byte cap).
-pub fn prune(store: &Store, control: &Control, now_ms: i64) -> tracerd_tsdb::store::Pruned {
-    // `Store::prune(t)` drops what is older than `t - cfg.retention_ms`.
-    let retention = i64::try_from(control.retention_ms()).unwrap_or(i64::MAX);
-    store.prune(
-        now_ms
-            .saturating_sub(retention)
-            .saturating_add(store.config().retention_ms),
-    )
-}
 
 /// What the routes read.
 #[derive(Clone)]
@@ -329,7 +271,7 @@ async fn prune_route(State(s): State<Arc<Shared>>, req: Request) -> Response {
     }
     let api = s.api.clone();
     let now = (api.now_ms)();
-    match tokio::task::spawn_blocking(move || prune(&api.store, &api.control, now)).await {
+    match tokio::task::spawn_blocking(move || api.control.prune(&api.store, now)).await {
         Ok(_) => ok(),
         Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, None, Body::empty()),
     }

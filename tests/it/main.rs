@@ -23,4 +23,5 @@ mod seccomp;
 mod service;
 mod shutdown;
 mod support;
+mod timeseries;
 mod tools;

@@ -77,7 +77,7 @@ fn fixture() -> Fixture {
         },
     ]);
     let bare = nodes.claim("relay_2", "127.0.0.1:5001", "native");
-    let control = Arc::new(Control::new(DEFAULT_RETENTION_MS, Some(DEFAULT_PRUNING_MS)));
+    let control = Arc::new(Control::new(86_400_000, Some(900_000)));
     let mut api = TimeseriesApi::new(store, nodes, control);
     api.now_ms = Arc::new(|| NOW);
     api.min_retention_ms = 1000;
