@@ -35,6 +35,48 @@ use crate::node::live::NodeLive;
 /// The label of the merged `AcceptAt` stream in metrics.
 pub const MERGED: &str = "accept_at";
 
+/// The data point naming the tracers a node's objects passed through: a JSON list of tracer
+/// ids, the nearest last. tracerd asks for it beside `NodeInfo` (a node answers "none") and
+/// serves it to its downstreams with its own id appended; a tracer that finds its own id in
+/// it refuses the connection (a loop).
+pub const TRACERD_PATH: &str = "TracerdPath";
+/// Longest path accepted: a chain longer than this is refused as a loop too.
+pub const MAX_HOPS: usize = 16;
+
+/// Why a node arriving with `path` (the JSON of its `TracerdPath`) must be refused, if it
+/// must: this tracer (`own`, when it re-forwards) is already on it, or it is too long.
+pub fn loop_refusal(own: Option<&str>, path: Option<&[u8]>) -> Option<String> {
+    let path: Vec<String> = serde_json::from_slice(path?).ok()?;
+    if let Some(own) = own {
+        if path.iter().any(|p| p == own) {
+            return Some(format!(
+                "re-forwarding loop: this tracer (id {own}) already forwarded this node's \
+                 objects (path {}); refusing it so objects do not circle",
+                path.join(" -> ")
+            ));
+        }
+    }
+    (path.len() >= MAX_HOPS).then(|| {
+        format!(
+            "re-forwarding chain of {} tracers (at most {MAX_HOPS}): {}; refused as a loop",
+            path.len(),
+            path.join(" -> ")
+        )
+    })
+}
+
+/// A tracer id for this process: distinct between processes (pid, start time, host).
+fn new_tracer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    h.write_u128(nanos);
+    format!("{:016x}", h.finish())
+}
+
 /// Re-forwarding's own metrics.
 #[derive(Debug, Clone)]
 pub struct ForwardMetrics {
@@ -94,6 +136,8 @@ pub struct Reforwarder {
     /// The merged stream of `AcceptAt`.
     merged: Option<Arc<Queue>>,
     spawner: OnceLock<Spawner>,
+    /// This tracer's id on re-forwarding paths.
+    id: Arc<str>,
 }
 
 impl Reforwarder {
@@ -121,7 +165,13 @@ impl Reforwarder {
             metrics,
             merged,
             spawner: OnceLock::new(),
+            id: new_tracer_id().into(),
         }
+    }
+
+    /// This tracer's id on re-forwarding paths (`TracerdPath`).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The parsed `hasForwarding`.
@@ -140,6 +190,7 @@ impl Reforwarder {
             queue: queue.clone(),
             live: None,
             name: None,
+            tracer_id: self.id.clone(),
         })
     }
 
@@ -171,6 +222,7 @@ impl Reforwarder {
                     queue: queue.clone(),
                     live: Some(live.clone()),
                     name: Some(name.to_string()),
+                    tracer_id: self.id.clone(),
                 };
                 spawner.tracker.spawn(dial::connect_loop(
                     addr.clone(),

@@ -175,6 +175,8 @@ pub struct NodeSource {
     pub live: Option<Arc<NodeLive>>,
     /// The node's name in tracerd, for a `NodeInfo` it did not send.
     pub name: Option<String>,
+    /// This tracer's id, appended to the node's `TracerdPath`.
+    pub tracer_id: Arc<str>,
 }
 
 impl Source for NodeSource {
@@ -203,7 +205,11 @@ impl Source for NodeSource {
 
     fn data_point(&self, name: &str) -> impl Future<Output = Option<Vec<u8>>> + Send {
         let (live, node, name) = (self.live.clone(), self.name.clone(), name.to_string());
+        let id = self.tracer_id.clone();
         async move {
+            if name == super::TRACERD_PATH {
+                return Some(extend_path(live.as_deref(), &id));
+            }
             let live = live?;
             // NodeInfo is asked right after the handshake: answer it from the store.
             let known = match name.as_str() {
@@ -227,6 +233,17 @@ impl Source for NodeSource {
     fn sent(&self, n: usize) {
         self.queue.forwarded.inc_by(n as u64);
     }
+}
+
+/// The node's `TracerdPath` (as tracerd received it, if it came through tracers) with `id`
+/// appended, as JSON.
+fn extend_path(live: Option<&NodeLive>, id: &str) -> Vec<u8> {
+    let mut path: Vec<String> = live
+        .and_then(|l| l.data_point(super::TRACERD_PATH))
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    path.push(id.to_string());
+    serde_json::to_vec(&path).unwrap_or_default()
 }
 
 /// A metric value as ekg-forward carries it: a gauge with a fraction becomes a label with
@@ -277,6 +294,18 @@ mod tests {
         let small = Queue::new("d".into(), 100, cost(&obj(1)) * 2, counter(), counter());
         small.push(objects);
         assert_eq!(small.len(), 2);
+    }
+
+    #[test]
+    fn loops_and_long_chains_are_refused() {
+        use crate::forward::{loop_refusal, MAX_HOPS};
+        assert_eq!(loop_refusal(Some("a"), None), None);
+        assert_eq!(loop_refusal(Some("a"), Some(br#"["b","c"]"#)), None);
+        let refusal = loop_refusal(Some("a"), Some(br#"["a","b"]"#)).unwrap();
+        assert!(refusal.contains("a -> b"), "{refusal}");
+        let long = serde_json::to_vec(&vec!["x"; MAX_HOPS]).unwrap();
+        assert!(loop_refusal(None, Some(&long)).is_some());
+        assert_eq!(loop_refusal(None, Some(b"not json")), None);
     }
 
     #[test]

@@ -424,3 +424,36 @@ async fn connect_to_reforwards_metrics_and_data_points_so_the_downstream_serves_
     cancel.cancel();
     let _ = sim.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_loop_is_refused_and_objects_do_not_circle() {
+    // A forwards to B and B forwards back to A.
+    let mut a = Daemon::configure(|dir, _| head(dir, &accept_at(dir), None), "");
+    let mut b = Daemon::configure(|dir, _| head(dir, &accept_at(dir), None), "");
+    for (from, to) in [(&a, sock(&b)), (&b, sock(&a))] {
+        let mut config = std::fs::read_to_string(from.config_path()).unwrap();
+        config.push_str(&format!(
+            "hasForwarding:\n  - {{ tag: ConnectTo, contents: [\"{}\"] }}\n  - null\n  - {{ maxReconnectDelay: 1 }}\n",
+            to.display()
+        ));
+        from.write_config(&config);
+    }
+    a.spawn();
+    b.spawn();
+    let mut relay = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-l").await;
+    send_native(&mut relay, 1..11).await;
+    // B gets the node once; its copy back to A is refused by A, which says why.
+    let b_lines = wait_lines(&b.logs().join("relay-l"), 10).await;
+    assert_eq!(b_lines.len(), 10);
+    a.wait_log("re-forwarding loop: this tracer", 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut dirs: Vec<String> = std::fs::read_dir(a.logs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, ["relay-l"], "A files no looped copy of the node");
+    assert_eq!(wait_lines(&a.logs().join("relay-l"), 10).await.len(), 10);
+    assert_eq!(wait_lines(&b.logs().join("relay-l"), 10).await.len(), 10);
+}

@@ -355,7 +355,10 @@ impl Pump {
                         send(
                             framed,
                             DATA_POINTS,
-                            codec::encode_data_point_request(&[NODE_INFO.to_string()]),
+                            codec::encode_data_point_request(&[
+                                NODE_INFO.to_string(),
+                                crate::forward::TRACERD_PATH.to_string(),
+                            ]),
                         )
                         .await?;
                         self.data_points = DataPoints::NodeInfo;
@@ -380,16 +383,32 @@ impl Pump {
                     }
                     DataPoints::NodeInfo => {
                         self.data_points = DataPoints::Idle;
-                        let info = values
-                            .into_iter()
-                            .find(|(name, _)| name == NODE_INFO)
-                            .and_then(|(_, v)| v);
+                        let (mut info, mut path) = (None, None);
+                        for (name, value) in values {
+                            match name.as_str() {
+                                NODE_INFO => info = value,
+                                crate::forward::TRACERD_PATH => path = value,
+                                _ => {}
+                            }
+                        }
+                        // Re-forwarding: refuse a node whose objects this tracer already
+                        // forwarded (issue 16 point 4).
+                        let own = self.shared.reforward.as_ref().map(|r| r.id());
+                        if let Some(refusal) = crate::forward::loop_refusal(own, path.as_deref()) {
+                            return Err(SessionError::Protocol(refusal));
+                        }
                         if self.sink.is_none() {
                             self.open_sink(framed, info.clone()).await?;
                         }
                         if let (Some(sink), Some(json)) = (&self.sink, info) {
                             sink.lease().apply_data_points(vec![DataPoint {
                                 name: NODE_INFO.to_string(),
+                                json: String::from_utf8_lossy(&json).into_owned(),
+                            }]);
+                        }
+                        if let (Some(sink), Some(json)) = (&self.sink, path) {
+                            sink.lease().apply_data_points(vec![DataPoint {
+                                name: crate::forward::TRACERD_PATH.to_string(),
                                 json: String::from_utf8_lossy(&json).into_owned(),
                             }]);
                         }
