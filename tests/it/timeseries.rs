@@ -251,3 +251,78 @@ async fn timeseries_routes_answer_as_upstream_while_nodes_stream() {
     .unwrap();
     drop((a, b));
 }
+
+/// The retention and pruning period set through the API drive the periodic pruning: a node
+/// that left has its series pruned by the timer alone, once they are older than the retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pruning_period_and_retention_set_through_the_api_prune_by_themselves() {
+    let (d, port) = start_with_history(0.5, "");
+    let mut gone = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-gone").await;
+    let mut stays = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-stays").await;
+    let only = |name: &str| {
+        NodeMessage::Metrics(MetricsUpdate {
+            full: true,
+            metrics: vec![(name.into(), MetricValue::Gauge(1.0))],
+        })
+    };
+    gone.framed
+        .send(only("cardano.node.metrics.left_int"))
+        .await
+        .unwrap();
+    stays
+        .framed
+        .send(only("cardano.node.metrics.stays_int"))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ts_query(port, "cardano_node_metrics_left_int now", None).0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the metric never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap();
+    drop(gone);
+    tokio::task::spawn_blocking(move || {
+        // The default period (15 minutes) would not prune during this test; 1 s does.
+        for path in [
+            "/timeseries/config/retention?seconds=1",
+            "/timeseries/config/pruning?seconds=1",
+        ] {
+            let (status, _, body) = request(port, "POST", path, "");
+            assert_eq!(status, 200, "{path}: {body}");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let (status, v) = ts_query(
+                port,
+                "cardano_node_metrics_left_int[now - 1h; now : 1m]",
+                None,
+            );
+            if status == 400 {
+                // Its only series was pruned, and with it the name.
+                assert!(
+                    v["error"].as_str().unwrap().contains("Undefined name"),
+                    "{v}"
+                );
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never pruned: {v}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The connected node's metric is resampled, so it stays.
+        let (status, v) = ts_query(port, "cardano_node_metrics_stays_int now", None);
+        assert_eq!(
+            (status, v["data"]["result"].as_array().map(Vec::len)),
+            (200, Some(1)),
+            "{v}"
+        );
+    })
+    .await
+    .unwrap();
+    drop(stays);
+}
