@@ -11,7 +11,7 @@
 //! such as `(\x -> x x) (\x -> x x)`, which upstream's type checker rejects, stops there),
 //! holds at most [`Config::max_points`] datapoints, and polls [`Config::deadline_exceeded`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tracerd_promql::{is_stale_nan, ErrorType, Labels, MatchOp, Matcher};
@@ -88,6 +88,16 @@ fn strip(l: &Labels) -> Arc<Labels> {
     Arc::new(l.iter().filter(|(k, _)| k != "__name__").cloned().collect())
 }
 
+/// Points gathered by series, as a range over a function collects them.
+type BySeries = BTreeMap<Arc<Labels>, Vec<(u64, Value)>>;
+
+/// The window of the outermost range over a function, and the metrics read for it.
+struct Window {
+    lo: u64,
+    hi: u64,
+    series: HashMap<String, Arc<Vec<tracerd_promql::Series>>>,
+}
+
 pub(crate) struct Eval<'a> {
     src: &'a dyn Source,
     cfg: &'a Config,
@@ -96,6 +106,7 @@ pub(crate) struct Eval<'a> {
     depth: u32,
     steps: u64,
     points: usize,
+    window: Option<Window>,
 }
 
 impl<'a> Eval<'a> {
@@ -108,6 +119,7 @@ impl<'a> Eval<'a> {
             depth: 0,
             steps: 0,
             points: 0,
+            window: None,
         }
     }
 
@@ -319,13 +331,38 @@ impl<'a> Eval<'a> {
     /// The latest sample of each series of `name` in `[t - staleness, t]`, at time `t`.
     fn lookup(&mut self, name: &str, t: u64) -> R<Vec<Instant>> {
         let lo = t.saturating_sub(self.cfg.staleness_ms);
-        let series = self
-            .src
-            .select(&[name_matcher(name)], to_i64(lo), to_i64(t))
-            .map_err(source_error)?;
+        // Inside a range over a function, every lookup of a metric reads the range's window,
+        // loaded once, instead of the store once per step.
+        let cached = match &self.window {
+            Some(w) if lo >= w.lo && t <= w.hi => {
+                if !w.series.contains_key(name) {
+                    let (wlo, whi) = (w.lo, w.hi);
+                    let loaded = self
+                        .src
+                        .select(&[name_matcher(name)], to_i64(wlo), to_i64(whi))
+                        .map_err(source_error)?;
+                    if let Some(w) = &mut self.window {
+                        w.series.insert(name.to_string(), Arc::new(loaded));
+                    }
+                }
+                self.window
+                    .as_ref()
+                    .and_then(|w| w.series.get(name).cloned())
+            }
+            _ => None,
+        };
+        let series = match cached {
+            Some(s) => s,
+            None => Arc::new(
+                self.src
+                    .select(&[name_matcher(name)], to_i64(lo), to_i64(t))
+                    .map_err(source_error)?,
+            ),
+        };
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
-            let Some(last) = s.samples.iter().rev().find(|p| p.t <= to_i64(t)) else {
+        for s in series.iter() {
+            let upto = s.samples.partition_point(|p| p.t <= to_i64(t));
+            let Some(last) = upto.checked_sub(1).map(|i| s.samples[i]) else {
                 continue;
             };
             if is_stale_nan(last.v) || last.t < to_i64(lo) {
@@ -392,15 +429,19 @@ impl<'a> Eval<'a> {
                 out.sort_by(|x, y| y.labels.cmp(&x.labels));
             }
             Value::Function(_) => {
-                let mut by: BTreeMap<Arc<Labels>, Vec<(u64, Value)>> = BTreeMap::new();
-                for t in times {
-                    let Value::InstantVector(v) = self.apply(pos, f, Value::Timestamp(t))? else {
-                        return Err(bad(pos, "a range's function must return an InstantVector"));
-                    };
-                    for i in v {
-                        by.entry(i.labels).or_default().push((i.t, i.v));
-                    }
+                let outermost = self.window.is_none();
+                if outermost {
+                    self.window = Some(Window {
+                        lo: a.saturating_sub(self.cfg.staleness_ms),
+                        hi: b,
+                        series: HashMap::new(),
+                    });
                 }
+                let sampled = self.sample_steps(pos, f, times);
+                if outermost {
+                    self.window = None;
+                }
+                let by = sampled?;
                 // Upstream's `transpose` lists the series in descending label order.
                 out = by
                     .into_iter()
@@ -416,6 +457,25 @@ impl<'a> Eval<'a> {
             }
         }
         Ok(Value::RangeVector(out))
+    }
+
+    /// `f` at every step, gathered by series.
+    fn sample_steps(
+        &mut self,
+        pos: Pos,
+        f: &Value,
+        times: impl Iterator<Item = u64>,
+    ) -> R<BySeries> {
+        let mut by = BySeries::new();
+        for t in times {
+            let Value::InstantVector(v) = self.apply(pos, f, Value::Timestamp(t))? else {
+                return Err(bad(pos, "a range's function must return an InstantVector"));
+            };
+            for i in v {
+                by.entry(i.labels).or_default().push((i.t, i.v));
+            }
+        }
+        Ok(by)
     }
 
     fn arith(&mut self, pos: Pos, op: BinOp, l: Value, r: Value) -> R<Value> {
