@@ -91,7 +91,7 @@ impl HistoryMetrics {
         for reason in ["retention", "max_bytes"] {
             m.dropped.with_label_values(&[reason]);
         }
-        for reason in ["out_of_order", "too_many_series"] {
+        for reason in ["out_of_order", "too_many_series", "node_series_limit"] {
             m.refused.with_label_values(&[reason]);
         }
         m
@@ -271,6 +271,38 @@ pub struct NodeRecorder {
     history: Arc<History>,
     id: u64,
     series: Arc<NodeSeries>,
+    /// Series this session created (changed only under `series.entries`' lock).
+    created: AtomicCell,
+    warned: AtomicFlag,
+}
+
+/// Most series one session may create: a node's whole metric allowance
+/// ([`MAX_METRICS_PER_NODE`]), or churn of label sets up to that many; past it new series
+/// are refused and counted (`tracerd_history_samples_refused_total{reason="node_series_limit"}`),
+/// so one node cannot fill `tracerd.history.maxSeries` for the others.
+pub const MAX_SERIES_PER_SESSION: u64 = MAX_METRICS_PER_NODE as u64;
+
+/// A counter read and written under another lock (`Sync`, unlike `Cell`).
+#[derive(Debug, Default)]
+struct AtomicCell(AtomicU64);
+
+impl AtomicCell {
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct AtomicFlag(std::sync::atomic::AtomicBool);
+
+impl AtomicFlag {
+    /// Sets the flag; returns what it was.
+    fn replace(&self, v: bool) -> bool {
+        self.0.swap(v, Ordering::Relaxed)
+    }
 }
 
 impl MetricsObserver for Arc<History> {
@@ -285,6 +317,8 @@ impl MetricsObserver for Arc<History> {
             history: self.clone(),
             id,
             series,
+            created: AtomicCell::default(),
+            warned: AtomicFlag::default(),
         })
     }
 }
@@ -318,6 +352,22 @@ impl NodeMetrics for NodeRecorder {
                     if !changed && entries.len() >= MAX_METRICS_PER_NODE {
                         continue;
                     }
+                    if self.created.get() >= MAX_SERIES_PER_SESSION {
+                        // A label set changing text without end: refused, counted, and
+                        // said once per session.
+                        entries.remove(internal.as_str());
+                        h.metrics
+                            .refused
+                            .with_label_values(&["node_series_limit"])
+                            .inc();
+                        if !self.warned.replace(true) {
+                            tracing::warn!(node = %crate::node::escape_name(&self.series.node),
+                                limit = MAX_SERIES_PER_SESSION,
+                                "node created the most series a session may; its new series are not stored in the metric history");
+                        }
+                        continue;
+                    }
+                    self.created.set(self.created.get() + 1);
                     let name: Arc<MetricName> = naming.name(internal);
                     let Some(labels) = series::labels_of(&name, value, &self.series.node) else {
                         entries.remove(internal.as_str());

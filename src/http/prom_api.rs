@@ -55,6 +55,10 @@ pub struct ApiConfig {
     pub lookback_delta_ms: i64,
     /// Largest form body read.
     pub max_body_bytes: usize,
+    /// Queries evaluated at once (each may hold `max_samples`); the others wait, within
+    /// their timeout. The memory of queries is at most `max_concurrent × max_samples × 16`
+    /// bytes.
+    pub max_concurrent: usize,
     /// The current time in ms (the default `time` of an instant query).
     pub now_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// Metric name → metadata, for `/api/v1/metadata`.
@@ -69,6 +73,7 @@ impl Default for ApiConfig {
             max_samples: 10_000_000,
             lookback_delta_ms: 5 * 60 * 1000,
             max_body_bytes: 1 << 20,
+            max_concurrent: 4,
             now_ms: Arc::new(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -83,6 +88,7 @@ impl Default for ApiConfig {
 struct Api {
     store: Arc<Store>,
     cfg: ApiConfig,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 /// The `hasTimeseries` endpoint: Prometheus's query API over `store`, behind the HTTP
@@ -111,7 +117,12 @@ async fn not_found() -> Response {
 
 /// The API's routes over `store`.
 pub fn router(store: Arc<Store>, cfg: ApiConfig) -> Router {
-    let api = Arc::new(Api { store, cfg });
+    let running = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent.max(1)));
+    let api = Arc::new(Api {
+        store,
+        cfg,
+        running,
+    });
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -237,8 +248,16 @@ async fn evaluate(
         timeout = timeout.min(Duration::from_millis(ms.max(0) as u64));
     }
     let deadline = Instant::now() + timeout;
+    let timed_out = || QueryError::timeout("query timed out waiting for other queries to finish");
+    let permit = tokio::time::timeout(timeout, api.running.clone().acquire_owned())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| timed_out())?;
+    let timeout = deadline.saturating_duration_since(Instant::now());
     let api2 = api.clone();
     let task = tokio::task::spawn_blocking(move || {
+        // Held until the evaluation ends, even when the client gave up.
+        let _permit = permit;
         let q = Capped {
             store: &api2.store,
             left: Cell::new(api2.cfg.max_samples),

@@ -371,3 +371,86 @@ fn the_timeseries_example_runs_as_is() {
     };
     assert!(status.success(), "{}", log());
 }
+
+/// Hostile input: a node whose label sets change text on every update (each change is a new
+/// series) while two well-behaved nodes stream. Its new series are refused past the
+/// per-session limit (counted), the history stays bounded, and the other nodes lose nothing:
+/// every value they sent is in the history, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_churning_label_sets_cannot_crowd_out_the_others() {
+    const SENDS: i64 = 100;
+    let (d, port) = start_with_history(0.25, "");
+    let mut good = Vec::new();
+    for name in ["good-1", "good-2"] {
+        good.push(FakeNode::handshake(connect_tcp(d.tcp_port).await, name).await);
+    }
+    let mut hostile = FakeNode::handshake(connect_tcp(d.tcp_port).await, "churner").await;
+    let churn = tokio::spawn(async move {
+        // 80 updates × 1,000 label sets, each update a new text for all: 80,000 new series.
+        for k in 0..80 {
+            let m = (0..1000)
+                .map(|j| {
+                    (
+                        format!("churn.m{j}"),
+                        MetricValue::Label(format!("{{build=\"v{k}\"}}")),
+                    )
+                })
+                .collect();
+            let update = NodeMessage::Metrics(MetricsUpdate {
+                full: k == 0,
+                metrics: m,
+            });
+            hostile.framed.send(update).await.unwrap();
+        }
+        hostile
+    });
+    for i in 0..SENDS {
+        for (n, node) in good.iter_mut().enumerate() {
+            let m = metrics(
+                i == 0,
+                vec![(
+                    "cardano.node.metrics.blockNum_int",
+                    MetricValue::Counter(i * (n as i64 + 1)),
+                )],
+            );
+            node.framed.send(m).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hostile = churn.await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        until(
+            port,
+            "tracerd_history_samples_refused_total{reason=\"node_series_limit\"}",
+            |r| r.first().is_some_and(|s| s["value"][1] != "0"),
+        );
+        let series = until(port, "tracerd_history_series", |r| !r.is_empty());
+        let held: f64 = series[0]["value"][1].as_str().unwrap().parse().unwrap();
+        assert!(held <= 65_536.0 + 500.0, "the history holds {held} series");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (n, name) in ["good-1", "good-2"].iter().enumerate() {
+            let q = format!("cardano_node_metrics_blockNum_int{{node_name=\"{name}\"}}[1m]");
+            loop {
+                let r = instant(port, &q, None);
+                let mut values: Vec<i64> = r[0]["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p[1].as_str().unwrap().parse().unwrap())
+                    .collect();
+                // The last value is repeated every sampling interval; every other value is
+                // a sample the node sent.
+                values.dedup();
+                let sent: Vec<i64> = (0..SENDS).map(|i| i * (n as i64 + 1)).collect();
+                if values == sent {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name} lost samples: {values:?}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    drop((good, hostile));
+}

@@ -320,3 +320,40 @@ fn times_durations_and_values_parse_and_print_as_prometheus_does() {
         "\"NaN\"\"+Inf\"\"-Inf\"\"0.1\"\"1000000000000000000000\"\"-2\""
     );
 }
+
+/// With one evaluation slot, a query that cannot get it within its timeout is Prometheus's
+/// 503 timeout, and the slot's query still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_wait_for_a_slot_within_their_timeout() {
+    let r = router(
+        store(),
+        ApiConfig {
+            max_concurrent: 1,
+            ..cfg()
+        },
+    );
+    let slow = format!(
+        "/api/v1/query_range?query={}&start={}&end={}&step=1",
+        "count_over_time(reqs_total%5B5m%3A10ms%5D)",
+        secs(T0 + 590_000),
+        secs(T0 + 599_000)
+    );
+    let r2 = r.clone();
+    let a = tokio::spawn(async move {
+        let out = get_json(r2, &slow).await;
+        (out, Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (s, v) = get_json(r.clone(), "/api/v1/query?query=up&timeout=50ms").await;
+    let gave_up = Instant::now();
+    let ((sa, va), slow_done) = a.await.unwrap();
+    assert_eq!(sa, StatusCode::OK, "{va}");
+    // Meaningful only if the slow query still held the slot when the second gave up.
+    assert!(slow_done > gave_up, "the slow query was not slow enough");
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["errorType"], "timeout");
+    assert!(v["error"].as_str().unwrap().contains("waiting"), "{v}");
+    // Once the slot is free, the same query answers.
+    let (s, _) = get_json(r, "/api/v1/query?query=up&timeout=5s").await;
+    assert_eq!(s, StatusCode::OK);
+}
