@@ -20,8 +20,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use tracerd_promql::{
-    instant_query, range_query, ErrorType, Labels, Matcher, Options, QueryError, Queryable, Series,
-    Value,
+    instant_query, range_query, ErrorType, Grid, Labels, Matcher, Options, QueryError, Queryable,
+    Series, Value,
 };
 use tracerd_tsdb::Store;
 
@@ -207,19 +207,11 @@ struct Capped<'a> {
     deadline: Instant,
 }
 
-impl Queryable for Capped<'_> {
-    fn select(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Vec<Series>, QueryError> {
-        let timeout = || QueryError::timeout("query timed out in query execution");
-        if Instant::now() >= self.deadline {
-            return Err(timeout());
-        }
+impl Capped<'_> {
+    /// The per-series check of a selection: the sample cap, and the deadline now and then.
+    fn check(&self) -> impl FnMut(&Arc<Labels>, usize) -> Result<(), QueryError> + '_ {
         let mut seen = 0usize;
-        self.store.select_with(matchers, mint, maxt, |_, n| {
+        move |_, n| {
             if n > self.left.get() {
                 return Err(QueryError::execution(format!(
                     "query processing would load too many samples into memory in query execution (limit {})",
@@ -232,7 +224,33 @@ impl Queryable for Capped<'_> {
                 return Err(timeout());
             }
             Ok(())
-        })
+        }
+    }
+}
+
+fn timeout() -> QueryError {
+    QueryError::timeout("query timed out in query execution")
+}
+
+impl Queryable for Capped<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        if Instant::now() >= self.deadline {
+            return Err(timeout());
+        }
+        self.store.select_with(matchers, mint, maxt, self.check())
+    }
+
+    // Instant selectors load one sample per series and step, not their lookback window.
+    fn select_latest(&self, matchers: &[Matcher], grid: &Grid) -> Result<Vec<Series>, QueryError> {
+        if Instant::now() >= self.deadline {
+            return Err(timeout());
+        }
+        self.store.select_latest_with(matchers, grid, self.check())
     }
 }
 

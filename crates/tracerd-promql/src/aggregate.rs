@@ -7,7 +7,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use crate::eval::Evaluator;
 use crate::model::{Labels, QueryError};
-use crate::value::{self, Elem, Val, METRIC_NAME};
+use crate::value::{self, Elem, Val};
 
 /// Neumaier-compensated summation step, as Prometheus's `kahanSumInc`.
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -123,6 +123,7 @@ pub(crate) fn format_go_float(f: f64) -> String {
     }
 }
 
+/// The labels of an element's group (`without` never keeps `__name__`).
 fn group_key(labels: &Labels, m: &Option<LabelModifier>) -> Labels {
     match m {
         Some(LabelModifier::Include(ls)) => value::signature(labels, &ls.labels, true),
@@ -162,18 +163,22 @@ pub(crate) fn eval_aggregate(
         None => None,
     };
     let mut v = ev.eval_vector(&a.expr, ts)?;
-    value::settle(&mut v);
-    let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, Vec<Elem>> = HashMap::new();
-    for e in v {
-        let k = group_key(&e.labels, &a.modifier);
-        groups
-            .entry(k.clone())
-            .or_insert_with(|| {
-                order.push(k);
-                Vec::new()
-            })
-            .push(e);
+    ev.settle(&mut v);
+    // Group ids in order of first appearance; `groups[i]` holds the elements of `order[i]`.
+    let (ids, memo) = ev.group_ids(a as *const AggregateExpr as usize, &v, |l| {
+        group_key(l, &a.modifier)
+    });
+    let keys = &memo.keys;
+    let mut slot = vec![usize::MAX; keys.len()];
+    let mut order: Vec<usize> = Vec::new();
+    let mut groups: Vec<Vec<Elem>> = Vec::new();
+    for (e, id) in v.into_iter().zip(ids) {
+        if slot[id] == usize::MAX {
+            slot[id] = order.len();
+            order.push(id);
+            groups.push(Vec::new());
+        }
+        groups[slot[id]].push(e);
     }
     let scalar_param = |what: &str| -> Result<f64, QueryError> {
         match &param {
@@ -197,8 +202,7 @@ pub(crate) fn eval_aggregate(
                 return Ok(Val::Vector(Vec::new()));
             }
             let top = id == tk::T_TOPK;
-            for key in &order {
-                let mut g = groups.remove(key).unwrap_or_default();
+            for mut g in groups {
                 // NaN counts as the least value for topk and the greatest for bottomk.
                 g.sort_by(|x, y| {
                     use std::cmp::Ordering::*;
@@ -231,9 +235,9 @@ pub(crate) fn eval_aggregate(
             }
             let mut corder: Vec<Labels> = Vec::new();
             let mut counts: HashMap<Labels, f64> = HashMap::new();
-            for key in &order {
-                for e in &groups[key] {
-                    let mut l = key.clone();
+            for (gid, g) in order.iter().zip(&groups) {
+                for e in g {
+                    let mut l = keys[*gid].as_ref().clone();
                     value::set(&mut l, &label, &format_go_float(e.v));
                     let c = counts.entry(l.clone()).or_insert_with(|| {
                         corder.push(l);
@@ -259,8 +263,7 @@ pub(crate) fn eval_aggregate(
     } else {
         None
     };
-    for key in order {
-        let g = &groups[&key];
+    for (gid, g) in order.iter().zip(&groups) {
         let vals: Vec<f64> = g.iter().map(|e| e.v).collect();
         let v = match id {
             tk::T_SUM => kahan_sum(vals.iter().copied()),
@@ -287,12 +290,8 @@ pub(crate) fn eval_aggregate(
                 )));
             }
         };
-        let mut labels = key;
-        labels.retain(|(n, _)| {
-            !(n == METRIC_NAME && matches!(a.modifier, Some(LabelModifier::Exclude(_))))
-        });
         out.push(Elem {
-            labels: labels.into(),
+            labels: keys[*gid].clone(),
             v,
             drop_name: false,
         });

@@ -58,8 +58,8 @@ pub(crate) fn eval_binary(ev: &mut Evaluator, b: &BinaryExpr, ts: i64) -> Result
         (Val::Vector(v), Val::Scalar(s)) => vector_scalar(op, v, s, false, return_bool),
         (Val::Scalar(s), Val::Vector(v)) => vector_scalar(op, v, s, true, return_bool),
         (Val::Vector(mut l), Val::Vector(mut r)) => {
-            value::settle(&mut l);
-            value::settle(&mut r);
+            ev.settle(&mut l);
+            ev.settle(&mut r);
             let (card, matching) = match &b.modifier {
                 Some(m) => (m.card.clone(), m.matching.clone()),
                 None => (VectorMatchCardinality::OneToOne, None),

@@ -11,9 +11,11 @@ use promql_parser::parser::{self as p, Expr};
 use std::sync::Arc;
 
 use crate::model::{
-    is_stale_nan, Labels, MatchOp, Matcher, Options, QueryError, Queryable, Sample,
+    is_stale_nan, Grid, Labels, MatchOp, Matcher, Options, QueryError, Queryable, Sample,
 };
-use crate::value::{self, Elem, RangeSeries, Val, METRIC_NAME};
+use crate::value::{Elem, RangeSeries, Val, METRIC_NAME};
+
+pub(crate) mod memo;
 
 /// Default step of a subquery without one in an instant query (Prometheus: the global
 /// evaluation interval, 1 minute by default).
@@ -109,14 +111,60 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     /// Per selector node: every series it matches over the whole query, loaded once.
-    cache: HashMap<usize, Vec<Loaded>>,
-    windows: HashMap<usize, (i64, i64)>,
+    cache: HashMap<usize, Entry>,
+    windows: HashMap<usize, Planned>,
     samples_loaded: usize,
     ticks: u32,
+    /// Shared label sets without `__name__`, by the address of the shared set they came
+    /// from (which the entry keeps alive, so the address is not reused).
+    unnamed: HashMap<usize, (Arc<Labels>, Arc<Labels>)>,
+    /// Per aggregation node: the group of each shared label set, computed once a query.
+    groups: HashMap<usize, memo::GroupMemo>,
+    /// A selection made outside the plan, for one step.
+    scratch: Option<Entry>,
+    /// Ids of distinct result label sets, and a per-step mark of the ids seen.
+    interned: memo::Interner,
+    seen: Vec<u32>,
+    stamp: u32,
 }
 
 /// A selected series: labels shared by every step that reads it.
 type Loaded = (Arc<Labels>, Vec<Sample>);
+
+/// A selector's loaded series, the grid it was loaded for (instant selectors: only the
+/// samples that grid reads), and per series the cursors of the last step (`lo`, `hi`
+/// sample indexes), so the next, later step moves forward instead of searching again.
+struct Entry {
+    series: Vec<Loaded>,
+    grid: Option<Grid>,
+    pos: Vec<(usize, usize)>,
+}
+
+/// What the plan found a selector reads: its window and, for an instant selector
+/// evaluated on one regular grid, that grid.
+#[derive(Clone, Copy)]
+struct Planned {
+    mint: i64,
+    maxt: i64,
+    grid: Option<Grid>,
+}
+
+/// `samples.partition_point(|x| x.t <= t)`, starting from `hint`, the answer for an
+/// earlier, nearby `t`: a few steps forward when `t` moved forward a little (the range
+/// loop's case), a binary search otherwise.
+fn seek(samples: &[Sample], hint: usize, t: i64) -> usize {
+    let h = hint.min(samples.len());
+    if h > 0 && samples[h - 1].t > t {
+        return samples[..h].partition_point(|x| x.t <= t);
+    }
+    let lim = (h + 32).min(samples.len());
+    for (i, x) in samples[h..lim].iter().enumerate() {
+        if x.t > t {
+            return h + i;
+        }
+    }
+    lim + samples[lim..].partition_point(|x| x.t <= t)
+}
 
 fn key<T>(x: &T) -> usize {
     x as *const T as usize
@@ -140,6 +188,12 @@ impl<'a> Evaluator<'a> {
             windows: HashMap::new(),
             samples_loaded: 0,
             ticks: 0,
+            unnamed: HashMap::new(),
+            groups: HashMap::new(),
+            scratch: None,
+            interned: memo::Interner::default(),
+            seen: Vec::new(),
+            stamp: 0,
         }
     }
 
@@ -165,39 +219,59 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Walk the tree once, noting for each selector the time window it will read when
-    /// evaluated at every timestamp in `[lo, hi]`.
-    fn plan(&mut self, e: &Expr, lo: i64, hi: i64) {
+    /// evaluated at `lo`, `lo + step`, ... up to `hi` (`step` 0: at `lo` only).
+    fn plan(&mut self, e: &Expr, lo: i64, hi: i64, step: i64) {
         match e {
             Expr::VectorSelector(vs) => {
                 let (a, b) = self.window(&vs.at, &vs.offset, lo, hi);
-                self.note(key(vs), a - self.opts.lookback_delta_ms, b);
+                let lb = self.opts.lookback_delta_ms;
+                let grid = Grid {
+                    start: a,
+                    end: b,
+                    step: if a == b { 0 } else { step },
+                    lookback: lb,
+                };
+                self.note(key(vs), a - lb, b, Some(grid));
             }
             Expr::MatrixSelector(ms) => {
                 let (a, b) = self.window(&ms.vs.at, &ms.vs.offset, lo, hi);
-                self.note(key(&ms.vs), a - dur_ms(&ms.range), b);
+                self.note(key(&ms.vs), a - dur_ms(&ms.range), b, None);
             }
             Expr::Subquery(sq) => {
                 let (a, b) = self.window(&sq.at, &sq.offset, lo, hi);
-                self.plan(&sq.expr, a - dur_ms(&sq.range), b);
+                // The inner steps: multiples of the subquery's step in (a - range, b].
+                let s = self.subquery_step(sq);
+                let first = first_multiple_after(a - dur_ms(&sq.range), s);
+                if first <= b {
+                    self.plan(&sq.expr, first, b, s);
+                }
             }
             Expr::Aggregate(a) => {
                 if let Some(pr) = &a.param {
-                    self.plan(pr, lo, hi);
+                    self.plan(pr, lo, hi, step);
                 }
-                self.plan(&a.expr, lo, hi);
+                self.plan(&a.expr, lo, hi, step);
             }
-            Expr::Unary(u) => self.plan(&u.expr, lo, hi),
+            Expr::Unary(u) => self.plan(&u.expr, lo, hi, step),
             Expr::Binary(b) => {
-                self.plan(&b.lhs, lo, hi);
-                self.plan(&b.rhs, lo, hi);
+                self.plan(&b.lhs, lo, hi, step);
+                self.plan(&b.rhs, lo, hi, step);
             }
-            Expr::Paren(pe) => self.plan(&pe.expr, lo, hi),
+            Expr::Paren(pe) => self.plan(&pe.expr, lo, hi, step),
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.plan(a, lo, hi);
+                    self.plan(a, lo, hi, step);
                 }
             }
             _ => {}
+        }
+    }
+
+    fn subquery_step(&self, sq: &p::SubqueryExpr) -> i64 {
+        match &sq.step {
+            Some(s) if dur_ms(s) > 0 => dur_ms(s),
+            _ if self.interval > 0 => self.interval,
+            _ => DEFAULT_SUBQUERY_STEP_MS,
         }
     }
 
@@ -215,19 +289,27 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn note(&mut self, k: usize, a: i64, b: i64) {
+    fn note(&mut self, k: usize, mint: i64, maxt: i64, grid: Option<Grid>) {
         self.windows
             .entry(k)
             .and_modify(|w| {
-                w.0 = w.0.min(a);
-                w.1 = w.1.max(b);
+                // Planned twice (not expected of a tree): the union window, no grid.
+                w.mint = w.mint.min(mint);
+                w.maxt = w.maxt.max(maxt);
+                w.grid = None;
             })
-            .or_insert((a, b));
+            .or_insert(Planned { mint, maxt, grid });
     }
 
-    /// Plan and load every selector of `e` for evaluation at `[lo, hi]`.
-    pub(crate) fn prepare(&mut self, e: &Expr, lo: i64, hi: i64) -> Result<(), QueryError> {
-        self.plan(e, lo, hi);
+    /// Plan and load every selector of `e` for evaluation at `lo`, `lo + step`, ... `hi`.
+    pub(crate) fn prepare(
+        &mut self,
+        e: &Expr,
+        lo: i64,
+        hi: i64,
+        step: i64,
+    ) -> Result<(), QueryError> {
+        self.plan(e, lo, hi, step);
         let mut todo = Vec::new();
         collect_selectors(e, &mut todo);
         for vs in todo {
@@ -235,8 +317,12 @@ impl<'a> Evaluator<'a> {
             if self.cache.contains_key(&k) {
                 continue;
             }
-            let (a, b) = self.windows.get(&k).copied().unwrap_or((lo, hi));
-            let series = self.select(vs, a, b)?;
+            let w = self.windows.get(&k).copied().unwrap_or(Planned {
+                mint: lo,
+                maxt: hi,
+                grid: None,
+            });
+            let series = self.select(vs, w.mint, w.maxt, w.grid)?;
             self.cache.insert(k, series);
         }
         Ok(())
@@ -247,7 +333,8 @@ impl<'a> Evaluator<'a> {
         vs: &p::VectorSelector,
         a: i64,
         b: i64,
-    ) -> Result<Vec<Loaded>, QueryError> {
+        grid: Option<Grid>,
+    ) -> Result<Entry, QueryError> {
         self.check_deadline()?;
         let alts = to_matchers(&vs.name, &vs.matchers);
         let mut out: Vec<Loaded> = Vec::new();
@@ -257,7 +344,11 @@ impl<'a> Evaluator<'a> {
                     m.compile()?;
                 }
             }
-            for s in self.q.select(ms, a, b)? {
+            let found = match &grid {
+                Some(g) => self.q.select_latest(ms, g)?,
+                None => self.q.select(ms, a, b)?,
+            };
+            for s in found {
                 if alts.len() > 1 && out.iter().any(|o| *o.0 == s.labels) {
                     continue;
                 }
@@ -270,7 +361,11 @@ impl<'a> Evaluator<'a> {
         if self.samples_loaded > self.opts.max_samples {
             return Err(too_many_samples());
         }
-        Ok(out)
+        Ok(Entry {
+            pos: vec![(0, 0); out.len()],
+            series: out,
+            grid,
+        })
     }
 
     fn series_of(
@@ -278,14 +373,19 @@ impl<'a> Evaluator<'a> {
         vs: &p::VectorSelector,
         a: i64,
         b: i64,
-    ) -> Result<&Vec<Loaded>, QueryError> {
+    ) -> Result<&mut Entry, QueryError> {
         let k = key(vs);
-        if !self.cache.contains_key(&k) {
-            // Reached outside a planned window (e.g. a subquery built at run time).
-            let s = self.select(vs, a, b)?;
-            self.cache.insert(k, s);
+        let planned = match self.cache.get(&k) {
+            Some(e) => e.grid.is_none_or(|g| g.contains(b)),
+            None => false,
+        };
+        if planned {
+            return Ok(self.cache.get_mut(&k).expect("checked above"));
         }
-        Ok(&self.cache[&k])
+        // Not planned, or evaluated off the grid it was loaded for (neither is expected:
+        // the plan covers the tree): load this step's window alone, uncached.
+        let e = self.select(vs, a, b, None)?;
+        Ok(self.scratch.insert(e))
     }
 
     /// An instant vector selector at `ts`: each series' latest sample within the lookback
@@ -298,10 +398,11 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<(Elem, i64)>, QueryError> {
         let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
         let lb = self.opts.lookback_delta_ms;
-        let series = self.series_of(vs, t - lb, t)?;
+        let entry = self.series_of(vs, t - lb, t)?;
         let mut out = Vec::new();
-        for (labels, samples) in series {
-            let idx = samples.partition_point(|x| x.t <= t);
+        for ((labels, samples), pos) in entry.series.iter().zip(entry.pos.iter_mut()) {
+            let idx = seek(samples, pos.1, t);
+            pos.1 = idx;
             if idx == 0 {
                 continue;
             }
@@ -330,17 +431,23 @@ impl<'a> Evaluator<'a> {
         let vs = &ms.vs;
         let t = self.at_ms(&vs.at).unwrap_or(ts) - offset_ms(&vs.offset);
         let r = dur_ms(&ms.range);
-        let series = self.series_of(vs, t - r, t)?;
+        let entry = self.series_of(vs, t - r, t)?;
         let mut out = Vec::new();
         let mut n = 0usize;
-        for (labels, samples) in series {
-            let a = samples.partition_point(|x| x.t <= t - r);
-            let b = samples.partition_point(|x| x.t <= t);
-            let points: Vec<(i64, f64)> = samples[a..b]
-                .iter()
-                .filter(|x| !is_stale_nan(x.v))
-                .map(|x| (x.t, x.v))
-                .collect();
+        for ((labels, samples), pos) in entry.series.iter().zip(entry.pos.iter_mut()) {
+            let a = seek(samples, pos.0, t - r);
+            let b = seek(samples, pos.1.max(a), t);
+            *pos = (a, b);
+            if a == b {
+                continue;
+            }
+            let mut points: Vec<(i64, f64)> = Vec::with_capacity(b - a);
+            points.extend(
+                samples[a..b]
+                    .iter()
+                    .filter(|x| !is_stale_nan(x.v))
+                    .map(|x| (x.t, x.v)),
+            );
             if points.is_empty() {
                 continue;
             }
@@ -365,17 +472,8 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Vec<RangeSeries>, QueryError> {
         let t = self.at_ms(&sq.at).unwrap_or(ts) - offset_ms(&sq.offset);
         let r = dur_ms(&sq.range);
-        let step = match &sq.step {
-            Some(s) if dur_ms(s) > 0 => dur_ms(s),
-            _ if self.interval > 0 => self.interval,
-            _ => DEFAULT_SUBQUERY_STEP_MS,
-        };
-        let lo = t - r;
-        // First multiple of step strictly after lo.
-        let mut first = lo.div_euclid(step) * step;
-        if first <= lo {
-            first += step;
-        }
+        let step = self.subquery_step(sq);
+        let first = first_multiple_after(t - r, step);
         let mut acc: Vec<RangeSeries> = Vec::new();
         let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
         let mut total = 0usize;
@@ -491,6 +589,16 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// The first multiple of `step` strictly after `lo`.
+fn first_multiple_after(lo: i64, step: i64) -> i64 {
+    let first = lo.div_euclid(step) * step;
+    if first <= lo {
+        first + step
+    } else {
+        first
+    }
+}
+
 fn push_point(
     acc: &mut Vec<RangeSeries>,
     index: &mut HashMap<Arc<Labels>, usize>,
@@ -545,18 +653,4 @@ fn collect_selectors<'e>(e: &'e Expr, out: &mut Vec<&'e p::VectorSelector>) {
         }
         _ => {}
     }
-}
-
-/// Names must go now; two results with the same label set are an error, as in Prometheus.
-pub(crate) fn finish_vector(mut v: Vec<Elem>) -> Result<Vec<Elem>, QueryError> {
-    value::settle(&mut v);
-    let mut seen = std::collections::HashSet::new();
-    for e in &v {
-        if !seen.insert(&e.labels) {
-            return Err(QueryError::execution(
-                "vector cannot contain metrics with the same labelset",
-            ));
-        }
-    }
-    Ok(v)
 }

@@ -781,7 +781,7 @@ pub(crate) fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
 fn histogram_quantile(ev: &mut Evaluator, c: &Call, ts: i64) -> Result<Val, QueryError> {
     let q = ev.eval_scalar(arg(c, 0)?, ts)?;
     let mut v = ev.eval_vector(arg(c, 1)?, ts)?;
-    value::settle(&mut v);
+    ev.settle(&mut v);
     let mut order: Vec<Labels> = Vec::new();
     let mut groups: std::collections::HashMap<Labels, Vec<(f64, f64)>> = Default::default();
     for e in v {

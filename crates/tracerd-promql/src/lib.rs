@@ -11,12 +11,11 @@ mod functions;
 pub mod model;
 mod value;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use model::{
-    is_stale_nan, stale_nan, ErrorType, Labels, MatchOp, Matcher, Options, QueryError, Queryable,
-    Sample, Series, Value, STALE_NAN_BITS,
+    is_stale_nan, stale_nan, ErrorType, Grid, Labels, MatchOp, Matcher, Options, QueryError,
+    Queryable, Sample, Series, Value, STALE_NAN_BITS,
 };
 
 /// Compensated sum and mean, reused by `tracerd-tsquery` (upstream's timeseries language).
@@ -38,12 +37,12 @@ pub fn instant_query(
 ) -> Result<Value, QueryError> {
     let e = parse(expr)?;
     let mut ev = eval::Evaluator::new(q, opts, t_ms, t_ms, 0);
-    ev.prepare(&e, t_ms, t_ms)?;
+    ev.prepare(&e, t_ms, t_ms, 0)?;
     Ok(match ev.eval(&e, t_ms)? {
         Val::Scalar(v) => Value::Scalar(t_ms, v),
         Val::Str(s) => Value::String(t_ms, s),
         Val::Vector(v) => Value::Vector(
-            eval::finish_vector(v)?
+            ev.finish_vector(v)?
                 .into_iter()
                 .map(|e| (Arc::unwrap_or_clone(e.labels), t_ms, e.v))
                 .collect(),
@@ -86,19 +85,24 @@ pub fn range_query(
         }
     }
     let mut ev = eval::Evaluator::new(q, opts, start_ms, end_ms, step_ms);
-    ev.prepare(&e, start_ms, end_ms)?;
+    ev.prepare(&e, start_ms, end_ms, step_ms)?;
     let mut out: Vec<(Arc<Labels>, Vec<Sample>)> = Vec::new();
-    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    // By label-set id (the evaluator's, equal for equal label sets): the index in `out`.
+    let mut index: Vec<usize> = Vec::new();
     let mut points = 0usize;
     let mut t = start_ms;
     while t <= end_ms {
         ev.check_deadline()?;
-        let items: Vec<(Arc<Labels>, f64)> = match ev.eval(&e, t)? {
-            Val::Scalar(v) => vec![(Arc::new(Vec::new()), v)],
-            Val::Vector(v) => eval::finish_vector(v)?
-                .into_iter()
-                .map(|e| (e.labels, e.v))
-                .collect(),
+        let (items, ids) = match ev.eval(&e, t)? {
+            Val::Scalar(v) => (
+                vec![value::Elem {
+                    labels: Arc::new(Vec::new()),
+                    v,
+                    drop_name: false,
+                }],
+                vec![usize::MAX],
+            ),
+            Val::Vector(v) => ev.finish_vector_ids(v)?,
             other => {
                 return Err(QueryError::bad_data(format!(
                     "range query evaluated to {}",
@@ -106,15 +110,20 @@ pub fn range_query(
                 )))
             }
         };
-        for (labels, v) in items {
+        for (el, id) in items.into_iter().zip(ids) {
             points += 1;
-            let s = Sample { t, v };
-            match index.get(&labels) {
-                Some(&i) => out[i].1.push(s),
-                None => {
-                    index.insert(labels.clone(), out.len());
-                    out.push((labels, vec![s]));
+            let s = Sample { t, v: el.v };
+            // A scalar is one series with no labels.
+            let id = if id == usize::MAX { 0 } else { id + 1 };
+            if id >= index.len() {
+                index.resize(id + 1, usize::MAX);
+            }
+            match index[id] {
+                usize::MAX => {
+                    index[id] = out.len();
+                    out.push((el.labels, vec![s]));
                 }
+                i => out[i].1.push(s),
             }
         }
         if points > opts.max_samples {

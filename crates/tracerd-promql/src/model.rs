@@ -84,11 +84,86 @@ impl Matcher {
     }
 }
 
+/// The times an instant vector selector is evaluated at: `start`, `start + step`, ... up
+/// to `end` (a `step` of 0: only `start`), each reading a series' latest sample in
+/// `(t - lookback, t]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    pub start: i64,
+    pub end: i64,
+    pub step: i64,
+    pub lookback: i64,
+}
+
+impl Grid {
+    /// The inclusive window `[mint, maxt]` that holds every sample the grid can read.
+    pub fn window(&self) -> (i64, i64) {
+        (self.start - self.lookback, self.end)
+    }
+
+    /// Whether `t` is one of the grid's times.
+    pub fn contains(&self, t: i64) -> bool {
+        if t < self.start || t > self.end {
+            return false;
+        }
+        if self.step <= 0 {
+            return t == self.start;
+        }
+        (t - self.start) % self.step == 0
+    }
+
+    /// The samples of one series (sorted by time) that evaluating on this grid reads: for
+    /// each grid time, the latest sample at or before it, if newer than `t - lookback`
+    /// (staleness markers included: they hide the series). Each sample appears once.
+    pub fn latest<I: IntoIterator<Item = Sample>>(&self, samples: I) -> Vec<Sample> {
+        let mut out = Vec::new();
+        let step = if self.step <= 0 { i64::MAX } else { self.step };
+        // `k`: the next grid time to serve; `prev`: the latest sample before it, and
+        // whether it is in `out` already.
+        let mut k = self.start;
+        let mut prev: Option<(Sample, bool)> = None;
+        let serve = |k: i64, prev: &mut Option<(Sample, bool)>, out: &mut Vec<Sample>| {
+            if let Some((p, served)) = prev {
+                if !*served && p.t > k - self.lookback {
+                    out.push(*p);
+                    *served = true;
+                }
+            }
+        };
+        for s in samples {
+            if s.t > self.end {
+                break;
+            }
+            while k < s.t {
+                serve(k, &mut prev, &mut out);
+                k = k.saturating_add(step);
+            }
+            prev = Some((s, false));
+        }
+        // Later grid times would read the same sample, or find it too old.
+        if k <= self.end {
+            serve(k, &mut prev, &mut out);
+        }
+        out
+    }
+}
+
 /// Something the evaluator can read series from.
 pub trait Queryable {
     /// Every series matching all matchers, with its samples in `[mint, maxt]` (ms, inclusive).
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64)
         -> Result<Vec<Series>, QueryError>;
+
+    /// Every series matching all matchers that has a sample to show on `grid`, with only
+    /// the samples an instant selector evaluated on it reads ([`Grid::latest`]): one per
+    /// series for an instant query, at most one per step for a range query. A store that
+    /// can find a series' latest sample without decoding its whole lookback window should
+    /// override this; the default selects the grid's whole window, which gives the same
+    /// results at a higher cost.
+    fn select_latest(&self, matchers: &[Matcher], grid: &Grid) -> Result<Vec<Series>, QueryError> {
+        let (mint, maxt) = grid.window();
+        self.select(matchers, mint, maxt)
+    }
 }
 
 /// A query result, as Prometheus's API shapes it (`resultType`).

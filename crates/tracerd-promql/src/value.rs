@@ -68,14 +68,6 @@ pub fn drop_name_if(labels: &mut Arc<Labels>, drop: bool) {
     }
 }
 
-/// Remove flagged names from a vector (before matching or grouping on labels).
-pub fn settle(v: &mut [Elem]) {
-    for e in v.iter_mut() {
-        drop_name_if(&mut e.labels, e.drop_name);
-        e.drop_name = false;
-    }
-}
-
 /// A label-set key made of the listed labels (`on`/`by`) or of all but them (`ignoring`/`without`).
 pub fn signature(labels: &Labels, names: &[String], include: bool) -> Labels {
     if include {

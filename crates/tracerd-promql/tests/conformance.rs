@@ -23,8 +23,8 @@
 use std::collections::HashMap;
 
 use tracerd_promql::{
-    instant_query, range_query, stale_nan, Labels, Matcher, Options, QueryError, Queryable, Sample,
-    Series, Value,
+    instant_query, range_query, stale_nan, Grid, Labels, Matcher, Options, QueryError, Queryable,
+    Sample, Series, Value,
 };
 
 /// The in-memory store the scripts load into.
@@ -81,6 +81,18 @@ impl Queryable for Mem {
                 samples,
             });
         }
+        Ok(out)
+    }
+
+    /// Only the samples the grid reads, as a store that seeks to them would answer: the
+    /// whole suite then checks the evaluator's plan of every instant selector's grid.
+    fn select_latest(&self, ms: &[Matcher], g: &Grid) -> Result<Vec<Series>, QueryError> {
+        let (mint, maxt) = g.window();
+        let mut out = self.select(ms, mint, maxt)?;
+        for s in out.iter_mut() {
+            s.samples = g.latest(s.samples.iter().copied());
+        }
+        out.retain(|s| !s.samples.is_empty());
         Ok(out)
     }
 }

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracerd_promql::{instant_query, range_query, Labels, MatchOp, Matcher, Options, Queryable};
+use tracerd_promql::{
+    instant_query, range_query, Labels, MatchOp, Matcher, Options, Queryable, Value,
+};
 use tracerd_tsdb::{Config, Store};
 
 fn arg(args: &[String], name: &str, default: i64) -> i64 {
@@ -204,7 +206,10 @@ fn main() {
             end,
             &Options::default(),
         )
-        .map(|v| format!("{v:?}").len().min(1))
+        .map(|v| match v {
+            Value::Vector(v) => v.len(),
+            _ => 0,
+        })
         .map_err(|e| e.to_string())
     });
     time(
@@ -218,7 +223,10 @@ fn main() {
                 15_000,
                 &Options::default(),
             )
-            .map(|_| 1)
+            .map(|v| match v {
+                Value::Matrix(m) => m.len(),
+                _ => 0,
+            })
             .map_err(|e| e.to_string())
         },
     );

@@ -81,16 +81,47 @@ impl<'a> BitReader<'a> {
         }
         // Load the 8 bytes from the current one (zero-padded at the end) and cut n bits.
         let at = self.pos / 8;
-        let mut word = [0u8; 8];
-        let avail = (self.bytes.len() - at).min(8);
-        word[..avail].copy_from_slice(&self.bytes[at..at + avail]);
-        let w = u64::from_be_bytes(word) << (self.pos % 8);
+        let word = match self.bytes.get(at..at + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
+            None => {
+                let mut word = [0u8; 8];
+                let avail = self.bytes.len() - at;
+                word[..avail].copy_from_slice(&self.bytes[at..]);
+                u64::from_be_bytes(word)
+            }
+        };
+        let w = word << (self.pos % 8);
         self.pos += n as usize;
         Some(w >> (64 - n))
     }
 
     pub fn bit(&mut self) -> Option<bool> {
         self.read(1).map(|b| b == 1)
+    }
+
+    /// The next `n` bits (1 ≤ n ≤ 56) without consuming them; bits past the end read as 0.
+    pub fn peek(&self, n: u32) -> u64 {
+        debug_assert!((1..=56).contains(&n));
+        let at = self.pos / 8;
+        let word = match self.bytes.get(at..at + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
+            None => {
+                let mut word = [0u8; 8];
+                let avail = self.bytes.len().saturating_sub(at);
+                word[..avail].copy_from_slice(&self.bytes[at.min(self.bytes.len())..]);
+                u64::from_be_bytes(word)
+            }
+        };
+        (word << (self.pos % 8)) >> (64 - n)
+    }
+
+    /// Consume `n` bits already looked at with [`BitReader::peek`]; `None` past the end.
+    pub fn skip(&mut self, n: u32) -> Option<()> {
+        if self.pos + n as usize > self.bytes.len() * 8 {
+            return None;
+        }
+        self.pos += n as usize;
+        Some(())
     }
 }
 

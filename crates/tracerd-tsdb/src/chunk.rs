@@ -180,16 +180,22 @@ impl<'a> ChunkIter<'a> {
     }
 
     fn read_dod(&mut self) -> Option<i64> {
-        if !self.r.bit()? {
+        // The control is `0`, `10`, `110`, `1110` or `1111`: its leading ones, in one look.
+        let ones = ((self.r.peek(4) << 60).leading_ones()).min(4);
+        if ones == 0 {
+            self.r.skip(1)?;
             return Some(0);
         }
-        let mut n = 64;
-        for &(_, _, bits) in &DOD_BUCKETS {
-            if !self.r.bit()? {
-                n = bits;
-                break;
+        let n = match DOD_BUCKETS.get(ones as usize - 1) {
+            Some(&(_, _, bits)) => {
+                self.r.skip(ones + 1)?;
+                bits
             }
-        }
+            None => {
+                self.r.skip(4)?;
+                64
+            }
+        };
         let raw = self.r.read(n)?;
         if n == 64 {
             return Some(raw as i64);
@@ -211,15 +217,21 @@ impl<'a> ChunkIter<'a> {
             let dod = self.read_dod()?;
             self.delta = self.delta.wrapping_add(dod);
             self.t = self.t.wrapping_add(self.delta);
-            if self.r.bit()? {
-                if self.r.bit()? {
-                    self.leading = self.r.read(5)? as u32;
-                    let len = self.r.read(6)? as u32;
+            // The value's control: `0` (same value), `10` (same window), `11` (new window).
+            let ctl = self.r.peek(2);
+            if ctl >= 0b10 {
+                self.r.skip(2)?;
+                if ctl == 0b11 {
+                    let w = self.r.read(11)? as u32;
+                    self.leading = w >> 6;
+                    let len = w & 0x3f;
                     self.len = if len == 0 { 64 } else { len };
                 }
                 let trailing = 64 - self.leading - self.len;
                 let bits = self.r.read(self.len)?;
                 self.v ^= bits << trailing;
+            } else {
+                self.r.skip(1)?;
             }
         }
         Some(Sample {

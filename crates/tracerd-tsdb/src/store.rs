@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use thiserror::Error;
 use tracerd_promql::{
-    is_stale_nan, stale_nan, Labels, MatchOp, Matcher, QueryError, Queryable, Sample, Series,
+    is_stale_nan, stale_nan, Grid, Labels, MatchOp, Matcher, QueryError, Queryable, Sample, Series,
 };
 
 use crate::chunk::{Chunk, Encoder};
@@ -144,6 +144,9 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A selection's per-series callback: the series' labels and how many samples it holds.
+type Visit<'a> = dyn FnMut(&Arc<Labels>, usize) -> Result<(), QueryError> + 'a;
 
 /// What one [`Store::prune`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -457,6 +460,28 @@ impl Store {
         maxt: i64,
         mut visit: impl FnMut(&Arc<Labels>, usize) -> Result<(), QueryError>,
     ) -> Result<Vec<Series>, QueryError> {
+        self.walk(matchers, &mut visit, |s, buf| collect(s, mint, maxt, buf))
+    }
+
+    /// As [`Store::select_with`], with only the samples an instant selector evaluated on
+    /// `grid` reads ([`Grid::latest`]): decoding starts at the chunk that holds the grid's
+    /// window, and a single time at or after a series' last sample decodes nothing.
+    pub fn select_latest_with(
+        &self,
+        matchers: &[Matcher],
+        grid: &Grid,
+        mut visit: impl FnMut(&Arc<Labels>, usize) -> Result<(), QueryError>,
+    ) -> Result<Vec<Series>, QueryError> {
+        self.walk(matchers, &mut visit, |s, buf| latest(s, grid, buf))
+    }
+
+    /// The series matching `matchers`, each read under its shard's lock by `read_one`.
+    fn walk(
+        &self,
+        matchers: &[Matcher],
+        visit: &mut Visit<'_>,
+        read_one: impl Fn(&SeriesData, &mut Vec<Sample>),
+    ) -> Result<Vec<Series>, QueryError> {
         let c = Compiled::all(matchers)?;
         let hits = read(&self.index).select(&c);
         let mut out = Vec::new();
@@ -465,7 +490,7 @@ impl Store {
             {
                 let shard = read(self.shard(id));
                 let Some(s) = shard.get(&id) else { continue };
-                collect(s, mint, maxt, &mut buf);
+                read_one(s, &mut buf);
             }
             if buf.is_empty() {
                 continue;
@@ -490,21 +515,51 @@ fn overlaps(s: &SeriesData, mint: i64, maxt: i64) -> bool {
     matches!((first, last), (Some(a), Some(b)) if a <= maxt && b >= mint)
 }
 
+/// The sealed chunks that may hold samples in `[mint, maxt]`, found by binary search.
+fn sealed_in(s: &SeriesData, mint: i64, maxt: i64) -> impl Iterator<Item = &Chunk> {
+    let first = s.sealed.partition_point(|c| c.maxt < mint);
+    s.sealed.range(first..).take_while(move |c| c.mint <= maxt)
+}
+
+/// The head chunk, if it has samples in `[mint, maxt]`.
+fn head_in(s: &SeriesData, mint: i64, maxt: i64) -> Option<&Encoder> {
+    s.head
+        .as_ref()
+        .filter(|h| h.count() > 0 && h.maxt() >= mint && h.mint() <= maxt)
+}
+
 fn collect(s: &SeriesData, mint: i64, maxt: i64, out: &mut Vec<Sample>) {
-    for c in &s.sealed {
-        if c.maxt < mint {
-            continue;
+    let n: u32 = sealed_in(s, mint, maxt).map(|c| c.count).sum::<u32>()
+        + head_in(s, mint, maxt).map_or(0, |h| h.count());
+    out.reserve(n as usize);
+    let inside = |x: &Sample| x.t >= mint && x.t <= maxt;
+    for c in sealed_in(s, mint, maxt) {
+        if c.mint >= mint && c.maxt <= maxt {
+            out.extend(c.iter());
+        } else {
+            out.extend(c.iter().filter(inside));
         }
-        if c.mint > maxt {
+    }
+    if let Some(h) = head_in(s, mint, maxt) {
+        out.extend(h.iter().filter(inside));
+    }
+}
+
+fn latest(s: &SeriesData, g: &Grid, out: &mut Vec<Sample>) {
+    // One time at or after the last sample: the last sample is the answer, if recent.
+    if g.step <= 0 || g.start == g.end {
+        if let Some((t, v)) = s.last().filter(|&(t, _)| t <= g.start) {
+            if t > g.start - g.lookback {
+                out.push(Sample { t, v });
+            }
             return;
         }
-        out.extend(c.iter().filter(|x| x.t >= mint && x.t <= maxt));
     }
-    if let Some(h) = s.head.as_ref().filter(|h| h.count() > 0) {
-        if h.maxt() >= mint && h.mint() <= maxt {
-            out.extend(h.iter().filter(|x| x.t >= mint && x.t <= maxt));
-        }
-    }
+    let (mint, maxt) = g.window();
+    let samples = sealed_in(s, mint, maxt)
+        .flat_map(|c| c.iter())
+        .chain(head_in(s, mint, maxt).into_iter().flat_map(|h| h.iter()));
+    *out = g.latest(samples);
 }
 
 impl Queryable for Store {
@@ -515,6 +570,10 @@ impl Queryable for Store {
         maxt: i64,
     ) -> Result<Vec<Series>, QueryError> {
         self.select_with(matchers, mint, maxt, |_, _| Ok(()))
+    }
+
+    fn select_latest(&self, matchers: &[Matcher], grid: &Grid) -> Result<Vec<Series>, QueryError> {
+        self.select_latest_with(matchers, grid, |_, _| Ok(()))
     }
 }
 

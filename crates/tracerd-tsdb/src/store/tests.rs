@@ -238,3 +238,100 @@ fn bad_regex_in_select_is_bad_data() {
     };
     assert_eq!(st.select(&[m], 0, 1).unwrap_err().error_type(), "bad_data");
 }
+
+/// What an instant selector reads at `t`, from every sample: the latest at or before `t`,
+/// if newer than `t - lookback`.
+fn naive_latest(all: &[Sample], g: &Grid) -> Vec<Sample> {
+    let mut out: Vec<Sample> = Vec::new();
+    let mut t = g.start;
+    while t <= g.end {
+        if let Some(s) = all.iter().rev().find(|s| s.t <= t) {
+            if s.t > t - g.lookback && out.last().is_none_or(|o| o.t != s.t) {
+                out.push(*s);
+            }
+        }
+        if g.step <= 0 {
+            break;
+        }
+        t += g.step;
+    }
+    out
+}
+
+#[test]
+fn select_latest_returns_what_each_grid_time_reads_and_nothing_more() {
+    let st = small(4);
+    let a = l(&[("__name__", "m"), ("node_name", "a")]);
+    // Irregular: every 1 s, a 20 s gap, a staleness marker, then every 3 s.
+    let mut times: Vec<i64> = (0..30).map(|i| i * 1000).collect();
+    times.extend((0..5).map(|i| 50_000 + i * 3000));
+    for (i, &t) in times.iter().enumerate() {
+        let v = if i == 31 { stale_nan() } else { i as f64 };
+        st.append(&a, t, v).unwrap();
+    }
+    let all = st
+        .select(&[eq("node_name", "a")], i64::MIN, i64::MAX)
+        .unwrap()[0]
+        .samples
+        .clone();
+    let grids = [
+        (5_000, 5_000, 0),   // one time, mid chunk
+        (70_000, 70_000, 0), // one time past the last sample (no decoding)
+        (62_000, 62_000, 0), // the last sample exactly
+        (40_000, 40_000, 0), // in the gap, within lookback
+        (0, 70_000, 15_000), // a range query's grid
+        (-3_000, 64_000, 7_000),
+        (1_500, 29_500, 1_000), // as dense as the data
+    ];
+    for (start, end, step) in grids {
+        for lookback in [5_000, 300_000] {
+            let g = Grid {
+                start,
+                end,
+                step,
+                lookback,
+            };
+            let got = st.select_latest(&[eq("node_name", "a")], &g).unwrap();
+            let want = naive_latest(&all, &g);
+            let got_samples: Vec<(i64, u64)> = got
+                .iter()
+                .flat_map(|s| s.samples.iter().map(|x| (x.t, x.v.to_bits())))
+                .collect();
+            let want: Vec<(i64, u64)> = want.iter().map(|x| (x.t, x.v.to_bits())).collect();
+            assert_eq!(got_samples, want, "{g:?}");
+            assert_eq!(got.len(), usize::from(!want.is_empty()), "{g:?}");
+        }
+    }
+}
+
+#[test]
+fn an_instant_query_over_every_series_counts_one_sample_each_against_the_cap() {
+    let st = small(240);
+    for n in 0..50 {
+        let labels = l(&[("__name__", "m"), ("node_name", &format!("n{n}"))]);
+        for s in 0..600 {
+            st.append(&labels, s * 1000, (n + s) as f64).unwrap();
+        }
+    }
+    // 300 samples a series in the 5-minute lookback, 15,000 in all; the cap is 60.
+    let opts = tracerd_promql::Options {
+        max_samples: 60,
+        ..Default::default()
+    };
+    let v = tracerd_promql::instant_query(&st, "sum(m)", 599_000, &opts).unwrap();
+    let want: f64 = (0..50).map(|n| (n + 599) as f64).sum();
+    assert_eq!(
+        v,
+        tracerd_promql::Value::Vector(vec![(vec![], 599_000, want)])
+    );
+    // The same at a time inside the data decodes, and still holds one sample a series.
+    let v = tracerd_promql::instant_query(&st, "sum(m)", 300_500, &opts).unwrap();
+    let want: f64 = (0..50).map(|n| (n + 300) as f64).sum();
+    assert_eq!(
+        v,
+        tracerd_promql::Value::Vector(vec![(vec![], 300_500, want)])
+    );
+    // A range selector still loads its window and is refused.
+    let e = tracerd_promql::instant_query(&st, "sum(rate(m[1m]))", 599_000, &opts).unwrap_err();
+    assert_eq!(e.error_type(), "execution");
+}
