@@ -317,3 +317,104 @@ fn the_deadline_stops_a_long_query() {
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(execute(&s, q, N, &Config::default()).is_ok());
 }
+
+/// Random token soup: whatever it is, parsing and evaluating it answers (a value or an
+/// error) and never panics.
+#[test]
+fn random_queries_never_panic() {
+    const TOKENS: &[&str] = &[
+        "m",
+        "now",
+        "epoch",
+        "1",
+        "-2",
+        "0.5",
+        "1s",
+        "5m",
+        "0ms",
+        "(",
+        ")",
+        "[",
+        "]",
+        ";",
+        ":",
+        ",",
+        "{",
+        "}",
+        "\"k\"",
+        "\"1\"",
+        "=",
+        "!=",
+        "==",
+        "<",
+        ">=",
+        "+",
+        "-",
+        "*",
+        "/",
+        "&&",
+        "||",
+        "!",
+        "\\x ->",
+        "x",
+        "let y =",
+        "in",
+        "y",
+        "fst",
+        "snd",
+        "map",
+        "filter",
+        "join",
+        "unless",
+        "rate",
+        "increase",
+        "avg",
+        "max",
+        "min",
+        "abs",
+        "round",
+        "to_scalar",
+        "avg_over_time",
+        "sum_over_time",
+        "quantile_over_time",
+        "quantile_by (\"k\")",
+        "metrics",
+        "true",
+        "false",
+        "()",
+        "`m`",
+        "earliest m",
+    ];
+    let store = Mem::new()
+        .add(
+            "m",
+            &[("k", "1")],
+            &[(N - 2000, 1.0), (N - 1000, 2.0), (N, 4.0)],
+        )
+        .add("m", &[("k", "2")], &[(N, 8.0)]);
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let cfg = Config {
+        max_points: 10_000,
+        ..Config::default()
+    };
+    let mut answered = 0;
+    for _ in 0..20_000 {
+        let n = 1 + next() % 12;
+        let q: Vec<&str> = (0..n)
+            .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
+            .collect();
+        let q = q.join(" ");
+        if let Ok(v) = execute(&store, &q, N, &cfg) {
+            let _ = v.to_json();
+            answered += 1;
+        }
+    }
+    // Some of the soup is a query: the test is not vacuous.
+    assert!(answered > 100, "{answered}");
+}

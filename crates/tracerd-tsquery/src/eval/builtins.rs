@@ -124,7 +124,7 @@ impl Eval<'_> {
                     let (t, v) = match b {
                         Builtin::Increase => (t1, v1 - v0),
                         Builtin::Rate => {
-                            if t0 == t1 {
+                            if t1 <= t0 {
                                 return Err(exec(pos, "rate: single-point timeseries has undefined rate (zero time span)"));
                             }
                             (t1, (v1 - v0) / (t1 - t0) as f64)
