@@ -180,6 +180,9 @@ fn run(config: Config, options: tracerd::app::Options) -> ExitCode {
         // storm of thousands of nodes start hundreds of threads, each leaving its own malloc
         // arena behind; a few dozen keep every core busy with file I/O.
         .max_blocking_threads(BLOCKING_THREADS)
+        // An idle blocking thread ends after 2 s, handing its allocator pages back, so
+        // memory freed by a burst of renders or writes does not wait in idle threads.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .build()
     {
         Ok(rt) => rt,

@@ -145,7 +145,8 @@ pub async fn build(
     };
     let naming = Arc::new(
         Naming::new(config.metrics_no_suffix, help)
-            .with_openmetrics_names(config.tracerd.open_metrics_names),
+            .with_openmetrics_names(config.tracerd.open_metrics_names)
+            .with_metric_bytes(config.tracerd.limits.metric_bytes),
     );
     let mut nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
     let history = config.has_timeseries.as_ref().map(|_| {

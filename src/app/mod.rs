@@ -158,6 +158,10 @@ pub async fn run(
             cancel.clone(),
         ));
     }
+    tracker.spawn(crate::metrics::budget::trim_periodically(
+        shared.nodes.naming_handle(),
+        cancel.clone(),
+    ));
     running::emit_config_event(&config, "start");
     http_state.set_ready(true);
     on_ready(&described);

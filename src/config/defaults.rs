@@ -20,6 +20,8 @@ pub const DEFAULT_QUEUE_BATCHES: usize = 64;
 pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
 /// Default bound of all queues together in decoded bytes (1 GiB).
 pub const DEFAULT_TOTAL_QUEUE_BYTES: u64 = 1 << 30;
+/// Default bound of every node's stored metrics together, in accounted bytes (512 MiB).
+pub const DEFAULT_METRIC_BYTES: u64 = 512 << 20;
 /// Default bound of trace objects per native frame.
 pub const DEFAULT_MAX_OBJECTS_PER_FRAME: u32 = 65_536;
 /// Default handshake timeout.
@@ -135,6 +137,7 @@ impl Default for Limits {
             queue_batches: DEFAULT_QUEUE_BATCHES,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             total_queue_bytes: DEFAULT_TOTAL_QUEUE_BYTES,
+            metric_bytes: DEFAULT_METRIC_BYTES,
             max_objects_per_frame: DEFAULT_MAX_OBJECTS_PER_FRAME,
             handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -197,6 +200,9 @@ pub(super) fn default_queue_bytes() -> u64 {
 }
 pub(super) fn default_total_queue_bytes() -> u64 {
     DEFAULT_TOTAL_QUEUE_BYTES
+}
+pub(super) fn default_metric_bytes() -> u64 {
+    DEFAULT_METRIC_BYTES
 }
 pub(super) fn default_max_objects_per_frame() -> u32 {
     DEFAULT_MAX_OBJECTS_PER_FRAME

@@ -343,6 +343,11 @@ pub struct Limits {
     /// waits for room, so one node cannot take the others' share).
     #[serde(default = "default_total_queue_bytes")]
     pub total_queue_bytes: u64,
+    /// Bound of every node's stored metrics together, in accounted bytes (each metric counted
+    /// as a fixed entry cost plus three times its name and its label value); a new metric past
+    /// it is refused and counted.
+    #[serde(default = "default_metric_bytes")]
+    pub metric_bytes: u64,
     /// Most trace objects one native frame may hold; a frame with more is refused.
     #[serde(default = "default_max_objects_per_frame")]
     pub max_objects_per_frame: u32,

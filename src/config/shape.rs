@@ -127,6 +127,7 @@ const LIMITS: &[Field] = &[
     opt("queueBatches", Kind::Int(1, 65_536, "batches")),
     opt("queueBytes", Kind::Int(1024, 1 << 40, "bytes")),
     opt("totalQueueBytes", Kind::Int(1024, 1 << 40, "bytes")),
+    opt("metricBytes", Kind::Int(1 << 16, 1 << 40, "bytes")),
     opt("maxObjectsPerFrame", Kind::Int(1, 1 << 24, "trace objects")),
     opt(
         "handshakeTimeoutSecs",

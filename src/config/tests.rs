@@ -413,6 +413,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 queue_batches: 3,
                 queue_bytes: 1 << 20,
                 total_queue_bytes: 1 << 24,
+                metric_bytes: 1 << 20,
                 max_objects_per_frame: 100,
                 handshake_timeout_secs: 2.0,
                 max_connections: 9,

@@ -309,6 +309,18 @@ impl Conns {
         self.tarpitted.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Resolves once the connection of `state` has been busy for longer than the stall bound.
+    pub async fn stalled(&self, state: &SlotState) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let busy = state.busy.load(Ordering::Acquire) > 0;
+            let since = state.since_ms.load(Ordering::Acquire);
+            if busy && self.now_ms().saturating_sub(since) > self.limits.stalled_ms {
+                return;
+            }
+        }
+    }
+
     /// Connections held now.
     pub fn held(&self) -> usize {
         crate::sync::lock(&self.table).slots.len()

@@ -49,6 +49,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = conns::MAX_CONNECTIONS;
 /// Expositions rendered at once (each on a blocking thread).
 pub const MAX_CONCURRENT_RENDERS: usize = 4;
+/// A `/metrics` render while every node's metrics together are accounted more than this
+/// (`metrics::budget`) is large: one large render exists at a time.
+pub const LARGE_RENDER_BYTES: u64 = 4 << 20;
 
 /// Why an HTTP endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,8 @@ pub struct HttpState {
     /// True once every listener is bound, false again once shutdown starts.
     pub ready: AtomicBool,
     renders: Arc<Semaphore>,
+    /// One large `/metrics` render at a time ([`LARGE_RENDER_BYTES`]).
+    large_renders: Arc<Semaphore>,
     /// The `/metrics` renderer (it keeps its buffers between renders).
     fleet: FleetRenderer,
 }
@@ -93,6 +98,7 @@ impl HttpState {
             prometheus_labels,
             ready: AtomicBool::new(false),
             renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
+            large_renders: Arc::new(Semaphore::new(1)),
             fleet: FleetRenderer::default(),
         }
     }
@@ -139,20 +145,33 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// Runs a render on the blocking pool, a few at a time.
+/// A response larger than this tells the memory trimmer when it is dropped.
+const LARGE_RESPONSE: usize = 1 << 20;
+
+/// Runs a render on the blocking pool, a few at a time: at most [`MAX_CONCURRENT_RENDERS`]
+/// expositions exist at once, rendering or being sent (the permit lives in the response body
+/// until hyper drops it), so concurrent scrapes cannot multiply the largest exposition.
 async fn render_blocking<F>(state: &Arc<HttpState>, route: &'static str, f: F) -> Response
 where
     F: FnOnce(&HttpState) -> Response + Send + 'static,
 {
-    // The permit moves into the render: a client that gives up does not free its slot
-    // before the render it started is done.
+    // The permit moves into the render and then into its body: a client that gives up does
+    // not free its slot before the render it started is done.
+    let budget = state.nodes.naming_handle().budget().clone();
+    let large = if route == "metrics" && budget.used() > LARGE_RENDER_BYTES {
+        match state.large_renders.clone().acquire_owned().await {
+            Ok(p) => Some(p),
+            Err(_) => return reply(StatusCode::SERVICE_UNAVAILABLE, TEXT_UTF8, "Shutting down"),
+        }
+    } else {
+        None
+    };
     let Ok(permit) = state.renders.clone().acquire_owned().await else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, TEXT_UTF8, "Shutting down");
     };
     let state = state.clone();
     let started = Instant::now();
     let result = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let r = f(&state);
         state
             .telemetry
@@ -162,14 +181,27 @@ where
         r
     })
     .await;
-    result.unwrap_or_else(|e| {
-        tracing::error!(error = %e, route, "render failed");
-        reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            TEXT_UTF8,
-            "Internal error",
-        )
-    })
+    let large_render = large.is_some();
+    result
+        .map(|r| {
+            let big = axum::body::HttpBody::size_hint(r.body())
+                .exact()
+                .is_some_and(|n| n >= LARGE_RESPONSE as u64);
+            let hold = RenderHold {
+                _permit: permit,
+                _large: large,
+                freed: (big || large_render).then_some(budget),
+            };
+            r.map(|body| axum::body::Body::new(Holding { body, _guard: hold }))
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, route, "render failed");
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT_UTF8,
+                "Internal error",
+            )
+        })
 }
 
 /// Binds an endpoint's TCP listener.
@@ -225,7 +257,7 @@ impl Acceptor for Server {
             async move {
                 response
                     .await
-                    .map(|r| r.map(|body| BusyBody { body, _busy: busy }))
+                    .map(|r| r.map(|body| Holding { body, _guard: busy }))
             }
         });
         let conn = hyper::server::conn::http1::Builder::new()
@@ -241,6 +273,9 @@ impl Acceptor for Server {
                 self.conns.tarpit(conn, &cancel).await;
                 Ok(())
             }
+            // A response not taken by its client within `conns::STALLED`: close, freeing
+            // what it holds (its body, its render permit).
+            _ = self.conns.stalled(&ticket.state) => Ok(()),
             _ = cancel.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 match tokio::time::timeout(REQUEST_TIMEOUT, conn.as_mut()).await {
@@ -264,13 +299,29 @@ impl Acceptor for Server {
     }
 }
 
-/// A response body that keeps its connection busy until hyper drops it.
-struct BusyBody {
-    body: axum::body::Body,
-    _busy: conns::Busy,
+/// What a rendered response holds until it is sent or dropped: its render permit, and the
+/// trimmer to tell when it was large.
+struct RenderHold {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _large: Option<tokio::sync::OwnedSemaphorePermit>,
+    freed: Option<Arc<crate::metrics::budget::MetricBudget>>,
 }
 
-impl axum::body::HttpBody for BusyBody {
+impl Drop for RenderHold {
+    fn drop(&mut self) {
+        if let Some(b) = &self.freed {
+            b.note_freed();
+        }
+    }
+}
+
+/// A response body holding `G` until hyper drops it.
+struct Holding<G> {
+    body: axum::body::Body,
+    _guard: G,
+}
+
+impl<G: Unpin> axum::body::HttpBody for Holding<G> {
     type Data = axum::body::Bytes;
     type Error = axum::Error;
 

@@ -84,6 +84,7 @@ pub struct Naming {
     openmetrics_names: bool,
     help: Vec<(String, String)>,
     cache: Mutex<HashMap<Box<str>, Arc<MetricName>>>,
+    budget: Arc<crate::metrics::budget::MetricBudget>,
 }
 
 impl Naming {
@@ -94,7 +95,26 @@ impl Naming {
             openmetrics_names: false,
             help: help.into_iter().collect(),
             cache: Mutex::default(),
+            budget: Arc::default(),
         }
+    }
+
+    /// Bounds every node's stored metrics together at `bytes` (`tracerd.limits.metricBytes`).
+    pub fn with_metric_bytes(mut self, bytes: u64) -> Naming {
+        self.budget = Arc::new(crate::metrics::budget::MetricBudget::new(bytes));
+        self
+    }
+
+    /// The budget every node's metric store charges.
+    pub fn budget(&self) -> &Arc<crate::metrics::budget::MetricBudget> {
+        &self.budget
+    }
+
+    /// Drops the cached names no stored metric uses any more (their nodes left).
+    pub fn forget_unused(&self) {
+        let mut cache = crate::sync::lock(&self.cache);
+        cache.retain(|_, n| Arc::strong_count(n) > 1);
+        cache.shrink_to_fit();
     }
 
     /// Opts in to OpenMetrics-style names: counters sampled as `<name>_total`, label sets as
@@ -506,6 +526,8 @@ struct Group {
     staged: String,
 }
 
+/// Nodes a new family buffer is first sized for.
+const RESERVED_NODES: usize = 1;
 /// Nodes whose samples are staged before they are appended to the family buffers.
 const STAGED_NODES: usize = 16;
 
@@ -612,13 +634,17 @@ impl Renderer {
                     let line = names.series.len() + self.numeric_prefix.len() + 24;
                     let mut body = self.spare.pop().unwrap_or_default();
                     body.clear();
-                    body.reserve(line * self.nodes_hint);
+                    // Sized for a few nodes, then grown by doubling: reserving for every node
+                    // up front multiplies a render's memory by the node count when, as with
+                    // per-node metric names, each family has one node's samples.
+                    body.reserve(line * self.nodes_hint.min(RESERVED_NODES));
+                    // Staged samples are allocated on first use.
                     self.groups.push(Group {
                         name: name.clone(),
                         names,
                         kind,
                         body,
-                        staged: String::with_capacity(line * STAGED_NODES.min(self.nodes_hint)),
+                        staged: String::new(),
                     });
                     self.index.insert(key, self.groups.len() - 1);
                     self.groups.len() - 1

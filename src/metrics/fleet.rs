@@ -10,8 +10,10 @@ use crate::metrics::exposition::{self, Format, Kind, MetricName, RenderStats, Re
 use crate::metrics::telemetry::Telemetry;
 use crate::model::MetricValue;
 
-/// Most memory kept between `/metrics` renders for reuse.
-const MAX_KEPT_BUFFER_BYTES: usize = 256 << 20;
+/// Most memory kept between `/metrics` renders for reuse: enough for the family buffers of a
+/// fleet of ordinary size; a larger render allocates afresh and frees what it used, so a
+/// burst of large renders or a fleet that shrank does not keep its peak.
+const MAX_KEPT_BUFFER_BYTES: usize = 16 << 20;
 
 /// Per-node families tracerd adds to `/metrics` from each node's live state.
 pub const NODE_RTT: &str = "tracerd_node_rtt_seconds";
@@ -159,6 +161,9 @@ impl FleetRenderer {
         let mut out = String::new();
         let mut spare = Vec::new();
         let stats = renderer.finish_reusing(&mut out, &mut spare);
+        // Keep as many buffers as this render filled: those of families gone with their
+        // nodes are freed.
+        spare.truncate(stats.families);
         let kept: usize = spare.iter().map(String::capacity).sum();
         if kept <= MAX_KEPT_BUFFER_BYTES {
             *crate::sync::lock(&self.buffers) = spare;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::budget::{cost, MetricBudget};
 use crate::metrics::exposition::{MetricName, Naming};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
 
@@ -33,39 +34,71 @@ pub struct Slot {
 #[derive(Debug, Default)]
 pub struct MetricStore {
     slots: HashMap<String, Slot>,
+    /// What the slots are charged against the shared `metricBytes` budget; given back on drop.
+    charged: u64,
+    budget: Option<Arc<MetricBudget>>,
+}
+
+impl Drop for MetricStore {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.refund(self.charged);
+        }
+    }
 }
 
 impl MetricStore {
     /// Applies a full snapshot (replacing everything) or a delta; returns how many new names
-    /// were refused because the node already has [`MAX_METRICS_PER_NODE`].
+    /// (or grown label values) were refused because the node already has
+    /// [`MAX_METRICS_PER_NODE`] or the shared `metricBytes` budget is spent.
     pub fn apply(&mut self, update: MetricsUpdate, naming: &Naming) -> u64 {
+        let budget = self
+            .budget
+            .get_or_insert_with(|| naming.budget().clone())
+            .clone();
         let mut refused = 0;
         if update.full {
             let mut old = std::mem::take(&mut self.slots);
             for (key, value) in update.metrics {
-                match old.remove(&key) {
-                    Some(mut slot) => {
-                        slot.value = value;
+                match old.remove_entry(&key) {
+                    Some((key, mut slot)) => {
+                        refused += set(&budget, &mut self.charged, &key, &mut slot.value, value);
                         self.slots.insert(key, slot);
                     }
-                    None => refused += self.insert_new(key, value, naming),
+                    None => refused += self.insert_new(&budget, key, value, naming),
                 }
             }
+            let gone: u64 = old.iter().map(|(k, s)| cost(k, &s.value)).sum();
+            self.charged = self.charged.saturating_sub(gone);
+            budget.refund(gone);
         } else {
             for (key, value) in update.metrics {
                 match self.slots.get_mut(key.as_str()) {
-                    Some(slot) => slot.value = value,
-                    None => refused += self.insert_new(key, value, naming),
+                    Some(slot) => {
+                        refused += set(&budget, &mut self.charged, &key, &mut slot.value, value)
+                    }
+                    None => refused += self.insert_new(&budget, key, value, naming),
                 }
             }
         }
         refused
     }
 
-    fn insert_new(&mut self, key: String, value: MetricValue, naming: &Naming) -> u64 {
+    fn insert_new(
+        &mut self,
+        budget: &MetricBudget,
+        key: String,
+        value: MetricValue,
+        naming: &Naming,
+    ) -> u64 {
         if self.slots.len() >= MAX_METRICS_PER_NODE {
             return 1;
         }
+        let c = cost(&key, &value);
+        if !budget.try_charge(c) {
+            return 1;
+        }
+        self.charged = self.charged.saturating_add(c);
         let name = naming.name(&key);
         self.slots.insert(key, Slot { name, value });
         0
@@ -95,6 +128,25 @@ impl MetricStore {
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
+}
+
+/// Replaces a kept metric's value if its cost fits the budget; 1 if refused (the old value
+/// stays).
+fn set(
+    budget: &MetricBudget,
+    charged: &mut u64,
+    key: &str,
+    slot: &mut MetricValue,
+    value: MetricValue,
+) -> u64 {
+    let (old, new) = (cost(key, slot), cost(key, &value));
+    if new > old && !budget.try_charge(new - old) {
+        return 1;
+    }
+    *slot = value;
+    *charged = charged.saturating_add(new).saturating_sub(old);
+    budget.refund(old.saturating_sub(new));
+    0
 }
 
 /// Facts about the node's current (or last) session.
@@ -174,6 +226,14 @@ impl NodeLive {
             self.refused.fetch_add(refused, Ordering::Relaxed);
         }
         refused
+    }
+
+    /// The session ended: its metrics and data points go (their budget is given back).
+    pub fn release_metrics(&self) {
+        let store = std::mem::take(&mut *crate::sync::write(&self.metrics));
+        drop(store);
+        let points = std::mem::take(&mut *crate::sync::write(&self.data_points));
+        drop(points);
     }
 
     /// Stores data points; returns how many new names were refused.
@@ -363,5 +423,31 @@ mod tests {
         live.apply_metrics(update(false, &[("m0", MetricValue::Counter(9))]), &naming);
         assert_eq!(live.refused(), 3);
         assert_eq!(live.metrics().get("m0"), Some(&MetricValue::Counter(9)));
+    }
+
+    #[test]
+    fn every_store_charges_one_budget_and_gives_it_back() {
+        use crate::metrics::budget::cost;
+        let one = cost("a.b", &MetricValue::Counter(1));
+        let naming = Naming::default().with_metric_bytes(3 * one);
+        let (mut a, mut b) = (MetricStore::default(), MetricStore::default());
+        let two = [
+            ("a.b", MetricValue::Counter(1)),
+            ("a.c", MetricValue::Counter(2)),
+        ];
+        assert_eq!(a.apply(update(true, &two), &naming), 0);
+        // The second node gets what is left, the rest is refused.
+        assert_eq!(b.apply(update(true, &two), &naming), 1);
+        assert_eq!(naming.budget().used(), 3 * one);
+        // A snapshot without a metric gives its share back; a grown label that no longer
+        // fits is refused and the old value stays.
+        assert_eq!(a.apply(update(true, &two[..1]), &naming), 0);
+        assert_eq!(naming.budget().used(), 2 * one);
+        let big = MetricValue::Label("x".repeat(2 * one as usize));
+        assert_eq!(a.apply(update(false, &[("a.b", big)]), &naming), 1);
+        assert_eq!(a.get("a.b"), Some(&MetricValue::Counter(1)));
+        drop(a);
+        drop(b);
+        assert_eq!(naming.budget().used(), 0);
     }
 }

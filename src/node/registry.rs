@@ -121,6 +121,11 @@ impl Nodes {
         &self.naming
     }
 
+    /// The shared [`Naming`], for the memory trimmer.
+    pub fn naming_handle(&self) -> Arc<Naming> {
+        self.naming.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Registry> {
         // A panic while holding this lock cannot leave the map inconsistent (every update is
         // a single assignment), so a poisoned lock is still usable.
@@ -352,6 +357,16 @@ impl Lease {
         }
         let refused = self.live.apply_metrics(update, &self.nodes.naming);
         self.nodes.refused.inc_by(refused);
+        if refused > 0 && self.live.refused() == refused {
+            // The first refusals of this session: one line, the rest are counted only.
+            let budget = self.nodes.naming.budget();
+            tracing::warn!(node = %crate::node::escape_name(&self.name), refused,
+                per_node = crate::node::live::MAX_METRICS_PER_NODE,
+                metric_bytes = budget.limit(), used = budget.used(),
+                "node metrics refused: the node holds its most metrics, or every node's together \
+                 hold tracerd.limits.metricBytes; further refusals this session are counted in \
+                 tracerd_node_metrics_refused_total only");
+        }
     }
 
     /// Stores data points.
@@ -388,6 +403,8 @@ impl Drop for Lease {
                 state.connected = false;
             }
         }
+        // A departed node's metrics are not served: free them (and their budget) now.
+        self.live.release_metrics();
         self.nodes.released.notify_waiters();
     }
 }

@@ -12,6 +12,7 @@ mod history_e2e;
 mod hostile_http;
 mod hostile_ingest;
 mod hostile_logs;
+mod hostile_metrics;
 mod http;
 mod imports;
 mod ingest;
