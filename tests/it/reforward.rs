@@ -457,3 +457,138 @@ async fn a_forwarding_loop_is_refused_and_objects_do_not_circle() {
     assert_eq!(wait_lines(&a.logs().join("relay-l"), 10).await.len(), 10);
     assert_eq!(wait_lines(&b.logs().join("relay-l"), 10).await.len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_through_the_merged_accept_at_stream_is_refused_too() {
+    // B pulls A's merged stream (AcceptAt) and forwards it back into A (ConnectTo).
+    let mut a = Daemon::configure(|dir, _| head(dir, &accept_at(dir), None), "");
+    let reforward = a.dir.path().join("r.sock");
+    let mut config = std::fs::read_to_string(a.config_path()).unwrap();
+    config.push_str(&format!(
+        "hasForwarding:\n  - {{ tag: AcceptAt, contents: \"{}\" }}\n  - null\n  - {{}}\n",
+        reforward.display()
+    ));
+    a.write_config(&config);
+    a.spawn();
+    let a_sock = sock(&a);
+    let b = Daemon::start_with(
+        |dir, _| {
+            head(
+                dir,
+                &format!("{{ tag: ConnectTo, contents: [\"{}\"] }}", reforward.display()),
+                None,
+            )
+        },
+        &format!(
+            "hasForwarding:\n  - {{ tag: ConnectTo, contents: [\"{}\"] }}\n  - null\n  - {{ maxReconnectDelay: 1 }}\n",
+            a_sock.display()
+        ),
+    );
+    let mut relay = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-x").await;
+    send_native(&mut relay, 1..11).await;
+    a.wait_log("re-forwarding loop: this tracer", 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dirs: Vec<String> = std::fs::read_dir(a.logs())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(dirs, ["relay-x"], "A files no looped copy: {dirs:?}");
+    assert_eq!(wait_lines(&a.logs().join("relay-x"), 10).await.len(), 10);
+    drop(b);
+}
+
+/// hermod-tracer (crates.io 1.0.1, an independent Rust implementation of cardano-tracer's
+/// acceptor) as the downstream of tracerd's ConnectTo re-forwarding. Ignored in CI (building
+/// it takes minutes): `cargo test --test it reforward::hermod -- --ignored`; it uses
+/// `$HERMOD_TRACER`, or installs the binary under `target/hermod` first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "builds hermod-tracer from crates.io (minutes); run by hand"]
+async fn hermod_tracer_accepts_tracerds_reforwarding() {
+    let bin = match std::env::var_os("HERMOD_TRACER") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/hermod");
+            let bin = root.join("bin/hermod-tracer");
+            if !bin.exists() {
+                let status = std::process::Command::new("cargo")
+                    .args(["install", "hermod-tracer", "--version", "1.0.1", "--root"])
+                    .arg(&root)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "cargo install hermod-tracer failed");
+            }
+            bin
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let h_sock = dir.path().join("hermod.sock");
+    let h_logs = dir.path().join("logs");
+    let config = dir.path().join("hermod.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "networkMagic: {MAGIC}\nnetwork:\n  tag: AcceptAt\n  contents: \"{}\"\nlogging:\n  - logRoot: \"{}\"\n    logMode: FileMode\n    logFormat: ForMachine\n",
+            h_sock.display(),
+            h_logs.display()
+        ),
+    )
+    .unwrap();
+    let mut hermod = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("hermod.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _ = connect(&h_sock).await;
+    let a = Daemon::start_with(
+        |dir, _| head(dir, "null", None),
+        &format!(
+            "hasForwarding:\n  - {{ tag: ConnectTo, contents: [\"{}\"] }}\n  - {FILTER}\n  - {{ queueSize: 10000 }}\n",
+            h_sock.display()
+        ),
+    );
+    let mut one = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-h1").await;
+    let mut two = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-h2").await;
+    send_native(&mut one, 1..41).await;
+    send_native(&mut two, 1..41).await;
+    // hermod files each connection under its own directory: one per node, each holding
+    // exactly that node's matching objects, in order.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let per_node = loop {
+        let mut per_node: Vec<Vec<(u64, String)>> = Vec::new();
+        for entry in std::fs::read_dir(&h_logs).into_iter().flatten().flatten() {
+            let found: Vec<(u64, String)> = lines(&entry.path())
+                .iter()
+                .map(|v| {
+                    let machine: serde_json::Value =
+                        serde_json::from_str(v["to_machine"].as_str().unwrap()).unwrap();
+                    let ns = v["to_namespace"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    (machine["data"]["seq"].as_u64().unwrap(), ns)
+                })
+                .collect();
+            per_node.push(found);
+        }
+        if per_node.len() == 2 && per_node.iter().all(|n| n.len() >= 20) {
+            break per_node;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hermod has {per_node:?}: {}",
+            std::fs::read_to_string(dir.path().join("hermod.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for node in per_node {
+        assert_eq!(node, expected(1..41));
+    }
+    let _ = hermod.kill();
+    let _ = hermod.wait();
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Re-forwarding benchmark (issue 16): one node -> tracerd A -> tracerd B over Cardano's
+protocol (A's hasForwarding ConnectTo B), all on loopback, release binaries.
+
+1. max: tracerd-load --rate max for DURATION s into A (A forwarding), A's ingest rate.
+2. half: the same node at half that rate for HALF_SECS s; every SAMPLE s A's
+   /metrics gives received and re-forwarded objects: lag = received - forwarded - dropped
+   (objects), and lag / rate (seconds). B's written objects give the downstream's throughput.
+3. outage: B stopped, OUTAGE s of load at half rate, B started again: how long until A's queue
+   is drained and the catch-up rate (objects/s), with A's maxReconnectDelay (RECONNECT s).
+
+Every wait is bounded. Prints one JSON line per phase and a Markdown summary.
+Usage: bench/reforward.py [target/release]
+"""
+import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "target", "release")
+TRACERD = os.path.join(BIN, "tracerd")
+LOAD = os.path.join(BIN, "tracerd-load")
+DURATION = float(os.environ.get("DURATION", 5))
+HALF_SECS = float(os.environ.get("HALF_SECS", 20))
+OUTAGE = float(os.environ.get("OUTAGE", 60))
+RECONNECT = int(os.environ.get("RECONNECT", 2))
+SIZE = int(os.environ.get("SIZE", 160))
+SAMPLE = 0.5
+MAGIC = 764824073
+
+
+def port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def metrics(p):
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
+    except Exception:
+        return {}
+    out = {}
+    for line in body.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        base = name.split("{", 1)[0]
+        try:
+            out[base] = out.get(base, 0.0) + float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def wait_port(p, proc, what):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        try:
+            socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start")
+
+
+def start(work, name, cfg, http):
+    d = os.path.join(work, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "config.yaml")
+    with open(path, "w") as f:
+        f.write(cfg)
+    proc = subprocess.Popen([TRACERD, "-c", path], cwd=d, stdout=subprocess.DEVNULL,
+                            stderr=open(os.path.join(d, "stderr.log"), "a"))
+    wait_port(http, proc, name)
+    return proc
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def lag(ma):
+    return (ma.get("tracerd_trace_objects_received_total", 0)
+            - ma.get("tracerd_reforwarded_objects_total", 0)
+            - ma.get("tracerd_reforward_dropped_total", 0))
+
+
+def load(native, rate, secs):
+    return subprocess.Popen([LOAD, "--connect", f"127.0.0.1:{native}", "--nodes", "1",
+                             "--rate", str(rate), "--duration", str(secs), "--size", str(SIZE)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="tracerd-reforward-bench-")
+    pa, pb, native = port(), port(), port()
+    b_cfg = (f"networkMagic: {MAGIC}\nnetwork: {{tag: AcceptAt, contents: \"{work}/b/c.sock\"}}\n"
+             f"hasPrometheus: {{epHost: 127.0.0.1, epPort: {pb}}}\n"
+             f"logging: [{{logRoot: {work}/b/logs, logMode: FileMode, logFormat: ForMachine}}]\n"
+             f"rotation: {{rpLogLimitBytes: 10000000, rpKeepFilesNum: 1000, rpMaxAgeHours: 24}}\n"
+             f"tracerd: {{native: {{acceptAt: [\"{work}/b/t.sock\"]}}}}\n")
+    a_cfg = (f"networkMagic: {MAGIC}\nnetwork: null\n"
+             f"hasPrometheus: {{epHost: 127.0.0.1, epPort: {pa}}}\n"
+             f"logging: [{{logRoot: {work}/a/logs, logMode: FileMode, logFormat: ForMachine}}]\n"
+             f"rotation: {{rpLogLimitBytes: 10000000, rpKeepFilesNum: 1000, rpMaxAgeHours: 24}}\n"
+             f"hasForwarding:\n  - {{tag: ConnectTo, contents: [\"{work}/b/c.sock\"]}}\n  - null\n"
+             f"  - {{queueSize: 16000000, maxReconnectDelay: {RECONNECT}}}\n"
+             f"tracerd:\n  native: {{acceptAt: [\"127.0.0.1:{native}\"]}}\n"
+             f"  limits: {{queueBytes: 8589934592, totalQueueBytes: 8589934592}}\n")
+    b = start(work, "b", b_cfg, pb)
+    a = start(work, "a", a_cfg, pa)
+    results = {}
+    try:
+        # 1. max ingest with forwarding on.
+        out = load(native, "max", DURATION).communicate(timeout=DURATION + 120)[0]
+        summary = json.loads(out.strip().splitlines()[-1])
+        max_rate = summary.get("objects_per_s", 0)
+        results["max"] = {"acked": summary.get("acked"), "rate": round(max_rate)}
+        deadline = time.time() + 120
+        while lag(metrics(pa)) > 0 and time.time() < deadline:
+            time.sleep(SAMPLE)
+        # 2. half rate: lag samples.
+        rate = max(1, int(max_rate / 2))
+        base_b = metrics(pb).get("tracerd_trace_objects_written_total", 0)
+        t0 = time.time()
+        p = load(native, rate, HALF_SECS)
+        lags = []
+        while p.poll() is None and time.time() < t0 + HALF_SECS + 120:
+            lags.append(lag(metrics(pa)))
+            time.sleep(SAMPLE)
+        p.communicate(timeout=60)
+        t_load = time.time() - t0
+        deadline = time.time() + 120
+        while lag(metrics(pa)) > 0 and time.time() < deadline:
+            time.sleep(0.05)
+        t_done = time.time() - t0
+        written_b = metrics(pb).get("tracerd_trace_objects_written_total", 0) - base_b
+        lags.sort()
+        results["half"] = {
+            "rate": rate, "secs": HALF_SECS, "b_written": int(written_b),
+            "b_rate": round(written_b / t_load),
+            "lag_objects_p50": int(lags[len(lags) // 2]) if lags else None,
+            "lag_objects_max": int(lags[-1]) if lags else None,
+            "lag_secs_max": round(lags[-1] / rate, 3) if lags else None,
+            "drained_after_load_secs": round(t_done - t_load, 2),
+            "dropped": int(metrics(pa).get("tracerd_reforward_dropped_total", 0)),
+        }
+        # 3. outage.
+        stop(b)
+        p = load(native, rate, OUTAGE)
+        p.communicate(timeout=OUTAGE + 120)
+        backlog = lag(metrics(pa))
+        b = start(work, "b", b_cfg, pb)
+        t0 = time.time()
+        deadline = t0 + 600
+        first = None
+        while time.time() < deadline:
+            l = lag(metrics(pa))
+            if first is None and l < backlog:
+                first = time.time() - t0
+            if l <= 0:
+                break
+            time.sleep(0.1)
+        took = time.time() - t0
+        results["outage"] = {
+            "outage_secs": OUTAGE, "backlog": int(backlog), "reconnect_secs": round(first or 0, 2),
+            "drained_secs": round(took, 2),
+            "catch_up_rate": round(backlog / max(took - (first or 0), 1e-3)),
+            "dropped": int(metrics(pa).get("tracerd_reforward_dropped_total", 0)),
+            "a_rss_mb": round(metrics(pa).get("tracerd_process_resident_memory_bytes", 0) / 2**20),
+        }
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+    for k, v in results.items():
+        print(json.dumps({"phase": k, **v}))
+
+
+if __name__ == "__main__":
+    main()
