@@ -3,6 +3,7 @@
 //! registry, the telemetry and the HTTP state constructed. Nothing is spawned here; a failure
 //! is a startup error.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,10 +11,10 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::app::systemd;
-use crate::config::{Address, Config, HistorySettings, Network, UnixSocketSettings};
+use crate::config::{Address, Config, Network, UnixSocketSettings};
 use crate::forward::{ForwardMetrics, Reforwarder};
 use crate::history::{History, HistoryMetrics};
-use crate::http::prom_api::ApiConfig;
+use crate::http::prom_api::{ApiConfig, MetricMeta};
 use crate::http::{self, HttpState};
 use crate::logs::LogSettings;
 use crate::metrics::exposition::Naming;
@@ -197,7 +198,7 @@ pub async fn build(
         ts.min_retention_ms = (config.ekg_request_freq * 1000.0).round() as u64;
         let router = http::prom_api::endpoint_router(
             h.store().clone(),
-            history_api(&config.tracerd.history),
+            history_api(shared.nodes.clone(), shared.telemetry.clone()),
             http::timeseries::router(ts),
             http_state.clone(),
         );
@@ -219,11 +220,50 @@ pub async fn build(
 
 /// The query API's limits: under the HTTP request timeout, so a slow query answers with
 /// Prometheus's timeout error rather than the guard's.
-fn history_api(_settings: &HistorySettings) -> ApiConfig {
+/// `/api/v1/metadata` answers from the families `/metrics` writes now (connected nodes' and
+/// tracerd's own), keyed and typed as a Prometheus scraping its OpenMetrics stores them.
+fn history_api(nodes: Nodes, telemetry: Telemetry) -> ApiConfig {
     ApiConfig {
         timeout: http::REQUEST_TIMEOUT.saturating_sub(std::time::Duration::from_secs(5)),
+        metadata: Arc::new(move || metadata(&nodes, &telemetry)),
         ..ApiConfig::default()
     }
+}
+
+fn metadata(nodes: &Nodes, telemetry: &Telemetry) -> BTreeMap<String, MetricMeta> {
+    use crate::metrics::exposition::{family_names, family_names_as, shape, Kind, Shape};
+    use prometheus::proto::MetricType;
+    let meta = |kind: &str, help: &str| MetricMeta {
+        kind: kind.to_string(),
+        help: help.to_string(),
+        unit: String::new(),
+    };
+    let mut out = BTreeMap::new();
+    for view in nodes.views() {
+        for (name, value) in view.live.metrics().iter() {
+            let Some(family) = name.family.as_deref() else {
+                continue;
+            };
+            let kind = match shape(value) {
+                Shape::Counter(_) => Kind::Counter,
+                Shape::Gauge(_) | Shape::GaugeText(_) => Kind::Gauge,
+                Shape::Info(_) => Kind::Info,
+            };
+            let names = family_names_as(family, kind, name.openmetrics_names);
+            out.entry(names.base)
+                .or_insert_with(|| meta(names.openmetrics_type, &name.help));
+        }
+    }
+    for f in telemetry.registry.gather() {
+        let (base, kind) = match f.get_field_type() {
+            MetricType::COUNTER => (family_names(f.name(), Kind::Counter).base, "counter"),
+            MetricType::GAUGE => (f.name().to_string(), "gauge"),
+            MetricType::HISTOGRAM => (f.name().to_string(), "histogram"),
+            _ => continue,
+        };
+        out.insert(base, meta(kind, f.help()));
+    }
+    out
 }
 
 /// Takes the activated socket that listens on `addr`, or binds `addr` (a Unix socket then

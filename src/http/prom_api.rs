@@ -484,7 +484,9 @@ async fn metadata(State(api): State<Arc<Api>>, req: Request) -> Response {
             None => -1,
         };
         let only = p.get("metric").filter(|v| !v.is_empty());
-        let all = (api.cfg.metadata)();
+        // The source walks every node's metrics: off the async workers.
+        let source = api.cfg.metadata.clone();
+        let all = blocking(move || Ok(source())).await?;
         let mut out = String::from("{");
         let take = if limit < 0 {
             usize::MAX

@@ -209,6 +209,21 @@ async fn history_answers_prometheus_queries_and_forgets_a_node_that_left() {
             r.first().is_some_and(|s| s["value"][1] == "2")
         });
         assert_eq!(own.len(), 1);
+        // Metadata as a Prometheus scraping /metrics (OpenMetrics) stores it.
+        let (status, meta) = get_json(port, "/api/v1/metadata");
+        assert_eq!(status, 200);
+        let m = &meta["data"];
+        assert_eq!(
+            m["cardano_node_metrics_served_counter"][0]["type"], "unknown",
+            "{m}"
+        );
+        assert_eq!(
+            m["cardano_node_metrics_Mem_resident_int"][0]["type"],
+            "gauge"
+        );
+        assert_eq!(m["tracerd_nodes_connected"][0]["type"], "gauge");
+        assert_eq!(m["tracerd_connections_accepted"][0]["type"], "counter");
+        assert_eq!(m["tracerd_write_batch_seconds"][0]["type"], "histogram");
         // A bad query: Prometheus's error envelope.
         let (status, v) = get_json(port, &format!("/api/v1/query?query={}", enc("sum(")));
         assert_eq!((status, &v["errorType"]), (400, &Value::from("bad_data")));

@@ -156,6 +156,34 @@ fn same_instant(
     h
 }
 
+/// The newest sample time of `query` (a vector) as of `at`, or 0.
+fn newest(port: u16, query: &str, at: f64) -> f64 {
+    instant(port, &format!("max(timestamp({query}))"), Some(at))
+        .first()
+        .map_or(0.0, |s| s["value"][1].as_str().unwrap().parse().unwrap())
+}
+
+/// Waits (bounded) until both Prometheus's last scrape and the history's last sample of
+/// tracerd's own series are at or after `after`; returns a time just past both.
+fn settled_time(prom: u16, hist: u16, after: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = now_secs();
+        let scraped = newest(prom, "up", now);
+        let sampled = newest(hist, "tracerd_nodes_connected", now);
+        if scraped >= after && sampled >= after {
+            // A moment later, so both have that sample within their lookback at `t`.
+            std::thread::sleep(Duration::from_millis(100));
+            return scraped.max(sampled) + 0.05;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scrape ({scraped}) or sample ({sampled}) after {after}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn exact(v: f64) -> f64 {
     v.abs() * 1e-9
 }
@@ -224,11 +252,12 @@ async fn history_and_a_real_prometheus_answer_the_same_queries() {
     b.wait_ack(seq - 1).await;
     let stopped = now_secs();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let t = now_secs() - 0.1;
-    // Let Prometheus store a scrape at or after `t`.
-    tokio::time::sleep(Duration::from_millis(600)).await;
     let p = prom.port;
     tokio::task::spawn_blocking(move || {
+        // `t`: a time by which both hold the final values — Prometheus has scraped, and the
+        // history sampled tracerd's own series, at least 0.5 s after the last update (on a
+        // loaded machine a scrape can come late: wait for it, bounded).
+        let t = settled_time(p, hist, stopped + 0.5);
         // Prometheus's scrape gaps, from its own samples of `up`.
         let raw = instant(p, "up[1m]", Some(t));
         let ts: Vec<f64> = raw[0]["values"]
@@ -280,6 +309,30 @@ async fn history_and_a_real_prometheus_answer_the_same_queries() {
             (ra - increase_a / 60.0).abs() <= rate_tol(increase_a / 60.0) * 2.0,
             "history rate {ra} vs increase {increase_a} / 60"
         );
+
+        // Metadata: the same type and help for every family both know.
+        let (_, pm) = crate::history::get_json(p, "/api/v1/metadata");
+        let (_, hm) = crate::history::get_json(hist, "/api/v1/metadata");
+        let mut both = 0;
+        for (name, pv) in pm["data"].as_object().unwrap() {
+            if let Some(hv) = hm["data"].get(name) {
+                both += 1;
+                assert_eq!(pv[0]["type"], hv[0]["type"], "{name}");
+                assert_eq!(pv[0]["help"], hv[0]["help"], "{name}");
+            }
+        }
+        for name in [
+            "cardano_node_metrics_served_counter",
+            "cardano_node_metrics_Mem_resident_int",
+            "tracerd_write_batch_seconds",
+            "tracerd_connections_accepted",
+        ] {
+            assert!(
+                pm["data"].get(name).is_some() && hm["data"].get(name).is_some(),
+                "{name}"
+            );
+        }
+        eprintln!("metadata: {both} families compared");
 
         // A range query across the streaming period and after.
         let start = (started + 0.5).floor();
