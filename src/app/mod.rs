@@ -162,6 +162,13 @@ pub async fn run(
         shared.nodes.naming_handle(),
         cancel.clone(),
     ));
+    let departed = live.clone();
+    tracker.spawn(crate::node::forget_departed_periodically(
+        shared.nodes.clone(),
+        shared.telemetry.clone(),
+        move || Duration::from_secs(departed.current().config.tracerd.departed_series_secs),
+        cancel.clone(),
+    ));
     running::emit_config_event(&config, "start");
     http_state.set_ready(true);
     on_ready(&described);

@@ -68,6 +68,12 @@ impl Default for JournalSettings {
     }
 }
 
+/// Default time a disconnected node keeps its `tracerd_*` series: 5 minutes.
+pub const DEFAULT_DEPARTED_SERIES_SECS: u64 = 300;
+pub(super) fn default_departed_series_secs() -> u64 {
+    DEFAULT_DEPARTED_SERIES_SECS
+}
+
 impl Default for TracerdSettings {
     fn default() -> Self {
         TracerdSettings {
@@ -79,6 +85,7 @@ impl Default for TracerdSettings {
             unix_socket: UnixSocketSettings::default(),
             journal: JournalSettings::default(),
             open_metrics_names: false,
+            departed_series_secs: DEFAULT_DEPARTED_SERIES_SECS,
             history: HistorySettings::default(),
         }
     }

@@ -17,6 +17,10 @@ pub const RELOADABLE_KEYS: &[(&str, &str)] = &[
     ("verbosity", "at once"),
     ("resourceFreq", "at the next resource report"),
     ("tracerd.minLogSeverity", "at once"),
+    (
+        "tracerd.departedSeriesSecs",
+        "at the next sweep (every 0.5 s)",
+    ),
     ("tracerd.shutdownGraceSecs", "at once"),
     (
         "tracerd.limits.maxFrameBytes",

@@ -246,6 +246,9 @@ pub struct TracerdSettings {
     /// `<name>_info`. Default false: cardano-tracer's names, so its dashboards work unchanged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open_metrics_names: bool,
+    /// A node disconnected this long loses its `tracerd_*` series (`node_name`), in seconds.
+    #[serde(default = "default_departed_series_secs")]
+    pub departed_series_secs: u64,
     /// The metric history kept for `hasTimeseries` (unused without it).
     #[serde(default)]
     pub history: HistorySettings,

@@ -165,6 +165,7 @@ const TRACERD: &[Field] = &[
     opt("unixSocket", Kind::Obj(UNIX_SOCKET)),
     opt("journal", Kind::Obj(JOURNAL)),
     opt("openMetricsNames", Kind::Bool),
+    opt("departedSeriesSecs", Kind::Int(0, 2_592_000, "seconds")),
     opt("history", Kind::Obj(HISTORY)),
 ];
 const HISTORY: &[Field] = &[

@@ -434,6 +434,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 socket: "/j.sock".into(),
             },
             open_metrics_names: true,
+            departed_series_secs: 300,
             history: HistorySettings {
                 retention_hours: 2.0,
                 prune_every_minutes: 1.0,

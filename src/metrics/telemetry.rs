@@ -100,6 +100,17 @@ pub const KNOWN_DECODE_ERRORS: &[&str] = &[
 pub const KNOWN_DROPS: &[&str] = &["duplicate", "write_error"];
 
 impl Telemetry {
+    /// Removes the `node_name` series of `node` (its node has left; issue 12, point 12).
+    pub fn forget_node(&self, node: &str) {
+        for vec in [
+            &self.objects_received,
+            &self.objects_written,
+            &self.bytes_written,
+        ] {
+            let _ = vec.remove_label_values(&[node]);
+        }
+    }
+
     /// A fresh registry with every tracerd metric registered.
     pub fn new() -> Telemetry {
         let r = Registry::new();

@@ -4,6 +4,7 @@
 //! session facts, behind short-held locks).
 
 mod fleet;
+pub use fleet::forget_departed_periodically;
 pub mod live;
 pub mod names;
 pub mod registry;

@@ -30,6 +30,8 @@ pub struct NodeEntry {
     pub slug: String,
     /// Metrics, data points and session facts of the current (or last) session.
     pub live: Arc<NodeLive>,
+    /// When its last session ended, until [`Nodes::take_departed`] has reported it.
+    pub left_at: Option<std::time::Instant>,
 }
 
 /// A connected node as HTTP sees it.
@@ -119,6 +121,22 @@ impl Nodes {
     /// How metric names become Prometheus names.
     pub fn naming(&self) -> &Naming {
         &self.naming
+    }
+
+    /// Names whose node has been disconnected for at least `age` at `now`, each reported once
+    /// per departure (a node that reconnects in time is not reported).
+    pub fn take_departed(&self, age: Duration, now: std::time::Instant) -> Vec<String> {
+        let mut reg = self.lock();
+        let mut out = Vec::new();
+        for (name, e) in reg.nodes.iter_mut() {
+            if let Some(left) = e.left_at {
+                if !e.connected && now.saturating_duration_since(left) >= age {
+                    e.left_at = None;
+                    out.push(name.clone());
+                }
+            }
+        }
+        out
     }
 
     /// The shared [`Naming`], for the memory trimmer.
@@ -227,6 +245,7 @@ impl Nodes {
         let persisted_seq = match reg.nodes.get_mut(&candidate) {
             Some(state) => {
                 state.connected = true;
+                state.left_at = None;
                 state.live = live.clone();
                 state.persisted_seq
             }
@@ -237,6 +256,7 @@ impl Nodes {
                     candidate.clone(),
                     NodeEntry {
                         connected: true,
+                        left_at: None,
                         identity: identity.to_string(),
                         persisted_seq: 0,
                         slug,
@@ -401,6 +421,7 @@ impl Drop for Lease {
         if let Some(state) = self.nodes.lock().nodes.get_mut(&self.name) {
             if Arc::ptr_eq(&state.live, &self.live) {
                 state.connected = false;
+                state.left_at = Some(std::time::Instant::now());
             }
         }
         // A departed node's metrics are not served: free them (and their budget) now.

@@ -221,3 +221,74 @@ async fn metric_memory_is_bounded_and_given_back() {
         assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "{name}: lines lost");
     }
 }
+
+/// Issue 12, point 12 (metrics half): 40 nodes, each under its own name, connect, write one
+/// object and leave, while two good nodes stream. Their `tracerd_*` series (`node_name`) are
+/// served while they are there and gone `departedSeriesSecs` (1 s) after they left; the good
+/// nodes, still connected, keep theirs and lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departed_nodes_series_age_out() {
+    const PASSING: u64 = 40;
+    let http = free_port();
+    let d = Daemon::start(&format!(
+        "  departedSeriesSecs: 1\nhasPrometheus: {{epHost: 127.0.0.1, epPort: {http}}}\n"
+    ));
+    d.wait_log("listening", 1);
+    const TOTAL: u64 = 1500;
+    let good: Vec<_> = ["good-a", "good-b"]
+        .iter()
+        .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
+        .collect();
+    for i in 0..PASSING {
+        let mut node =
+            FakeNode::handshake(connect_tcp(d.tcp_port).await, &format!("gone-{i}")).await;
+        node.send_batch(1, 1, 10).await;
+        node.wait_ack(1).await;
+    }
+    let text = scrape(http).await;
+    let shown = (0..PASSING)
+        .filter(|i| {
+            text.contains(&format!(
+                "tracerd_trace_objects_written_total{{node_name=\"gone-{i}\"}}"
+            ))
+        })
+        .count();
+    assert!(
+        shown > 0,
+        "no passing node's series was served while it was there"
+    );
+    let left = Instant::now();
+    let until = left + Duration::from_secs(6);
+    loop {
+        let text = scrape(http).await;
+        if !text.contains("node_name=\"gone-") {
+            assert!(
+                text.contains("tracerd_trace_objects_written_total{node_name=\"good-a\"}"),
+                "a connected node's series aged out"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "departed nodes' series still served after 6 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "departed series gone {:?} after the last node left ({shown} seen)",
+        left.elapsed()
+    );
+    assert!(
+        left.elapsed() >= Duration::from_millis(500),
+        "series removed before departedSeriesSecs"
+    );
+    for (name, t) in ["good-a", "good-b"].iter().zip(good) {
+        let acked = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("good node's acks stalled")
+            .unwrap();
+        assert_eq!(acked, TOTAL, "{name}: acknowledged {acked} of {TOTAL}");
+        let seqs = machine_seqs(&d.logs().join(name));
+        assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "{name}: lines lost");
+    }
+}
