@@ -23,7 +23,7 @@ use axum::routing::any;
 use axum::Router;
 use serde_json::{json, Value as Json};
 use tokio::sync::Semaphore;
-use tracerd_promql::{Matcher, QueryError, Queryable, Series};
+use tracerd_promql::{Grid, Matcher, QueryError, Queryable, Series};
 use tracerd_tsdb::Store;
 use tracerd_tsquery::{Config as QueryConfig, Source};
 
@@ -243,19 +243,32 @@ impl Queryable for Capped<'_> {
         if Instant::now() >= self.deadline {
             return Err(QueryError::timeout("query timed out"));
         }
-        self.store.select_with(ms, mint, maxt, |_, n| {
-            if n > self.left.get() {
-                return Err(QueryError::execution(format!(
-                    "query would load more than {} samples",
-                    self.max
-                )));
-            }
-            self.left.set(self.left.get() - n);
-            if Instant::now() >= self.deadline {
-                return Err(QueryError::timeout("query timed out"));
-            }
-            Ok(())
-        })
+        self.store.select_with(ms, mint, maxt, |_, n| self.count(n))
+    }
+
+    fn select_latest(&self, ms: &[Matcher], grid: &Grid) -> Result<Vec<Series>, QueryError> {
+        if Instant::now() >= self.deadline {
+            return Err(QueryError::timeout("query timed out"));
+        }
+        self.store
+            .select_latest_with(ms, grid, |_, n| self.count(n))
+    }
+}
+
+impl Capped<'_> {
+    /// Counts `n` samples loaded against the cap, and checks the deadline.
+    fn count(&self, n: usize) -> Result<(), QueryError> {
+        if n > self.left.get() {
+            return Err(QueryError::execution(format!(
+                "query would load more than {} samples",
+                self.max
+            )));
+        }
+        self.left.set(self.left.get() - n);
+        if Instant::now() >= self.deadline {
+            return Err(QueryError::timeout("query timed out"));
+        }
+        Ok(())
     }
 }
 

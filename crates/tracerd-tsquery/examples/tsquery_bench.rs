@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use tracerd_promql::{Matcher, QueryError, Queryable, Series};
+use tracerd_promql::{Grid, Matcher, QueryError, Queryable, Series};
 use tracerd_tsdb::{Config, Store};
 use tracerd_tsquery::{execute, Config as QueryConfig, Source};
 
@@ -15,6 +15,10 @@ struct Src<'a>(&'a Store);
 impl Queryable for Src<'_> {
     fn select(&self, ms: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, QueryError> {
         self.0.select(ms, mint, maxt)
+    }
+
+    fn select_latest(&self, ms: &[Matcher], grid: &Grid) -> Result<Vec<Series>, QueryError> {
+        self.0.select_latest(ms, grid)
     }
 }
 

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use tracerd_promql::{is_stale_nan, ErrorType, Labels, MatchOp, Matcher};
+use tracerd_promql::{is_stale_nan, ErrorType, Grid, Labels, MatchOp, Matcher};
 
 use crate::ast::{BinOp, Expr, Kind, LabelConstraint, Pos};
 use crate::value::{Func, Function, Instant, Timeseries, Value};
@@ -355,7 +355,7 @@ impl<'a> Eval<'a> {
             Some(s) => s,
             None => Arc::new(
                 self.src
-                    .select(&[name_matcher(name)], to_i64(lo), to_i64(t))
+                    .select_latest(&[name_matcher(name)], &self.grid(t, t, 0))
                     .map_err(source_error)?,
             ),
         };
@@ -379,6 +379,18 @@ impl<'a> Eval<'a> {
         Ok(out)
     }
 
+    /// The store's grid for lookups at `a`, `a + step`, ... ≤ `b`. Its window `(t - lookback,
+    /// t]` is one millisecond longer than the staleness so that a sample exactly
+    /// `staleness_ms` old counts, as upstream's library counts it.
+    fn grid(&self, a: u64, b: u64, step: u64) -> Grid {
+        Grid {
+            start: to_i64(a),
+            end: to_i64(b),
+            step: i64::try_from(step).unwrap_or(i64::MAX),
+            lookback: to_i64(self.cfg.staleness_ms).saturating_add(1),
+        }
+    }
+
     fn range(&mut self, pos: Pos, f: &Value, a: u64, b: u64, step: u64) -> R<Value> {
         if step == 0 {
             return Err(exec(pos, "a range's step must be longer than 0ms"));
@@ -397,10 +409,11 @@ impl<'a> Eval<'a> {
         let mut out: Vec<Timeseries> = Vec::new();
         match f {
             Value::Function(Function(Func::Metric(name))) => {
-                let lo = a.saturating_sub(self.cfg.staleness_ms);
+                // Only the samples the steps read (one per step at most), not the window.
+                let grid = self.grid(a, b, step);
                 let series = self
                     .src
-                    .select(&[name_matcher(name)], to_i64(lo), to_i64(b))
+                    .select_latest(&[name_matcher(name)], &grid)
                     .map_err(source_error)?;
                 for s in series {
                     let mut points = Vec::new();

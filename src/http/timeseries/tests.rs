@@ -382,3 +382,25 @@ fn data_points_that_do_not_decode_are_not_served() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_sample_exactly_five_minutes_old_still_counts_in_the_store() {
+    let f = fixture();
+    let q = "/timeseries/query?query=cardano_node_metrics_Mem_resident_int%20now&time=";
+    let (_, _, body) = call(&f, "GET", &format!("{q}1753000300"), "").await;
+    assert_eq!(
+        parsed(&body)["data"]["result"].as_array().unwrap().len(),
+        2,
+        "{body}"
+    );
+    let (_, _, body) = call(&f, "GET", &format!("{q}1753000300.001"), "").await;
+    assert_eq!(parsed(&body)["data"]["result"], json!([]), "{body}");
+    // The same boundary on each step of a range read through the store's grid.
+    let r = "/timeseries/query?query=cardano_node_metrics_Mem_resident_int%5Bepoch%20%2B%201753000299999ms%3B%20epoch%20%2B%201753000300001ms%20%3A%201ms%5D";
+    let (_, _, body) = call(&f, "GET", r, "").await;
+    let v = parsed(&body);
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 2, "{body}");
+    for s in v["data"]["result"].as_array().unwrap() {
+        assert_eq!(s["values"].as_array().unwrap().len(), 2, "{body}");
+    }
+}
