@@ -166,7 +166,7 @@ pub async fn run(
     tracker.spawn(crate::node::forget_departed_periodically(
         shared.nodes.clone(),
         shared.telemetry.clone(),
-        move || Duration::from_secs(departed.current().config.tracerd.departed_series_secs),
+        move || departed.current().config.tracerd.departed_series(),
         cancel.clone(),
     ));
     running::emit_config_event(&config, "start");
@@ -211,7 +211,7 @@ pub async fn run(
     if let Some(n) = &notifier {
         n.notify("STOPPING=1\nSTATUS=draining sessions");
     }
-    let grace = Duration::from_secs_f64(live.current().config.tracerd.shutdown_grace_secs);
+    let grace = live.current().config.tracerd.shutdown_grace();
     let sessions = (cancel, tracker);
     drain(sessions, (http_cancel, http_tracker), grace, socket_paths).await?;
     tracing::info!("shutdown complete");

@@ -18,6 +18,7 @@
 //! The running config (a `watch` channel) and the reload shell are `crate::running`.
 
 mod defaults;
+pub mod durations;
 pub mod forwarding;
 mod load;
 pub mod plan;
@@ -36,7 +37,7 @@ pub use load::{
 pub use preflight::{preflight, prepare_state_dir, writable_dir};
 pub use probe::{probe, resolve_group, Probe};
 pub use schema::*;
-pub use shape::{MAX_AGE_HOURS, MAX_TIMEOUT_SECS, OBSOLETE_KEYS};
+pub use shape::{numeric_keys, NumericKey, MAX_AGE_HOURS, MAX_TIMEOUT_SECS, OBSOLETE_KEYS};
 pub use tracerd_wire::Address;
 pub use validate::Problem;
 

@@ -208,6 +208,57 @@ pub(super) const TOP: &[Field] = &[
     opt("tracerd", Kind::Obj(TRACERD)),
 ];
 
+/// A numeric key of the config and its checked range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericKey {
+    /// Its path; `None` stands for the first element of a list.
+    pub path: Vec<Option<&'static str>>,
+    /// Smallest value accepted.
+    pub min: f64,
+    /// Largest value accepted.
+    pub max: f64,
+    /// Whether only integers are accepted.
+    pub integer: bool,
+}
+
+/// Every numeric key of the declared shape (the property test of issue 12, point 11 sets each
+/// to random values).
+pub fn numeric_keys() -> Vec<NumericKey> {
+    fn walk(fields: &[Field], path: &mut Vec<Option<&'static str>>, out: &mut Vec<NumericKey>) {
+        for f in fields {
+            path.push(Some(f.name));
+            kind(&f.kind, path, out);
+            path.pop();
+        }
+    }
+    fn kind(k: &Kind, path: &mut Vec<Option<&'static str>>, out: &mut Vec<NumericKey>) {
+        match *k {
+            Kind::Int(min, max, _) => out.push(NumericKey {
+                path: path.clone(),
+                min: min as f64,
+                max: max as f64,
+                integer: true,
+            }),
+            Kind::Num(min, max, _) => out.push(NumericKey {
+                path: path.clone(),
+                min,
+                max,
+                integer: false,
+            }),
+            Kind::Obj(fields) => walk(fields, path, out),
+            Kind::List(inner) => {
+                path.push(None);
+                kind(inner, path, out);
+                path.pop();
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(TOP, &mut Vec::new(), &mut out);
+    out
+}
+
 /// One segment of a key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Seg {

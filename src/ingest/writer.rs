@@ -42,7 +42,7 @@ pub(super) async fn write_loop(
 ) -> Result<(), WriteError> {
     let written = telemetry.objects_written.with_label_values(&[&node]);
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
-    let interval = Duration::from_millis(durability.fsync_interval_ms.max(1));
+    let interval = durability.fsync_interval();
     let mut writer = Blocking::new(log, node.clone());
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
     // Interval mode: data written but not yet synced and acknowledged.

@@ -108,7 +108,7 @@ where
     let max = limits.max_frame_bytes as usize;
     let max_objects = limits.max_objects_per_frame as usize;
     let mut framed = session::framed(stream, TracerCodec::with_max_objects(max, max_objects));
-    let timeout = Duration::from_secs_f64(limits.handshake_timeout_secs);
+    let timeout = limits.handshake_timeout();
     let hello = match session::handshake(&cancel, timeout, framed.next()).await {
         Deadline::Shutdown => return Ok(End::Shutdown),
         Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
@@ -158,7 +158,7 @@ where
             max_frame_bytes: limits.max_frame_bytes,
         })
         .await?;
-    let idle = Duration::from_secs_f64(limits.idle_timeout_secs);
+    let idle = limits.idle_timeout();
     stream_node(&mut framed, sink, idle, &cancel).await
 }
 

@@ -4,6 +4,7 @@ mod architecture;
 mod cardano;
 mod cli;
 mod config;
+mod config_values;
 mod crash;
 mod faults;
 mod forwarder;
