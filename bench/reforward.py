@@ -15,6 +15,7 @@ Usage: bench/reforward.py [target/release]
 import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "target", "release")
+BIN = os.path.abspath(BIN)
 TRACERD = os.path.join(BIN, "tracerd")
 LOAD = os.path.join(BIN, "tracerd-load")
 DURATION = float(os.environ.get("DURATION", 5))

@@ -589,6 +589,13 @@ async fn hermod_tracer_accepts_tracerds_reforwarding() {
     for node in per_node {
         assert_eq!(node, expected(1..41));
     }
+    // ... named after the NodeInfo tracerd serves for each node.
+    let mut names: Vec<String> = std::fs::read_dir(&h_logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["relay-h1", "relay-h2"]);
     let _ = hermod.kill();
     let _ = hermod.wait();
 }
