@@ -7,6 +7,7 @@ cd "$(dirname "$0")"
 
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)         # promtool + the server
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)  # alerts e2e
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)     # verifies deploy/'s units
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)  # the unit's filter
 python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || need_pip=1

@@ -5,6 +5,7 @@
 //! tracerd writes each node's traces to its own rotated log files. See `docs/ARCHITECTURE.md`
 //! for the bird's-eye view and the code map, and `README.md` for users.
 
+pub mod alerts;
 pub mod app;
 pub mod cardano;
 pub mod config;

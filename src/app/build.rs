@@ -44,6 +44,8 @@ pub struct Built {
     pub socket_paths: Vec<PathBuf>,
     /// The metric history, when `hasTimeseries` is set.
     pub history: Option<Arc<History>>,
+    /// Alerting, when `tracerd.alerts.ruleFiles` is set (with the history).
+    pub alerts: Option<Arc<crate::alerts::Alerts>>,
     /// Re-forwarding (`hasForwarding`) and, for `AcceptAt`, its bound listener.
     pub reforward: Option<(Arc<Reforwarder>, Option<Listener>)>,
 }
@@ -157,6 +159,25 @@ pub async fn build(
     if let Some(h) = &history {
         nodes = nodes.with_observer(Arc::new(h.clone()));
     }
+    let alerts = match (&history, config.tracerd.alerts.rule_files.is_empty()) {
+        (Some(_), false) => {
+            let metrics = crate::alerts::AlertsMetrics::register(&telemetry.registry);
+            let settings = config.tracerd.alerts.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::alerts::Alerts::load(&settings, metrics)
+            })
+            .await
+            .context("loading alerting rules")?;
+            let a = loaded.map_err(|e| anyhow::anyhow!("alerting rules:\n{e}"))?;
+            tracing::info!(
+                groups = a.groups.len(),
+                alertmanagers = config.tracerd.alerts.alertmanagers.len(),
+                "alerting rules loaded"
+            );
+            Some(Arc::new(a))
+        }
+        _ => None,
+    };
     let mut context = Context::new(config, nodes, telemetry);
     let reforward = reforward.map(|(forwarding, listener)| {
         let metrics = ForwardMetrics::register(&context.telemetry.registry);
@@ -206,6 +227,7 @@ pub async fn build(
     }
     Ok(Built {
         history,
+        alerts,
         shared,
         cardano,
         listeners,

@@ -84,6 +84,7 @@ pub async fn run(
         reload_metrics,
         socket_paths,
         history,
+        alerts,
         reforward,
     } = build(&config, systemd.listeners).await?;
     let live = shared.running.clone();
@@ -150,6 +151,9 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
+    if let (Some(a), Some(h)) = (alerts, &history) {
+        crate::alerts::start(a, h.store().clone(), &tracker, cancel.clone());
+    }
     if let Some(h) = history {
         tracker.spawn(crate::history::tasks::run(
             h,

@@ -87,6 +87,7 @@ impl Default for TracerdSettings {
             open_metrics_names: false,
             departed_series_secs: DEFAULT_DEPARTED_SERIES_SECS,
             history: HistorySettings::default(),
+            alerts: AlertsSettings::default(),
         }
     }
 }

@@ -252,6 +252,41 @@ pub struct TracerdSettings {
     /// The metric history kept for `hasTimeseries` (unused without it).
     #[serde(default)]
     pub history: HistorySettings,
+    /// Alerting rules evaluated on the metric history and sent to Alertmanager (issue 15).
+    #[serde(default, skip_serializing_if = "AlertsSettings::is_default")]
+    pub alerts: AlertsSettings,
+}
+
+/// Alerting (`tracerd.alerts`): Prometheus alerting-rule files evaluated on the metric
+/// history, their alerts sent to Alertmanager's v2 API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertsSettings {
+    /// Rule files in Prometheus's alerting-rule format (paths as given, relative to the
+    /// working directory like `logRoot`). None: alerting is off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rule_files: Vec<std::path::PathBuf>,
+    /// Alertmanager base URLs (`http://host:port[/prefix]`); every alert goes to each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alertmanagers: Vec<String>,
+    /// Interval of a group without its own `interval`, in seconds. Default 15 (Prometheus's
+    /// `evaluation_interval` default is 1 m; tracerd samples every 15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_interval_secs: Option<f64>,
+    /// Least time between two sends of one firing alert, in seconds. Default 0: resent at
+    /// every evaluation (Prometheus's `--rules.alert.resend-delay` default is 1 m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_delay_secs: Option<f64>,
+    /// Most alerts waiting for delivery; past it the oldest are dropped (counted). Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u64>,
+}
+
+impl AlertsSettings {
+    /// True when nothing is set (kept out of the printed config).
+    pub fn is_default(&self) -> bool {
+        *self == AlertsSettings::default()
+    }
 }
 
 /// Bounds and timers of the metric history (`hasTimeseries`).

@@ -167,6 +167,20 @@ const TRACERD: &[Field] = &[
     opt("openMetricsNames", Kind::Bool),
     opt("departedSeriesSecs", Kind::Int(0, 2_592_000, "seconds")),
     opt("history", Kind::Obj(HISTORY)),
+    opt("alerts", Kind::Obj(ALERTS)),
+];
+const ALERTS: &[Field] = &[
+    opt("ruleFiles", Kind::List(&Kind::Text)),
+    opt("alertmanagers", Kind::List(&Kind::Text)),
+    opt(
+        "evaluationIntervalSecs",
+        Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds"),
+    ),
+    opt(
+        "resendDelaySecs",
+        Kind::Num(0.0, MAX_TIMEOUT_SECS, "seconds"),
+    ),
+    opt("queueCapacity", Kind::Int(1, 1_000_000, "alerts")),
 ];
 const HISTORY: &[Field] = &[
     opt("retentionHours", Kind::Num(0.001, MAX_AGE_HOURS, "hours")),

@@ -442,6 +442,13 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 max_series: 10,
                 sample_interval_secs: 0.5,
             },
+            alerts: AlertsSettings {
+                alertmanagers: vec!["http://127.0.0.1:9093".into()],
+                evaluation_interval_secs: Some(5.0),
+                resend_delay_secs: Some(0.0),
+                queue_capacity: Some(100),
+                ..AlertsSettings::default()
+            },
         },
     };
     let printed = to_yaml(&config);

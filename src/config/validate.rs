@@ -44,6 +44,12 @@ pub(super) fn validate(
             message,
         })
     };
+    if !config.tracerd.alerts.rule_files.is_empty() && config.has_timeseries.is_none() {
+        problem(
+            "tracerd.alerts.ruleFiles",
+            "needs hasTimeseries: rules are evaluated on the metric history".to_string(),
+        );
+    }
     if config.logging.is_empty() {
         problem("logging", "at least one log target is required".to_string());
     }

@@ -1,5 +1,6 @@
 //! Integration tests: the real binary over real sockets and files.
 
+mod alerts;
 mod architecture;
 mod cardano;
 mod cli;

@@ -1,0 +1,350 @@
+//! Alerting (issue 15): Prometheus alerting-rule files evaluated on the metric history by the
+//! same PromQL engine as the query API, alerts sent to Alertmanager's v2 API.
+//!
+//! * [`rules`]: the rule files (serde, unknown fields refused with their line; durations;
+//!   PromQL parsed at load) and [`template`]: `{{ $labels.x }}` / `{{ $value }}`.
+//! * [`state`]: the pure state machine of one rule (inactive → pending → firing → resolved,
+//!   time as an argument) and what to send when.
+//! * [`notify`]: the bounded queue and the sender task (retries, failures counted and logged
+//!   at a bounded rate).
+//! * This file: the `tracerd_alerts_*` metrics, [`evaluate_group`] (one evaluation of one
+//!   group at a given time, on the blocking pool) and [`start`], the thin timer task per group and the sender.
+
+pub mod notify;
+pub mod rules;
+pub mod state;
+pub mod template;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracerd_promql::{instant_query, Labels, Options, Value};
+use tracerd_tsdb::Store;
+
+use crate::config::AlertsSettings;
+use crate::sync::lock;
+use rules::Group;
+use state::{Instance, Outgoing, RuleState, State};
+
+/// Default group interval (`tracerd.alerts.evaluationIntervalSecs`).
+pub const DEFAULT_INTERVAL_SECS: f64 = 15.0;
+/// Default `tracerd.alerts.queueCapacity` (Prometheus's notification queue capacity).
+pub const DEFAULT_QUEUE_CAPACITY: u64 = 10_000;
+/// Most samples one rule evaluation may hold (past it the evaluation fails, counted).
+pub const MAX_SAMPLES: usize = 5_000_000;
+
+/// The `tracerd_alerts_*` metrics.
+#[derive(Debug, Clone)]
+pub struct AlertsMetrics {
+    pub sent: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub dropped: IntCounter,
+    pub queue_length: IntGauge,
+    pub evaluations: IntCounter,
+    pub evaluation_failures: IntCounter,
+    pub active: IntGaugeVec,
+}
+
+impl AlertsMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &Registry) -> AlertsMetrics {
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+            r.register(Box::new(m.clone())).expect("registered once");
+            m
+        }
+        let by = |name: &str, help: &str, label: &str| {
+            reg(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid constant"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            reg(
+                registry,
+                IntCounter::new(name, help).expect("valid constant"),
+            )
+        };
+        AlertsMetrics {
+            sent: by(
+                "tracerd_alerts_sent_total",
+                "Alerts delivered to an Alertmanager, by its URL.",
+                "alertmanager",
+            ),
+            errors: by(
+                "tracerd_alerts_errors_total",
+                "Alerts not delivered to an Alertmanager after every retry, by its URL.",
+                "alertmanager",
+            ),
+            dropped: counter(
+                "tracerd_alerts_dropped_total",
+                "Alerts dropped from a full delivery queue (tracerd.alerts.queueCapacity).",
+            ),
+            queue_length: reg(
+                registry,
+                IntGauge::new(
+                    "tracerd_alerts_queue_length",
+                    "Alerts waiting for delivery.",
+                )
+                .expect("valid constant"),
+            ),
+            evaluations: counter(
+                "tracerd_alerts_rule_evaluations_total",
+                "Alerting rule evaluations.",
+            ),
+            evaluation_failures: counter(
+                "tracerd_alerts_rule_evaluation_failures_total",
+                "Alerting rule evaluations that failed (bad result, sample cap, duplicate labels).",
+            ),
+            active: reg(
+                registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "tracerd_alerts_active",
+                        "Alerts pending or firing now, by state.",
+                    ),
+                    &["state"],
+                )
+                .expect("valid constant"),
+            ),
+        }
+    }
+}
+
+/// One rule's evaluation state, kept between evaluations.
+#[derive(Debug, Clone, Default)]
+pub struct RuleRun {
+    pub state: RuleState,
+    /// The last evaluation's error, if it failed.
+    pub last_error: Option<String>,
+    /// When it was last evaluated (ms) and how long that took (s).
+    pub last_eval_ms: i64,
+    pub eval_secs: f64,
+}
+
+/// One group with its rules' states.
+#[derive(Debug)]
+pub struct GroupRun {
+    pub group: Group,
+    pub rules: Mutex<Vec<RuleRun>>,
+}
+
+impl GroupRun {
+    pub fn new(group: Group) -> GroupRun {
+        let n = group.rules.len();
+        GroupRun {
+            group,
+            rules: Mutex::new(vec![RuleRun::default(); n]),
+        }
+    }
+}
+
+/// What the alerting tasks share: the groups, the delivery queue, the settings.
+pub struct Alerts {
+    pub groups: Vec<Arc<GroupRun>>,
+    pub notifier: Arc<notify::Notifier>,
+    pub resend_delay_ms: i64,
+    pub metrics: AlertsMetrics,
+}
+
+impl Alerts {
+    /// Loads the rule files (blocking) and builds the queue; every problem is in the error.
+    pub fn load(settings: &AlertsSettings, metrics: AlertsMetrics) -> Result<Alerts, String> {
+        let groups = load_groups(settings)?;
+        let targets = settings
+            .alertmanagers
+            .iter()
+            .map(|u| notify::Target::parse(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let capacity = settings.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY) as usize;
+        Ok(Alerts {
+            groups: groups
+                .into_iter()
+                .map(|g| Arc::new(GroupRun::new(g)))
+                .collect(),
+            notifier: notify::Notifier::new(targets, capacity, metrics.clone()),
+            resend_delay_ms: (settings.resend_delay_secs.unwrap_or(0.0) * 1000.0).round() as i64,
+            metrics,
+        })
+    }
+
+    /// Pending and firing alerts of every rule, for the metric.
+    fn update_active(&self) {
+        let (mut pending, mut firing) = (0, 0);
+        for g in &self.groups {
+            for r in lock(&g.rules).iter() {
+                pending += r.state.count(State::Pending);
+                firing += r.state.count(State::Firing);
+            }
+        }
+        self.metrics
+            .active
+            .with_label_values(&["pending"])
+            .set(pending as i64);
+        self.metrics
+            .active
+            .with_label_values(&["firing"])
+            .set(firing as i64);
+    }
+}
+
+/// Reads and checks the rule files of `settings` (blocking): the groups, or every problem,
+/// one a line, each naming its file (and line, group and rule where known). Also what
+/// `tracerd validate` runs.
+pub fn load_groups(settings: &AlertsSettings) -> Result<Vec<Group>, String> {
+    let interval = settings
+        .evaluation_interval_secs
+        .unwrap_or(DEFAULT_INTERVAL_SECS);
+    let mut problems: Vec<String> = Vec::new();
+    for u in &settings.alertmanagers {
+        if let Err(e) = notify::Target::parse(u) {
+            problems.push(format!("tracerd.alerts.alertmanagers: {e}"));
+        }
+    }
+    let groups = match rules::load_files(&settings.rule_files, (interval * 1000.0).round() as i64) {
+        Ok(g) => g,
+        Err(es) => {
+            problems.extend(es.iter().map(|e| e.to_string()));
+            Vec::new()
+        }
+    };
+    if problems.is_empty() {
+        Ok(groups)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The alert instances of one rule's query result: series labels without `__name__`, the
+/// rule's labels expanded over them, `alertname`; annotations expanded. Duplicate label sets
+/// and results over the group's `limit` are errors, as in Prometheus.
+pub fn instances(rule: &rules::Rule, limit: u64, value: Value) -> Result<Vec<Instance>, String> {
+    let series: Vec<(Labels, f64)> = match value {
+        Value::Vector(v) => v.into_iter().map(|(l, _, v)| (l, v)).collect(),
+        Value::Scalar(_, v) => vec![(Vec::new(), v)],
+        _ => return Err("the expression must return an instant vector or a scalar".into()),
+    };
+    if limit > 0 && series.len() as u64 > limit {
+        return Err(format!(
+            "exceeded the group's limit of {limit} alerts ({})",
+            series.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(series.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (mut labels, v) in series {
+        labels.retain(|(k, _)| k != "__name__");
+        let mut all = labels.clone();
+        for (k, t) in &rule.labels {
+            let val = t.expand(&labels, v);
+            all.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                all.push((k.clone(), val));
+            }
+        }
+        all.retain(|(n, _)| n != "alertname");
+        all.push(("alertname".into(), rule.name.clone()));
+        all.sort();
+        if !seen.insert(all.clone()) {
+            return Err(
+                "the result has two series with the same labels once the alert's labels are set"
+                    .into(),
+            );
+        }
+        let annotations = rule
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), t.expand(&labels, v)))
+            .collect();
+        out.push(Instance {
+            labels: all,
+            annotations,
+            value: v,
+        });
+    }
+    Ok(out)
+}
+
+/// One evaluation of `group` at `now` (ms) over `store`: every rule's state advanced, the
+/// alerts to send returned. Blocking (it runs queries).
+pub fn evaluate_group(
+    store: &Store,
+    run: &GroupRun,
+    now: i64,
+    resend_delay_ms: i64,
+    metrics: &AlertsMetrics,
+) -> Vec<Outgoing> {
+    let g = &run.group;
+    let mut out = Vec::new();
+    let mut states = lock(&run.rules);
+    let deadline = std::time::Instant::now() + Duration::from_millis(g.interval_ms.max(1) as u64);
+    for (rule, st) in g.rules.iter().zip(states.iter_mut()) {
+        let started = std::time::Instant::now();
+        metrics.evaluations.inc();
+        let opts = Options {
+            max_samples: MAX_SAMPLES,
+            deadline_exceeded: Some(Box::new(move || std::time::Instant::now() > deadline)),
+            ..Options::default()
+        };
+        let result = instant_query(store, &rule.expr, now, &opts)
+            .map_err(|e| e.message.clone())
+            .and_then(|v| instances(rule, g.limit, v));
+        match result {
+            Ok(found) => {
+                st.state
+                    .eval(now, found, rule.for_ms, rule.keep_firing_for_ms);
+                st.last_error = None;
+            }
+            Err(e) => {
+                metrics.evaluation_failures.inc();
+                if st.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(file = %g.file, group = %g.name, rule = %rule.name, error = %e, "alerting rule evaluation failed");
+                }
+                st.last_error = Some(e);
+            }
+        }
+        out.extend(st.state.to_send(now, g.interval_ms, resend_delay_ms));
+        st.last_eval_ms = now;
+        st.eval_secs = started.elapsed().as_secs_f64();
+    }
+    out
+}
+
+/// Spawns the sender and one evaluation timer per group on `tracker`, running until
+/// `cancel` fires; each evaluation runs on the blocking pool.
+pub fn start(
+    alerts: Arc<Alerts>,
+    store: Arc<Store>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    tracker.spawn(alerts.notifier.clone().run(cancel.clone()));
+    for g in &alerts.groups {
+        let (alerts, store, cancel, g) = (alerts.clone(), store.clone(), cancel.clone(), g.clone());
+        tracker.spawn(async move {
+            let every = Duration::from_millis(g.group.interval_ms.max(1) as u64);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let (a, s, gr) = (alerts.clone(), store.clone(), g.clone());
+                let pass = tokio::task::spawn_blocking(move || {
+                    let now = crate::history::now_ms();
+                    let out = evaluate_group(&s, &gr, now, a.resend_delay_ms, &a.metrics);
+                    a.update_active();
+                    a.notifier.enqueue(out);
+                });
+                if let Err(e) = pass.await {
+                    tracing::error!(error = %e, group = %g.group.name, "alerting rule evaluation failed to run");
+                }
+            }
+        });
+    }
+}

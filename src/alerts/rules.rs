@@ -1,0 +1,359 @@
+//! Rule files in Prometheus's alerting-rule format, parsed with serde (unknown fields refused
+//! with their line), their durations, their PromQL (parsed once, so a bad expression is named
+//! with file, group, rule and line) and their annotation templates. Pure but for
+//! [`load_files`], which reads the files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::template::Template;
+
+/// Why a rule file was refused; the message names the file and, where known, the line.
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}:{line}: group {group:?}, rule {rule:?}: {message}")]
+    Rule {
+        file: String,
+        line: usize,
+        group: String,
+        rule: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    groups: Vec<GroupDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupDoc {
+    name: String,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    limit: Option<u64>,
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    #[serde(default)]
+    alert: Option<String>,
+    #[serde(default)]
+    record: Option<String>,
+    expr: String,
+    #[serde(default, rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    keep_firing_for: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// One alerting rule, checked.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub expr: String,
+    pub for_ms: i64,
+    pub keep_firing_for_ms: i64,
+    /// Extra labels (values may be templates).
+    pub labels: Vec<(String, Template)>,
+    pub annotations: Vec<(String, Template)>,
+}
+
+/// One group: its rules evaluated in order every `interval_ms`.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub file: String,
+    pub name: String,
+    pub interval_ms: i64,
+    /// Most alerts one rule may produce in one evaluation (0: unbounded), as Prometheus's
+    /// `limit`: past it the evaluation fails.
+    pub limit: u64,
+    pub rules: Vec<Rule>,
+}
+
+/// Parses a Prometheus duration (`1h30m`, `10s`, `500ms`, `2d`, `1w`, `1y`) into ms.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 30s, 5m, 1h30m)");
+    if s == "0" {
+        return Ok(0);
+    }
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return Err(bad());
+    }
+    let (mut i, mut total) = (0usize, 0i64);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let unit_start = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let ms = match &s[unit_start..i] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(ms)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
+/// The 1-based line of the `alert: NAME` (or `record: NAME`) entry of the `nth` rule named
+/// `name` in `text`, or 1 when it cannot be found.
+fn line_of_rule(text: &str, name: &str, nth: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            let v = t
+                .strip_prefix("alert:")
+                .or_else(|| t.strip_prefix("record:"));
+            v.is_some_and(|v| v.trim().trim_matches(['"', '\'']) == name)
+        })
+        .nth(nth)
+        .map_or(1, |(i, _)| i + 1)
+}
+
+/// Parses and checks one rule file's text; `file` names it in errors; `default_interval_ms`
+/// is the interval of a group without its own.
+pub fn parse_file(
+    file: &str,
+    text: &str,
+    default_interval_ms: i64,
+) -> Result<Vec<Group>, RulesError> {
+    let doc: FileDoc = serde_norway::from_str(text).map_err(|e| RulesError::Parse {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut groups = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for g in doc.groups {
+        if !names.insert(g.name.clone()) {
+            return Err(RulesError::Parse {
+                file: file.to_string(),
+                message: format!("group {:?}: repeated in the same file", g.name),
+            });
+        }
+        let interval_ms = match &g.interval {
+            None => default_interval_ms,
+            Some(s) => match parse_duration(s) {
+                Ok(ms) if ms > 0 => ms,
+                Ok(_) => {
+                    return Err(RulesError::Parse {
+                        file: file.to_string(),
+                        message: format!("group {:?}: interval must be positive", g.name),
+                    })
+                }
+                Err(m) => {
+                    return Err(RulesError::Parse {
+                        file: file.to_string(),
+                        message: format!("group {:?}: interval: {m}", g.name),
+                    })
+                }
+            },
+        };
+        let mut rules = Vec::new();
+        for r in g.rules {
+            let name = r.alert.clone().or(r.record.clone()).unwrap_or_default();
+            let nth = seen.entry(name.clone()).or_default();
+            let line = line_of_rule(text, &name, *nth);
+            *nth += 1;
+            let err = |message: String| RulesError::Rule {
+                file: file.to_string(),
+                line,
+                group: g.name.clone(),
+                rule: name.clone(),
+                message,
+            };
+            let alert = match (r.alert, r.record) {
+                (Some(a), None) if !a.is_empty() => a,
+                (None, Some(_)) => {
+                    return Err(err(
+                        "recording rules are not supported (only alerting rules)".into(),
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(err("only one of alert and record may be set".into()))
+                }
+                _ => return Err(err("alert must be set to the alert's name".into())),
+            };
+            if let Err(e) = promql_parser::parser::parse(&r.expr) {
+                return Err(err(format!("bad PromQL in expr {:?}: {e}", r.expr)));
+            }
+            let dur = |what: &str, v: &Option<String>| match v {
+                None => Ok(0),
+                Some(s) => parse_duration(s).map_err(|m| err(format!("{what}: {m}"))),
+            };
+            let for_ms = dur("for", &r.for_)?;
+            let keep_firing_for_ms = dur("keep_firing_for", &r.keep_firing_for)?;
+            let mut labels = Vec::new();
+            for (k, v) in r.labels {
+                if !valid_label_name(&k) || k.starts_with("__") {
+                    return Err(err(format!("invalid label name {k:?}")));
+                }
+                let t = Template::parse(&v).map_err(|m| err(format!("label {k}: {m}")))?;
+                labels.push((k, t));
+            }
+            let mut annotations = Vec::new();
+            for (k, v) in r.annotations {
+                if !valid_label_name(&k) {
+                    return Err(err(format!("invalid annotation name {k:?}")));
+                }
+                let t = Template::parse(&v).map_err(|m| err(format!("annotation {k}: {m}")))?;
+                annotations.push((k, t));
+            }
+            rules.push(Rule {
+                name: alert,
+                expr: r.expr,
+                for_ms,
+                keep_firing_for_ms,
+                labels,
+                annotations,
+            });
+        }
+        groups.push(Group {
+            file: file.to_string(),
+            name: g.name,
+            interval_ms,
+            limit: g.limit.unwrap_or(0),
+            rules,
+        });
+    }
+    Ok(groups)
+}
+
+/// Prometheus's label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Reads and checks every rule file (blocking). Every file's first problem is returned.
+pub fn load_files(
+    files: &[PathBuf],
+    default_interval_ms: i64,
+) -> Result<Vec<Group>, Vec<RulesError>> {
+    let mut groups = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match load_file(f, default_interval_ms) {
+            Ok(g) => groups.extend(g),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(errors)
+    }
+}
+
+fn load_file(path: &Path, default_interval_ms: i64) -> Result<Vec<Group>, RulesError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    parse_file(&file, &text, default_interval_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration("500ms"), Ok(500));
+        assert_eq!(parse_duration("0"), Ok(0));
+        assert_eq!(parse_duration("10s"), Ok(10_000));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    const GOOD: &str = "groups:
+  - name: nodes
+    interval: 5s
+    rules:
+      - alert: High
+        expr: up > 1
+        for: 10s
+        labels: { severity: warning }
+        annotations:
+          summary: 'node {{ $labels.node_name }} at {{ $value }}'
+";
+
+    #[test]
+    fn parses_a_group() {
+        let g = parse_file("r.yml", GOOD, 15_000).unwrap();
+        assert_eq!(g[0].interval_ms, 5_000);
+        assert_eq!(g[0].rules[0].for_ms, 10_000);
+        assert_eq!(g[0].rules[0].name, "High");
+    }
+
+    #[test]
+    fn unknown_field_named_with_file_and_line() {
+        let text = GOOD.replace("        for: 10s", "        for: 10s\n        fro: 1m");
+        let e = parse_file("r.yml", &text, 15_000).unwrap_err().to_string();
+        assert!(e.starts_with("r.yml:"), "{e}");
+        assert!(
+            e.contains("unknown field `fro`") && e.contains("line 8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_promql_named_with_file_rule_and_line() {
+        let text = GOOD.replace("up > 1", "up >");
+        let e = parse_file("r.yml", &text, 15_000).unwrap_err().to_string();
+        assert!(
+            e.starts_with("r.yml:5: group \"nodes\", rule \"High\": bad PromQL"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unsupported_template_refused() {
+        let text = GOOD.replace("{{ $value }}", "{{ humanize $value }}");
+        let e = parse_file("r.yml", &text, 15_000).unwrap_err().to_string();
+        assert!(e.contains("annotation summary"), "{e}");
+    }
+}

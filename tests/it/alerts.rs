@@ -1,0 +1,350 @@
+//! Alerting end to end (issue 15): rule files evaluated on the metric history, alerts
+//! delivered to a real Alertmanager (Debian's `prometheus-alertmanager`, started here on
+//! loopback with its own data directory) and resolved there; `tracerd validate` naming bad
+//! rules; the shipped rules accepted by `promtool check rules`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use serde_json::Value;
+use tracerd::model::{MetricValue, MetricsUpdate};
+use tracerd::native::NodeMessage;
+
+use crate::history::{instant, now_secs};
+use crate::http::http_get;
+use crate::support::*;
+
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+const INSTALL: &str =
+    "prometheus-alertmanager is not installed: apt-get install prometheus-alertmanager \
+     (./test.sh does it as root)";
+
+/// A real Alertmanager on a free loopback port, killed on drop.
+pub struct Alertmanager {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Alertmanager {
+    /// Starts it (panics with the install line when it is missing) and waits until it is
+    /// ready.
+    pub fn start(port: u16) -> Alertmanager {
+        assert!(Path::new(ALERTMANAGER).exists(), "{INSTALL}");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route: { receiver: blackhole, group_wait: 0s, group_interval: 1s }\nreceivers:\n  - name: blackhole\n",
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("am.log")).unwrap();
+        let child = Command::new(ALERTMANAGER)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect(INSTALL);
+        let am = Alertmanager {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http_get(port, "/-/ready", &[]).0 == 200
+            {
+                return am;
+            }
+            assert!(Instant::now() < deadline, "alertmanager did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its active alerts (`GET /api/v2/alerts`).
+    pub fn alerts(&self) -> Vec<Value> {
+        let (status, _, body) = http_get(self.port, "/api/v2/alerts", &[]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn gauge(name: &str, v: f64) -> NodeMessage {
+    NodeMessage::Metrics(MetricsUpdate {
+        full: false,
+        metrics: vec![(name.to_string(), MetricValue::Gauge(v))],
+    })
+}
+
+const MEM: &str = "cardano.node.metrics.Mem.resident_int";
+
+const RULES: &str = r#"groups:
+  - name: nodes
+    interval: 1s
+    rules:
+      - alert: MemHigh
+        expr: cardano_node_metrics_Mem_resident_int > 100
+        for: 2s
+        labels: { severity: page }
+        annotations:
+          summary: '{{ $labels.node_name }} uses {{ $value }} bytes'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_reaches_alertmanager_and_resolves() {
+    let am_port = free_port();
+    let am = tokio::task::spawn_blocking(move || Alertmanager::start(am_port))
+        .await
+        .unwrap();
+    let ts_port = free_port();
+    let dead_port = free_port(); // nothing listens: delivery failures are counted
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES).unwrap();
+    let d = Daemon::start(&format!(
+        "  history: {{sampleIntervalSecs: 0.5}}\n  alerts:\n    ruleFiles: [\"{}\"]\n    \
+         alertmanagers: [\"http://127.0.0.1:{am_port}\", \"http://127.0.0.1:{dead_port}\"]\n\
+         hasTimeseries: {{epHost: 127.0.0.1, epPort: {ts_port}}}\n",
+        rules.display()
+    ));
+    let mut a = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-a").await;
+    let mut b = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-b").await;
+    a.framed.send(gauge(MEM, 50.0)).await.unwrap();
+    b.framed.send(gauge(MEM, 150.0)).await.unwrap();
+    let exceeded = Instant::now();
+    let t_exceeded = now_secs();
+    // Alertmanager is polled on the blocking pool while the nodes keep streaming.
+    let am = std::sync::Arc::new(am);
+    let am2 = am.clone();
+    let firing = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = am2.alerts();
+            if let Some(x) = got.iter().find(|x| x["labels"]["alertname"] == "MemHigh") {
+                return (x.clone(), got.len(), Instant::now());
+            }
+            assert!(Instant::now() < deadline, "no alert reached Alertmanager");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut i = 0.0;
+    while !firing.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        i += 1.0;
+        a.framed.send(gauge(MEM, 50.0 + i)).await.unwrap();
+        b.framed.send(gauge(MEM, 150.0)).await.unwrap();
+    }
+    let (alert, count, at) = firing.await.unwrap();
+    let took = at.duration_since(exceeded);
+    // `for` (2 s) + one interval (1 s), plus the 100 ms poll and delivery.
+    assert!(took <= Duration::from_millis(3_500), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "fired before `for`: {took:?}"
+    );
+    assert_eq!(count, 1, "only relay-b exceeds");
+    assert_eq!(alert["labels"]["node_name"], "relay-b", "{alert}");
+    assert_eq!(alert["labels"]["severity"], "page", "{alert}");
+    assert!(
+        alert["labels"].get("__name__").is_none(),
+        "metric name dropped: {alert}"
+    );
+    assert_eq!(
+        alert["annotations"]["summary"], "relay-b uses 150 bytes",
+        "{alert}"
+    );
+    assert_eq!(alert["status"]["state"], "active", "{alert}");
+    // endsAt as Prometheus sets it: now + 4 × max(interval, resend delay) = now + 4 s.
+    let ends = rfc3339_secs(alert["endsAt"].as_str().unwrap());
+    let starts = rfc3339_secs(alert["startsAt"].as_str().unwrap());
+    assert!(
+        starts >= t_exceeded + 1.5 && starts <= t_exceeded + 3.5,
+        "startsAt is when it fired: {alert}"
+    );
+    assert!(
+        ends > now_secs() && ends <= now_secs() + 4.5,
+        "endsAt: {alert}"
+    );
+
+    // relay-b recovers: the alert is resolved (sent once with endsAt = the resolve time)
+    // and Alertmanager no longer lists it as active.
+    let am3 = am.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if !am3
+                .alerts()
+                .iter()
+                .any(|x| x["labels"]["alertname"] == "MemHigh")
+            {
+                return Instant::now();
+            }
+            assert!(Instant::now() < deadline, "the alert was not resolved");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let recovered = Instant::now();
+    while !resolved.is_finished() {
+        a.framed.send(gauge(MEM, 50.0)).await.unwrap();
+        b.framed.send(gauge(MEM, 60.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let at = resolved.await.unwrap();
+    // Resolved at the next evaluation, not by Alertmanager's own endsAt timeout (4 s).
+    assert!(
+        at.duration_since(recovered) < Duration::from_millis(2_500),
+        "resolved after {:?}",
+        at.duration_since(recovered)
+    );
+
+    // Delivery counted per Alertmanager: the live one got alerts, the dead one failed.
+    let counted = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let sent = instant(ts_port, "tracerd_alerts_sent_total", None);
+            let errors = instant(ts_port, "tracerd_alerts_errors_total", None);
+            let v = |r: &[Value], port: u16| {
+                r.iter()
+                    .find(|s| s["metric"]["alertmanager"] == format!("http://127.0.0.1:{port}"))
+                    .map(|s| s["value"][1].as_str().unwrap().parse::<f64>().unwrap())
+            };
+            if let (Some(s), Some(e)) = (v(&sent, am_port), v(&errors, dead_port)) {
+                if s >= 2.0 && e >= 1.0 {
+                    return (s, e, v(&errors, am_port));
+                }
+            }
+            assert!(Instant::now() < deadline, "sent {sent:?} errors {errors:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(counted.2.unwrap_or(0.0), 0.0, "no failure for the live one");
+    let log = d.stderr();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("cannot send alerts to Alertmanager"))
+        .count();
+    assert!(
+        (1..=2).contains(&lines),
+        "failures logged at a bounded rate: {lines}\n{log}"
+    );
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as Alertmanager prints it.
+fn rfc3339_secs(s: &str) -> f64 {
+    let (date, time) = s.split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
+    let secs = tracerd::utc::DateTime {
+        year: d[0],
+        month: d[1] as u32,
+        day: d[2] as u32,
+        hour: t[0] as u32,
+        minute: t[1] as u32,
+        second: t[2] as u32,
+    }
+    .to_unix();
+    secs as f64 + format!("0.{frac}").parse::<f64>().unwrap()
+}
+
+#[test]
+fn validate_names_bad_rules_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_expr = dir.path().join("bad.yml");
+    std::fs::write(&bad_expr, RULES.replace("> 100", "> ")).unwrap();
+    let unknown = dir.path().join("unknown.yml");
+    std::fs::write(
+        &unknown,
+        RULES.replace("for: 2s", "for: 2s\n        fro: 1m"),
+    )
+    .unwrap();
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, RULES).unwrap();
+    let config = dir.path().join("c.yaml");
+    let write = |files: &[&Path]| {
+        let list: Vec<String> = files
+            .iter()
+            .map(|f| format!("\"{}\"", f.display()))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "networkMagic: {MAGIC}\nnetwork: null\nlogging: [{{logRoot: {}, logMode: FileMode, logFormat: ForMachine}}]\n\
+                 hasTimeseries: {{epHost: 127.0.0.1, epPort: 1}}\ntracerd:\n  alerts:\n    ruleFiles: [{}]\n",
+                dir.path().join("logs").display(),
+                list.join(", ")
+            ),
+        )
+        .unwrap();
+    };
+    let validate = || {
+        Command::new(env!("CARGO_BIN_EXE_tracerd"))
+            .arg("-c")
+            .arg(&config)
+            .arg("validate")
+            .output()
+            .unwrap()
+    };
+    write(&[&good]);
+    let out = validate();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write(&[&bad_expr, &unknown]);
+    let out = validate();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:5: group \"nodes\", rule \"MemHigh\": bad PromQL",
+            bad_expr.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&unknown.display().to_string())
+            && err.contains("unknown field `fro`")
+            && err.contains("line 8"),
+        "{err}"
+    );
+    // Rules without the history they are evaluated on are refused by the config check.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("hasTimeseries: {epHost: 127.0.0.1, epPort: 1}\n", ""),
+    )
+    .unwrap();
+    let out = validate();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs hasTimeseries"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
