@@ -100,9 +100,13 @@ fn main() -> ExitCode {
             print!("{}", config::to_yaml(&loaded.config));
             ExitCode::SUCCESS
         }
-        Command::Nodes(args) => {
-            print_or_fail("nodes", tracerd::tools::nodes(&args, &loaded.config))
-        }
+        Command::Nodes(args) => match args.what {
+            None => print_or_fail("nodes", tracerd::tools::nodes(&args.query, &loaded.config)),
+            Some(tracerd::tools::NodesCommand::Config { name, query }) => print_or_fail(
+                "nodes config",
+                tracerd::tools::node_config(&name, &query, &loaded.config),
+            ),
+        },
         Command::Status(args) => {
             print_or_fail("status", tracerd::tools::status(&args, &loaded.config))
         }

@@ -49,8 +49,9 @@ pub enum Command {
     },
     /// Print the effective config (defaults filled in) as YAML, itself a valid config file.
     PrintConfig,
-    /// List the nodes connected to the running daemon (its `/api/nodes`), as a table or JSON.
-    Nodes(crate::tools::QueryArgs),
+    /// List the nodes connected to the running daemon (its `/api/nodes`), as a table or JSON;
+    /// `tracerd nodes config NAME` prints one node's tracing configuration.
+    Nodes(crate::tools::NodesArgs),
     /// Summarise the running daemon: ready or not, nodes by protocol, objects and bytes.
     Status(crate::tools::QueryArgs),
     /// Print the man page (roff), generated from this command line: `tracerd man > tracerd.1`.

@@ -36,6 +36,7 @@ pub mod prom_api;
 mod prometheus;
 mod reply;
 pub mod timeseries;
+mod tracer_config;
 
 pub use ekg::ekg_router;
 pub use prometheus::prometheus_router;

@@ -31,6 +31,7 @@ pub fn prometheus_router(state: Arc<HttpState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/nodes", get(api_nodes))
         .route("/api/nodes/{slug}/datapoints/{name}", get(data_point))
+        .merge(super::tracer_config::routes())
         .route("/{slug}", get(node_metrics))
         .route("/{slug}/{*rest}", get(node_metrics_deep))
         .fallback(not_found)

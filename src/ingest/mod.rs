@@ -213,6 +213,9 @@ impl NodeSink {
         if let Some(tap) = &self.tap {
             tap.offer(&job.objects);
         }
+        self.lease
+            .tracer_config()
+            .offer(&job.objects, crate::node::live::now_ms());
         // The node's own budget first, so a node waiting for the global budget holds only
         // its own share; a batch larger than a budget takes all of it (and waits for it).
         let bytes = cost(&job.objects);

@@ -15,6 +15,7 @@ use crate::node::live::NodeLive;
 #[cfg(test)]
 use crate::node::names::{dir_name, NameError, MAX_NAME_BYTES};
 use crate::node::names::{slugify, RESERVED_SLUGS};
+use crate::node::tracer_config::TracerConfigSlot;
 
 /// What tracerd knows about one node name, connected or not.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct NodeEntry {
     pub live: Arc<NodeLive>,
     /// When its last session ended, until [`Nodes::take_departed`] has reported it.
     pub left_at: Option<std::time::Instant>,
+    /// The tracing configuration the node last reported, kept across its sessions.
+    pub tracer_config: Arc<TracerConfigSlot>,
 }
 
 /// A connected node as HTTP sees it.
@@ -43,6 +46,8 @@ pub struct NodeView {
     pub slug: String,
     /// Its live state.
     pub live: Arc<NodeLive>,
+    /// The tracing configuration it last reported.
+    pub tracer_config: Arc<TracerConfigSlot>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +100,7 @@ pub struct Lease {
     nodes: Nodes,
     name: String,
     live: Arc<NodeLive>,
+    tracer_config: Arc<TracerConfigSlot>,
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
     observer: Option<Box<dyn NodeMetrics>>,
@@ -242,16 +248,17 @@ impl Nodes {
             candidate = format!("{name}-{n}");
         }
         let live = Arc::new(NodeLive::new(protocol, peer));
-        let persisted_seq = match reg.nodes.get_mut(&candidate) {
+        let (persisted_seq, tracer_config) = match reg.nodes.get_mut(&candidate) {
             Some(state) => {
                 state.connected = true;
                 state.left_at = None;
                 state.live = live.clone();
-                state.persisted_seq
+                (state.persisted_seq, state.tracer_config.clone())
             }
             None => {
                 let slug = unique_slug(&reg.slugs, &candidate);
                 reg.slugs.insert(slug.clone(), candidate.clone());
+                let tracer_config = Arc::<TracerConfigSlot>::default();
                 reg.nodes.insert(
                     candidate.clone(),
                     NodeEntry {
@@ -261,9 +268,10 @@ impl Nodes {
                         persisted_seq: 0,
                         slug,
                         live: live.clone(),
+                        tracer_config: tracer_config.clone(),
                     },
                 );
-                0
+                (0, tracer_config)
             }
         };
         drop(reg);
@@ -273,6 +281,7 @@ impl Nodes {
             persisted_seq,
             name: candidate,
             live,
+            tracer_config,
         }
     }
 
@@ -305,6 +314,7 @@ impl Nodes {
                 name: n.clone(),
                 slug: s.slug.clone(),
                 live: s.live.clone(),
+                tracer_config: s.tracer_config.clone(),
             })
             .collect();
         views.sort_by(|a, b| a.name.cmp(&b.name));
@@ -320,6 +330,7 @@ impl Nodes {
             name: name.clone(),
             slug: slug.to_string(),
             live: state.live.clone(),
+            tracer_config: state.tracer_config.clone(),
         })
     }
 
@@ -344,6 +355,11 @@ impl Lease {
     /// The name this session is filed under.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The tracing configuration this node name last reported, shared with the registry.
+    pub fn tracer_config(&self) -> &Arc<TracerConfigSlot> {
+        &self.tracer_config
     }
 
     /// The node's live state (metrics, data points), shared with the registry.

@@ -1,6 +1,7 @@
 //! Commands for operators that run beside the daemon, not in it: `tracerd nodes` and
 //! `tracerd status` ask a running tracerd over its HTTP endpoint (`hasPrometheus` of the same
-//! config, or `--url`) what is connected; `tracerd man` and `tracerd completions SHELL` print
+//! config, or `--url`) what is connected, and `tracerd nodes config NAME` a node's tracing
+//! configuration; `tracerd man` and `tracerd completions SHELL` print
 //! the man page and completion scripts generated from the clap definition.
 //!
 //! The shell here is blocking (it runs before and instead of the runtime); what it reads is
@@ -33,6 +34,29 @@ pub struct QueryArgs {
     pub timeout: f64,
 }
 
+/// Options of `tracerd nodes`: the list, or one of its subcommands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodesArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+    #[command(subcommand)]
+    pub what: Option<NodesCommand>,
+}
+
+/// Subcommands of `tracerd nodes`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum NodesCommand {
+    /// Print a node's effective tracing configuration, as it last reported it (cardano-node's
+    /// `Reflection.TracerConfigInfo`), with when it did: YAML, or with `--json` the daemon's
+    /// `/api/nodes/<slug>/tracer-config` document.
+    Config {
+        /// The node's name (as `tracerd nodes` lists it) or its slug.
+        name: String,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+}
+
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -47,6 +71,12 @@ pub enum QueryError {
         url: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("no node named {name:?} is connected to tracerd at {url} (connected: {known})")]
+    NoSuchNode {
+        name: String,
+        url: String,
+        known: String,
     },
     #[error("{url}{path} answered {code}: {body}")]
     Http {
@@ -166,6 +196,40 @@ pub fn nodes(args: &QueryArgs, config: &Config) -> Result<String, QueryError> {
         ));
     }
     Ok(api::table(&nodes))
+}
+
+/// `tracerd nodes config NAME`: the node's tracing configuration document, as YAML (or the
+/// daemon's JSON with `--json`).
+pub fn node_config(name: &str, args: &QueryArgs, config: &Config) -> Result<String, QueryError> {
+    let target = args.target(config)?;
+    let timeout = args.timeout()?;
+    let nodes = api::parse_nodes(&get_ok(&target, "/api/nodes", timeout)?)?;
+    let Some(node) = nodes.iter().find(|n| n.name == name || n.slug == name) else {
+        let known: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        return Err(QueryError::NoSuchNode {
+            name: name.to_string(),
+            url: target.url(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    };
+    let path = format!("/api/nodes/{}/tracer-config", node.slug);
+    let body = get_ok(&target, &path, timeout)?;
+    let doc: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadResponse(format!("{path} is not the expected JSON: {e}")))?;
+    let mut text = if args.json {
+        doc.to_string()
+    } else {
+        serde_norway::to_string(&doc)
+            .map_err(|e| ApiError::BadResponse(format!("{path} cannot be shown as YAML: {e}")))?
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// `tracerd status`: readiness and totals over `/readyz` and `/api/nodes`.

@@ -28,3 +28,4 @@ mod shutdown;
 mod support;
 mod timeseries;
 mod tools;
+mod tracer_config;
