@@ -599,3 +599,33 @@ async fn hermod_tracer_accepts_tracerds_reforwarding() {
     let _ = hermod.kill();
     let _ = hermod.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_ends_its_downstream_connection_after_its_queue_is_sent() {
+    let b = Daemon::start_with(|dir, _| head(dir, &accept_at(dir), None), "");
+    let prom = free_port();
+    let a = Daemon::start_with(
+        |dir, _| head(dir, "null", Some(prom)),
+        &format!(
+            "hasForwarding:\n  - {{ tag: ConnectTo, contents: [\"{}\"] }}\n  - null\n  - {{ queueSize: 10000 }}\n",
+            sock(&b).display()
+        ),
+    );
+    let mut relay = FakeNode::handshake(connect_unix(&a.socket()).await, "relay-q").await;
+    send_native(&mut relay, 1..201).await;
+    wait_http(
+        prom,
+        "/metrics",
+        vec!["tracerd_reforward_connections 1\n".into()],
+    )
+    .await;
+    drop(relay);
+    // Every object reaches B, then A closes the node's downstream connection.
+    assert_eq!(wait_lines(&b.logs().join("relay-q"), 200).await.len(), 200);
+    wait_http(
+        prom,
+        "/metrics",
+        vec!["tracerd_reforward_connections 0\n".into()],
+    )
+    .await;
+}
