@@ -111,15 +111,15 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) end: i64,
     pub(crate) interval: i64,
     /// Per selector node: every series it matches over the whole query, loaded once.
-    cache: HashMap<usize, Entry>,
-    windows: HashMap<usize, Planned>,
+    cache: memo::AddrMap<Entry>,
+    windows: memo::AddrMap<Planned>,
     samples_loaded: usize,
     ticks: u32,
     /// Shared label sets without `__name__`, by the address of the shared set they came
     /// from (which the entry keeps alive, so the address is not reused).
-    unnamed: HashMap<usize, (Arc<Labels>, Arc<Labels>)>,
+    unnamed: memo::AddrMap<(Arc<Labels>, Arc<Labels>)>,
     /// Per aggregation node: the group of each shared label set, computed once a query.
-    groups: HashMap<usize, memo::GroupMemo>,
+    groups: memo::AddrMap<memo::GroupMemo>,
     /// A selection made outside the plan, for one step.
     scratch: Option<Entry>,
     /// Ids of distinct result label sets, and a per-step mark of the ids seen.
@@ -184,12 +184,12 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             interval,
-            cache: HashMap::new(),
-            windows: HashMap::new(),
+            cache: memo::AddrMap::default(),
+            windows: memo::AddrMap::default(),
             samples_loaded: 0,
             ticks: 0,
-            unnamed: HashMap::new(),
-            groups: HashMap::new(),
+            unnamed: memo::AddrMap::default(),
+            groups: memo::AddrMap::default(),
             scratch: None,
             interned: memo::Interner::default(),
             seen: Vec::new(),

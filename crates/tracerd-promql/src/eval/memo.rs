@@ -5,23 +5,47 @@
 //! address cannot be reused while the entry exists.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::Evaluator;
 use crate::model::{Labels, QueryError};
 use crate::value::{Elem, METRIC_NAME};
 
+/// A map keyed by an address (of a label set or an expression node). Addresses are the
+/// process's own, not input, so a multiplicative hash is enough and much cheaper than
+/// SipHash, which every step of a range query would pay several times per series.
+pub(crate) type AddrMap<V> = HashMap<usize, V, BuildHasherDefault<AddrHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        // The high bits folded down too: aligned addresses have zero low bits.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One id per distinct label set (by content); shared sets are found by address.
 #[derive(Default)]
 pub(crate) struct Interner {
-    by_ptr: HashMap<usize, (Arc<Labels>, usize)>,
+    by_ptr: AddrMap<(Arc<Labels>, usize)>,
     by_content: HashMap<Arc<Labels>, usize>,
 }
 
 /// Group keys of one aggregation: ids by shared label set, and the keys themselves.
 #[derive(Default)]
 pub(crate) struct GroupMemo {
-    by_ptr: HashMap<usize, (Arc<Labels>, usize)>,
+    by_ptr: AddrMap<(Arc<Labels>, usize)>,
     by_key: HashMap<Labels, usize>,
     pub(crate) keys: Vec<Arc<Labels>>,
 }
