@@ -110,6 +110,9 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) start: i64,
     pub(crate) end: i64,
     pub(crate) interval: i64,
+    /// Whether the tree is evaluated at more than one time (a range query, a subquery):
+    /// only then do the per-query memos pay for themselves.
+    pub(crate) repeats: bool,
     /// Per selector node: every series it matches over the whole query, loaded once.
     cache: memo::AddrMap<Entry>,
     windows: memo::AddrMap<Planned>,
@@ -184,6 +187,7 @@ impl<'a> Evaluator<'a> {
             start,
             end,
             interval,
+            repeats: start != end,
             cache: memo::AddrMap::default(),
             windows: memo::AddrMap::default(),
             samples_loaded: 0,
@@ -238,6 +242,7 @@ impl<'a> Evaluator<'a> {
                 self.note(key(&ms.vs), a - dur_ms(&ms.range), b, None);
             }
             Expr::Subquery(sq) => {
+                self.repeats = true;
                 let (a, b) = self.window(&sq.at, &sq.offset, lo, hi);
                 // The inner steps: multiples of the subquery's step in (a - range, b].
                 let s = self.subquery_step(sq);

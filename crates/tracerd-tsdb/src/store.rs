@@ -100,16 +100,17 @@ const PER_SERIES_OVERHEAD: usize = 320;
 struct SeriesData {
     sealed: VecDeque<Chunk>,
     head: Option<Encoder>,
+    /// The last sample of the newest sealed chunk (`sealed.back()`), kept when it is
+    /// sealed: every series seals at about the same time, and an instant query right then
+    /// must not decode a whole chunk per series to find it.
+    sealed_last: (i64, f64),
 }
 
 impl SeriesData {
     fn last(&self) -> Option<(i64, f64)> {
         match &self.head {
             Some(h) if h.count() > 0 => Some((h.maxt(), h.last_value())),
-            _ => self
-                .sealed
-                .back()
-                .and_then(|c| c.iter().last().map(|s| (s.t, s.v))),
+            _ => self.sealed.back().map(|_| self.sealed_last),
         }
     }
     fn is_empty(&self) -> bool {
@@ -205,6 +206,7 @@ impl Store {
             SeriesData {
                 sealed: VecDeque::new(),
                 head: None,
+                sealed_last: (0, 0.0),
             },
         );
         Ok(SeriesRef { id })
@@ -252,6 +254,7 @@ impl Store {
             if let Some((was, chunk)) = full {
                 delta += chunk.bytes() as isize - was as isize;
                 s.sealed.push_back(chunk);
+                s.sealed_last = (t, v);
             }
         }
         drop(shard);

@@ -89,7 +89,7 @@ impl Evaluator<'_> {
 
     fn intern(&mut self, l: &Arc<Labels>) -> usize {
         let ix = &mut self.interned;
-        let shared = Arc::strong_count(l) > 1;
+        let shared = self.repeats && Arc::strong_count(l) > 1;
         let ptr = Arc::as_ptr(l) as usize;
         if shared {
             if let Some((_, id)) = ix.by_ptr.get(&ptr) {
@@ -119,7 +119,7 @@ impl Evaluator<'_> {
         if !l.iter().any(|(n, _)| n == METRIC_NAME) {
             return;
         }
-        if Arc::strong_count(l) == 1 {
+        if Arc::strong_count(l) == 1 || !self.repeats {
             Arc::make_mut(l).retain(|(n, _)| n != METRIC_NAME);
             return;
         }
@@ -145,13 +145,14 @@ impl Evaluator<'_> {
         v: &[Elem],
         key: impl Fn(&Labels) -> Labels,
     ) -> (Vec<usize>, &GroupMemo) {
+        let repeats = self.repeats;
         let memo = self.groups.entry(node).or_default();
         if memo.by_ptr.len() >= MEMO_CAP {
             *memo = GroupMemo::default();
         }
         let mut ids = Vec::with_capacity(v.len());
         for e in v {
-            let shared = Arc::strong_count(&e.labels) > 1;
+            let shared = repeats && Arc::strong_count(&e.labels) > 1;
             let ptr = Arc::as_ptr(&e.labels) as usize;
             if shared {
                 if let Some((_, id)) = memo.by_ptr.get(&ptr) {

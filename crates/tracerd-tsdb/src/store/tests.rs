@@ -302,6 +302,23 @@ fn select_latest_returns_what_each_grid_time_reads_and_nothing_more() {
             assert_eq!(got.len(), usize::from(!want.is_empty()), "{g:?}");
         }
     }
+    // Just after a seal (no head): the newest sealed chunk's last sample.
+    let b = l(&[("__name__", "m"), ("node_name", "b")]);
+    for i in 0..8 {
+        st.append(&b, i * 1000, i as f64 + 0.25).unwrap();
+    }
+    let g = Grid {
+        start: 9_000,
+        end: 9_000,
+        step: 0,
+        lookback: 300_000,
+    };
+    let got = st.select_latest(&[eq("node_name", "b")], &g).unwrap();
+    assert_eq!(got[0].samples, [Sample { t: 7000, v: 7.25 }]);
+    assert!(
+        st.append(&b, 7000, 1.0).is_err(),
+        "the last sample is known"
+    );
 }
 
 #[test]
