@@ -552,3 +552,32 @@ async fn data_points_are_fetched_from_the_node_on_demand_over_http() {
     );
     cancel.cancel();
 }
+
+/// Issue 12, point 10 for Cardano: two nodes whose `niName`s differ but sanitise to one
+/// directory name (`x y`, `x\ty` → `x_y`) are two nodes: the second, connecting after the
+/// first left, gets a collision suffix and its own directory, not the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_that_sanitise_alike_stay_distinct_nodes() {
+    let d = start_accept_at();
+    let first = Arc::new(SimNode::new("x y", MAGIC));
+    first.push(objects("x y", 0..10));
+    let (cancel, task) = run_sim(&first, connect(&accept_at(&d)).await, Mode::Initiator);
+    wait_seqs(&d.logs().join("x_y"), 10).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = Arc::new(SimNode::new("x\ty", MAGIC));
+    second.push(objects("x\ty", 0..7));
+    let (cancel, task) = run_sim(&second, connect(&accept_at(&d)).await, Mode::Initiator);
+    assert_eq!(
+        wait_seqs(&d.logs().join("x_y-2"), 7).await,
+        (0..7).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        complete_lines(&d.logs().join("x_y")).len(),
+        10,
+        "the first node's directory grew"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

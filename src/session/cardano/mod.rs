@@ -441,7 +441,11 @@ impl Pump {
                 .await;
         }
         let connected = self.shared.nodes.connected();
-        let (name, source) = naming::choose(node_info.as_deref(), &self.peer, &connected);
+        let naming::Chosen {
+            name,
+            identity,
+            source,
+        } = naming::choose(node_info.as_deref(), &self.peer, &connected);
         match source {
             Source::NodeInfo => {}
             Source::NoNodeInfo => tracing::info!(peer = %self.peer, node = %name,
@@ -451,7 +455,7 @@ impl Pump {
         }
         let sink = self
             .shared
-            .open_sink(&name, &self.peer, Protocol::Cardano)
+            .open_sink_as(&name, &identity, &self.peer, Protocol::Cardano)
             .await?;
         let (tx, rx) = mpsc::channel(DATA_POINT_QUEUE);
         sink.lease().serve_data_points(tx);
@@ -459,8 +463,9 @@ impl Pump {
         for update in self.stash_metrics.drain(..) {
             sink.lease().apply_metrics(update);
         }
+        // The registry's name: `name`, or with a collision suffix for another identity.
+        self.name = Some(sink.name().to_string());
         self.sink = Some(sink);
-        self.name = Some(name);
         if let Some(objects) = self.stash_traces.take() {
             self.write(objects).await?;
             self.request_traces(framed).await?;
