@@ -329,14 +329,17 @@ pub fn start(
             let every = Duration::from_millis(g.group.interval_ms.max(1) as u64);
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            // Evaluation times follow the group's schedule (as Prometheus's), not the moment
+            // the blocking pool ran the pass, so `for` is counted in whole intervals.
+            let (start, start_ms) = (tokio::time::Instant::now(), crate::history::now_ms());
             loop {
-                tokio::select! {
+                let at = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
+                    at = tick.tick() => at,
+                };
+                let now = start_ms + at.saturating_duration_since(start).as_millis() as i64;
                 let (a, s, gr) = (alerts.clone(), store.clone(), g.clone());
                 let pass = tokio::task::spawn_blocking(move || {
-                    let now = crate::history::now_ms();
                     let out = evaluate_group(&s, &gr, now, a.resend_delay_ms, &a.metrics);
                     a.update_active();
                     a.notifier.enqueue(out);

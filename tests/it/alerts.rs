@@ -156,8 +156,8 @@ async fn an_alert_reaches_alertmanager_and_resolves() {
     }
     let (alert, count, at) = firing.await.unwrap();
     let took = at.duration_since(exceeded);
-    // `for` (2 s) + one interval (1 s), plus the 100 ms poll and delivery.
-    assert!(took <= Duration::from_millis(3_500), "took {took:?}");
+    // `for` (2 s) + one interval (1 s), plus the 100 ms poll and delivery under load.
+    assert!(took <= Duration::from_millis(3_800), "took {took:?}");
     assert!(
         took >= Duration::from_secs(2),
         "fired before `for`: {took:?}"
@@ -346,5 +346,194 @@ fn validate_names_bad_rules_with_file_and_line() {
         String::from_utf8_lossy(&out.stderr).contains("needs hasTimeseries"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shipped rule files are accepted by promtool (as Prometheus would load them) and by
+/// `tracerd validate` through the example config.
+#[test]
+fn shipped_rules_pass_promtool_and_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(root.join("config/alerts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .args(&files)
+        .output()
+        .expect(
+            "promtool is not installed: apt-get install prometheus (./test.sh does it as root)",
+        );
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .args(["-c", "config/examples/alerts.yaml", "validate"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A node killed mid-stream fires the shipped NodeDisconnected rule (its threshold and
+/// `for` shortened for the test) at Alertmanager, while two nodes that keep streaming do
+/// not, and lose nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_fires_the_disconnect_rule() {
+    let am_port = free_port();
+    let am = tokio::task::spawn_blocking(move || Alertmanager::start(am_port))
+        .await
+        .unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/alerts/nodes.yml")).unwrap();
+    let fast = shipped
+        .replace(
+            "tracerd_node_last_message_timestamp_seconds[1h])) > 30",
+            "tracerd_node_last_message_timestamp_seconds[1h])) > 1",
+        )
+        .replace("interval: 5s", "interval: 500ms")
+        .replace("for: 10s", "for: 1s");
+    assert_ne!(fast, shipped);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("nodes.yml");
+    std::fs::write(&rules, fast).unwrap();
+    let ts_port = free_port();
+    let d = Daemon::start(&format!(
+        "  history: {{sampleIntervalSecs: 0.2}}\n  alerts:\n    ruleFiles: [\"{}\"]\n    \
+         alertmanagers: [\"http://127.0.0.1:{am_port}\"]\n\
+         hasTimeseries: {{epHost: 127.0.0.1, epPort: {ts_port}}}\n",
+        rules.display()
+    ));
+    let mut a = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-a").await;
+    let mut b = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-b").await;
+    let mut victim = FakeNode::handshake(connect_tcp(d.tcp_port).await, "victim").await;
+    // It streams for a second (several history samples), then is killed mid-stream.
+    for i in 0..10u64 {
+        victim.send_batch(1 + 10 * i, 10, 16).await;
+        victim.wait_ack(10 * (i + 1)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    victim.send_batch(101, 5, 16).await;
+    drop(victim); // killed mid-stream: the socket closes with nothing more
+    let am2 = std::sync::Arc::new(am);
+    let am3 = am2.clone();
+    let fired = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = am3.alerts();
+            let names: Vec<_> = got
+                .iter()
+                .filter(|x| x["labels"]["alertname"] == "NodeDisconnected")
+                .map(|x| x["labels"]["node_name"].as_str().unwrap_or("").to_string())
+                .collect();
+            if !names.is_empty() {
+                return (names, got);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "NodeDisconnected never fired: {got:?} {:?}",
+                instant(
+                    ts_port,
+                    "time() - max by (node_name) (max_over_time(tracerd_node_last_message_timestamp_seconds[1h]))",
+                    None
+                )
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let (mut seq, mut n) = (1u64, 0);
+    while !fired.is_finished() {
+        for node in [&mut a, &mut b] {
+            node.send_batch(seq, 20, 64).await;
+        }
+        for node in [&mut a, &mut b] {
+            node.wait_ack(seq + 19).await;
+        }
+        seq += 20;
+        n += 1;
+        assert!(n < 400, "bounded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (names, got) = fired.await.unwrap();
+    assert_eq!(names, vec!["victim".to_string()], "{got:?}");
+    let alert = got
+        .iter()
+        .find(|x| x["labels"]["alertname"] == "NodeDisconnected")
+        .unwrap();
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "Node victim is disconnected"
+    );
+    // The streaming nodes lost nothing.
+    for name in ["relay-a", "relay-b"] {
+        let want: Vec<u64> = (1..seq).collect();
+        assert_eq!(seqs(&d.logs().join(name)), want, "{name}");
+    }
+}
+
+/// `config/examples/alerts.yaml` runs as is from the repository root (a copy of the layout in
+/// a temporary directory): the history and the shipped rules load, every rule evaluates
+/// without failure on the real store, and an Alertmanager at 127.0.0.1:9093 is its target.
+#[test]
+fn the_alerts_example_runs_as_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "config/examples/alerts.yaml",
+        "config/alerts/nodes.yml",
+        "config/alerts/tracerd.yml",
+    ] {
+        std::fs::create_dir_all(dir.path().join(f).parent().unwrap()).unwrap();
+        std::fs::copy(root.join(f), dir.path().join(f)).unwrap();
+    }
+    let _ports = crate::history::PortsLock::take();
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .args(["-c", "config/examples/alerts.yaml"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+    let result = loop {
+        if child.try_wait().unwrap().is_some() {
+            break Err(format!("tracerd exited:\n{}", log()));
+        }
+        if std::net::TcpStream::connect("127.0.0.1:12808").is_ok() {
+            let (_, _, text) = http_get(12808, "/metrics", &[]);
+            if metric(&text, "tracerd_alerts_rule_evaluations_total").unwrap_or(0.0) >= 7.0 {
+                break Ok(text);
+            }
+        }
+        if Instant::now() > deadline {
+            break Err(format!("no evaluations:\n{}", log()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = result.unwrap();
+    assert_eq!(
+        metric(&text, "tracerd_alerts_rule_evaluation_failures_total"),
+        Some(0.0),
+        "{}",
+        log()
+    );
+    assert!(log().contains("alerting rules loaded"), "{}", log());
+    assert!(
+        log().contains("groups=2") && log().contains("alertmanagers=1"),
+        "{}",
+        log()
     );
 }

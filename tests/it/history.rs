@@ -252,10 +252,10 @@ async fn history_answers_prometheus_queries_and_forgets_a_node_that_left() {
 /// Holds the machine-wide lock of the embedded defaults' fixed ports (3179, 12808, 12818),
 /// so concurrent test runs (other worktrees) take turns instead of failing to bind: a
 /// listener on an abstract Unix socket name, released when the test (or its process) ends.
-struct PortsLock(#[allow(dead_code)] std::os::unix::net::UnixListener);
+pub struct PortsLock(#[allow(dead_code)] std::os::unix::net::UnixListener);
 
 impl PortsLock {
-    fn take() -> PortsLock {
+    pub fn take() -> PortsLock {
         use std::os::linux::net::SocketAddrExt;
         let addr =
             std::os::unix::net::SocketAddr::from_abstract_name(b"tracerd-default-ports").unwrap();
