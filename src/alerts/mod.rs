@@ -10,6 +10,7 @@
 //! * This file: the `tracerd_alerts_*` metrics, [`evaluate_group`] (one evaluation of one
 //!   group at a given time, on the blocking pool) and [`start`], the thin timer task per group and the sender.
 
+pub mod api;
 pub mod notify;
 pub mod rules;
 pub mod state;

@@ -13,7 +13,7 @@ enum Part {
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template(Vec<Part>);
+pub struct Template(Vec<Part>, String);
 
 impl Template {
     /// Parses `s`; an action other than the supported four is an error naming it.
@@ -54,7 +54,12 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Template(parts))
+        Ok(Template(parts, s.to_string()))
+    }
+
+    /// The template as written.
+    pub fn raw(&self) -> &str {
+        &self.1
     }
 
     /// Expands the template for one alert: its series' labels and value (a missing label

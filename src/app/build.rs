@@ -220,7 +220,7 @@ pub async fn build(
         let router = http::prom_api::endpoint_router(
             h.store().clone(),
             history_api(shared.nodes.clone(), shared.telemetry.clone()),
-            http::timeseries::router(ts),
+            http::timeseries::router(ts).merge(crate::alerts::api::router(alerts.clone())),
             http_state.clone(),
         );
         http_listeners.push((l, router));

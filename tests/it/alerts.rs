@@ -186,6 +186,41 @@ async fn an_alert_reaches_alertmanager_and_resolves() {
         "endsAt: {alert}"
     );
 
+    // Prometheus's alert and rule routes on the hasTimeseries endpoint (Grafana reads them).
+    let (status, v) = crate::history::get_json(ts_port, "/api/v1/alerts");
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &Value::from("success")),
+        "{v}"
+    );
+    let listed = v["data"]["alerts"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{v}");
+    assert_eq!(listed[0]["state"], "firing", "{v}");
+    assert_eq!(listed[0]["labels"]["node_name"], "relay-b", "{v}");
+    assert_eq!(listed[0]["value"], "150", "{v}");
+    let (status, v) = crate::history::get_json(ts_port, "/api/v1/rules");
+    assert_eq!(status, 200, "{v}");
+    let group = &v["data"]["groups"][0];
+    assert_eq!(
+        (&group["name"], &group["interval"]),
+        (&Value::from("nodes"), &Value::from(1.0)),
+        "{v}"
+    );
+    let rule = &group["rules"][0];
+    assert_eq!(rule["name"], "MemHigh", "{v}");
+    assert_eq!(rule["state"], "firing", "{v}");
+    assert_eq!(rule["health"], "ok", "{v}");
+    assert_eq!(rule["type"], "alerting", "{v}");
+    assert_eq!(rule["duration"], 2.0, "{v}");
+    assert_eq!(
+        rule["query"], "cardano_node_metrics_Mem_resident_int > 100",
+        "{v}"
+    );
+    assert_eq!(
+        rule["annotations"]["summary"], "{{ $labels.node_name }} uses {{ $value }} bytes",
+        "{v}"
+    );
+
     // relay-b recovers: the alert is resolved (sent once with endsAt = the resolve time)
     // and Alertmanager no longer lists it as active.
     let am3 = am.clone();
