@@ -173,8 +173,16 @@ fn settled_time(prom: u16, hist: u16, after: f64) -> f64 {
         let sampled = newest(hist, "tracerd_nodes_connected", now);
         if scraped >= after && sampled >= after {
             // A moment later, so both have that sample within their lookback at `t`.
-            std::thread::sleep(Duration::from_millis(100));
-            return scraped.max(sampled) + 0.05;
+            let t = scraped.max(sampled) + 0.05;
+            // A scrape that timed out (250 ms, on a loaded machine) records `up` 0 and marks
+            // every series stale: compare only at a `t` whose last scrape succeeded, asked
+            // once every scrape begun by `t` has ended.
+            std::thread::sleep(Duration::from_secs_f64((t + 0.35 - now_secs()).max(0.1)));
+            let up = instant(prom, "min(up)", Some(t));
+            if up.first().is_some_and(|s| s["value"][1] == "1") {
+                return t;
+            }
+            eprintln!("the scrape before {t} failed; waiting for the next");
         }
         assert!(
             Instant::now() < deadline,

@@ -13,8 +13,27 @@ use tracerd::native::NodeMessage;
 use crate::support::*;
 
 /// A minimal HTTP/1.1 GET over a fresh loopback connection: (status, content type, body).
+/// Connects to a daemon's HTTP port, waiting up to 15 s while nothing listens there yet: a
+/// test may ask right after the daemon has bound its node socket but before its HTTP endpoint
+/// is up (seen under load). Any other error, or a port still refused after that, fails the test.
+pub fn connect_http(port: u16) -> std::net::TcpStream {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("HTTP port {port}: {e}"),
+        }
+    }
+}
+
 pub fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = connect_http(port);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {

@@ -19,7 +19,7 @@ const UPDATES: i64 = 30;
 
 /// `method path` with a form body on `port`: (status, content type, body).
 fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = crate::http::connect_http(port);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\

@@ -106,7 +106,7 @@ async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 /// `PUT path` with a JSON body: (status, body).
 fn http_put(port: u16, path: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = crate::http::connect_http(port);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
