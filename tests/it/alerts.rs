@@ -572,3 +572,72 @@ fn the_alerts_example_runs_as_is() {
         log()
     );
 }
+
+/// An Alertmanager stopped while an alert fires (and started again empty, on the same
+/// address) gets the alert again within an interval or so: firing alerts are resent at
+/// every evaluation; the failures meanwhile are logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alertmanager_back_from_a_restart_gets_the_firing_alert() {
+    let am_port = free_port();
+    let am = tokio::task::spawn_blocking(move || Alertmanager::start(am_port))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(&rules, RULES.replace("for: 2s", "for: 0s")).unwrap();
+    let ts_port = free_port();
+    let d = Daemon::start(&format!(
+        "  history: {{sampleIntervalSecs: 0.5}}\n  alerts:\n    ruleFiles: [\"{}\"]\n    \
+         alertmanagers: [\"http://127.0.0.1:{am_port}\"]\n\
+         hasTimeseries: {{epHost: 127.0.0.1, epPort: {ts_port}}}\n",
+        rules.display()
+    ));
+    let mut b = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-b").await;
+    let wait_alert = |am: std::sync::Arc<Alertmanager>| {
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !am
+                .alerts()
+                .iter()
+                .any(|x| x["labels"]["alertname"] == "MemHigh")
+            {
+                assert!(Instant::now() < deadline, "no alert at Alertmanager");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let am = std::sync::Arc::new(am);
+    let first = wait_alert(am.clone());
+    while !first.is_finished() {
+        b.framed.send(gauge(MEM, 150.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    first.await.unwrap();
+    drop(am); // stopped (its data directory goes with it)
+    for _ in 0..10 {
+        b.framed.send(gauge(MEM, 150.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let am = tokio::task::spawn_blocking(move || Alertmanager::start(am_port))
+        .await
+        .unwrap();
+    let am = std::sync::Arc::new(am);
+    assert!(am.alerts().is_empty(), "a fresh Alertmanager");
+    let back = Instant::now();
+    let again = wait_alert(am.clone());
+    while !again.is_finished() {
+        b.framed.send(gauge(MEM, 150.0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    again.await.unwrap();
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        back.elapsed()
+    );
+    assert!(
+        d.stderr().contains("cannot send alerts to Alertmanager"),
+        "{}",
+        d.stderr()
+    );
+}
