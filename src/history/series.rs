@@ -140,21 +140,9 @@ fn read_labels<'a>(mut s: &'a str, labels: &mut Labels) -> Option<&'a str> {
         }
         let eq = s.find('=')?;
         let key = &s[..eq];
-        s = s[eq + 1..].strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let close = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()? {
-                    (_, 'n') => value.push('\n'),
-                    (_, c) => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
+        let (value, after) = exposition::read_label_value(&s[eq + 1..])?;
         labels.push((key.to_string(), value));
-        s = &s[close + 1..];
+        s = after;
         if let Some(rest) = s.strip_prefix(',') {
             s = rest;
         }

@@ -266,21 +266,9 @@ pub fn parse_label_set(text: &str) -> Option<Vec<(&str, String)>> {
             return None;
         }
         rest = rest[end..].trim_start().strip_prefix('=')?;
-        rest = rest.trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let close = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()? {
-                    (_, 'n') => value.push('\n'),
-                    (_, c) => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
+        let (value, after) = read_label_value(rest.trim_start())?;
         labels.push((key, value));
-        rest = rest[close + 1..].trim_start();
+        rest = after.trim_start();
         if let Some(after) = rest.strip_prefix(',') {
             rest = after;
         } else if !rest.starts_with('}') {
@@ -292,6 +280,25 @@ pub fn parse_label_set(text: &str) -> Option<Vec<(&str, String)>> {
         return None;
     }
     Some(labels)
+}
+
+/// Reads one quoted label value as the exposition writes it (`"..."`, with `\\`, `\"` and
+/// `\n` escapes) from the start of `s`: the unescaped value and what follows the closing quote.
+pub fn read_label_value(s: &str) -> Option<(String, &str)> {
+    let s = s.strip_prefix('"')?;
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    let close = loop {
+        match chars.next()? {
+            (i, '"') => break i,
+            (_, '\\') => match chars.next()? {
+                (_, 'n') => value.push('\n'),
+                (_, c) => value.push(c),
+            },
+            (_, c) => value.push(c),
+        }
+    };
+    Some((value, &s[close + 1..]))
 }
 
 /// Appends `value` escaped for a label value (`\`, `"`, newline).

@@ -26,7 +26,8 @@ fn empty_object() -> TraceObject {
     }
 }
 
-fn status_kib(pid: u32, key: &str) -> u64 {
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`).
+pub fn status_kib(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(key))

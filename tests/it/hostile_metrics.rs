@@ -9,16 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracerd::model::{MetricValue, MetricsUpdate};
 use tracerd::native::NodeMessage;
 
+use crate::hostile_ingest::status_kib;
 use crate::hostile_logs::{machine_seqs, stream};
 use crate::support::*;
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
 
 /// `tracerd.limits.metricBytes` of the test.
 const METRIC_BYTES: u64 = 12 << 20;
