@@ -396,6 +396,10 @@ impl Drop for NodeRecorder {
         for e in entries.values_mut() {
             self.history.put(e, now, stale_nan());
         }
+        // A sampling pass that took this node's series from `live` just before the removal
+        // above must find nothing to repeat: a repeat after the marker would bring a departed
+        // node back for a lookback window.
+        entries.clear();
     }
 }
 

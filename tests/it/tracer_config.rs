@@ -125,6 +125,10 @@ fn http_put(port: u16, path: &str, body: &str) -> (u16, String) {
 
 /// Lines under a node's directory whose `ns` is not the configuration trace.
 fn forwarded(dir: &Path) -> Vec<u64> {
+    // Polled from before the node's first batch: its directory may not exist yet.
+    if !dir.exists() {
+        return Vec::new();
+    }
     let mut seqs: Vec<u64> = read_node_lines(dir)
         .iter()
         .filter_map(|l| l["data"]["seq"].as_u64())
