@@ -8,6 +8,11 @@ cd "$(dirname "$0")"
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)         # promtool + the server
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)  # alerts e2e
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)  # remote_write e2e
+[ -x /usr/sbin/clickhouse-server ] || missing+=(clickhouse-server)   # traces shipped to ClickHouse
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)           # the live view's browser tests
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) # WebDriver for chromium
+command -v tshark >/dev/null 2>&1 || missing+=(tshark)               # reads back packet captures
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)     # verifies deploy/'s units
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)  # the unit's filter
 python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || need_pip=1
