@@ -36,8 +36,10 @@ pub struct Built {
     pub dial: Vec<Address>,
     /// The HTTP endpoints' state.
     pub http_state: Arc<HttpState>,
-    /// HTTP listeners and their routers.
-    pub http_listeners: Vec<(TcpListener, axum::Router)>,
+    /// HTTP listeners, their routers and, for HTTPS endpoints, their TLS config.
+    pub http_listeners: Vec<HttpListener>,
+    /// Certificate stores re-read on SIGHUP (`tlsCertificate`).
+    pub tls_stores: Vec<Arc<crate::transport::tls::CertStore>>,
     /// Reload counters.
     pub reload_metrics: ReloadMetrics,
     /// Socket files tracerd created, removed at shutdown.
@@ -49,6 +51,9 @@ pub struct Built {
     /// Re-forwarding (`hasForwarding`) and, for `AcceptAt`, its bound listener.
     pub reforward: Option<(Arc<Reforwarder>, Option<Listener>)>,
 }
+
+/// An HTTP endpoint ready to serve: listener, router, TLS config for HTTPS.
+pub type HttpListener = (TcpListener, axum::Router, Option<Arc<rustls::ServerConfig>>);
 
 /// Prepares the log roots, binds every listener and constructs the shared state.
 pub async fn build(
@@ -197,18 +202,36 @@ pub async fn build(
         config.prometheus_labels.clone(),
     ));
     let mut http_listeners = Vec::new();
+    let cert_store = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || http::tls::open_store(&config))
+            .await
+            .context("reading tlsCertificate")?
+            .context("tlsCertificate")?
+    };
+    let endpoint_tls = |key: &str, ep: &crate::config::Endpoint| {
+        let tls = http::tls::endpoint_config(ep, cert_store.as_ref())
+            .with_context(|| format!("{key}: TLS"))?;
+        if tls.is_some() {
+            tracing::info!(endpoint = key, "serving HTTPS only (epForceSSL)");
+        }
+        anyhow::Ok(tls)
+    };
     if let Some(ep) = &config.has_prometheus {
         let l = http::bind(ep).await.context("binding hasPrometheus")?;
         tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
-        http_listeners.push((l, http::prometheus_router(http_state.clone())));
+        let tls = endpoint_tls("hasPrometheus", ep)?;
+        http_listeners.push((l, http::prometheus_router(http_state.clone()), tls));
     }
     if let Some(ep) = &config.has_ekg {
         let l = http::bind(ep).await.context("binding hasEKG")?;
         tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
-        http_listeners.push((l, http::ekg_router(http_state.clone())));
+        let tls = endpoint_tls("hasEKG", ep)?;
+        http_listeners.push((l, http::ekg_router(http_state.clone()), tls));
     }
     if let (Some(ep), Some(h)) = (&config.has_timeseries, &history) {
         let l = http::bind(ep).await.context("binding hasTimeseries")?;
+        let tls = endpoint_tls("hasTimeseries", ep)?;
         tracing::info!(listen = %describe(&l), "serving the metric history (Prometheus query API and /timeseries) over HTTP");
         // cardano-tracer's /timeseries routes; its minimum retention is ekgRequestFreq.
         let mut ts = http::timeseries::TimeseriesApi::new(
@@ -223,9 +246,10 @@ pub async fn build(
             http::timeseries::router(ts).merge(crate::alerts::api::router(alerts.clone())),
             http_state.clone(),
         );
-        http_listeners.push((l, router));
+        http_listeners.push((l, router, tls));
     }
     Ok(Built {
+        tls_stores: cert_store.into_iter().collect(),
         history,
         alerts,
         shared,

@@ -57,6 +57,21 @@ pub struct Options {
 
 /// Runs tracerd with `config` until `shutdown` resolves, then drains and returns.
 ///
+/// Re-reads every certificate store (SIGHUP): a store that fails keeps its pair, and says why.
+async fn reload_certificates(stores: &[Arc<crate::transport::tls::CertStore>]) {
+    for store in stores {
+        let s = store.clone();
+        let result = tokio::task::spawn_blocking(move || s.reload()).await;
+        let cert = store.files().cert.display().to_string();
+        match result {
+            Ok(Ok(())) => tracing::info!(%cert, "TLS certificate and key re-read"),
+            Ok(Err(e)) => tracing::error!(%cert, error = %crate::errors::error_chain(&e),
+                "TLS certificate not reloaded; the previous one stays in force"),
+            Err(e) => tracing::error!(%cert, error = %e, "TLS certificate reload failed"),
+        }
+    }
+}
+
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
 /// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
 /// `options.config_path` (see [`crate::running::reload`]).
@@ -81,6 +96,7 @@ pub async fn run(
         dial,
         http_state,
         http_listeners,
+        tls_stores,
         reload_metrics,
         socket_paths,
         history,
@@ -95,11 +111,13 @@ pub async fn run(
     let http_cancel = CancellationToken::new();
     let http_tracker = TaskTracker::new();
     let mut http_described = Vec::new();
-    for (listener, router) in http_listeners {
-        http_described.push(format!("http://{}", build::describe(&listener)));
+    for (listener, router, tls) in http_listeners {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        http_described.push(format!("{scheme}://{}", build::describe(&listener)));
         http_tracker.spawn(http::serve(
             listener,
             router,
+            tls,
             http_cancel.clone(),
             http_tracker.clone(),
         ));
@@ -198,6 +216,7 @@ pub async fn run(
                 tracing::info!(signal = "SIGHUP", config = %path.display(), "reloading config");
                 let before = live.current().config.tracerd.min_log_severity;
                 reload::reload(path, &live, &reload_metrics).await;
+                reload_certificates(&tls_stores).await;
                 let after = live.current().config.tracerd.min_log_severity;
                 if let (Some(set), true) = (&set_log_level, before != after) {
                     let level = after.unwrap_or(MinSeverity::Info);

@@ -48,7 +48,7 @@ pub struct Config {
     /// node's metrics as they arrived (`tracerd.history` bounds it). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_timeseries: Option<Endpoint>,
-    /// TLS for the HTTP endpoints: parsed, not served.
+    /// TLS for the HTTP endpoints that set `epForceSSL: true` (`http::tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_certificate: Option<TlsCertificate>,
     /// Log targets; each is written in parallel.
@@ -99,7 +99,7 @@ pub struct Endpoint {
     pub ep_host: String,
     /// Port to bind.
     pub ep_port: u16,
-    /// Serve HTTPS only (not supported; validation warns and serves plain HTTP).
+    /// Serve HTTPS only, with `tlsCertificate` (without it: plain HTTP and a warning).
     #[serde(
         default,
         rename = "epForceSSL",

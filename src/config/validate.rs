@@ -115,38 +115,38 @@ pub(super) fn validate(
             None => problem("metricsHelp", not_probed(&path.display())),
         }
     }
+    let mut any_tls = false;
     for (key, endpoint) in [
         ("hasPrometheus", &config.has_prometheus),
         ("hasEKG", &config.has_ekg),
+        ("hasTimeseries", &config.has_timeseries),
     ] {
         let Some(ep) = endpoint else { continue };
-        if ep.ep_host.is_empty() {
+        if ep.ep_host.is_empty() && key != "hasTimeseries" {
             problem(&format!("{key}.epHost"), "must not be empty".to_string());
         }
         if ep.ep_force_ssl == Some(true) {
-            warnings.push(Problem {
-                key: format!("{key}.epForceSSL"),
-                line: None,
-                message: "TLS is not supported yet: serving plain HTTP (as cardano-tracer does \
-                          without a certificate); put a TLS proxy in front"
-                    .to_string(),
-            });
+            any_tls = true;
+            if config.tls_certificate.is_none() {
+                // cardano-tracer's MissingCertificate: it serves plain HTTP.
+                warnings.push(Problem {
+                    key: format!("{key}.epForceSSL"),
+                    line: None,
+                    message: "no tlsCertificate is configured: serving plain HTTP (as \
+                              cardano-tracer does)"
+                        .to_string(),
+                });
+            }
         }
     }
-    // cardano-tracer features tracerd parses and keeps but does not serve: say so.
-    let unsupported = [(
-        "tlsCertificate",
-        config.tls_certificate.is_some(),
-        "HTTPS is not supported yet; put a TLS proxy in front of the HTTP endpoints",
-    )];
-    for (key, present, message) in unsupported {
-        if present {
-            warnings.push(Problem {
-                key: key.to_string(),
-                line: None,
-                message: message.to_string(),
-            });
-        }
+    if config.tls_certificate.is_some() && !any_tls {
+        warnings.push(Problem {
+            key: "tlsCertificate".to_string(),
+            line: None,
+            message: "no HTTP endpoint has epForceSSL: true, so every endpoint serves plain \
+                      HTTP (as cardano-tracer does)"
+                .to_string(),
+        });
     }
     if let Some(Err(found)) = config.has_forwarding.as_ref().map(super::forwarding::parse) {
         for (key, message) in found {

@@ -36,6 +36,7 @@ pub mod prom_api;
 mod prometheus;
 mod reply;
 pub mod timeseries;
+pub mod tls;
 mod tracer_config;
 
 pub use ekg::ekg_router;
@@ -220,15 +221,18 @@ pub async fn bind(endpoint: &Endpoint) -> Result<TcpListener, HttpError> {
 /// Serves `router` on `listener` until `cancel` fires; each connection is a task on
 /// `tracker`, finishing its in-flight request before it closes. Accepting, the socket cap
 /// and backoff are the shared loop of `crate::transport`; who may hold a slot is [`conns`]'s.
+/// With `tls`, the endpoint serves HTTPS only (see [`tls`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(conns::MAX_SOCKETS));
     let server = Arc::new(Server {
         router,
+        tls,
         conns: Arc::new(conns::Conns::default()),
     });
     server
@@ -239,6 +243,7 @@ pub async fn serve(
 /// The HTTP side of an accept loop: one hyper connection per accepted stream.
 struct Server {
     router: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     conns: Arc<conns::Conns>,
 }
 
@@ -249,6 +254,46 @@ impl Acceptor for Server {
             Ok(t) => t,
             Err(refusal) => return self.conns.refused(&peer, refusal.reason()),
         };
+        match (&self.tls, stream) {
+            (Some(config), tokio_util::either::Either::Left(tcp)) => {
+                // The handshake runs under the header deadline, in the slot it was admitted to.
+                let accepted = tokio::select! {
+                    a = tls::accept(tcp, config.clone(), HEADER_READ_TIMEOUT) => a,
+                    _ = ticket.evicted.cancelled() => return,
+                    _ = cancel.cancelled() => return,
+                };
+                match accepted {
+                    tls::Accepted::Tls(s) => self.serve_io(*s, peer, ticket, cancel).await,
+                    tls::Accepted::Refused(why) => {
+                        tracing::debug!(%peer, why, "HTTPS connection refused");
+                    }
+                }
+            }
+            (_, stream) => self.serve_io(stream, peer, ticket, cancel).await,
+        }
+    }
+
+    fn refused(&self, peer: &str) {
+        self.conns
+            .refused(peer, "too many HTTP sockets open at once");
+    }
+
+    fn accept_failed(&self, _: &Listener, error: &std::io::Error, backoff: Duration) {
+        tracing::error!(%error, "HTTP accept failed; retrying in {backoff:?}");
+    }
+}
+
+impl Server {
+    /// Serves HTTP/1.1 on `io` (plain or TLS) in the slot of `ticket`.
+    async fn serve_io<S>(
+        &self,
+        io: S,
+        peer: String,
+        ticket: conns::Ticket,
+        cancel: CancellationToken,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let inner = hyper_util::service::TowerToHyperService::new(self.router.clone());
         let (conns, slot) = (self.conns.clone(), ticket.state.clone());
         // Busy from the request head until its response body is dropped (written or not).
@@ -264,7 +309,7 @@ impl Acceptor for Server {
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let mut conn = std::pin::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
@@ -288,15 +333,6 @@ impl Acceptor for Server {
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
         }
-    }
-
-    fn refused(&self, peer: &str) {
-        self.conns
-            .refused(peer, "too many HTTP sockets open at once");
-    }
-
-    fn accept_failed(&self, _: &Listener, error: &std::io::Error, backoff: Duration) {
-        tracing::error!(%error, "HTTP accept failed; retrying in {backoff:?}");
     }
 }
 

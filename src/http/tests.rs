@@ -386,6 +386,7 @@ async fn the_header_deadline_holds_against_trickling_and_silence() {
     let server = tokio::spawn(serve(
         listener,
         Router::new(),
+        None,
         cancel.clone(),
         tracker.clone(),
     ));

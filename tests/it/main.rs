@@ -3,6 +3,7 @@
 mod alerts;
 mod architecture;
 mod cardano;
+mod certs;
 mod cli;
 mod config;
 mod config_values;
@@ -27,5 +28,6 @@ mod service;
 mod shutdown;
 mod support;
 mod timeseries;
+mod tls;
 mod tools;
 mod tracer_config;
