@@ -38,6 +38,8 @@ pub struct Built {
     pub http_state: Arc<HttpState>,
     /// HTTP listeners, their routers and, for HTTPS endpoints, their TLS config.
     pub http_listeners: Vec<HttpListener>,
+    /// HTTP authentication, re-read on SIGHUP (`tracerd.httpAuth`), when set.
+    pub http_auth: Option<Arc<http::auth::Auth>>,
     /// Certificate stores re-read on SIGHUP (`tlsCertificate`).
     pub tls_stores: Vec<Arc<crate::transport::tls::CertStore>>,
     /// Reload counters.
@@ -209,6 +211,19 @@ pub async fn build(
             .context("reading tlsCertificate")?
             .context("tlsCertificate")?
     };
+    let http_auth = {
+        let settings = config.tracerd.http_auth.clone();
+        let metrics = http::auth::AuthMetrics::register(&shared.telemetry.registry);
+        let auth = tokio::task::spawn_blocking(move || http::auth::Auth::load(&settings, metrics))
+            .await
+            .context("reading tracerd.httpAuth")?
+            .map_err(|(key, e)| anyhow::anyhow!("{key}: {}", crate::errors::error_chain(&e)))?;
+        Some(Arc::new(auth)).filter(|a| a.enabled())
+    };
+    let protect = |router: axum::Router, kind| match &http_auth {
+        Some(auth) => http::auth::protect(router, auth.clone(), kind),
+        None => router,
+    };
     let endpoint_tls = |key: &str, ep: &crate::config::Endpoint| {
         let tls = http::tls::endpoint_config(ep, cert_store.as_ref())
             .with_context(|| format!("{key}: TLS"))?;
@@ -221,13 +236,21 @@ pub async fn build(
         let l = http::bind(ep).await.context("binding hasPrometheus")?;
         tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
         let tls = endpoint_tls("hasPrometheus", ep)?;
-        http_listeners.push((l, http::prometheus_router(http_state.clone()), tls));
+        let router = protect(
+            http::prometheus_router(http_state.clone()),
+            http::auth::EndpointKind::Prometheus,
+        );
+        http_listeners.push((l, router, tls));
     }
     if let Some(ep) = &config.has_ekg {
         let l = http::bind(ep).await.context("binding hasEKG")?;
         tracing::info!(listen = %describe(&l), "serving EKG JSON over HTTP");
         let tls = endpoint_tls("hasEKG", ep)?;
-        http_listeners.push((l, http::ekg_router(http_state.clone()), tls));
+        let router = protect(
+            http::ekg_router(http_state.clone()),
+            http::auth::EndpointKind::Ekg,
+        );
+        http_listeners.push((l, router, tls));
     }
     if let (Some(ep), Some(h)) = (&config.has_timeseries, &history) {
         let l = http::bind(ep).await.context("binding hasTimeseries")?;
@@ -246,9 +269,11 @@ pub async fn build(
             http::timeseries::router(ts).merge(crate::alerts::api::router(alerts.clone())),
             http_state.clone(),
         );
+        let router = protect(router, http::auth::EndpointKind::Timeseries);
         http_listeners.push((l, router, tls));
     }
     Ok(Built {
+        http_auth,
         tls_stores: cert_store.into_iter().collect(),
         history,
         alerts,

@@ -72,6 +72,17 @@ async fn reload_certificates(stores: &[Arc<crate::transport::tls::CertStore>]) {
     }
 }
 
+/// Re-reads the HTTP credential files (SIGHUP); on an error the credentials in force stay.
+async fn reload_http_auth(auth: Option<&Arc<http::auth::Auth>>) {
+    let Some(auth) = auth.cloned() else { return };
+    match tokio::task::spawn_blocking(move || auth.reload()).await {
+        Ok(Ok(())) => tracing::info!("HTTP credentials re-read"),
+        Ok(Err((key, e))) => tracing::error!(key, error = %crate::errors::error_chain(&e),
+            "HTTP credentials not reloaded; the previous ones stay in force"),
+        Err(e) => tracing::error!(error = %e, "HTTP credentials reload failed"),
+    }
+}
+
 /// `on_ready` is called with the bound listener addresses once every listener is bound and
 /// every log root is writable; systemd is then told `READY=1`. SIGHUP re-reads
 /// `options.config_path` (see [`crate::running::reload`]).
@@ -97,6 +108,7 @@ pub async fn run(
         http_state,
         http_listeners,
         tls_stores,
+        http_auth,
         reload_metrics,
         socket_paths,
         history,
@@ -217,6 +229,7 @@ pub async fn run(
                 let before = live.current().config.tracerd.min_log_severity;
                 reload::reload(path, &live, &reload_metrics).await;
                 reload_certificates(&tls_stores).await;
+                reload_http_auth(http_auth.as_ref()).await;
                 let after = live.current().config.tracerd.min_log_severity;
                 if let (Some(set), true) = (&set_log_level, before != after) {
                     let level = after.unwrap_or(MinSeverity::Info);

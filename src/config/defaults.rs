@@ -88,6 +88,7 @@ impl Default for TracerdSettings {
             departed_series_secs: DEFAULT_DEPARTED_SERIES_SECS,
             history: HistorySettings::default(),
             alerts: AlertsSettings::default(),
+            http_auth: HttpAuthSettings::default(),
         }
     }
 }

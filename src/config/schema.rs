@@ -255,6 +255,43 @@ pub struct TracerdSettings {
     /// Alerting rules evaluated on the metric history and sent to Alertmanager (issue 15).
     #[serde(default, skip_serializing_if = "AlertsSettings::is_default")]
     pub alerts: AlertsSettings,
+    /// HTTP authentication per route group (issue 17); off by default.
+    #[serde(default, skip_serializing_if = "HttpAuthSettings::is_default")]
+    pub http_auth: HttpAuthSettings,
+}
+
+/// HTTP authentication (`tracerd.httpAuth`): each route group without credentials is open.
+/// `/healthz` and `/readyz` are always open.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAuthSettings {
+    /// Scrape routes: `/metrics`, `/`, `/targets`, `/<slug>` of `hasPrometheus`, and every
+    /// route of `hasEKG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape: Option<AuthGroup>,
+    /// API and UI routes: `/api/...` and `/ui...` of `hasPrometheus`, every route of
+    /// `hasTimeseries`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<AuthGroup>,
+}
+
+impl HttpAuthSettings {
+    /// True when no group is set.
+    pub fn is_default(&self) -> bool {
+        *self == HttpAuthSettings::default()
+    }
+}
+
+/// The credentials of one route group, read from files (systemd `LoadCredential=` friendly).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthGroup {
+    /// Files of bearer tokens, one a line (`#` comments and empty lines skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bearer_token_files: Vec<PathBuf>,
+    /// htpasswd-style files of `user:bcrypt-hash` lines; plain passwords are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basic_auth_files: Vec<PathBuf>,
 }
 
 /// Alerting (`tracerd.alerts`): Prometheus alerting-rule files evaluated on the metric

@@ -168,6 +168,15 @@ const TRACERD: &[Field] = &[
     opt("departedSeriesSecs", Kind::Int(0, 2_592_000, "seconds")),
     opt("history", Kind::Obj(HISTORY)),
     opt("alerts", Kind::Obj(ALERTS)),
+    opt("httpAuth", Kind::Obj(HTTP_AUTH)),
+];
+const HTTP_AUTH: &[Field] = &[
+    opt("scrape", Kind::Obj(AUTH_GROUP)),
+    opt("api", Kind::Obj(AUTH_GROUP)),
+];
+const AUTH_GROUP: &[Field] = &[
+    opt("bearerTokenFiles", Kind::List(&Kind::Text)),
+    opt("basicAuthFiles", Kind::List(&Kind::Text)),
 ];
 const ALERTS: &[Field] = &[
     opt("ruleFiles", Kind::List(&Kind::Text)),

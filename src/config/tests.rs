@@ -449,6 +449,13 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 queue_capacity: Some(100),
                 ..AlertsSettings::default()
             },
+            http_auth: HttpAuthSettings {
+                scrape: Some(AuthGroup {
+                    bearer_token_files: vec!["/run/credentials/tracerd.service/scrape".into()],
+                    basic_auth_files: vec!["/etc/tracerd/htpasswd".into()],
+                }),
+                api: None,
+            },
         },
     };
     let printed = to_yaml(&config);

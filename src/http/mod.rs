@@ -30,6 +30,7 @@ use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
 use crate::transport::{Acceptor, Conn, Listener};
 
+pub mod auth;
 pub mod conns;
 mod ekg;
 pub mod prom_api;
@@ -297,7 +298,9 @@ impl Server {
         let inner = hyper_util::service::TowerToHyperService::new(self.router.clone());
         let (conns, slot) = (self.conns.clone(), ticket.state.clone());
         // Busy from the request head until its response body is dropped (written or not).
-        let service = hyper::service::service_fn(move |req| {
+        let peer_ext = auth::Peer(peer.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(peer_ext.clone());
             let busy = conns::Busy::enter(&conns, &slot);
             let response = hyper::service::Service::call(&inner, req);
             async move {

@@ -294,18 +294,19 @@ impl Drop for PrometheusServer {
 /// Starts Debian's `prometheus` with HTTP service discovery at tracerd's `/targets`;
 /// `None` when it is not installed.
 pub fn start_prometheus(tracerd_http: u16) -> Option<PrometheusServer> {
+    start_prometheus_with(&format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
+         scrape_configs:\n\
+         \x20 - job_name: tracerd\n\
+         \x20   http_sd_configs: [{{url: 'http://127.0.0.1:{tracerd_http}/targets', refresh_interval: 1s}}]\n"
+    ))
+}
+
+/// Starts Debian's `prometheus` with the config text `yaml`; `None` when it is not installed.
+pub fn start_prometheus_with(yaml: &str) -> Option<PrometheusServer> {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s}}\n\
-             scrape_configs:\n\
-             \x20 - job_name: tracerd\n\
-             \x20   http_sd_configs: [{{url: 'http://127.0.0.1:{tracerd_http}/targets', refresh_interval: 1s}}]\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, yaml).unwrap();
     let port = free_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
     let child = match Command::new("prometheus")

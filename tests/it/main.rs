@@ -2,6 +2,7 @@
 
 mod alerts;
 mod architecture;
+mod auth;
 mod cardano;
 mod certs;
 mod cli;

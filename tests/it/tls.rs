@@ -20,6 +20,8 @@ pub fn https_daemon(server: &Issued, extra: &str) -> (Daemon, u16, u16) {
         server.cert.display(),
         server.key.display()
     ));
+    drop(crate::http::connect_http(https));
+    drop(crate::http::connect_http(plain));
     (d, https, plain)
 }
 
