@@ -87,7 +87,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            if !loaded.config.tracerd.alerts.rule_files.is_empty() {
+            if !loaded.config.tracerd.alerts.is_default() {
                 if let Err(e) = tracerd::alerts::load_groups(&loaded.config.tracerd.alerts) {
                     eprintln!("tracerd: {source}: alerting rules are not valid:\n{e}");
                     return ExitCode::from(EXIT_CONFIG);

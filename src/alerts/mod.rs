@@ -15,6 +15,8 @@ pub mod notify;
 pub mod rules;
 pub mod state;
 pub mod template;
+pub mod trace_rules;
+pub mod traces;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,9 +29,11 @@ use tracerd_promql::{instant_query, Labels, Options, Value};
 use tracerd_tsdb::Store;
 
 use crate::config::AlertsSettings;
+use crate::node::Nodes;
 use crate::sync::lock;
-use rules::Group;
+use rules::{Cond, Group};
 use state::{Instance, Outgoing, RuleState, State};
+use traces::TraceEngine;
 
 /// Default group interval (`tracerd.alerts.evaluationIntervalSecs`).
 pub const DEFAULT_INTERVAL_SECS: f64 = 15.0;
@@ -48,6 +52,7 @@ pub struct AlertsMetrics {
     pub evaluations: IntCounter,
     pub evaluation_failures: IntCounter,
     pub active: IntGaugeVec,
+    pub trace_hits_dropped: IntCounter,
 }
 
 impl AlertsMetrics {
@@ -100,6 +105,10 @@ impl AlertsMetrics {
                 "tracerd_alerts_rule_evaluation_failures_total",
                 "Alerting rule evaluations that failed (bad result, sample cap, duplicate labels).",
             ),
+            trace_hits_dropped: counter(
+                "tracerd_alerts_trace_hits_dropped_total",
+                "Trace objects a trace rule's field test could not look at (its queue was full).",
+            ),
             active: reg(
                 registry,
                 IntGaugeVec::new(
@@ -146,6 +155,8 @@ impl GroupRun {
 /// What the alerting tasks share: the groups, the delivery queue, the settings.
 pub struct Alerts {
     pub groups: Vec<Arc<GroupRun>>,
+    /// The trace rules' observer (the node registry offers it every accepted batch).
+    pub traces: Arc<TraceEngine>,
     pub notifier: Arc<notify::Notifier>,
     pub resend_delay_ms: i64,
     pub metrics: AlertsMetrics,
@@ -154,7 +165,17 @@ pub struct Alerts {
 impl Alerts {
     /// Loads the rule files (blocking) and builds the queue; every problem is in the error.
     pub fn load(settings: &AlertsSettings, metrics: AlertsMetrics) -> Result<Alerts, String> {
-        let groups = load_groups(settings)?;
+        let mut groups = load_groups(settings)?;
+        let mut conds = Vec::new();
+        for g in &mut groups {
+            for r in &mut g.rules {
+                if let Cond::Trace(t) = &mut r.cond {
+                    t.id = conds.len();
+                    conds.push(t.clone());
+                }
+            }
+        }
+        let traces = TraceEngine::new(conds, metrics.trace_hits_dropped.clone());
         let targets = settings
             .alertmanagers
             .iter()
@@ -167,6 +188,7 @@ impl Alerts {
                 .into_iter()
                 .map(|g| Arc::new(GroupRun::new(g)))
                 .collect(),
+            traces,
             notifier: notify::Notifier::new(targets, capacity, metrics.clone()),
             resend_delay_ms: (settings.resend_delay_secs.unwrap_or(0.0) * 1000.0).round() as i64,
             metrics,
@@ -206,13 +228,18 @@ pub fn load_groups(settings: &AlertsSettings) -> Result<Vec<Group>, String> {
             problems.push(format!("tracerd.alerts.alertmanagers: {e}"));
         }
     }
-    let groups = match rules::load_files(&settings.rule_files, (interval * 1000.0).round() as i64) {
+    let interval_ms = (interval * 1000.0).round() as i64;
+    let mut groups = match rules::load_files(&settings.rule_files, interval_ms) {
         Ok(g) => g,
         Err(es) => {
             problems.extend(es.iter().map(|e| e.to_string()));
             Vec::new()
         }
     };
+    match trace_rules::load_files(&settings.trace_rule_files, interval_ms) {
+        Ok(g) => groups.extend(g),
+        Err(es) => problems.extend(es.iter().map(|e| e.to_string())),
+    }
     if problems.is_empty() {
         Ok(groups)
     } else {
@@ -270,10 +297,59 @@ pub fn instances(rule: &rules::Rule, limit: u64, value: Value) -> Result<Vec<Ins
     Ok(out)
 }
 
-/// One evaluation of `group` at `now` (ms) over `store`: every rule's state advanced, the
+/// What rules are evaluated on: the metric history (PromQL rules; absent without
+/// `hasTimeseries`), the trace rules' state and the node registry (lifecycle rules).
+#[derive(Clone)]
+pub struct Sources {
+    pub store: Option<Arc<Store>>,
+    pub traces: Arc<TraceEngine>,
+    pub nodes: Nodes,
+}
+
+/// A rule's per-node results (node name, value) as an instant vector with `node_name`.
+fn per_node(results: Vec<(String, f64)>, now: i64) -> Value {
+    Value::Vector(
+        results
+            .into_iter()
+            .map(|(n, v)| (vec![("node_name".to_string(), n)], now, v))
+            .collect(),
+    )
+}
+
+/// What `rule` returns at `now`: its query's result, or its trace or lifecycle results.
+fn rule_value(
+    src: &Sources,
+    rule: &rules::Rule,
+    nodes: &mut Option<Vec<(crate::node::NodeView, bool)>>,
+    now: i64,
+    opts: &Options,
+) -> Result<Value, String> {
+    match &rule.cond {
+        Cond::Expr => match &src.store {
+            Some(store) => {
+                instant_query(store.as_ref(), &rule.expr, now, opts).map_err(|e| e.message.clone())
+            }
+            None => Err("no metric history (hasTimeseries) to evaluate the rule on".into()),
+        },
+        Cond::Trace(t) => Ok(per_node(
+            traces::trace_results(&src.traces, t.id, t, now),
+            now,
+        )),
+        Cond::Lifecycle(l) => {
+            let nodes = nodes.get_or_insert_with(|| src.nodes.all_views());
+            let facts = |n: &str| src.traces.node(n);
+            Ok(per_node(
+                traces::lifecycle_results(*l, nodes, &facts, now),
+                now,
+            ))
+        }
+    }
+}
+
+/// One evaluation of `group` at `now` (ms) over `src`: every rule's state advanced, the
 /// alerts to send returned. Blocking (it runs queries).
 pub fn evaluate_group(
-    store: &Store,
+    src: &Sources,
     run: &GroupRun,
     now: i64,
     resend_delay_ms: i64,
@@ -282,6 +358,7 @@ pub fn evaluate_group(
     let g = &run.group;
     let mut out = Vec::new();
     let mut states = lock(&run.rules);
+    let mut nodes = None;
     let deadline = std::time::Instant::now() + Duration::from_millis(g.interval_ms.max(1) as u64);
     for (rule, st) in g.rules.iter().zip(states.iter_mut()) {
         let started = std::time::Instant::now();
@@ -291,9 +368,8 @@ pub fn evaluate_group(
             deadline_exceeded: Some(Box::new(move || std::time::Instant::now() > deadline)),
             ..Options::default()
         };
-        let result = instant_query(store, &rule.expr, now, &opts)
-            .map_err(|e| e.message.clone())
-            .and_then(|v| instances(rule, g.limit, v));
+        let result =
+            rule_value(src, rule, &mut nodes, now, &opts).and_then(|v| instances(rule, g.limit, v));
         match result {
             Ok(found) => {
                 st.state
@@ -319,13 +395,20 @@ pub fn evaluate_group(
 /// `cancel` fires; each evaluation runs on the blocking pool.
 pub fn start(
     alerts: Arc<Alerts>,
-    store: Arc<Store>,
+    store: Option<Arc<Store>>,
+    nodes: Nodes,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
     tracker.spawn(alerts.notifier.clone().run(cancel.clone()));
+    tracker.spawn(alerts.traces.clone().run(cancel.clone()));
+    let src = Sources {
+        store,
+        traces: alerts.traces.clone(),
+        nodes,
+    };
     for g in &alerts.groups {
-        let (alerts, store, cancel, g) = (alerts.clone(), store.clone(), cancel.clone(), g.clone());
+        let (alerts, src, cancel, g) = (alerts.clone(), src.clone(), cancel.clone(), g.clone());
         tracker.spawn(async move {
             let every = Duration::from_millis(g.group.interval_ms.max(1) as u64);
             let mut tick = tokio::time::interval(every);
@@ -339,7 +422,7 @@ pub fn start(
                     at = tick.tick() => at,
                 };
                 let now = start_ms + at.saturating_duration_since(start).as_millis() as i64;
-                let (a, s, gr) = (alerts.clone(), store.clone(), g.clone());
+                let (a, s, gr) = (alerts.clone(), src.clone(), g.clone());
                 let pass = tokio::task::spawn_blocking(move || {
                     let out = evaluate_group(&s, &gr, now, a.resend_delay_ms, &a.metrics);
                     a.update_active();

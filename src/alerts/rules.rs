@@ -66,11 +66,25 @@ struct RuleDoc {
     annotations: BTreeMap<String, String>,
 }
 
+/// What a rule's alerts come from.
+#[derive(Debug, Clone)]
+pub enum Cond {
+    /// `expr`, a PromQL expression evaluated on the metric history.
+    Expr,
+    /// Trace objects counted over a window (a trace rule file's `trace:`).
+    Trace(super::trace_rules::TraceCond),
+    /// A node lifecycle fact (a trace rule file's `lifecycle:`).
+    Lifecycle(super::trace_rules::Lifecycle),
+}
+
 /// One alerting rule, checked.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
+    /// The PromQL expression, or for a trace or lifecycle rule its condition as text
+    /// (shown as the rule's `query` by `/api/v1/rules`).
     pub expr: String,
+    pub cond: Cond,
     pub for_ms: i64,
     pub keep_firing_for_ms: i64,
     /// Extra labels (values may be templates).
@@ -134,7 +148,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 
 /// The 1-based line of the `alert: NAME` (or `record: NAME`) entry of the `nth` rule named
 /// `name` in `text`, or 1 when it cannot be found.
-fn line_of_rule(text: &str, name: &str, nth: usize) -> usize {
+pub(super) fn line_of_rule(text: &str, name: &str, nth: usize) -> usize {
     text.lines()
         .enumerate()
         .filter(|(_, l)| {
@@ -169,24 +183,7 @@ pub fn parse_file(
                 message: format!("group {:?}: repeated in the same file", g.name),
             });
         }
-        let interval_ms = match &g.interval {
-            None => default_interval_ms,
-            Some(s) => match parse_duration(s) {
-                Ok(ms) if ms > 0 => ms,
-                Ok(_) => {
-                    return Err(RulesError::Parse {
-                        file: file.to_string(),
-                        message: format!("group {:?}: interval must be positive", g.name),
-                    })
-                }
-                Err(m) => {
-                    return Err(RulesError::Parse {
-                        file: file.to_string(),
-                        message: format!("group {:?}: interval: {m}", g.name),
-                    })
-                }
-            },
-        };
+        let interval_ms = group_interval(file, &g.name, &g.interval, default_interval_ms)?;
         let mut rules = Vec::new();
         for r in g.rules {
             let name = r.alert.clone().or(r.record.clone()).unwrap_or_default();
@@ -215,36 +212,16 @@ pub fn parse_file(
             if let Err(e) = promql_parser::parser::parse(&r.expr) {
                 return Err(err(format!("bad PromQL in expr {:?}: {e}", r.expr)));
             }
-            let dur = |what: &str, v: &Option<String>| match v {
-                None => Ok(0),
-                Some(s) => parse_duration(s).map_err(|m| err(format!("{what}: {m}"))),
-            };
-            let for_ms = dur("for", &r.for_)?;
-            let keep_firing_for_ms = dur("keep_firing_for", &r.keep_firing_for)?;
-            let mut labels = Vec::new();
-            for (k, v) in r.labels {
-                if !valid_label_name(&k) || k.starts_with("__") {
-                    return Err(err(format!("invalid label name {k:?}")));
-                }
-                let t = Template::parse(&v).map_err(|m| err(format!("label {k}: {m}")))?;
-                labels.push((k, t));
-            }
-            let mut annotations = Vec::new();
-            for (k, v) in r.annotations {
-                if !valid_label_name(&k) {
-                    return Err(err(format!("invalid annotation name {k:?}")));
-                }
-                let t = Template::parse(&v).map_err(|m| err(format!("annotation {k}: {m}")))?;
-                annotations.push((k, t));
-            }
-            rules.push(Rule {
-                name: alert,
-                expr: r.expr,
-                for_ms,
-                keep_firing_for_ms,
-                labels,
-                annotations,
-            });
+            rules.push(finish_rule(
+                alert,
+                r.expr,
+                Cond::Expr,
+                &r.for_,
+                &r.keep_firing_for,
+                r.labels,
+                r.annotations,
+                &err,
+            )?);
         }
         groups.push(Group {
             file: file.to_string(),
@@ -255,6 +232,52 @@ pub fn parse_file(
         });
     }
     Ok(groups)
+}
+
+/// The checks every alerting rule shares, Prometheus's or tracerd's own: `for`,
+/// `keep_firing_for`, label names and templates. `err` names the rule in a problem.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn finish_rule(
+    name: String,
+    expr: String,
+    cond: Cond,
+    for_: &Option<String>,
+    keep_firing_for: &Option<String>,
+    labels_in: BTreeMap<String, String>,
+    annotations_in: BTreeMap<String, String>,
+    err: &dyn Fn(String) -> RulesError,
+) -> Result<Rule, RulesError> {
+    let dur = |what: &str, v: &Option<String>| match v {
+        None => Ok(0),
+        Some(s) => parse_duration(s).map_err(|m| err(format!("{what}: {m}"))),
+    };
+    let for_ms = dur("for", for_)?;
+    let keep_firing_for_ms = dur("keep_firing_for", keep_firing_for)?;
+    let mut labels = Vec::new();
+    for (k, v) in labels_in {
+        if !valid_label_name(&k) || k.starts_with("__") {
+            return Err(err(format!("invalid label name {k:?}")));
+        }
+        let t = Template::parse(&v).map_err(|m| err(format!("label {k}: {m}")))?;
+        labels.push((k, t));
+    }
+    let mut annotations = Vec::new();
+    for (k, v) in annotations_in {
+        if !valid_label_name(&k) {
+            return Err(err(format!("invalid annotation name {k:?}")));
+        }
+        let t = Template::parse(&v).map_err(|m| err(format!("annotation {k}: {m}")))?;
+        annotations.push((k, t));
+    }
+    Ok(Rule {
+        name,
+        expr,
+        cond,
+        for_ms,
+        keep_firing_for_ms,
+        labels,
+        annotations,
+    })
 }
 
 /// Prometheus's label name rule: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -285,12 +308,39 @@ pub fn load_files(
 }
 
 fn load_file(path: &Path, default_interval_ms: i64) -> Result<Vec<Group>, RulesError> {
+    let (file, text) = read(path)?;
+    parse_file(&file, &text, default_interval_ms)
+}
+
+/// A rule file's name as shown and its text (blocking).
+pub(super) fn read(path: &Path) -> Result<(String, String), RulesError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
         file: file.clone(),
         source,
     })?;
-    parse_file(&file, &text, default_interval_ms)
+    Ok((file, text))
+}
+
+/// A group's `interval`, or `default_interval_ms` when it names none.
+pub(super) fn group_interval(
+    file: &str,
+    group: &str,
+    interval: &Option<String>,
+    default_interval_ms: i64,
+) -> Result<i64, RulesError> {
+    let bad = |message: String| RulesError::Parse {
+        file: file.to_string(),
+        message: format!("group {group:?}: {message}"),
+    };
+    match interval {
+        None => Ok(default_interval_ms),
+        Some(s) => match parse_duration(s) {
+            Ok(ms) if ms > 0 => Ok(ms),
+            Ok(_) => Err(bad("interval must be positive".into())),
+            Err(m) => Err(bad(format!("interval: {m}"))),
+        },
+    }
 }
 
 #[cfg(test)]

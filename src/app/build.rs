@@ -166,8 +166,14 @@ pub async fn build(
     if let Some(h) = &history {
         nodes = nodes.with_observer(Arc::new(h.clone()));
     }
-    let alerts = match (&history, config.tracerd.alerts.rule_files.is_empty()) {
-        (Some(_), false) => {
+    let alerting = &config.tracerd.alerts;
+    let alerts = match (
+        &history,
+        alerting.rule_files.is_empty(),
+        alerting.trace_rule_files.is_empty(),
+    ) {
+        // Validation refuses Prometheus rules without the history.
+        (Some(_), false, _) | (_, true, false) => {
             let metrics = crate::alerts::AlertsMetrics::register(&telemetry.registry);
             let settings = config.tracerd.alerts.clone();
             let loaded = tokio::task::spawn_blocking(move || {
@@ -185,6 +191,9 @@ pub async fn build(
         }
         _ => None,
     };
+    if let Some(a) = &alerts {
+        nodes = nodes.with_trace_observer(a.traces.clone());
+    }
     let mut context = Context::new(config, nodes, telemetry);
     let reforward = reforward.map(|(forwarding, listener)| {
         let metrics = ForwardMetrics::register(&context.telemetry.registry);

@@ -181,8 +181,9 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
-    if let (Some(a), Some(h)) = (alerts, &history) {
-        crate::alerts::start(a, h.store().clone(), &tracker, cancel.clone());
+    if let Some(a) = alerts {
+        let store = history.as_ref().map(|h| h.store().clone());
+        crate::alerts::start(a, store, shared.nodes.clone(), &tracker, cancel.clone());
     }
     if let Some(h) = history {
         tracker.spawn(crate::history::tasks::run(

@@ -300,12 +300,20 @@ pub struct AuthGroup {
 #[serde(rename_all = "camelCase")]
 pub struct AlertsSettings {
     /// Rule files in Prometheus's alerting-rule format (paths as given, relative to the
-    /// working directory like `logRoot`). None: alerting is off.
+    /// working directory like `logRoot`). None here and in `traceRuleFiles`: alerting is off.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rule_files: Vec<std::path::PathBuf>,
+    /// tracerd's own rule files (top-level `trace_groups`): rules on trace objects and node
+    /// lifecycle facts, which Prometheus cannot express. They need no `hasTimeseries`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace_rule_files: Vec<std::path::PathBuf>,
     /// Alertmanager base URLs (`http://host:port[/prefix]`); every alert goes to each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alertmanagers: Vec<String>,
+    /// Generic webhook URLs (`http://host:port/path`): each gets a JSON post when an alert
+    /// starts firing and when it resolves (README "Alerts" documents the body).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
     /// Interval of a group without its own `interval`, in seconds. Default 15 (Prometheus's
     /// `evaluation_interval` default is 1 m; tracerd samples every 15 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -180,7 +180,9 @@ const AUTH_GROUP: &[Field] = &[
 ];
 const ALERTS: &[Field] = &[
     opt("ruleFiles", Kind::List(&Kind::Text)),
+    opt("traceRuleFiles", Kind::List(&Kind::Text)),
     opt("alertmanagers", Kind::List(&Kind::Text)),
+    opt("webhooks", Kind::List(&Kind::Text)),
     opt(
         "evaluationIntervalSecs",
         Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds"),

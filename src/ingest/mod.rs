@@ -216,6 +216,8 @@ impl NodeSink {
         self.lease
             .tracer_config()
             .offer(&job.objects, crate::node::live::now_ms());
+        // The alerts' trace rules (non-blocking, bounded).
+        self.lease.offer_traces(&job.objects);
         // The node's own budget first, so a node waiting for the global budget holds only
         // its own share; a batch larger than a budget takes all of it (and waits for it).
         let bytes = cost(&job.objects);

@@ -14,4 +14,7 @@ pub mod tracer_config;
 pub use names::{
     dir_name, escape_name, slugify, NameError, MAX_HELLO_NAME_BYTES, MAX_NAME_BYTES, RESERVED_SLUGS,
 };
-pub use registry::{Lease, MetricsObserver, NodeEntry, NodeMetrics, NodeView, Nodes, RECLAIM_WAIT};
+pub use registry::{
+    Lease, MetricsObserver, NodeEntry, NodeMetrics, NodeTraces, NodeView, Nodes, TraceObserver,
+    RECLAIM_WAIT,
+};

@@ -74,12 +74,26 @@ pub trait NodeMetrics: Send + Sync + std::fmt::Debug {
     fn record(&self, update: &MetricsUpdate, naming: &Naming);
 }
 
+/// Sees every node's accepted trace objects (the alerts' trace rules): one [`NodeTraces`]
+/// per lease. Its `offer` must not block and must cost little: it runs on the ingest path.
+pub trait TraceObserver: Send + Sync + std::fmt::Debug {
+    /// A session of `node` starts.
+    fn open(&self, node: &str) -> Box<dyn NodeTraces>;
+}
+
+/// One session's view for a [`TraceObserver`]; dropped when the session's lease is.
+pub trait NodeTraces: Send + Sync + std::fmt::Debug {
+    /// Objects accepted for writing (never blocks).
+    fn offer(&self, objects: &[crate::model::TraceObject]);
+}
+
 /// Registry of node names; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Nodes {
     inner: Arc<Mutex<Registry>>,
     naming: Arc<Naming>,
     observer: Option<Arc<dyn MetricsObserver>>,
+    trace_observer: Option<Arc<dyn TraceObserver>>,
     /// Counts metrics and data points refused by the per-node caps.
     refused: prometheus::IntCounter,
     /// Woken whenever a name is released.
@@ -104,6 +118,7 @@ pub struct Lease {
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
     observer: Option<Box<dyn NodeMetrics>>,
+    traces: Option<Box<dyn NodeTraces>>,
 }
 
 impl Nodes {
@@ -113,6 +128,7 @@ impl Nodes {
             inner: Arc::default(),
             naming,
             observer: None,
+            trace_observer: None,
             refused,
             released: Arc::default(),
         }
@@ -121,6 +137,12 @@ impl Nodes {
     /// Every lease taken from now on reports its metric updates to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn MetricsObserver>) -> Nodes {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Every lease taken from now on offers its accepted trace objects to `observer`.
+    pub fn with_trace_observer(mut self, observer: Arc<dyn TraceObserver>) -> Nodes {
+        self.trace_observer = Some(observer);
         self
     }
 
@@ -277,6 +299,7 @@ impl Nodes {
         drop(reg);
         Lease {
             observer: self.observer.as_ref().map(|o| o.open(&candidate)),
+            traces: self.trace_observer.as_ref().map(|o| o.open(&candidate)),
             nodes: self.clone(),
             persisted_seq,
             name: candidate,
@@ -332,6 +355,28 @@ impl Nodes {
             live: state.live.clone(),
             tracer_config: state.tracer_config.clone(),
         })
+    }
+
+    /// Every node name known to this process, connected or not, with whether it is
+    /// connected, sorted by name (the alerts' lifecycle rules). Holds the registry lock only
+    /// to copy the list.
+    pub fn all_views(&self) -> Vec<(NodeView, bool)> {
+        let mut views: Vec<(NodeView, bool)> = self
+            .lock()
+            .nodes
+            .iter()
+            .map(|(n, s)| {
+                let view = NodeView {
+                    name: n.clone(),
+                    slug: s.slug.clone(),
+                    live: s.live.clone(),
+                    tracer_config: s.tracer_config.clone(),
+                };
+                (view, s.connected)
+            })
+            .collect();
+        views.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        views
     }
 
     /// Runs `f` on the state of `name`, if known.
@@ -402,6 +447,13 @@ impl Lease {
                 "node metrics refused: the node holds its most metrics, or every node's together \
                  hold tracerd.limits.metricBytes; further refusals this session are counted in \
                  tracerd_node_metrics_refused_total only");
+        }
+    }
+
+    /// Offers trace objects accepted for writing to the trace observer, if any.
+    pub fn offer_traces(&self, objects: &[crate::model::TraceObject]) {
+        if let Some(t) = &self.traces {
+            t.offer(objects);
         }
     }
 
