@@ -92,8 +92,9 @@ pub trait NodeTraces: Send + Sync + std::fmt::Debug {
 pub struct Nodes {
     inner: Arc<Mutex<Registry>>,
     naming: Arc<Naming>,
-    observer: Option<Arc<dyn MetricsObserver>>,
-    trace_observer: Option<Arc<dyn TraceObserver>>,
+    /// The hooks every lease opens (kept behind one pointer: a `Lease` lives in every
+    /// session's future).
+    observers: Arc<Observers>,
     /// Counts metrics and data points refused by the per-node caps.
     refused: prometheus::IntCounter,
     /// Woken whenever a name is released.
@@ -117,7 +118,20 @@ pub struct Lease {
     tracer_config: Arc<TracerConfigSlot>,
     /// Highest sequence number persisted under this name when the lease was taken.
     pub persisted_seq: u64,
-    observer: Option<Box<dyn NodeMetrics>>,
+    hooks: Option<Box<Hooks>>,
+}
+
+/// The observers of a registry.
+#[derive(Debug, Clone, Default)]
+struct Observers {
+    metrics: Option<Arc<dyn MetricsObserver>>,
+    traces: Option<Arc<dyn TraceObserver>>,
+}
+
+/// One lease's views for the observers.
+#[derive(Debug)]
+struct Hooks {
+    metrics: Option<Box<dyn NodeMetrics>>,
     traces: Option<Box<dyn NodeTraces>>,
 }
 
@@ -127,8 +141,7 @@ impl Nodes {
         Nodes {
             inner: Arc::default(),
             naming,
-            observer: None,
-            trace_observer: None,
+            observers: Arc::default(),
             refused,
             released: Arc::default(),
         }
@@ -136,13 +149,13 @@ impl Nodes {
 
     /// Every lease taken from now on reports its metric updates to `observer`.
     pub fn with_observer(mut self, observer: Arc<dyn MetricsObserver>) -> Nodes {
-        self.observer = Some(observer);
+        Arc::make_mut(&mut self.observers).metrics = Some(observer);
         self
     }
 
     /// Every lease taken from now on offers its accepted trace objects to `observer`.
     pub fn with_trace_observer(mut self, observer: Arc<dyn TraceObserver>) -> Nodes {
-        self.trace_observer = Some(observer);
+        Arc::make_mut(&mut self.observers).traces = Some(observer);
         self
     }
 
@@ -298,8 +311,13 @@ impl Nodes {
         };
         drop(reg);
         Lease {
-            observer: self.observer.as_ref().map(|o| o.open(&candidate)),
-            traces: self.trace_observer.as_ref().map(|o| o.open(&candidate)),
+            hooks: match (&self.observers.metrics, &self.observers.traces) {
+                (None, None) => None,
+                (m, t) => Some(Box::new(Hooks {
+                    metrics: m.as_ref().map(|o| o.open(&candidate)),
+                    traces: t.as_ref().map(|o| o.open(&candidate)),
+                })),
+            },
             nodes: self.clone(),
             persisted_seq,
             name: candidate,
@@ -433,7 +451,7 @@ impl Lease {
     /// Applies a metrics update (takes only this node's metric lock).
     pub fn apply_metrics(&self, update: MetricsUpdate) {
         self.live.touch();
-        if let Some(o) = &self.observer {
+        if let Some(o) = self.hooks.as_ref().and_then(|h| h.metrics.as_ref()) {
             o.record(&update, &self.nodes.naming);
         }
         let refused = self.live.apply_metrics(update, &self.nodes.naming);
@@ -452,7 +470,7 @@ impl Lease {
 
     /// Offers trace objects accepted for writing to the trace observer, if any.
     pub fn offer_traces(&self, objects: &[crate::model::TraceObject]) {
-        if let Some(t) = &self.traces {
+        if let Some(t) = self.hooks.as_ref().and_then(|h| h.traces.as_ref()) {
             t.offer(objects);
         }
     }
