@@ -13,7 +13,7 @@ use tracerd_promql::Labels;
 use crate::history::control::{Control, MIN_PRUNE_GAP};
 use crate::history::{now_ms, series, History};
 use crate::metrics::exposition::Format;
-use crate::metrics::fleet::{NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE, NODE_RTT};
+use crate::metrics::fleet::{NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE};
 use crate::metrics::telemetry::Telemetry;
 use crate::node::Nodes;
 
@@ -94,7 +94,6 @@ pub fn sample_once(history: &History, telemetry: &Telemetry, nodes: &Nodes, inte
                 history.append(&labels, now, value);
             }
         };
-        put(NODE_RTT, live.rtt_micros().map(|us| us as f64 / 1e6));
         put(
             NODE_LAST_MESSAGE,
             live.last_message_ms().map(|ms| ms as f64 / 1e3),

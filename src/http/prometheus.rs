@@ -142,6 +142,7 @@ fn rfc3339_ms(ms: u64) -> String {
 
 async fn api_nodes(State(state): State<Arc<HttpState>>) -> Response {
     let t = &state.telemetry;
+    let now = std::time::Instant::now();
     let list: Vec<Value> = state
         .nodes
         .views()
@@ -157,6 +158,12 @@ async fn api_nodes(State(state): State<Arc<HttpState>>) -> Response {
                 "connectedSince": rfc3339_ms(session.connected_since_ms),
                 "lastMessageAt": v.live.last_message_ms().map(rfc3339_ms),
                 "rttSeconds": v.live.rtt_micros().map(|us| us as f64 / 1e6),
+                "rtt": v.live.rtt_summary(now).map(|r| json!({
+                    "latestSeconds": r.latest,
+                    "p50Seconds": r.p50,
+                    "p99Seconds": r.p99,
+                    "samples": r.samples,
+                })),
                 "metrics": v.live.metrics().len(),
                 "dataPoints": v.live.data_point_names(),
                 "objectsReceived": t.objects_received.with_label_values(&[name]).get(),

@@ -36,11 +36,13 @@ fn fixture() -> Fixture {
         name: "NodeInfo".into(),
         json: "{\"niName\":\"relay_1\"}".into(),
     }]);
-    relay.set_rtt(1500);
+    relay.record_rtt(std::time::Duration::from_micros(1500));
+    let telemetry = Telemetry::new();
+    telemetry.observe_rtt("relay_1", std::time::Duration::from_micros(1500));
     let other = nodes.claim("nœud-ß", "unix:/t.sock@0", "native");
     let mut labels = BTreeMap::new();
     labels.insert("cluster".to_string(), "x\"y".to_string());
-    let state = Arc::new(HttpState::new(nodes, Telemetry::new(), labels));
+    let state = Arc::new(HttpState::new(nodes, telemetry, labels));
     state.set_ready(true);
     Fixture {
         state,
@@ -251,7 +253,17 @@ async fn metrics_route_merges_nodes_and_tracerd_metrics() {
         "# HELP Mem_resident_int Mem.resident_int\n# TYPE Mem_resident_int gauge\n\
          Mem_resident_int{node_name=\"relay_1\"} 1024\n"
     ));
-    assert!(body.contains("tracerd_node_rtt_seconds{node_name=\"relay_1\"} 0.0015\n"));
+    assert!(
+        body.contains("# TYPE tracerd_node_rtt_seconds histogram\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("tracerd_node_rtt_seconds_bucket{node_name=\"relay_1\",le=\"0.001\"} 0\n")
+    );
+    assert!(
+        body.contains("tracerd_node_rtt_seconds_bucket{node_name=\"relay_1\",le=\"0.0025\"} 1\n")
+    );
+    assert!(body.contains("tracerd_node_rtt_seconds_count{node_name=\"relay_1\"} 1\n"));
     assert!(body.contains("tracerd_connections_accepted_total{protocol=\"native\"} 1\n"));
     assert!(body.contains("# TYPE tracerd_process_resident_memory_bytes gauge\n"));
     assert!(body.contains("# TYPE tracerd_write_batch_seconds histogram\n"));
@@ -275,6 +287,10 @@ async fn api_reports_nodes_and_data_points() {
     assert_eq!(relay["protocol"], "native");
     assert_eq!(relay["peer"], "127.0.0.1:5000");
     assert_eq!(relay["rttSeconds"], 0.0015);
+    assert_eq!(
+        relay["rtt"],
+        json!({"latestSeconds": 0.0015, "p50Seconds": 0.0015, "p99Seconds": 0.0015, "samples": 1})
+    );
     assert_eq!(relay["metrics"], 3);
     assert_eq!(relay["dataPoints"], json!(["NodeInfo"]));
     assert_eq!(relay["objectsReceived"], 0);

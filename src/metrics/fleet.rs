@@ -16,7 +16,8 @@ use crate::model::MetricValue;
 const MAX_KEPT_BUFFER_BYTES: usize = 16 << 20;
 
 /// Per-node families tracerd adds to `/metrics` from each node's live state.
-pub const NODE_RTT: &str = "tracerd_node_rtt_seconds";
+/// The RTT histogram is tracerd's own (`Telemetry::node_rtt`); its name is reserved here.
+pub use crate::metrics::telemetry::NODE_RTT;
 pub const NODE_LAST_MESSAGE: &str = "tracerd_node_last_message_timestamp_seconds";
 pub const NODE_METRICS: &str = "tracerd_node_metrics";
 pub const NODE_QUEUE: &str = "tracerd_node_write_queue_batches";
@@ -28,8 +29,6 @@ pub trait FleetNode {
     fn name(&self) -> &str;
     /// Hands the node's metrics, read-locked for this call only, to `visit`.
     fn visit_metrics<V: VisitMetrics>(&self, visit: V) -> V::Output;
-    /// Last round-trip time, in microseconds.
-    fn rtt_micros(&self) -> Option<u64>;
     /// When the last message arrived, in milliseconds since the Unix epoch.
     fn last_message_ms(&self) -> Option<u64>;
     /// Batches waiting in the node's write queue.
@@ -137,7 +136,9 @@ impl FleetRenderer {
         for name in [NODE_RTT, NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE] {
             renderer.reserve(name);
         }
-        let mut rtt = Vec::with_capacity(views.len());
+        for suffix in ["_bucket", "_count", "_sum", "_created"] {
+            renderer.reserve(&format!("{NODE_RTT}{suffix}"));
+        }
         let mut last = Vec::with_capacity(views.len());
         let mut counts = Vec::with_capacity(views.len());
         let mut queues = Vec::with_capacity(views.len());
@@ -148,9 +149,6 @@ impl FleetRenderer {
                 name,
             });
             counts.push((name, len as f64));
-            if let Some(us) = v.rtt_micros() {
-                rtt.push((name, us as f64 / 1e6));
-            }
             if let Some(ms) = v.last_message_ms() {
                 last.push((name, ms as f64 / 1e3));
             }
@@ -181,11 +179,6 @@ impl FleetRenderer {
                 out.push('\n');
             }
         };
-        per_node(
-            NODE_RTT,
-            "Last round-trip time to the node, measured with the protocol's ping, in seconds.",
-            &rtt,
-        );
         per_node(
             NODE_LAST_MESSAGE,
             "When the node's last message arrived, in seconds since the Unix epoch.",

@@ -52,6 +52,8 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// Time to render one exposition, by route.
     pub exposition_seconds: prometheus::HistogramVec,
+    /// Round-trip times to each node (both protocols), by node.
+    pub node_rtt: prometheus::HistogramVec,
     /// Node metric samples left out of an exposition because their name collided.
     pub metric_name_collisions: IntCounter,
     /// Node metric samples dropped as invalid in their family (negative counters, ...).
@@ -99,7 +101,24 @@ pub const KNOWN_DECODE_ERRORS: &[&str] = &[
 /// `reason` values of `tracerd_trace_objects_dropped_total`.
 pub const KNOWN_DROPS: &[&str] = &["duplicate", "write_error"];
 
+/// The histogram of round-trip times per node.
+pub const NODE_RTT: &str = "tracerd_node_rtt_seconds";
+
+/// Buckets of `tracerd_node_rtt_seconds`: from a loopback or same-rack LAN (100 µs) through
+/// a continent (25–100 ms) to a congested intercontinental path (10 s).
+pub const RTT_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+    0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 impl Telemetry {
+    /// Records a round-trip time to `node`.
+    pub fn observe_rtt(&self, node: &str, rtt: std::time::Duration) {
+        self.node_rtt
+            .with_label_values(&[node])
+            .observe(rtt.as_secs_f64());
+    }
+
     /// Removes the `node_name` series of `node` (its node has left; issue 12, point 12).
     pub fn forget_node(&self, node: &str) {
         for vec in [
@@ -109,6 +128,7 @@ impl Telemetry {
         ] {
             let _ = vec.remove_label_values(&[node]);
         }
+        let _ = self.node_rtt.remove_label_values(&[node]);
     }
 
     /// A fresh registry with every tracerd metric registered.
@@ -150,7 +170,21 @@ impl Telemetry {
         .expect("valid constant");
         r.register(Box::new(exposition_seconds.clone()))
             .expect("registered once");
+        let node_rtt = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                NODE_RTT,
+                "Round-trip time to the node, in seconds: native Ping to Pong; Cardano request \
+                 (EKG poll, data point) to the first SDU of its reply, less the node's \
+                 processing as its SDU timestamps show it.",
+            )
+            .buckets(RTT_BUCKETS.to_vec()),
+            &["node_name"],
+        )
+        .expect("valid constant");
+        r.register(Box::new(node_rtt.clone()))
+            .expect("registered once");
         let t = Telemetry {
+            node_rtt,
             http_requests: counter_vec(
                 &r,
                 "tracerd_http_requests_total",

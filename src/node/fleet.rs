@@ -45,10 +45,6 @@ impl FleetNode for NodeView {
         visit.visit(store.iter(), store.len())
     }
 
-    fn rtt_micros(&self) -> Option<u64> {
-        self.live.rtt_micros()
-    }
-
     fn last_message_ms(&self) -> Option<u64> {
         self.live.last_message_ms()
     }

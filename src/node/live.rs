@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::metrics::budget::{cost, MetricBudget};
 use crate::metrics::exposition::{MetricName, Naming};
 use crate::model::{DataPoint, MetricValue, MetricsUpdate};
+use crate::node::rtt::{RttSummary, RttWindow};
 
 /// Most distinct metrics kept per node; further new names are refused (and counted).
 pub const MAX_METRICS_PER_NODE: usize = 65_536;
@@ -170,6 +171,8 @@ pub struct NodeLive {
     last_message_ms: AtomicU64,
     /// Round-trip time in microseconds, `u64::MAX` when not measured yet.
     rtt_micros: AtomicU64,
+    /// Round-trip times of the last minute, for their percentiles.
+    rtt_window: Mutex<RttWindow>,
     refused: AtomicU64,
     queue: Mutex<Option<QueueProbe>>,
     /// For protocols that pull data points on demand (Cardano): where to ask.
@@ -309,6 +312,18 @@ impl NodeLive {
     pub fn set_rtt(&self, micros: u64) {
         self.rtt_micros
             .store(micros.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    /// Records a round-trip time measured at `at`: the latest value and the last minute's
+    /// window.
+    pub fn record_rtt(&self, at: std::time::Instant, rtt: Duration) {
+        self.set_rtt(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX));
+        crate::sync::lock(&self.rtt_window).record(at, rtt);
+    }
+
+    /// The latest round-trip time and the percentiles of the last minute.
+    pub fn rtt_summary(&self, now: std::time::Instant) -> Option<RttSummary> {
+        crate::sync::lock(&self.rtt_window).summary(now)
     }
 
     /// Last round-trip time, in microseconds.

@@ -9,6 +9,7 @@ pub use fleet::forget_departed_periodically;
 pub mod live;
 pub mod names;
 pub mod registry;
+pub mod rtt;
 pub mod tracer_config;
 
 pub use names::{

@@ -482,10 +482,10 @@ impl Lease {
         self.nodes.refused.inc_by(refused);
     }
 
-    /// Records a round-trip time.
-    pub fn set_rtt(&self, micros: u64) {
+    /// Records a round-trip time measured now.
+    pub fn record_rtt(&self, rtt: std::time::Duration) {
         self.live.touch();
-        self.live.set_rtt(micros);
+        self.live.record_rtt(std::time::Instant::now(), rtt);
     }
 
     /// Lets HTTP ask this session for live data points.

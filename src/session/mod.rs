@@ -24,6 +24,15 @@ pub use acceptor::{Service, Sessions};
 pub use context::Context;
 
 use crate::events::{Closed, ConnectionClosed};
+use crate::ingest::NodeSink;
+use crate::metrics::telemetry::Telemetry;
+
+/// Records one round-trip time to the node behind `sink`: its histogram
+/// (`tracerd_node_rtt_seconds`) and its live state (latest, last minute's percentiles).
+pub fn record_rtt(telemetry: &Telemetry, sink: &NodeSink, rtt: Duration) {
+    telemetry.observe_rtt(sink.name(), rtt);
+    sink.lease().record_rtt(rtt);
+}
 
 /// The wire protocol of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -22,6 +22,8 @@ use crate::session::{self, Context, Deadline, End, Failure, Protocol};
 
 /// How often tracerd probes a node's round-trip time.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
+/// When the first Ping of a session goes, after the handshake.
+const FIRST_PING: Duration = Duration::from_millis(100);
 
 fn refuse_label(r: RefuseReason) -> &'static str {
     match r {
@@ -159,7 +161,7 @@ where
         })
         .await?;
     let idle = limits.idle_timeout();
-    stream_node(&mut framed, sink, idle, &cancel).await
+    stream_node(&mut framed, sink, idle, &shared.telemetry, &cancel).await
 }
 
 fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, String)> {
@@ -220,13 +222,15 @@ async fn stream_node<S>(
     framed: &mut Framed<S, TracerCodec>,
     mut sink: NodeSink,
     idle: Duration,
+    telemetry: &crate::metrics::telemetry::Telemetry,
     cancel: &CancellationToken,
 ) -> Result<End, SessionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut acked = sink.resume_from();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    // The first Ping goes at once, so a node's RTT is known from its first second on.
+    let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, PING_EVERY);
     let mut ping_sent: Option<(u64, Instant)> = None;
     let mut nonce = 0u64;
     // One timer for the idle timeout, re-armed only when it fires early.
@@ -283,7 +287,7 @@ where
                         NodeMessage::Pong(n) => {
                             if let Some((sent_nonce, at)) = ping_sent.take() {
                                 if sent_nonce == n {
-                                    sink.lease().set_rtt(at.elapsed().as_micros() as u64);
+                                    session::record_rtt(telemetry, &sink, at.elapsed());
                                 }
                             }
                         }

@@ -25,6 +25,7 @@ mod load;
 mod metric_names;
 mod reforward;
 mod rotation;
+mod rtt;
 mod seccomp;
 mod service;
 mod shutdown;

@@ -10,6 +10,7 @@
 pub mod dial;
 pub mod naming;
 mod settings;
+pub mod timing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +191,9 @@ where
         data_points: DataPoints::Idle,
         dp_requests: None,
         dp_asked: None,
+        clock: timing::ReplyClock::new(std::time::Instant::now()),
+        ekg_sent: None,
+        dp_sent: None,
     };
     let outcome = pump.run(&mut framed, &cancel).await;
     if let Some(sink) = pump.sink.take() {
@@ -239,6 +243,12 @@ struct Pump {
     dp_requests: Option<mpsc::Receiver<DataPointRequest>>,
     /// The request being answered: its name and its asker.
     dp_asked: Option<DataPointRequest>,
+    /// Round-trip times from the requests the node answers at once.
+    clock: timing::ReplyClock,
+    /// When the outstanding EKG request was written.
+    ekg_sent: Option<std::time::Instant>,
+    /// When the outstanding data-point request was written.
+    dp_sent: Option<std::time::Instant>,
 }
 
 type Conn<S> = Framed<S, MuxCodec>;
@@ -265,6 +275,7 @@ impl Pump {
         // The acceptor's three first requests (§9.1 step 3).
         self.request_metrics(framed).await?;
         self.request_traces(framed).await?;
+        self.dp_sent = Some(std::time::Instant::now());
         send(framed, DATA_POINTS, codec::encode_data_point_request(&[])).await?;
         self.data_points = DataPoints::Initial;
         let name_deadline = Instant::now() + self.settings.name_timeout;
@@ -277,6 +288,7 @@ impl Pump {
                 }
                 request = recv_request(&mut self.dp_requests), if self.data_points == DataPoints::Idle => {
                     if let Some((name, reply)) = request {
+                        self.dp_sent = Some(std::time::Instant::now());
                         send(framed, DATA_POINTS, codec::encode_data_point_request(std::slice::from_ref(&name))).await?;
                         self.data_points = DataPoints::OnDemand;
                         self.dp_asked = Some((name, reply));
@@ -306,6 +318,19 @@ impl Pump {
     {
         let protocol = msg.protocol;
         let bad = |source| SessionError::Codec { protocol, source };
+        let sent = match protocol {
+            EKG => self.ekg_sent.take(),
+            DATA_POINTS => self.dp_sent.take(),
+            _ => None,
+        };
+        if let (Some(sent), Some(timing)) = (sent, framed.codec().last_timing()) {
+            let rtt = self
+                .clock
+                .sample(sent, timing.received, timing.remote_micros);
+            if let Some(sink) = &self.sink {
+                session::record_rtt(&self.shared.telemetry, sink, rtt);
+            }
+        }
         match protocol {
             EKG => {
                 let Some(req) = self.ekg.take() else {
@@ -352,6 +377,7 @@ impl Pump {
                         ))
                     }
                     DataPoints::Initial => {
+                        self.dp_sent = Some(std::time::Instant::now());
                         send(
                             framed,
                             DATA_POINTS,
@@ -529,6 +555,7 @@ impl Pump {
         } else {
             EkgRequest::Updated
         };
+        self.ekg_sent = Some(std::time::Instant::now());
         send(framed, EKG, codec::encode_ekg_request(&req)).await?;
         self.ekg = Some(req);
         self.ekg_due = None;

@@ -312,6 +312,18 @@ impl Splitter {
 struct Channel {
     buf: BytesMut,
     splitter: Splitter,
+    /// When the SDU holding the start of the message being assembled was decoded.
+    first: Option<Timing>,
+}
+
+/// When a message's first SDU arrived: for round-trip times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// When the decoder saw the SDU (bytes are decoded as soon as they are read).
+    pub received: Instant,
+    /// The SDU header's timestamp: the lower 32 bits of the sender's monotonic clock in
+    /// microseconds when it sent the SDU (network-mux's `RemoteClockModel`).
+    pub remote_micros: u32,
 }
 
 /// Mux codec of one connection.
@@ -321,8 +333,10 @@ pub struct MuxCodec {
     max_message: usize,
     handshake: bool,
     channels: [Channel; 4],
-    ready: VecDeque<Message>,
+    ready: VecDeque<(Message, Option<Timing>)>,
     started: Instant,
+    /// The timing of the message `decode` returned last.
+    last_timing: Option<Timing>,
 }
 
 impl MuxCodec {
@@ -336,6 +350,7 @@ impl MuxCodec {
             channels: Default::default(),
             ready: VecDeque::new(),
             started: Instant::now(),
+            last_timing: None,
         }
     }
 
@@ -348,6 +363,11 @@ impl MuxCodec {
     pub fn mode(&self) -> Mode {
         self.local
     }
+
+    /// When the first SDU of the message `decode` returned last arrived, and its timestamp.
+    pub fn last_timing(&self) -> Option<Timing> {
+        self.last_timing
+    }
 }
 
 impl Decoder for MuxCodec {
@@ -356,7 +376,8 @@ impl Decoder for MuxCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, MuxError> {
         loop {
-            if let Some(m) = self.ready.pop_front() {
+            if let Some((m, timing)) = self.ready.pop_front() {
+                self.last_timing = timing;
                 return Ok(Some(m));
             }
             let Some(head) = src.get(..HEADER_LEN) else {
@@ -395,14 +416,26 @@ impl Decoder for MuxCodec {
                 return Ok(None);
             }
             src.advance(HEADER_LEN);
+            let this_sdu = Timing {
+                received: Instant::now(),
+                remote_micros: header.timestamp,
+            };
+            if channel.buf.is_empty() {
+                channel.first = Some(this_sdu);
+            }
             channel.buf.extend_from_slice(&src[..len]);
             src.advance(len);
             loop {
                 match channel.splitter.scan(&channel.buf) {
-                    Ok(Some(n)) => self.ready.push_back(Message {
-                        protocol,
-                        payload: channel.buf.split_to(n).freeze(),
-                    }),
+                    Ok(Some(n)) => {
+                        let message = Message {
+                            protocol,
+                            payload: channel.buf.split_to(n).freeze(),
+                        };
+                        self.ready.push_back((message, channel.first));
+                        // What is left began in this SDU.
+                        channel.first = (!channel.buf.is_empty()).then_some(this_sdu);
+                    }
                     Ok(None) => break,
                     Err(Malformed(reason)) => return Err(MuxError::Cbor { protocol, reason }),
                 }

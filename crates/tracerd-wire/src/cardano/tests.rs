@@ -563,3 +563,36 @@ proptest! {
         let _ = decode_handshake(&bytes);
     }
 }
+
+/// An SDU of `protocol` from the responder, stamped `timestamp`.
+fn sdu(timestamp: u32, protocol: u16, payload: &[u8]) -> Vec<u8> {
+    let header = Header {
+        timestamp,
+        mode: Mode::Responder,
+        protocol,
+        len: payload.len() as u16,
+    };
+    let mut out = header.to_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn each_message_carries_the_timestamp_of_the_sdu_it_began_in() {
+    let mut codec = MuxCodec::new(Mode::Initiator, 1 << 20);
+    // An EKG reply split over two SDUs (a 3-item array: 0x83 01 02 | 03), then in one SDU the
+    // end of nothing and two whole data-point replies.
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&sdu(100, EKG, &[0x83, 0x01, 0x02]));
+    buf.extend_from_slice(&sdu(200, EKG, &[0x03]));
+    buf.extend_from_slice(&sdu(300, DATA_POINTS, &[0x01, 0x82, 0x01]));
+    buf.extend_from_slice(&sdu(400, DATA_POINTS, &[0x02]));
+    let mut seen = Vec::new();
+    while let Some(m) = codec.decode(&mut buf).unwrap() {
+        seen.push((m.protocol, codec.last_timing().unwrap().remote_micros));
+    }
+    assert_eq!(
+        seen,
+        vec![(EKG, 100), (DATA_POINTS, 300), (DATA_POINTS, 300)]
+    );
+}
