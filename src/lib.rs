@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod running;
 pub mod session;
+pub mod ship;
 pub mod sync;
 pub mod tools;
 pub mod transport;

@@ -181,6 +181,14 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
+    // Shipping (issue 18): sinks follow the log files from their cursors.
+    crate::ship::start(
+        &config,
+        live.state_dir(),
+        &shared.telemetry.registry,
+        &tracker,
+        cancel.clone(),
+    )?;
     if let Some(a) = alerts {
         let store = history.as_ref().map(|h| h.store().clone());
         crate::alerts::start(a, store, shared.nodes.clone(), &tracker, cancel.clone());

@@ -89,6 +89,8 @@ impl Default for TracerdSettings {
             history: HistorySettings::default(),
             alerts: AlertsSettings::default(),
             http_auth: HttpAuthSettings::default(),
+            clickhouse: None,
+            ship_state_dir: None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod preflight;
 mod probe;
 mod schema;
 mod shape;
+mod ship;
 mod validate;
 
 pub use defaults::*;
@@ -38,6 +39,7 @@ pub use preflight::{preflight, prepare_state_dir, writable_dir};
 pub use probe::{probe, resolve_group, Probe};
 pub use schema::*;
 pub use shape::{numeric_keys, NumericKey, MAX_AGE_HOURS, MAX_TIMEOUT_SECS, OBSOLETE_KEYS};
+pub use ship::*;
 pub use tracerd_wire::Address;
 pub use validate::Problem;
 

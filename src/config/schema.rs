@@ -258,6 +258,12 @@ pub struct TracerdSettings {
     /// HTTP authentication per route group (issue 17); off by default.
     #[serde(default, skip_serializing_if = "HttpAuthSettings::is_default")]
     pub http_auth: HttpAuthSettings,
+    /// Trace lines shipped to ClickHouse (issue 18). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<super::ClickhouseSettings>,
+    /// Where the shipping sinks keep their cursors; default `<--state-dir>/ship`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_state_dir: Option<PathBuf>,
 }
 
 /// HTTP authentication (`tracerd.httpAuth`): each route group without credentials is open.

@@ -169,6 +169,8 @@ const TRACERD: &[Field] = &[
     opt("history", Kind::Obj(HISTORY)),
     opt("alerts", Kind::Obj(ALERTS)),
     opt("httpAuth", Kind::Obj(HTTP_AUTH)),
+    opt("clickhouse", Kind::Obj(CLICKHOUSE)),
+    opt("shipStateDir", Kind::Text),
 ];
 const HTTP_AUTH: &[Field] = &[
     opt("scrape", Kind::Obj(AUTH_GROUP)),
@@ -177,6 +179,21 @@ const HTTP_AUTH: &[Field] = &[
 const AUTH_GROUP: &[Field] = &[
     opt("bearerTokenFiles", Kind::List(&Kind::Text)),
     opt("basicAuthFiles", Kind::List(&Kind::Text)),
+];
+const SHIP_BATCH: &[Field] = &[
+    opt("maxRows", Kind::Int(1, 1_000_000, "rows")),
+    opt("maxBytes", Kind::Int(1024, 1 << 30, "bytes")),
+    opt("pollMs", Kind::Int(1, 3_600_000, "milliseconds")),
+    opt("timeoutSecs", Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds")),
+];
+const CLICKHOUSE: &[Field] = &[
+    req("url", Kind::Text),
+    opt("database", Kind::Text),
+    opt("table", Kind::Text),
+    opt("user", Kind::Text),
+    opt("passwordFile", Kind::Text),
+    opt("tracer", Kind::Text),
+    opt("batch", Kind::Obj(SHIP_BATCH)),
 ];
 const ALERTS: &[Field] = &[
     opt("ruleFiles", Kind::List(&Kind::Text)),

@@ -382,11 +382,19 @@ fn every_schema_key_is_known_to_the_shape_check() {
             certificate_key_file: "k".into(),
             certificate_chain: vec!["i".into()],
         }),
-        logging: vec![LoggingParams {
-            log_root: "/l".into(),
-            log_mode: LogMode::FileMode,
-            log_format: LogFormat::ForHuman,
-        }],
+        logging: vec![
+            LoggingParams {
+                log_root: "/l".into(),
+                log_mode: LogMode::FileMode,
+                log_format: LogFormat::ForHuman,
+            },
+            // `tracerd.clickhouse` ships machine-format files.
+            LoggingParams {
+                log_root: "/l".into(),
+                log_mode: LogMode::FileMode,
+                log_format: LogFormat::ForMachine,
+            },
+        ],
         rotation: Some(RotationParams {
             rp_frequency_secs: 5,
             rp_log_limit_bytes: 100,
@@ -456,6 +464,21 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 }),
                 api: None,
             },
+            clickhouse: Some(crate::config::ClickhouseSettings {
+                url: "http://127.0.0.1:8123".into(),
+                database: "db".into(),
+                table: "t".into(),
+                user: Some("u".into()),
+                password_file: Some("/pw".into()),
+                tracer: Some("site-a".into()),
+                batch: crate::config::ShipBatch {
+                    max_rows: 10,
+                    max_bytes: 4096,
+                    poll_ms: 50,
+                    timeout_secs: 2.0,
+                },
+            }),
+            ship_state_dir: Some("/ship".into()),
         },
     };
     let printed = to_yaml(&config);

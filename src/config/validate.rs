@@ -50,6 +50,11 @@ pub(super) fn validate(
             "needs hasTimeseries: rules are evaluated on the metric history".to_string(),
         );
     }
+    if let Some(ch) = &config.tracerd.clickhouse {
+        for (key, message) in super::ship::check_clickhouse(ch, &config.logging) {
+            problem(&key, message);
+        }
+    }
     if config.logging.is_empty() {
         problem("logging", "at least one log target is required".to_string());
     }

@@ -17,7 +17,8 @@ fn base() -> Value {
         "hasTimeseries": {"epHost": "127.0.0.1", "epPort": 12810},
         "logging": [{"logRoot": "/tmp/tracerd-config-values", "logMode": "FileMode", "logFormat": "ForMachine"}],
         "rotation": {"rpLogLimitBytes": 1000, "rpKeepFilesNum": 3},
-        "tracerd": {"limits": {}, "durability": {}, "history": {}}
+        "tracerd": {"limits": {}, "durability": {}, "history": {},
+                    "clickhouse": {"url": "http://127.0.0.1:8123"}}
     })
 }
 
@@ -97,6 +98,10 @@ fn derive_everything(config: &config::Config) {
     }
     if let Some(r) = &config.rotation {
         let _ = r.max_age_secs();
+    }
+    if let Some(ch) = &t.clickhouse {
+        let _ = now + ch.batch.timeout();
+        let _ = now + std::time::Duration::from_millis(ch.batch.poll_ms);
     }
     let effective = tracerd::running::Effective::new(config.clone());
     let _ = effective.logs.clone();

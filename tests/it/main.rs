@@ -28,6 +28,8 @@ mod rotation;
 mod rtt;
 mod seccomp;
 mod service;
+mod ship_clickhouse;
+mod ship_support;
 mod shutdown;
 mod support;
 mod timeseries;

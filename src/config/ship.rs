@@ -1,0 +1,163 @@
+//! Settings of the shipping sinks (issue 18): `tracerd.clickhouse` and `tracerd.shipStateDir`.
+//! Types only (serde); the shape of each key is declared in `shape.rs`, cross-key checks in
+//! `validate.rs`, the sinks themselves in `crate::ship`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Default ClickHouse database.
+pub const DEFAULT_CLICKHOUSE_DATABASE: &str = "tracerd";
+/// Default ClickHouse table.
+pub const DEFAULT_CLICKHOUSE_TABLE: &str = "traces";
+/// Default most rows of one insert.
+pub const DEFAULT_BATCH_ROWS: u64 = 50_000;
+/// Default most bytes of log lines read for one insert.
+pub const DEFAULT_BATCH_BYTES: u64 = 16 << 20;
+/// Default pause between two looks at the files when everything was sent, in milliseconds.
+pub const DEFAULT_POLL_MS: u64 = 500;
+/// Default time one request may take, in seconds.
+pub const DEFAULT_SHIP_TIMEOUT_SECS: f64 = 30.0;
+
+fn default_database() -> String {
+    DEFAULT_CLICKHOUSE_DATABASE.to_string()
+}
+
+fn default_table() -> String {
+    DEFAULT_CLICKHOUSE_TABLE.to_string()
+}
+
+/// `tracerd.clickhouse`: every node's machine-format trace lines, inserted into one ClickHouse
+/// table over its HTTP interface (schema in README.md, "Shipping to ClickHouse").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClickhouseSettings {
+    /// ClickHouse's HTTP interface, `http://host:port` (its default port is 8123).
+    pub url: String,
+    /// Database, created if absent. Default `tracerd`.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Table, created if absent. Default `traces`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// ClickHouse user (HTTP basic auth); default: ClickHouse's `default` user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// File holding the user's password (first line; trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// This tracerd's name in the `tracer` column (which tracerd shipped a row; each tracerd
+    /// shipping into one table needs its own). Default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracer: Option<String>,
+    /// Batching and timing.
+    #[serde(default, skip_serializing_if = "ShipBatch::is_default")]
+    pub batch: ShipBatch,
+}
+
+/// How a sink batches what it reads from the files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShipBatch {
+    /// Most rows (trace objects) in one request. Default 50000.
+    #[serde(default = "default_batch_rows")]
+    pub max_rows: u64,
+    /// Most bytes of log lines read for one request. Default 16 MiB.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: u64,
+    /// Pause between two looks at the files once everything was sent, in milliseconds.
+    /// Default 500.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Time one request may take, in seconds. Default 30.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+fn default_batch_rows() -> u64 {
+    DEFAULT_BATCH_ROWS
+}
+fn default_batch_bytes() -> u64 {
+    DEFAULT_BATCH_BYTES
+}
+fn default_poll_ms() -> u64 {
+    DEFAULT_POLL_MS
+}
+fn default_timeout_secs() -> f64 {
+    DEFAULT_SHIP_TIMEOUT_SECS
+}
+
+impl Default for ShipBatch {
+    fn default() -> ShipBatch {
+        ShipBatch {
+            max_rows: DEFAULT_BATCH_ROWS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+            poll_ms: DEFAULT_POLL_MS,
+            timeout_secs: DEFAULT_SHIP_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl ShipBatch {
+    /// True when every value is the default (kept out of the printed config).
+    pub fn is_default(&self) -> bool {
+        *self == ShipBatch::default()
+    }
+
+    /// The request timeout as a `Duration` (the shape bounds it to an hour).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.timeout_secs.clamp(0.1, 3600.0))
+    }
+}
+
+/// Whether `name` is a plain ClickHouse identifier (`[A-Za-z_][A-Za-z0-9_]*`), so it can be
+/// written into a query unquoted.
+pub fn is_plain_identifier(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && name.len() <= 128
+}
+
+/// The problems of a `tracerd.clickhouse` section (key, message); pure.
+pub(super) fn check_clickhouse(
+    ch: &ClickhouseSettings,
+    logging: &[super::LoggingParams],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !ch.url.starts_with("http://") {
+        out.push((
+            "tracerd.clickhouse.url".to_string(),
+            format!(
+                "{:?} is not an http:// URL (ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123; https is not supported)",
+                ch.url
+            ),
+        ));
+    }
+    for (key, value) in [("database", &ch.database), ("table", &ch.table)] {
+        if !is_plain_identifier(value) {
+            out.push((
+                format!("tracerd.clickhouse.{key}"),
+                format!("{value:?} must be letters, digits and '_', not starting with a digit"),
+            ));
+        }
+    }
+    if ch.tracer.as_ref().is_some_and(|t| t.is_empty()) {
+        out.push((
+            "tracerd.clickhouse.tracer".to_string(),
+            "must not be empty".to_string(),
+        ));
+    }
+    let machine_files = logging.iter().any(|t| {
+        t.log_mode == super::LogMode::FileMode && t.log_format == super::LogFormat::ForMachine
+    });
+    if !machine_files {
+        out.push((
+            "tracerd.clickhouse".to_string(),
+            "ships the machine-format files: add a logging target with logMode FileMode and logFormat ForMachine".to_string(),
+        ));
+    }
+    out
+}

@@ -1,0 +1,226 @@
+//! The sinks' HTTP/1.1 client: one kept-alive connection per sink over hyper's client
+//! connection, each request bounded by a timeout. Plain `http://` only.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use std::time::Duration;
+
+/// Largest response body read (ClickHouse's answers to tracerd's queries are small).
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// What went wrong with one request.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The URL is not `http://host:port[/path]`.
+    #[error("{0:?} is not an http://host[:port][/path] URL")]
+    BadUrl(String),
+    /// TCP connect failed.
+    #[error("connecting to {0}: {1}")]
+    Connect(String, std::io::Error),
+    /// The request or its response failed on the wire.
+    #[error("request to {0}: {1}")]
+    Wire(String, String),
+    /// No complete response within the timeout.
+    #[error("no response from {0} within {1:?}")]
+    Timeout(String, Duration),
+}
+
+impl HttpError {
+    /// A bounded label for `tracerd_sink_requests_failed_total{reason}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HttpError::BadUrl(_) => "bad_url",
+            HttpError::Connect(..) => "connect",
+            HttpError::Wire(..) => "wire",
+            HttpError::Timeout(..) => "timeout",
+        }
+    }
+}
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body (at most 16 MiB).
+    pub body: Bytes,
+}
+
+impl Response {
+    /// The body as text, for log lines (cut to 300 bytes).
+    pub fn snippet(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        let mut cut = text.len().min(300);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text[..cut].to_string()
+    }
+}
+
+/// One remote HTTP endpoint with its kept-alive connection.
+pub struct Client {
+    authority: String,
+    base_path: String,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Client {
+    /// A client of `url` (`http://host:port[/path]`); connects at the first request.
+    pub fn new(url: &str) -> Result<Client, HttpError> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| HttpError::BadUrl(url.to_string()))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(HttpError::BadUrl(url.to_string()));
+        }
+        let authority = if authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !authority.ends_with(']')
+        {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Ok(Client {
+            authority,
+            base_path: path.trim_end_matches('/').to_string(),
+            conn: None,
+        })
+    }
+
+    /// `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// POSTs `body` to the URL's path followed by `path_and_query`, with `headers`, within
+    /// `timeout` (connecting included). A failed request drops the connection.
+    pub async fn post(
+        &mut self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        let uri = format!("{}{}", self.base_path, path_and_query);
+        let result = tokio::time::timeout(timeout, self.exchange(&uri, headers, body)).await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(HttpError::Timeout(self.authority.clone(), timeout))
+            }
+        }
+    }
+
+    async fn exchange(
+        &mut self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, HttpError> {
+        let wire =
+            |e: &dyn std::fmt::Display| HttpError::Wire(self.authority.clone(), e.to_string());
+        let reusable = match &mut self.conn {
+            Some(c) => c.ready().await.is_ok(),
+            None => false,
+        };
+        if !reusable {
+            let stream = tokio::net::TcpStream::connect(&self.authority)
+                .await
+                .map_err(|e| HttpError::Connect(self.authority.clone(), e))?;
+            let _ = stream.set_nodelay(true);
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| wire(&e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.conn = Some(send);
+        }
+        let mut req = hyper::Request::post(uri)
+            .header(hyper::header::HOST, &self.authority)
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("tracerd/", env!("CARGO_PKG_VERSION")),
+            )
+            // Also for an empty body: ClickHouse refuses a POST without one (411).
+            .header(hyper::header::CONTENT_LENGTH, body.len());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| wire(&e))?;
+        let conn = self.conn.as_mut().expect("connected above");
+        let resp = conn.send_request(req).await.map_err(|e| wire(&e))?;
+        let status = resp.status().as_u16();
+        let limited = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES);
+        let body = limited
+            .collect()
+            .await
+            .map_err(|e| HttpError::Wire(self.authority.clone(), e.to_string()))?
+            .to_bytes();
+        Ok(Response { status, body })
+    }
+}
+
+/// `Basic <base64(user:password)>`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}");
+    let mut out = String::from("Basic ");
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_basic_auth() {
+        let c = Client::new("http://127.0.0.1:8123").unwrap();
+        assert_eq!(
+            (c.authority(), c.base_path.as_str()),
+            ("127.0.0.1:8123", "")
+        );
+        let c = Client::new("http://example.org/prefix/").unwrap();
+        assert_eq!(
+            (c.authority(), c.base_path.as_str()),
+            ("example.org:80", "/prefix")
+        );
+        assert!(Client::new("https://x:1").is_err());
+        assert!(Client::new("http://u:p@x:1").is_err());
+        assert_eq!(
+            basic_auth("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(basic_auth("a", ""), "Basic YTo=");
+    }
+}

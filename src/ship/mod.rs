@@ -1,0 +1,111 @@
+//! Shipping (issue 18): every node's traces into the fleet's own stores, from the log files.
+//!
+//! The files are the source of truth: a sink follows each node's machine-format (JSON lines)
+//! files from a cursor it keeps per node in the state directory, sends what it read and moves
+//! the cursor only once the remote confirmed it. So shipping never slows ingest (it shares
+//! nothing with the writers but the files) and nothing acknowledged to a node is lost when
+//! the remote is down: the lines wait in the files, and retention is the only bound
+//! (`tracerd_sink_lost_*` counts what it deleted unsent).
+//!
+//! Layers: pure cores — `cursor` (positions, cursor text, lag), `record` (a machine line's
+//! fields), `clickhouse/sql.rs` (schema, queries, rows) — and thin shells: `state` (cursor
+//! files), `follow` (reading the files), `http` (the client), `clickhouse` (the sink's task).
+
+pub mod clickhouse;
+pub mod cursor;
+pub mod follow;
+pub mod http;
+pub mod metrics;
+pub mod record;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, LogFormat};
+use crate::logs::LogSettings;
+
+/// Why shipping could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// No directory for the cursors.
+    #[error(
+        "{0} needs a directory for its cursors: run with --state-dir or set tracerd.shipStateDir"
+    )]
+    NoStateDir(&'static str),
+    /// No machine-format file target to follow.
+    #[error("{0} ships the machine-format files: add a logging target with logMode FileMode and logFormat ForMachine")]
+    NoMachineFiles(&'static str),
+    /// The cursor directory cannot be made.
+    #[error("cursor directory {0}: {1}")]
+    State(PathBuf, std::io::Error),
+    /// A password file cannot be read.
+    #[error("{0}: reading {1}: {2}")]
+    Password(&'static str, PathBuf, std::io::Error),
+}
+
+/// Where the sinks keep their cursors: `tracerd.shipStateDir`, else `<--state-dir>/ship`.
+pub fn state_base(config: &Config, state_dir: Option<&Path>) -> Option<PathBuf> {
+    config
+        .tracerd
+        .ship_state_dir
+        .clone()
+        .or_else(|| state_dir.map(|d| d.join("ship")))
+}
+
+/// The log root the sinks follow: the first `FileMode` target in `ForMachine`.
+pub fn machine_root(config: &Config) -> Option<PathBuf> {
+    LogSettings::from_config(config)
+        .targets
+        .into_iter()
+        .find(|t| t.format == LogFormat::ForMachine)
+        .map(|t| t.root)
+}
+
+/// This host's name (the default `tracer`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "tracerd".to_string())
+}
+
+/// Starts every configured sink on `tracker` (blocking file reads happen here, at start).
+pub fn start(
+    config: &Config,
+    state_dir: Option<&Path>,
+    registry: &prometheus::Registry,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> Result<(), ShipError> {
+    let Some(ch) = &config.tracerd.clickhouse else {
+        return Ok(());
+    };
+    let name = "tracerd.clickhouse";
+    let base = state_base(config, state_dir).ok_or(ShipError::NoStateDir(name))?;
+    let root = machine_root(config).ok_or(ShipError::NoMachineFiles(name))?;
+    let metrics = metrics::SinkMetrics::register(registry);
+    let state = state::StateDir::open(&base, clickhouse::SINK)
+        .map_err(|e| ShipError::State(base.clone(), e))?;
+    let password = match &ch.password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map(|s| s.lines().next().unwrap_or_default().to_string())
+                .map_err(|e| ShipError::Password(name, p.clone(), e))?,
+        ),
+        None => None,
+    };
+    let follower = follow::Follower::new(clickhouse::SINK, root, state, metrics.clone());
+    let sink = clickhouse::Sink {
+        settings: ch.clone(),
+        tracer: ch.tracer.clone().unwrap_or_else(host_name),
+        password,
+        follower,
+        metrics,
+    };
+    tracker.spawn(sink.run(cancel));
+    Ok(())
+}
