@@ -40,7 +40,9 @@ pub struct Built {
     pub http_listeners: Vec<HttpListener>,
     /// HTTP authentication, re-read on SIGHUP (`tracerd.httpAuth`), when set.
     pub http_auth: Option<Arc<http::auth::Auth>>,
-    /// Certificate stores re-read on SIGHUP (`tlsCertificate`).
+    /// `tracerd.native.tls`: the TLS config of native TCP listeners.
+    pub native_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Certificate stores re-read on SIGHUP (`tlsCertificate`, `tracerd.native.tls`).
     pub tls_stores: Vec<Arc<crate::transport::tls::CertStore>>,
     /// Reload counters.
     pub reload_metrics: ReloadMetrics,
@@ -91,6 +93,8 @@ pub async fn build(
         tracing::info!(listen = %listener.describe(), protocol = "native", "listening");
         listeners.push((listener, Service::Native));
     }
+    let (native_tls, native_store) = native_tls(config).await?;
+    warn_plain_tcp(config);
     let cardano = Arc::new(cardano::Settings::from_config(config));
     let mut dial = Vec::new();
     match &config.network {
@@ -282,8 +286,9 @@ pub async fn build(
         http_listeners.push((l, router, tls));
     }
     Ok(Built {
+        native_tls,
         http_auth,
-        tls_stores: cert_store.into_iter().collect(),
+        tls_stores: cert_store.into_iter().chain(native_store).collect(),
         history,
         alerts,
         shared,
@@ -296,6 +301,71 @@ pub async fn build(
         socket_paths,
         reforward,
     })
+}
+
+/// `tracerd.native.tls`: its certificate store and server config (mutual TLS with
+/// `clientCaFile`).
+async fn native_tls(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<Arc<rustls::ServerConfig>>,
+    Option<Arc<transport::tls::CertStore>>,
+)> {
+    let Some(t) = config.tracerd.native.tls.clone() else {
+        return Ok((None, None));
+    };
+    let opened = tokio::task::spawn_blocking(move || {
+        let files = transport::tls::CertFiles {
+            cert: t.certificate_file.clone(),
+            key: t.certificate_key_file.clone(),
+            chain: t.certificate_chain.clone(),
+        };
+        let store = Arc::new(transport::tls::CertStore::open(files)?);
+        let server =
+            transport::tls::server_config(store.clone(), t.client_ca_file.as_deref(), &[])?;
+        Ok::<_, transport::tls::TlsError>((server, store, t.client_ca_file.is_some()))
+    })
+    .await
+    .context("reading tracerd.native.tls")?
+    .context("tracerd.native.tls")?;
+    let (server, store, mutual) = opened;
+    tracing::info!(mutual_tls = mutual, "native TCP listeners speak TLS only");
+    Ok((Some(server), Some(store)))
+}
+
+/// Warns about TCP listeners on non-loopback addresses whose protocol is not protected: the
+/// native protocol without `tracerd.native.tls`, Cardano's always (it has no authentication).
+fn warn_plain_tcp(config: &Config) {
+    let exposed = |addr: &Address| match addr {
+        Address::Tcp { host, .. } => !is_loopback(host),
+        Address::Unix(_) => false,
+    };
+    if config.tracerd.native.tls.is_none() {
+        for addr in config
+            .tracerd
+            .native
+            .accept_at
+            .iter()
+            .filter(|a| exposed(a))
+        {
+            tracing::warn!(listen = %addr, "native protocol over plain TCP on a non-loopback address: \
+                anyone who reaches it can send as any node; set tracerd.native.tls (see docs/SECURITY.md)");
+        }
+    }
+    if let Some(Network::AcceptAt(addr)) = &config.network {
+        if exposed(addr) {
+            tracing::warn!(listen = %addr, "Cardano forwarding protocol on a non-loopback TCP address: \
+                it has no encryption or authentication; prefer a Unix socket or a tunnel (see docs/SECURITY.md)");
+        }
+    }
+}
+
+/// Whether `host` names only the loopback interface.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The query API's limits: under the HTTP request timeout, so a slow query answers with

@@ -108,6 +108,7 @@ pub async fn run(
         http_state,
         http_listeners,
         tls_stores,
+        native_tls,
         http_auth,
         reload_metrics,
         socket_paths,
@@ -162,6 +163,7 @@ pub async fn run(
         let sessions = Arc::new(Sessions {
             service,
             ctx: shared.clone(),
+            tls: native_tls.clone(),
         });
         tracker.spawn(sessions.run(listener, limit.clone(), cancel.clone(), tracker.clone()));
     }

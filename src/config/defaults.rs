@@ -127,6 +127,7 @@ impl Default for NativeSettings {
     fn default() -> Self {
         NativeSettings {
             accept_at: default_native_accept_at(),
+            tls: None,
         }
     }
 }

@@ -412,6 +412,26 @@ pub struct NativeSettings {
     /// Addresses to listen on: Unix socket paths and `host:port` TCP addresses.
     #[serde(default = "default_native_accept_at")]
     pub accept_at: Vec<Address>,
+    /// TLS on every TCP listener of `acceptAt` (Unix listeners stay plain); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<NativeTls>,
+}
+
+/// `tracerd.native.tls`: the listeners' certificate, and the CA of the nodes' certificates
+/// for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NativeTls {
+    /// PEM certificate.
+    pub certificate_file: PathBuf,
+    /// PEM key.
+    pub certificate_key_file: PathBuf,
+    /// Intermediate certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificate_chain: Vec<PathBuf>,
+    /// PEM CA certificates: with it, a node must present a certificate one of them issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// Bounds on what one connection may use.

@@ -121,7 +121,16 @@ const ROTATION: &[Field] = &[
     opt("rpMaxAgeHours", Kind::Num(0.0, MAX_AGE_HOURS, "hours")),
     req("rpKeepFilesNum", Kind::Int(0, 1_000_000, "files")),
 ];
-const NATIVE: &[Field] = &[opt("acceptAt", Kind::List(&Kind::Addr))];
+const NATIVE: &[Field] = &[
+    opt("acceptAt", Kind::List(&Kind::Addr)),
+    opt("tls", Kind::Obj(NATIVE_TLS)),
+];
+const NATIVE_TLS: &[Field] = &[
+    req("certificateFile", Kind::Text),
+    req("certificateKeyFile", Kind::Text),
+    opt("certificateChain", Kind::List(&Kind::Text)),
+    opt("clientCaFile", Kind::Text),
+];
 const LIMITS: &[Field] = &[
     opt("maxFrameBytes", Kind::Int(64, 1 << 30, "bytes")),
     opt("queueBatches", Kind::Int(1, 65_536, "batches")),

@@ -415,6 +415,12 @@ fn every_schema_key_is_known_to_the_shape_check() {
         tracerd: TracerdSettings {
             native: NativeSettings {
                 accept_at: vec![Address::Unix("/t.sock".into())],
+                tls: Some(NativeTls {
+                    certificate_file: "/etc/tracerd/native.pem".into(),
+                    certificate_key_file: "/etc/tracerd/native.key".into(),
+                    certificate_chain: vec![],
+                    client_ca_file: Some("/etc/tracerd/nodes-ca.pem".into()),
+                }),
             },
             limits: Limits {
                 max_frame_bytes: 4096,

@@ -39,6 +39,8 @@ pub struct Sessions {
     pub service: Service,
     /// What every session shares.
     pub ctx: Arc<Context>,
+    /// `tracerd.native.tls`: native sessions over TCP speak TLS only (Unix ones stay plain).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Acceptor for Sessions {
@@ -46,11 +48,15 @@ impl Acceptor for Sessions {
         let Conn { stream, peer } = conn;
         let ctx = self.ctx.clone();
         // Outcomes are counted and logged by `serve_and_report`.
-        match &self.service {
-            Service::Native => {
+        match (&self.service, &self.tls, stream) {
+            (Service::Native, Some(tls), tokio_util::either::Either::Left(tcp)) => {
+                // Boxed: an idle plain session's future stays as small as before.
+                Box::pin(serve_tls(tcp, tls.clone(), peer, ctx, cancel)).await;
+            }
+            (Service::Native, _, stream) => {
                 let _ = native::serve_and_report(stream, peer, ctx, cancel).await;
             }
-            Service::Cardano(settings) => {
+            (Service::Cardano(settings), _, stream) => {
                 let settings = settings.clone();
                 let mode = Mode::Responder;
                 let _ = cardano::serve_and_report(stream, peer, mode, settings, ctx, cancel).await;
@@ -74,6 +80,39 @@ impl Acceptor for Sessions {
     }
 }
 
+/// The TLS handshake of a native session, under the handshake timeout; a failure is refused
+/// and counted (`tracerd_connections_refused_total{reason="tls_handshake"}`).
+async fn serve_tls(
+    tcp: tokio::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    peer: String,
+    ctx: Arc<Context>,
+    cancel: CancellationToken,
+) {
+    let timeout = ctx.limits().handshake_timeout();
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
+    let why = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = tokio::time::timeout(timeout, accept) => match r {
+            Ok(Ok(stream)) => {
+                let _ = native::serve_and_report(stream, peer, ctx, cancel).await;
+                return;
+            }
+            Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+            Err(_) => format!("no TLS handshake within {timeout:?}"),
+        },
+    };
+    crate::events::HandshakeRefused {
+        peer: &peer,
+        protocol: Some(Protocol::Native.as_str()),
+        reason: "tls_handshake",
+        message: &why,
+        by: crate::events::RefusedBy::Tracerd,
+        log: ctx.refusals.admit(&peer, std::time::Instant::now()),
+    }
+    .emit(&ctx.telemetry);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +131,7 @@ mod tests {
         let sessions = Sessions {
             service: Service::Native,
             ctx,
+            tls: None,
         };
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();

@@ -23,6 +23,7 @@ mod imports;
 mod ingest;
 mod load;
 mod metric_names;
+mod native_tls;
 mod reforward;
 mod rotation;
 mod rtt;

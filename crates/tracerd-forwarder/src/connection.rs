@@ -20,7 +20,7 @@ use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceBatch, TraceObject};
 use tracerd_wire::native::{
     encode_node_frame, ForwarderCodec, Hello, NodeMessage, TracerMessage, PROTOCOL_VERSION,
 };
-use tracerd_wire::{Address, Backoff};
+use tracerd_wire::Backoff;
 
 use crate::outbox::{Kept, Outbox};
 use crate::{
@@ -31,9 +31,18 @@ use crate::{
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Connects (the one [`tracerd_wire::connect`]) and splits the stream into owned halves.
-async fn connect(address: &Address) -> io::Result<(Reader, Writer)> {
+/// Connects (the one [`tracerd_wire::connect`]), over TLS when configured for TCP, and splits
+/// the stream into owned halves.
+async fn connect(config: &ForwarderConfig) -> io::Result<(Reader, Writer)> {
+    let address = &config.address;
     Ok(match tracerd_wire::connect(address).await? {
+        #[cfg(feature = "tls")]
+        Either::Left(s) if config.tls.is_some() => {
+            let tls = config.tls.as_ref().expect("checked");
+            let s = tls.connect(s).await?;
+            let (r, w) = tokio::io::split(s);
+            (Box::pin(r), Box::pin(w))
+        }
         Either::Left(s) => {
             let (r, w) = s.into_split();
             (Box::pin(r), Box::pin(w))
@@ -103,7 +112,7 @@ async fn session(
     closing: &CancellationToken,
 ) -> Result<(), (bool, ConnectionError)> {
     let timeout = config.connect_timeout;
-    let (reader, mut writer) = match tokio::time::timeout(timeout, connect(&config.address)).await {
+    let (reader, mut writer) = match tokio::time::timeout(timeout, connect(config)).await {
         Err(_) => return Err((false, ConnectionError::Timeout(timeout))),
         Ok(Err(source)) => {
             return Err((

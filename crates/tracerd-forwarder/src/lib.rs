@@ -52,6 +52,8 @@ use tracerd_wire::native::{FrameError, RefuseReason, Software};
 
 mod connection;
 mod outbox;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// The types a forwarder sends, and the address syntax, so a node needs only this crate.
 pub use tracerd_wire::{model, Address};
@@ -95,6 +97,9 @@ pub struct ForwarderConfig {
     pub connect_timeout: Duration,
     /// Period of the forwarder's own round-trip probe; `None` disables it.
     pub ping_every: Option<Duration>,
+    /// TLS over TCP (tracerd's `tracerd.native.tls`); `None`: plain. Ignored for Unix sockets.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tls::TlsClient>,
 }
 
 impl ForwarderConfig {
@@ -119,6 +124,8 @@ impl ForwarderConfig {
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             ping_every: Some(Duration::from_secs(5)),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -96,6 +96,20 @@ pub(crate) struct Args {
     /// Runtime worker threads (default: 2, or fewer CPUs).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// Native over TCP: speak TLS, trusting the PEM CA certificates of this file (tracerd's
+    /// `tracerd.native.tls`).
+    #[arg(long, value_name = "PEM")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// With `--tls-ca`: the client certificate for mutual TLS (with `--tls-key`).
+    #[arg(long, value_name = "PEM", requires = "tls_key", requires = "tls_ca")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// With `--tls-cert`: its private key.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// With `--tls-ca`: the name tracerd's certificate must carry (default: the host of
+    /// `--connect`).
+    #[arg(long, requires = "tls_ca")]
+    pub(crate) tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

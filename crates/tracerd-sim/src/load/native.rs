@@ -207,6 +207,21 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| (131_072 / args.nodes).clamp(256, 16_384))
         .clamp(1, args.queue.max(1));
 
+    let tls = match &args.tls_ca {
+        None => None,
+        Some(ca) => {
+            let host = match &address {
+                Address::Tcp { host, .. } => host.clone(),
+                Address::Unix(_) => bail!("--tls-ca needs a TCP --connect address"),
+            };
+            let name = args.tls_server_name.clone().unwrap_or(host);
+            let client = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+            Some(
+                tracerd_forwarder::tls::TlsClient::from_pem(ca, client, &name)
+                    .context("--tls-ca/--tls-cert/--tls-key")?,
+            )
+        }
+    };
     // Connect every node before the clock starts.
     let mut fwds = Vec::with_capacity(args.nodes);
     for i in 0..args.nodes {
@@ -223,6 +238,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         };
         c.connect_timeout = Duration::from_secs(30);
         c.backoff_max = Duration::from_secs(2);
+        c.tls = tls.clone();
         fwds.push(Arc::new(Forwarder::start(c)?));
         if i % 256 == 255 {
             tokio::time::sleep(Duration::from_millis(5)).await;
