@@ -53,6 +53,8 @@ pub struct AlertsMetrics {
     pub evaluation_failures: IntCounter,
     pub active: IntGaugeVec,
     pub trace_hits_dropped: IntCounter,
+    pub webhook_sent: IntCounterVec,
+    pub webhook_errors: IntCounterVec,
 }
 
 impl AlertsMetrics {
@@ -104,6 +106,16 @@ impl AlertsMetrics {
             evaluation_failures: counter(
                 "tracerd_alerts_rule_evaluation_failures_total",
                 "Alerting rule evaluations that failed (bad result, sample cap, duplicate labels).",
+            ),
+            webhook_sent: by(
+                "tracerd_alerts_webhook_sent_total",
+                "Alert notifications delivered to a webhook, by its URL.",
+                "url",
+            ),
+            webhook_errors: by(
+                "tracerd_alerts_webhook_errors_total",
+                "Alert notifications not delivered to a webhook after every retry, by its URL.",
+                "url",
             ),
             trace_hits_dropped: counter(
                 "tracerd_alerts_trace_hits_dropped_total",
@@ -180,6 +192,12 @@ impl Alerts {
             .alertmanagers
             .iter()
             .map(|u| notify::Target::parse(u))
+            .chain(
+                settings
+                    .webhooks
+                    .iter()
+                    .map(|u| notify::Target::parse_webhook(u)),
+            )
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let capacity = settings.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY) as usize;
@@ -226,6 +244,11 @@ pub fn load_groups(settings: &AlertsSettings) -> Result<Vec<Group>, String> {
     for u in &settings.alertmanagers {
         if let Err(e) = notify::Target::parse(u) {
             problems.push(format!("tracerd.alerts.alertmanagers: {e}"));
+        }
+    }
+    for u in &settings.webhooks {
+        if let Err(e) = notify::Target::parse_webhook(u) {
+            problems.push(format!("tracerd.alerts.webhooks: {e}"));
         }
     }
     let interval_ms = (interval * 1000.0).round() as i64;

@@ -1,7 +1,9 @@
-//! Delivery to Alertmanager's v2 API: a bounded queue (a full queue drops the oldest alert,
-//! counted), one sender task posting batches of at most [`MAX_BATCH`] alerts as JSON to
-//! `POST <url>/api/v2/alerts` of every Alertmanager, each post retried [`ATTEMPTS`] times,
-//! failures counted by Alertmanager and logged at most once per [`LOG_EVERY`].
+//! Delivery to Alertmanager's v2 API and to generic webhooks: a bounded queue (a full queue
+//! drops the oldest alert, counted), one sender task posting batches of at most
+//! [`MAX_BATCH`] alerts as JSON to `POST <url>/api/v2/alerts` of every Alertmanager (every
+//! send: firing alerts are resent, see `state`) and to every webhook's URL (only an alert's
+//! first firing send and its resolution, in [`webhook_body`]'s shape), each post retried
+//! [`ATTEMPTS`] times, failures counted by target and logged at most once per [`LOG_EVERY`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -29,21 +31,24 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Most bytes read of an Alertmanager's answer.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// An Alertmanager base URL: `http://host:port[/prefix]`.
+/// Where alerts go: an Alertmanager (`http://host:port[/prefix]`) or a webhook
+/// (`http://host:port/path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The URL as configured (the metric label).
     pub url: String,
     /// `host:port` to connect to.
     pub authority: String,
-    /// `/prefix/api/v2/alerts`.
+    /// `/prefix/api/v2/alerts` for an Alertmanager, the URL's path for a webhook.
     pub path: String,
+    /// A generic webhook, not an Alertmanager.
+    pub webhook: bool,
 }
 
 /// Why a URL or a post failed.
 #[derive(Debug, Error)]
 pub enum NotifyError {
-    #[error("alertmanager URL {0:?}: {1}")]
+    #[error("URL {0:?}: {1}")]
     BadUrl(String, &'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -54,7 +59,21 @@ pub enum NotifyError {
 }
 
 impl Target {
-    /// Parses `http://host[:port][/prefix]` (port 80 when absent; no https).
+    /// Parses a webhook URL `http://host[:port][/path]` (path `/` when absent): posts go to
+    /// the path as given.
+    pub fn parse_webhook(url: &str) -> Result<Target, NotifyError> {
+        let mut t = Target::parse(url)?;
+        let rest = &url["http://".len()..];
+        t.path = match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".to_string(),
+        };
+        t.webhook = true;
+        Ok(t)
+    }
+
+    /// Parses an Alertmanager URL `http://host[:port][/prefix]` (port 80 when absent; no
+    /// https).
     pub fn parse(url: &str) -> Result<Target, NotifyError> {
         let rest = url
             .strip_prefix("http://")
@@ -85,6 +104,7 @@ impl Target {
             url: url.to_string(),
             authority,
             path: format!("{prefix}/api/v2/alerts"),
+            webhook: false,
         })
     }
 }
@@ -118,6 +138,67 @@ pub fn body(alerts: &[Outgoing], generator_url: &str) -> Value {
             })
             .collect(),
     )
+}
+
+/// An alert's fingerprint as a webhook shows it: FNV-1a over its sorted labels, 16 hex
+/// digits (stable across restarts; not Alertmanager's hash).
+pub fn fingerprint(labels: &[(String, String)]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The JSON body of one webhook post, in the shape of Alertmanager's `webhook_config`
+/// payload (version 4), so receivers written for Alertmanager read it: `status` is
+/// `firing` when any alert in it fires; each alert has `status`, `labels`, `annotations`,
+/// `startsAt`, `endsAt` (`0001-01-01T00:00:00Z` while firing, as Alertmanager sends it),
+/// `generatorURL` (empty) and `fingerprint`; `commonLabels`/`commonAnnotations` are the pairs
+/// every alert shares; `groupLabels` is empty and `groupKey` `{}` (tracerd does not group).
+pub fn webhook_body(alerts: &[Outgoing]) -> Value {
+    let map = |l: &[(String, String)]| {
+        Value::Object(
+            l.iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                .collect(),
+        )
+    };
+    let common = |pick: &dyn Fn(&Outgoing) -> &[(String, String)]| -> Vec<(String, String)> {
+        let mut it = alerts.iter();
+        let Some(first) = it.next() else {
+            return Vec::new();
+        };
+        let mut c: Vec<(String, String)> = pick(first).to_vec();
+        for a in it {
+            c.retain(|p| pick(a).contains(p));
+        }
+        c
+    };
+    let firing = alerts.iter().any(|a| !a.resolved);
+    json!({
+        "version": "4",
+        "groupKey": "{}",
+        "truncatedAlerts": 0,
+        "status": if firing { "firing" } else { "resolved" },
+        "receiver": "tracerd",
+        "groupLabels": {},
+        "commonLabels": map(&common(&|a| &a.labels)),
+        "commonAnnotations": map(&common(&|a| &a.annotations)),
+        "externalURL": "",
+        "alerts": alerts.iter().map(|a| json!({
+            "status": if a.resolved { "resolved" } else { "firing" },
+            "labels": map(&a.labels),
+            "annotations": map(&a.annotations),
+            "startsAt": rfc3339(a.starts_at),
+            "endsAt": if a.resolved { rfc3339(a.ends_at) } else { "0001-01-01T00:00:00Z".to_string() },
+            "generatorURL": "",
+            "fingerprint": fingerprint(&a.labels),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The queue and the Alertmanagers.
@@ -178,31 +259,53 @@ impl Notifier {
                 }
             }
             let payload = body(&batch, "").to_string();
+            // A webhook hears of a firing alert once, and of its resolution.
+            let changes: Vec<Outgoing> = batch
+                .iter()
+                .filter(|a| a.first || a.resolved)
+                .cloned()
+                .collect();
+            let hook_payload = webhook_body(&changes).to_string();
             for (i, t) in self.targets.iter().enumerate() {
+                let (payload, n) = if t.webhook {
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    (&hook_payload, changes.len())
+                } else {
+                    (&payload, batch.len())
+                };
                 let result = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    r = post_with_retries(t, &payload) => r,
+                    r = post_with_retries(t, payload) => r,
+                };
+                let (sent, errors) = if t.webhook {
+                    (&self.metrics.webhook_sent, &self.metrics.webhook_errors)
+                } else {
+                    (&self.metrics.sent, &self.metrics.errors)
                 };
                 match result {
-                    Ok(()) => {
-                        self.metrics
-                            .sent
-                            .with_label_values(&[&t.url])
-                            .inc_by(batch.len() as u64);
-                    }
+                    Ok(()) => sent.with_label_values(&[&t.url]).inc_by(n as u64),
                     Err(e) => {
-                        self.metrics
-                            .errors
-                            .with_label_values(&[&t.url])
-                            .inc_by(batch.len() as u64);
+                        errors.with_label_values(&[&t.url]).inc_by(n as u64);
                         if last_log[i].is_none_or(|l| l.elapsed() >= LOG_EVERY) {
-                            tracing::warn!(
-                                alertmanager = %t.url,
-                                error = %e,
-                                alerts = batch.len(),
-                                failures_not_logged = suppressed[i],
-                                "cannot send alerts to Alertmanager"
-                            );
+                            if t.webhook {
+                                tracing::warn!(
+                                    webhook = %t.url,
+                                    error = %e,
+                                    alerts = n,
+                                    failures_not_logged = suppressed[i],
+                                    "cannot send alerts to a webhook"
+                                );
+                            } else {
+                                tracing::warn!(
+                                    alertmanager = %t.url,
+                                    error = %e,
+                                    alerts = n,
+                                    failures_not_logged = suppressed[i],
+                                    "cannot send alerts to Alertmanager"
+                                );
+                            }
                             last_log[i] = Some(Instant::now());
                             suppressed[i] = 0;
                         } else {
@@ -302,11 +405,35 @@ mod tests {
             annotations: vec![("summary".into(), "s".into())],
             starts_at: 1_000,
             ends_at: 61_500,
+            resolved: false,
+            first: true,
         };
-        let b = body(&[a], "");
+        let b = body(std::slice::from_ref(&a), "");
         assert_eq!(b[0]["labels"]["alertname"], "High");
         assert_eq!(b[0]["annotations"]["summary"], "s");
         assert_eq!(b[0]["startsAt"], "1970-01-01T00:00:01.000000000Z");
         assert_eq!(b[0]["endsAt"], "1970-01-01T00:01:01.500000000Z");
+        let mut r = a.clone();
+        r.resolved = true;
+        r.labels.push(("node_name".into(), "b".into()));
+        let w = webhook_body(&[a, r]);
+        assert_eq!(
+            (&w["version"], &w["status"]),
+            (&json!("4"), &json!("firing"))
+        );
+        assert_eq!(w["commonLabels"], json!({"alertname": "High"}));
+        assert_eq!(w["alerts"][0]["status"], "firing");
+        assert_eq!(w["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(w["alerts"][1]["status"], "resolved");
+        assert_eq!(w["alerts"][1]["endsAt"], "1970-01-01T00:01:01.500000000Z");
+        assert_ne!(w["alerts"][0]["fingerprint"], w["alerts"][1]["fingerprint"]);
+    }
+
+    #[test]
+    fn webhook_urls_keep_their_path() {
+        let t = Target::parse_webhook("http://127.0.0.1:8080/hooks/tracerd").unwrap();
+        assert_eq!((t.path.as_str(), t.webhook), ("/hooks/tracerd", true));
+        assert_eq!(Target::parse_webhook("http://h:1").unwrap().path, "/");
+        assert!(Target::parse_webhook("https://h/x").is_err());
     }
 }

@@ -57,6 +57,10 @@ pub struct Outgoing {
     pub annotations: Labels,
     pub starts_at: i64,
     pub ends_at: i64,
+    /// Resolved (sent once), not firing.
+    pub resolved: bool,
+    /// The first send of this firing alert (what a webhook is told about).
+    pub first: bool,
 }
 
 /// The alerts of one rule, keyed by their labels.
@@ -140,12 +144,15 @@ impl RuleState {
             if !send {
                 continue;
             }
+            let first = a.last_sent_at.is_none();
             a.last_sent_at = Some(now);
             out.push(Outgoing {
                 labels: a.labels.clone(),
                 annotations: a.annotations.clone(),
                 starts_at: a.fired_at.unwrap_or(a.active_at),
                 ends_at: a.resolved_at.unwrap_or(now + valid),
+                resolved: a.state == State::Inactive,
+                first: first && a.state == State::Firing,
             });
         }
         self.alerts.retain(|_, a| a.state != State::Inactive);
@@ -194,16 +201,19 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].starts_at, sent[0].ends_at), (10_000, 30_000));
         assert_eq!(sent[0].annotations[0].1, "a at 7");
+        assert!(sent[0].first && !sent[0].resolved);
         // Resent at every evaluation while firing, endsAt moving on.
         s.eval(15_000, vec![inst("a", 8.0)], 10_000, 0);
         let sent = s.to_send(15_000, 5_000, 0);
         assert_eq!((sent[0].starts_at, sent[0].ends_at), (10_000, 35_000));
+        assert!(!sent[0].first, "a resend");
         // Gone: resolved, sent once with endsAt = resolve time, then forgotten.
         s.eval(20_000, vec![], 10_000, 0);
         assert_eq!(state_of(&s, "a"), Some(State::Inactive));
         let sent = s.to_send(20_000, 5_000, 0);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].ends_at, 20_000);
+        assert!(sent[0].resolved && !sent[0].first);
         assert!(s.alerts.is_empty());
         s.eval(25_000, vec![], 10_000, 0);
         assert!(s.to_send(25_000, 5_000, 0).is_empty());

@@ -189,6 +189,7 @@ pub async fn build(
             tracing::info!(
                 groups = a.groups.len(),
                 alertmanagers = config.tracerd.alerts.alertmanagers.len(),
+                webhooks = config.tracerd.alerts.webhooks.len(),
                 "alerting rules loaded"
             );
             Some(Arc::new(a))

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_traces;
+mod alerts_webhook;
 mod architecture;
 mod auth;
 mod cardano;
