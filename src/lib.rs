@@ -24,6 +24,7 @@ pub mod ship;
 pub mod sync;
 pub mod tools;
 pub mod transport;
+pub mod ui;
 
 // The wire types live in the `tracerd-wire` crate, shared with forwarders and simulators;
 // re-exported so `tracerd::model`, `tracerd::native` and `tracerd::utc` name them here too.

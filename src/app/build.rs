@@ -163,7 +163,10 @@ pub async fn build(
             .with_metric_bytes(config.tracerd.limits.metric_bytes),
     );
     let mut nodes = Nodes::new(naming, telemetry.node_metrics_refused.clone());
-    let history = config.has_timeseries.as_ref().map(|_| {
+    // The live view charts the history: it keeps one (bounded by `tracerd.history`) without
+    // `hasTimeseries` too.
+    let ui_on = crate::config::UiSettings::is_on(&config.tracerd.ui);
+    let history = (config.has_timeseries.is_some() || ui_on).then(|| {
         let metrics = HistoryMetrics::register(&telemetry.registry);
         History::new(&config.tracerd.history, metrics)
     });
@@ -250,11 +253,23 @@ pub async fn build(
         let l = http::bind(ep).await.context("binding hasPrometheus")?;
         tracing::info!(listen = %describe(&l), "serving Prometheus metrics over HTTP");
         let tls = endpoint_tls("hasPrometheus", ep)?;
+        let extra = if ui_on {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(url = %format!("{scheme}://{}/ui/", describe(&l)), "serving the live view");
+            http_state
+                .ui_link
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            live_view(config, &shared, &http_state, history.as_ref())
+        } else {
+            axum::Router::new()
+        };
         let router = protect(
-            http::prometheus_router(http_state.clone()),
+            http::prometheus_router_with(http_state.clone(), extra),
             http::auth::EndpointKind::Prometheus,
         );
         http_listeners.push((l, router, tls));
+    } else if ui_on {
+        tracing::warn!("tracerd.ui is set but hasPrometheus is off: the live view is not served");
     }
     if let Some(ep) = &config.has_ekg {
         let l = http::bind(ep).await.context("binding hasEKG")?;
@@ -367,6 +382,30 @@ fn is_loopback(host: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The live view's routes, with Prometheus's query API over the history under `/ui/history`.
+fn live_view(
+    config: &Config,
+    shared: &Arc<crate::session::Context>,
+    http_state: &Arc<HttpState>,
+    history: Option<&Arc<History>>,
+) -> axum::Router {
+    let retention_ms = history.map_or(0, |_| {
+        (config.tracerd.history.retention_hours * 3_600_000.0).clamp(0.0, u64::MAX as f64) as u64
+    });
+    let state = Arc::new(crate::ui::UiState::new(
+        http_state.clone(),
+        shared.running.clone(),
+        retention_ms,
+    ));
+    let api = history.map(|h| {
+        http::prom_api::router(
+            h.store().clone(),
+            history_api(shared.nodes.clone(), shared.telemetry.clone()),
+        )
+    });
+    crate::ui::router(state, api)
 }
 
 /// The query API's limits: under the HTTP request timeout, so a slow query answers with

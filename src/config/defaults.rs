@@ -91,8 +91,13 @@ impl Default for TracerdSettings {
             http_auth: HttpAuthSettings::default(),
             clickhouse: None,
             ship_state_dir: None,
+            ui: None,
         }
     }
+}
+
+pub(super) fn default_ui_enabled() -> bool {
+    true
 }
 
 impl Default for HistorySettings {
@@ -235,7 +240,9 @@ pub(super) fn default_fsync_interval_ms() -> u64 {
 impl Default for Config {
     /// The embedded default config: native listeners on `./tracerd.sock` and
     /// `127.0.0.1:3179`, Cardano nodes accepted at `./cardano-tracer.sock` (mainnet magic),
-    /// machine logs under `./logs`, Prometheus on `127.0.0.1:12808`.
+    /// machine logs under `./logs`, Prometheus on `127.0.0.1:12808` with the live view at
+    /// `/ui/` and the metric history it charts (in memory, bounded by `tracerd.history`; a
+    /// file without `tracerd.ui` keeps cardano-tracer's defaults: neither).
     fn default() -> Self {
         Config {
             network_magic: DEFAULT_NETWORK_MAGIC,
@@ -255,7 +262,10 @@ impl Default for Config {
             prometheus_labels: BTreeMap::new(),
             resource_freq: None,
             has_forwarding: None,
-            tracerd: TracerdSettings::default(),
+            tracerd: TracerdSettings {
+                ui: Some(UiSettings { enabled: true }),
+                ..TracerdSettings::default()
+            },
         }
     }
 }

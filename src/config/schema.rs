@@ -264,6 +264,12 @@ pub struct TracerdSettings {
     /// Where the shipping sinks keep their cursors; default `<--state-dir>/ship`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_state_dir: Option<PathBuf>,
+    /// The live view at `/ui/` on `hasPrometheus` (issue 14), with the metric history it
+    /// charts kept in memory (bounded by `history`) even without `hasTimeseries`. Absent from
+    /// a file: off, so a file of upstream keys keeps upstream's behaviour; the embedded
+    /// default config has it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<UiSettings>,
 }
 
 /// HTTP authentication (`tracerd.httpAuth`): each route group without credentials is open.
@@ -298,6 +304,22 @@ pub struct AuthGroup {
     /// htpasswd-style files of `user:bcrypt-hash` lines; plain passwords are refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub basic_auth_files: Vec<PathBuf>,
+}
+
+/// The live view (`tracerd.ui`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UiSettings {
+    /// Serve it. Default true (`tracerd.ui: {}` turns it on).
+    #[serde(default = "default_ui_enabled")]
+    pub enabled: bool,
+}
+
+impl UiSettings {
+    /// Whether `ui` turns the live view on.
+    pub fn is_on(ui: &Option<UiSettings>) -> bool {
+        ui.as_ref().is_some_and(|u| u.enabled)
+    }
 }
 
 /// Alerting (`tracerd.alerts`): Prometheus alerting-rule files evaluated on the metric

@@ -180,6 +180,7 @@ const TRACERD: &[Field] = &[
     opt("httpAuth", Kind::Obj(HTTP_AUTH)),
     opt("clickhouse", Kind::Obj(CLICKHOUSE)),
     opt("shipStateDir", Kind::Text),
+    opt("ui", Kind::Obj(UI)),
 ];
 const HTTP_AUTH: &[Field] = &[
     opt("scrape", Kind::Obj(AUTH_GROUP)),
@@ -204,6 +205,7 @@ const CLICKHOUSE: &[Field] = &[
     opt("tracer", Kind::Text),
     opt("batch", Kind::Obj(SHIP_BATCH)),
 ];
+const UI: &[Field] = &[opt("enabled", Kind::Bool)];
 const ALERTS: &[Field] = &[
     opt("ruleFiles", Kind::List(&Kind::Text)),
     opt("traceRuleFiles", Kind::List(&Kind::Text)),

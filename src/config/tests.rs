@@ -42,8 +42,15 @@ const CARDANO_JSON: &str = r#"{
 
 #[test]
 fn empty_file_is_the_embedded_default() {
-    assert_eq!(parse_fragment("{}").unwrap().config, Config::default());
+    // But for the live view (issue 14): on in the embedded default, off in a file that does
+    // not ask for it, so a file of upstream keys keeps upstream's behaviour (README).
+    let empty = parse_fragment("{}").unwrap().config;
+    assert_eq!(empty.tracerd.ui, None);
     let d = Config::default();
+    assert_eq!(d.tracerd.ui, Some(UiSettings { enabled: true }));
+    let mut with_ui = empty.clone();
+    with_ui.tracerd.ui = d.tracerd.ui.clone();
+    assert_eq!(with_ui, d);
     assert_eq!(d.network_magic, 764_824_073);
     assert_eq!(
         d.tracerd.native.accept_at[0],
@@ -284,6 +291,10 @@ tracerd:
             network: d.network.clone(),
             has_prometheus: d.has_prometheus.clone(),
             logging: d.logging.clone(),
+            tracerd: TracerdSettings {
+                ui: d.tracerd.ui.clone(),
+                ..c.tracerd
+            },
             ..c
         },
         d
@@ -456,6 +467,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 max_series: 10,
                 sample_interval_secs: 0.5,
             },
+            ui: Some(UiSettings { enabled: false }),
             alerts: AlertsSettings {
                 alertmanagers: vec!["http://127.0.0.1:9093".into()],
                 evaluation_interval_secs: Some(5.0),

@@ -41,7 +41,7 @@ pub mod tls;
 mod tracer_config;
 
 pub use ekg::ekg_router;
-pub use prometheus::prometheus_router;
+pub use prometheus::{prometheus_router, prometheus_router_with};
 use reply::{reply, TEXT_UTF8};
 
 /// Longest time one request may take, headers to last byte of the response body produced.
@@ -81,6 +81,8 @@ pub struct HttpState {
     pub prometheus_labels: BTreeMap<String, String>,
     /// True once every listener is bound, false again once shutdown starts.
     pub ready: AtomicBool,
+    /// The live view is served (`tracerd.ui`): `/`'s browser page links to it.
+    pub ui_link: AtomicBool,
     renders: Arc<Semaphore>,
     /// One large `/metrics` render at a time ([`LARGE_RENDER_BYTES`]).
     large_renders: Arc<Semaphore>,
@@ -100,6 +102,7 @@ impl HttpState {
             telemetry,
             prometheus_labels,
             ready: AtomicBool::new(false),
+            ui_link: AtomicBool::new(false),
             renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
             large_renders: Arc::new(Semaphore::new(1)),
             fleet: FleetRenderer::default(),
@@ -144,6 +147,7 @@ fn route_label(path: &str) -> &'static str {
         "api" => "api",
         "healthz" => "healthz",
         "readyz" => "readyz",
+        "ui" => "ui",
         _ => "node",
     }
 }

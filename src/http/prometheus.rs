@@ -23,6 +23,12 @@ use crate::utc;
 
 /// The Prometheus endpoint (`hasPrometheus`): cardano-tracer's routes plus tracerd's.
 pub fn prometheus_router(state: Arc<HttpState>) -> Router {
+    prometheus_router_with(state, Router::new())
+}
+
+/// [`prometheus_router`] with `extra` routes (the live view's) merged before the fallback,
+/// behind the same request guard.
+pub fn prometheus_router_with(state: Arc<HttpState>, extra: Router) -> Router {
     Router::new()
         .route("/", get(prometheus_root))
         .route("/targets", get(targets))
@@ -34,9 +40,10 @@ pub fn prometheus_router(state: Arc<HttpState>) -> Router {
         .merge(super::tracer_config::routes())
         .route("/{slug}", get(node_metrics))
         .route("/{slug}/{*rest}", get(node_metrics_deep))
+        .with_state(state.clone())
+        .merge(extra)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, guard))
 }
 
 async fn prometheus_root(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {

@@ -80,6 +80,9 @@ pub(super) fn node_list(state: &HttpState, headers: &HeaderMap, title: &str) -> 
         }
         html.push_str("</ul>");
     }
+    if state.ui_link.load(std::sync::atomic::Ordering::Relaxed) {
+        html.push_str("<p><a href=\"/ui/\">Live view</a></p>");
+    }
     html.push_str("</body></html>");
     reply(StatusCode::OK, HTML_UTF8, html)
 }

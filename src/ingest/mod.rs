@@ -150,6 +150,7 @@ impl NodeSink {
             lease.name().to_string(),
             durability,
             settings,
+            lease.live().clone(),
         ));
         let limits = &current.config.tracerd.limits;
         // One acquire takes at most u32::MAX permits; a batch never needs more than a budget.
@@ -213,6 +214,7 @@ impl NodeSink {
         if let Some(tap) = &self.tap {
             tap.offer(&job.objects);
         }
+        self.lease.live().traces().count(&job.objects);
         self.lease
             .tracer_config()
             .offer(&job.objects, crate::node::live::now_ms());

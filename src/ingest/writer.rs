@@ -31,6 +31,7 @@ pub const WRITE_ERROR_REPORT: Duration = Duration::from_secs(30);
 /// policy. Write errors (e.g. a full disk) either block the writer, which retries every
 /// [`WRITE_RETRY`] while its queue fills and the node is slowed down (backpressure), or drop
 /// the batch and count it (`onWriteError: drop`).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write_loop(
     log: NodeLog,
     mut rx: mpsc::Receiver<Job>,
@@ -39,6 +40,7 @@ pub(super) async fn write_loop(
     node: String,
     durability: Durability,
     mut settings: watch::Receiver<Arc<Effective>>,
+    live: Arc<crate::node::live::NodeLive>,
 ) -> Result<(), WriteError> {
     let written = telemetry.objects_written.with_label_values(&[&node]);
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
@@ -81,6 +83,13 @@ pub(super) async fn write_loop(
             .write(batch, sync_now, durability.on_write_error, &telemetry)
             .await?;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
+        if live.traces().watched() {
+            // The live view (issue 14): written lines, with the file that holds them.
+            let file = writer.machine_file();
+            for job in &batch {
+                live.traces().publish(&job.objects, &file);
+            }
+        }
         telemetry
             .write_batch_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -138,6 +147,21 @@ impl Blocking {
             reported: None,
             blocked_since: None,
         }
+    }
+
+    /// The node's current machine file (else its first file), for the live view.
+    fn machine_file(&self) -> Arc<str> {
+        let paths = self
+            .log
+            .as_ref()
+            .map(NodeLog::current_paths)
+            .unwrap_or_default();
+        let machine = crate::config::LogFormat::ForMachine.extension();
+        let path = paths
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == machine))
+            .or(paths.first());
+        Arc::from(path.map_or_else(String::new, |p| p.display().to_string()))
     }
 
     /// Runs `f` on the log on the blocking pool.

@@ -177,6 +177,8 @@ pub struct NodeLive {
     queue: Mutex<Option<QueueProbe>>,
     /// For protocols that pull data points on demand (Cardano): where to ask.
     data_point_source: Mutex<Option<mpsc::Sender<DataPointRequest>>>,
+    /// The live view's tap on written lines and the severity counts (issue 14).
+    traces: super::tap::TraceTap,
 }
 
 /// A request for a data point's current value: its name, and where the answer goes (the JSON
@@ -348,6 +350,11 @@ impl NodeLive {
         crate::sync::lock(&self.queue)
             .as_ref()
             .and_then(|probe| (probe.0)())
+    }
+
+    /// The live view's tap on this session's written lines, and its severity counts.
+    pub fn traces(&self) -> &super::tap::TraceTap {
+        &self.traces
     }
 
     /// Metrics and data points refused by the per-node caps.

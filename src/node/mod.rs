@@ -1,7 +1,7 @@
 //! Nodes: their names ([`names`]: safe directory names, URL slugs), the registry of every
 //! name claimed in this process ([`registry`]: collision suffixes, reclaim wait, persisted
 //! sequence numbers, leases), and each node's live state ([`live`]: metrics, data points,
-//! session facts, behind short-held locks), and each name's reported tracing configuration
+//! session facts, behind short-held locks; [`tap`]: the live view's bounded tap on written lines), and each name's reported tracing configuration
 //! ([`tracer_config`]).
 
 mod fleet;
@@ -10,6 +10,7 @@ pub mod live;
 pub mod names;
 pub mod registry;
 pub mod rtt;
+pub mod tap;
 pub mod tracer_config;
 
 pub use names::{

@@ -158,7 +158,7 @@ pub fn escape_name(name: &str) -> String {
 }
 
 /// Slugs that would shadow a fixed HTTP route; a node whose slug is one of these gets `-2`.
-pub const RESERVED_SLUGS: &[&str] = &["api", "healthz", "metrics", "readyz", "targets"];
+pub const RESERVED_SLUGS: &[&str] = &["api", "healthz", "metrics", "readyz", "targets", "ui"];
 
 #[cfg(test)]
 mod tests {

@@ -38,3 +38,4 @@ mod timeseries;
 mod tls;
 mod tools;
 mod tracer_config;
+mod ui;
