@@ -19,6 +19,7 @@ pub mod logs;
 pub mod metrics;
 pub mod node;
 pub mod running;
+pub mod runs;
 pub mod session;
 pub mod ship;
 pub mod sync;

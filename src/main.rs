@@ -41,8 +41,10 @@ fn main() -> ExitCode {
         .with(filter)
         .with(format)
         .init();
-    let command = cli.command.unwrap_or(Command::Run);
-    let running = matches!(command, Command::Run);
+    let command = cli
+        .command
+        .unwrap_or(Command::Run(tracerd::tools::runs::RunArgs::default()));
+    let running = matches!(&command, Command::Run(a) if a.action.is_none());
     let loaded = match &cli.config {
         Some(path) => match config::load(path) {
             Ok(loaded) => loaded,
@@ -107,6 +109,21 @@ fn main() -> ExitCode {
                 tracerd::tools::node_config(&name, &query, &loaded.config),
             ),
         },
+        Command::Run(tracerd::tools::runs::RunArgs {
+            action: Some(action),
+        }) => print_or_fail("run", tracerd::tools::runs::run(&action, &loaded.config)),
+        Command::Extract(args) => {
+            match tracerd::tools::runs::extract(&args, cli.state_dir.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tracerd extract: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Status(args) => {
             print_or_fail("status", tracerd::tools::status(&args, &loaded.config))
         }
@@ -125,7 +142,7 @@ fn main() -> ExitCode {
             tracerd::tools::completions(shell, cmd, &mut std::io::stdout().lock());
             ExitCode::SUCCESS
         }
-        Command::Run => {
+        Command::Run(_) => {
             let systemd = match systemd {
                 Ok(s) => s,
                 Err(e) => {

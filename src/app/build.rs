@@ -220,6 +220,11 @@ pub async fn build(
         shared.telemetry.clone(),
         config.prometheus_labels.clone(),
     ));
+    // Benchmark runs read the state directory when asked, which `run` records later.
+    let _ = http_state.runs.set(Arc::new(crate::runs::Runs::new(
+        shared.nodes.clone(),
+        shared.running.clone(),
+    )));
     let mut http_listeners = Vec::new();
     let cert_store = {
         let config = config.clone();

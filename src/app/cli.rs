@@ -37,8 +37,12 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon (the default).
-    Run,
+    /// Run the daemon (the default); `tracerd run start|end NAME` marks a benchmark run's
+    /// boundaries on the running daemon.
+    Run(crate::tools::runs::RunArgs),
+    /// Write exactly one run's traces per node, and its run.json summary, to a directory
+    /// (reads the run's record in --state-dir and the log files it names).
+    Extract(crate::tools::runs::ExtractArgs),
     /// Check a config file: exit 0 if valid, else list every problem and exit 78.
     Validate {
         /// Also try what fails only at start: bind (and release) every port and socket,

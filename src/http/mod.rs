@@ -36,6 +36,7 @@ mod ekg;
 pub mod prom_api;
 mod prometheus;
 mod reply;
+mod runs;
 pub mod timeseries;
 pub mod tls;
 mod tracer_config;
@@ -88,6 +89,8 @@ pub struct HttpState {
     large_renders: Arc<Semaphore>,
     /// The `/metrics` renderer (it keeps its buffers between renders).
     fleet: FleetRenderer,
+    /// Benchmark runs (`/api/runs`), set by `app::build`.
+    pub runs: std::sync::OnceLock<Arc<crate::runs::Runs>>,
 }
 
 impl HttpState {
@@ -106,6 +109,7 @@ impl HttpState {
             renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
             large_renders: Arc::new(Semaphore::new(1)),
             fleet: FleetRenderer::default(),
+            runs: std::sync::OnceLock::new(),
         }
     }
 

@@ -75,6 +75,16 @@ impl Target {
             self.host, self.port
         )
     }
+
+    /// A `POST` of the JSON `body` to `path`.
+    pub fn post(&self, path: &str, body: &str) -> String {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}:{}\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: tracerd-cli\r\n\r\n{body}",
+            self.host,
+            self.port,
+            body.len()
+        )
+    }
 }
 
 /// A whole HTTP/1.x response read to EOF → (status code, body). Handles `Content-Length`,

@@ -8,6 +8,7 @@
 //! parsed and rendered by the pure `api`.
 
 pub mod api;
+pub mod runs;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -66,6 +67,8 @@ pub enum QueryError {
     NoEndpoint,
     #[error("--timeout must be a positive number of seconds, not {0}")]
     BadTimeout(f64),
+    #[error("{0}")]
+    BadArgument(String),
     #[error("cannot reach tracerd at {url}: {source} (is it running, and is that its hasPrometheus endpoint?)")]
     Unreachable {
         url: String,
@@ -122,6 +125,16 @@ impl QueryArgs {
 
 /// GET `path` from `target`: (status code, body). Blocking, bounded by `timeout` overall.
 fn get(target: &Target, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>), QueryError> {
+    exchange(target, &target.request(path), timeout)
+}
+
+/// Sends the whole HTTP `request` to `target`: (status code, body). Blocking, bounded by
+/// `timeout` overall.
+fn exchange(
+    target: &Target,
+    request: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), QueryError> {
     let unreachable = |source| QueryError::Unreachable {
         url: target.url(),
         source,
@@ -153,7 +166,7 @@ fn get(target: &Target, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>),
         let left = left.max(Duration::from_millis(1));
         stream.set_write_timeout(Some(left))?;
         stream.set_read_timeout(Some(left))?;
-        stream.write_all(target.request(path).as_bytes())?;
+        stream.write_all(request.as_bytes())?;
         let mut raw = Vec::new();
         stream.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw)?;
         Ok(raw)

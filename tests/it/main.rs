@@ -28,6 +28,7 @@ mod native_tls;
 mod reforward;
 mod rotation;
 mod rtt;
+mod runs;
 mod seccomp;
 mod service;
 mod ship_clickhouse;
