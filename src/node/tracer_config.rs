@@ -10,11 +10,28 @@
 //! text is kept per node name; a larger report is refused, and so is one that is not JSON or
 //! has no `conf` object: the previous configuration stays, and the refusal is counted and
 //! served by the route with its reason. Extraction and the diff are pure.
+//!
+//! A native node with the capability `tracing-config.v1` also reports its configuration in
+//! `TracingConfigReport` messages (after the handshake and after each change), which the
+//! session hands to [`PushLink::on_report`]; the slot then holds that report, rendered as
+//! trace-dispatcher's JSON. The same link carries pushes: [`TracerConfigSlot::push`] (the
+//! `PUT` route) queues a checked configuration on the session's link, the session sends it as
+//! `SetTracingConfig` and answers the push when the node's report with the same request id
+//! comes back — or the push ends with why not (no link, the session ended, timeout).
+//! [`parse_config`] turns the document `GET` returns (edited) into a configuration, naming
+//! every problem with its key path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracerd_wire::native::{TracerMessage, TracingConfigReport};
+use tracerd_wire::tracing_config::{
+    namespace_problem, parse_detail, NamespaceOptions, SeverityFilter, TracingConfig, MAX_ENTRIES,
+};
 
 use crate::model::{MachineForm, TraceObject};
 
@@ -42,6 +59,9 @@ pub enum ConfigError {
     /// The payload has no `conf` object.
     #[error("the trace's payload has no \"conf\" object (expected {{\"conf\": <TraceConfig>}})")]
     NoConf,
+    /// A native node's report names a configuration that is not well formed.
+    #[error("the node's report is not a valid configuration: {0}")]
+    BadReport(String),
 }
 
 /// One configuration a node reported.
@@ -75,7 +95,12 @@ pub struct SlotState {
 
 /// The reported configuration of one node name; shared by its leases and the registry.
 #[derive(Debug, Default)]
-pub struct TracerConfigSlot(Mutex<SlotState>);
+pub struct TracerConfigSlot {
+    state: Mutex<SlotState>,
+    /// The push channel of the session that has `tracing-config.v1`, with its link's id.
+    pusher: Mutex<Option<(u64, mpsc::Sender<PushRequest>)>>,
+    links: AtomicU64,
+}
 
 impl TracerConfigSlot {
     /// Takes the configuration from every `Reflection.TracerConfigInfo` object in `objects`
@@ -83,7 +108,7 @@ impl TracerConfigSlot {
     pub fn offer(&self, objects: &[TraceObject], now_ms: u64) {
         for obj in objects.iter().filter(|o| o.namespace == NAMESPACE) {
             let result = extract(obj);
-            let mut state = crate::sync::lock(&self.0);
+            let mut state = crate::sync::lock(&self.state);
             match result {
                 Ok(config) => {
                     state.current = Some(Reported {
@@ -102,7 +127,307 @@ impl TracerConfigSlot {
 
     /// A copy of what the slot holds.
     pub fn state(&self) -> SlotState {
-        crate::sync::lock(&self.0).clone()
+        crate::sync::lock(&self.state).clone()
+    }
+
+    /// Takes a native node's report (received at `now_ms`): the configuration in force, as
+    /// trace-dispatcher's JSON. A malformed one is refused and counted like a bad trace.
+    pub fn take_report(
+        &self,
+        report: &TracingConfigReport,
+        now_ms: u64,
+    ) -> Result<Reported, ConfigError> {
+        let checked = report
+            .effective
+            .check()
+            .map_err(|e| ConfigError::BadReport(e.to_string()))
+            .map(|()| report.effective.to_json())
+            .and_then(|json| match json.len() {
+                n if n > MAX_CONFIG_BYTES => Err(ConfigError::TooLarge {
+                    bytes: n,
+                    max: MAX_CONFIG_BYTES,
+                }),
+                _ => Ok(json),
+            });
+        let mut state = crate::sync::lock(&self.state);
+        match checked {
+            Ok(json) => {
+                let r = Reported {
+                    config: json.into(),
+                    reported_at_ns: report.timestamp_ns,
+                    received_at_ms: now_ms,
+                };
+                state.current = Some(r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                state.refused += 1;
+                state.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens the push link of a session whose node has `tracing-config.v1`; it replaces any
+    /// earlier session's and is closed when dropped.
+    pub fn attach(self: &Arc<Self>) -> Box<PushLink> {
+        let id = self.links.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+        *crate::sync::lock(&self.pusher) = Some((id, tx));
+        Box::new(PushLink {
+            slot: self.clone(),
+            id,
+            rx,
+            pending: HashMap::new(),
+            next_request: 0,
+        })
+    }
+
+    /// Sends `config` (already checked) to the node and waits, at most `timeout`, until the
+    /// node has applied it and reported its configuration in force.
+    pub async fn push(
+        &self,
+        config: TracingConfig,
+        timeout: Duration,
+    ) -> Result<Reported, PushError> {
+        let tx = crate::sync::lock(&self.pusher)
+            .as_ref()
+            .map(|(_, tx)| tx.clone())
+            .ok_or(PushError::Unsupported)?;
+        let (reply, answer) = oneshot::channel();
+        tx.try_send(PushRequest { config, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PushError::Busy,
+                mpsc::error::TrySendError::Closed(_) => PushError::Disconnected,
+            })?;
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(PushError::Timeout(timeout)),
+            Ok(Err(_)) => Err(PushError::Disconnected),
+            Ok(Ok(outcome)) => outcome,
+        }
+    }
+}
+
+/// How long a `PUT` waits for the node to apply a configuration and report.
+pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pushes queued on one session's link at most (more are refused as busy).
+const PUSH_QUEUE: usize = 4;
+/// Pushes sent and not answered kept at most per session (older ones are given up).
+const MAX_PENDING: usize = 16;
+
+/// One push on its way to a session.
+#[derive(Debug)]
+pub struct PushRequest {
+    config: TracingConfig,
+    reply: oneshot::Sender<Result<Reported, PushError>>,
+}
+
+/// Why a push did not end with the node's new configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The node did not announce `tracing-config.v1` (an older forwarder, or one that does not
+    /// take configurations from tracerd).
+    #[error("the node's forwarder does not accept tracing configurations from tracerd (its Hello has no \"tracing-config.v1\" capability: an older tracerd-forwarder, or one started with remote_config off)")]
+    Unsupported,
+    /// Other pushes to this node are still queued.
+    #[error("{PUSH_QUEUE} configurations are already on their way to this node; try again once they are answered")]
+    Busy,
+    /// The session ended before the node answered.
+    #[error("the node disconnected before it answered; whether it applied the configuration is unknown (GET shows what it reports when it reconnects)")]
+    Disconnected,
+    /// No answer in time.
+    #[error("the node did not answer within {0:?}; it may still apply the configuration (GET shows what it reports)")]
+    Timeout(Duration),
+    /// The node refused the configuration.
+    #[error("the node refused the configuration: {0}")]
+    Refused(String),
+    /// The node's answer is not a valid configuration.
+    #[error("{0}")]
+    BadReport(ConfigError),
+}
+
+/// A session's end of its node's push channel (see [`TracerConfigSlot::attach`]).
+#[derive(Debug)]
+pub struct PushLink {
+    slot: Arc<TracerConfigSlot>,
+    id: u64,
+    rx: mpsc::Receiver<PushRequest>,
+    pending: HashMap<u64, oneshot::Sender<Result<Reported, PushError>>>,
+    next_request: u64,
+}
+
+impl PushLink {
+    /// The message for the node that sends `req` (`None`: too many pushes unanswered, and
+    /// `req` is answered as busy).
+    pub fn send(&mut self, req: PushRequest) -> Option<TracerMessage> {
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.retain(|_, tx| !tx.is_closed());
+        }
+        if self.pending.len() >= MAX_PENDING {
+            let _ = req.reply.send(Err(PushError::Busy));
+            return None;
+        }
+        self.next_request += 1;
+        self.pending.insert(self.next_request, req.reply);
+        Some(TracerMessage::SetTracingConfig {
+            request_id: self.next_request,
+            config: req.config,
+        })
+    }
+
+    /// Takes the node's report and answers the push it answers, if any.
+    pub fn on_report(&mut self, report: &TracingConfigReport, now_ms: u64) {
+        let taken = self.slot.take_report(report, now_ms);
+        let Some(reply) = self.pending.remove(&report.request_id) else {
+            return;
+        };
+        let outcome = match (&report.refused, taken) {
+            (Some(why), _) => Err(PushError::Refused(crate::node::escape_name(why))),
+            (None, Ok(r)) => Ok(r),
+            (None, Err(e)) => Err(PushError::BadReport(e)),
+        };
+        let _ = reply.send(outcome);
+    }
+}
+
+impl Drop for PushLink {
+    fn drop(&mut self) {
+        let mut pusher = crate::sync::lock(&self.slot.pusher);
+        if pusher.as_ref().is_some_and(|(id, _)| *id == self.id) {
+            *pusher = None;
+        }
+    }
+}
+
+/// The next push of a session's link; never ready without a link. (A bare `poll_fn`, 8 bytes:
+/// it is part of every native session's future.)
+pub fn next_push(
+    link: &mut Option<Box<PushLink>>,
+) -> impl std::future::Future<Output = Option<PushRequest>> + '_ {
+    std::future::poll_fn(move |cx| match link {
+        Some(link) => link.rx.poll_recv(cx),
+        None => std::task::Poll::Pending,
+    })
+}
+
+/// One problem of a configuration sent to `PUT`: where (a key path) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, e.g. `config.Options["ChainDB"].severity`.
+    pub at: String,
+    /// What is wrong there.
+    pub what: String,
+}
+
+const SEVERITIES: &str = "Debug, Info, Notice, Warning, Error, Critical, Alert, Emergency, Silence";
+const DETAILS: &str = "DMinimal, DNormal, DDetailed, DMaximum";
+
+/// The configuration of a `PUT` body: the document `GET` returns (its `config`), or a bare
+/// configuration (`{"Options": …}`). Every problem, each with its key path.
+pub fn parse_config(body: &Value) -> Result<TracingConfig, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |at: String, what: String| problems.push(Problem { at, what });
+    let (config, base) = match body.get("config") {
+        Some(c) => (c, "config".to_string()),
+        None if body.get("Options").is_some() => (body, String::new()),
+        None => {
+            problem(
+                String::new(),
+                "expected the document GET returns, with a \"config\" object (or a bare {\"Options\": …})".into(),
+            );
+            return Err(problems);
+        }
+    };
+    let path = |key: &str| {
+        if base.is_empty() {
+            key.to_string()
+        } else {
+            format!("{base}.{key}")
+        }
+    };
+    let Some(top) = config.as_object() else {
+        problem(base.clone(), "must be an object with \"Options\"".into());
+        return Err(problems);
+    };
+    for key in top.keys().filter(|k| *k != "Options") {
+        problem(
+            path(key),
+            "unknown key: a native node's configuration has only \"Options\" (ApplicationName, Forwarder, MetricsPrefix and PrometheusSimpleRun are cardano-node's)".into(),
+        );
+    }
+    let mut out = TracingConfig::default();
+    match top.get("Options") {
+        None => problem(path("Options"), "missing: the options per namespace".into()),
+        Some(Value::Object(options)) => {
+            if options.len() > MAX_ENTRIES {
+                problem(
+                    path("Options"),
+                    format!(
+                        "{} namespaces, more than the {MAX_ENTRIES} allowed",
+                        options.len()
+                    ),
+                );
+            }
+            for (ns, entry) in options {
+                let at = format!("{}[{}]", path("Options"), Value::from(ns.as_str()));
+                if let Some(why) = namespace_problem(ns) {
+                    problem(at.clone(), format!("not a namespace: {why}"));
+                }
+                let Some(entry) = entry.as_object() else {
+                    problem(
+                        at,
+                        "must be an object of severity, detail and maxFrequency".into(),
+                    );
+                    continue;
+                };
+                let mut o = NamespaceOptions::default();
+                for (key, v) in entry {
+                    let at = format!("{at}.{key}");
+                    match key.as_str() {
+                        "severity" => match v.as_str().and_then(SeverityFilter::parse) {
+                            Some(s) => o.severity = Some(s),
+                            None => problem(
+                                at,
+                                format!("{v} is not a severity; expected one of {SEVERITIES}"),
+                            ),
+                        },
+                        "detail" => match v.as_str().and_then(parse_detail) {
+                            Some(d) => o.detail = Some(d),
+                            None => problem(
+                                at,
+                                format!("{v} is not a detail level; expected one of {DETAILS}"),
+                            ),
+                        },
+                        "maxFrequency" => match v.as_f64() {
+                            Some(f) if f.is_finite() && f > 0.0 => o.max_frequency = Some(f),
+                            _ => problem(
+                                at,
+                                format!("{v} is not a number of messages per second above 0"),
+                            ),
+                        },
+                        "backends" => problem(
+                            at,
+                            "not settable here: a native node forwards to tracerd, its one backend"
+                                .into(),
+                        ),
+                        _ => problem(
+                            at,
+                            "unknown key; expected severity, detail or maxFrequency".into(),
+                        ),
+                    }
+                }
+                out.options.insert(ns.clone(), o);
+            }
+        }
+        Some(other) => problem(
+            path("Options"),
+            format!("must be an object of namespace → options, not {other}"),
+        ),
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::native::{
     FrameError, Hello, NodeMessage, RefuseReason, TracerCodec, TracerMessage, PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
 };
-use crate::node;
+use crate::node::{self, tracer_config};
 use crate::session::{self, Context, Deadline, End, Failure, Protocol};
 
 /// How often tracerd probes a node's round-trip time.
@@ -106,62 +106,78 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = shared.limits();
-    let max = limits.max_frame_bytes as usize;
-    let max_objects = limits.max_objects_per_frame as usize;
-    let mut framed = session::framed(stream, TracerCodec::with_max_objects(max, max_objects));
-    let timeout = limits.handshake_timeout();
-    let hello = match session::handshake(&cancel, timeout, framed.next()).await {
-        Deadline::Shutdown => return Ok(End::Shutdown),
-        Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
-        Deadline::Done(None) => return Ok(End::PeerClosed),
-        Deadline::Done(Some(Err(e))) => return Err(e.into()),
-        Deadline::Done(Some(Ok(NodeMessage::Hello(hello)))) => hello,
-        Deadline::Done(Some(Ok(_))) => {
-            let message = "the first message must be Hello".to_string();
-            return refuse(&mut framed, RefuseReason::NoHello, message, &peer, &shared).await;
-        }
+    // Locals that end before the read loop are scoped, so that their storage is not part of
+    // every idle session's future.
+    let (max_frame_bytes, max_objects, timeout, idle) = {
+        let limits = shared.limits();
+        (
+            limits.max_frame_bytes,
+            limits.max_objects_per_frame as usize,
+            limits.handshake_timeout(),
+            limits.idle_timeout(),
+        )
     };
-    let name = match check_hello(&hello, shared.network_magic) {
-        Ok(name) => name,
-        Err((reason, message)) => {
-            return refuse(&mut framed, reason, message, &peer, &shared).await
-        }
-    };
-    let opened = shared
-        .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
-        .await;
-    let sink = match opened {
-        Ok(sink) => sink,
-        Err(e) => {
-            // A full disk or an unwritable node directory: the node hears why.
-            let message = format!(
-                "cannot keep this node's logs: {}",
-                crate::errors::error_chain(&e)
-            );
-            return refuse(
-                &mut framed,
-                RefuseReason::Unavailable,
-                message,
-                &peer,
-                &shared,
-            )
+    let codec = TracerCodec::with_max_objects(max_frame_bytes as usize, max_objects);
+    let mut framed = session::framed(stream, codec);
+    let (sink, capable) = {
+        let hello = match session::handshake(&cancel, timeout, framed.next()).await {
+            Deadline::Shutdown => return Ok(End::Shutdown),
+            Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
+            Deadline::Done(None) => return Ok(End::PeerClosed),
+            Deadline::Done(Some(Err(e))) => return Err(e.into()),
+            Deadline::Done(Some(Ok(NodeMessage::Hello(hello)))) => hello,
+            Deadline::Done(Some(Ok(_))) => {
+                let message = "the first message must be Hello".to_string();
+                return refuse(&mut framed, RefuseReason::NoHello, message, &peer, &shared).await;
+            }
+        };
+        let name = match check_hello(&hello, shared.network_magic) {
+            Ok(name) => name,
+            Err((reason, message)) => {
+                return refuse(&mut framed, reason, message, &peer, &shared).await
+            }
+        };
+        let opened = shared
+            .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
             .await;
-        }
-    };
-    tracing::info!(%peer, node = %sink.name(),
+        let sink = match opened {
+            Ok(sink) => sink,
+            Err(e) => {
+                // A full disk or an unwritable node directory: the node hears why.
+                let message = format!(
+                    "cannot keep this node's logs: {}",
+                    crate::errors::error_chain(&e)
+                );
+                return refuse(
+                    &mut framed,
+                    RefuseReason::Unavailable,
+                    message,
+                    &peer,
+                    &shared,
+                )
+                .await;
+            }
+        };
+        tracing::info!(%peer, node = %sink.name(),
         software = %crate::node::escape_name(&hello.software.name),
         version = %crate::node::escape_name(&hello.software.version), "native handshake accepted");
+        let capable = hello
+            .capabilities
+            .iter()
+            .any(|c| c == tracerd_wire::tracing_config::CAPABILITY);
+        (sink, capable)
+    };
+    // A node with `tracing-config.v1` can be sent configurations (issue 19).
+    let push = capable.then(|| sink.lease().tracer_config().attach());
     framed
         .send(TracerMessage::Accept {
             version: PROTOCOL_VERSION,
             node_name: sink.name().to_string(),
             persisted_seq: sink.resume_from(),
-            max_frame_bytes: limits.max_frame_bytes,
+            max_frame_bytes,
         })
         .await?;
-    let idle = limits.idle_timeout();
-    stream_node(&mut framed, sink, idle, &shared.telemetry, &cancel).await
+    stream_node(&mut framed, sink, push, idle, &shared.telemetry, &cancel).await
 }
 
 fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, String)> {
@@ -221,6 +237,7 @@ where
 async fn stream_node<S>(
     framed: &mut Framed<S, TracerCodec>,
     mut sink: NodeSink,
+    mut push: Option<Box<tracer_config::PushLink>>,
     idle: Duration,
     telemetry: &crate::metrics::telemetry::Telemetry,
     cancel: &CancellationToken,
@@ -257,6 +274,13 @@ where
                 // The writer stopped: its error is collected by `close` below.
                 Err(_) => break Ok(End::PeerClosed),
             },
+            Some(req) = tracer_config::next_push(&mut push) => {
+                if let Some(msg) = push.as_mut().and_then(|link| link.send(req)) {
+                    if let Err(e) = framed.send(msg).await {
+                        break Err(e.into());
+                    }
+                }
+            }
             _ = ping.tick() => {
                 nonce += 1;
                 ping_sent = Some((nonce, Instant::now()));
@@ -289,6 +313,13 @@ where
                                 if sent_nonce == n {
                                     session::record_rtt(telemetry, &sink, at.elapsed());
                                 }
+                            }
+                        }
+                        NodeMessage::TracingConfig(report) => {
+                            let now = node::live::now_ms();
+                            match &mut push {
+                                Some(link) => link.on_report(&report, now),
+                                None => drop(sink.lease().tracer_config().take_report(&report, now)),
                             }
                         }
                         NodeMessage::Hello(_) => {

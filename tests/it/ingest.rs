@@ -72,8 +72,9 @@ async fn wrong_magic_unsupported_version_and_bad_names_are_refused_with_reasons(
             network_magic: magic,
             node_name: name.into(),
             software: Software::default(),
+            capabilities: Vec::new(),
         };
-        f.send(NodeMessage::Hello(hello)).await.unwrap();
+        f.send(NodeMessage::Hello(Box::new(hello))).await.unwrap();
         match recv(&mut f).await {
             Some(TracerMessage::Refuse { reason: r, message }) => {
                 assert_eq!(r, reason);

@@ -39,4 +39,5 @@ mod timeseries;
 mod tls;
 mod tools;
 mod tracer_config;
+mod tracer_config_native;
 mod ui;

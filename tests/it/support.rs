@@ -198,7 +198,7 @@ impl Drop for Daemon {
 }
 
 pub fn hello(name: &str) -> NodeMessage {
-    NodeMessage::Hello(Hello {
+    NodeMessage::Hello(Box::new(Hello {
         versions: vec![1],
         network_magic: MAGIC,
         node_name: name.to_string(),
@@ -207,7 +207,8 @@ pub fn hello(name: &str) -> NodeMessage {
             version: "0".into(),
             commit: String::new(),
         },
-    })
+        capabilities: Vec::new(),
+    }))
 }
 
 /// A trace object whose machine JSON carries the node and its sequence number.

@@ -20,6 +20,7 @@ use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceBatch, TraceObject};
 use tracerd_wire::native::{
     encode_node_frame, ForwarderCodec, Hello, NodeMessage, TracerMessage, PROTOCOL_VERSION,
 };
+use tracerd_wire::tracing_config::{self, TracingConfig};
 use tracerd_wire::Backoff;
 
 use crate::outbox::{Kept, Outbox};
@@ -102,6 +103,8 @@ fn drained(shared: &Shared, outbox: &Outbox) -> bool {
 enum Control {
     Ping(u64),
     Pong(u64),
+    /// tracerd pushed a tracing configuration (request id, configuration).
+    SetConfig(u64, TracingConfig),
 }
 
 /// One connection. `Err((handshaken, why))` when it ends otherwise than by a drained close.
@@ -126,12 +129,17 @@ async fn session(
         Ok(Ok(rw)) => rw,
     };
     let mut frames = FramedRead::new(reader, ForwarderCodec::new(MAX_INCOMING_FRAME));
-    let hello = encode_node_frame(NodeMessage::Hello(Hello {
+    let hello = encode_node_frame(NodeMessage::Hello(Box::new(Hello {
         versions: vec![PROTOCOL_VERSION],
         network_magic: config.network_magic,
         node_name: config.node_name.clone(),
         software: config.software.clone(),
-    }));
+        capabilities: if config.remote_config {
+            vec![tracing_config::CAPABILITY.to_string()]
+        } else {
+            Vec::new()
+        },
+    })));
     let fail = |e: ConnectionError| (false, e);
     writer.write_all(&hello).await.map_err(|e| fail(e.into()))?;
     let answer = tokio::time::timeout(timeout, frames.next())
@@ -244,6 +252,16 @@ async fn read_loop(
             TracerMessage::Pong(n) => {
                 let _ = ctl_tx.try_send(Control::Pong(n));
             }
+            // Not dropped: tracerd waits for the answer.
+            TracerMessage::SetTracingConfig { request_id, config } => {
+                if ctl_tx
+                    .send(Control::SetConfig(request_id, config))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
             other => {
                 return Err(ConnectionError::Protocol(format!(
                     "unexpected message in session: {other:?}"
@@ -300,6 +318,11 @@ impl Session<'_> {
         }
         // Metrics and data points: the whole state after every (re)connect.
         self.send_state(true).await?;
+        if config.remote_config {
+            shared.report_pending.store(false, Ordering::Release);
+            self.send_report(crate::config::report(shared, 0, None))
+                .await?;
+        }
 
         let ping_every = config.ping_every.unwrap_or(Duration::from_secs(3600));
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -348,6 +371,11 @@ impl Session<'_> {
                             }
                         }
                     }
+                    Control::SetConfig(id, c) => {
+                        let guard = config.config_guard.as_ref();
+                        let report = crate::config::answer_push(shared, id, c, guard);
+                        self.send_report(report).await?;
+                    }
                 },
                 _ = ping.tick(), if config.ping_every.is_some() => {
                     nonce += 1;
@@ -362,10 +390,22 @@ impl Session<'_> {
                 .send_ready(config, outbox, closing.is_cancelled())
                 .await?;
             self.send_state(false).await?;
+            if config.remote_config && shared.report_pending.swap(false, Ordering::AcqRel) {
+                self.send_report(crate::config::report(shared, 0, None))
+                    .await?;
+            }
             if closing.is_cancelled() && drained(shared, outbox) {
                 return Ok(());
             }
         }
+    }
+
+    async fn send_report(
+        &mut self,
+        report: tracerd_wire::native::TracingConfigReport,
+    ) -> Result<(), ConnectionError> {
+        self.write(&encode_node_frame(NodeMessage::TracingConfig(report)))
+            .await
     }
 
     /// Sends every full batch, and a partial one when its linger time is over (or when

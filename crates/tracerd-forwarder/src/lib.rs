@@ -26,6 +26,15 @@
 //!   per name, sends what changed, and sends the whole set again after every reconnect.
 //! * **Liveness.** It answers tracerd's `Ping` with `Pong`, and sends its own `Ping` every
 //!   [`ForwarderConfig::ping_every`] to measure the round-trip time ([`Stats::rtt`]).
+//! * **Tracing configuration.** Objects are filtered when they are queued by the
+//!   configuration in force ([`ForwarderConfig::tracing`] at start; trace-dispatcher's shape:
+//!   per namespace prefix a severity filter, a detail level and a maximum frequency). With
+//!   [`ForwarderConfig::remote_config`] the forwarder announces `tracing-config.v1`, reports
+//!   its configuration after every handshake and every change, and applies the ones tracerd
+//!   pushes (after the program's [`ConfigGuard`], if any): from the next batch on only what
+//!   the new configuration lets through is sent, and a `Reflection.TracerConfigInfo` trace
+//!   records the change in the node's own logs. [`Forwarder::layer`] turns `tracing` events
+//!   into trace objects under the same configuration (module `layer`).
 //!
 //! The forwarder runs as one tokio task (plus one reader task per connection) on the runtime
 //! that calls [`Forwarder::start`]. See `examples/forward.rs`.
@@ -34,12 +43,13 @@
 //! only: no HTTP, metrics or daemon code. Modules: this file is the public API and the state
 //! the caller and the task share; `outbox` the pure bookkeeping (sequence numbers, kept
 //! batches, latest-value sets); `connection` the task (connect, handshake, stream, resend,
-//! reconnect).
+//! reconnect); `config` the tracing configuration in force (filter, limiters, apply, report);
+//! `layer` the `tracing-subscriber` layer.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
@@ -49,14 +59,20 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use tracerd_wire::model::{DataPoint, MetricValue, MetricsUpdate, TraceObject};
 use tracerd_wire::native::{FrameError, RefuseReason, Software};
+use tracerd_wire::tracing_config::{ConfigProblem, Filter, Resolved, TracingConfig};
 
+mod config;
 mod connection;
+mod layer;
 mod outbox;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-/// The types a forwarder sends, and the address syntax, so a node needs only this crate.
-pub use tracerd_wire::{model, Address};
+pub use config::{ApplyError, ConfigGuard, CONFIG_NAMESPACE};
+pub use layer::ForwarderLayer;
+/// The types a forwarder sends, its tracing configuration, and the address syntax, so a node
+/// needs only this crate.
+pub use tracerd_wire::{model, tracing_config, Address};
 
 use connection::run;
 use outbox::StateSet;
@@ -100,6 +116,19 @@ pub struct ForwarderConfig {
     /// TLS over TCP (tracerd's `tracerd.native.tls`); `None`: plain. Ignored for Unix sockets.
     #[cfg(feature = "tls")]
     pub tls: Option<tls::TlsClient>,
+    /// The tracing configuration in force at start (default: everything forwarded).
+    pub tracing: TracingConfig,
+    /// Announce `tracing-config.v1`: report the configuration to tracerd and apply the ones it
+    /// pushes (default true). When false, the forwarder is what an older one was to tracerd.
+    pub remote_config: bool,
+    /// Asked before a pushed configuration is applied; its `Err` is the refusal's reason.
+    pub config_guard: Option<ConfigGuard>,
+    /// Queue one `Reflection.TracerConfigInfo` trace with the configuration at start (one
+    /// follows every change either way; default false, so a program's first object is 1).
+    pub trace_config_at_start: bool,
+    /// The `hostname` of the forwarder's own traces and of the layer's (default: the
+    /// system's host name).
+    pub hostname: String,
 }
 
 impl ForwarderConfig {
@@ -126,8 +155,22 @@ impl ForwarderConfig {
             ping_every: Some(Duration::from_secs(5)),
             #[cfg(feature = "tls")]
             tls: None,
+            tracing: TracingConfig::everything(),
+            remote_config: true,
+            config_guard: None,
+            trace_config_at_start: false,
+            hostname: system_hostname(),
         }
     }
+}
+
+/// The system's host name (Linux's `/proc/sys/kernel/hostname`), or `localhost`.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Why the forwarder could not start.
@@ -142,6 +185,9 @@ pub enum ConfigError {
     /// Not called from within a tokio runtime.
     #[error("Forwarder::start must be called from within a tokio runtime")]
     NoRuntime,
+    /// The initial tracing configuration is malformed.
+    #[error("tracing configuration: {0}")]
+    Tracing(#[from] ConfigProblem),
 }
 
 /// Why a trace object was not accepted.
@@ -205,6 +251,15 @@ pub struct Stats {
     /// Trace objects refused because the queue was full, too large for a frame, or
     /// superseded (tracerd had already persisted their sequence numbers from another sender).
     pub dropped: u64,
+    /// Trace objects not forwarded because the tracing configuration's severity filter
+    /// refused them (when queued, or still queued when a configuration changed).
+    pub filtered: u64,
+    /// Trace objects not forwarded because their entry's `maxFrequency` was exceeded.
+    pub limited: u64,
+    /// Tracing configurations applied (pushed by tracerd or set by the program).
+    pub config_changes: u64,
+    /// Configurations tracerd pushed that were refused (malformed, or the guard's veto).
+    pub configs_refused: u64,
     /// Trace objects held now (queued, or sent and not yet acknowledged).
     pub buffered: u64,
     /// Bytes of frames written (trace batches, resends, metrics, control).
@@ -230,6 +285,10 @@ struct Counters {
     resent: AtomicU64,
     acked: AtomicU64,
     dropped: AtomicU64,
+    filtered: AtomicU64,
+    limited: AtomicU64,
+    config_changes: AtomicU64,
+    configs_refused: AtomicU64,
     bytes_sent: AtomicU64,
     acked_seq: AtomicU64,
     connects: AtomicU64,
@@ -237,7 +296,7 @@ struct Counters {
     rtt_micros: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queue {
     traces: VecDeque<TraceObject>,
     /// When the oldest queued object arrived (for the linger deadline).
@@ -245,6 +304,9 @@ struct Queue {
     metrics: StateSet<MetricValue>,
     points: StateSet<String>,
     closed: bool,
+    /// The tracing configuration in force, compiled, and its rate limiters.
+    filter: Arc<Filter>,
+    limits: config::Limits,
 }
 
 #[derive(Debug)]
@@ -260,6 +322,20 @@ struct Shared {
     acked_tx: watch::Sender<u64>,
     assigned_name: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
+    /// A copy of `Queue::filter`, for checks before an object is built.
+    filter: RwLock<Arc<Filter>>,
+    in_force: Mutex<config::InForce>,
+    /// The program changed the configuration: report it on the open session.
+    report_pending: AtomicBool,
+    hostname: String,
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -277,6 +353,10 @@ impl Shared {
             resent: c.resent.load(Ordering::Relaxed),
             acked: c.acked.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            filtered: c.filtered.load(Ordering::Relaxed),
+            limited: c.limited.load(Ordering::Relaxed),
+            config_changes: c.config_changes.load(Ordering::Relaxed),
+            configs_refused: c.configs_refused.load(Ordering::Relaxed),
             buffered: self.buffered.load(Ordering::Relaxed) as u64,
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             acked_seq: c.acked_seq.load(Ordering::Relaxed),
@@ -295,6 +375,65 @@ impl Shared {
     fn set_error(&self, e: &ConnectionError) {
         *lock(&self.last_error) = Some(e.to_string());
     }
+}
+
+/// Queues trace objects (see [`Forwarder::trace_many`]); shared with the layer. Returns how
+/// many were queued and how many the tracing configuration kept back.
+fn submit(shared: &Shared, objects: impl IntoIterator<Item = TraceObject>) -> (usize, u64) {
+    let mut accepted = 0usize;
+    let mut refused = 0u64;
+    let (mut filtered, mut limited) = (0u64, 0u64);
+    let wake;
+    {
+        let mut q = lock(&shared.queue);
+        if q.closed {
+            return (0, 0);
+        }
+        let before = q.traces.len();
+        for object in objects {
+            match config::verdict(&mut q, &object) {
+                config::Verdict::Pass => {}
+                config::Verdict::Filtered => {
+                    filtered += 1;
+                    continue;
+                }
+                config::Verdict::Limited => {
+                    limited += 1;
+                    continue;
+                }
+            }
+            let prev = shared.buffered.fetch_add(1, Ordering::AcqRel);
+            if prev >= shared.capacity {
+                shared.buffered.fetch_sub(1, Ordering::AcqRel);
+                refused += 1;
+                continue;
+            }
+            q.traces.push_back(object);
+            accepted += 1;
+        }
+        let after = q.traces.len();
+        if before == 0 && after > 0 {
+            q.oldest = Some(Instant::now());
+        }
+        // Wake the task when a linger period starts or a batch is full.
+        wake = (before == 0 && after > 0)
+            || (after / shared.max_batch_objects > before / shared.max_batch_objects);
+    }
+    let c = &shared.counters;
+    c.submitted.fetch_add(accepted as u64, Ordering::Relaxed);
+    if refused > 0 {
+        c.dropped.fetch_add(refused, Ordering::Relaxed);
+    }
+    if filtered > 0 {
+        c.filtered.fetch_add(filtered, Ordering::Relaxed);
+    }
+    if limited > 0 {
+        c.limited.fetch_add(limited, Ordering::Relaxed);
+    }
+    if wake {
+        shared.notify.notify_one();
+    }
+    (accepted, filtered + limited)
 }
 
 /// A handle to a running forwarder. Cheap methods, callable from any thread; dropping the
@@ -324,19 +463,39 @@ impl Forwarder {
         if config.node_name.is_empty() {
             return Err(ConfigError::EmptyName);
         }
+        config.tracing.check()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ConfigError::NoRuntime)?;
         let (acked_tx, _) = watch::channel(0);
+        let (filter, in_force) = config::initial(&config.tracing);
+        let queue = Queue {
+            traces: VecDeque::new(),
+            oldest: None,
+            metrics: StateSet::default(),
+            points: StateSet::default(),
+            closed: false,
+            limits: config::Limits::new(&filter),
+            filter: filter.clone(),
+        };
         let shared = Arc::new(Shared {
             capacity: config.queue_capacity,
             max_batch_objects: config.max_batch_objects,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(queue),
             notify: Notify::new(),
             buffered: AtomicUsize::new(0),
             counters: Counters::default(),
             acked_tx,
             assigned_name: Mutex::new(None),
             last_error: Mutex::new(None),
+            filter: RwLock::new(filter),
+            in_force: Mutex::new(in_force),
+            report_pending: AtomicBool::new(false),
+            hostname: config.hostname.clone(),
         });
+        if config.trace_config_at_start {
+            let in_force = lock(&shared.in_force);
+            let trace = config::config_trace(&shared, &in_force.config, in_force.since_ns);
+            config::queue_unfiltered(&shared, &mut lock(&shared.queue), trace);
+        }
         let stop = CancellationToken::new();
         let closing = CancellationToken::new();
         let task = runtime.spawn(run(config, shared.clone(), stop.clone(), closing.clone()));
@@ -350,57 +509,22 @@ impl Forwarder {
     }
 
     /// Queues one trace object. Never blocks; when the queue is full the object is dropped and
-    /// counted.
+    /// counted. An object the tracing configuration keeps back is `Ok` too (counted in
+    /// [`Stats::filtered`] or [`Stats::limited`]).
     pub fn trace(&self, object: TraceObject) -> Result<(), SubmitError> {
         let mut one = Some(object);
-        match self.trace_many(std::iter::from_fn(|| one.take())) {
-            1 => Ok(()),
+        match submit(&self.shared, std::iter::from_fn(|| one.take())) {
+            (1, _) | (_, 1) => Ok(()),
             _ if lock(&self.shared.queue).closed => Err(SubmitError::Closed),
             _ => Err(SubmitError::QueueFull),
         }
     }
 
-    /// Queues trace objects in order, as many as fit; the rest are dropped (newest first) and
-    /// counted. Returns how many were accepted. Cheaper than calling [`Forwarder::trace`] per
-    /// object.
+    /// Queues trace objects in order, as many as fit and as the tracing configuration lets
+    /// through; the rest are dropped (newest first) and counted. Returns how many were
+    /// accepted. Cheaper than calling [`Forwarder::trace`] per object.
     pub fn trace_many(&self, objects: impl IntoIterator<Item = TraceObject>) -> usize {
-        let shared = &*self.shared;
-        let mut accepted = 0usize;
-        let mut refused = 0u64;
-        let wake;
-        {
-            let mut q = lock(&shared.queue);
-            if q.closed {
-                return 0;
-            }
-            let before = q.traces.len();
-            for object in objects {
-                let prev = shared.buffered.fetch_add(1, Ordering::AcqRel);
-                if prev >= shared.capacity {
-                    shared.buffered.fetch_sub(1, Ordering::AcqRel);
-                    refused += 1;
-                    continue;
-                }
-                q.traces.push_back(object);
-                accepted += 1;
-            }
-            let after = q.traces.len();
-            if before == 0 && after > 0 {
-                q.oldest = Some(Instant::now());
-            }
-            // Wake the task when a linger period starts or a batch is full.
-            wake = (before == 0 && after > 0)
-                || (after / shared.max_batch_objects > before / shared.max_batch_objects);
-        }
-        let c = &shared.counters;
-        c.submitted.fetch_add(accepted as u64, Ordering::Relaxed);
-        if refused > 0 {
-            c.dropped.fetch_add(refused, Ordering::Relaxed);
-        }
-        if wake {
-            shared.notify.notify_one();
-        }
-        accepted
+        submit(&self.shared, objects).0
     }
 
     /// Updates metrics: `update.full` replaces the whole set, otherwise the listed names are
@@ -419,6 +543,38 @@ impl Forwarder {
             points.into_iter().map(|p| (p.name, p.json)).collect(),
         );
         self.shared.notify.notify_one();
+    }
+
+    /// The tracing configuration in force (its entry `""` states severity and detail).
+    pub fn tracing_config(&self) -> TracingConfig {
+        lock(&self.shared.in_force).config.clone()
+    }
+
+    /// The options in force for `namespace` (for a program that renders by detail level).
+    pub fn options(&self, namespace: &str) -> Resolved {
+        config::options(&self.shared.filter, namespace)
+    }
+
+    /// Whether an object of `severity` under `namespace` passes the severity filter now.
+    pub fn enabled(&self, namespace: &str, severity: model::Severity) -> bool {
+        self.options(namespace).severity.admits(severity)
+    }
+
+    /// Replaces the tracing configuration from the program (no [`ConfigGuard`] is asked):
+    /// from the next batch on only what it lets through is sent; tracerd is sent a report
+    /// and a `Reflection.TracerConfigInfo` trace records it. Returns the configuration now in
+    /// force.
+    pub fn set_tracing_config(&self, config: TracingConfig) -> Result<TracingConfig, ApplyError> {
+        let effective = config::apply(&self.shared, config, None)?;
+        self.shared.report_pending.store(true, Ordering::Release);
+        self.shared.notify.notify_one();
+        Ok(effective)
+    }
+
+    /// A `tracing-subscriber` layer that forwards `tracing` events through this forwarder
+    /// (see [`ForwarderLayer`]).
+    pub fn layer(&self) -> ForwarderLayer {
+        ForwarderLayer::new(self.shared.clone())
     }
 
     /// Trace objects that can be queued now without a drop.

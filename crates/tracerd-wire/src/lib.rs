@@ -9,6 +9,8 @@
 //! * [`Address`]: cardano-tracer's socket address syntax (`host:port` or a Unix path), and
 //!   [`connect`], the one way a client opens a stream to one.
 //! * [`Backoff`]: the one capped exponential backoff of every retry loop.
+//! * [`tracing_config`]: a node's tracing configuration (trace-dispatcher's `TraceConfig` shape),
+//!   its checks, its JSON text and the lookup a forwarder filters with.
 //! * [`utc`]: calendar arithmetic for RFC 3339 timestamps and file stamps (no date crate).
 //! * [`cardano`] (feature `cardano`): Cardano's forwarding protocol on the wire: the
 //!   Ouroboros mux, the CBOR messages and the handshake. The only place that knows CBOR.
@@ -20,6 +22,7 @@ pub mod cardano;
 mod connect;
 pub mod model;
 pub mod native;
+pub mod tracing_config;
 pub mod utc;
 
 pub use address::Address;

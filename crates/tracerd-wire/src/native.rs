@@ -12,6 +12,9 @@ use crate::model::{
     DataPoint, DetailLevel, MachineForm, MetricValue, MetricsUpdate, Severity, TraceBatch,
     TraceObject,
 };
+use crate::tracing_config::TracingConfig;
+
+mod config;
 
 /// The generated prost types.
 #[allow(missing_docs, clippy::all)]
@@ -37,6 +40,8 @@ pub struct Hello {
     pub node_name: String,
     /// Software name, version, commit.
     pub software: Software,
+    /// Optional features the node supports (e.g. [`crate::tracing_config::CAPABILITY`]).
+    pub capabilities: Vec<String>,
 }
 
 /// What a node runs.
@@ -53,8 +58,8 @@ pub struct Software {
 /// Everything a node sends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeMessage {
-    /// Handshake.
-    Hello(Hello),
+    /// Handshake (boxed: the largest message, and sent once, so every other message stays small).
+    Hello(Box<Hello>),
     /// Trace objects.
     Traces(TraceBatch),
     /// Metrics.
@@ -65,6 +70,21 @@ pub enum NodeMessage {
     Ping(u64),
     /// Answer to tracerd's probe.
     Pong(u64),
+    /// The node's tracing configuration in force (capability `tracing-config.v1`).
+    TracingConfig(TracingConfigReport),
+}
+
+/// A node's report of its tracing configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfigReport {
+    /// The `SetTracingConfig` answered; 0: unsolicited.
+    pub request_id: u64,
+    /// The configuration in force.
+    pub effective: TracingConfig,
+    /// Why the requested configuration was not applied (`None`: applied).
+    pub refused: Option<String>,
+    /// When the configuration took effect, nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
 }
 
 /// Why tracerd refuses a handshake.
@@ -109,6 +129,13 @@ pub enum TracerMessage {
     Ping(u64),
     /// Answer to the node's probe.
     Pong(u64),
+    /// Replace the node's tracing configuration (only to a node with `tracing-config.v1`).
+    SetTracingConfig {
+        /// Non-zero; echoed by the node's report.
+        request_id: u64,
+        /// The new configuration.
+        config: TracingConfig,
+    },
 }
 
 /// Why bytes could not be turned into a message.
@@ -386,7 +413,7 @@ pub fn encode_node_frame(msg: NodeMessage) -> BytesMut {
     dst
 }
 
-fn invalid(msg: impl Into<String>) -> FrameError {
+pub(crate) fn invalid(msg: impl Into<String>) -> FrameError {
     FrameError::Invalid(msg.into())
 }
 
@@ -417,7 +444,7 @@ fn severity_to_pb(s: Severity) -> pb::Severity {
     }
 }
 
-fn detail_from_pb(v: i32) -> Result<DetailLevel, FrameError> {
+pub(crate) fn detail_from_pb(v: i32) -> Result<DetailLevel, FrameError> {
     let d =
         pb::DetailLevel::try_from(v).map_err(|_| invalid(format!("unknown detail level {v}")))?;
     Ok(match d {
@@ -428,7 +455,7 @@ fn detail_from_pb(v: i32) -> Result<DetailLevel, FrameError> {
     })
 }
 
-fn detail_to_pb(d: DetailLevel) -> pb::DetailLevel {
+pub(crate) fn detail_to_pb(d: DetailLevel) -> pb::DetailLevel {
     match d {
         DetailLevel::Minimal => pb::DetailLevel::DetailMinimal,
         DetailLevel::Normal => pb::DetailLevel::DetailNormal,
@@ -473,7 +500,7 @@ pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameEr
     Ok(match msg {
         Msg::Hello(h) => {
             let software = h.software.unwrap_or_default();
-            NodeMessage::Hello(Hello {
+            NodeMessage::Hello(Box::new(Hello {
                 versions: h.versions,
                 network_magic: h.network_magic,
                 node_name: h.node_name,
@@ -482,7 +509,8 @@ pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameEr
                     version: software.version,
                     commit: software.commit,
                 },
-            })
+                capabilities: h.capabilities,
+            }))
         }
         Msg::Traces(b) => {
             if !b.objects.is_empty() && b.first_seq.checked_add(b.objects.len() as u64).is_none() {
@@ -525,6 +553,7 @@ pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameEr
         ),
         Msg::Ping(p) => NodeMessage::Ping(p.nonce),
         Msg::Pong(p) => NodeMessage::Pong(p.nonce),
+        Msg::TracingConfig(r) => NodeMessage::TracingConfig(config::report_from_pb(r)?),
     })
 }
 
@@ -541,6 +570,7 @@ pub fn node_message_to_pb(msg: NodeMessage) -> pb::NodeMessage {
                 version: h.software.version,
                 commit: h.software.commit,
             }),
+            capabilities: h.capabilities,
         }),
         NodeMessage::Traces(b) => Msg::Traces(pb::TraceBatch {
             first_seq: b.first_seq,
@@ -575,6 +605,7 @@ pub fn node_message_to_pb(msg: NodeMessage) -> pb::NodeMessage {
         }),
         NodeMessage::Ping(nonce) => Msg::Ping(pb::Ping { nonce }),
         NodeMessage::Pong(nonce) => Msg::Pong(pb::Pong { nonce }),
+        NodeMessage::TracingConfig(r) => Msg::TracingConfig(config::report_to_pb(r)),
     };
     pb::NodeMessage { msg: Some(msg) }
 }
@@ -612,6 +643,12 @@ pub fn tracer_message_to_pb(msg: TracerMessage) -> pb::TracerMessage {
         TracerMessage::Ack(persisted_seq) => Msg::Ack(pb::Ack { persisted_seq }),
         TracerMessage::Ping(nonce) => Msg::Ping(pb::Ping { nonce }),
         TracerMessage::Pong(nonce) => Msg::Pong(pb::Pong { nonce }),
+        TracerMessage::SetTracingConfig { request_id, config } => {
+            Msg::SetTracingConfig(pb::SetTracingConfig {
+                request_id,
+                config: Some(config::to_pb(&config)),
+            })
+        }
     };
     pb::TracerMessage { msg: Some(msg) }
 }
@@ -642,6 +679,10 @@ pub fn tracer_message_from_pb(msg: pb::TracerMessage) -> Result<TracerMessage, F
         Msg::Ack(a) => TracerMessage::Ack(a.persisted_seq),
         Msg::Ping(p) => TracerMessage::Ping(p.nonce),
         Msg::Pong(p) => TracerMessage::Pong(p.nonce),
+        Msg::SetTracingConfig(c) => TracerMessage::SetTracingConfig {
+            request_id: c.request_id,
+            config: config::from_pb(c.config.unwrap_or_default())?,
+        },
     })
 }
 

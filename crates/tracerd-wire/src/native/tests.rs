@@ -19,7 +19,7 @@ fn trace(i: u64, text: &str) -> TraceObject {
 }
 
 fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
-    let mut msgs = vec![NodeMessage::Hello(Hello {
+    let mut msgs = vec![NodeMessage::Hello(Box::new(Hello {
         versions: vec![1, 7],
         network_magic: 42,
         node_name: texts.first().cloned().unwrap_or_default(),
@@ -28,10 +28,11 @@ fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
             version: "1".into(),
             commit: "c".into(),
         },
-    })];
+        capabilities: vec![crate::tracing_config::CAPABILITY.into()],
+    }))];
     for (i, t) in texts.iter().enumerate() {
         let i = i as u64;
-        msgs.push(match i % 4 {
+        msgs.push(match i % 5 {
             0 => NodeMessage::Traces(TraceBatch {
                 first_seq: i + 1,
                 objects: vec![trace(i, t), trace(i + 1, t)],
@@ -48,10 +49,67 @@ fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
                 name: t.clone(),
                 json: "{}".into(),
             }]),
+            3 => NodeMessage::TracingConfig(TracingConfigReport {
+                request_id: i,
+                effective: sample_config(t),
+                refused: (i % 2 == 0).then(|| format!("no {t}")),
+                timestamp_ns: i as i64,
+            }),
             _ => NodeMessage::Ping(i),
         });
     }
     msgs
+}
+
+fn sample_config(ns: &str) -> TracingConfig {
+    use crate::tracing_config::{NamespaceOptions, SeverityFilter};
+    let mut c = TracingConfig::everything();
+    c.options.insert(
+        format!("Ns.{ns}"),
+        NamespaceOptions {
+            severity: Some(SeverityFilter::Silence),
+            detail: Some(DetailLevel::Maximum),
+            max_frequency: Some(2.5),
+        },
+    );
+    c.options.insert("Ns".into(), NamespaceOptions::default());
+    c
+}
+
+#[test]
+fn tracing_config_messages_round_trip_both_ways() {
+    let set = TracerMessage::SetTracingConfig {
+        request_id: 9,
+        config: sample_config("A"),
+    };
+    let mut buf = BytesMut::new();
+    TracerCodec::new(1 << 20)
+        .encode(set.clone(), &mut buf)
+        .unwrap();
+    let got = ForwarderCodec::new(1 << 20).decode(&mut buf).unwrap();
+    assert_eq!(got, Some(set));
+    // A namespace given twice is refused by the decoder, not silently merged.
+    let dup = pb::TracerMessage {
+        msg: Some(pb::tracer_message::Msg::SetTracingConfig(
+            pb::SetTracingConfig {
+                request_id: 1,
+                config: Some(pb::TracingConfig {
+                    options: vec![
+                        pb::NamespaceOptions {
+                            namespace: "A".into(),
+                            ..Default::default()
+                        },
+                        pb::NamespaceOptions {
+                            namespace: "A".into(),
+                            ..Default::default()
+                        },
+                    ],
+                }),
+            },
+        )),
+    };
+    let err = tracer_message_from_pb(dup).unwrap_err();
+    assert!(err.to_string().contains("twice"), "{err}");
 }
 
 fn encode_all(msgs: &[NodeMessage]) -> Vec<u8> {
@@ -204,12 +262,13 @@ fn readme_examples_are_exact() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let hello = NodeMessage::Hello(Hello {
+    let hello = NodeMessage::Hello(Box::new(Hello {
         versions: vec![1],
         network_magic: 764_824_073,
         node_name: "relay-1".into(),
         software: Software::default(),
-    });
+        capabilities: Vec::new(),
+    }));
     assert_eq!(
         hex(&encode_node_frame(hello)),
         "00 00 00 16 0a 14 0a 01 01 10 89 94 d9 ec 02 1a 07 72 65 6c 61 79 2d 31 22 00"
