@@ -41,3 +41,4 @@ mod tools;
 mod tracer_config;
 mod tracer_config_native;
 mod ui;
+mod ui_browser;

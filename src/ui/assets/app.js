@@ -358,8 +358,12 @@ function setZoom(start, end) {
   $('zoom-reset').hidden = false;
   refreshCharts(false);
 }
+// A window that ends now keeps ending now (zooming in on the latest values); another zooms
+// around its middle.
 function zoomBy(f) {
   const [s, e] = window_();
+  const now = Date.now() / 1000;
+  if (now - e < (e - s) * 0.02 + 2) { setZoom(now - (e - s) * f, now); return; }
   const mid = (s + e) / 2, half = (e - s) * f / 2;
   setZoom(mid - half, mid + half);
 }
@@ -381,7 +385,7 @@ function attachZoom(c) {
 
 // ---------- live log ----------
 const MAX_LOG_LINES = 500;
-function stopLog() { if (state.log) { state.log.close(); state.log = null; } }
+function stopLog() { if (state.log) { state.log.close(); state.log = null; } $('log').dataset.open = 'false'; }
 function startLog() {
   stopLog();
   const slug = state.route.slug;
@@ -390,6 +394,7 @@ function startLog() {
   if ($('log-ns').value.trim()) params.set('namespace', $('log-ns').value.trim());
   const es = new EventSource('/api/nodes/' + encodeURIComponent(slug) + '/traces/stream?' + params);
   state.log = es; state.dropped = state.dropped || 0;
+  es.onopen = () => { $('log').dataset.open = 'true'; };
   es.addEventListener('file', (ev) => { state.file = ev.data; $('log-file').textContent = ev.data; });
   es.addEventListener('dropped', (ev) => {
     const d = JSON.parse(ev.data); state.dropped += d.dropped; logState();
