@@ -187,7 +187,10 @@ pub async fn run(
     crate::ship::start(
         &config,
         live.state_dir(),
-        &shared.telemetry.registry,
+        crate::ship::Sources {
+            telemetry: shared.telemetry.clone(),
+            nodes: shared.nodes.clone(),
+        },
         &tracker,
         cancel.clone(),
     )?;

@@ -90,6 +90,7 @@ impl Default for TracerdSettings {
             alerts: AlertsSettings::default(),
             http_auth: HttpAuthSettings::default(),
             clickhouse: None,
+            remote_write: Vec::new(),
             ship_state_dir: None,
             ui: None,
         }

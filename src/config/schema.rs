@@ -261,6 +261,9 @@ pub struct TracerdSettings {
     /// Trace lines shipped to ClickHouse (issue 18). Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<super::ClickhouseSettings>,
+    /// Prometheus remote_write receivers of every `/metrics` series (issue 18).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_write: Vec<super::RemoteWriteSettings>,
     /// Where the shipping sinks keep their cursors; default `<--state-dir>/ship`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_state_dir: Option<PathBuf>,

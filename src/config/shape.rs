@@ -181,6 +181,27 @@ const TRACERD: &[Field] = &[
     opt("clickhouse", Kind::Obj(CLICKHOUSE)),
     opt("shipStateDir", Kind::Text),
     opt("ui", Kind::Obj(UI)),
+    opt("remoteWrite", Kind::List(&Kind::Obj(REMOTE_WRITE))),
+];
+const REMOTE_WRITE: &[Field] = &[
+    req("url", Kind::Text),
+    opt("headers", Kind::TextMap),
+    opt("bearerTokenFile", Kind::Text),
+    opt("basicAuth", Kind::Obj(BASIC_AUTH)),
+    opt("externalLabels", Kind::TextMap),
+    opt("intervalSecs", Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds")),
+    opt("queue", Kind::Obj(RW_QUEUE)),
+    opt("timeoutSecs", Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds")),
+];
+const BASIC_AUTH: &[Field] = &[req("username", Kind::Text), req("passwordFile", Kind::Text)];
+const RW_QUEUE: &[Field] = &[
+    opt("capacity", Kind::Int(1, 100_000_000, "samples")),
+    opt("shards", Kind::Int(1, 256, "shards")),
+    opt("maxSamplesPerSend", Kind::Int(1, 1_000_000, "samples")),
+    opt(
+        "maxBackoffSecs",
+        Kind::Num(0.01, MAX_TIMEOUT_SECS, "seconds"),
+    ),
 ];
 const HTTP_AUTH: &[Field] = &[
     opt("scrape", Kind::Obj(AUTH_GROUP)),

@@ -161,3 +161,127 @@ pub(super) fn check_clickhouse(
     }
     out
 }
+
+/// One `tracerd.remoteWrite` entry: every series of `/metrics`, sampled every `intervalSecs`,
+/// sent with Prometheus remote_write 1.0 (README.md, "Prometheus remote_write").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteWriteSettings {
+    /// The receiver, e.g. `http://127.0.0.1:9090/api/v1/write` (http:// only).
+    pub url: String,
+    /// Extra request headers.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// File holding a bearer token (first line), sent as `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Labels added to every series (e.g. `tracer: site-a`); a series' own label wins.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Sampling period, in seconds. Default 15.
+    #[serde(default = "default_rw_interval")]
+    pub interval_secs: f64,
+    /// The queue between sampling and sending.
+    #[serde(default, skip_serializing_if = "RemoteWriteQueue::is_default")]
+    pub queue: RemoteWriteQueue,
+    /// Time one request may take, in seconds. Default 30.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+fn default_rw_interval() -> f64 {
+    15.0
+}
+
+/// `basicAuth` of a remote_write entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// User name.
+    pub username: String,
+    /// File holding the password (first line).
+    pub password_file: PathBuf,
+}
+
+/// The bounded, sharded queue of a remote_write entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteWriteQueue {
+    /// Samples waiting per shard; past it the oldest are dropped (counted). Default 100000.
+    #[serde(default = "default_rw_capacity")]
+    pub capacity: u64,
+    /// Shards (parallel senders; a series always goes through the same one). Default 2.
+    #[serde(default = "default_rw_shards")]
+    pub shards: u64,
+    /// Most samples in one request. Default 2000.
+    #[serde(default = "default_rw_max_samples")]
+    pub max_samples_per_send: u64,
+    /// Longest pause between two retries, in seconds. Default 5 (Prometheus's `max_backoff`).
+    #[serde(default = "default_rw_max_backoff")]
+    pub max_backoff_secs: f64,
+}
+
+fn default_rw_capacity() -> u64 {
+    100_000
+}
+fn default_rw_shards() -> u64 {
+    2
+}
+fn default_rw_max_samples() -> u64 {
+    2000
+}
+fn default_rw_max_backoff() -> f64 {
+    5.0
+}
+
+impl Default for RemoteWriteQueue {
+    fn default() -> RemoteWriteQueue {
+        RemoteWriteQueue {
+            capacity: default_rw_capacity(),
+            shards: default_rw_shards(),
+            max_samples_per_send: default_rw_max_samples(),
+            max_backoff_secs: default_rw_max_backoff(),
+        }
+    }
+}
+
+impl RemoteWriteQueue {
+    /// True when every value is the default.
+    pub fn is_default(&self) -> bool {
+        *self == RemoteWriteQueue::default()
+    }
+}
+
+/// The problems of one `tracerd.remoteWrite` entry (key, message); pure.
+pub(super) fn check_remote_write(i: usize, rw: &RemoteWriteSettings) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !rw.url.starts_with("http://") {
+        out.push((
+            format!("tracerd.remoteWrite[{i}].url"),
+            format!(
+                "{:?} is not an http:// URL (https is not supported)",
+                rw.url
+            ),
+        ));
+    }
+    for name in rw.external_labels.keys() {
+        let mut b = name.bytes();
+        let ok = b
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && !name.starts_with("__");
+        if !ok {
+            out.push((
+                format!("tracerd.remoteWrite[{i}].externalLabels"),
+                format!(
+                    "{name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                ),
+            ));
+        }
+    }
+    out
+}

@@ -497,6 +497,24 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 },
             }),
             ship_state_dir: Some("/ship".into()),
+            remote_write: vec![crate::config::RemoteWriteSettings {
+                url: "http://127.0.0.1:9090/api/v1/write".into(),
+                headers: [("X-A".into(), "b".into())].into(),
+                bearer_token_file: Some("/tok".into()),
+                basic_auth: Some(crate::config::BasicAuth {
+                    username: "u".into(),
+                    password_file: "/pw".into(),
+                }),
+                external_labels: [("tracer".into(), "site-a".into())].into(),
+                interval_secs: 1.0,
+                queue: crate::config::RemoteWriteQueue {
+                    capacity: 10,
+                    shards: 3,
+                    max_samples_per_send: 5,
+                    max_backoff_secs: 1.0,
+                },
+                timeout_secs: 2.0,
+            }],
         },
     };
     let printed = to_yaml(&config);

@@ -55,6 +55,11 @@ pub(super) fn validate(
             problem(&key, message);
         }
     }
+    for (i, rw) in config.tracerd.remote_write.iter().enumerate() {
+        for (key, message) in super::ship::check_remote_write(i, rw) {
+            problem(&key, message);
+        }
+    }
     if config.logging.is_empty() {
         problem("logging", "at least one log target is required".to_string());
     }

@@ -110,7 +110,10 @@ impl Client {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        let uri = format!("{}{}", self.base_path, path_and_query);
+        let mut uri = format!("{}{}", self.base_path, path_and_query);
+        if uri.is_empty() {
+            uri.push('/');
+        }
         let result = tokio::time::timeout(timeout, self.exchange(&uri, headers, body)).await;
         match result {
             Ok(Ok(r)) => Ok(r),
@@ -178,25 +181,9 @@ impl Client {
 
 /// `Basic <base64(user:password)>`.
 pub fn basic_auth(user: &str, password: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}");
-    let mut out = String::from("Basic ");
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
 }
 
 #[cfg(test)]

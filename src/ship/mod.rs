@@ -17,6 +17,7 @@ pub mod follow;
 pub mod http;
 pub mod metrics;
 pub mod record;
+pub mod remote_write;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -73,14 +74,40 @@ fn host_name() -> String {
         .unwrap_or_else(|| "tracerd".to_string())
 }
 
+/// What the metric sinks read: tracerd's registry and its nodes (the `/metrics` sources).
+pub struct Sources {
+    /// tracerd's own metrics (its registry also receives the sinks' metrics).
+    pub telemetry: crate::metrics::telemetry::Telemetry,
+    /// The node registry.
+    pub nodes: crate::node::Nodes,
+}
+
 /// Starts every configured sink on `tracker` (blocking file reads happen here, at start).
 pub fn start(
     config: &Config,
     state_dir: Option<&Path>,
-    registry: &prometheus::Registry,
+    sources: Sources,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), ShipError> {
+    let registry = &sources.telemetry.registry;
+    if !config.tracerd.remote_write.is_empty() {
+        let metrics = remote_write::RemoteWriteMetrics::register(registry);
+        for rw in &config.tracerd.remote_write {
+            let auth = remote_write::auth_header(rw).map_err(|e| {
+                ShipError::Password("tracerd.remoteWrite", rw.url.clone().into(), e)
+            })?;
+            remote_write::start(
+                rw.clone(),
+                auth,
+                sources.telemetry.clone(),
+                sources.nodes.clone(),
+                metrics.clone(),
+                tracker,
+                cancel.clone(),
+            );
+        }
+    }
     let Some(ch) = &config.tracerd.clickhouse else {
         return Ok(());
     };

@@ -18,7 +18,8 @@ fn base() -> Value {
         "logging": [{"logRoot": "/tmp/tracerd-config-values", "logMode": "FileMode", "logFormat": "ForMachine"}],
         "rotation": {"rpLogLimitBytes": 1000, "rpKeepFilesNum": 3},
         "tracerd": {"limits": {}, "durability": {}, "history": {},
-                    "clickhouse": {"url": "http://127.0.0.1:8123"}}
+                    "clickhouse": {"url": "http://127.0.0.1:8123"},
+                    "remoteWrite": [{"url": "http://127.0.0.1:9090/api/v1/write"}]}
     })
 }
 
@@ -102,6 +103,11 @@ fn derive_everything(config: &config::Config) {
     if let Some(ch) = &t.clickhouse {
         let _ = now + ch.batch.timeout();
         let _ = now + std::time::Duration::from_millis(ch.batch.poll_ms);
+    }
+    for rw in &t.remote_write {
+        for secs in [rw.interval_secs, rw.timeout_secs, rw.queue.max_backoff_secs] {
+            let _ = now + std::time::Duration::from_secs_f64(secs.clamp(0.01, 3600.0));
+        }
     }
     let effective = tracerd::running::Effective::new(config.clone());
     let _ = effective.logs.clone();

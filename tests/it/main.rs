@@ -32,6 +32,7 @@ mod runs;
 mod seccomp;
 mod service;
 mod ship_clickhouse;
+mod ship_remote_write;
 mod ship_support;
 mod shutdown;
 mod support;
