@@ -23,6 +23,7 @@ pub fn router(alerts: Shared) -> Router {
     Router::new()
         .route("/api/v1/alerts", get(alerts_route))
         .route("/api/v1/rules", get(rules_route))
+        .route("/api/alerts/history", get(history_route))
         .with_state(alerts)
 }
 
@@ -142,6 +143,29 @@ pub fn rules_json(alerts: &Shared) -> Value {
 
 async fn alerts_route(Extract(a): Extract<Shared>) -> Response {
     ok(alerts_json(&a))
+}
+
+/// The alert history, newest first: each time an alert started firing or resolved.
+pub fn history_json(alerts: &Shared) -> Value {
+    let events: Vec<Value> = alerts
+        .iter()
+        .flat_map(|a| a.persist.history())
+        .map(|e| {
+            json!({
+                "event": e.event,
+                "alertname": e.alertname,
+                "labels": map(&e.labels),
+                "annotations": map(&e.annotations),
+                "at": time(e.at),
+                "startsAt": time(e.starts_at),
+            })
+        })
+        .collect();
+    json!({ "events": events, "limit": super::persist::MAX_HISTORY })
+}
+
+async fn history_route(Extract(a): Extract<Shared>) -> Response {
+    ok(history_json(&a))
 }
 
 async fn rules_route(Extract(a): Extract<Shared>) -> Response {

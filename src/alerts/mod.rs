@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod notify;
+pub mod persist;
 pub mod rules;
 pub mod state;
 pub mod template;
@@ -55,6 +56,7 @@ pub struct AlertsMetrics {
     pub trace_hits_dropped: IntCounter,
     pub webhook_sent: IntCounterVec,
     pub webhook_errors: IntCounterVec,
+    pub state_write_errors: IntCounter,
 }
 
 impl AlertsMetrics {
@@ -117,6 +119,10 @@ impl AlertsMetrics {
                 "Alert notifications not delivered to a webhook after every retry, by its URL.",
                 "url",
             ),
+            state_write_errors: counter(
+                "tracerd_alerts_state_write_errors_total",
+                "Failed writes of the alert state or history to the state directory.",
+            ),
             trace_hits_dropped: counter(
                 "tracerd_alerts_trace_hits_dropped_total",
                 "Trace objects a trace rule's field test could not look at (its queue was full).",
@@ -172,6 +178,8 @@ pub struct Alerts {
     pub notifier: Arc<notify::Notifier>,
     pub resend_delay_ms: i64,
     pub metrics: AlertsMetrics,
+    /// Active alerts and history, kept in the state directory when there is one.
+    pub persist: persist::Persist,
 }
 
 impl Alerts {
@@ -210,6 +218,7 @@ impl Alerts {
             notifier: notify::Notifier::new(targets, capacity, metrics.clone()),
             resend_delay_ms: (settings.resend_delay_secs.unwrap_or(0.0) * 1000.0).round() as i64,
             metrics,
+            persist: persist::Persist::default(),
         })
     }
 
@@ -369,6 +378,41 @@ fn rule_value(
     }
 }
 
+/// The pending and firing alerts of a rule: labels and state.
+fn active(st: &state::RuleState) -> Vec<(Labels, State)> {
+    st.alerts
+        .values()
+        .filter(|a| a.state != State::Inactive)
+        .map(|a| (a.labels.clone(), a.state))
+        .collect()
+}
+
+/// Writes the `ALERTS` series as Prometheus does: `ALERTS{alertname, alertstate, labels...}`
+/// = 1 at each evaluation for every pending or firing alert, and a staleness marker when an
+/// alert leaves a state. Failures (out of order, series cap) are ignored: the store counts them.
+fn write_alerts_series(
+    store: &Store,
+    before: &[(Labels, State)],
+    after: &[(Labels, State)],
+    now: i64,
+) {
+    let series = |labels: &Labels, state: State| {
+        let mut l = labels.clone();
+        l.push(("__name__".into(), "ALERTS".into()));
+        l.push(("alertstate".into(), state.as_str().into()));
+        l.sort();
+        l
+    };
+    for (labels, state) in after {
+        let _ = store.append(&series(labels, *state), now, 1.0);
+    }
+    for (labels, state) in before {
+        if !after.iter().any(|(l, s)| l == labels && s == state) {
+            let _ = store.append(&series(labels, *state), now, tracerd_promql::stale_nan());
+        }
+    }
+}
+
 /// One evaluation of `group` at `now` (ms) over `src`: every rule's state advanced, the
 /// alerts to send returned. Blocking (it runs queries).
 pub fn evaluate_group(
@@ -391,6 +435,7 @@ pub fn evaluate_group(
             deadline_exceeded: Some(Box::new(move || std::time::Instant::now() > deadline)),
             ..Options::default()
         };
+        let before = active(&st.state);
         let result =
             rule_value(src, rule, &mut nodes, now, &opts).and_then(|v| instances(rule, g.limit, v));
         match result {
@@ -408,6 +453,9 @@ pub fn evaluate_group(
             }
         }
         out.extend(st.state.to_send(now, g.interval_ms, resend_delay_ms));
+        if let Some(store) = &src.store {
+            write_alerts_series(store, &before, &active(&st.state), now);
+        }
         st.last_eval_ms = now;
         st.eval_secs = started.elapsed().as_secs_f64();
     }
@@ -417,6 +465,31 @@ pub fn evaluate_group(
 /// Spawns the sender and one evaluation timer per group on `tracker`, running until
 /// `cancel` fires; each evaluation runs on the blocking pool.
 pub fn start(
+    alerts: Arc<Alerts>,
+    store: Option<Arc<Store>>,
+    nodes: Nodes,
+    state_dir: Option<std::path::PathBuf>,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let (a, t, c) = (alerts.clone(), tracker.clone(), cancel.clone());
+    tracker.spawn(async move {
+        // The saved alerts are back before the first evaluation.
+        let r = a.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            r.persist
+                .restore(state_dir.as_deref(), &r.groups, crate::history::now_ms());
+            r.update_active();
+        })
+        .await;
+        if let Err(e) = restored {
+            tracing::error!(error = %e, "restoring the alert state failed to run");
+        }
+        spawn_evaluations(a, store, nodes, &t, c);
+    });
+}
+
+fn spawn_evaluations(
     alerts: Arc<Alerts>,
     store: Option<Arc<Store>>,
     nodes: Nodes,
@@ -449,6 +522,8 @@ pub fn start(
                 let pass = tokio::task::spawn_blocking(move || {
                     let out = evaluate_group(&s, &gr, now, a.resend_delay_ms, &a.metrics);
                     a.update_active();
+                    a.persist
+                        .save(&a.groups, &out, &a.metrics.state_write_errors);
                     a.notifier.enqueue(out);
                 });
                 if let Err(e) = pass.await {

@@ -48,6 +48,9 @@ pub struct Alert {
     pub resolved_at: Option<i64>,
     pub last_sent_at: Option<i64>,
     pub keep_firing_since: Option<i64>,
+    /// Restored from the state directory at start: kept as it is, though not returned,
+    /// until this time (so nodes have time to reconnect and a restart resets no `for`).
+    pub held_until: Option<i64>,
 }
 
 /// What goes to Alertmanager for one alert.
@@ -83,6 +86,7 @@ impl RuleState {
                     a.value = r.value;
                     a.annotations = r.annotations;
                     a.keep_firing_since = None;
+                    a.held_until = None;
                 }
                 _ => {
                     self.alerts.insert(
@@ -97,6 +101,7 @@ impl RuleState {
                             resolved_at: None,
                             last_sent_at: None,
                             keep_firing_since: None,
+                            held_until: None,
                         },
                     );
                 }
@@ -108,6 +113,9 @@ impl RuleState {
                     a.state = State::Firing;
                     a.fired_at = Some(now);
                 }
+                return true;
+            }
+            if a.held_until.is_some_and(|t| now < t) {
                 return true;
             }
             match a.state {
@@ -258,6 +266,38 @@ mod tests {
         s.eval(15_000, vec![], 0, 10_000);
         assert_eq!(state_of(&s, "a"), Some(State::Inactive));
         assert_eq!(s.alerts.values().next().unwrap().resolved_at, Some(15_000));
+    }
+
+    #[test]
+    fn restored_alerts_are_held_then_go_on_as_before() {
+        let mut s = RuleState::default();
+        s.eval(0, vec![inst("a", 1.0)], 10_000, 0);
+        s.eval(10_000, vec![inst("a", 1.0)], 10_000, 0);
+        assert_eq!(state_of(&s, "a"), Some(State::Firing));
+        // As restored at 50 s, held until 60 s.
+        for a in s.alerts.values_mut() {
+            a.held_until = Some(60_000);
+        }
+        s.eval(50_000, vec![], 10_000, 0);
+        assert_eq!(state_of(&s, "a"), Some(State::Firing), "held");
+        s.eval(55_000, vec![inst("a", 1.0)], 10_000, 0);
+        let a = s.alerts.values().next().unwrap();
+        assert_eq!(
+            (a.state, a.active_at, a.held_until),
+            (State::Firing, 0, None)
+        );
+        s.eval(60_000, vec![], 10_000, 0);
+        assert_eq!(state_of(&s, "a"), Some(State::Inactive), "no longer held");
+        // Not returned again within the hold: resolved once it ends.
+        let mut s = RuleState::default();
+        s.eval(0, vec![inst("b", 1.0)], 0, 0);
+        for a in s.alerts.values_mut() {
+            a.held_until = Some(10_000);
+        }
+        s.eval(5_000, vec![], 0, 0);
+        assert_eq!(state_of(&s, "b"), Some(State::Firing));
+        s.eval(10_000, vec![], 0, 0);
+        assert_eq!(state_of(&s, "b"), Some(State::Inactive));
     }
 
     #[test]

@@ -196,7 +196,15 @@ pub async fn run(
     )?;
     if let Some(a) = alerts {
         let store = history.as_ref().map(|h| h.store().clone());
-        crate::alerts::start(a, store, shared.nodes.clone(), &tracker, cancel.clone());
+        let state_dir = shared.running.state_dir().map(|d| d.to_path_buf());
+        crate::alerts::start(
+            a,
+            store,
+            shared.nodes.clone(),
+            state_dir,
+            &tracker,
+            cancel.clone(),
+        );
     }
     if let Some(h) = history {
         tracker.spawn(crate::history::tasks::run(
