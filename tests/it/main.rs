@@ -33,6 +33,7 @@ mod runs;
 mod seccomp;
 mod service;
 mod ship_clickhouse;
+mod ship_fleet;
 mod ship_remote_write;
 mod ship_support;
 mod shutdown;
