@@ -276,3 +276,32 @@ fn validate_names_bad_trace_rules_with_file_and_line() {
         "{err}"
     );
 }
+
+/// The shipped trace rule file (config/alerts/traces.tracerd.yaml) passes `tracerd validate`.
+#[test]
+fn shipped_trace_rules_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "networkMagic: {MAGIC}\nnetwork: null\nlogging: [{{logRoot: {}, logMode: FileMode, logFormat: ForMachine}}]\n\
+             tracerd:\n  alerts:\n    traceRuleFiles: [\"{}\"]\n",
+            dir.path().join("logs").display(),
+            root.join("config/alerts/traces.tracerd.yaml").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
