@@ -203,6 +203,26 @@ pub async fn build(
         nodes = nodes.with_trace_observer(a.traces.clone());
     }
     let mut context = Context::new(config, nodes, telemetry);
+    let ids = config.tracerd.native.identities.clone();
+    let identities =
+        tokio::task::spawn_blocking(move || crate::session::identity::Identities::load(&ids))
+            .await
+            .context("reading tracerd.native.identities")??;
+    if !identities.is_empty() {
+        tracing::info!(
+            identities = config.tracerd.native.identities.len(),
+            "native TCP connections may claim only the node names their credential maps to"
+        );
+    }
+    context.identities = Arc::new(identities);
+    let mut allow = Vec::new();
+    for (i, net) in config.tracerd.cardano_allow_from.iter().enumerate() {
+        allow.push(
+            net.parse::<transport::sources::Network>()
+                .map_err(|e| anyhow::anyhow!("tracerd.cardanoAllowFrom[{i}]: {e}"))?,
+        );
+    }
+    context.cardano_allow = allow.into();
     let reforward = reforward.map(|(forwarding, listener)| {
         let metrics = ForwardMetrics::register(&context.telemetry.registry);
         let r = Arc::new(Reforwarder::new(

@@ -89,6 +89,7 @@ impl Default for TracerdSettings {
             history: HistorySettings::default(),
             alerts: AlertsSettings::default(),
             http_auth: HttpAuthSettings::default(),
+            cardano_allow_from: Vec::new(),
             clickhouse: None,
             remote_write: Vec::new(),
             ship_state_dir: None,
@@ -134,6 +135,7 @@ impl Default for NativeSettings {
         NativeSettings {
             accept_at: default_native_accept_at(),
             tls: None,
+            identities: Vec::new(),
         }
     }
 }

@@ -255,6 +255,9 @@ pub struct TracerdSettings {
     /// Alerting rules evaluated on the metric history and sent to Alertmanager (issue 15).
     #[serde(default, skip_serializing_if = "AlertsSettings::is_default")]
     pub alerts: AlertsSettings,
+    /// Source networks (CIDR) the Cardano `AcceptAt` TCP listener accepts; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cardano_allow_from: Vec<String>,
     /// HTTP authentication per route group (issue 17); off by default.
     #[serde(default, skip_serializing_if = "HttpAuthSettings::is_default")]
     pub http_auth: HttpAuthSettings,
@@ -440,6 +443,24 @@ pub struct NativeSettings {
     /// TLS on every TCP listener of `acceptAt` (Unix listeners stay plain); off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<NativeTls>,
+    /// Who may claim which node names over TCP; empty: anyone may claim any name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<NodeIdentity>,
+}
+
+/// One node credential (`tracerd.native.identities[]`): a client certificate's DNS name
+/// (subjectAltName) and/or a token sent in `Hello`, and the node names it may claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeIdentity {
+    /// Node names (as sent in `Hello`) this credential may claim.
+    pub names: Vec<String>,
+    /// A DNS name the client certificate (verified by `tls.clientCaFile`) must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// A file holding the token the node sends in `Hello` (first non-empty line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `tracerd.native.tls`: the listeners' certificate, and the CA of the nodes' certificates

@@ -124,6 +124,12 @@ const ROTATION: &[Field] = &[
 const NATIVE: &[Field] = &[
     opt("acceptAt", Kind::List(&Kind::Addr)),
     opt("tls", Kind::Obj(NATIVE_TLS)),
+    opt("identities", Kind::List(&Kind::Obj(IDENTITY))),
+];
+const IDENTITY: &[Field] = &[
+    req("names", Kind::List(&Kind::Text)),
+    opt("certificate", Kind::Text),
+    opt("tokenFile", Kind::Text),
 ];
 const NATIVE_TLS: &[Field] = &[
     req("certificateFile", Kind::Text),
@@ -178,6 +184,7 @@ const TRACERD: &[Field] = &[
     opt("history", Kind::Obj(HISTORY)),
     opt("alerts", Kind::Obj(ALERTS)),
     opt("httpAuth", Kind::Obj(HTTP_AUTH)),
+    opt("cardanoAllowFrom", Kind::List(&Kind::Text)),
     opt("clickhouse", Kind::Obj(CLICKHOUSE)),
     opt("shipStateDir", Kind::Text),
     opt("ui", Kind::Obj(UI)),

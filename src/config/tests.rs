@@ -432,6 +432,11 @@ fn every_schema_key_is_known_to_the_shape_check() {
                     certificate_chain: vec![],
                     client_ca_file: Some("/etc/tracerd/nodes-ca.pem".into()),
                 }),
+                identities: vec![NodeIdentity {
+                    names: vec!["relay-a".into()],
+                    certificate: Some("relay-a.example".into()),
+                    token_file: Some("/run/credentials/tracerd.service/relay-a".into()),
+                }],
             },
             limits: Limits {
                 max_frame_bytes: 4096,
@@ -482,6 +487,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 }),
                 api: None,
             },
+            cardano_allow_from: vec!["10.0.0.0/8".into()],
             clickhouse: Some(crate::config::ClickhouseSettings {
                 url: "http://127.0.0.1:8123".into(),
                 database: "db".into(),

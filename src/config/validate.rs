@@ -158,6 +158,32 @@ pub(super) fn validate(
                 .to_string(),
         });
     }
+    for (i, id) in config.tracerd.native.identities.iter().enumerate() {
+        let key = format!("tracerd.native.identities[{i}]");
+        if id.certificate.is_none() && id.token_file.is_none() {
+            problem(&key, "needs certificate and/or tokenFile".to_string());
+        }
+        if id.names.is_empty() {
+            problem(
+                &format!("{key}.names"),
+                "must name at least one node".to_string(),
+            );
+        }
+        if id.certificate.is_some()
+            && config
+                .tracerd
+                .native
+                .tls
+                .as_ref()
+                .is_none_or(|t| t.client_ca_file.is_none())
+        {
+            problem(
+                &format!("{key}.certificate"),
+                "needs tracerd.native.tls.clientCaFile: client certificates are verified against it"
+                    .to_string(),
+            );
+        }
+    }
     if let Some(Err(found)) = config.has_forwarding.as_ref().map(super::forwarding::parse) {
         for (key, message) in found {
             problem(&key, message);

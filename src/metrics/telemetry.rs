@@ -87,6 +87,7 @@ pub const KNOWN_REFUSALS: &[&str] = &[
     "connection_limit",
     "name_rejected",
     "no_hello",
+    "source_not_allowed",
     "tls_handshake",
     "unsupported_version",
     "wrong_magic",

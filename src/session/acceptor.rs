@@ -54,7 +54,20 @@ impl Acceptor for Sessions {
                 Box::pin(serve_tls(tcp, tls.clone(), peer, ctx, cancel)).await;
             }
             (Service::Native, _, stream) => {
-                let _ = native::serve_and_report(stream, peer, ctx, cancel).await;
+                let _ = native::serve_and_report(stream, peer, None, ctx, cancel).await;
+            }
+            (Service::Cardano(_), _, tokio_util::either::Either::Left(_))
+                if !source_allowed(&ctx, &peer) =>
+            {
+                crate::events::HandshakeRefused {
+                    peer: &peer,
+                    protocol: Some(Protocol::Cardano.as_str()),
+                    reason: "source_not_allowed",
+                    message: "source address not in tracerd.cardanoAllowFrom",
+                    by: crate::events::RefusedBy::Tracerd,
+                    log: ctx.refusals.admit(&peer, std::time::Instant::now()),
+                }
+                .emit(&ctx.telemetry);
             }
             (Service::Cardano(settings), _, stream) => {
                 let settings = settings.clone();
@@ -80,6 +93,15 @@ impl Acceptor for Sessions {
     }
 }
 
+/// Whether a TCP peer may speak Cardano's protocol (`tracerd.cardanoAllowFrom`).
+fn source_allowed(ctx: &Context, peer: &str) -> bool {
+    if ctx.cardano_allow.is_empty() {
+        return true;
+    }
+    peer.parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| crate::transport::sources::allowed(&ctx.cardano_allow, a.ip()))
+}
+
 /// The TLS handshake of a native session, under the handshake timeout; a failure is refused
 /// and counted (`tracerd_connections_refused_total{reason="tls_handshake"}`).
 async fn serve_tls(
@@ -95,7 +117,8 @@ async fn serve_tls(
         _ = cancel.cancelled() => return,
         r = tokio::time::timeout(timeout, accept) => match r {
             Ok(Ok(stream)) => {
-                let _ = native::serve_and_report(stream, peer, ctx, cancel).await;
+                let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first().cloned()).map(Box::new);
+                let _ = native::serve_and_report(stream, peer, cert, ctx, cancel).await;
                 return;
             }
             Ok(Err(e)) => format!("TLS handshake failed: {e}"),

@@ -33,6 +33,10 @@ pub struct Context {
     pub refusals: Arc<crate::session::refusals::RefusalLog>,
     /// Re-forwarding (`hasForwarding`), when configured.
     pub reforward: Option<Arc<crate::forward::Reforwarder>>,
+    /// Who may claim which node names (`tracerd.native.identities`); empty: no check.
+    pub identities: Arc<crate::session::identity::Identities>,
+    /// `tracerd.cardanoAllowFrom`: source networks of Cardano TCP connections; empty: any.
+    pub cardano_allow: Arc<[crate::transport::sources::Network]>,
 }
 
 impl Context {
@@ -48,6 +52,8 @@ impl Context {
             ))),
             refusals: Default::default(),
             reforward: None,
+            identities: Default::default(),
+            cardano_allow: Arc::new([]),
         }
     }
 

@@ -11,6 +11,7 @@
 pub mod acceptor;
 pub mod cardano;
 pub mod context;
+pub mod identity;
 pub mod native;
 pub mod refusals;
 

@@ -84,6 +84,7 @@ impl Failure for SessionError {
 pub async fn serve_and_report<S>(
     stream: S,
     peer: String,
+    certificate: Option<Box<rustls::pki_types::CertificateDer<'static>>>,
     ctx: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, SessionError>
@@ -91,15 +92,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let started = std::time::Instant::now();
-    let result = serve(stream, peer.clone(), ctx.clone(), cancel).await;
+    let result = serve(stream, peer.clone(), certificate, ctx.clone(), cancel).await;
     session::report(&ctx, &peer, Protocol::Native, started, &result);
     result
 }
 
 /// Serves one connection until the peer closes, the input is bad, or `cancel` fires.
+/// `certificate` is the client certificate TLS verified, checked with `Hello.token` against
+/// `tracerd.native.identities`.
 pub async fn serve<S>(
     stream: S,
     peer: String,
+    certificate: Option<Box<rustls::pki_types::CertificateDer<'static>>>,
     shared: Arc<Context>,
     cancel: CancellationToken,
 ) -> Result<End, SessionError>
@@ -137,6 +141,11 @@ where
                 return refuse(&mut framed, reason, message, &peer, &shared).await
             }
         };
+        // Checked in the condition, the certificate moved in, so neither outlives the check.
+        if let Err(message) = check_identity(&shared, &peer, certificate, &hello) {
+            let reason = RefuseReason::NameRejected;
+            return refuse(&mut framed, reason, message, &peer, &shared).await;
+        }
         let opened = shared
             .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
             .await;
@@ -178,6 +187,21 @@ where
         })
         .await?;
     stream_node(&mut framed, sink, push, idle, &shared.telemetry, &cancel).await
+}
+
+/// `tracerd.native.identities`: may this connection claim `hello.node_name`?
+fn check_identity(
+    shared: &Context,
+    peer: &str,
+    certificate: Option<Box<rustls::pki_types::CertificateDer<'static>>>,
+    hello: &Hello,
+) -> Result<(), String> {
+    let presented = session::identity::Presented {
+        tcp: !peer.starts_with("unix:"),
+        certificate: certificate.as_deref(),
+        token: &hello.token,
+    };
+    shared.identities.check(presented, &hello.node_name)
 }
 
 fn check_hello(hello: &Hello, magic: u32) -> Result<String, (RefuseReason, String)> {

@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod listener;
+pub mod sources;
 pub mod tls;
 
 pub use accept::{accept_loop, Acceptor, Conn, Stream};

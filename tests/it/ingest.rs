@@ -73,6 +73,7 @@ async fn wrong_magic_unsupported_version_and_bad_names_are_refused_with_reasons(
             node_name: name.into(),
             software: Software::default(),
             capabilities: Vec::new(),
+            token: String::new(),
         };
         f.send(NodeMessage::Hello(Box::new(hello))).await.unwrap();
         match recv(&mut f).await {

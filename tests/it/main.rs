@@ -21,6 +21,7 @@ mod hostile_ingest;
 mod hostile_logs;
 mod hostile_metrics;
 mod http;
+mod identity;
 mod imports;
 mod ingest;
 mod load;

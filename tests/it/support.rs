@@ -208,6 +208,7 @@ pub fn hello(name: &str) -> NodeMessage {
             commit: String::new(),
         },
         capabilities: Vec::new(),
+        token: String::new(),
     }))
 }
 

@@ -378,6 +378,7 @@ async fn older_forwarders_and_nodes_leaving_during_a_put_get_clear_errors() {
             node_name: "leaver".into(),
             software: Software::default(),
             capabilities: vec![CAPABILITY.into()],
+            token: String::new(),
         })))
         .await
         .unwrap();

@@ -139,6 +139,7 @@ async fn session(
         } else {
             Vec::new()
         },
+        token: config.token.clone().unwrap_or_default(),
     })));
     let fail = |e: ConnectionError| (false, e);
     writer.write_all(&hello).await.map_err(|e| fail(e.into()))?;

@@ -113,6 +113,8 @@ pub struct ForwarderConfig {
     pub connect_timeout: Duration,
     /// Period of the forwarder's own round-trip probe; `None` disables it.
     pub ping_every: Option<Duration>,
+    /// The identity token sent in `Hello` (tracerd's `tracerd.native.identities`).
+    pub token: Option<String>,
     /// TLS over TCP (tracerd's `tracerd.native.tls`); `None`: plain. Ignored for Unix sockets.
     #[cfg(feature = "tls")]
     pub tls: Option<tls::TlsClient>,
@@ -153,6 +155,7 @@ impl ForwarderConfig {
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             ping_every: Some(Duration::from_secs(5)),
+            token: None,
             #[cfg(feature = "tls")]
             tls: None,
             tracing: TracingConfig::everything(),

@@ -42,6 +42,8 @@ pub struct Hello {
     pub software: Software,
     /// Optional features the node supports (e.g. [`crate::tracing_config::CAPABILITY`]).
     pub capabilities: Vec<String>,
+    /// The node's identity token (`tracerd.native.identities`); empty: none.
+    pub token: String,
 }
 
 /// What a node runs.
@@ -510,6 +512,7 @@ pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameEr
                     commit: software.commit,
                 },
                 capabilities: h.capabilities,
+                token: h.token,
             }))
         }
         Msg::Traces(b) => {
@@ -571,6 +574,7 @@ pub fn node_message_to_pb(msg: NodeMessage) -> pb::NodeMessage {
                 commit: h.software.commit,
             }),
             capabilities: h.capabilities,
+            token: h.token,
         }),
         NodeMessage::Traces(b) => Msg::Traces(pb::TraceBatch {
             first_seq: b.first_seq,

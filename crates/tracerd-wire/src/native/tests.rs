@@ -29,6 +29,7 @@ fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
             commit: "c".into(),
         },
         capabilities: vec![crate::tracing_config::CAPABILITY.into()],
+        token: texts.get(1).cloned().unwrap_or_default(),
     }))];
     for (i, t) in texts.iter().enumerate() {
         let i = i as u64;
@@ -268,6 +269,7 @@ fn readme_examples_are_exact() {
         node_name: "relay-1".into(),
         software: Software::default(),
         capabilities: Vec::new(),
+        token: String::new(),
     }));
     assert_eq!(
         hex(&encode_node_frame(hello)),
