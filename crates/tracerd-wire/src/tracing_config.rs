@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::{DetailLevel, Severity};
 
@@ -262,11 +263,34 @@ pub struct Resolved {
     pub limiter: Option<usize>,
 }
 
+/// FNV-1a: namespaces are short and chosen by the node's operator, and a lookup is on the path
+/// of every trace object (SipHash costs several times more on a 20-byte key).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// A configuration compiled for lookups: the resolved options of every entry.
 #[derive(Debug, Clone)]
 pub struct Filter {
     root: Resolved,
-    entries: HashMap<String, Resolved>,
+    entries: HashMap<String, Resolved, BuildHasherDefault<Fnv>>,
     limiters: Vec<f64>,
 }
 
