@@ -23,6 +23,10 @@ pub enum ExtractError {
     /// The run has a start but no end yet.
     #[error("run {0:?} has not ended: end it first (tracerd run end {0})")]
     NotEnded(String),
+    /// A record naming a node directory that is not one plain path component (a record
+    /// edited by hand): nothing is read or written for it.
+    #[error("the run record names node directory {0:?}, which is not a plain directory name")]
+    BadNode(String),
     /// The output directory exists and is not empty.
     #[error("{0}: the output directory exists and is not empty")]
     OutNotEmpty(PathBuf),
@@ -42,6 +46,16 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> ExtractError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Whether `name` is one normal path component, as tracerd names node directories: the
+/// record's names are joined to the log root and to the output directory.
+fn is_node_dir_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
 }
 
 /// One piece of a node's run window: `file` from byte `from` to `to` (`None`: its end).
@@ -199,6 +213,9 @@ pub fn extract(record: &RunRecord, out: &Path) -> Result<Value, ExtractError> {
         names.sort();
         names.dedup();
         for node in names {
+            if !is_node_dir_name(node) {
+                return Err(ExtractError::BadNode(node.clone()));
+            }
             let node_dir = target.root.join(node);
             let keys = dir::list_keys(&node_dir, &target.ext).unwrap_or_default();
             let start_mark = start.and_then(|s| s.files.get(node));
@@ -357,6 +374,48 @@ mod tests {
         let (pieces, missing) = plan(&[c, d], "json", Some(&mark(b, 40)), Some(&mark(d, 1)));
         assert_eq!(missing, vec![b.file_name("json")]);
         assert_eq!(pieces.len(), 2);
+    }
+
+    #[test]
+    fn a_record_naming_a_path_outside_the_roots_is_refused() {
+        for bad in ["..", "../x", "a/b", "/etc", "", "."] {
+            assert!(!is_node_dir_name(bad), "{bad:?}");
+        }
+        assert!(is_node_dir_name("relay-1"));
+        let tmp = tempfile::tempdir().unwrap();
+        let mark = |files: &[(&str, &str)]| crate::runs::record::Boundary {
+            at: String::new(),
+            at_ms: 0,
+            targets: vec![crate::runs::record::TargetMarks {
+                root: tmp.path().join("logs"),
+                ext: "json".into(),
+                files: files
+                    .iter()
+                    .map(|(n, f)| {
+                        (
+                            n.to_string(),
+                            FileMark {
+                                file: f.to_string(),
+                                offset: 0,
+                            },
+                        )
+                    })
+                    .collect(),
+            }],
+            nodes: BTreeMap::new(),
+        };
+        let record = RunRecord {
+            name: "r".into(),
+            labels: BTreeMap::new(),
+            start: mark(&[]),
+            end: Some(mark(&[("../../escape", "node-2026-01-01T00-00-00.json")])),
+        };
+        let out = tmp.path().join("out");
+        assert!(matches!(
+            extract(&record, &out),
+            Err(ExtractError::BadNode(_))
+        ));
+        assert!(!tmp.path().join("escape").exists());
     }
 
     #[test]
