@@ -194,6 +194,14 @@ pub async fn run(
         &tracker,
         cancel.clone(),
     )?;
+    // Native downstreams (issue 16): forwarded from the files, like the sinks.
+    crate::forward::native::start(
+        &config,
+        live.state_dir(),
+        &shared.telemetry.registry,
+        &tracker,
+        cancel.clone(),
+    )?;
     if let Some(a) = alerts {
         let store = history.as_ref().map(|h| h.store().clone());
         let state_dir = shared.running.state_dir().map(|d| d.to_path_buf());

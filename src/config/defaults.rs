@@ -94,6 +94,7 @@ impl Default for TracerdSettings {
             remote_write: Vec::new(),
             ship_state_dir: None,
             ui: None,
+            forward: Vec::new(),
         }
     }
 }

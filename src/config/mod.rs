@@ -21,6 +21,7 @@ mod defaults;
 pub mod durations;
 pub mod forwarding;
 mod load;
+mod native_forward;
 pub mod plan;
 mod preflight;
 mod probe;
@@ -35,6 +36,7 @@ pub(crate) use load::parse_fragment;
 pub use load::{
     add_lines, format_problems, load, parse, parse_probed, to_json, to_yaml, LoadError, Loaded,
 };
+pub use native_forward::*;
 pub use preflight::{preflight, prepare_state_dir, writable_dir};
 pub use probe::{probe, resolve_group, Probe};
 pub use schema::*;

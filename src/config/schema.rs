@@ -276,6 +276,9 @@ pub struct TracerdSettings {
     /// default config has it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ui: Option<UiSettings>,
+    /// Native downstreams (issue 16): other tracerds fed from the machine files. Off when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forward: Vec<super::NativeDownstream>,
 }
 
 /// HTTP authentication (`tracerd.httpAuth`): each route group without credentials is open.

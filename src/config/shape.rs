@@ -189,6 +189,15 @@ const TRACERD: &[Field] = &[
     opt("shipStateDir", Kind::Text),
     opt("ui", Kind::Obj(UI)),
     opt("remoteWrite", Kind::List(&Kind::Obj(REMOTE_WRITE))),
+    opt("forward", Kind::List(&Kind::Obj(FORWARD))),
+];
+const FORWARD: &[Field] = &[
+    req("name", Kind::Text),
+    req("address", Kind::Addr),
+    opt("namespaces", Kind::List(&Kind::Text)),
+    opt("batchObjects", Kind::Int(1, 100_000, "trace objects")),
+    opt("maxInFlight", Kind::Int(1, 64, "batches")),
+    opt("pollMs", Kind::Int(1, 3_600_000, "milliseconds")),
 ];
 const REMOTE_WRITE: &[Field] = &[
     req("url", Kind::Text),

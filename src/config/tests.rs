@@ -521,6 +521,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 },
                 timeout_secs: 2.0,
             }],
+            forward: Vec::new(),
         },
     };
     let printed = to_yaml(&config);

@@ -60,6 +60,13 @@ pub(super) fn validate(
             problem(&key, message);
         }
     }
+    for (key, message) in super::native_forward::check_forward(
+        &config.tracerd.forward,
+        &config.logging,
+        &config.tracerd.native.accept_at,
+    ) {
+        problem(&key, message);
+    }
     if config.logging.is_empty() {
         problem("logging", "at least one log target is required".to_string());
     }

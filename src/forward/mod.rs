@@ -18,6 +18,7 @@
 
 pub mod accept;
 pub mod dial;
+pub mod native;
 pub mod queue;
 
 use std::sync::{Arc, OnceLock};

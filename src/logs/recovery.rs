@@ -97,10 +97,16 @@ pub fn write_state(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
 /// The identity recorded in the checkpoint of `dir`, if there is a readable one that names
 /// it (regular file only).
 pub fn owner(dir: &Path) -> Option<String> {
+    checkpoint(dir)?.node
+}
+
+/// The checkpoint of `dir`, if there is a readable one (regular file only). What it names is
+/// on disk for good: recovery never cuts a line before it (`forward::native` reads no further).
+pub fn checkpoint(dir: &Path) -> Option<Checkpoint> {
     let mut bytes = Vec::new();
     let mut f = crate::logs::dir::open_regular(&dir.join(STATE_FILE), false).ok()?;
     f.read_to_end(&mut bytes).ok()?;
-    Checkpoint::decode(&bytes)?.node
+    Checkpoint::decode(&bytes)
 }
 
 /// Recovers from the checkpoint in `targets[0].dir`, cutting unacknowledged tails. Must run

@@ -329,7 +329,7 @@ pub fn node_dirs(root: &Path) -> io::Result<Vec<String>> {
 }
 
 /// The node's machine-format files, oldest first, with their sizes.
-fn list_sized(dir: &Path) -> io::Result<Vec<(FileKey, u64)>> {
+pub fn list_sized(dir: &Path) -> io::Result<Vec<(FileKey, u64)>> {
     let mut keys = list_keys(dir, EXT)?;
     keys.sort();
     Ok(keys

@@ -49,27 +49,43 @@ impl StateDir {
     /// be read back is an error (the caller logs it and starts the node from its oldest file,
     /// so nothing is skipped).
     pub fn load(&self, node: &str) -> io::Result<Option<Pos>> {
-        let path = self.file(node);
-        let text = match crate::logs::dir::open_regular(&path, false) {
+        let Some(text) = self.load_text(node)? else {
+            return Ok(None);
+        };
+        Pos::from_text(&text).map(Some).ok_or_else(|| {
+            io::Error::other(format!(
+                "{} holds no cursor: {text:?}",
+                self.file(node).display()
+            ))
+        })
+    }
+
+    /// The node's cursor file as text (for a cursor of another shape: `forward::native`);
+    /// `None` when there is none.
+    pub fn load_text(&self, node: &str) -> io::Result<Option<String>> {
+        match crate::logs::dir::open_regular(&self.file(node), false) {
             Ok(mut f) => {
                 let mut s = String::new();
                 io::Read::read_to_string(&mut f, &mut s)?;
-                s
+                Ok(Some(s))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        Pos::from_text(&text).map(Some).ok_or_else(|| {
-            io::Error::other(format!("{} holds no cursor: {text:?}", path.display()))
-        })
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Stores the positions of `nodes` durably (one directory `fsync` for all of them).
     pub fn save(&self, nodes: &[(&str, Pos)]) -> io::Result<()> {
+        let texts: Vec<(&str, String)> = nodes.iter().map(|(n, p)| (*n, p.to_text())).collect();
+        self.save_text(&texts)
+    }
+
+    /// Stores the cursor texts of `nodes` durably (one directory `fsync` for all of them).
+    pub fn save_text(&self, nodes: &[(&str, String)]) -> io::Result<()> {
         if nodes.is_empty() {
             return Ok(());
         }
-        for (node, pos) in nodes {
+        for (node, text) in nodes {
             let path = self.file(node);
             let tmp = path.with_extension("cursor.tmp");
             let _ = fs::remove_file(&tmp);
@@ -77,7 +93,7 @@ impl StateDir {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)?;
-            f.write_all(pos.to_text().as_bytes())?;
+            f.write_all(text.as_bytes())?;
             f.sync_data()?;
             fs::rename(&tmp, &path)?;
         }

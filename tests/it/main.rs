@@ -28,6 +28,7 @@ mod load;
 mod metric_names;
 mod native_tls;
 mod reforward;
+mod reforward_native;
 mod rotation;
 mod rtt;
 mod runs;

@@ -1,0 +1,201 @@
+//! The blocking shell that reads one node's machine files for one downstream: ship's
+//! `follow::read_node` (rotation, whole lines, files retention deleted) from a
+//! [`Cursor`], no further than the node's checkpoint (what recovery can never cut), numbering
+//! every line the downstream's filter takes. Run on the blocking pool.
+
+use std::path::PathBuf;
+
+use super::line::{object_of, Cursor};
+use crate::config::NativeDownstream;
+use crate::logs::recovery;
+use crate::logs::rotation::FileKey;
+use crate::model::TraceObject;
+use crate::ship::cursor::{Pos, EXT};
+use crate::ship::follow::{list_sized, read_node, Chunk, Limits};
+
+/// One node's files as one downstream reads them.
+#[derive(Debug)]
+pub struct Reader {
+    /// The node's directory under the machine-format root.
+    pub dir: PathBuf,
+    /// The node's directory under the first log root (where its checkpoint is).
+    pub checkpoint_dir: PathBuf,
+    /// Where the next read starts and the number of the last line before it.
+    pub next: Cursor,
+    /// The files at the last look, oldest first, with their sizes.
+    pub listing: Vec<(FileKey, u64)>,
+    /// Lines and bytes read so far (for the mean line length of the lag estimate).
+    pub read_lines: u64,
+    /// See `read_lines`.
+    pub read_bytes: u64,
+}
+
+/// What one read found.
+#[derive(Debug, Default)]
+pub struct Read {
+    /// The objects to send with their numbers (lines numbered at or below the `skip`
+    /// argument are counted but not here).
+    pub objects: Vec<(u64, TraceObject)>,
+    /// Where the read ended (`None`: nothing new).
+    pub end: Option<Pos>,
+    /// The number of the last matching line before `end`.
+    pub last_seq: u64,
+    /// Files retention deleted before they were read to their end: name, unread bytes.
+    pub lost: Vec<(String, u64)>,
+    /// Lines longer than the downstream's frame limit, skipped.
+    pub too_large: u64,
+}
+
+/// Bytes of protobuf framing per object beyond its text fields (generous).
+const OBJECT_OVERHEAD: usize = 64;
+
+impl Reader {
+    /// Lists the node's files again; returns the files gone since the last look that were
+    /// not read to their end (name, unread bytes).
+    pub fn relist(&mut self) -> Vec<(String, u64)> {
+        let listing = list_sized(&self.dir).unwrap_or_default();
+        let mut lost = Vec::new();
+        for &(key, size) in &self.listing {
+            if listing.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            let unread = match self.next.pos {
+                Some(p) if p.file > key => continue,
+                Some(p) if p.file == key => size.saturating_sub(p.offset),
+                _ => size,
+            };
+            if unread > 0 {
+                lost.push((key.file_name(EXT), unread));
+            }
+        }
+        self.listing = listing;
+        lost
+    }
+
+    /// Bytes in the files after `from` (everything when `None`).
+    pub fn bytes_after(&self, from: Option<Pos>) -> u64 {
+        self.listing
+            .iter()
+            .map(|&(key, size)| match from {
+                Some(p) if p.file > key => 0,
+                Some(p) if p.file == key => size.saturating_sub(p.offset),
+                _ => size,
+            })
+            .sum()
+    }
+
+    /// The end of the node's files at the last look.
+    pub fn end(&self) -> Option<Pos> {
+        self.listing
+            .last()
+            .map(|&(file, offset)| Pos { file, offset })
+    }
+
+    /// Mean bytes of a line read so far (300 before the first).
+    pub fn mean_line_bytes(&self) -> u64 {
+        self.read_bytes
+            .checked_div(self.read_lines)
+            .filter(|m| *m > 0)
+            .unwrap_or(300)
+    }
+
+    /// The checkpointed end: no line after it is read (it may still be cut by recovery
+    /// after a crash). `None` without a readable checkpoint.
+    fn bound(&self) -> Option<Pos> {
+        let cp = recovery::checkpoint(&self.checkpoint_dir)?;
+        let suffix = format!(".{EXT}");
+        let (name, len) = cp.files.iter().find(|(n, _)| n.ends_with(&suffix))?;
+        Pos::parse(name, *len)
+    }
+
+    /// Reads on from `self.next`: at most `max_objects` lines and about `max_bytes`,
+    /// numbering the lines `filter` takes; lines numbered at or below `skip` are counted
+    /// only. Advances `self.next` to the end of what was read.
+    pub fn read(
+        &mut self,
+        filter: &NativeDownstream,
+        max_objects: usize,
+        max_bytes: usize,
+        max_frame: usize,
+        skip: u64,
+    ) -> Read {
+        let mut out = Read {
+            lost: self.relist(),
+            last_seq: self.next.seq,
+            ..Read::default()
+        };
+        let Some(bound) = self.bound() else {
+            return out;
+        };
+        let mut chunk = Chunk::default();
+        let limits = Limits {
+            max_lines: max_objects.max(1),
+            max_bytes: max_bytes.max(1),
+        };
+        let gone = read_node(&self.dir, &self.listing, self.next.pos, limits, &mut chunk);
+        for (name, unread) in gone {
+            if !out.lost.iter().any(|(n, _)| *n == name) {
+                out.lost.push((name, unread.unwrap_or(0)));
+            }
+        }
+        let mut seq = self.next.seq;
+        let mut bytes = 0usize;
+        for line in &chunk.lines {
+            if line.after > bound {
+                break;
+            }
+            let text = chunk.text(line);
+            self.read_lines += 1;
+            self.read_bytes += text.len() as u64 + 1;
+            out.end = Some(line.after);
+            let obj = object_of(&text);
+            if !filter.matches(&obj.namespace) {
+                continue;
+            }
+            seq += 1;
+            out.last_seq = seq;
+            let size = obj.machine.len() + obj.namespace.len() + obj.hostname.len();
+            if size + OBJECT_OVERHEAD > max_frame {
+                out.too_large += 1;
+                continue;
+            }
+            if seq <= skip {
+                continue;
+            }
+            // The frame limit holds even when the byte budget's last line was long.
+            if bytes + size + OBJECT_OVERHEAD > max_frame {
+                seq -= 1;
+                out.last_seq = seq;
+                out.end = Some(previous_end(&chunk, line));
+                self.read_lines -= 1;
+                self.read_bytes -= text.len() as u64 + 1;
+                break;
+            }
+            bytes += size + OBJECT_OVERHEAD;
+            out.objects.push((seq, obj));
+        }
+        if let Some(end) = out.end {
+            self.next = Cursor {
+                pos: Some(end),
+                seq,
+            };
+        }
+        out
+    }
+}
+
+/// The position before `line` in `chunk` (the end of the line before it, or where the
+/// chunk's first line starts).
+fn previous_end(chunk: &Chunk, line: &crate::ship::follow::Line) -> Pos {
+    let i = chunk
+        .lines
+        .iter()
+        .position(|l| l.after == line.after)
+        .unwrap_or(0);
+    if i > 0 {
+        chunk.lines[i - 1].after
+    } else {
+        // Not reached: the first line of a read always fits (it alone is within the frame).
+        line.after
+    }
+}

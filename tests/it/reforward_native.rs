@@ -1,0 +1,231 @@
+//! Native downstreams (`tracerd.forward`, issue 16 point 3): node → tracerd A → tracerd B over
+//! the native protocol, forwarded from A's files. A is killed with SIGKILL twice and B is
+//! stopped for a while mid-stream; every object acknowledged to the node ends up in B's files
+//! exactly once, in order, as the very line A wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tracerd::model::TraceBatch;
+use tracerd::native::{ForwarderCodec, NodeMessage, TracerMessage};
+
+use crate::support::*;
+
+/// One node streaming `total` objects of namespace `ns_of(seq)` to `port`, reconnecting after
+/// every crash and resending from `HelloAccept.persisted_seq + 1`; returns what was acked.
+async fn stream(name: String, port: u16, total: u64, ns_of: fn(u64) -> &'static str) -> u64 {
+    let mut acked = 0u64;
+    for _attempt in 0..3000 {
+        if acked == total {
+            break;
+        }
+        let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut f = tokio_util::codec::Framed::new(s, ForwarderCodec::new(1 << 20));
+        if f.send(hello(&name)).await.is_err() {
+            continue;
+        }
+        let persisted = match tokio::time::timeout(Duration::from_secs(10), f.next()).await {
+            Ok(Some(Ok(TracerMessage::Accept { persisted_seq, .. }))) => persisted_seq,
+            _ => continue,
+        };
+        assert!(
+            persisted >= acked,
+            "{name}: acknowledged {acked}, A recovered {persisted}"
+        );
+        let mut next = persisted + 1;
+        loop {
+            tokio::select! {
+                msg = f.next() => match msg {
+                    Some(Ok(TracerMessage::Ack(a))) => {
+                        acked = acked.max(a);
+                        if acked == total { break; }
+                    }
+                    Some(Ok(TracerMessage::Ping(n))) => { if f.send(NodeMessage::Pong(n)).await.is_err() { break; } }
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(10)), if next <= total => {
+                    let n = 20.min(total + 1 - next);
+                    let objects = (next..next + n)
+                        .map(|s| {
+                            let mut o = object(&name, s, 60);
+                            o.namespace = ns_of(s).to_string();
+                            o
+                        })
+                        .collect();
+                    if f.send(NodeMessage::Traces(TraceBatch { first_seq: next, objects })).await.is_err() {
+                        break;
+                    }
+                    next += n;
+                }
+            }
+        }
+    }
+    acked
+}
+
+/// A's config: machine files with small rotation, the given downstreams, cursors in `state`.
+fn middle(downstreams: &str, extra: &str) -> Daemon {
+    Daemon::start_with(
+        |dir, _| {
+            format!(
+                "logging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\nrotation: {{ rpLogLimitBytes: 65536, rpKeepFilesNum: 10000, rpMaxAgeHours: 24 }}\n{extra}",
+                dir.join("logs").display()
+            )
+        },
+        &format!("  shipStateDir: state\n  forward:\n{downstreams}"),
+    )
+}
+
+fn downstream(name: &str, port: u16, namespaces: &[&str]) -> String {
+    format!(
+        "    - name: {name}\n      address: \"127.0.0.1:{port}\"\n      pollMs: 20\n      namespaces: {namespaces:?}\n"
+    )
+}
+
+/// Every line of a node's files, as JSON values, in file order (empty if there is none yet).
+fn lines(dir: &Path) -> Vec<serde_json::Value> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    read_node_lines(dir)
+}
+
+/// Waits (bounded) until `dir` holds `n` lines; returns them.
+async fn wait_lines(dir: PathBuf, n: usize, secs: u64) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let d = dir.clone();
+        let got = tokio::task::spawn_blocking(move || lines(&d))
+            .await
+            .unwrap();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn seq_of(v: &serde_json::Value) -> u64 {
+    v["data"]["seq"].as_u64().unwrap()
+}
+
+async fn restart(mut d: Daemon) -> Daemon {
+    tokio::task::spawn_blocking(move || {
+        d.spawn();
+        d
+    })
+    .await
+    .unwrap()
+}
+
+async fn kill9(mut d: Daemon) -> Daemon {
+    d.signal("KILL");
+    d.wait(Duration::from_secs(10));
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_to_b_exactly_once_through_two_sigkills_of_a_and_an_outage_of_b() {
+    const OBJECTS: u64 = 4000;
+    let b = Daemon::start("");
+    let mut a = middle(&downstream("central", b.tcp_port, &[]), "");
+    let nodes: Vec<String> = (0..2).map(|i| format!("relay-{i}")).collect();
+    let tasks: Vec<_> = nodes
+        .iter()
+        .map(|n| tokio::spawn(stream(n.clone(), a.tcp_port, OBJECTS, |_| "Test.Stream")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    a = restart(kill9(a).await).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // B goes away for a while; A keeps taking the nodes' objects.
+    let mut b = b;
+    b.signal("TERM");
+    b.wait(Duration::from_secs(20));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a = restart(kill9(a).await).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let b = restart(b).await;
+    for (n, t) in nodes.iter().zip(tasks) {
+        let acked = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("node finished")
+            .unwrap();
+        assert_eq!(acked, OBJECTS, "{n}: A did not acknowledge everything");
+    }
+    for n in &nodes {
+        let got = wait_lines(b.logs().join(n), OBJECTS as usize, 60).await;
+        let seqs: Vec<u64> = got.iter().map(seq_of).collect();
+        let want: Vec<u64> = (1..=OBJECTS).collect();
+        if seqs != want {
+            let dups = seqs.len() - {
+                let mut s = seqs.clone();
+                s.sort();
+                s.dedup();
+                s.len()
+            };
+            panic!(
+                "{n}: B holds {} lines ({dups} duplicates), first differences: {:?}",
+                seqs.len(),
+                seqs.iter()
+                    .zip(&want)
+                    .enumerate()
+                    .filter(|(_, (g, w))| g != w)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+        }
+        // The very lines A wrote (time, namespace, data, severity, thread, host).
+        let mine = lines(&a.logs().join(n));
+        assert_eq!(mine.len(), OBJECTS as usize, "{n}: A's files");
+        assert_eq!(got, mine, "{n}: B's lines differ from A's");
+    }
+    assert!(
+        a.stderr()
+            .contains("forwarding the node's lines to the native downstream"),
+        "{}",
+        a.stderr()
+    );
+    drop(b);
+}
+
+#[test]
+fn bad_downstreams_are_refused_with_their_key_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "networkMagic: {MAGIC}\nnetwork: null\nlogging: [{{logRoot: {}, logMode: FileMode, logFormat: ForHuman}}]\n\
+             tracerd:\n  native:\n    acceptAt: [\"127.0.0.1:3999\"]\n  forward:\n\
+             \x20   - {{name: central, address: \"127.0.0.1:3999\"}}\n\
+             \x20   - {{name: central, address: \"127.0.0.1:4000\", batchObjects: 0}}\n\
+             \x20   - {{name: \"../x\", address: \"127.0.0.1:4001\"}}\n",
+            dir.path().join("logs").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracerd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "tracerd.forward[0].address",
+        "would loop",
+        "tracerd.forward[1].name",
+        "names two downstreams",
+        "tracerd.forward[1].batchObjects",
+        "tracerd.forward[2].name",
+        "logFormat ForMachine",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
+    }
+}
