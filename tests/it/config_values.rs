@@ -19,7 +19,8 @@ fn base() -> Value {
         "rotation": {"rpLogLimitBytes": 1000, "rpKeepFilesNum": 3},
         "tracerd": {"limits": {}, "durability": {}, "history": {},
                     "clickhouse": {"url": "http://127.0.0.1:8123"},
-                    "remoteWrite": [{"url": "http://127.0.0.1:9090/api/v1/write"}]}
+                    "remoteWrite": [{"url": "http://127.0.0.1:9090/api/v1/write"}],
+                    "forward": [{"name": "central", "address": "127.0.0.1:3200"}]}
     })
 }
 
