@@ -266,6 +266,7 @@ async fn session(
                 version: env!("CARGO_PKG_VERSION").into(),
                 commit: String::new(),
             },
+            capabilities: Vec::new(),
         }))
         .await?;
     let (persisted, max_frame) = loop {
