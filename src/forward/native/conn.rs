@@ -257,7 +257,7 @@ async fn session(
         .map_err(SessionError::Connect)?;
     let mut framed = Framed::new(stream, ForwarderCodec::new(READ_FRAME));
     framed
-        .send(NodeMessage::Hello(Hello {
+        .send(NodeMessage::Hello(Box::new(Hello {
             versions: crate::native::SUPPORTED_VERSIONS.to_vec(),
             network_magic: magic,
             node_name: node.to_string(),
@@ -267,7 +267,7 @@ async fn session(
                 commit: String::new(),
             },
             capabilities: Vec::new(),
-        }))
+        })))
         .await?;
     let (persisted, max_frame) = loop {
         match tokio::time::timeout(HANDSHAKE, framed.next()).await {
