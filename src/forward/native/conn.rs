@@ -267,6 +267,7 @@ async fn session(
                 commit: String::new(),
             },
             capabilities: Vec::new(),
+            token: String::new(),
         })))
         .await?;
     let (persisted, max_frame) = loop {
