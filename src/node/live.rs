@@ -159,7 +159,23 @@ pub struct SessionInfo {
     pub peer: String,
     /// When the session was accepted, milliseconds since the Unix epoch.
     pub connected_since_ms: u64,
+    /// The software the node said it runs in its handshake (native `Hello`), when it did.
+    pub software: Option<Software>,
 }
+
+/// A node's software as its handshake named it (each field at most [`SOFTWARE_CHARS`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Software {
+    /// The program's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its source revision (may be empty).
+    pub commit: String,
+}
+
+/// Most characters of each [`Software`] field kept (a hostile handshake cannot grow a card).
+pub const SOFTWARE_CHARS: usize = 200;
 
 /// Everything HTTP reads about one node; shared by the node's session (through its lease)
 /// and the registry.
@@ -212,6 +228,7 @@ impl NodeLive {
                 protocol: protocol.to_string(),
                 peer: peer.to_string(),
                 connected_since_ms: now_ms(),
+                software: None,
             }),
             rtt_micros: AtomicU64::new(u64::MAX),
             ..NodeLive::default()
@@ -290,6 +307,16 @@ impl NodeLive {
             .collect();
         names.sort();
         names
+    }
+
+    /// Records the software the node's handshake named, each field cut to [`SOFTWARE_CHARS`].
+    pub fn set_software(&self, name: &str, version: &str, commit: &str) {
+        let cut = |t: &str| t.chars().take(SOFTWARE_CHARS).collect::<String>();
+        crate::sync::lock(&self.session).software = Some(Software {
+            name: cut(name),
+            version: cut(version),
+            commit: cut(commit),
+        });
     }
 
     /// Session facts.

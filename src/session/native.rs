@@ -170,6 +170,9 @@ where
         tracing::info!(%peer, node = %sink.name(),
         software = %crate::node::escape_name(&hello.software.name),
         version = %crate::node::escape_name(&hello.software.version), "native handshake accepted");
+        let software = &hello.software;
+        let live = sink.lease().live();
+        live.set_software(&software.name, &software.version, &software.commit);
         let capable = hello
             .capabilities
             .iter()

@@ -289,6 +289,18 @@ fn card(v: &NodeView, c: Counters, prev: Option<(u64, Counters)>, now_ms: u64) -
     if let Some(info) = v.live.data_point("NodeInfo") {
         card.extend(node_info(&info));
     }
+    // A native node names its software in its handshake; NodeInfo, when sent, wins.
+    if let Some(sw) = &session.software {
+        for (key, value) in [
+            ("software", &sw.name),
+            ("version", &sw.version),
+            ("commit", &sw.commit),
+        ] {
+            if !value.is_empty() && !card.contains_key(key) {
+                card.insert(key.into(), json!(value));
+            }
+        }
+    }
     let started = card
         .get("startTime")
         .and_then(Value::as_str)

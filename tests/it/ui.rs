@@ -157,6 +157,9 @@ async fn the_overview_streams_every_node_with_live_values_and_marks_one_that_lef
     assert_eq!(ra["connected"], true);
     assert_eq!(ra["stale"], false);
     assert_eq!(ra["protocol"], "native");
+    // Native nodes' version comes from their handshake (support::hello: software "it" "0").
+    assert_eq!(ra["software"], "it");
+    assert_eq!(ra["version"], "0");
     assert_eq!(ra["block"], 100.0);
     assert_eq!(ra["epoch"], 7.0);
     assert_eq!(ra["peers"], 5.0);
