@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use std::borrow::Cow;
 
-use crate::utc::DateTime;
+use crate::utc::parse_rfc3339;
 
 /// The fields of one line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -64,43 +64,6 @@ impl<'a> Record<'a> {
             .saturating_mul(1_000_000_000)
             .saturating_add(i64::from(self.nanos))
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (what tracerd writes) as Unix seconds and nanoseconds.
-pub fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    if b[16] != b':' || *b.last()? != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let s = text.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    let dt = DateTime {
-        year: i64::from(num(0..4)?),
-        month: num(5..7).filter(|m| (1..=12).contains(m))?,
-        day: num(8..10).filter(|d| (1..=31).contains(d))?,
-        hour: num(11..13).filter(|h| *h < 24)?,
-        minute: num(14..16).filter(|m| *m < 60)?,
-        second: num(17..19).filter(|s| *s < 61)?,
-    };
-    let frac = &text[19..text.len() - 1];
-    let nanos = if frac.is_empty() {
-        0
-    } else {
-        let digits = frac.strip_prefix('.')?;
-        if digits.is_empty() || digits.len() > 9 || !digits.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        let n: u32 = digits.parse().ok()?;
-        n * 10u32.pow(9 - digits.len() as u32)
-    };
-    Some((dt.to_unix(), nanos))
 }
 
 #[cfg(test)]

@@ -142,20 +142,8 @@ pub fn node_info(json_text: &str) -> Map<String, Value> {
 /// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac]Z` (NodeInfo's times, to the
 /// second).
 pub fn start_ms(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<u32>().ok();
-    let t = crate::utc::DateTime {
-        year: i64::from(num(0..4)?),
-        month: num(5..7).filter(|m| (1..=12).contains(m))?,
-        day: num(8..10).filter(|d| (1..=31).contains(d))?,
-        hour: num(11..13).filter(|h| *h < 24)?,
-        minute: num(14..16).filter(|m| *m < 60)?,
-        second: num(17..19).filter(|s| *s < 61)?,
-    };
-    u64::try_from(t.to_unix()).ok()?.checked_mul(1000)
+    let (secs, _) = crate::utc::parse_rfc3339(text)?;
+    u64::try_from(secs).ok()?.checked_mul(1000)
 }
 
 /// Counters read for one node: objects received, bytes written.

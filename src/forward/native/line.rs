@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
 use crate::ship::cursor::Pos;
-use crate::ship::record::parse_rfc3339;
+use crate::utc::parse_rfc3339;
 
 #[derive(Deserialize)]
 struct Fields<'a> {
