@@ -44,13 +44,21 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The fixed-size record, or `None` if it would not fit (absurdly many targets).
     pub fn encode(&self) -> Option<Vec<u8>> {
-        let mut bytes = serde_json::to_vec(self).ok()?;
-        if bytes.len() >= STATE_LEN {
-            return None;
+        let mut bytes = Vec::with_capacity(STATE_LEN);
+        self.encode_into(&mut bytes).then_some(bytes)
+    }
+
+    /// [`Checkpoint::encode`] into `out` (cleared first), so a writer can reuse one buffer
+    /// for every checkpoint instead of allocating two per batch; false if it would not fit.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        out.reserve(STATE_LEN);
+        if serde_json::to_writer(&mut *out, self).is_err() || out.len() >= STATE_LEN {
+            return false;
         }
-        bytes.resize(STATE_LEN - 1, b' ');
-        bytes.push(b'\n');
-        Some(bytes)
+        out.resize(STATE_LEN - 1, b' ');
+        out.push(b'\n');
+        true
     }
 
     fn decode(bytes: &[u8]) -> Option<Checkpoint> {
@@ -82,16 +90,23 @@ pub struct Recovery {
 /// Writes `checkpoint` in place in the checkpoint file at `path` (created if missing): one
 /// fixed-size `pwrite` at offset 0, so a reader never sees a mix of two lengths.
 pub fn write_state(path: &Path, checkpoint: &Checkpoint) -> io::Result<()> {
-    let Some(bytes) = checkpoint.encode() else {
-        return Err(io::Error::other("checkpoint record too large"));
-    };
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?
-        .write_all_at(&bytes, 0)
+    thread_local! {
+        // One record buffer per thread (the blocking pool's few threads), not per node (an
+        // idle node must stay small) and not per checkpoint (one is written per batch).
+        static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RECORD.with_borrow_mut(|bytes| {
+        if !checkpoint.encode_into(bytes) {
+            return Err(io::Error::other("checkpoint record too large"));
+        }
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?
+            .write_all_at(bytes, 0)
+    })
 }
 
 /// The identity recorded in the checkpoint of `dir`, if there is a readable one that names

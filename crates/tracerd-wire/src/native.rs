@@ -14,6 +14,7 @@ use crate::model::{
 };
 use crate::tracing_config::TracingConfig;
 
+mod batch;
 mod config;
 
 /// The generated prost types.
@@ -277,8 +278,16 @@ impl TracerCodec {
                 });
             }
         }
-        node_message_from_pb(pb::NodeMessage::decode(frame)?)
+        if let Some(batch) = batch::decode(frame) {
+            return Ok(NodeMessage::Traces(batch));
+        }
+        decode_node_message_with_prost(frame)
     }
+}
+
+/// A node message decoded by prost alone (what [`batch::decode`] must agree with).
+fn decode_node_message_with_prost(frame: &[u8]) -> Result<NodeMessage, FrameError> {
+    node_message_from_pb(pb::NodeMessage::decode(frame)?)
 }
 
 /// Reads one protobuf varint at `*at`, advancing it; `None` when malformed or cut.

@@ -549,7 +549,7 @@ fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
     } else {
         (text(d)?, MachineForm::Line)
     };
-    let namespace = read_list(d, text)?.join(".");
+    let namespace = namespace(d)?;
     let severity = Severity::ALL
         .get(usize::from(enum_index(d, "SeverityS")?))
         .copied()
@@ -575,6 +575,59 @@ fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
         form,
         human,
     })
+}
+
+/// A namespace (a list of text strings, definite or indefinite), joined with `.` into one
+/// string of exactly its length: one allocation, not one per part plus the list and the join.
+pub(crate) fn namespace(d: &mut Decoder<'_>) -> Result<String> {
+    // First pass, on a copy of the decoder: the joined length.
+    let mut len = 0usize;
+    namespace_parts(&mut d.clone(), |sep, chunk| {
+        len += usize::from(sep) + chunk.len();
+    })?;
+    let mut out = String::with_capacity(len);
+    namespace_parts(d, |sep, chunk| {
+        if sep {
+            out.push('.');
+        }
+        out.push_str(chunk);
+    })?;
+    Ok(out)
+}
+
+/// Calls `f(separator before it, chunk)` for every text chunk of a namespace list, in order;
+/// `separator` is true for the first chunk of every part but the first (an empty part gives
+/// one empty chunk), so the chunks joined with those separators are the parts joined by `.`.
+fn namespace_parts(d: &mut Decoder<'_>, mut f: impl FnMut(bool, &str)) -> Result<()> {
+    let mut parts = 0usize;
+    let mut part = |d: &mut Decoder<'_>| -> Result<()> {
+        let mut sep = parts > 0;
+        let mut any = false;
+        for chunk in d.str_iter()? {
+            f(std::mem::take(&mut sep), chunk?);
+            any = true;
+        }
+        if !any {
+            f(sep, "");
+        }
+        parts += 1;
+        Ok(())
+    };
+    match d.array()? {
+        Some(n) => {
+            for _ in 0..n {
+                part(d)?;
+            }
+        }
+        None => loop {
+            if d.datatype()? == Type::Break {
+                d.set_position(d.position() + 1);
+                break;
+            }
+            part(d)?;
+        },
+    }
+    Ok(())
 }
 
 /// cborg's `UTCTime`: tag 1000 `{1: secs, -12: picos}` (also tag 1 with integer seconds).

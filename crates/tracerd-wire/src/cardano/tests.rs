@@ -596,3 +596,44 @@ fn each_message_carries_the_timestamp_of_the_sdu_it_began_in() {
         vec![(EKG, 100), (DATA_POINTS, 300), (DATA_POINTS, 300)]
     );
 }
+
+proptest! {
+    /// The one-allocation namespace decoder gives what joining the decoded parts with `.`
+    /// gives, for definite and indefinite lists of definite and chunked strings.
+    #[test]
+    fn namespace_decodes_as_its_parts_joined(
+        parts in proptest::collection::vec(("[a-zé.]{0,12}", 0usize..4), 0..6),
+        indefinite in any::<bool>(),
+    ) {
+        let mut enc = minicbor::Encoder::new(Vec::new());
+        if indefinite {
+            enc.begin_array().unwrap();
+        } else {
+            enc.array(parts.len() as u64).unwrap();
+        }
+        for (part, chunks) in &parts {
+            if *chunks == 0 {
+                enc.str(part).unwrap();
+            } else {
+                // Cut into `chunks` pieces at character boundaries.
+                enc.begin_str().unwrap();
+                let chars: Vec<char> = part.chars().collect();
+                let step = chars.len().div_ceil(*chunks).max(1);
+                for piece in chars.chunks(step) {
+                    enc.str(&piece.iter().collect::<String>()).unwrap();
+                }
+                enc.end().unwrap();
+            }
+        }
+        if indefinite {
+            enc.end().unwrap();
+        }
+        let bytes = enc.into_writer();
+        let mut d = minicbor::Decoder::new(&bytes);
+        let got = namespace(&mut d).unwrap();
+        let want = parts.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(".");
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(got.capacity(), want.len());
+        prop_assert_eq!(d.position(), bytes.len());
+    }
+}

@@ -339,3 +339,115 @@ fn a_frame_of_more_objects_than_the_limit_is_refused_before_decoding() {
         "{err}"
     );
 }
+
+/// A random protobuf `TraceObject` body, mostly of the plain shape, sometimes with what the
+/// fast path leaves to prost (unknown fields, other wire types, bad UTF-8, odd enum values,
+/// repeated fields, over-long varints).
+fn arb_object_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let field = prop_oneof![
+        60 => (1u8..=8, proptest::collection::vec(any::<u8>(), 0..12)).prop_map(|(n, mut b)| {
+            // A known field with its own wire type; strings mostly valid UTF-8.
+            let mut out = Vec::new();
+            match n {
+                2..=4 => {
+                    out.push(n << 3);
+                    let v = if n == 4 { u64::from_le_bytes([b.first().copied().unwrap_or(0), 3, 0, 0, 0, 0, 0, 0x80]) } else { u64::from(b.first().copied().unwrap_or(0) % if n == 2 { 9 } else { 5 }) };
+                    prost::encoding::encode_varint(v, &mut out);
+                }
+                _ => {
+                    if b.len() % 7 != 1 {
+                        b.retain(|c| c.is_ascii());
+                    }
+                    out.push((n << 3) | 2);
+                    prost::encoding::encode_varint(b.len() as u64, &mut out);
+                    out.extend_from_slice(&b);
+                }
+            }
+            out
+        }),
+        1 => proptest::collection::vec(any::<u8>(), 1..6),
+        1 => Just(vec![(9 << 3) | 5, 1, 2, 3, 4]),
+        1 => Just(vec![2 << 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+    ];
+    proptest::collection::vec(field, 0..10).prop_map(|f| f.concat())
+}
+
+/// A random frame body: mostly one `traces` field, sometimes two, another message, or junk.
+fn arb_batch_frame() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::option::of(any::<u64>()),
+        proptest::collection::vec(arb_object_bytes(), 0..6),
+        any::<bool>(),
+    )
+        .prop_map(|(first, objects, seq_last)| {
+            let mut body = Vec::new();
+            let mut seq = Vec::new();
+            if let Some(first) = first {
+                seq.push(1 << 3);
+                prost::encoding::encode_varint(first, &mut seq);
+            }
+            if !seq_last {
+                body.extend_from_slice(&seq);
+            }
+            for o in &objects {
+                body.push((2 << 3) | 2);
+                prost::encoding::encode_varint(o.len() as u64, &mut body);
+                body.extend_from_slice(o);
+            }
+            if seq_last {
+                body.extend_from_slice(&seq);
+            }
+            let mut frame = vec![(2 << 3) | 2];
+            prost::encoding::encode_varint(body.len() as u64, &mut frame);
+            frame.extend_from_slice(&body);
+            frame
+        })
+}
+
+fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => arb_batch_frame(),
+        1 => (arb_batch_frame(), arb_batch_frame()).prop_map(|(a, b)| [a, b].concat()),
+        1 => proptest::collection::vec(any::<u8>(), 0..64),
+        1 => (batch_or_ping(), 0usize..40).prop_map(|(f, cut)| f[..f.len().saturating_sub(cut)].to_vec()),
+    ]
+}
+
+fn batch_or_ping() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(encode_node_frame(NodeMessage::Ping(7))[LENGTH_PREFIX_BYTES..].to_vec()),
+        proptest::collection::vec(any::<String>(), 1..4).prop_map(|t| {
+            let msgs = sample_messages(&t);
+            let m = msgs
+                .into_iter()
+                .find(|m| matches!(m, NodeMessage::Traces(_)))
+                .unwrap();
+            encode_node_frame(m)[LENGTH_PREFIX_BYTES..].to_vec()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The `TraceBatch` fast path decodes exactly what prost decodes, and fails exactly
+    /// where and how prost fails, on random and mutated frames.
+    #[test]
+    fn fast_batch_decoding_agrees_with_prost(frame in arb_frame()) {
+        let codec = TracerCodec::new(1 << 20);
+        let fast = format!("{:?}", codec.message(&frame));
+        let prost = format!("{:?}", decode_node_message_with_prost(&frame));
+        prop_assert_eq!(fast, prost);
+    }
+}
+
+#[test]
+fn the_fast_path_takes_the_frames_forwarders_send() {
+    let batch = TraceBatch {
+        first_seq: 5,
+        objects: (0..3).map(|i| trace(i, "é")).collect(),
+    };
+    let frame = encode_node_frame(NodeMessage::Traces(batch.clone()));
+    let fast = batch::decode(&frame[LENGTH_PREFIX_BYTES..]).expect("the plain shape");
+    assert_eq!(fast, batch);
+    assert_eq!(fast.objects.capacity(), 3);
+}

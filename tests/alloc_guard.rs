@@ -1,0 +1,274 @@
+//! The hot path's regression guard (issue 21): allocations per trace object, counted exactly by
+//! a counting global allocator, for decode → render → write of trace batches on the native and
+//! the Cardano paths. Allocation counts do not depend on the machine's load, so this test
+//! cannot flake: it fails only when a change makes the path allocate more than the bounds below.
+//!
+//! What is counted, per path, over batches shaped like `tracerd-load`'s (160-byte machine JSON,
+//! 295-byte lines): decoding the frame (`TracerCodec`, as the native session does) or the
+//! `MsgTraceObjectsReply` payload (`codec::decode_trace_reply`, as the Cardano session does),
+//! rendering and writing the lines to a real file (`NodeLog::append_run`), the checkpoint after
+//! the batch, and dropping the decoded objects. Not counted: the session's socket read into its
+//! (reused) buffer and the queue hop to the writer task (a `Job` and a `spawn_blocking`, per
+//! batch and independent of the objects in it).
+//!
+//! This file is its own test binary with one `#[test]`, so no other test allocates while it
+//! counts. BENCHMARKS.md ("Allocations per object") quotes its figures; run it with
+//! `cargo test --test alloc_guard -- --nocapture` to print them.
+
+use std::alloc::System;
+
+use bytes::BytesMut;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use tokio_util::codec::Decoder;
+use tracerd::cardano::codec;
+use tracerd::config::LogFormat;
+use tracerd::logs::writer::NodeLog;
+use tracerd::logs::{format, FileTarget, LogSettings, Policy};
+use tracerd::model::{DetailLevel, MachineForm, Severity, TraceBatch, TraceObject};
+use tracerd::native::{encode_node_frame, NodeMessage, TracerCodec};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// One measured path: its bounds, per object.
+struct Bound {
+    name: &'static str,
+    /// Allocator calls (allocations and reallocations) per object, at most.
+    calls: f64,
+    /// Bytes requested per object, at most.
+    bytes: f64,
+}
+
+/// The native path, batches of 1,024 objects (the forwarder's largest batch, as at max load).
+const NATIVE_FULL: Bound = Bound {
+    name: "native, 1024-object batches",
+    calls: 4.05,
+    bytes: 370.0,
+};
+/// The native path, batches of 16 objects (as at half load: per-batch costs weigh more).
+const NATIVE_SMALL: Bound = Bound {
+    name: "native, 16-object batches",
+    calls: 4.75,
+    bytes: 390.0,
+};
+/// The Cardano path, replies of 100 objects (`loRequestNum: 100`), the node's own line.
+const CARDANO: Bound = Bound {
+    name: "cardano, 100-object replies",
+    calls: 4.2,
+    bytes: 740.0,
+};
+
+const ROUNDS: usize = 8;
+const NOW: i64 = 1_790_000_000;
+
+/// An object like `tracerd-load`'s: 160 bytes of machine JSON, a namespace of three parts.
+fn object(seq: u64) -> TraceObject {
+    let mut machine = format!(
+        "{{\"kind\":\"AddedToCurrentChain\",\"node\":\"load-0001\",\"seq\":{seq},\"slot\":{},\"block\":\"",
+        140_000_000 + seq / 20
+    );
+    machine.push_str(&"ab".repeat(16));
+    machine.push_str("\",\"pad\":\"");
+    while machine.len() < 158 {
+        machine.push('x');
+    }
+    machine.push_str("\"}");
+    TraceObject {
+        namespace: "ChainDB.AddBlockEvent.AddedToCurrentChain".into(),
+        severity: Severity::Notice,
+        detail: DetailLevel::Normal,
+        timestamp_ns: 1_790_000_000_123_456_789 + seq as i64,
+        hostname: "load-0001".into(),
+        thread_id: format!("{}", 40 + seq % 4),
+        machine,
+        form: MachineForm::Payload,
+        human: None,
+    }
+}
+
+/// The same object as a Cardano node sends it: its machine text is the whole machine line.
+fn cardano_object(seq: u64) -> TraceObject {
+    let mut obj = object(seq);
+    let mut line = Vec::new();
+    format::push_machine(&mut line, &obj);
+    obj.machine = String::from_utf8(line).expect("rendered lines are UTF-8");
+    obj.machine.pop();
+    obj.form = MachineForm::Line;
+    obj
+}
+
+fn open_log(root: &std::path::Path) -> NodeLog {
+    let settings = LogSettings {
+        targets: vec![FileTarget {
+            root: root.to_path_buf(),
+            format: LogFormat::ForMachine,
+        }],
+        journal: None,
+        policy: Some(Policy {
+            limit_bytes: 100 << 20,
+            max_age_secs: 86_400,
+            keep_files: 10,
+        }),
+        prune_every_secs: 60,
+    };
+    NodeLog::open(&settings, "node", NOW, false)
+        .expect("open the node's log")
+        .0
+}
+
+/// What one path cost, per object.
+struct Cost {
+    calls: f64,
+    bytes: f64,
+    objects: u64,
+}
+
+/// Writes one decoded batch as the writer does: one run, then the checkpoint.
+fn write(log: &mut NodeLog, batch: TraceBatch) -> u64 {
+    let first = if batch.first_seq == 0 {
+        log.seq() + 1
+    } else {
+        batch.first_seq
+    };
+    let refs: Vec<&TraceObject> = batch.objects.iter().collect();
+    log.append_run(first, &refs, NOW).expect("append");
+    log.checkpoint().expect("checkpoint");
+    batch.objects.len() as u64
+}
+
+/// Counts `run` over `inputs` (after one warm-up input), per object.
+fn measure<T>(inputs: Vec<T>, mut run: impl FnMut(T) -> u64) -> Cost {
+    let mut inputs = inputs.into_iter();
+    run(inputs.next().expect("a warm-up input"));
+    let region = Region::new(GLOBAL);
+    let mut objects = 0;
+    for input in inputs {
+        objects += run(input);
+    }
+    let stats = region.change();
+    let calls = (stats.allocations + stats.reallocations) as f64;
+    let bytes = stats.bytes_allocated as f64 + stats.bytes_reallocated.max(0) as f64;
+    Cost {
+        calls: calls / objects as f64,
+        bytes: bytes / objects as f64,
+        objects,
+    }
+}
+
+fn native(per_batch: u64, dir: &std::path::Path) -> Cost {
+    let frames: Vec<BytesMut> = (0..=ROUNDS as u64)
+        .map(|round| {
+            let first = round * per_batch + 1;
+            encode_node_frame(NodeMessage::Traces(TraceBatch {
+                first_seq: first,
+                objects: (first..first + per_batch).map(object).collect(),
+            }))
+        })
+        .collect();
+    let mut codec = TracerCodec::with_max_objects(16 << 20, 10_000);
+    let mut log = open_log(dir);
+    let cost = measure(frames, |mut frame| {
+        match codec.decode(&mut frame).expect("a valid frame") {
+            Some(NodeMessage::Traces(batch)) => write(&mut log, batch),
+            other => panic!("expected a trace batch, got {other:?}"),
+        }
+    });
+    assert_eq!(
+        log.seq(),
+        (ROUNDS as u64 + 1) * per_batch,
+        "every object written"
+    );
+    cost
+}
+
+fn cardano(per_reply: u64, dir: &std::path::Path) -> Cost {
+    let replies: Vec<Vec<u8>> = (0..=ROUNDS as u64)
+        .map(|round| {
+            let first = round * per_reply + 1;
+            let objects: Vec<TraceObject> =
+                (first..first + per_reply).map(cardano_object).collect();
+            codec::encode_trace_reply(&objects)
+        })
+        .collect();
+    let mut log = open_log(dir);
+    let cost = measure(replies, |payload| {
+        let objects = codec::decode_trace_reply(&payload).expect("a valid reply");
+        write(
+            &mut log,
+            TraceBatch {
+                first_seq: 0,
+                objects,
+            },
+        )
+    });
+    assert_eq!(
+        log.seq(),
+        (ROUNDS as u64 + 1) * per_reply,
+        "every object written"
+    );
+    cost
+}
+
+/// The lines on disk: every object once, as tracerd renders it (a count that is not backed by
+/// the file would measure nothing).
+fn check_lines(dir: &std::path::Path, expected: u64, native: bool) {
+    let node = dir.join("node");
+    let mut lines = 0u64;
+    for entry in std::fs::read_dir(&node).expect("node directory") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") && !path.is_symlink() {
+            let text = std::fs::read_to_string(&path).expect("log file");
+            for (i, line) in text.lines().enumerate() {
+                let want = {
+                    let obj = if native {
+                        object(lines + i as u64 + 1)
+                    } else {
+                        cardano_object(lines + i as u64 + 1)
+                    };
+                    let mut out = Vec::new();
+                    format::push_machine(&mut out, &obj);
+                    out.pop();
+                    String::from_utf8(out).expect("UTF-8")
+                };
+                assert_eq!(line, want, "line {} of {}", i + 1, path.display());
+            }
+            lines += text.lines().count() as u64;
+        }
+    }
+    assert_eq!(lines, expected, "lines on disk in {}", node.display());
+}
+
+#[test]
+fn allocations_per_object_stay_within_their_bounds() {
+    let mut failures = Vec::new();
+    // (bound, objects per batch, native or Cardano)
+    let cases = [
+        (&NATIVE_FULL, 1024, true),
+        (&NATIVE_SMALL, 16, true),
+        (&CARDANO, 100, false),
+    ];
+    for (bound, per_batch, is_native) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cost = if is_native {
+            native(per_batch, dir.path())
+        } else {
+            cardano(per_batch, dir.path())
+        };
+        check_lines(dir.path(), (ROUNDS as u64 + 1) * per_batch, is_native);
+        eprintln!(
+            "{}: {:.3} allocator calls and {:.1} bytes per object ({} objects; bounds {} and {})",
+            bound.name, cost.calls, cost.bytes, cost.objects, bound.calls, bound.bytes
+        );
+        if cost.calls > bound.calls || cost.bytes > bound.bytes {
+            failures.push(format!(
+                "{}: {:.3} allocator calls / {:.1} bytes per object, bounds {} / {}",
+                bound.name, cost.calls, cost.bytes, bound.calls, bound.bytes
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the hot path allocates more than its bound (see BENCHMARKS.md, \"Allocations per \
+         object\"): {failures:?}"
+    );
+}
