@@ -183,6 +183,20 @@ pub async fn run(
         cancel.clone(),
     ));
     tracker.spawn(resources::report_periodically(live.clone(), cancel.clone()));
+    let roots = live.clone();
+    tracker.spawn(crate::metrics::disk::sample_periodically(
+        crate::metrics::disk::DiskMetrics::register(&shared.telemetry.registry),
+        move || {
+            let current = roots.current();
+            current
+                .logs
+                .targets
+                .iter()
+                .map(|t| t.root.clone())
+                .collect()
+        },
+        cancel.clone(),
+    ));
     // Shipping (issue 18): sinks follow the log files from their cursors.
     crate::ship::start(
         &config,

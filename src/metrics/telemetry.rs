@@ -424,7 +424,10 @@ impl Telemetry {
             "tracerd_process_open_fds",
             "tracerd_process_max_fds",
             "tracerd_process_threads",
-        ] {
+        ]
+        .into_iter()
+        .chain(crate::metrics::disk::NAMES.iter().copied())
+        {
             names.push(n.to_string());
         }
         names

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary over real sockets and files.
 
 mod alerts;
+mod alerts_disk;
 mod alerts_state;
 mod alerts_traces;
 mod alerts_webhook;
