@@ -91,6 +91,7 @@ impl Default for TracerdSettings {
             http_auth: HttpAuthSettings::default(),
             cardano_allow_from: Vec::new(),
             clickhouse: None,
+            loki: None,
             remote_write: Vec::new(),
             ship_state_dir: None,
             ui: None,

@@ -267,6 +267,9 @@ pub struct TracerdSettings {
     /// Prometheus remote_write receivers of every `/metrics` series (issue 18).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_write: Vec<super::RemoteWriteSettings>,
+    /// Trace lines pushed to Grafana Loki (issue 18). Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki: Option<super::LokiSettings>,
     /// Where the shipping sinks keep their cursors; default `<--state-dir>/ship`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_state_dir: Option<PathBuf>,

@@ -190,6 +190,7 @@ const TRACERD: &[Field] = &[
     opt("httpAuth", Kind::Obj(HTTP_AUTH)),
     opt("cardanoAllowFrom", Kind::List(&Kind::Text)),
     opt("clickhouse", Kind::Obj(CLICKHOUSE)),
+    opt("loki", Kind::Obj(LOKI)),
     opt("shipStateDir", Kind::Text),
     opt("ui", Kind::Obj(UI)),
     opt("remoteWrite", Kind::List(&Kind::Obj(REMOTE_WRITE))),
@@ -245,6 +246,19 @@ const CLICKHOUSE: &[Field] = &[
     opt("passwordFile", Kind::Text),
     opt("tracer", Kind::Text),
     opt("batch", Kind::Obj(SHIP_BATCH)),
+];
+const LOKI: &[Field] = &[
+    req("url", Kind::Text),
+    opt("tenant", Kind::Text),
+    opt("labels", Kind::TextMap),
+    opt("headers", Kind::TextMap),
+    opt("tls", Kind::Obj(CLIENT_TLS)),
+    opt("batch", Kind::Obj(SHIP_BATCH)),
+];
+const CLIENT_TLS: &[Field] = &[
+    req("caFile", Kind::Text),
+    opt("certFile", Kind::Text),
+    opt("keyFile", Kind::Text),
 ];
 const UI: &[Field] = &[opt("enabled", Kind::Bool)];
 const ALERTS: &[Field] = &[

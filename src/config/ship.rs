@@ -285,3 +285,197 @@ pub(super) fn check_remote_write(i: usize, rw: &RemoteWriteSettings) -> Vec<(Str
     }
     out
 }
+
+/// Default most entries of one Loki push.
+pub const DEFAULT_LOKI_BATCH_ENTRIES: u64 = 10_000;
+/// Default most bytes of log lines in one Loki push (Promtail's `batchsize`, 1 MiB: a push
+/// far above Loki's per-stream burst would be refused with 429 for ever).
+pub const DEFAULT_LOKI_BATCH_BYTES: u64 = 1 << 20;
+/// Labels tracerd sets on every Loki stream itself.
+pub const LOKI_OWN_LABELS: [&str; 3] = ["node", "level", "namespace"];
+
+/// `tracerd.loki`: every node's machine-format trace lines pushed to Grafana Loki
+/// (`POST /loki/api/v1/push`, Snappy-compressed protobuf; README.md, "Shipping to Loki").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LokiSettings {
+    /// Loki's base URL, e.g. `http://127.0.0.1:3100` (the push path is added).
+    pub url: String,
+    /// Sent as `X-Scope-OrgID` (Loki's tenant); none: Loki's single-tenant mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Static labels added to every stream (e.g. `tracer: site-a`); the stream's own labels
+    /// are `node`, `level` and `namespace`, which these may not name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Extra request headers (e.g. for a gateway in front of Loki).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// TLS for an `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
+    /// Batching and timing.
+    #[serde(default, skip_serializing_if = "LokiBatch::is_default")]
+    pub batch: LokiBatch,
+}
+
+/// How the Loki sink batches what it reads from the files (Loki's limits are per push, so
+/// its defaults are smaller than ClickHouse's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LokiBatch {
+    /// Most entries (trace objects) in one push. Default 10000.
+    #[serde(default = "default_loki_entries")]
+    pub max_rows: u64,
+    /// Most bytes of log lines in one push. Default 1 MiB.
+    #[serde(default = "default_loki_bytes")]
+    pub max_bytes: u64,
+    /// Pause between two looks at the files once everything was sent, in ms. Default 500.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Time one push may take, in seconds. Default 30.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: f64,
+}
+
+fn default_loki_entries() -> u64 {
+    DEFAULT_LOKI_BATCH_ENTRIES
+}
+fn default_loki_bytes() -> u64 {
+    DEFAULT_LOKI_BATCH_BYTES
+}
+
+impl Default for LokiBatch {
+    fn default() -> LokiBatch {
+        LokiBatch {
+            max_rows: DEFAULT_LOKI_BATCH_ENTRIES,
+            max_bytes: DEFAULT_LOKI_BATCH_BYTES,
+            poll_ms: DEFAULT_POLL_MS,
+            timeout_secs: DEFAULT_SHIP_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl LokiBatch {
+    /// True when every value is the default.
+    pub fn is_default(&self) -> bool {
+        *self == LokiBatch::default()
+    }
+
+    /// The request timeout as a `Duration` (the shape bounds it).
+    pub fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.timeout_secs.clamp(0.1, 3600.0))
+    }
+}
+
+/// `tls` of an HTTP client (remote_write, Loki): the CA that signs the server's certificate
+/// (default: none trusted but that one — there is no system store), and a client certificate
+/// for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTls {
+    /// PEM CA certificate(s) trusted for the server's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain (with `keyFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `certFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Whether `name` is a Prometheus/Loki label name not reserved (`__`).
+fn is_label_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !name.starts_with("__")
+}
+
+/// The problems of a client `tls` section under `key`, for `url` (key, message); pure.
+fn check_client_tls(key: &str, url: &str, tls: Option<&ClientTls>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    match tls {
+        Some(t) => {
+            if !url.starts_with("https://") {
+                out.push((
+                    format!("{key}.tls"),
+                    format!("is set but the URL {url:?} is not https://"),
+                ));
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                out.push((
+                    format!("{key}.tls"),
+                    "certFile and keyFile go together (a client certificate needs its key)"
+                        .to_string(),
+                ));
+            }
+        }
+        None if url.starts_with("https://") => out.push((
+            format!("{key}.tls"),
+            format!("{url:?} is https://: set tls.caFile to the CA of the server's certificate"),
+        )),
+        None => {}
+    }
+    out
+}
+
+/// The problems of a `tracerd.loki` section (key, message); pure.
+pub(super) fn check_loki(
+    loki: &LokiSettings,
+    logging: &[super::LoggingParams],
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !loki.url.starts_with("http://") && !loki.url.starts_with("https://") {
+        out.push((
+            "tracerd.loki.url".to_string(),
+            format!(
+                "{:?} is not an http:// or https:// URL (Loki's base URL, e.g. http://127.0.0.1:3100)",
+                loki.url
+            ),
+        ));
+    }
+    out.extend(check_client_tls(
+        "tracerd.loki",
+        &loki.url,
+        loki.tls.as_ref(),
+    ));
+    for (name, value) in &loki.labels {
+        if !is_label_name(name) {
+            out.push((
+                "tracerd.loki.labels".to_string(),
+                format!(
+                    "{name:?} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)"
+                ),
+            ));
+        } else if LOKI_OWN_LABELS.contains(&name.as_str()) {
+            out.push((
+                "tracerd.loki.labels".to_string(),
+                format!("{name:?} is a label tracerd sets on every stream itself (node, level, namespace)"),
+            ));
+        }
+        if value.is_empty() {
+            out.push((
+                "tracerd.loki.labels".to_string(),
+                format!("{name:?} has an empty value (Loki drops empty labels)"),
+            ));
+        }
+    }
+    if loki.tenant.as_ref().is_some_and(|t| t.is_empty()) {
+        out.push((
+            "tracerd.loki.tenant".to_string(),
+            "must not be empty (leave it out for Loki's single-tenant mode)".to_string(),
+        ));
+    }
+    let machine_files = logging.iter().any(|t| {
+        t.log_mode == super::LogMode::FileMode && t.log_format == super::LogFormat::ForMachine
+    });
+    if !machine_files {
+        out.push((
+            "tracerd.loki".to_string(),
+            "ships the machine-format files: add a logging target with logMode FileMode and logFormat ForMachine".to_string(),
+        ));
+    }
+    out
+}

@@ -502,6 +502,23 @@ fn every_schema_key_is_known_to_the_shape_check() {
                     timeout_secs: 2.0,
                 },
             }),
+            loki: Some(crate::config::LokiSettings {
+                url: "https://loki.example:3100".into(),
+                tenant: Some("fleet".into()),
+                labels: [("tracer".into(), "site-a".into())].into(),
+                headers: [("X-A".into(), "b".into())].into(),
+                tls: Some(crate::config::ClientTls {
+                    ca_file: "/ca.pem".into(),
+                    cert_file: Some("/c.pem".into()),
+                    key_file: Some("/c.key".into()),
+                }),
+                batch: crate::config::LokiBatch {
+                    max_rows: 10,
+                    max_bytes: 4096,
+                    poll_ms: 50,
+                    timeout_secs: 2.0,
+                },
+            }),
             ship_state_dir: Some("/ship".into()),
             remote_write: vec![crate::config::RemoteWriteSettings {
                 url: "http://127.0.0.1:9090/api/v1/write".into(),

@@ -55,6 +55,11 @@ pub(super) fn validate(
             problem(&key, message);
         }
     }
+    if let Some(loki) = &config.tracerd.loki {
+        for (key, message) in super::ship::check_loki(loki, &config.logging) {
+            problem(&key, message);
+        }
+    }
     for (i, rw) in config.tracerd.remote_write.iter().enumerate() {
         for (key, message) in super::ship::check_remote_write(i, rw) {
             problem(&key, message);

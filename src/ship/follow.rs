@@ -186,13 +186,15 @@ impl Follower {
                 }
             }
             if let Some(&(key, size)) = listing.last() {
-                node.lag.saw_end(
-                    Pos {
-                        file: key,
-                        offset: size,
-                    },
-                    now,
-                );
+                let end = Pos {
+                    file: key,
+                    offset: size,
+                };
+                // Data the remote already holds is no lag (an end equal to the cursor would
+                // otherwise age for ever once the sink is caught up).
+                if node.confirmed.is_none_or(|c| c < end) {
+                    node.lag.saw_end(end, now);
+                }
             }
             node.listing = listing;
         }
@@ -254,13 +256,25 @@ impl Follower {
 
     /// The remote confirmed `batch`: advances and stores every node's cursor.
     pub fn confirm(&mut self, batch: &Batch) -> io::Result<()> {
+        self.advance(batch, true)
+    }
+
+    /// The remote refused `batch` for good (a retry would not change its answer): advances
+    /// and stores every node's cursor past it without counting its lines as sent.
+    pub fn skip(&mut self, batch: &Batch) -> io::Result<()> {
+        self.advance(batch, false)
+    }
+
+    fn advance(&mut self, batch: &Batch, sent: bool) -> io::Result<()> {
         let mut save = Vec::new();
         for chunk in &batch.chunks {
             if let Some(end) = chunk.end() {
-                self.metrics
-                    .rows_sent
-                    .with_label_values(&[&self.sink])
-                    .inc_by(chunk.lines.len() as u64);
+                if sent {
+                    self.metrics
+                        .rows_sent
+                        .with_label_values(&[&self.sink])
+                        .inc_by(chunk.lines.len() as u64);
+                }
                 if let Some(node) = self.nodes.get_mut(&chunk.node) {
                     if node.confirmed.is_none_or(|c| c < end) {
                         node.confirmed = Some(end);

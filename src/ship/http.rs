@@ -1,5 +1,6 @@
 //! The sinks' HTTP/1.1 client: one kept-alive connection per sink over hyper's client
-//! connection, each request bounded by a timeout. Plain `http://` only.
+//! connection, each request bounded by a timeout. `http://`, or `https://` with a rustls
+//! client config (`ship::tls`) that checks the server's certificate against the URL's host.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -12,9 +13,12 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// What went wrong with one request.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// The URL is not `http://host:port[/path]`.
-    #[error("{0:?} is not an http://host[:port][/path] URL")]
+    /// The URL is not `http[s]://host:port[/path]`, or `https://` without a TLS config.
+    #[error("{0:?} is not an http[s]://host[:port][/path] URL (https needs tls.caFile)")]
     BadUrl(String),
+    /// The TLS handshake failed (certificate refused, protocol error).
+    #[error("TLS with {0}: {1}")]
+    Tls(String, std::io::Error),
     /// TCP connect failed.
     #[error("connecting to {0}: {1}")]
     Connect(String, std::io::Error),
@@ -32,6 +36,7 @@ impl HttpError {
         match self {
             HttpError::BadUrl(_) => "bad_url",
             HttpError::Connect(..) => "connect",
+            HttpError::Tls(..) => "tls",
             HttpError::Wire(..) => "wire",
             HttpError::Timeout(..) => "timeout",
         }
@@ -65,14 +70,30 @@ pub struct Client {
     authority: String,
     base_path: String,
     conn: Option<SendRequest<Full<Bytes>>>,
+    tls: Option<(
+        std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Client {
     /// A client of `url` (`http://host:port[/path]`); connects at the first request.
     pub fn new(url: &str) -> Result<Client, HttpError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| HttpError::BadUrl(url.to_string()))?;
+        Client::with_tls(url, None)
+    }
+
+    /// A client of `url`: `http://`, or `https://` over `tls` (required for it, refused for
+    /// `http://`). Connects at the first request.
+    pub fn with_tls(
+        url: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Client, HttpError> {
+        let bad = || HttpError::BadUrl(url.to_string());
+        let (rest, default_port) = match (url.strip_prefix("http://"), &tls) {
+            (Some(rest), None) => (rest, 80),
+            (None, Some(_)) => (url.strip_prefix("https://").ok_or_else(bad)?, 443),
+            _ => return Err(bad()),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -87,12 +108,25 @@ impl Client {
         {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{default_port}")
+        };
+        let tls = match tls {
+            None => None,
+            Some(config) => {
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| bad())?;
+                Some((config, name))
+            }
         };
         Ok(Client {
             authority,
             base_path: path.trim_end_matches('/').to_string(),
             conn: None,
+            tls,
         })
     }
 
@@ -145,13 +179,16 @@ impl Client {
                 .await
                 .map_err(|e| HttpError::Connect(self.authority.clone(), e))?;
             let _ = stream.set_nodelay(true);
-            let (send, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| wire(&e))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let send = match &self.tls {
+                None => handshake(stream).await.map_err(|e| wire(&e))?,
+                Some((config, name)) => {
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| HttpError::Tls(self.authority.clone(), e))?;
+                    handshake(tls).await.map_err(|e| wire(&e))?
+                }
+            };
             self.conn = Some(send);
         }
         let mut req = hyper::Request::post(uri)
@@ -179,6 +216,19 @@ impl Client {
     }
 }
 
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<T>(io: T) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
 /// `Basic <base64(user:password)>`.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -203,6 +253,10 @@ mod tests {
             ("example.org:80", "/prefix")
         );
         assert!(Client::new("https://x:1").is_err());
+        let tls = crate::ship::tls::client_config_for_tests();
+        let c = Client::with_tls("https://127.0.0.1/api/v1/write", Some(tls.clone())).unwrap();
+        assert_eq!(c.authority(), "127.0.0.1:443");
+        assert!(Client::with_tls("http://127.0.0.1:1", Some(tls)).is_err());
         assert!(Client::new("http://u:p@x:1").is_err());
         assert_eq!(
             basic_auth("Aladdin", "open sesame"),

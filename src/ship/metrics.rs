@@ -17,6 +17,11 @@ pub struct SinkMetrics {
     pub lost_bytes: IntCounterVec,
     /// Times a sink asked the remote what it holds after an uncertain request (or at start).
     pub resyncs: IntCounterVec,
+    /// Trace lines in requests the remote refused for good (Loki's 400): not retried.
+    pub rows_refused: IntCounterVec,
+    /// Trace lines sent with a time other than their own (Loki: none readable, or older than
+    /// their stream's newest entry, which Loki would refuse).
+    pub rows_retimed: IntCounterVec,
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
@@ -70,6 +75,16 @@ impl SinkMetrics {
             resyncs: counter(
                 "tracerd_sink_resyncs_total",
                 "Times the sink asked its remote what it holds (at start and after an uncertain request).",
+                &["sink"],
+            ),
+            rows_refused: counter(
+                "tracerd_sink_rows_refused_total",
+                "Trace lines in requests the sink's remote refused for good (not retried; Loki's 400).",
+                &["sink"],
+            ),
+            rows_retimed: counter(
+                "tracerd_sink_rows_retimed_total",
+                "Trace lines sent with their stream's newest time instead of their own (none readable, or out of order).",
                 &["sink"],
             ),
         }

@@ -9,16 +9,20 @@
 //!
 //! Layers: pure cores — `cursor` (positions, cursor text, lag), `record` (a machine line's
 //! fields), `clickhouse/sql.rs` (schema, queries, rows) — and thin shells: `state` (cursor
-//! files), `follow` (reading the files), `http` (the client), `clickhouse` (the sink's task).
+//! files), `follow` (reading the files), `http` (the client), `tls` (its TLS config),
+//! `clickhouse` and `loki` (the trace sinks' tasks; `loki/proto.rs` is Loki's wire format),
+//! `remote_write` (the metric sink).
 
 pub mod clickhouse;
 pub mod cursor;
 pub mod follow;
 pub mod http;
+pub mod loki;
 pub mod metrics;
 pub mod record;
 pub mod remote_write;
 pub mod state;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -45,6 +49,12 @@ pub enum ShipError {
     /// A password file cannot be read.
     #[error("{0}: reading {1}: {2}")]
     Password(&'static str, PathBuf, std::io::Error),
+    /// The client TLS files cannot be used.
+    #[error("{0}.tls: {1}")]
+    Tls(&'static str, tls::ClientTlsError),
+    /// The URL cannot be used.
+    #[error("{0}.url: {1}")]
+    Url(&'static str, http::HttpError),
 }
 
 /// Where the sinks keep their cursors: `tracerd.shipStateDir`, else `<--state-dir>/ship`.
@@ -108,13 +118,40 @@ pub fn start(
             );
         }
     }
+    let mut sink_metrics: Option<metrics::SinkMetrics> = None;
+    let mut sink_metrics = || {
+        sink_metrics
+            .get_or_insert_with(|| metrics::SinkMetrics::register(registry))
+            .clone()
+    };
+    if let Some(loki) = &config.tracerd.loki {
+        let name = "tracerd.loki";
+        let base = state_base(config, state_dir).ok_or(ShipError::NoStateDir(name))?;
+        let root = machine_root(config).ok_or(ShipError::NoMachineFiles(name))?;
+        let tls = match &loki.tls {
+            Some(t) => Some(tls::client_config(t).map_err(|e| ShipError::Tls(name, e))?),
+            None => None,
+        };
+        let client = http::Client::with_tls(&loki.url, tls).map_err(|e| ShipError::Url(name, e))?;
+        let state = state::StateDir::open(&base, loki::SINK)
+            .map_err(|e| ShipError::State(base.clone(), e))?;
+        let metrics = sink_metrics();
+        let follower = follow::Follower::new(loki::SINK, root, state, metrics.clone());
+        let sink = loki::Sink {
+            settings: loki.clone(),
+            client,
+            follower,
+            metrics,
+        };
+        tracker.spawn(sink.run(cancel.clone()));
+    }
     let Some(ch) = &config.tracerd.clickhouse else {
         return Ok(());
     };
     let name = "tracerd.clickhouse";
     let base = state_base(config, state_dir).ok_or(ShipError::NoStateDir(name))?;
     let root = machine_root(config).ok_or(ShipError::NoMachineFiles(name))?;
-    let metrics = metrics::SinkMetrics::register(registry);
+    let metrics = sink_metrics();
     let state = state::StateDir::open(&base, clickhouse::SINK)
         .map_err(|e| ShipError::State(base.clone(), e))?;
     let password = match &ch.password_file {

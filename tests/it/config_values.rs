@@ -20,6 +20,7 @@ fn base() -> Value {
         "tracerd": {"limits": {}, "durability": {}, "history": {},
                     "clickhouse": {"url": "http://127.0.0.1:8123"},
                     "remoteWrite": [{"url": "http://127.0.0.1:9090/api/v1/write"}],
+                    "loki": {"url": "http://127.0.0.1:3100"},
                     "forward": [{"name": "central", "address": "127.0.0.1:3200"}]}
     })
 }

@@ -37,6 +37,7 @@ mod seccomp;
 mod service;
 mod ship_clickhouse;
 mod ship_fleet;
+mod ship_loki;
 mod ship_remote_write;
 mod ship_support;
 mod shutdown;
