@@ -213,6 +213,7 @@ const REMOTE_WRITE: &[Field] = &[
     opt("intervalSecs", Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds")),
     opt("queue", Kind::Obj(RW_QUEUE)),
     opt("timeoutSecs", Kind::Num(0.1, MAX_TIMEOUT_SECS, "seconds")),
+    opt("tls", Kind::Obj(CLIENT_TLS)),
 ];
 const BASIC_AUTH: &[Field] = &[req("username", Kind::Text), req("passwordFile", Kind::Text)];
 const RW_QUEUE: &[Field] = &[

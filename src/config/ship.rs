@@ -1,4 +1,5 @@
-//! Settings of the shipping sinks (issue 18): `tracerd.clickhouse` and `tracerd.shipStateDir`.
+//! Settings of the shipping sinks (issue 18): `tracerd.clickhouse`, `tracerd.loki`,
+//! `tracerd.remoteWrite` (with the clients' `tls`) and `tracerd.shipStateDir`.
 //! Types only (serde); the shape of each key is declared in `shape.rs`, cross-key checks in
 //! `validate.rs`, the sinks themselves in `crate::ship`.
 
@@ -167,8 +168,11 @@ pub(super) fn check_clickhouse(
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteWriteSettings {
-    /// The receiver, e.g. `http://127.0.0.1:9090/api/v1/write` (http:// only).
+    /// The receiver, e.g. `http://127.0.0.1:9090/api/v1/write` (`https://` with `tls`).
     pub url: String,
+    /// TLS for an `https://` URL: the server's CA, and a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// Extra request headers.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub headers: std::collections::BTreeMap<String, String>,
@@ -258,15 +262,17 @@ impl RemoteWriteQueue {
 /// The problems of one `tracerd.remoteWrite` entry (key, message); pure.
 pub(super) fn check_remote_write(i: usize, rw: &RemoteWriteSettings) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if !rw.url.starts_with("http://") {
+    if !rw.url.starts_with("http://") && !rw.url.starts_with("https://") {
         out.push((
             format!("tracerd.remoteWrite[{i}].url"),
-            format!(
-                "{:?} is not an http:// URL (https is not supported)",
-                rw.url
-            ),
+            format!("{:?} is not an http:// or https:// URL", rw.url),
         ));
     }
+    out.extend(check_client_tls(
+        &format!("tracerd.remoteWrite[{i}]"),
+        &rw.url,
+        rw.tls.as_ref(),
+    ));
     for name in rw.external_labels.keys() {
         let mut b = name.bytes();
         let ok = b

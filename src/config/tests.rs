@@ -521,7 +521,12 @@ fn every_schema_key_is_known_to_the_shape_check() {
             }),
             ship_state_dir: Some("/ship".into()),
             remote_write: vec![crate::config::RemoteWriteSettings {
-                url: "http://127.0.0.1:9090/api/v1/write".into(),
+                url: "https://127.0.0.1:9090/api/v1/write".into(),
+                tls: Some(crate::config::ClientTls {
+                    ca_file: "/ca.pem".into(),
+                    cert_file: None,
+                    key_file: None,
+                }),
                 headers: [("X-A".into(), "b".into())].into(),
                 bearer_token_file: Some("/tok".into()),
                 basic_auth: Some(crate::config::BasicAuth {

@@ -107,9 +107,15 @@ pub fn start(
             let auth = remote_write::auth_header(rw).map_err(|e| {
                 ShipError::Password("tracerd.remoteWrite", rw.url.clone().into(), e)
             })?;
+            let tls = match &rw.tls {
+                Some(t) => Some(
+                    tls::client_config(t).map_err(|e| ShipError::Tls("tracerd.remoteWrite", e))?,
+                ),
+                None => None,
+            };
             remote_write::start(
                 rw.clone(),
-                auth,
+                remote_write::Access { auth, tls },
                 sources.telemetry.clone(),
                 sources.nodes.clone(),
                 metrics.clone(),

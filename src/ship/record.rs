@@ -1,5 +1,6 @@
 //! One machine-format log line read back as the fields a sink ships: the time (seconds and
-//! nanoseconds, from `at`), namespace, severity, host and thread. Pure.
+//! nanoseconds, from `at`), namespace, severity, host, thread and `data`, and its text form
+//! ([`Record::human`], the `ForHuman` renderer's line). Pure.
 //!
 //! tracerd writes `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`; a node that sent
 //! its own machine line (`MachineForm::Line`) may use other keys, so every field is optional
@@ -25,6 +26,8 @@ pub struct Record<'a> {
     pub host: Cow<'a, str>,
     /// `thread`.
     pub thread: Cow<'a, str>,
+    /// `data`, as its JSON text.
+    pub data: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +42,8 @@ struct Fields<'a> {
     host: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     thread: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
 }
 
 impl<'a> Record<'a> {
@@ -55,7 +60,44 @@ impl<'a> Record<'a> {
             severity: f.sev.unwrap_or_default(),
             host: f.host.unwrap_or_default(),
             thread: f.thread.unwrap_or_default(),
+            data: f.data.map(serde_json::value::RawValue::get),
         }
+    }
+
+    /// The line's text form, as the `ForHuman` log format writes it
+    /// (`[at] [sev] [host] [ns] text`, `logs::format::push_human`), rendered from the machine
+    /// line: the machine files keep no human text, so `text` is the machine `data` (the
+    /// node's text itself when it was not JSON, kept by `push_machine` as a JSON string).
+    /// Empty for a line without a time or a known severity (not in tracerd's shape).
+    pub fn human(&self) -> String {
+        let Some(severity) = crate::model::Severity::parse(&self.severity) else {
+            return String::new();
+        };
+        if self.secs == 0 && self.nanos == 0 {
+            return String::new();
+        }
+        let data = self.data.unwrap_or_default();
+        let machine = match serde_json::from_str::<Cow<'_, str>>(data) {
+            Ok(text) if data.starts_with('"') => text.into_owned(),
+            _ => data.to_string(),
+        };
+        let obj = crate::model::TraceObject {
+            namespace: self.namespace.to_string(),
+            severity,
+            detail: crate::model::DetailLevel::Normal,
+            timestamp_ns: self.unix_nanos(),
+            hostname: self.host.to_string(),
+            thread_id: self.thread.to_string(),
+            machine,
+            human: None,
+            form: Default::default(),
+        };
+        let mut out = Vec::new();
+        crate::logs::format::push_human(&mut out, &obj);
+        if out.last() == Some(&b'\n') {
+            out.pop();
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Nanoseconds since the Unix epoch.
@@ -93,6 +135,26 @@ mod tests {
         assert_eq!(r.severity, "Warning");
         assert_eq!(r.host, obj.hostname);
         assert_eq!(r.thread, "42");
+        assert_eq!(
+            r.human(),
+            "[2026-07-22T10:06:52.123456789Z] [Warning] [h\\nost] [ChainDB.AddBlock\"x] {\"a\":1}"
+        );
+        // A node's text that was not JSON comes back as itself (escaped as the text log does).
+        let obj = TraceObject {
+            machine: "plain\ntext".into(),
+            ..obj
+        };
+        let mut line = Vec::new();
+        crate::logs::format::push_machine(&mut line, &obj);
+        let text = std::str::from_utf8(&line).unwrap().trim_end();
+        let mut human = Vec::new();
+        crate::logs::format::push_human(&mut human, &TraceObject { human: None, ..obj });
+        assert_eq!(
+            Record::parse(text).human(),
+            std::str::from_utf8(&human).unwrap().trim_end()
+        );
+        assert!(Record::parse(text).human().ends_with("plain\\ntext"));
+        assert_eq!(Record::parse("not json").human(), "");
     }
 
     #[test]

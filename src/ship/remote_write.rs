@@ -99,10 +99,20 @@ struct Shared {
     in_flight: Vec<std::sync::atomic::AtomicI64>,
 }
 
+/// How an entry reaches its receiver: the `Authorization` value and the TLS config, both
+/// read from their files at start.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// `Authorization` header value.
+    pub auth: Option<String>,
+    /// TLS for an `https://` URL.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// Starts the sampler and the senders of one entry.
 pub fn start(
     settings: RemoteWriteSettings,
-    auth: Option<String>,
+    access: Access,
     telemetry: Telemetry,
     nodes: Nodes,
     metrics: RemoteWriteMetrics,
@@ -126,7 +136,7 @@ pub fn start(
         tracker.spawn(send_loop(
             i,
             settings.clone(),
-            auth.clone(),
+            access.clone(),
             shared.clone(),
             metrics.clone(),
             cancel.clone(),
@@ -248,13 +258,14 @@ impl Sampler {
 async fn send_loop(
     shard: usize,
     settings: RemoteWriteSettings,
-    auth: Option<String>,
+    access: Access,
     shared: Arc<Shared>,
     metrics: RemoteWriteMetrics,
     cancel: CancellationToken,
 ) {
     let url = settings.url.clone();
-    let mut client = match Client::new(&url) {
+    let Access { auth, tls } = access;
+    let mut client = match Client::with_tls(&url, tls) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(url = %url, error = %e, "remote_write not started");

@@ -130,6 +130,20 @@ async fn every_acknowledged_object_reaches_clickhouse_exactly_once_across_outage
          WHERE node = 'ch-bp' AND visitParamExtractUInt(machine, 'seq') = 7 FORMAT TabSeparated",
     );
     assert_eq!(row.trim(), "Test.Stream\tInfo\thost\t7\t7\t1784714812");
+    // `human` holds the text log's line rendered from the machine line (no human text there).
+    let human = ch.query(
+        "SELECT human FROM tracerd.traces \
+         WHERE node = 'ch-bp' AND visitParamExtractUInt(machine, 'seq') = 7 FORMAT TSVRaw",
+    );
+    assert_eq!(
+        human.trim_end(),
+        format!(
+            "[2026-07-22T10:06:52.000000007Z] [Info] [host] [Test.Stream] {{\"node\":\"ch-bp\",\"seq\":7,\"pad\":\"{}\"}}",
+            "x".repeat(120)
+        )
+    );
+    let empty = ch.query("SELECT count() FROM tracerd.traces WHERE human = '' FORMAT TabSeparated");
+    assert_eq!(empty.trim(), "0", "a row without its text form");
     // Caught up: the lag gauge of every node is 0, and the outage was retried, not lost.
     let (_, _, metrics) = http_get(http, "/metrics", &[]);
     for node in NODES {

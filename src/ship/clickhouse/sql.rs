@@ -149,6 +149,7 @@ pub fn push_rows(out: &mut Vec<u8>, batch: &Batch, tracer: &str) {
             }
             let text = chunk.text(line);
             let r = Record::parse(&text);
+            let human = r.human();
             let row = Row {
                 time: r.secs.clamp(0, i64::from(u32::MAX)) as u32,
                 nanos: r.nanos,
@@ -159,7 +160,7 @@ pub fn push_rows(out: &mut Vec<u8>, batch: &Batch, tracer: &str) {
                 host: &r.host,
                 thread: &r.thread,
                 machine: &text,
-                human: "",
+                human: &human,
                 file: &file_name,
                 offset: line.after.offset,
             };
