@@ -50,39 +50,61 @@ impl NodeDialed<'_> {
     }
 }
 
-/// The connection limit (`tracerd.limits.maxConnections`) closed a new connection.
+/// The accept loop of a node listener closed a new connection: the connection limit
+/// (`tracerd.limits.maxConnections`) or a per-source bound (`tracerd.limits.perSource`).
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimitReached<'a> {
+pub struct ConnectionRefused<'a> {
     /// The refused peer.
     pub peer: &'a str,
+    /// Its source (address, /64, or Unix uid and pid), in words.
+    pub source: &'a crate::transport::admission::Source,
+    /// The bounded reason, also the metric label.
+    pub reason: &'static str,
+    /// The reason in words.
+    pub words: &'static str,
+    /// `Some(n)`: log it, saying `n` earlier refusals for this reason were not logged;
+    /// `None`: count it only (the lines are rate-limited).
+    pub log: Option<u64>,
 }
 
-impl ConnectionLimitReached<'_> {
-    /// Logs it and counts it in `tracerd_connections_refused_total{reason="connection_limit"}`.
+impl ConnectionRefused<'_> {
+    /// Counts it in `tracerd_connections_refused_total{reason}` and logs it when `log` says so.
     pub fn emit(self, t: &Telemetry) {
-        tracing::warn!(peer = %self.peer, "connection limit reached; closing new connection");
         t.connections_refused
-            .with_label_values(&["connection_limit"])
+            .with_label_values(&[self.reason])
             .inc();
+        if let Some(suppressed) = self.log {
+            tracing::warn!(peer = %self.peer, source = %self.source, reason = self.reason,
+                suppressed, "{}; closing new connection", self.words);
+        }
     }
 }
 
-/// The HTTP server's connection cap closed a new connection (not counted).
+/// The HTTP server closed a new connection: its socket cap, the endpoint's connection limit or
+/// the client's (`tracerd.limits.http`).
 #[derive(Debug, Clone, Copy)]
-pub struct HttpConnectionLimitReached<'a> {
+pub struct HttpConnectionRefused<'a> {
     /// The refused peer.
     pub peer: &'a str,
+    /// The bounded reason, also the metric label.
+    pub reason: &'static str,
     /// Which limit, in words.
-    pub reason: &'a str,
-    /// Refusals not logged (rate limit) since the last line.
-    pub suppressed: u64,
+    pub words: &'a str,
+    /// `Some(n)`: log it, with the refusals not logged (rate limit) since the last line.
+    pub log: Option<u64>,
 }
 
-impl HttpConnectionLimitReached<'_> {
-    /// Logs it (the caller bounds the rate).
-    pub fn emit(self) {
-        tracing::warn!(peer = %self.peer, suppressed = self.suppressed,
-            "HTTP connection refused: {}; closing new connection", self.reason);
+impl HttpConnectionRefused<'_> {
+    /// Counts it in `tracerd_http_connections_refused_total{reason}` and logs it when `log`
+    /// says so.
+    pub fn emit(self, t: &Telemetry) {
+        t.http_connections_refused
+            .with_label_values(&[self.reason])
+            .inc();
+        if let Some(suppressed) = self.log {
+            tracing::warn!(peer = %self.peer, reason = self.reason, suppressed,
+                "HTTP connection refused: {}; closing new connection", self.words);
+        }
     }
 }
 

@@ -100,6 +100,12 @@ pub async fn run(
     } = options;
     // Installed first: from here on SIGHUP never terminates tracerd (its default action).
     let mut hangup = Hangup::install();
+    // The per-source bounds of every node listener (before anything is bound: a bad
+    // `tracerd.limits.perSource.exempt` entry is a start error).
+    let admission = Arc::new(crate::transport::admission::Admission::new(
+        crate::transport::admission::SourceLimits::from_config(&config.tracerd.limits)
+            .map_err(anyhow::Error::msg)?,
+    ));
     let Built {
         shared,
         cardano,
@@ -131,6 +137,10 @@ pub async fn run(
             listener,
             router,
             tls,
+            (
+                http::conns::Limits::from_config(&config.tracerd.limits),
+                shared.telemetry.clone(),
+            ),
             http_cancel.clone(),
             http_tracker.clone(),
         ));
@@ -164,6 +174,7 @@ pub async fn run(
             service,
             ctx: shared.clone(),
             tls: native_tls.clone(),
+            admission: admission.clone(),
         });
         tracker.spawn(sessions.run(listener, limit.clone(), cancel.clone(), tracker.clone()));
     }

@@ -31,6 +31,18 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 16_384;
 /// Default idle timeout: a live node answers tracerd's 5-second pings, so a minute of
 /// silence means a dead peer.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: f64 = 60.0;
+/// Default of `tracerd.limits.perSource.maxConnections`: a quarter of `maxConnections`, so a
+/// site of 4,096 nodes behind one NAT address still connects.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 4096;
+/// Default of `tracerd.limits.perSource.handshakesPerSec`.
+pub const DEFAULT_HANDSHAKES_PER_SOURCE_PER_SEC: f64 = 256.0;
+/// Default of `tracerd.limits.perSource.handshakeBurst`: a whole NAT site of 4,096 nodes may
+/// reconnect at once (after a restart of tracerd).
+pub const DEFAULT_HANDSHAKE_BURST_PER_SOURCE: u32 = 4096;
+/// Default of `tracerd.limits.http.maxConnections`.
+pub const DEFAULT_HTTP_CONNECTIONS: u32 = 256;
+/// Default of `tracerd.limits.http.maxConnectionsPerClient`.
+pub const DEFAULT_HTTP_CONNECTIONS_PER_CLIENT: u32 = 64;
 /// Default period of `fsync: interval`.
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 500;
 /// Default shutdown grace period.
@@ -164,6 +176,28 @@ impl Default for Limits {
             handshake_timeout_secs: DEFAULT_HANDSHAKE_TIMEOUT_SECS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            per_source: Box::default(),
+            http: HttpLimits::default(),
+        }
+    }
+}
+
+impl Default for PerSourceLimits {
+    fn default() -> Self {
+        PerSourceLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            handshakes_per_sec: DEFAULT_HANDSHAKES_PER_SOURCE_PER_SEC,
+            handshake_burst: DEFAULT_HANDSHAKE_BURST_PER_SOURCE,
+            exempt: default_per_source_exempt(),
+        }
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: DEFAULT_HTTP_CONNECTIONS,
+            max_connections_per_client: DEFAULT_HTTP_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -237,6 +271,26 @@ pub(super) fn default_max_connections() -> u32 {
 }
 pub(super) fn default_idle_timeout() -> f64 {
     DEFAULT_IDLE_TIMEOUT_SECS
+}
+pub(super) fn default_max_connections_per_source() -> u32 {
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE
+}
+pub(super) fn default_handshakes_per_source_per_sec() -> f64 {
+    DEFAULT_HANDSHAKES_PER_SOURCE_PER_SEC
+}
+pub(super) fn default_handshake_burst_per_source() -> u32 {
+    DEFAULT_HANDSHAKE_BURST_PER_SOURCE
+}
+/// Loopback: any local process may pick any loopback source address, so a per-address bound
+/// there protects nothing (and the benchmark's nodes all come from 127.0.0.1).
+pub(super) fn default_per_source_exempt() -> Vec<String> {
+    vec!["127.0.0.0/8".to_string(), "::1".to_string()]
+}
+pub(super) fn default_http_connections() -> u32 {
+    DEFAULT_HTTP_CONNECTIONS
+}
+pub(super) fn default_http_connections_per_client() -> u32 {
+    DEFAULT_HTTP_CONNECTIONS_PER_CLIENT
 }
 pub(super) fn default_fsync_interval_ms() -> u64 {
     DEFAULT_FSYNC_INTERVAL_MS

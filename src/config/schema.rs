@@ -522,6 +522,45 @@ pub struct Limits {
     /// long is closed, in seconds.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: f64,
+    /// Bounds per source of node connections (boxed: sessions copy `Limits`, and an idle
+    /// session's future stays small).
+    #[serde(default)]
+    pub per_source: Box<PerSourceLimits>,
+    /// Bounds of HTTP connections.
+    #[serde(default)]
+    pub http: HttpLimits,
+}
+
+/// `tracerd.limits.perSource`: what one source of node connections (an IPv4 address, an IPv6
+/// /64, a Unix peer's uid) may do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PerSourceLimits {
+    /// Connections one source may hold at once; further ones are closed at accept and
+    /// counted (`per_source_limit`).
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections: u32,
+    /// New connections a source may open per second, on average (`handshake_rate`).
+    #[serde(default = "default_handshakes_per_source_per_sec")]
+    pub handshakes_per_sec: f64,
+    /// New connections a source may open at once (its token bucket's capacity).
+    #[serde(default = "default_handshake_burst_per_source")]
+    pub handshake_burst: u32,
+    /// TCP source networks these bounds do not apply to (default: loopback).
+    #[serde(default = "default_per_source_exempt")]
+    pub exempt: Vec<String>,
+}
+
+/// `tracerd.limits.http`: HTTP connections per endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpLimits {
+    /// HTTP connections one endpoint serves at once.
+    #[serde(default = "default_http_connections")]
+    pub max_connections: u32,
+    /// HTTP connections one client (an IP address) may hold at once per endpoint.
+    #[serde(default = "default_http_connections_per_client")]
+    pub max_connections_per_client: u32,
 }
 
 /// When trace objects count as persisted, and so when they are acknowledged.

@@ -154,6 +154,24 @@ const LIMITS: &[Field] = &[
     ),
     opt("maxConnections", Kind::Int(1, 1_000_000, "connections")),
     opt("idleTimeoutSecs", Kind::Num(0.001, 86_400.0, "seconds")),
+    opt("perSource", Kind::Obj(PER_SOURCE)),
+    opt("http", Kind::Obj(HTTP_LIMITS)),
+];
+const PER_SOURCE: &[Field] = &[
+    opt("maxConnections", Kind::Int(1, 1_000_000, "connections")),
+    opt(
+        "handshakesPerSec",
+        Kind::Num(0.001, 1_000_000.0, "connections per second"),
+    ),
+    opt("handshakeBurst", Kind::Int(1, 1_000_000, "connections")),
+    opt("exempt", Kind::List(&Kind::Text)),
+];
+const HTTP_LIMITS: &[Field] = &[
+    opt("maxConnections", Kind::Int(1, 65_536, "connections")),
+    opt(
+        "maxConnectionsPerClient",
+        Kind::Int(1, 65_536, "connections"),
+    ),
 ];
 const DURABILITY: &[Field] = &[
     opt("fsync", Kind::Enum(&["never", "batch", "interval"])),

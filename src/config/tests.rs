@@ -448,6 +448,16 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 handshake_timeout_secs: 2.0,
                 max_connections: 9,
                 idle_timeout_secs: 30.0,
+                per_source: Box::new(PerSourceLimits {
+                    max_connections: 5,
+                    handshakes_per_sec: 2.5,
+                    handshake_burst: 7,
+                    exempt: vec!["10.0.0.0/8".into()],
+                }),
+                http: HttpLimits {
+                    max_connections: 11,
+                    max_connections_per_client: 3,
+                },
             },
             durability: Durability {
                 fsync: FsyncPolicy::Interval,

@@ -56,7 +56,12 @@ impl Acceptor for Downstreams {
         }
     }
 
-    fn refused(&self, peer: &str) {
+    fn refused(
+        &self,
+        peer: &str,
+        _: &crate::transport::admission::Source,
+        _: crate::transport::admission::Refusal,
+    ) {
         tracing::warn!(downstream = %peer, "re-forwarding: connection limit reached; downstream refused");
     }
 

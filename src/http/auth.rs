@@ -269,7 +269,10 @@ impl Auth {
             metrics,
             bcrypt: Arc::new(Semaphore::new(BCRYPT_AT_ONCE)),
             sources: Mutex::new(HashSet::new()),
-            log: RateLog::default(),
+            log: RateLog::new(
+                crate::http::conns::LINES_PER_WINDOW,
+                crate::http::conns::WINDOW,
+            ),
         })
     }
 

@@ -2,8 +2,9 @@
 //! full (issue 12, point 5: slowloris).
 //!
 //! Every accepted connection is admitted here first ([`Conns::admit`]). An endpoint serves at
-//! most [`MAX_CONNECTIONS`], one client (an IP address; a Unix peer is one client) at most
-//! [`MAX_PER_CLIENT`] of them. When a limit is reached, the new connection takes the slot of
+//! most `tracerd.limits.http.maxConnections` ([`MAX_CONNECTIONS`] by default), one client (an IP
+//! address; a Unix peer is one client) at most `maxConnectionsPerClient` ([`MAX_PER_CLIENT`])
+//! of them. When a limit is reached, the new connection takes the slot of
 //! the connection that has been *idle* longest — one still reading its request headers, or a
 //! keep-alive connection between requests — of that client (per-client limit) or of anyone
 //! (endpoint limit). A connection serving a request is not evicted, unless it has been at it
@@ -14,13 +15,14 @@
 //! head, so from before its first byte) closes the rest.
 //!
 //! An evicted connection is not closed at once: its socket stays open, unserved, for
-//! [`TARPIT`] (at most [`MAX_TARPITTED`] at once), so a client that reopens what is closed
+//! [`TARPIT`] (at most twice the endpoint's limit at once), so a client that reopens what is closed
 //! cannot make the slots change hands at the speed of `connect` — which would also evict a
 //! well-behaved newcomer before its request head is read.
 //!
-//! Refusals are logged at a bounded rate across the endpoint ([`RateLog`]): at most
-//! [`LINES_PER_WINDOW`] lines per [`WINDOW`], each saying how many were suppressed before it.
-//! The choice of a victim ([`choose`]) is pure.
+//! Refusals are counted by reason (`tracerd_http_connections_refused_total{reason}`:
+//! `per_client_limit`, `endpoint_full`, `socket_limit`) and logged at a bounded rate across the
+//! endpoint ([`RateLog`]): at most [`LINES_PER_WINDOW`] lines per [`WINDOW`], each saying how
+//! many were suppressed before it. The choice of a victim ([`choose`]) is pure.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,25 +32,22 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-/// HTTP connections served at once per endpoint.
-pub const MAX_CONNECTIONS: usize = 256;
-/// HTTP connections one client may hold at once per endpoint.
-pub const MAX_PER_CLIENT: usize = MAX_CONNECTIONS / 4;
+/// HTTP connections served at once per endpoint, by default.
+pub const MAX_CONNECTIONS: usize = crate::config::DEFAULT_HTTP_CONNECTIONS as usize;
+/// HTTP connections one client may hold at once per endpoint, by default.
+pub const MAX_PER_CLIENT: usize = crate::config::DEFAULT_HTTP_CONNECTIONS_PER_CLIENT as usize;
 /// A request whose response has taken longer than this is stalled, and its slot may be taken.
 pub const STALLED: Duration = Duration::from_secs(30);
 /// How long an evicted connection's socket stays open, no longer served, before it is
 /// closed (a tarpit): a client that reopens a connection when it is closed comes back this
 /// much later, so trickling clients cannot churn the slots at the speed of `connect`.
 pub const TARPIT: Duration = Duration::from_secs(2);
-/// Evicted sockets held open at once; past it, an evicted connection is closed at once.
-pub const MAX_TARPITTED: usize = 2 * MAX_CONNECTIONS;
-/// Sockets an endpoint keeps open at once: served, tarpitted and a margin for those being
-/// admitted or refused; past it, the accept loop closes new connections.
-pub const MAX_SOCKETS: usize = MAX_CONNECTIONS + MAX_TARPITTED + MAX_CONNECTIONS;
 /// Refusal lines logged per endpoint and window.
 pub const LINES_PER_WINDOW: u32 = 5;
 /// The window of [`LINES_PER_WINDOW`].
 pub const WINDOW: Duration = Duration::from_secs(10);
+
+pub use crate::transport::admission::RateLog;
 
 /// One client: the peer's IP address, or `None` for a Unix peer (all one client).
 pub type Client = Option<IpAddr>;
@@ -81,6 +80,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The metric label (`tracerd_http_connections_refused_total{reason}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::PerClient => "per_client_limit",
+            Refusal::Full => "endpoint_full",
+        }
+    }
+
     /// The words of the log line.
     pub fn reason(self) -> &'static str {
         match self {
@@ -101,7 +108,7 @@ pub enum Decision {
     Refuse(Refusal),
 }
 
-/// Limits of [`choose`].
+/// Limits of [`choose`] (`tracerd.limits.http`).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections at once.
@@ -165,13 +172,37 @@ impl std::fmt::Debug for Conns {
     }
 }
 
+impl Limits {
+    /// The limits `tracerd.limits` sets.
+    pub fn from_config(limits: &crate::config::Limits) -> Limits {
+        Limits {
+            total: (limits.http.max_connections as usize).max(1),
+            per_client: (limits.http.max_connections_per_client as usize).max(1),
+            stalled_ms: STALLED.as_millis() as u64,
+        }
+    }
+
+    /// Evicted sockets held open at once; past it, an evicted connection is closed at once.
+    pub fn max_tarpitted(&self) -> usize {
+        2 * self.total
+    }
+
+    /// Sockets an endpoint keeps open at once: served, tarpitted and a margin for those being
+    /// admitted or refused; past it, the accept loop closes new connections.
+    pub fn max_sockets(&self) -> usize {
+        self.total + self.max_tarpitted() + self.total
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from_config(&crate::config::Limits::default())
+    }
+}
+
 impl Default for Conns {
     fn default() -> Conns {
-        Conns::new(Limits {
-            total: MAX_CONNECTIONS,
-            per_client: MAX_PER_CLIENT,
-            stalled_ms: STALLED.as_millis() as u64,
-        })
+        Conns::new(Limits::default())
     }
 }
 
@@ -228,7 +259,7 @@ impl Conns {
             epoch: Instant::now(),
             limits,
             table: Mutex::new(Table::default()),
-            log: RateLog::default(),
+            log: RateLog::new(LINES_PER_WINDOW, WINDOW),
             tarpitted: AtomicUsize::new(0),
         }
     }
@@ -285,22 +316,21 @@ impl Conns {
         })
     }
 
-    /// Logs a refusal of `peer`, at a bounded rate.
-    pub fn refused(&self, peer: &str, why: &str) {
-        if let Some(suppressed) = self.log.admit(Instant::now()) {
-            crate::events::HttpConnectionLimitReached {
-                peer,
-                reason: why,
-                suppressed,
-            }
-            .emit();
-        }
+    /// Whether a refusal is logged now (a bounded rate per endpoint): `Some(refusals not
+    /// logged before it)`, or `None`.
+    pub fn log_refusal(&self) -> Option<u64> {
+        self.log.admit(Instant::now())
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Holds an evicted connection's socket (in `_socket`, no longer polled) open for
-    /// [`TARPIT`], unless [`MAX_TARPITTED`] are held already or `cancel` fires.
+    /// [`TARPIT`], unless [`Limits::max_tarpitted`] are held already or `cancel` fires.
     pub async fn tarpit<S>(&self, _socket: S, cancel: &CancellationToken) {
-        if self.tarpitted.fetch_add(1, Ordering::AcqRel) < MAX_TARPITTED {
+        if self.tarpitted.fetch_add(1, Ordering::AcqRel) < self.limits.max_tarpitted() {
             tokio::select! {
                 _ = tokio::time::sleep(TARPIT) => {}
                 _ = cancel.cancelled() => {}
@@ -324,32 +354,6 @@ impl Conns {
     /// Connections held now.
     pub fn held(&self) -> usize {
         crate::sync::lock(&self.table).slots.len()
-    }
-}
-
-/// A rate limit of log lines: at most [`LINES_PER_WINDOW`] per [`WINDOW`]; the next line
-/// carries the count suppressed since the last one. Pure but for the clock passed in.
-#[derive(Debug, Default)]
-pub struct RateLog {
-    state: Mutex<Option<(Instant, u32, u64)>>,
-}
-
-impl RateLog {
-    /// Whether a line at `now` is logged: `Some(suppressed before it)`, or `None`.
-    pub fn admit(&self, now: Instant) -> Option<u64> {
-        let mut s = crate::sync::lock(&self.state);
-        let (start, logged, suppressed) = s.get_or_insert((now, 0, 0));
-        if now.duration_since(*start) >= WINDOW {
-            *start = now;
-            *logged = 0;
-        }
-        if *logged < LINES_PER_WINDOW {
-            *logged += 1;
-            Some(std::mem::take(suppressed))
-        } else {
-            *suppressed += 1;
-            None
-        }
     }
 }
 
@@ -435,7 +439,7 @@ mod tests {
 
     #[test]
     fn refusal_lines_are_bounded_per_window_and_count_what_they_suppressed() {
-        let log = RateLog::default();
+        let log = RateLog::new(LINES_PER_WINDOW, WINDOW);
         let t0 = Instant::now();
         let lines = (0..100).filter(|_| log.admit(t0).is_some()).count();
         assert_eq!(lines, LINES_PER_WINDOW as usize);

@@ -49,7 +49,8 @@ use reply::{reply, TEXT_UTF8};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest time a client may take to send its request headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP connections served at once per endpoint (see [`conns`] for who gives up a slot).
+/// HTTP connections served at once per endpoint by default (see [`conns`] for who gives up a
+/// slot).
 pub const MAX_CONNECTIONS: usize = conns::MAX_CONNECTIONS;
 /// Expositions rendered at once (each on a blocking thread).
 pub const MAX_CONCURRENT_RENDERS: usize = 4;
@@ -230,19 +231,22 @@ pub async fn bind(endpoint: &Endpoint) -> Result<TcpListener, HttpError> {
 /// Serves `router` on `listener` until `cancel` fires; each connection is a task on
 /// `tracker`, finishing its in-flight request before it closes. Accepting, the socket cap
 /// and backoff are the shared loop of `crate::transport`; who may hold a slot is [`conns`]'s.
-/// With `tls`, the endpoint serves HTTPS only (see [`tls`]).
+/// With `tls`, the endpoint serves HTTPS only (see [`tls`]). Refusals are counted in
+/// `telemetry` (`tracerd_http_connections_refused_total{reason}`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    (limits, telemetry): (conns::Limits, Telemetry),
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let limit = Arc::new(Semaphore::new(conns::MAX_SOCKETS));
+    let limit = Arc::new(Semaphore::new(limits.max_sockets()));
     let server = Arc::new(Server {
         router,
         tls,
-        conns: Arc::new(conns::Conns::default()),
+        conns: Arc::new(conns::Conns::new(limits)),
+        telemetry,
     });
     server
         .run(Listener::Tcp(listener), limit, cancel, tracker)
@@ -254,6 +258,20 @@ struct Server {
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     conns: Arc<conns::Conns>,
+    telemetry: Telemetry,
+}
+
+impl Server {
+    /// Counts a refusal of `peer` and logs it at the endpoint's bounded rate.
+    fn refuse(&self, peer: &str, reason: &'static str, words: &str) {
+        crate::events::HttpConnectionRefused {
+            peer,
+            reason,
+            words,
+            log: self.conns.log_refusal(),
+        }
+        .emit(&self.telemetry);
+    }
 }
 
 impl Acceptor for Server {
@@ -261,7 +279,7 @@ impl Acceptor for Server {
         let Conn { stream, peer } = conn;
         let ticket = match self.conns.admit(&peer) {
             Ok(t) => t,
-            Err(refusal) => return self.conns.refused(&peer, refusal.reason()),
+            Err(refusal) => return self.refuse(&peer, refusal.label(), refusal.reason()),
         };
         match (&self.tls, stream) {
             (Some(config), tokio_util::either::Either::Left(tcp)) => {
@@ -282,9 +300,13 @@ impl Acceptor for Server {
         }
     }
 
-    fn refused(&self, peer: &str) {
-        self.conns
-            .refused(peer, "too many HTTP sockets open at once");
+    fn refused(
+        &self,
+        peer: &str,
+        _: &crate::transport::admission::Source,
+        _: crate::transport::admission::Refusal,
+    ) {
+        self.refuse(peer, "socket_limit", "too many HTTP sockets open at once");
     }
 
     fn accept_failed(&self, _: &Listener, error: &std::io::Error, backoff: Duration) {

@@ -403,6 +403,7 @@ async fn the_header_deadline_holds_against_trickling_and_silence() {
         listener,
         Router::new(),
         None,
+        (Default::default(), Telemetry::new()),
         cancel.clone(),
         tracker.clone(),
     ));

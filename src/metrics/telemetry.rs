@@ -20,6 +20,8 @@ pub struct Telemetry {
     pub connections_accepted: IntCounterVec,
     /// Connections refused at accept or handshake, by reason.
     pub connections_refused: IntCounterVec,
+    /// HTTP connections refused at accept, by reason.
+    pub http_connections_refused: IntCounterVec,
     /// Sessions ended, by reason.
     pub connections_closed: IntCounterVec,
     /// Nodes connected now, by protocol.
@@ -85,13 +87,17 @@ pub const KNOWN_PROTOCOLS: &[&str] = &["native", "cardano"];
 /// `session`'s handshake refusals.
 pub const KNOWN_REFUSALS: &[&str] = &[
     "connection_limit",
+    "handshake_rate",
     "name_rejected",
     "no_hello",
+    "per_source_limit",
     "source_not_allowed",
     "tls_handshake",
     "unsupported_version",
     "wrong_magic",
 ];
+/// `reason` values of `tracerd_http_connections_refused_total` (`http::conns`).
+pub const KNOWN_HTTP_REFUSALS: &[&str] = &["endpoint_full", "per_client_limit", "socket_limit"];
 /// `reason` values of `tracerd_decode_errors_total`: the native `FrameError` kinds.
 pub const KNOWN_DECODE_ERRORS: &[&str] = &[
     "frame_too_large",
@@ -224,6 +230,12 @@ impl Telemetry {
                 "Connections refused at accept or handshake, by reason.",
                 &["reason"],
             ),
+            http_connections_refused: counter_vec(
+                &r,
+                "tracerd_http_connections_refused_total",
+                "HTTP connections refused at accept, by reason.",
+                &["reason"],
+            ),
             connections_closed: counter_vec(
                 &r,
                 "tracerd_connections_closed_total",
@@ -301,9 +313,10 @@ impl Telemetry {
     /// Creates every known label value of the labelled counters at 0, so a dashboard panel
     /// shows 0 instead of "No data" before the first event (issue 11 point 9).
     fn init_known_labels(&self) {
-        let known: [(&IntCounterVec, &[&str]); 4] = [
+        let known: [(&IntCounterVec, &[&str]); 5] = [
             (&self.connections_accepted, KNOWN_PROTOCOLS),
             (&self.connections_refused, KNOWN_REFUSALS),
+            (&self.http_connections_refused, KNOWN_HTTP_REFUSALS),
             (&self.decode_errors, KNOWN_DECODE_ERRORS),
             (&self.objects_dropped, KNOWN_DROPS),
         ];

@@ -1,6 +1,7 @@
 //! What a node listener serves ([`Service`]), and the [`Sessions`] acceptor that plugs the
 //! protocol sessions into the shared accept loop of `crate::transport`: the loop owns
-//! accepting, the connection limit and shutdown; this supplies the session and the reports.
+//! accepting, the per-source admission, the connection limit and shutdown; this supplies the
+//! session, the admission (one for every node listener) and the reports.
 
 use std::io;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cardano::mux::Mode;
-use crate::events::{ConnectionAccepted, ConnectionLimitReached};
+use crate::events::{ConnectionAccepted, ConnectionRefused};
 use crate::session::{cardano, native, Context, Protocol};
+use crate::transport::admission::{Admission, Refusal, Source};
 use crate::transport::{Acceptor, Conn, Listener};
 
 /// The protocol a listener serves.
@@ -41,6 +43,8 @@ pub struct Sessions {
     pub ctx: Arc<Context>,
     /// `tracerd.native.tls`: native sessions over TCP speak TLS only (Unix ones stay plain).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The per-source bounds, shared by every node listener.
+    pub admission: Arc<Admission>,
 }
 
 impl Acceptor for Sessions {
@@ -84,8 +88,19 @@ impl Acceptor for Sessions {
         .emit(&self.ctx.telemetry);
     }
 
-    fn refused(&self, peer: &str) {
-        ConnectionLimitReached { peer }.emit(&self.ctx.telemetry);
+    fn admission(&self) -> Option<&Arc<Admission>> {
+        Some(&self.admission)
+    }
+
+    fn refused(&self, peer: &str, source: &Source, why: Refusal) {
+        ConnectionRefused {
+            peer,
+            source,
+            reason: why.label(),
+            words: why.words(),
+            log: self.admission.log_refusal(why),
+        }
+        .emit(&self.ctx.telemetry);
     }
 
     fn accept_failed(&self, listener: &Listener, error: &io::Error, backoff: Duration) {
@@ -155,6 +170,12 @@ mod tests {
             service: Service::Native,
             ctx,
             tls: None,
+            admission: Arc::new(Admission::new(crate::transport::admission::SourceLimits {
+                per_source: 1,
+                rate: 1.0,
+                burst: 1,
+                exempt: Vec::new(),
+            })),
         };
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();

@@ -1,5 +1,6 @@
 //! The one accept loop, for the node protocols and the HTTP server alike: it owns accepting,
-//! the connection limit, backoff after a failed `accept` and shutdown, and spawns one tracked
+//! the per-source admission (when the acceptor has one, [`crate::transport::admission`]), the
+//! connection limit, backoff after a failed `accept` and shutdown, and spawns one tracked
 //! task per connection. What a connection is served with, and how a refusal or a failure is
 //! reported, is the [`Acceptor`]'s (the shape of vector's `TcpSource`).
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracerd_wire::Backoff;
 
+use crate::transport::admission::{Admission, Refusal, Source};
 use crate::transport::Listener;
 
 /// An accepted or dialed stream: TCP or Unix (`Either` reads and writes whichever it holds,
@@ -38,8 +40,13 @@ pub trait Acceptor: Send + Sync + Sized + 'static {
     /// A connection passed the limit and is about to be served.
     fn accepted(&self) {}
 
-    /// The connection limit closed a new connection from `peer`.
-    fn refused(&self, peer: &str);
+    /// The per-source bounds new connections pass first, if any (node listeners).
+    fn admission(&self) -> Option<&Arc<Admission>> {
+        None
+    }
+
+    /// The accept loop closed a new connection of `peer` from `source`, for `why`.
+    fn refused(&self, peer: &str, source: &Source, why: Refusal);
 
     /// `accept` failed (typically EMFILE); the loop retries after `backoff`.
     fn accept_failed(&self, listener: &Listener, error: &io::Error, backoff: Duration);
@@ -76,11 +83,19 @@ pub async fn accept_loop<A: Acceptor>(
             accepted = accept(&listener, accepted_count) => accepted,
         };
         match accepted {
-            Ok(conn) => {
+            Ok((conn, source)) => {
                 accepted_count += 1;
                 backoff.reset();
+                let place = match acceptor.admission().map(|a| a.admit(&source)) {
+                    None => None,
+                    Some(Ok(place)) => place,
+                    Some(Err(why)) => {
+                        acceptor.refused(&conn.peer, &source, why);
+                        continue;
+                    }
+                };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    acceptor.refused(&conn.peer);
+                    acceptor.refused(&conn.peer, &source, Refusal::ConnectionLimit);
                     continue;
                 };
                 acceptor.accepted();
@@ -89,6 +104,7 @@ pub async fn accept_loop<A: Acceptor>(
                 tracker.spawn(async move {
                     acceptor.serve(conn, cancel).await;
                     drop(permit);
+                    drop(place);
                 });
             }
             Err(e) => {
@@ -101,24 +117,34 @@ pub async fn accept_loop<A: Acceptor>(
     }
 }
 
-/// Accepts one connection. Unix peers have no address, so they are named
-/// `unix:<path>@<n>` after the n-th connection of the listener, as cardano-tracer names them.
-async fn accept(listener: &Listener, n: u64) -> io::Result<Conn> {
+/// Accepts one connection, and says who it comes from (the TCP peer's address, or the Unix
+/// peer's credentials). Unix peers have no address, so they are named `unix:<path>@<n>`
+/// after the n-th connection of the listener, as cardano-tracer names them.
+async fn accept(listener: &Listener, n: u64) -> io::Result<(Conn, Source)> {
     match listener {
         Listener::Tcp(l) => {
             let (stream, addr) = l.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(Conn {
+            let conn = Conn {
                 stream: Either::Left(stream),
                 peer: addr.to_string(),
-            })
+            };
+            Ok((conn, Source::Ip(addr.ip())))
         }
         Listener::Unix(l, path) => {
             let (stream, _) = l.accept().await?;
-            Ok(Conn {
+            // SO_PEERCRED: one getsockopt, answered from the socket (no I/O).
+            let source = stream
+                .peer_cred()
+                .map_or(Source::Unknown, |c| Source::Unix {
+                    uid: c.uid(),
+                    pid: c.pid(),
+                });
+            let conn = Conn {
                 stream: Either::Right(stream),
                 peer: format!("unix:{}@{n}", path.display()),
-            })
+            };
+            Ok((conn, source))
         }
     }
 }

@@ -25,6 +25,7 @@ mod http;
 mod identity;
 mod imports;
 mod ingest;
+mod limits;
 mod load;
 mod metric_names;
 mod native_tls;

@@ -134,13 +134,16 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Limits come from the live config, so a reload applies to the next session.
-    let limits = shared.limits();
-    let max_message = limits.max_frame_bytes as usize;
+    // Limits come from the live config, so a reload applies to the next session. Scoped, so
+    // they are not part of every idle session's future.
+    let (max_message, timeout) = {
+        let limits = shared.limits();
+        let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
+            .unwrap_or(settings.handshake_timeout);
+        (limits.max_frame_bytes as usize, timeout)
+    };
     let mut framed = session::framed(stream, MuxCodec::new(mode, max_message));
     let magic = settings.network_magic;
-    let timeout = Duration::try_from_secs_f64(limits.handshake_timeout_secs)
-        .unwrap_or(settings.handshake_timeout);
     let handshake = async {
         match mode {
             Mode::Responder => handshake::respond(&mut framed, magic).await,
