@@ -211,3 +211,99 @@ fn plain_tcp_on_a_non_loopback_address_warns_at_start() {
     );
     assert!(text.contains(&format!("0.0.0.0:{port}")), "{text}");
 }
+
+/// `tracerd-load` with `args` against `d`'s TCP listener; its exit status and summary line.
+fn tracerd_load(d: &Daemon, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args(["--connect", &format!("127.0.0.1:{}", d.tcp_port)])
+        .args(["--magic", &MAGIC.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tracerd_load_over_mutual_tls_has_every_object_acknowledged_and_on_disk() {
+    let p = pki();
+    let http = free_port();
+    let d = Daemon::start(&native_tls_config(
+        &p,
+        &format!("hasPrometheus: {{epHost: 127.0.0.1, epPort: {http}}}\n"),
+    ));
+    let client = p.ca.issue("load", "load", "DNS:load.nodes", "clientAuth");
+    let (ca, cert, key) = (
+        p.ca.cert.display().to_string(),
+        client.cert.display().to_string(),
+        client.key.display().to_string(),
+    );
+    let before = refusals(http);
+    let (status, stdout, stderr) = tracerd_load(
+        &d,
+        &[
+            "--nodes",
+            "4",
+            "--rate",
+            "500",
+            "--duration",
+            "1",
+            "--size",
+            "160",
+            "--drain-timeout",
+            "20",
+            "--tls-ca",
+            &ca,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    assert!(status.success(), "tracerd-load failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let sent = v["sent"].as_u64().unwrap();
+    // 4 nodes x 500/s x 1 s, give or take the last tick.
+    assert!((1500..=2500).contains(&sent), "{v}");
+    assert_eq!(v["acked"].as_u64(), Some(sent), "{v}");
+    assert_eq!(v["dropped"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["drained"].as_bool(), Some(true), "{v}");
+    let mut on_disk = 0;
+    for i in 0..4 {
+        let node = format!("load-{i:04}");
+        let n = seqs(&d.logs().join(&node)).len() as u64;
+        assert_eq!(
+            seqs(&d.logs().join(&node)),
+            (1..=n).collect::<Vec<_>>(),
+            "{node}: every object once, in order"
+        );
+        on_disk += n;
+    }
+    assert_eq!(on_disk, sent, "acknowledged objects on disk");
+    assert_eq!(refusals(http), before, "no TLS handshake refused");
+    // The same run without a client certificate is refused by the server: tracerd-load
+    // fails within its connect timeout, and the refusals are counted.
+    let (status, _, stderr) = tracerd_load(
+        &d,
+        &[
+            "--nodes",
+            "1",
+            "--rate",
+            "10",
+            "--duration",
+            "1",
+            "--connect-timeout",
+            "2",
+            "--tls-ca",
+            &ca,
+        ],
+    );
+    assert!(
+        !status.success(),
+        "a client without a certificate ran: {stderr}"
+    );
+    assert!(refusals(http) > before, "the refusal was not counted");
+}
