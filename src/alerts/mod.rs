@@ -40,6 +40,8 @@ use traces::TraceEngine;
 pub const DEFAULT_INTERVAL_SECS: f64 = 15.0;
 /// Default `tracerd.alerts.queueCapacity` (Prometheus's notification queue capacity).
 pub const DEFAULT_QUEUE_CAPACITY: u64 = 10_000;
+/// Default `tracerd.alerts.forGracePeriodSecs` (Prometheus's `--rules.alert.for-grace-period`).
+pub const DEFAULT_FOR_GRACE_PERIOD_SECS: f64 = 600.0;
 /// Most samples one rule evaluation may hold (past it the evaluation fails, counted).
 pub const MAX_SAMPLES: usize = 5_000_000;
 
@@ -177,6 +179,8 @@ pub struct Alerts {
     pub traces: Arc<TraceEngine>,
     pub notifier: Arc<notify::Notifier>,
     pub resend_delay_ms: i64,
+    /// `forGracePeriodSecs` in ms: how restored pending alerts resume (`persist::apply`).
+    pub for_grace_ms: i64,
     pub metrics: AlertsMetrics,
     /// Active alerts and history, kept in the state directory when there is one.
     pub persist: persist::Persist,
@@ -217,6 +221,11 @@ impl Alerts {
             traces,
             notifier: notify::Notifier::new(targets, capacity, metrics.clone()),
             resend_delay_ms: (settings.resend_delay_secs.unwrap_or(0.0) * 1000.0).round() as i64,
+            for_grace_ms: (settings
+                .for_grace_period_secs
+                .unwrap_or(DEFAULT_FOR_GRACE_PERIOD_SECS)
+                * 1000.0)
+                .round() as i64,
             metrics,
             persist: persist::Persist::default(),
         })
@@ -378,37 +387,49 @@ fn rule_value(
     }
 }
 
-/// The pending and firing alerts of a rule: labels and state.
-fn active(st: &state::RuleState) -> Vec<(Labels, State)> {
+/// The pending and firing alerts of a rule: labels, state and `activeAt` (ms).
+fn active(st: &state::RuleState) -> Vec<(Labels, State, i64)> {
     st.alerts
         .values()
         .filter(|a| a.state != State::Inactive)
-        .map(|a| (a.labels.clone(), a.state))
+        .map(|a| (a.labels.clone(), a.state, a.active_at))
         .collect()
 }
 
-/// Writes the `ALERTS` series as Prometheus does: `ALERTS{alertname, alertstate, labels...}`
-/// = 1 at each evaluation for every pending or firing alert, and a staleness marker when an
-/// alert leaves a state. Failures (out of order, series cap) are ignored: the store counts them.
+/// Writes the `ALERTS` and `ALERTS_FOR_STATE` series as Prometheus does. At each evaluation,
+/// for every pending or firing alert: `ALERTS{alertname, alertstate, labels...}` = 1 and
+/// `ALERTS_FOR_STATE{alertname, labels...}` = its `activeAt` in whole unix seconds (Go's
+/// `Unix()`; no `alertstate`, so one series covers pending and firing). A staleness marker
+/// ends an `ALERTS` series when its alert leaves that state, and the `ALERTS_FOR_STATE`
+/// series when it is no longer active. Failures (out of order, series cap) are ignored:
+/// the store counts them.
 fn write_alerts_series(
     store: &Store,
-    before: &[(Labels, State)],
-    after: &[(Labels, State)],
+    before: &[(Labels, State, i64)],
+    after: &[(Labels, State, i64)],
     now: i64,
 ) {
-    let series = |labels: &Labels, state: State| {
+    let series = |labels: &Labels, name: &str, state: Option<State>| {
         let mut l = labels.clone();
-        l.push(("__name__".into(), "ALERTS".into()));
-        l.push(("alertstate".into(), state.as_str().into()));
+        l.push(("__name__".into(), name.into()));
+        if let Some(state) = state {
+            l.push(("alertstate".into(), state.as_str().into()));
+        }
         l.sort();
         l
     };
-    for (labels, state) in after {
-        let _ = store.append(&series(labels, *state), now, 1.0);
+    for (labels, state, active_at) in after {
+        let _ = store.append(&series(labels, "ALERTS", Some(*state)), now, 1.0);
+        let secs = active_at.div_euclid(1000) as f64;
+        let _ = store.append(&series(labels, "ALERTS_FOR_STATE", None), now, secs);
     }
-    for (labels, state) in before {
-        if !after.iter().any(|(l, s)| l == labels && s == state) {
-            let _ = store.append(&series(labels, *state), now, tracerd_promql::stale_nan());
+    for (labels, state, _) in before {
+        let stale = tracerd_promql::stale_nan();
+        if !after.iter().any(|(l, s, _)| l == labels && s == state) {
+            let _ = store.append(&series(labels, "ALERTS", Some(*state)), now, stale);
+        }
+        if !after.iter().any(|(l, _, _)| l == labels) {
+            let _ = store.append(&series(labels, "ALERTS_FOR_STATE", None), now, stale);
         }
     }
 }
@@ -477,8 +498,12 @@ pub fn start(
         // The saved alerts are back before the first evaluation.
         let r = a.clone();
         let restored = tokio::task::spawn_blocking(move || {
-            r.persist
-                .restore(state_dir.as_deref(), &r.groups, crate::history::now_ms());
+            r.persist.restore(
+                state_dir.as_deref(),
+                &r.groups,
+                crate::history::now_ms(),
+                r.for_grace_ms,
+            );
             r.update_active();
         })
         .await;

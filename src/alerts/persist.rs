@@ -49,6 +49,11 @@ pub struct SavedRule {
     pub file: String,
     pub group: String,
     pub rule: String,
+    /// The rule's last evaluation (ms) before the save: when it was last seen up, what
+    /// Prometheus reads as the last `ALERTS_FOR_STATE` sample's time. Absent in files of
+    /// older versions (taken as the restore time: no downtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<i64>,
     pub alerts: Vec<SavedAlert>,
 }
 
@@ -130,6 +135,7 @@ pub fn snapshot(groups: &[Arc<GroupRun>]) -> Snapshot {
                     file: g.group.file.clone(),
                     group: g.group.name.clone(),
                     rule: rule.name.clone(),
+                    evaluated_at: Some(run.last_eval_ms),
                     alerts,
                 });
             }
@@ -138,10 +144,38 @@ pub fn snapshot(groups: &[Arc<GroupRun>]) -> Snapshot {
     Snapshot { version: 1, rules }
 }
 
+/// Where a pending alert's `for` resumes after a restart, as Prometheus's `RestoreForState`
+/// moves its `activeAt`: `None` when the rule's `for` is under the grace period (Prometheus
+/// does not restore it: the alert starts over); kept when it had already waited `for` before
+/// `down_at` (it fires at the next evaluation that returns it); else moved so that it fires
+/// no sooner than `grace_ms` after `now`, and no sooner than the pending time it had left
+/// when it went down.
+pub fn resume_active_at(
+    active_at: i64,
+    for_ms: i64,
+    down_at: i64,
+    now: i64,
+    grace_ms: i64,
+) -> Option<i64> {
+    if for_ms < grace_ms {
+        return None;
+    }
+    let remaining = for_ms - (down_at - active_at);
+    Some(if remaining <= 0 {
+        active_at
+    } else if remaining < grace_ms {
+        now + grace_ms - for_ms
+    } else {
+        active_at + (now - down_at).max(0)
+    })
+}
+
 /// Puts the alerts of `snap` back into the rules of `groups` that have the same file,
 /// group and name, held until `now` + max(2 × interval, [`RESTORE_HOLD_MS`]); a firing one
-/// counts as sent (a webhook is not told again). Returns how many were restored.
-pub fn apply(snap: &Snapshot, groups: &[Arc<GroupRun>], now: i64) -> usize {
+/// keeps its `activeAt` and start and counts as sent (a webhook is not told again); a
+/// pending one resumes as [`resume_active_at`] says (or is dropped). Returns how many were
+/// restored.
+pub fn apply(snap: &Snapshot, groups: &[Arc<GroupRun>], now: i64, grace_ms: i64) -> usize {
     let mut n = 0;
     for g in groups {
         let hold = now + (2 * g.group.interval_ms).max(RESTORE_HOLD_MS);
@@ -160,6 +194,14 @@ pub fn apply(snap: &Snapshot, groups: &[Arc<GroupRun>], now: i64) -> usize {
                     "firing" => State::Firing,
                     _ => continue,
                 };
+                let down_at = s.evaluated_at.unwrap_or(now).min(now);
+                let active_at = match state {
+                    State::Firing => a.active_at,
+                    _ => match resume_active_at(a.active_at, rule.for_ms, down_at, now, grace_ms) {
+                        Some(t) => t,
+                        None => continue,
+                    },
+                };
                 let mut labels = a.labels.clone();
                 labels.sort();
                 run.state.alerts.insert(
@@ -169,7 +211,7 @@ pub fn apply(snap: &Snapshot, groups: &[Arc<GroupRun>], now: i64) -> usize {
                         annotations: a.annotations.clone(),
                         value: a.value,
                         state,
-                        active_at: a.active_at,
+                        active_at,
                         fired_at: a.fired_at,
                         resolved_at: None,
                         last_sent_at: (state == State::Firing)
@@ -215,7 +257,7 @@ impl Persist {
 
     /// Reads the state directory's files (blocking) into `groups` and the history; a missing
     /// file is an empty one, a bad one is logged and ignored. Later saves go to `dir`.
-    pub fn restore(&self, dir: Option<&Path>, groups: &[Arc<GroupRun>], now: i64) {
+    pub fn restore(&self, dir: Option<&Path>, groups: &[Arc<GroupRun>], now: i64, grace_ms: i64) {
         let Some(dir) = dir else { return };
         let _ = self.dir.set(dir.to_path_buf());
         let read = |name: &str| match std::fs::read(dir.join(name)) {
@@ -240,7 +282,7 @@ impl Persist {
         if let Some(b) = read(STATE_FILE) {
             match serde_json::from_slice::<Snapshot>(&b) {
                 Ok(snap) => {
-                    let n = apply(&snap, groups, now);
+                    let n = apply(&snap, groups, now, grace_ms);
                     *lock(&self.written) = String::from_utf8_lossy(&b).into_owned();
                     tracing::info!(alerts = n, "pending and firing alerts restored");
                 }
@@ -329,6 +371,29 @@ mod tests {
             (e.event.as_str(), e.at, e.starts_at),
             ("resolved", 9_000, 1_000)
         );
+    }
+
+    #[test]
+    fn pending_alerts_resume_as_prometheus_restores_for() {
+        let (min, grace) = (60_000, 600_000);
+        // `for` under the grace period: not restored (starts over).
+        assert_eq!(resume_active_at(0, 5 * min, 2 * min, 60 * min, grace), None);
+        // Already waited `for` before going down: fires at the next evaluation.
+        assert_eq!(
+            resume_active_at(0, 10 * min, 12 * min, 60 * min, grace),
+            Some(0)
+        );
+        // 5 of 20 minutes spent, down 40 minutes: the 15 left are counted from the restart.
+        let t = resume_active_at(0, 20 * min, 5 * min, 45 * min, grace).unwrap();
+        assert_eq!(t, 40 * min);
+        assert_eq!(
+            t + 20 * min - 45 * min,
+            15 * min,
+            "fires 15 min after the restart"
+        );
+        // 15 of 20 minutes spent: 5 left, under the grace period: fires 10 min after it.
+        let t = resume_active_at(0, 20 * min, 15 * min, 45 * min, grace).unwrap();
+        assert_eq!(t + 20 * min, 45 * min + grace);
     }
 
     #[test]

@@ -365,6 +365,11 @@ pub struct AlertsSettings {
     /// Most alerts waiting for delivery; past it the oldest are dropped (counted). Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_capacity: Option<u64>,
+    /// Prometheus's `--rules.alert.for-grace-period`, in seconds: a pending alert restored at
+    /// start fires no sooner than this after it (rules with a shorter `for` start their
+    /// pending alerts over). Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_grace_period_secs: Option<f64>,
 }
 
 impl AlertsSettings {

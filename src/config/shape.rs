@@ -294,6 +294,10 @@ const ALERTS: &[Field] = &[
         Kind::Num(0.0, MAX_TIMEOUT_SECS, "seconds"),
     ),
     opt("queueCapacity", Kind::Int(1, 1_000_000, "alerts")),
+    opt(
+        "forGracePeriodSecs",
+        Kind::Num(0.0, MAX_TIMEOUT_SECS, "seconds"),
+    ),
 ];
 const HISTORY: &[Field] = &[
     opt("retentionHours", Kind::Num(0.001, MAX_AGE_HOURS, "hours")),

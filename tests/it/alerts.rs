@@ -287,7 +287,7 @@ async fn an_alert_reaches_alertmanager_and_resolves() {
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC time as Alertmanager prints it.
-fn rfc3339_secs(s: &str) -> f64 {
+pub fn rfc3339_secs(s: &str) -> f64 {
     let (date, time) = s.split_once('T').unwrap();
     let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
     let time = time.trim_end_matches('Z');

@@ -166,6 +166,22 @@ async fn a_firing_alert_survives_reload_and_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(seen_firing);
+    // ALERTS_FOR_STATE after the restart: the restored activeAt, in whole seconds.
+    let want = crate::alerts::rfc3339_secs(active_at.as_str().unwrap()).floor();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = blocking(move || instant(ts_port, "ALERTS_FOR_STATE", None)).await;
+        if let Some(s) = got.first() {
+            assert_eq!(s["value"][1], want.to_string(), "{got:?}");
+            assert!(s["metric"].get("alertstate").is_none(), "{got:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ALERTS_FOR_STATE after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         d.stderr().contains("pending and firing alerts restored"),
         "{}",

@@ -2,6 +2,7 @@
 
 mod alerts;
 mod alerts_disk;
+mod alerts_for_state;
 mod alerts_state;
 mod alerts_traces;
 mod alerts_webhook;
