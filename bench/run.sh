@@ -12,12 +12,21 @@
 #   3. ack latency at half of the measured max load, at each node count in $LAT_NODES
 #   4. RSS of tracerd with $IDLE_NODES idle connected nodes
 #   5. peers: peer-bench.sh setup (only if rsyslog is missing), limits, bench with reduced knobs
-#   6. the report: median (min-max, coefficient of variation) of every figure
+#   6. paired rows (issue 21, bench/paired.py): $PAIRS pairs A B A B of tracerd (native,
+#      $PAIR_SENDERS senders) and rsyslog imptcp, then $PAIRS pairs of tracerd and hermod-tracer
+#      1.0.1 on the same cardano-tracer config under tracerd-load --protocol cardano
+#      ($CARDANO_NODES nodes); hermod-tracer is installed into $WORK/hermod by
+#      `cargo install hermod-tracer --version 1.0.1` when $HERMOD_TRACER is not set (minutes)
+#   7. the report: median (min-max, coefficient of variation) of every figure, and the paired
+#      ratios as median with a 95 % bootstrap interval ("met" only if the interval clears)
 #
 # Knobs (defaults): RUNS (3), NODES ("1 8 10 100 1000"), DURATION (5), SIZE (160),
 # LAT_NODES ("10 100"), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
 # PEERS (1: run peer-bench.sh), PEER_N (500000), PEER_KS ("1 8 100"),
-# PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench).
+# PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench), PAIRS (5; 0 skips
+# the paired rows), PAIR_SENDERS (8), PAIR_N (2000000 lines per rsyslog run), CARDANO_NODES (10),
+# HERMOD (1; 0 skips hermod-tracer), HERMOD_TRACER (a hermod-tracer binary to use),
+# PAIRED_ONLY (1: only the paired rows).
 # Bounded: every tracerd-load run is bounded by its duration, a 30 s drain and a 60 s
 # connect timeout; peer-bench.sh bounds its own runs (RUN_TIMEOUT).
 set -euo pipefail
@@ -36,6 +45,14 @@ PEER_KS=${PEER_KS:-"1 8 100"}
 PEER_RECEIVERS=${PEER_RECEIVERS:-"rsyslog-imptcp syslog-ng socat"}
 PEER_BENCH=${PEER_BENCH:-$ROOT/../shared/bench/peer-bench.sh}
 WORK=${WORK:-/tmp/tracerd-bench}
+PAIRS=${PAIRS:-5}
+PAIR_SENDERS=${PAIR_SENDERS:-8}
+PAIR_N=${PAIR_N:-2000000}
+CARDANO_NODES=${CARDANO_NODES:-10}
+HERMOD=${HERMOD:-1}
+if [ "${PAIRED_ONLY:-0}" = 1 ]; then  # only the paired rows (step 6)
+  NODES="" LAT_NODES="" IDLE_RUNS=0 PEERS=0
+fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PY=${PY:-python3}
 HELPER="$ROOT/bench/tracerd_bench.py"
@@ -123,6 +140,36 @@ if [ "$PEERS" = 1 ]; then
   fi
 fi
 
+PAIRED="$WORK/paired.jsonl"
+: > "$PAIRED"
+if [ "$PAIRS" -gt 0 ]; then
+  if [ -x "$PEER_BENCH" ] && { ! command -v rsyslogd >/dev/null || ! command -v socat >/dev/null; }; then
+    log "installing the peers (peer-bench.sh setup)"
+    bash "$PEER_BENCH" setup >&2
+  fi
+  if [ -x "$PEER_BENCH" ] && command -v rsyslogd >/dev/null; then
+    log "paired: $PAIRS pairs of tracerd and rsyslog imptcp, $PAIR_SENDERS senders, A B A B"
+    "$PY" "$ROOT/bench/paired.py" pairs --what rsyslog --pairs "$PAIRS" --tracerd "$BIN/tracerd" \
+      --load "$BIN/tracerd-load" --work "$WORK" --nodes "$PAIR_SENDERS" --duration "$DURATION" \
+      --size "$SIZE" --peer-bench "$PEER_BENCH" --peer-n "$PAIR_N" --results "$PAIRED"
+  else
+    log "paired: rsyslog or peer-bench.sh missing: skipping the rsyslog pairs"
+  fi
+  if [ "$HERMOD" = 1 ]; then
+    HERMOD_TRACER=${HERMOD_TRACER:-$WORK/hermod/bin/hermod-tracer}
+    if [ ! -x "$HERMOD_TRACER" ]; then
+      log "installing hermod-tracer 1.0.1 into $WORK/hermod (cargo install; minutes)"
+      CARGO_TARGET_DIR="$WORK/hermod-build" cargo install hermod-tracer --version 1.0.1 \
+        --root "$WORK/hermod" --quiet >&2
+      rm -rf "$WORK/hermod-build"
+    fi
+    log "paired: $PAIRS pairs of tracerd and hermod-tracer, Cardano protocol, $CARDANO_NODES nodes, A B A B"
+    "$PY" "$ROOT/bench/paired.py" pairs --what cardano --pairs "$PAIRS" --tracerd "$BIN/tracerd" \
+      --hermod "$HERMOD_TRACER" --load "$BIN/tracerd-load" --work "$WORK" --nodes "$CARDANO_NODES" \
+      --duration "$DURATION" --size "$SIZE" --results "$PAIRED"
+  fi
+fi
+
 {
   echo "## tracerd benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo
@@ -130,6 +177,12 @@ fi
   echo "Workload: ${SIZE}-byte machine JSON per object, TCP on 127.0.0.1, rotation on (10 MB files), ForMachine; ${DURATION} s per run; median (min–max, CV) of $RUNS runs."
   echo
   "$PY" "$HELPER" report --results "$RESULTS" --peers "$PEER_RESULTS"
+  if [ -s "$PAIRED" ]; then
+    echo
+    echo "Paired rows (A B A B in this run; bench/paired.py):"
+    echo
+    "$PY" "$ROOT/bench/paired.py" report --results "$PAIRED"
+  fi
   if [ -s "$WORK/limits.txt" ]; then
     echo
     echo "Physical limits (peer-bench.sh limits):"

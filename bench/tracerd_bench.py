@@ -51,6 +51,9 @@ def free_port():
 
 
 CONFIG = """networkMagic: 764824073
+network:
+  tag: AcceptAt
+  contents: "{sock}"
 logging:
   - logRoot: {logs}
     logMode: FileMode
@@ -104,7 +107,7 @@ def cmd_run(a):
     port = free_port()
     cfg = os.path.join(work, "config.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(logs=logs, port=port))
+        f.write(CONFIG.format(logs=logs, port=port, sock=os.path.join(work, "cardano.sock")))
     err = open(os.path.join(work, "tracerd.err"), "w")
     tracerd = subprocess.Popen([a.tracerd, "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 20
