@@ -121,6 +121,20 @@ for run in $(seq 1 "$IDLE_RUNS"); do
   one "idle, $IDLE_NODES nodes" "idle-$run" "$run" "$IDLE_NODES" 0 --duration 5 --connect-timeout 60
 done
 
+# The cost of TLS on ingest (issue 17; bench/tls.py, self-contained): tracerd-load at max rate
+# over plain TCP and over mutual TLS, alternating A B A B, objects/s and CPU per object of
+# both processes. Knobs: TLS (1; 0 skips it), TLS_NODES ("10 100"); RUNS, DURATION, SIZE.
+tls_cost() {
+  log "TLS cost: nodes {$TLS_NODES}, $RUNS A B pairs of ${DURATION}s, plain TCP vs mutual TLS"
+  "$PY" "$ROOT/bench/tls.py" --tracerd "$BIN/tracerd" --load "$BIN/tracerd-load" \
+    --work "$WORK/tls" --nodes "$TLS_NODES" --runs "$RUNS" --duration "$DURATION" \
+    --size "$SIZE" > "$WORK/tls.md" || log "TLS cost: a run failed (see $WORK/tls)"
+}
+TLS=${TLS:-1}
+TLS_NODES=${TLS_NODES:-"10 100"}
+: > "$WORK/tls.md"
+if [ "$TLS" = 1 ]; then tls_cost; fi
+
 PEER_RESULTS="$WORK/peers/results.jsonl"
 if [ "$PEERS" = 1 ]; then
   if [ ! -x "$PEER_BENCH" ]; then
@@ -182,6 +196,12 @@ fi
     echo "Paired rows (A B A B in this run; bench/paired.py):"
     echo
     "$PY" "$ROOT/bench/paired.py" report --results "$PAIRED"
+  fi
+  if [ -s "$WORK/tls.md" ]; then
+    echo
+    echo "The cost of TLS on ingest (bench/tls.py, plain TCP and mutual TLS alternating):"
+    echo
+    cat "$WORK/tls.md"
   fi
   if [ -s "$WORK/limits.txt" ]; then
     echo
