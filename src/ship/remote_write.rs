@@ -161,6 +161,8 @@ async fn sample_loop(
     let sampler = Arc::new(Mutex::new(Sampler {
         renderer: FleetRenderer::default(),
         known: HashMap::new(),
+        unlogged_drops: 0,
+        last_drop_log: None,
     }));
     loop {
         tokio::select! {
@@ -186,6 +188,9 @@ struct Sampler {
     renderer: FleetRenderer,
     /// Series of the last pass, with the labels their samples share.
     known: HashMap<Vec<(String, String)>, SeriesLabels>,
+    /// Samples dropped from full shards since the last warning, and when that was.
+    unlogged_drops: u64,
+    last_drop_log: Option<std::time::Instant>,
 }
 
 impl Sampler {
@@ -238,12 +243,24 @@ impl Sampler {
             }
             if dropped > 0 {
                 metrics.dropped.with_label_values(&[url]).inc_by(dropped);
+                self.unlogged_drops += dropped;
             }
             waiting += shard.len();
             oldest = oldest.min(shard.oldest().unwrap_or(i64::MAX));
             drop(shard);
             oldest = oldest.min(shared.in_flight[i].load(std::sync::atomic::Ordering::Relaxed));
             shared.wake[i].notify_one();
+        }
+        if self.unlogged_drops > 0
+            && self
+                .last_drop_log
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            self.last_drop_log = Some(std::time::Instant::now());
+            tracing::warn!(url = %url, dropped = self.unlogged_drops, queued = waiting,
+                "remote_write queue full (the receiver is unreachable for longer than the queue holds): \
+                 the oldest samples were dropped, counted in tracerd_remote_write_samples_dropped_total");
+            self.unlogged_drops = 0;
         }
         metrics.queued.with_label_values(&[url]).set(waiting as i64);
         let lag = if oldest == i64::MAX {

@@ -41,6 +41,7 @@ mod ship_clickhouse;
 mod ship_fleet;
 mod ship_loki;
 mod ship_remote_write;
+mod ship_remote_write_outage;
 mod ship_remote_write_tls;
 mod ship_support;
 mod shutdown;

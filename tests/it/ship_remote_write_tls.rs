@@ -15,7 +15,7 @@ use crate::certs::{read_certs, Ca};
 use crate::http::http_get;
 use crate::support::*;
 
-mod prompb {
+pub mod prompb {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct WriteRequest {
         #[prost(message, repeated, tag = "1")]
