@@ -32,6 +32,7 @@ mod metric_names;
 mod native_tls;
 mod reforward;
 mod reforward_native;
+mod reforward_native_lag;
 mod rotation;
 mod rtt;
 mod runs;

@@ -14,7 +14,23 @@ use crate::support::*;
 
 /// One node streaming `total` objects of namespace `ns_of(seq)` to `port`, reconnecting after
 /// every crash and resending from `HelloAccept.persisted_seq + 1`; returns what was acked.
-async fn stream(name: String, port: u16, total: u64, ns_of: fn(u64) -> &'static str) -> u64 {
+pub(crate) async fn stream(
+    name: String,
+    port: u16,
+    total: u64,
+    ns_of: fn(u64) -> &'static str,
+) -> u64 {
+    stream_at(name, port, total, ns_of, 20).await
+}
+
+/// `stream`, sending at most `per_tick` objects every 10 ms.
+pub(crate) async fn stream_at(
+    name: String,
+    port: u16,
+    total: u64,
+    ns_of: fn(u64) -> &'static str,
+    per_tick: u64,
+) -> u64 {
     let mut acked = 0u64;
     for _attempt in 0..3000 {
         if acked == total {
@@ -49,7 +65,7 @@ async fn stream(name: String, port: u16, total: u64, ns_of: fn(u64) -> &'static 
                     _ => break,
                 },
                 _ = tokio::time::sleep(Duration::from_millis(10)), if next <= total => {
-                    let n = 20.min(total + 1 - next);
+                    let n = per_tick.min(total + 1 - next);
                     let objects = (next..next + n)
                         .map(|s| {
                             let mut o = object(&name, s, 60);
@@ -69,11 +85,20 @@ async fn stream(name: String, port: u16, total: u64, ns_of: fn(u64) -> &'static 
 }
 
 /// A's config: machine files with small rotation, the given downstreams, cursors in `state`.
-fn middle(downstreams: &str, extra: &str) -> Daemon {
+pub(crate) fn middle(downstreams: &str, extra: &str) -> Daemon {
+    middle_with(
+        "{ rpLogLimitBytes: 65536, rpKeepFilesNum: 10000, rpMaxAgeHours: 24 }",
+        downstreams,
+        extra,
+    )
+}
+
+/// `middle` with the given `rotation` section.
+pub(crate) fn middle_with(rotation: &str, downstreams: &str, extra: &str) -> Daemon {
     Daemon::start_with(
         |dir, _| {
             format!(
-                "logging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\nrotation: {{ rpLogLimitBytes: 65536, rpKeepFilesNum: 10000, rpMaxAgeHours: 24 }}\n{extra}",
+                "logging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\nrotation: {rotation}\n{extra}",
                 dir.join("logs").display()
             )
         },
@@ -81,14 +106,14 @@ fn middle(downstreams: &str, extra: &str) -> Daemon {
     )
 }
 
-fn downstream(name: &str, port: u16, namespaces: &[&str]) -> String {
+pub(crate) fn downstream(name: &str, port: u16, namespaces: &[&str]) -> String {
     format!(
         "    - name: {name}\n      address: \"127.0.0.1:{port}\"\n      pollMs: 20\n      namespaces: {namespaces:?}\n"
     )
 }
 
 /// Every line of a node's files, as JSON values, in file order (empty if there is none yet).
-fn lines(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn lines(dir: &Path) -> Vec<serde_json::Value> {
     if !dir.exists() {
         return Vec::new();
     }
@@ -96,7 +121,7 @@ fn lines(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Waits (bounded) until `dir` holds `n` lines; returns them.
-async fn wait_lines(dir: PathBuf, n: usize, secs: u64) -> Vec<serde_json::Value> {
+pub(crate) async fn wait_lines(dir: PathBuf, n: usize, secs: u64) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let d = dir.clone();
@@ -110,11 +135,11 @@ async fn wait_lines(dir: PathBuf, n: usize, secs: u64) -> Vec<serde_json::Value>
     }
 }
 
-fn seq_of(v: &serde_json::Value) -> u64 {
+pub(crate) fn seq_of(v: &serde_json::Value) -> u64 {
     v["data"]["seq"].as_u64().unwrap()
 }
 
-async fn restart(mut d: Daemon) -> Daemon {
+pub(crate) async fn restart(mut d: Daemon) -> Daemon {
     tokio::task::spawn_blocking(move || {
         d.spawn();
         d
@@ -123,7 +148,7 @@ async fn restart(mut d: Daemon) -> Daemon {
     .unwrap()
 }
 
-async fn kill9(mut d: Daemon) -> Daemon {
+pub(crate) async fn kill9(mut d: Daemon) -> Daemon {
     d.signal("KILL");
     d.wait(Duration::from_secs(10));
     d

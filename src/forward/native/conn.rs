@@ -34,6 +34,8 @@ const SAVE_EVERY: Duration = Duration::from_millis(100);
 const READ_FRAME: usize = 1 << 20;
 /// Largest frame sent when the downstream announces none.
 const DEFAULT_FRAME: usize = 1 << 20;
+/// How often the node's files are listed while the downstream is away.
+const RELIST_EVERY: Duration = Duration::from_millis(250);
 
 /// Everything one node's task needs.
 pub struct NodeTask {
@@ -150,24 +152,44 @@ impl NodeTask {
                     }
                 }
             }
-            let delay = backoff.next_delay();
-            let (mut r, conf) = (std::mem::replace(&mut s.reader, placeholder()), s.confirmed);
-            let (r, lost) = blocking(move || {
-                let lost = r.relist();
-                (r, lost)
-            })
-            .await;
-            s.reader = r;
-            count_lost(&metrics, &name, &node, &s.reader, &lost);
-            publish(&metrics, &name, &node, &mut s, conf, conf.seq);
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            // While the downstream is away, look at the node's files every `RELIST_EVERY`:
+            // the lag gauges keep rising, and a file retention deletes is noticed (and
+            // counted) even when it lived for less than the backoff.
+            let until = Instant::now() + backoff.next_delay();
+            loop {
+                relist(&downstream, &metrics, &node, &mut s).await;
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(left.min(RELIST_EVERY)) => {}
+                }
+            }
+            if cancel.is_cancelled() {
+                break;
             }
         }
         connected.set(0);
         save(&state, &node, &mut s, true).await;
     }
+}
+
+/// Lists the node's files again, counts what retention deleted unsent and updates the lag.
+async fn relist(downstream: &Arc<NativeDownstream>, metrics: &Metrics, node: &str, s: &mut State) {
+    let name = downstream.name.as_str();
+    let mut r = std::mem::replace(&mut s.reader, placeholder());
+    let filter = downstream.clone();
+    let (r, lost) = blocking(move || {
+        let lost = r.relist(&filter);
+        (r, lost)
+    })
+    .await;
+    s.reader = r;
+    count_lost(metrics, name, node, &s.reader, &lost);
+    let conf = s.confirmed;
+    publish(metrics, name, node, s, conf, conf.seq);
 }
 
 fn placeholder() -> Reader {
@@ -178,6 +200,8 @@ fn placeholder() -> Reader {
         listing: Vec::new(),
         read_lines: 0,
         read_bytes: 0,
+        matched_lines: 0,
+        reported: Vec::new(),
     }
 }
 
@@ -195,22 +219,29 @@ async fn save(state: &StateDir, node: &str, s: &mut State, now: bool) {
     s.last_save = Instant::now();
 }
 
+/// Counts the files in `lost` (retention deleted them before they were sent in full) and
+/// logs them once, in one line for all of them.
 fn count_lost(metrics: &Metrics, name: &str, node: &str, reader: &Reader, lost: &[(String, u64)]) {
-    for (file, bytes) in lost {
-        let objects = bytes.div_ceil(reader.mean_line_bytes());
-        metrics.skipped_files.with_label_values(&[name]).inc();
-        metrics
-            .skipped_bytes
-            .with_label_values(&[name])
-            .inc_by(*bytes);
-        metrics
-            .skipped_objects
-            .with_label_values(&[name])
-            .inc_by(objects);
-        tracing::warn!(downstream = %name, node = %node, file = %file, unsent_bytes = bytes,
-            about_objects = objects,
-            "retention deleted a log file before it was forwarded; its unsent lines are lost to this downstream");
-    }
+    let (Some((first, _)), Some((last, _))) = (lost.first(), lost.last()) else {
+        return;
+    };
+    let bytes: u64 = lost.iter().map(|(_, b)| b).sum();
+    let objects = reader.objects_in(bytes);
+    metrics
+        .skipped_files
+        .with_label_values(&[name])
+        .inc_by(lost.len() as u64);
+    metrics
+        .skipped_bytes
+        .with_label_values(&[name])
+        .inc_by(bytes);
+    metrics
+        .skipped_objects
+        .with_label_values(&[name])
+        .inc_by(objects);
+    tracing::warn!(downstream = %name, node = %node, files = lost.len(), first = %first,
+        last = %last, unsent_bytes = bytes, about_objects = objects,
+        "retention deleted log files before they were forwarded; their unsent lines are lost to this downstream");
 }
 
 /// Updates the lag gauges: `sent_seq` is the number of the last line sent.
@@ -233,7 +264,7 @@ fn publish(metrics: &Metrics, name: &str, node: &str, s: &mut State, _c: Cursor,
         .lag_bytes
         .with_label_values(&labels)
         .set(i64::try_from(s.reader.bytes_after(s.confirmed.pos)).unwrap_or(i64::MAX));
-    let objects = in_flight + unread.div_ceil(s.reader.mean_line_bytes());
+    let objects = in_flight + s.reader.objects_in(unread);
     metrics
         .lag_objects
         .with_label_values(&labels)

@@ -111,6 +111,8 @@ async fn discover(
                     listing: Vec::new(),
                     read_lines: 0,
                     read_bytes: 0,
+                    matched_lines: 0,
+                    reported: Vec::new(),
                 },
                 node,
                 state: state.clone(),

@@ -28,6 +28,11 @@ pub struct Reader {
     pub read_lines: u64,
     /// See `read_lines`.
     pub read_bytes: u64,
+    /// Of `read_lines`, those the downstream's filter takes.
+    pub matched_lines: u64,
+    /// The files `relist` last reported lost (a read that finds the cursor's file gone does
+    /// not count it twice).
+    pub reported: Vec<String>,
 }
 
 /// What one read found.
@@ -48,11 +53,13 @@ pub struct Read {
 
 /// Bytes of protobuf framing per object beyond its text fields (generous).
 const OBJECT_OVERHEAD: usize = 64;
+/// Bytes sampled for the mean line length before the first read.
+const SAMPLE_BYTES: u64 = 64 << 10;
 
 impl Reader {
     /// Lists the node's files again; returns the files gone since the last look that were
     /// not read to their end (name, unread bytes).
-    pub fn relist(&mut self) -> Vec<(String, u64)> {
+    pub fn relist(&mut self, filter: &NativeDownstream) -> Vec<(String, u64)> {
         let listing = list_sized(&self.dir).unwrap_or_default();
         let mut lost = Vec::new();
         for &(key, size) in &self.listing {
@@ -69,7 +76,42 @@ impl Reader {
             }
         }
         self.listing = listing;
+        if self.read_lines == 0 {
+            self.sample_line_length(filter);
+        }
+        if !lost.is_empty() {
+            self.reported = lost.iter().map(|(n, _)| n.clone()).collect();
+        }
         lost
+    }
+
+    /// Before the first read, takes the mean line length and the share of lines the filter
+    /// takes (for the lag and loss estimates) from the start of the newest file (at most
+    /// `SAMPLE_BYTES`).
+    fn sample_line_length(&mut self, filter: &NativeDownstream) {
+        use std::io::Read as _;
+        let Some(&(key, _)) = self.listing.last() else {
+            return;
+        };
+        let Ok(file) = crate::logs::dir::open_regular(&self.dir.join(key.file_name(EXT)), false)
+        else {
+            return;
+        };
+        let mut buf = Vec::new();
+        if file.take(SAMPLE_BYTES).read_to_end(&mut buf).is_err() {
+            return;
+        }
+        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let whole = String::from_utf8_lossy(&buf[..last]);
+        for line in whole.split('\n') {
+            self.read_lines += 1;
+            if filter.matches(&object_of(line).namespace) {
+                self.matched_lines += 1;
+            }
+        }
+        self.read_bytes = last as u64 + 1;
     }
 
     /// Bytes in the files after `from` (everything when `None`).
@@ -91,12 +133,16 @@ impl Reader {
             .map(|&(file, offset)| Pos { file, offset })
     }
 
-    /// Mean bytes of a line read so far (300 before the first).
-    pub fn mean_line_bytes(&self) -> u64 {
-        self.read_bytes
-            .checked_div(self.read_lines)
-            .filter(|m| *m > 0)
-            .unwrap_or(300)
+    /// About how many objects for the downstream `bytes` of the node's lines hold: by the
+    /// mean line length and the share of lines the filter took so far (300 bytes a line,
+    /// every line taken, before anything was read).
+    pub fn objects_in(&self, bytes: u64) -> u64 {
+        if self.read_bytes == 0 {
+            return bytes.div_ceil(300);
+        }
+        let objects =
+            u128::from(bytes) * u128::from(self.matched_lines) / u128::from(self.read_bytes);
+        u64::try_from(objects).unwrap_or(u64::MAX)
     }
 
     /// The checkpointed end: no line after it is read (it may still be cut by recovery
@@ -120,7 +166,7 @@ impl Reader {
         skip: u64,
     ) -> Read {
         let mut out = Read {
-            lost: self.relist(),
+            lost: self.relist(filter),
             last_seq: self.next.seq,
             ..Read::default()
         };
@@ -134,7 +180,7 @@ impl Reader {
         };
         let gone = read_node(&self.dir, &self.listing, self.next.pos, limits, &mut chunk);
         for (name, unread) in gone {
-            if !out.lost.iter().any(|(n, _)| *n == name) {
+            if !out.lost.iter().any(|(n, _)| *n == name) && !self.reported.contains(&name) {
                 out.lost.push((name, unread.unwrap_or(0)));
             }
         }
@@ -152,6 +198,7 @@ impl Reader {
             if !filter.matches(&obj.namespace) {
                 continue;
             }
+            self.matched_lines += 1;
             seq += 1;
             out.last_seq = seq;
             let size = obj.machine.len() + obj.namespace.len() + obj.hostname.len();
@@ -169,6 +216,7 @@ impl Reader {
                 out.end = Some(previous_end(&chunk, line));
                 self.read_lines -= 1;
                 self.read_bytes -= text.len() as u64 + 1;
+                self.matched_lines -= 1;
                 break;
             }
             bytes += size + OBJECT_OVERHEAD;
