@@ -224,6 +224,7 @@ pub async fn run(
         &config,
         live.state_dir(),
         &shared.telemetry.registry,
+        &shared.nodes,
         &tracker,
         cancel.clone(),
     )?;

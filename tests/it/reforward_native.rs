@@ -254,3 +254,118 @@ fn bad_downstreams_are_refused_with_their_key_paths() {
         assert!(err.contains(needle), "{needle:?} missing in:\n{err}");
     }
 }
+
+/// Polls `path` on `port` (bounded) until `ok` holds for its body; panics with it otherwise.
+async fn wait_body(port: u16, path: &'static str, what: &str, ok: fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, body) =
+            tokio::task::spawn_blocking(move || crate::http::http_get(port, path, &[]))
+                .await
+                .unwrap();
+        if status == 200 && ok(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {status}, not {what}:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_data_points_reach_the_native_downstream_under_the_node_name() {
+    use tracerd::model::{DataPoint, MetricValue, MetricsUpdate};
+    let prom = free_port();
+    let b = Daemon::start(&format!(
+        "hasPrometheus: {{ epHost: 127.0.0.1, epPort: {prom} }}\n"
+    ));
+    let a = middle(&downstream("central", b.tcp_port, &[]), "");
+    let mut relay = FakeNode::handshake(connect_tcp(a.tcp_port).await, "relay-m").await;
+    let send = |full, metrics: Vec<(&str, MetricValue)>| {
+        NodeMessage::Metrics(MetricsUpdate {
+            full,
+            metrics: metrics
+                .into_iter()
+                .map(|(n, v)| (n.to_string(), v))
+                .collect(),
+        })
+    };
+    relay
+        .framed
+        .send(send(
+            true,
+            vec![
+                ("Mem.resident_int", MetricValue::Gauge(123_456.0)),
+                ("served_counter", MetricValue::Counter(24)),
+                ("cardano.node.era", MetricValue::Label("Conway".into())),
+            ],
+        ))
+        .await
+        .unwrap();
+    relay
+        .framed
+        .send(NodeMessage::DataPoints(vec![DataPoint {
+            name: "NodeStartupInfo".into(),
+            json: r#"{"suiEra":"Conway"}"#.into(),
+        }]))
+        .await
+        .unwrap();
+    // Its traces give it a directory at A, which A forwards from.
+    relay.send_batch(1, 5, 60).await;
+    relay.wait_ack(5).await;
+    wait_body(prom, "/metrics", "the node's metrics", |b| {
+        b.contains("Mem_resident_int{node_name=\"relay-m\"} 123456\n")
+            && b.contains("served_counter{node_name=\"relay-m\"} 24\n")
+    })
+    .await;
+    let body = wait_body(
+        prom,
+        "/api/nodes/relay-m/datapoints/NodeStartupInfo",
+        "the data point",
+        |b| b.contains("Conway"),
+    )
+    .await;
+    assert!(body.contains("suiEra"), "{body}");
+    // A changed value follows; a metric the node's next full snapshot leaves out goes.
+    relay
+        .framed
+        .send(send(
+            false,
+            vec![("served_counter", MetricValue::Counter(25))],
+        ))
+        .await
+        .unwrap();
+    wait_body(prom, "/metrics", "the new value", |b| {
+        b.contains("served_counter{node_name=\"relay-m\"} 25\n")
+    })
+    .await;
+    relay
+        .framed
+        .send(send(
+            true,
+            vec![("served_counter", MetricValue::Counter(26))],
+        ))
+        .await
+        .unwrap();
+    wait_body(
+        prom,
+        "/metrics",
+        "the snapshot without Mem.resident_int",
+        |b| {
+            b.contains("served_counter{node_name=\"relay-m\"} 26\n")
+                && !b.contains("Mem_resident_int{node_name=\"relay-m\"}")
+        },
+    )
+    .await;
+    // B's traces for the node are A's lines, as before.
+    let got = wait_lines(b.logs().join("relay-m"), 5, 20).await;
+    assert_eq!(got, lines(&a.logs().join("relay-m")));
+    // The node leaves A: its metrics leave B too.
+    drop(relay);
+    wait_body(prom, "/metrics", "without the node's metrics", |b| {
+        !b.contains("served_counter{node_name=\"relay-m\"}")
+    })
+    .await;
+}

@@ -220,7 +220,10 @@ async fn a_downstream_away_past_retention_gets_what_is_left_and_the_loss_is_coun
     let node = "relay-0".to_string();
     // The node's first object, then a pause: A's forwarding finds the node's directory (it
     // looks every second) before retention starts deleting its files.
-    assert_eq!(stream(node.clone(), a.tcp_port, 1, |_| "Test.Stream").await, 1);
+    assert_eq!(
+        stream(node.clone(), a.tcp_port, 1, |_| "Test.Stream").await,
+        1
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let acked = tokio::time::timeout(
         Duration::from_secs(60),

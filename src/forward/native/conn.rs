@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::line::Cursor;
 use super::metrics::Metrics;
+use super::mirror::Mirror;
 use super::reader::{Read, Reader};
 use crate::config::NativeDownstream;
-use crate::model::TraceBatch;
+use crate::model::{MetricValue, TraceBatch};
 use crate::native::{ForwarderCodec, Hello, NodeMessage, Software, TracerMessage};
 use crate::ship::cursor::{Lag, Pos};
 use crate::ship::state::StateDir;
@@ -36,6 +37,9 @@ const READ_FRAME: usize = 1 << 20;
 const DEFAULT_FRAME: usize = 1 << 20;
 /// How often the node's files are listed while the downstream is away.
 const RELIST_EVERY: Duration = Duration::from_millis(250);
+/// How often the node's latest metrics and data points are compared with what the
+/// downstream has and the difference sent.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything one node's task needs.
 pub struct NodeTask {
@@ -51,6 +55,8 @@ pub struct NodeTask {
     pub metrics: Metrics,
     /// `networkMagic`.
     pub magic: u32,
+    /// The node registry: the node's latest metrics and data points.
+    pub nodes: crate::node::Nodes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +102,7 @@ impl NodeTask {
             state,
             metrics,
             magic,
+            nodes,
         } = self;
         let name = downstream.name.clone();
         let (st, n) = (state.clone(), node.clone());
@@ -132,7 +139,7 @@ impl NodeTask {
             let started = Instant::now();
             let outcome = tokio::select! {
                 _ = cancel.cancelled() => break,
-                o = session(&downstream, &node, magic, &metrics, &state, &mut s, &connected) => o,
+                o = session(&downstream, &node, magic, &metrics, &state, &mut s, &connected, &nodes) => o,
             };
             connected.set(0);
             s.reader.next = s.confirmed;
@@ -271,7 +278,33 @@ fn publish(metrics: &Metrics, name: &str, node: &str, s: &mut State, _c: Cursor,
         .set(i64::try_from(objects).unwrap_or(i64::MAX));
 }
 
+/// The node's latest metrics and data points, if it is connected to this tracerd (none
+/// otherwise: the downstream's copy empties).
+fn latest(
+    nodes: &crate::node::Nodes,
+    node: &str,
+) -> (Vec<(String, MetricValue)>, Vec<(String, String)>) {
+    let Some(live) = nodes
+        .with(node, |e| e.connected.then(|| e.live.clone()))
+        .flatten()
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let metrics = live
+        .metrics()
+        .entries()
+        .map(|(n, v)| (n.to_string(), v.clone()))
+        .collect();
+    let points = live
+        .data_point_names()
+        .into_iter()
+        .filter_map(|n| live.data_point(&n).map(|j| (n, j)))
+        .collect();
+    (metrics, points)
+}
+
 /// One connection, until it fails (every end is an error, and retried).
+#[allow(clippy::too_many_arguments)]
 async fn session(
     downstream: &NativeDownstream,
     node: &str,
@@ -280,6 +313,7 @@ async fn session(
     state: &StateDir,
     s: &mut State,
     connected: &prometheus::IntGauge,
+    nodes: &crate::node::Nodes,
 ) -> Result<(), SessionError> {
     let name = downstream.name.as_str();
     let stream = tokio::time::timeout(HANDSHAKE, tracerd_wire::connect(&downstream.address))
@@ -339,7 +373,17 @@ async fn session(
     let mut last_heard = Instant::now();
     let window = downstream.max_in_flight.max(1) as usize;
     let max_objects = downstream.batch_objects.max(1) as usize;
+    let mut mirror = Mirror::default();
+    let mut last_sync: Option<Instant> = None;
     loop {
+        if last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
+            last_sync = Some(Instant::now());
+            let (m, p) = latest(nodes, node);
+            for msg in mirror.sync(m, p, max_frame / 2) {
+                framed.feed(msg).await?;
+            }
+            framed.flush().await?;
+        }
         // Confirm every read the acknowledgements cover.
         let mut moved = false;
         while let Some(&(seq, pos)) = in_flight.front() {
@@ -404,6 +448,8 @@ async fn session(
         } else {
             STALL.saturating_sub(last_heard.elapsed())
         };
+        let wait =
+            wait.min(SYNC_EVERY.saturating_sub(last_sync.map_or(SYNC_EVERY, |t| t.elapsed())));
         tokio::select! {
             msg = framed.next() => {
                 last_heard = Instant::now();

@@ -18,6 +18,7 @@
 pub mod conn;
 pub mod line;
 pub mod metrics;
+pub mod mirror;
 pub mod reader;
 
 use std::collections::BTreeSet;
@@ -45,6 +46,7 @@ pub fn start(
     config: &Config,
     state_dir: Option<&std::path::Path>,
     registry: &prometheus::Registry,
+    nodes: &crate::node::Nodes,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> Result<(), ShipError> {
@@ -72,6 +74,7 @@ pub fn start(
             state,
             metrics.clone(),
             config.network_magic,
+            nodes.clone(),
             tracker.clone(),
             cancel.clone(),
         ));
@@ -88,6 +91,7 @@ async fn discover(
     state: StateDir,
     metrics: metrics::Metrics,
     magic: u32,
+    nodes: crate::node::Nodes,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -118,6 +122,7 @@ async fn discover(
                 state: state.clone(),
                 metrics: metrics.clone(),
                 magic,
+                nodes: nodes.clone(),
             };
             tracker.spawn(task.run(cancel.clone()));
         }
