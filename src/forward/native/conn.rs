@@ -278,12 +278,12 @@ fn publish(metrics: &Metrics, name: &str, node: &str, s: &mut State, _c: Cursor,
         .set(i64::try_from(objects).unwrap_or(i64::MAX));
 }
 
+/// A node's metrics and data points, by name.
+type Latest = (Vec<(String, MetricValue)>, Vec<(String, String)>);
+
 /// The node's latest metrics and data points, if it is connected to this tracerd (none
 /// otherwise: the downstream's copy empties).
-fn latest(
-    nodes: &crate::node::Nodes,
-    node: &str,
-) -> (Vec<(String, MetricValue)>, Vec<(String, String)>) {
+fn latest(nodes: &crate::node::Nodes, node: &str) -> Latest {
     let Some(live) = nodes
         .with(node, |e| e.connected.then(|| e.live.clone()))
         .flatten()
