@@ -44,10 +44,33 @@ pub const TRACERD_PATH: &str = "TracerdPath";
 /// Longest path accepted: a chain longer than this is refused as a loop too.
 pub const MAX_HOPS: usize = 16;
 
+/// Longest tracer id accepted on a path (tracerd's are 16 hex digits).
+pub const MAX_ID_BYTES: usize = 64;
+
+/// This process's tracer id on re-forwarding paths (the `TracerdPath` data point of
+/// Cardano's protocol, `Hello.tracers` of the native one): random per process.
+pub fn tracer_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(new_tracer_id)
+}
+
 /// Why a node arriving with `path` (the JSON of its `TracerdPath`) must be refused, if it
 /// must: this tracer (`own`, when it re-forwards) is already on it, or it is too long.
 pub fn loop_refusal(own: Option<&str>, path: Option<&[u8]>) -> Option<String> {
     let path: Vec<String> = serde_json::from_slice(path?).ok()?;
+    path_refusal(own, &path)
+}
+
+/// Why a node whose objects passed through the tracers `path` (nearest last) must be
+/// refused, if it must: `own` is on it (a loop), it is [`MAX_HOPS`] long, or an id is longer
+/// than [`MAX_ID_BYTES`].
+pub fn path_refusal(own: Option<&str>, path: &[String]) -> Option<String> {
+    if let Some(long) = path.iter().find(|p| p.len() > MAX_ID_BYTES) {
+        return Some(format!(
+            "re-forwarding path with a tracer id of {} bytes (at most {MAX_ID_BYTES}); refused",
+            long.len()
+        ));
+    }
     if let Some(own) = own {
         if path.iter().any(|p| p == own) {
             return Some(format!(
@@ -166,7 +189,7 @@ impl Reforwarder {
             metrics,
             merged,
             spawner: OnceLock::new(),
-            id: new_tracer_id().into(),
+            id: tracer_id().into(),
         }
     }
 

@@ -306,6 +306,14 @@ mod tests {
         let long = serde_json::to_vec(&vec!["x"; MAX_HOPS]).unwrap();
         assert!(loop_refusal(None, Some(&long)).is_some());
         assert_eq!(loop_refusal(None, Some(b"not json")), None);
+        // The native Hello's list, checked the same way; an over-long id is refused too.
+        use crate::forward::{path_refusal, tracer_id, MAX_ID_BYTES};
+        let path = vec!["b".to_string(), tracer_id().to_string()];
+        assert!(path_refusal(Some(tracer_id()), &path).is_some());
+        assert_eq!(path_refusal(Some(tracer_id()), &path[..1]), None);
+        assert!(path_refusal(None, &["x".repeat(MAX_ID_BYTES + 1)]).is_some());
+        assert_eq!(tracer_id(), tracer_id());
+        assert_eq!(tracer_id().len(), 16);
     }
 
     #[test]

@@ -32,6 +32,7 @@ fn refuse_label(r: RefuseReason) -> &'static str {
         RefuseReason::NameRejected => "name_rejected",
         RefuseReason::NoHello => "no_hello",
         RefuseReason::Unavailable => "unavailable",
+        RefuseReason::Loop => "loop",
     }
 }
 
@@ -141,6 +142,12 @@ where
                 return refuse(&mut framed, reason, message, &peer, &shared).await
             }
         };
+        // A tracerd re-forwarding this node's objects names the tracers they passed: one that
+        // names this tracerd is a loop (issue 16 point 4), refused before the name is claimed.
+        let own = crate::forward::tracer_id();
+        if let Some(message) = crate::forward::path_refusal(Some(own), &hello.tracers) {
+            return refuse(&mut framed, RefuseReason::Loop, message, &peer, &shared).await;
+        }
         // Checked in the condition, the certificate moved in, so neither outlives the check.
         if let Err(message) = check_identity(&shared, &peer, certificate, &hello) {
             let reason = RefuseReason::NameRejected;
@@ -173,6 +180,13 @@ where
         let software = &hello.software;
         let live = sink.lease().live();
         live.set_software(&software.name, &software.version, &software.commit);
+        if !hello.tracers.is_empty() {
+            // Passed on by this tracerd's own re-forwarding (both protocols), its id appended.
+            live.apply_data_points(vec![crate::model::DataPoint {
+                name: crate::forward::TRACERD_PATH.to_string(),
+                json: serde_json::to_string(&hello.tracers).unwrap_or_default(),
+            }]);
+        }
         let capable = hello
             .capabilities
             .iter()

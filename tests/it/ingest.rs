@@ -74,6 +74,7 @@ async fn wrong_magic_unsupported_version_and_bad_names_are_refused_with_reasons(
             software: Software::default(),
             capabilities: Vec::new(),
             token: String::new(),
+            tracers: Vec::new(),
         };
         f.send(NodeMessage::Hello(Box::new(hello))).await.unwrap();
         match recv(&mut f).await {

@@ -33,6 +33,7 @@ mod native_tls;
 mod reforward;
 mod reforward_native;
 mod reforward_native_lag;
+mod reforward_native_loop;
 mod rotation;
 mod rtt;
 mod runs;

@@ -209,6 +209,7 @@ pub fn hello(name: &str) -> NodeMessage {
         },
         capabilities: Vec::new(),
         token: String::new(),
+        tracers: Vec::new(),
     }))
 }
 

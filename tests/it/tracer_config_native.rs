@@ -379,6 +379,7 @@ async fn older_forwarders_and_nodes_leaving_during_a_put_get_clear_errors() {
             software: Software::default(),
             capabilities: vec![CAPABILITY.into()],
             token: String::new(),
+            tracers: Vec::new(),
         })))
         .await
         .unwrap();

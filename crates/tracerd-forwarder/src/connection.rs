@@ -140,6 +140,7 @@ async fn session(
             Vec::new()
         },
         token: config.token.clone().unwrap_or_default(),
+        tracers: Vec::new(),
     })));
     let fail = |e: ConnectionError| (false, e);
     writer.write_all(&hello).await.map_err(|e| fail(e.into()))?;

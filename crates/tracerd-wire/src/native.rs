@@ -45,6 +45,9 @@ pub struct Hello {
     pub capabilities: Vec<String>,
     /// The node's identity token (`tracerd.native.identities`); empty: none.
     pub token: String,
+    /// The ids of the tracers the node's objects passed through, nearest last, when a
+    /// tracerd re-forwards them (`tracerd.forward`); empty from a node.
+    pub tracers: Vec<String>,
 }
 
 /// What a node runs.
@@ -103,6 +106,8 @@ pub enum RefuseReason {
     NoHello,
     /// tracerd cannot keep the node's logs now (directory, disk); the message says why.
     Unavailable,
+    /// A re-forwarding loop (`Hello.tracers` holds tracerd's own id); the message says which.
+    Loop,
 }
 
 /// Everything tracerd sends.
@@ -522,6 +527,7 @@ pub fn node_message_from_pb(msg: pb::NodeMessage) -> Result<NodeMessage, FrameEr
                 },
                 capabilities: h.capabilities,
                 token: h.token,
+                tracers: h.tracers,
             }))
         }
         Msg::Traces(b) => {
@@ -584,6 +590,7 @@ pub fn node_message_to_pb(msg: NodeMessage) -> pb::NodeMessage {
             }),
             capabilities: h.capabilities,
             token: h.token,
+            tracers: h.tracers,
         }),
         NodeMessage::Traces(b) => Msg::Traces(pb::TraceBatch {
             first_seq: b.first_seq,
@@ -630,6 +637,7 @@ fn refuse_reason_to_pb(r: RefuseReason) -> pb::RefuseReason {
         RefuseReason::NameRejected => pb::RefuseReason::NameRejected,
         RefuseReason::NoHello => pb::RefuseReason::NoHello,
         RefuseReason::Unavailable => pb::RefuseReason::Unavailable,
+        RefuseReason::Loop => pb::RefuseReason::Loop,
     }
 }
 
@@ -685,6 +693,7 @@ pub fn tracer_message_from_pb(msg: pb::TracerMessage) -> Result<TracerMessage, F
                 Ok(pb::RefuseReason::UnsupportedVersion) => RefuseReason::UnsupportedVersion,
                 Ok(pb::RefuseReason::NameRejected) => RefuseReason::NameRejected,
                 Ok(pb::RefuseReason::Unavailable) => RefuseReason::Unavailable,
+                Ok(pb::RefuseReason::Loop) => RefuseReason::Loop,
                 _ => RefuseReason::NoHello,
             },
             message: r.message,

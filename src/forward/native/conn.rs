@@ -18,7 +18,7 @@ use super::mirror::Mirror;
 use super::reader::{Read, Reader};
 use crate::config::NativeDownstream;
 use crate::model::{MetricValue, TraceBatch};
-use crate::native::{ForwarderCodec, Hello, NodeMessage, Software, TracerMessage};
+use crate::native::{ForwarderCodec, Hello, NodeMessage, RefuseReason, Software, TracerMessage};
 use crate::ship::cursor::{Lag, Pos};
 use crate::ship::state::StateDir;
 use tracerd_wire::Backoff;
@@ -67,6 +67,10 @@ enum SessionError {
     HandshakeTimeout,
     #[error("refused: {0}")]
     Refused(String),
+    #[error("refused as a re-forwarding loop: {0}")]
+    Loop(String),
+    #[error("the node's tracer path changed: reconnecting to announce it")]
+    PathChanged,
     #[error("connection closed")]
     Closed,
     #[error("no answer for {0:?} with batches in flight")]
@@ -298,9 +302,23 @@ fn latest(nodes: &crate::node::Nodes, node: &str) -> Latest {
     let points = live
         .data_point_names()
         .into_iter()
+        // The path travels in the Hello (with this tracer's id), never as a data point.
+        .filter(|n| n != crate::forward::TRACERD_PATH)
         .filter_map(|n| live.data_point(&n).map(|j| (n, j)))
         .collect();
     (metrics, points)
+}
+
+/// The tracers the node's objects passed through before this one (its `TracerdPath`, as its
+/// session here stored it), then this tracer's id: the downstream Hello's `tracers`.
+fn path_of(nodes: &crate::node::Nodes, node: &str) -> Vec<String> {
+    let mut path: Vec<String> = nodes
+        .with(node, |e| e.live.data_point(crate::forward::TRACERD_PATH))
+        .flatten()
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    path.push(crate::forward::tracer_id().to_string());
+    path
 }
 
 /// One connection, until it fails (every end is an error, and retried).
@@ -316,6 +334,7 @@ async fn session(
     nodes: &crate::node::Nodes,
 ) -> Result<(), SessionError> {
     let name = downstream.name.as_str();
+    let path = path_of(nodes, node);
     let stream = tokio::time::timeout(HANDSHAKE, tracerd_wire::connect(&downstream.address))
         .await
         .map_err(|_| SessionError::HandshakeTimeout)?
@@ -333,6 +352,7 @@ async fn session(
             },
             capabilities: Vec::new(),
             token: String::new(),
+            tracers: path.clone(),
         })))
         .await?;
     let (persisted, max_frame) = loop {
@@ -345,6 +365,10 @@ async fn session(
                 max_frame_bytes,
                 ..
             }))) => break (persisted_seq, max_frame_bytes as usize),
+            Ok(Some(Ok(TracerMessage::Refuse {
+                reason: RefuseReason::Loop,
+                message,
+            }))) => return Err(SessionError::Loop(message)),
             Ok(Some(Ok(TracerMessage::Refuse { reason, message }))) => {
                 return Err(SessionError::Refused(format!("{reason:?}: {message}")))
             }
@@ -378,6 +402,10 @@ async fn session(
     loop {
         if last_sync.is_none_or(|t| t.elapsed() >= SYNC_EVERY) {
             last_sync = Some(Instant::now());
+            // A tracer the node's objects now pass that the Hello did not name: say so anew.
+            if path_of(nodes, node).iter().any(|id| !path.contains(id)) {
+                return Err(SessionError::PathChanged);
+            }
             let (m, p) = latest(nodes, node);
             for msg in mirror.sync(m, p, max_frame / 2) {
                 framed.feed(msg).await?;

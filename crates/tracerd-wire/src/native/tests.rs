@@ -30,6 +30,7 @@ fn sample_messages(texts: &[String]) -> Vec<NodeMessage> {
         },
         capabilities: vec![crate::tracing_config::CAPABILITY.into()],
         token: texts.get(1).cloned().unwrap_or_default(),
+        tracers: Vec::new(),
     }))];
     for (i, t) in texts.iter().enumerate() {
         let i = i as u64;
@@ -270,6 +271,7 @@ fn readme_examples_are_exact() {
         software: Software::default(),
         capabilities: Vec::new(),
         token: String::new(),
+        tracers: Vec::new(),
     }));
     assert_eq!(
         hex(&encode_node_frame(hello)),
