@@ -1,5 +1,6 @@
-//! Pure halves of native forwarding: a machine-format line read back as the trace object it
-//! was written from, and the cursor file's text. No I/O.
+//! Pure halves of native forwarding: a machine-format line, read by `ship::record::Record`
+//! (the one reader of tracerd's machine lines, the sinks' too), turned back into the trace
+//! object it was written from, and the cursor file's text. No I/O.
 //!
 //! tracerd's machine line is `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`
 //! (`logs::format::push_machine`); the object rebuilt from it has the same fields, and its
@@ -7,56 +8,25 @@
 //! another shape (a Cardano node's own `toMachine` line with other keys, or not JSON) goes
 //! whole as the payload of an object with the namespace and time it names, where it does.
 
-use std::borrow::Cow;
-
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
 use crate::ship::cursor::Pos;
-use crate::utc::parse_rfc3339;
-
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(borrow, default)]
-    at: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    ns: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    sev: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    thread: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    host: Option<Cow<'a, str>>,
-}
+use crate::ship::record::Record;
 
 /// The namespace of `line` (for the filter) and the object it was written from.
 pub fn object_of(line: &str) -> TraceObject {
-    let fields = serde_json::from_str::<Fields<'_>>(line).ok();
-    let Some(f) = fields else {
-        return foreign(line, "", 0);
-    };
-    let timestamp_ns = f.at.as_deref().and_then(parse_rfc3339).map_or(0, |(s, n)| {
-        s.saturating_mul(1_000_000_000).saturating_add(i64::from(n))
-    });
-    let namespace = f.ns.map(Cow::into_owned).unwrap_or_default();
-    let Some(data) = f.data else {
-        return foreign(line, &namespace, timestamp_ns);
+    let r = Record::parse(line);
+    let timestamp_ns = r.unix_nanos();
+    let Some(data) = r.data else {
+        return foreign(line, &r.namespace, timestamp_ns);
     };
     TraceObject {
-        namespace,
-        severity: f
-            .sev
-            .as_deref()
-            .and_then(Severity::parse)
-            .unwrap_or(Severity::Info),
+        namespace: r.namespace.into_owned(),
+        severity: Severity::parse(&r.severity).unwrap_or(Severity::Info),
         detail: DetailLevel::Normal,
         timestamp_ns,
-        hostname: f.host.map(Cow::into_owned).unwrap_or_default(),
-        thread_id: f.thread.map(Cow::into_owned).unwrap_or_default(),
-        machine: data.get().to_string(),
+        hostname: r.host.into_owned(),
+        thread_id: r.thread.into_owned(),
+        machine: data.to_string(),
         form: MachineForm::Payload,
         human: None,
     }
