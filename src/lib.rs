@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod capture;
 pub mod cardano;
 pub mod config;
 pub mod errors;

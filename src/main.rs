@@ -124,6 +124,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Capture {
+            action: tracerd::app::cli::CaptureCommand::Read { file },
+        } => match tracerd::capture::describe_file(&file) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tracerd capture read: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Status(args) => {
             print_or_fail("status", tracerd::tools::status(&args, &loaded.config))
         }

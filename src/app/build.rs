@@ -245,6 +245,7 @@ pub async fn build(
         shared.nodes.clone(),
         shared.running.clone(),
     )));
+    let _ = http_state.captures.set(shared.captures.clone());
     let mut http_listeners = Vec::new();
     let cert_store = {
         let config = config.clone();

@@ -43,6 +43,13 @@ pub enum Command {
     /// Write exactly one run's traces per node, and its run.json summary, to a directory
     /// (reads the run's record in --state-dir and the log files it names).
     Extract(crate::tools::runs::ExtractArgs),
+    /// Packet captures (the capture window): `tracerd capture read FILE` prints a
+    /// `capture-*.pcapng` file one packet a line.
+    Capture {
+        /// What to do.
+        #[command(subcommand)]
+        action: CaptureCommand,
+    },
     /// Check a config file: exit 0 if valid, else list every problem and exit 78.
     Validate {
         /// Also try what fails only at start: bind (and release) every port and socket,
@@ -65,6 +72,17 @@ pub enum Command {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+/// `tracerd capture ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Print a pcapng file: its interfaces, then per packet its time (RFC 3339, ns),
+    /// direction, bytes kept/on the wire and, for TCP, addresses, flags, sequence and window.
+    Read {
+        /// The file.
+        file: PathBuf,
     },
 }
 

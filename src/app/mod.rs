@@ -169,6 +169,8 @@ pub async fn run(
         }
     }
     described.extend(http_described);
+    // Before any node connects: a capture at start begins with the node's first session.
+    shared.captures.start_tasks(tracker.clone(), cancel.clone());
     for (listener, service) in listeners {
         let sessions = Arc::new(Sessions {
             service,

@@ -108,6 +108,7 @@ impl Default for TracerdSettings {
             ship_state_dir: None,
             ui: None,
             forward: Vec::new(),
+            capture: super::CaptureSettings::default(),
         }
     }
 }

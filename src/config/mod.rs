@@ -17,6 +17,7 @@
 //!
 //! The running config (a `watch` channel) and the reload shell are `crate::running`.
 
+mod capture;
 mod defaults;
 pub mod durations;
 pub mod forwarding;
@@ -30,6 +31,7 @@ mod shape;
 mod ship;
 mod validate;
 
+pub use capture::*;
 pub use defaults::*;
 #[cfg(test)]
 pub(crate) use load::parse_fragment;

@@ -282,6 +282,9 @@ pub struct TracerdSettings {
     /// Native downstreams (issue 16): other tracerds fed from the machine files. Off when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forward: Vec<super::NativeDownstream>,
+    /// The capture window (issue 20): budget and captures at start.
+    #[serde(default, skip_serializing_if = "super::CaptureSettings::is_default")]
+    pub capture: super::CaptureSettings,
 }
 
 /// HTTP authentication (`tracerd.httpAuth`): each route group without credentials is open.

@@ -213,6 +213,16 @@ const TRACERD: &[Field] = &[
     opt("ui", Kind::Obj(UI)),
     opt("remoteWrite", Kind::List(&Kind::Obj(REMOTE_WRITE))),
     opt("forward", Kind::List(&Kind::Obj(FORWARD))),
+    opt("capture", Kind::Obj(CAPTURE)),
+];
+const CAPTURE: &[Field] = &[
+    opt("budgetBytes", Kind::Int(0, 1 << 40, "bytes")),
+    opt("atStart", Kind::List(&Kind::Obj(CAPTURE_AT_START))),
+];
+const CAPTURE_AT_START: &[Field] = &[
+    req("node", Kind::Text),
+    req("seconds", Kind::Int(1, 3600, "seconds")),
+    opt("maxBytes", Kind::Int(1024, 1 << 34, "bytes")),
 ];
 const FORWARD: &[Field] = &[
     req("name", Kind::Text),

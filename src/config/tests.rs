@@ -554,6 +554,14 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 timeout_secs: 2.0,
             }],
             forward: Vec::new(),
+            capture: crate::config::CaptureSettings {
+                budget_bytes: 1 << 20,
+                at_start: vec![crate::config::CaptureAtStart {
+                    node: "relay-a".into(),
+                    seconds: 5,
+                    max_bytes: 4096,
+                }],
+            },
         },
     };
     let printed = to_yaml(&config);

@@ -72,6 +72,9 @@ pub(super) fn validate(
     ) {
         problem(&key, message);
     }
+    for (key, message) in super::capture::check_capture(&config.tracerd.capture) {
+        problem(&key, message);
+    }
     if config.logging.is_empty() {
         problem("logging", "at least one log target is required".to_string());
     }

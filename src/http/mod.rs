@@ -31,6 +31,7 @@ use crate::node::Nodes;
 use crate::transport::{Acceptor, Conn, Listener};
 
 pub mod auth;
+mod capture;
 pub mod conns;
 mod ekg;
 pub mod prom_api;
@@ -92,6 +93,8 @@ pub struct HttpState {
     fleet: FleetRenderer,
     /// Benchmark runs (`/api/runs`), set by `app::build`.
     pub runs: std::sync::OnceLock<Arc<crate::runs::Runs>>,
+    /// The capture window (`/api/nodes/<slug>/capture`), set by `app::build`.
+    pub captures: std::sync::OnceLock<Arc<crate::capture::Captures>>,
 }
 
 impl HttpState {
@@ -111,6 +114,7 @@ impl HttpState {
             large_renders: Arc::new(Semaphore::new(1)),
             fleet: FleetRenderer::default(),
             runs: std::sync::OnceLock::new(),
+            captures: std::sync::OnceLock::new(),
         }
     }
 

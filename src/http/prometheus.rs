@@ -39,6 +39,7 @@ pub fn prometheus_router_with(state: Arc<HttpState>, extra: Router) -> Router {
         .route("/api/nodes/{slug}/datapoints/{name}", get(data_point))
         .merge(super::tracer_config::routes())
         .merge(super::runs::routes())
+        .merge(super::capture::routes())
         .route("/{slug}", get(node_metrics))
         .route("/{slug}/{*rest}", get(node_metrics_deep))
         .with_state(state.clone())

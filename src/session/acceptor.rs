@@ -50,6 +50,8 @@ pub struct Sessions {
 impl Acceptor for Sessions {
     async fn serve(&self, conn: Conn, cancel: CancellationToken) {
         let Conn { stream, peer } = conn;
+        // Capturable once its session names the node (`crate::capture`); alive as long as it.
+        let (stream, _wire) = crate::capture::tap(stream, &peer, &self.ctx.captures);
         let ctx = self.ctx.clone();
         // Outcomes are counted and logged by `serve_and_report`.
         match (&self.service, &self.tls, stream) {

@@ -37,14 +37,21 @@ pub struct Context {
     pub identities: Arc<crate::session::identity::Identities>,
     /// `tracerd.cardanoAllowFrom`: source networks of Cardano TCP connections; empty: any.
     pub cardano_allow: Arc<[crate::transport::sources::Network]>,
+    /// The capture window: each session's connection is filed under its node's name.
+    pub captures: Arc<crate::capture::Captures>,
 }
 
 impl Context {
     /// Shared state for `config`, with the node registry and metrics.
     pub fn new(config: &Config, nodes: Nodes, telemetry: Telemetry) -> Context {
+        let running = Running::new(config.clone());
         Context {
             network_magic: config.network_magic,
-            running: Running::new(config.clone()),
+            captures: Arc::new(crate::capture::Captures::new(
+                &config.tracerd.capture,
+                running.clone(),
+            )),
+            running,
             nodes,
             telemetry,
             budget: Arc::new(Semaphore::new(budget_permits(
@@ -100,7 +107,7 @@ impl Context {
             protocol,
         )
         .await?;
-        Ok(self.tap(sink))
+        Ok(self.tap(sink, peer))
     }
 
     /// Claims `name` for `peer` and opens its ingest path (see [`NodeSink::open`]).
@@ -121,11 +128,13 @@ impl Context {
             protocol,
         )
         .await?;
-        Ok(self.tap(sink))
+        Ok(self.tap(sink, peer))
     }
 
-    /// Connects a new sink to re-forwarding, when configured.
-    fn tap(&self, mut sink: NodeSink) -> NodeSink {
+    /// Connects a new sink to re-forwarding, when configured, and `peer`'s connection to
+    /// captures.
+    fn tap(&self, mut sink: NodeSink, peer: &str) -> NodeSink {
+        self.captures.attach(peer, sink.name());
         if let Some(reforward) = &self.reforward {
             let tap = reforward.attach(sink.name(), sink.lease().live().clone());
             sink.set_tap(tap);

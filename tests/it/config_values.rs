@@ -21,7 +21,9 @@ fn base() -> Value {
                     "clickhouse": {"url": "http://127.0.0.1:8123"},
                     "remoteWrite": [{"url": "http://127.0.0.1:9090/api/v1/write"}],
                     "loki": {"url": "http://127.0.0.1:3100"},
-                    "forward": [{"name": "central", "address": "127.0.0.1:3200"}]}
+                    "forward": [{"name": "central", "address": "127.0.0.1:3200"}],
+                    "capture": {"budgetBytes": 1099511627776u64,
+                                "atStart": [{"node": "n1", "seconds": 1, "maxBytes": 1024}]}}
     })
 }
 

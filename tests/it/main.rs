@@ -8,6 +8,7 @@ mod alerts_traces;
 mod alerts_webhook;
 mod architecture;
 mod auth;
+mod capture;
 mod cardano;
 mod certs;
 mod cli;

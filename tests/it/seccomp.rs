@@ -177,3 +177,63 @@ fn without_the_chown_line_binding_with_a_socket_group_fails_with_the_reason() {
     assert!(err.contains("t.sock"), "{err}");
     assert!(err.contains("Operation not permitted"), "{err}");
 }
+
+/// The capture window under the unit's filter: with `deploy/tracerd.service.d/capture.conf`
+/// (which changes capabilities and address families, not `SystemCallFilter=`), a TCP node's
+/// capture opens its AF_PACKET socket, attaches its filter and records packets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_units_syscall_filter_lets_a_tcp_capture_run() {
+    let Some(groups) = runnable() else { return };
+    let dropin = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tracerd.service.d/capture.conf"),
+    )
+    .unwrap();
+    for line in [
+        "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW",
+        "RestrictAddressFamilies=AF_PACKET AF_NETLINK",
+    ] {
+        assert!(
+            dropin.lines().any(|l| l == line),
+            "the drop-in lacks {line}"
+        );
+    }
+    let allow = allowed(&unit(), &groups);
+    let http = crate::support::free_port();
+    let mut d = Daemon::configure(
+        |_, _| String::new(),
+        &format!("hasPrometheus: {{epHost: 127.0.0.1, epPort: {http}}}\n"),
+    );
+    let list = d.dir.path().join("allowed.txt");
+    std::fs::write(&list, allow.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/seccomp_exec.py"))
+        .arg(&list)
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_tracerd"))
+        .arg("-c")
+        .arg(d.config_path())
+        .stdout(std::process::Stdio::null());
+    d.spawn_command(cmd);
+    let mut node = FakeNode::handshake(crate::support::connect_tcp(d.tcp_port).await, "cap").await;
+    let started = tokio::task::spawn_blocking(move || {
+        crate::capture::post(http, "/api/nodes/cap/capture?seconds=1")
+    })
+    .await
+    .unwrap();
+    assert_eq!(started.0, 202, "{}", started.1);
+    node.send_batch(1, 50, 16).await;
+    node.wait_ack(50).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let (_, _, body) = crate::http::http_get(http, "/api/nodes/cap/capture", &[]);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["state"] == "done" {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(done["ended"], "seconds", "{done}");
+    assert!(done["packets"].as_u64().unwrap() >= 2, "{done}");
+}

@@ -52,6 +52,7 @@ pub async fn connect_loop(
                 }
                 .emit(&shared.telemetry);
                 let cancel = cancel.child_token();
+                let (stream, _wire) = crate::capture::tap(stream, &peer, &shared.captures);
                 let end = serve_and_report(
                     stream,
                     peer.clone(),
