@@ -34,23 +34,45 @@ pub enum RulesError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
-    groups: Vec<GroupDoc>,
+    groups: Vec<GroupDoc<PromRuleDoc>>,
 }
 
+/// A group as both rule formats write it (a Prometheus file's `groups` entries, a trace rule
+/// file's `trace_groups` entries); `R` is the format's rule.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupDoc {
+pub(super) struct GroupDoc<R> {
     name: String,
     #[serde(default)]
     interval: Option<String>,
     #[serde(default)]
     limit: Option<u64>,
-    rules: Vec<RuleDoc>,
+    rules: Vec<R>,
+}
+
+/// What every alerting rule has beside its condition, in both formats. (Each format's rule
+/// struct still names these four fields itself: serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`, which names a misspelt key with its line.)
+#[derive(Debug, Default)]
+pub(super) struct Common {
+    pub for_: Option<String>,
+    pub keep_firing_for: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One rule as its file format reads it.
+pub(super) trait RuleDoc {
+    /// The name its problems are reported under (and its `alert:` line found by).
+    fn name(&self) -> String;
+    /// Its alert name, its expression (or condition as text) and its condition, checked;
+    /// and the fields every rule has, checked by [`build_groups`].
+    fn check(self) -> Result<(String, String, Cond, Common), String>;
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleDoc {
+struct PromRuleDoc {
     #[serde(default)]
     alert: Option<String>,
     #[serde(default)]
@@ -64,6 +86,36 @@ struct RuleDoc {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+}
+
+impl RuleDoc for PromRuleDoc {
+    fn name(&self) -> String {
+        self.alert
+            .clone()
+            .or(self.record.clone())
+            .unwrap_or_default()
+    }
+
+    fn check(self) -> Result<(String, String, Cond, Common), String> {
+        let alert = match (self.alert, self.record) {
+            (Some(a), None) if !a.is_empty() => a,
+            (None, Some(_)) => {
+                return Err("recording rules are not supported (only alerting rules)".into())
+            }
+            (Some(_), Some(_)) => return Err("only one of alert and record may be set".into()),
+            _ => return Err("alert must be set to the alert's name".into()),
+        };
+        if let Err(e) = promql_parser::parser::parse(&self.expr) {
+            return Err(format!("bad PromQL in expr {:?}: {e}", self.expr));
+        }
+        let common = Common {
+            for_: self.for_,
+            keep_firing_for: self.keep_firing_for,
+            labels: self.labels,
+            annotations: self.annotations,
+        };
+        Ok((alert, self.expr, Cond::Expr, common))
+    }
 }
 
 /// What a rule's alerts come from.
@@ -148,7 +200,7 @@ pub fn parse_duration(s: &str) -> Result<i64, String> {
 
 /// The 1-based line of the `alert: NAME` (or `record: NAME`) entry of the `nth` rule named
 /// `name` in `text`, or 1 when it cannot be found.
-pub(super) fn line_of_rule(text: &str, name: &str, nth: usize) -> usize {
+fn line_of_rule(text: &str, name: &str, nth: usize) -> usize {
     text.lines()
         .enumerate()
         .filter(|(_, l)| {
@@ -169,14 +221,34 @@ pub fn parse_file(
     text: &str,
     default_interval_ms: i64,
 ) -> Result<Vec<Group>, RulesError> {
-    let doc: FileDoc = serde_norway::from_str(text).map_err(|e| RulesError::Parse {
+    let doc: FileDoc = parse_yaml(file, text)?;
+    build_groups(file, text, doc.groups, default_interval_ms)
+}
+
+/// A rule file's YAML, as the format's document type (unknown fields named with their line).
+pub(super) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, RulesError> {
+    serde_norway::from_str(text).map_err(|e| RulesError::Parse {
         file: file.to_string(),
         message: e.to_string(),
-    })?;
+    })
+}
+
+/// The groups of one parsed file, either format: group names unique, intervals read, each
+/// rule checked (its own part by [`RuleDoc::check`], the rest by [`finish_rule`]), a problem
+/// named with `file`, the rule's line in `text`, its group and its name.
+pub(super) fn build_groups<R: RuleDoc>(
+    file: &str,
+    text: &str,
+    docs: Vec<GroupDoc<R>>,
+    default_interval_ms: i64,
+) -> Result<Vec<Group>, RulesError> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut groups = Vec::new();
     let mut names = std::collections::BTreeSet::new();
-    for g in doc.groups {
+    for g in docs {
         if !names.insert(g.name.clone()) {
             return Err(RulesError::Parse {
                 file: file.to_string(),
@@ -186,7 +258,7 @@ pub fn parse_file(
         let interval_ms = group_interval(file, &g.name, &g.interval, default_interval_ms)?;
         let mut rules = Vec::new();
         for r in g.rules {
-            let name = r.alert.clone().or(r.record.clone()).unwrap_or_default();
+            let name = r.name();
             let nth = seen.entry(name.clone()).or_default();
             let line = line_of_rule(text, &name, *nth);
             *nth += 1;
@@ -197,31 +269,8 @@ pub fn parse_file(
                 rule: name.clone(),
                 message,
             };
-            let alert = match (r.alert, r.record) {
-                (Some(a), None) if !a.is_empty() => a,
-                (None, Some(_)) => {
-                    return Err(err(
-                        "recording rules are not supported (only alerting rules)".into(),
-                    ))
-                }
-                (Some(_), Some(_)) => {
-                    return Err(err("only one of alert and record may be set".into()))
-                }
-                _ => return Err(err("alert must be set to the alert's name".into())),
-            };
-            if let Err(e) = promql_parser::parser::parse(&r.expr) {
-                return Err(err(format!("bad PromQL in expr {:?}: {e}", r.expr)));
-            }
-            rules.push(finish_rule(
-                alert,
-                r.expr,
-                Cond::Expr,
-                &r.for_,
-                &r.keep_firing_for,
-                r.labels,
-                r.annotations,
-                &err,
-            )?);
+            let (alert, expr, cond, common) = r.check().map_err(&err)?;
+            rules.push(finish_rule(alert, expr, cond, common, &err)?);
         }
         groups.push(Group {
             file: file.to_string(),
@@ -236,25 +285,21 @@ pub fn parse_file(
 
 /// The checks every alerting rule shares, Prometheus's or tracerd's own: `for`,
 /// `keep_firing_for`, label names and templates. `err` names the rule in a problem.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn finish_rule(
+fn finish_rule(
     name: String,
     expr: String,
     cond: Cond,
-    for_: &Option<String>,
-    keep_firing_for: &Option<String>,
-    labels_in: BTreeMap<String, String>,
-    annotations_in: BTreeMap<String, String>,
+    common: Common,
     err: &dyn Fn(String) -> RulesError,
 ) -> Result<Rule, RulesError> {
     let dur = |what: &str, v: &Option<String>| match v {
         None => Ok(0),
         Some(s) => parse_duration(s).map_err(|m| err(format!("{what}: {m}"))),
     };
-    let for_ms = dur("for", for_)?;
-    let keep_firing_for_ms = dur("keep_firing_for", keep_firing_for)?;
+    let for_ms = dur("for", &common.for_)?;
+    let keep_firing_for_ms = dur("keep_firing_for", &common.keep_firing_for)?;
     let mut labels = Vec::new();
-    for (k, v) in labels_in {
+    for (k, v) in common.labels {
         if !valid_label_name(&k) || k.starts_with("__") {
             return Err(err(format!("invalid label name {k:?}")));
         }
@@ -262,7 +307,7 @@ pub(super) fn finish_rule(
         labels.push((k, t));
     }
     let mut annotations = Vec::new();
-    for (k, v) in annotations_in {
+    for (k, v) in common.annotations {
         if !valid_label_name(&k) {
             return Err(err(format!("invalid annotation name {k:?}")));
         }
@@ -292,10 +337,20 @@ pub fn load_files(
     files: &[PathBuf],
     default_interval_ms: i64,
 ) -> Result<Vec<Group>, Vec<RulesError>> {
+    load_with(files, default_interval_ms, parse_file)
+}
+
+/// Reads every file of `files` (blocking) and parses it with `parse` (either format's
+/// `parse_file`): the groups, or every file's first problem.
+pub(super) fn load_with(
+    files: &[PathBuf],
+    default_interval_ms: i64,
+    parse: fn(&str, &str, i64) -> Result<Vec<Group>, RulesError>,
+) -> Result<Vec<Group>, Vec<RulesError>> {
     let mut groups = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match load_file(f, default_interval_ms) {
+        match read(f).and_then(|(file, text)| parse(&file, &text, default_interval_ms)) {
             Ok(g) => groups.extend(g),
             Err(e) => errors.push(e),
         }
@@ -307,13 +362,8 @@ pub fn load_files(
     }
 }
 
-fn load_file(path: &Path, default_interval_ms: i64) -> Result<Vec<Group>, RulesError> {
-    let (file, text) = read(path)?;
-    parse_file(&file, &text, default_interval_ms)
-}
-
 /// A rule file's name as shown and its text (blocking).
-pub(super) fn read(path: &Path) -> Result<(String, String), RulesError> {
+fn read(path: &Path) -> Result<(String, String), RulesError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
         file: file.clone(),
@@ -323,7 +373,7 @@ pub(super) fn read(path: &Path) -> Result<(String, String), RulesError> {
 }
 
 /// A group's `interval`, or `default_interval_ms` when it names none.
-pub(super) fn group_interval(
+fn group_interval(
     file: &str,
     group: &str,
     interval: &Option<String>,

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::rules::{
-    finish_rule, group_interval, line_of_rule, parse_duration, Cond, Group, RulesError,
+    build_groups, load_with, parse_duration, parse_yaml, Common, Cond, Group, GroupDoc, RuleDoc,
+    RulesError,
 };
 use crate::model::Severity;
 
@@ -22,21 +23,12 @@ pub const MAX_COUNT: u32 = 10_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
-    trace_groups: Vec<GroupDoc>,
+    trace_groups: Vec<GroupDoc<TraceRuleDoc>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupDoc {
-    name: String,
-    #[serde(default)]
-    interval: Option<String>,
-    rules: Vec<RuleDoc>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleDoc {
+struct TraceRuleDoc {
     alert: String,
     #[serde(default)]
     trace: Option<TraceDoc>,
@@ -86,6 +78,30 @@ struct LifecycleDoc {
     no_traces_for: Option<String>,
     #[serde(default)]
     clock_skew_over: Option<String>,
+}
+
+impl RuleDoc for TraceRuleDoc {
+    fn name(&self) -> String {
+        self.alert.clone()
+    }
+
+    fn check(self) -> Result<(String, String, Cond, Common), String> {
+        if self.alert.is_empty() {
+            return Err("alert must be set to the alert's name".into());
+        }
+        let (cond, expr) = match (&self.trace, &self.lifecycle) {
+            (Some(t), None) => trace_cond(t)?,
+            (None, Some(l)) => lifecycle_cond(l)?,
+            _ => return Err("exactly one of trace and lifecycle must be set".into()),
+        };
+        let common = Common {
+            for_: self.for_,
+            keep_firing_for: self.keep_firing_for,
+            labels: self.labels,
+            annotations: self.annotations,
+        };
+        Ok((self.alert, expr, cond, common))
+    }
 }
 
 /// A trace rule's condition: objects at or above `min_severity` (within `namespace`,
@@ -188,61 +204,8 @@ pub fn parse_file(
     text: &str,
     default_interval_ms: i64,
 ) -> Result<Vec<Group>, RulesError> {
-    let doc: FileDoc = serde_norway::from_str(text).map_err(|e| RulesError::Parse {
-        file: file.to_string(),
-        message: e.to_string(),
-    })?;
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut names = std::collections::BTreeSet::new();
-    let mut groups = Vec::new();
-    for g in doc.trace_groups {
-        if !names.insert(g.name.clone()) {
-            return Err(RulesError::Parse {
-                file: file.to_string(),
-                message: format!("group {:?}: repeated in the same file", g.name),
-            });
-        }
-        let interval_ms = group_interval(file, &g.name, &g.interval, default_interval_ms)?;
-        let mut rules = Vec::new();
-        for r in g.rules {
-            let nth = seen.entry(r.alert.clone()).or_default();
-            let line = line_of_rule(text, &r.alert, *nth);
-            *nth += 1;
-            let err = |message: String| RulesError::Rule {
-                file: file.to_string(),
-                line,
-                group: g.name.clone(),
-                rule: r.alert.clone(),
-                message,
-            };
-            if r.alert.is_empty() {
-                return Err(err("alert must be set to the alert's name".into()));
-            }
-            let (cond, expr) = match (&r.trace, &r.lifecycle) {
-                (Some(t), None) => trace_cond(t).map_err(&err)?,
-                (None, Some(l)) => lifecycle_cond(l).map_err(&err)?,
-                _ => return Err(err("exactly one of trace and lifecycle must be set".into())),
-            };
-            rules.push(finish_rule(
-                r.alert.clone(),
-                expr,
-                cond,
-                &r.for_,
-                &r.keep_firing_for,
-                r.labels,
-                r.annotations,
-                &err,
-            )?);
-        }
-        groups.push(Group {
-            file: file.to_string(),
-            name: g.name,
-            interval_ms,
-            limit: 0,
-            rules,
-        });
-    }
-    Ok(groups)
+    let doc: FileDoc = parse_yaml(file, text)?;
+    build_groups(file, text, doc.trace_groups, default_interval_ms)
 }
 
 fn trace_cond(t: &TraceDoc) -> Result<(Cond, String), String> {
@@ -337,21 +300,7 @@ pub fn load_files(
     files: &[PathBuf],
     default_interval_ms: i64,
 ) -> Result<Vec<Group>, Vec<RulesError>> {
-    let mut groups = Vec::new();
-    let mut errors = Vec::new();
-    for f in files {
-        match super::rules::read(f)
-            .and_then(|(file, text)| parse_file(&file, &text, default_interval_ms))
-        {
-            Ok(g) => groups.extend(g),
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(groups)
-    } else {
-        Err(errors)
-    }
+    load_with(files, default_interval_ms, parse_file)
 }
 
 #[cfg(test)]
@@ -426,6 +375,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `groups`"), "{e}");
+    }
+
+    #[test]
+    fn groups_share_prometheus_group_fields() {
+        let text = GOOD.replace("    interval: 1s\n", "    interval: 1s\n    limit: 5\n");
+        assert_eq!(parse_file("t.yml", &text, 15_000).unwrap()[0].limit, 5);
+        let text = GOOD.replace("  - name: traces\n", "  - name: traces\n    lmit: 5\n");
+        let e = parse_file("t.yml", &text, 15_000).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown field `lmit`") && e.contains("line 3"),
+            "{e}"
+        );
+        let twice = format!("{GOOD}{}", GOOD.replace("trace_groups:\n", ""));
+        let e = parse_file("t.yml", &twice, 15_000).unwrap_err().to_string();
+        assert!(e.contains("group \"traces\": repeated"), "{e}");
     }
 
     #[test]
