@@ -21,8 +21,8 @@ variation; a goal is "met" only if the interval's bound on the goal's side clear
 bound of a "at least" goal, the upper bound of an "at most" goal). Standard library only.
 """
 import argparse, json, os, random, shutil, signal, statistics, subprocess, sys, time
+from procs import proc_cpu, proc_kb, stop
 
-CLK = os.sysconf("SC_CLK_TCK")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -64,37 +64,6 @@ def summary(values, goal=None, at_least=True):
 
 
 # ------------------------------------------------------------------------------- processes
-
-def proc_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLK
-
-
-def proc_kb(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def stop(p, grace=15):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 def lines_on_disk(root):
     lines = files = 0

@@ -16,6 +16,7 @@ Every wait is bounded. Prints one JSON line per phase and a Markdown summary.
 Usage: bench/reforward.py [target/release]
 """
 import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
+from procs import stop
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "target", "release")
 BIN = os.path.abspath(BIN)
@@ -187,15 +188,6 @@ def start(work, name, cfg, http):
                             stderr=open(os.path.join(d, "stderr.log"), "a"))
     wait_port(http, proc, name)
     return proc
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def lag(ma):

@@ -20,6 +20,7 @@ Usage: bench/ship.py [target/release]
 """
 import http.server, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 import urllib.request
+from procs import proc_cpu, stop
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                       os.path.join(os.path.dirname(__file__), "..", "target", "release"))
@@ -31,7 +32,6 @@ NODES = int(os.environ.get("NODES", 4))
 SIZE = int(os.environ.get("SIZE", 160))
 SAMPLE = 0.1
 MAGIC = 764824073
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def port():
@@ -71,22 +71,6 @@ def max_of(text, name):
             except ValueError:
                 pass
     return max(vals) if vals else None
-
-
-def cpu_secs(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def clickhouse(work):
@@ -181,7 +165,7 @@ def phase(work, name, sink, lag_metric, rate):
     proc, hp, native = run_tracerd(work, sink)
     try:
         time.sleep(1)
-        c0, t0 = cpu_secs(proc.pid), time.time()
+        c0, t0 = proc_cpu(proc.pid), time.time()
         lp = load(native, rate, LOAD_SECS)
         lags = []
         while lp.poll() is None and time.time() < t0 + LOAD_SECS + 60:
@@ -205,7 +189,7 @@ def phase(work, name, sink, lag_metric, rate):
                     break
                 time.sleep(SAMPLE)
             drain = time.time() - t_load
-        cpu = cpu_secs(proc.pid) - c0
+        cpu = proc_cpu(proc.pid) - c0
         text = metric_lines(hp)
         r = {"phase": name, "rate_per_node": rate, "acked": acked,
              "ingest_per_s": round(summary.get("objects_per_s", 0)),

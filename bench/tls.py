@@ -14,23 +14,9 @@ each A B pair. Bounded: every tracerd-load run by its duration, a 30 s drain and
 connect timeout; tracerd by a 15 s stop.
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, time
+from procs import free_port, proc_cpu
 
-CLK = os.sysconf("SC_CLK_TCK")
 MAGIC = 764824073
-
-
-def proc_cpu(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def openssl(*args, cwd):

@@ -10,44 +10,8 @@ while the load ran, the lines and bytes found on disk, and the host's CPU use du
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
 import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, time
+from procs import free_port, host_busy, proc_cpu, proc_kb, stop
 
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLK
-
-
-def proc_kb(pid, key):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def host_busy():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq) / CLK
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 CONFIG = """networkMagic: 764824073
@@ -69,16 +33,6 @@ tracerd:
   limits:
     maxConnections: 20000
 """
-
-
-def stop(p, grace=15):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def disk_usage(logs):

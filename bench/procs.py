@@ -1,0 +1,58 @@
+"""Process and host probes the bench scripts share (stdlib only).
+
+Imported as `from procs import ...` by the scripts beside it (`python3 bench/X.py` puts this
+folder on `sys.path`).
+"""
+import os, signal, socket, subprocess
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """utime + stime of `pid` in seconds, or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / CLK
+
+
+def proc_kb(pid, key):
+    """A `/proc/<pid>/status` figure in KiB (`VmHWM`, `VmRSS`), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def host_busy():
+    """CPU seconds the whole host has spent busy since boot."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq) / CLK
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def stop(p, grace=30):
+    """SIGTERM, then SIGKILL after `grace` seconds; waits for the exit."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
