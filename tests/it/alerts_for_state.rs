@@ -8,34 +8,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::Value;
-use tracerd::model::{MetricValue, MetricsUpdate};
-use tracerd::native::NodeMessage;
 
 use crate::alerts::rfc3339_secs;
+use crate::alerts_state::{gauge, mem_high_rules};
 use crate::history::{get_json, instant};
 use crate::support::*;
 
-const MEM: &str = "cardano.node.metrics.Mem.resident_int";
-
 /// `for` (4 s) is over the grace period (1 s): a pending alert is restored.
-const RULES: &str = r#"groups:
-  - name: nodes
-    interval: 500ms
-    rules:
-      - alert: MemHigh
-        expr: cardano_node_metrics_Mem_resident_int > 100
-        for: 4s
-        labels: { severity: page }
-        annotations:
-          summary: '{{ $labels.node_name }} is high'
-"#;
-
-fn gauge(v: f64) -> NodeMessage {
-    NodeMessage::Metrics(MetricsUpdate {
-        full: false,
-        metrics: vec![(MEM.to_string(), MetricValue::Gauge(v))],
-    })
-}
+const FOR: &str = "4s";
 
 /// The MemHigh alert tracerd lists (`/api/v1/alerts`): its state and `activeAt` (s).
 fn listed(port: u16) -> Option<(String, f64)> {
@@ -88,7 +68,7 @@ async fn alerts_for_state_is_written_and_pending_for_resumes_after_a_restart() {
     let ts_port = free_port();
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules, mem_high_rules(FOR)).unwrap();
     let mut d = Daemon::configure(
         |_, _| String::new(),
         &format!(

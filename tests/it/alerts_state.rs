@@ -19,19 +19,26 @@ use crate::support::*;
 
 const MEM: &str = "cardano.node.metrics.Mem.resident_int";
 
-const RULES: &str = r#"groups:
+/// One group, one rule: `MemHigh` when the node's resident memory is over 100, after `for_`
+/// (`alerts_for_state` uses it with its own `for`).
+pub(crate) fn mem_high_rules(for_: &str) -> String {
+    format!(
+        r#"groups:
   - name: nodes
     interval: 500ms
     rules:
       - alert: MemHigh
         expr: cardano_node_metrics_Mem_resident_int > 100
-        for: 3s
-        labels: { severity: page }
+        for: {for_}
+        labels: {{ severity: page }}
         annotations:
-          summary: '{{ $labels.node_name }} is high'
-"#;
+          summary: '{{{{ $labels.node_name }}}} is high'
+"#
+    )
+}
 
-fn gauge(v: f64) -> NodeMessage {
+/// The node's resident memory as one metrics update.
+pub(crate) fn gauge(v: f64) -> NodeMessage {
     NodeMessage::Metrics(MetricsUpdate {
         full: false,
         metrics: vec![(MEM.to_string(), MetricValue::Gauge(v))],
@@ -62,7 +69,7 @@ async fn a_firing_alert_survives_reload_and_restart() {
     let ts_port = free_port();
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_dir.path().join("rules.yml");
-    std::fs::write(&rules, RULES).unwrap();
+    std::fs::write(&rules, mem_high_rules("3s")).unwrap();
     let mut d = Daemon::configure(
         |_, _| String::new(),
         &format!(
