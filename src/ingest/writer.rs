@@ -21,6 +21,10 @@ use crate::utc;
 /// Most queued batches the writer merges into one write.
 const MAX_MERGED_BATCHES: usize = 64;
 
+/// A node that wrote nothing for this long has its files' descriptors closed (the next write
+/// reopens them), so an idle node holds one descriptor, its socket.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(2);
+
 /// How long a writer blocked by write errors waits between attempts.
 pub const WRITE_RETRY: Duration = Duration::from_secs(1);
 /// A blocked writer reports its error at most this often.
@@ -50,6 +54,8 @@ pub(super) async fn write_loop(
     // Interval mode: data written but not yet synced and acknowledged.
     let mut unsynced = false;
     let mut last_sync = Instant::now();
+    // Whether a write may have left descriptors open (closed after `IDLE_CLOSE` without jobs).
+    let mut open = false;
     loop {
         let received = if unsynced {
             tokio::select! {
@@ -59,6 +65,15 @@ pub(super) async fn write_loop(
                     persisted.send_replace(seq);
                     unsynced = false;
                     last_sync = Instant::now();
+                    continue;
+                }
+            }
+        } else if open {
+            tokio::select! {
+                n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
+                _ = tokio::time::sleep(IDLE_CLOSE) => {
+                    writer.run(NodeLog::close_idle).await?;
+                    open = false;
                     continue;
                 }
             }
@@ -82,6 +97,7 @@ pub(super) async fn write_loop(
         let (batch, appended, seq) = writer
             .write(batch, sync_now, durability.on_write_error, &telemetry)
             .await?;
+        open = true;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
         if live.traces().watched() {
             // The live view (issue 14): written lines, with the file that holds them.

@@ -1,15 +1,19 @@
 //! The open log files of one node, one per target. Blocking I/O: callers run it on the
 //! blocking pool, never on an async worker.
 //!
-//! Over 800 lines (about 840, 180 of them tests): the append, rotation, checkpoint and
-//! directory-recreation paths share one `NodeLog` state; splitting the tests out to
-//! `writer/tests.rs` is the next step.
+//! Tests in `writer/tests.rs` and `writer/idle_tests.rs`.
 //!
 //! Files are created with `O_CREAT|O_EXCL|O_APPEND|O_NOFOLLOW`, so an existing file is never
 //! truncated or written through a planted symlink. A batch is written as whole lines; before a
 //! line that would take the file past the size limit, the file is rotated: a new file is
 //! created and `node.<ext>` is swapped to it atomically (symlink to a temporary name, then
 //! `rename` over the old link).
+//!
+//! A node that sends nothing holds no descriptor for its files: they are closed right after
+//! they are created and whenever the node's writer finds it idle (`close_idle`), and the next
+//! write reopens the same file by path, checking it is still the file tracerd created (same
+//! device and inode, `O_NOFOLLOW`, never `O_CREAT`); one deleted or replaced meanwhile is
+//! replaced by a fresh file, as a deleted open file is at a checkpoint.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -125,7 +129,14 @@ impl std::ops::AddAssign for Appended {
 struct OpenFile {
     format: LogFormat,
     dir: PathBuf,
-    file: File,
+    /// The descriptor while the node writes; `None` while it is idle ([`NodeLog::close_idle`]
+    /// and right after [`NodeLog::open_as`]), so an idle node holds no descriptor for its
+    /// files. The next write reopens the same file ([`OpenFile::reopen`]).
+    file: Option<File>,
+    /// `(st_dev, st_ino)` of the current file: a reopened path must still be this file.
+    id: (u64, u64),
+    /// Lines were written since the last `fdatasync` (a closed file is synced by reopening).
+    dirty: bool,
     key: FileKey,
     /// Bytes of whole lines in the file; after a failed write the file is cut back to this.
     len: u64,
@@ -212,12 +223,14 @@ impl NodeLog {
         let mut files = Vec::with_capacity(settings.targets.len());
         for (target, TargetDir { dir, ext }) in settings.targets.iter().zip(dirs) {
             let newest = newest_key(&dir, ext);
-            let (file, key) = create_file(&dir, ext, FileKey::next(now, newest))?;
+            let (file, key, id) = create_file(&dir, ext, FileKey::next(now, newest))?;
             link_current(&dir, ext, key)?;
             files.push(OpenFile {
                 format: target.format,
                 dir,
-                file,
+                file: Some(file),
+                id,
+                dirty: false,
                 key,
                 len: 0,
                 done: 0,
@@ -243,7 +256,31 @@ impl NodeLog {
             invalid_pending: 0,
         };
         log.checkpoint()?;
+        // The file exists (and `node.<ext>` names it) from the connection on, but a node that
+        // sends nothing holds no descriptor for it: the first write reopens it.
+        log.close_idle();
         Ok((log, recovered))
+    }
+
+    /// Closes every target's descriptor, unless a failed write left lines to write; the next
+    /// write reopens the same files (a file found deleted or replaced meanwhile is replaced
+    /// by a fresh one, as [`NodeLog::checkpoint`] does). Data not yet synced stays in the
+    /// page cache and is synced by the next [`NodeLog::sync`]. Returns whether a descriptor
+    /// was closed.
+    pub fn close_idle(&mut self) -> bool {
+        if self.has_pending() {
+            return false;
+        }
+        let mut closed = false;
+        for f in &mut self.files {
+            closed |= f.file.take().is_some();
+        }
+        closed
+    }
+
+    /// Whether any target's descriptor is open.
+    pub fn is_open(&self) -> bool {
+        self.files.iter().any(|f| f.file.is_some())
     }
 
     /// Replaces the rotation policy (after a reload); the next line written obeys it.
@@ -405,7 +442,14 @@ impl NodeLog {
         use std::os::unix::fs::MetadataExt;
         let now = crate::utc::now_unix();
         for f in &mut self.files {
-            let gone = f.file.metadata().map(|m| m.nlink() == 0).unwrap_or(false);
+            let gone = match &f.file {
+                Some(file) => file.metadata().map(|m| m.nlink() == 0).unwrap_or(false),
+                // Closed while idle: one `lstat` of the path instead.
+                None => match fs::symlink_metadata(f.path()) {
+                    Ok(m) => !m.is_file() || (m.dev(), m.ino()) != f.id,
+                    Err(e) => e.kind() == io::ErrorKind::NotFound,
+                },
+            };
             if !gone {
                 continue;
             }
@@ -430,10 +474,7 @@ impl NodeLog {
 
     /// Paths of the current files, one per target.
     pub fn current_paths(&self) -> Vec<PathBuf> {
-        self.files
-            .iter()
-            .map(|f| f.dir.join(f.key.file_name(f.format.extension())))
-            .collect()
+        self.files.iter().map(OpenFile::path).collect()
     }
 
     /// Writes `objects` to every target, rotating at line boundaries as the size limit
@@ -488,12 +529,26 @@ impl NodeLog {
         let mut first_error = None;
         let now = crate::utc::now_unix();
         for f in &mut self.files {
-            if let Err(source) = f.file.sync_data() {
-                let path = f.dir.join(f.key.file_name(f.format.extension()));
+            if f.file.is_none() && !f.dirty {
+                continue;
+            }
+            // A file closed while idle with lines not yet synced is reopened for the sync
+            // (`fdatasync` flushes the file's pages whichever descriptor asks).
+            let synced = match f.reopen(now) {
+                Ok(file) => file.sync_data(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            if let Err(source) = synced {
+                let path = f.path();
                 if let Err(e) = rotate(f, now) {
                     tracing::error!(error = %e, "cannot replace a log file after an fsync error");
                 }
                 first_error.get_or_insert(WriteError::Sync { path, source });
+            } else {
+                f.dirty = false;
             }
         }
         match first_error {
@@ -555,7 +610,12 @@ fn write_lines(
         let line_len = (end - line_start) as u64;
         let chunk_len = (line_start - chunk_start) as u64;
         if rotation::must_rotate(policy, f.len + chunk_len, line_len) {
-            write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
+            write_chunk(
+                f,
+                &rendered.bytes[chunk_start..line_start],
+                chunk_lines,
+                now,
+            )?;
             rotate(f, now)?;
             rotations += 1;
             chunk_start = line_start;
@@ -564,38 +624,100 @@ fn write_lines(
         chunk_lines += 1;
         line_start = end;
     }
-    write_chunk(f, &rendered.bytes[chunk_start..line_start], chunk_lines)?;
+    write_chunk(
+        f,
+        &rendered.bytes[chunk_start..line_start],
+        chunk_lines,
+        now,
+    )?;
     Ok(rotations)
 }
 
 /// Appends whole lines; on failure cuts the file back to its last line boundary.
-fn write_chunk(f: &mut OpenFile, bytes: &[u8], lines: usize) -> Result<(), WriteError> {
+fn write_chunk(f: &mut OpenFile, bytes: &[u8], lines: usize, now: i64) -> Result<(), WriteError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    if let Err(source) = f.file.write_all(bytes) {
+    let len = f.len;
+    let file = f.reopen(now)?;
+    if let Err(source) = file.write_all(bytes) {
         // A short write may have left part of a line: remove it, so the file stays whole
         // lines and a retry appends after a newline. If even that fails, the next
         // session's recovery cuts it.
-        let _ = f.file.set_len(f.len);
+        let _ = file.set_len(len);
         return Err(WriteError::Write {
-            path: f.dir.join(f.key.file_name(f.format.extension())),
+            path: f.path(),
             source,
         });
     }
     f.len += bytes.len() as u64;
     f.done += lines;
+    f.dirty = true;
     Ok(())
 }
 
 fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
     let ext = f.format.extension();
-    let (file, key) = create_file(&f.dir, ext, FileKey::next(now, Some(f.key)))?;
+    let (file, key, id) = create_file(&f.dir, ext, FileKey::next(now, Some(f.key)))?;
     link_current(&f.dir, ext, key)?;
-    f.file = file;
+    f.file = Some(file);
+    f.id = id;
     f.key = key;
     f.len = 0;
+    f.dirty = false;
     Ok(())
+}
+
+impl OpenFile {
+    fn path(&self) -> PathBuf {
+        self.dir.join(self.key.file_name(self.format.extension()))
+    }
+
+    /// The open descriptor, reopening the current file if it was closed while idle
+    /// (`O_APPEND|O_NOFOLLOW|O_NONBLOCK`, never `O_CREAT`). The path must still be the file
+    /// this node created (same device and inode, a regular file); if it was deleted (its
+    /// directory removed by hand, say) or replaced, the directory is recreated and a fresh
+    /// file started, as [`NodeLog::checkpoint`] does for a deleted open file.
+    fn reopen(&mut self, now: i64) -> Result<&mut File, WriteError> {
+        use std::os::unix::fs::MetadataExt;
+        if self.file.is_none() {
+            let path = self.path();
+            let opened = OpenOptions::new()
+                .append(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .and_then(|file| file.metadata().map(|m| (file, m)));
+            let gone = match opened {
+                Ok((file, m)) if m.is_file() && (m.dev(), m.ino()) == self.id => {
+                    self.file = Some(file);
+                    None
+                }
+                Ok(_) => Some("replaced"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Some("deleted"),
+                // A symlink (`ELOOP`) or a FIFO without a reader (`ENXIO`) planted over it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {
+                    Some("replaced")
+                }
+                Err(source) => return Err(WriteError::Write { path, source }),
+            };
+            if let Some(how) = gone {
+                let dir_existed = self.dir.exists();
+                ensure_dir(&self.dir)?;
+                let old = self.key.file_name(self.format.extension());
+                rotate(self, now)?;
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    file = %old,
+                    new = %self.key.file_name(self.format.extension()),
+                    "the node's current log file was {how}{} while it was closed; carrying on in a \
+                     fresh file (lines written to the old one are gone with it)",
+                    if dir_existed { "" } else { " (with its directory; recreated it)" }
+                );
+            }
+        }
+        // Set just above when it was `None`; `rotate` always leaves a descriptor.
+        self.file.as_mut().ok_or(WriteError::Closed)
+    }
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
@@ -620,8 +742,14 @@ fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
     }
 }
 
-/// Creates the file for `key`, or for the next free counter if that name exists.
-fn create_file(dir: &Path, ext: &str, mut key: FileKey) -> Result<(File, FileKey), WriteError> {
+/// Creates the file for `key`, or for the next free counter if that name exists; returns
+/// it with its key and `(st_dev, st_ino)`.
+fn create_file(
+    dir: &Path,
+    ext: &str,
+    mut key: FileKey,
+) -> Result<(File, FileKey, (u64, u64)), WriteError> {
+    use std::os::unix::fs::MetadataExt;
     loop {
         let path = dir.join(key.file_name(ext));
         let opened = OpenOptions::new()
@@ -630,7 +758,12 @@ fn create_file(dir: &Path, ext: &str, mut key: FileKey) -> Result<(File, FileKey
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path);
         match opened {
-            Ok(file) => return Ok((file, key)),
+            Ok(file) => {
+                let m = file
+                    .metadata()
+                    .map_err(|source| WriteError::Create { path, source })?;
+                return Ok((file, key, (m.dev(), m.ino())));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && key.counter < 100_000 => {
                 key.counter += 1;
             }
@@ -657,187 +790,7 @@ fn link_current(dir: &Path, ext: &str, key: FileKey) -> Result<(), WriteError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::logs::FileTarget;
-    use crate::model::{DetailLevel, Severity};
+mod idle_tests;
 
-    fn obj(i: usize) -> TraceObject {
-        TraceObject {
-            namespace: "Test.Ns".into(),
-            severity: Severity::Info,
-            detail: DetailLevel::Normal,
-            timestamp_ns: 1_784_714_812_000_000_000,
-            hostname: "h".into(),
-            thread_id: "1".into(),
-            machine: format!("{{\"i\":{i}}}"),
-            human: Some(format!("line {i}")),
-            form: Default::default(),
-        }
-    }
-
-    fn settings(root: &Path, limit: Option<u64>) -> LogSettings {
-        LogSettings {
-            targets: vec![
-                FileTarget {
-                    root: root.join("m"),
-                    format: LogFormat::ForMachine,
-                },
-                FileTarget {
-                    root: root.join("h"),
-                    format: LogFormat::ForHuman,
-                },
-            ],
-            journal: None,
-            policy: limit.map(|limit_bytes| Policy {
-                limit_bytes,
-                max_age_secs: 3600,
-                keep_files: 100,
-            }),
-            prune_every_secs: 60,
-        }
-    }
-
-    fn read_all(dir: &Path, ext: &str) -> (Vec<String>, Vec<PathBuf>) {
-        let mut keys = crate::logs::dir::list_keys(dir, ext).unwrap();
-        keys.sort();
-        let mut lines = Vec::new();
-        let mut paths = Vec::new();
-        for k in keys {
-            let p = dir.join(k.file_name(ext));
-            let text = fs::read_to_string(&p).unwrap();
-            assert!(
-                text.is_empty() || text.ends_with('\n'),
-                "{p:?} ends mid-line"
-            );
-            assert!(!text.starts_with('\n'), "{p:?} starts with an empty line");
-            lines.extend(text.lines().map(str::to_string));
-            paths.push(p);
-        }
-        (lines, paths)
-    }
-
-    #[test]
-    fn rotation_splits_only_at_line_boundaries_and_loses_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp.path().join("m")).unwrap();
-        fs::create_dir_all(tmp.path().join("h")).unwrap();
-        let s = settings(tmp.path(), Some(1000));
-        let mut log = NodeLog::open(&s, "node-a", 1_784_714_812, false).unwrap().0;
-        let batch: Vec<_> = (0..500).map(obj).collect();
-        let out = log.append(&batch[..250], 1_784_714_812).unwrap();
-        log.append(&batch[250..], 1_784_714_812).unwrap();
-        assert!(out.rotations > 5);
-        let (lines, paths) = read_all(&tmp.path().join("m/node-a"), "json");
-        assert_eq!(lines.len(), 500);
-        for (i, l) in lines.iter().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["data"]["i"], i);
-        }
-        for p in &paths {
-            assert!(fs::metadata(p).unwrap().len() <= 1000);
-        }
-        let link = fs::read_link(tmp.path().join("m/node-a/node.json")).unwrap();
-        assert_eq!(Some(link.as_os_str()), paths.last().unwrap().file_name());
-        let (human, _) = read_all(&tmp.path().join("h/node-a"), "log");
-        assert_eq!(human.len(), 500);
-        assert!(human[7].ends_with("] line 7"), "{}", human[7]);
-    }
-
-    #[test]
-    fn reopening_in_the_same_second_never_truncates() {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp.path().join("m")).unwrap();
-        fs::create_dir_all(tmp.path().join("h")).unwrap();
-        let s = settings(tmp.path(), None);
-        for round in 0..3 {
-            let mut log = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap().0;
-            log.append(&[obj(round)], 1_784_714_812).unwrap();
-        }
-        let (lines, paths) = read_all(&tmp.path().join("m/n"), "json");
-        assert_eq!(lines.len(), 3);
-        assert_eq!(paths.len(), 3);
-    }
-
-    #[test]
-    fn refuses_a_symlinked_node_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp.path().join("m")).unwrap();
-        fs::create_dir_all(tmp.path().join("h")).unwrap();
-        std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
-        let s = settings(tmp.path(), None);
-        assert!(matches!(
-            NodeLog::open(&s, "evil", 0, false).map(|_| ()),
-            Err(WriteError::NotADirectory(_))
-        ));
-    }
-
-    fn arbitrary_object() -> impl proptest::strategy::Strategy<Value = TraceObject> {
-        use proptest::prelude::*;
-        (
-            any::<String>(),
-            prop_oneof![
-                any::<String>(),
-                Just(crate::logs::format::tests::forged_machine_text())
-            ],
-            proptest::option::of(any::<String>()),
-            any::<String>(),
-            any::<String>(),
-            any::<bool>(),
-        )
-            .prop_map(|(namespace, machine, human, hostname, thread_id, line)| {
-                TraceObject {
-                    namespace,
-                    machine,
-                    human,
-                    hostname,
-                    thread_id,
-                    form: if line {
-                        crate::model::MachineForm::Line
-                    } else {
-                        Default::default()
-                    },
-                    ..obj(0)
-                }
-            })
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// Whatever a node sends, each object is one line in every target, and after a crash
-        /// that tears any target at any byte, recovery counts exactly the objects whose line
-        /// is whole in every target: never more than were written.
-        #[test]
-        fn recovery_never_counts_more_objects_than_were_written(
-            objects in proptest::collection::vec(arbitrary_object(), 1..12),
-            cut_machine in proptest::prelude::any::<proptest::sample::Index>(),
-            cut_human in proptest::prelude::any::<proptest::sample::Index>(),
-        ) {
-            let tmp = tempfile::tempdir().unwrap();
-            fs::create_dir_all(tmp.path().join("m")).unwrap();
-            fs::create_dir_all(tmp.path().join("h")).unwrap();
-            let s = settings(tmp.path(), None);
-            let refs: Vec<&TraceObject> = objects.iter().collect();
-            let (mut log, _) = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap();
-            log.append_run(1, &refs, 1_784_714_812).unwrap();
-            let paths = log.current_paths();
-            drop(log);
-            let mut whole = Vec::new();
-            for (path, cut) in paths.iter().zip([cut_machine, cut_human]) {
-                let text = fs::read(path).unwrap();
-                proptest::prop_assert_eq!(text.iter().filter(|b| **b == b'\n').count(), objects.len());
-                let at = cut.index(text.len() + 1);
-                fs::write(path, &text[..at]).unwrap();
-                whole.push(text[..at].iter().filter(|b| **b == b'\n').count() as u64);
-            }
-            let dirs = [
-                TargetDir { dir: tmp.path().join("m/n"), ext: "json" },
-                TargetDir { dir: tmp.path().join("h/n"), ext: "log" },
-            ];
-            let r = recovery::recover(&dirs);
-            let expect = *whole.iter().min().unwrap();
-            proptest::prop_assert_eq!(r.persisted, Some(expect));
-            proptest::prop_assert!(expect <= objects.len() as u64);
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

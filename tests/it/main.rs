@@ -25,6 +25,7 @@ mod hostile_logs;
 mod hostile_metrics;
 mod http;
 mod identity;
+mod idle;
 mod imports;
 mod ingest;
 mod limits;

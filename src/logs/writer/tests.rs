@@ -1,0 +1,184 @@
+//! `NodeLog`'s rotation, reopening and recovery tests.
+
+use super::*;
+use crate::logs::FileTarget;
+use crate::model::{DetailLevel, Severity};
+
+fn obj(i: usize) -> TraceObject {
+    TraceObject {
+        namespace: "Test.Ns".into(),
+        severity: Severity::Info,
+        detail: DetailLevel::Normal,
+        timestamp_ns: 1_784_714_812_000_000_000,
+        hostname: "h".into(),
+        thread_id: "1".into(),
+        machine: format!("{{\"i\":{i}}}"),
+        human: Some(format!("line {i}")),
+        form: Default::default(),
+    }
+}
+
+fn settings(root: &Path, limit: Option<u64>) -> LogSettings {
+    LogSettings {
+        targets: vec![
+            FileTarget {
+                root: root.join("m"),
+                format: LogFormat::ForMachine,
+            },
+            FileTarget {
+                root: root.join("h"),
+                format: LogFormat::ForHuman,
+            },
+        ],
+        journal: None,
+        policy: limit.map(|limit_bytes| Policy {
+            limit_bytes,
+            max_age_secs: 3600,
+            keep_files: 100,
+        }),
+        prune_every_secs: 60,
+    }
+}
+
+fn read_all(dir: &Path, ext: &str) -> (Vec<String>, Vec<PathBuf>) {
+    let mut keys = crate::logs::dir::list_keys(dir, ext).unwrap();
+    keys.sort();
+    let mut lines = Vec::new();
+    let mut paths = Vec::new();
+    for k in keys {
+        let p = dir.join(k.file_name(ext));
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{p:?} ends mid-line"
+        );
+        assert!(!text.starts_with('\n'), "{p:?} starts with an empty line");
+        lines.extend(text.lines().map(str::to_string));
+        paths.push(p);
+    }
+    (lines, paths)
+}
+
+#[test]
+fn rotation_splits_only_at_line_boundaries_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("m")).unwrap();
+    fs::create_dir_all(tmp.path().join("h")).unwrap();
+    let s = settings(tmp.path(), Some(1000));
+    let mut log = NodeLog::open(&s, "node-a", 1_784_714_812, false).unwrap().0;
+    let batch: Vec<_> = (0..500).map(obj).collect();
+    let out = log.append(&batch[..250], 1_784_714_812).unwrap();
+    log.append(&batch[250..], 1_784_714_812).unwrap();
+    assert!(out.rotations > 5);
+    let (lines, paths) = read_all(&tmp.path().join("m/node-a"), "json");
+    assert_eq!(lines.len(), 500);
+    for (i, l) in lines.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["data"]["i"], i);
+    }
+    for p in &paths {
+        assert!(fs::metadata(p).unwrap().len() <= 1000);
+    }
+    let link = fs::read_link(tmp.path().join("m/node-a/node.json")).unwrap();
+    assert_eq!(Some(link.as_os_str()), paths.last().unwrap().file_name());
+    let (human, _) = read_all(&tmp.path().join("h/node-a"), "log");
+    assert_eq!(human.len(), 500);
+    assert!(human[7].ends_with("] line 7"), "{}", human[7]);
+}
+
+#[test]
+fn reopening_in_the_same_second_never_truncates() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("m")).unwrap();
+    fs::create_dir_all(tmp.path().join("h")).unwrap();
+    let s = settings(tmp.path(), None);
+    for round in 0..3 {
+        let mut log = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap().0;
+        log.append(&[obj(round)], 1_784_714_812).unwrap();
+    }
+    let (lines, paths) = read_all(&tmp.path().join("m/n"), "json");
+    assert_eq!(lines.len(), 3);
+    assert_eq!(paths.len(), 3);
+}
+
+#[test]
+fn refuses_a_symlinked_node_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("m")).unwrap();
+    fs::create_dir_all(tmp.path().join("h")).unwrap();
+    std::os::unix::fs::symlink("/tmp", tmp.path().join("m/evil")).unwrap();
+    let s = settings(tmp.path(), None);
+    assert!(matches!(
+        NodeLog::open(&s, "evil", 0, false).map(|_| ()),
+        Err(WriteError::NotADirectory(_))
+    ));
+}
+
+fn arbitrary_object() -> impl proptest::strategy::Strategy<Value = TraceObject> {
+    use proptest::prelude::*;
+    (
+        any::<String>(),
+        prop_oneof![
+            any::<String>(),
+            Just(crate::logs::format::tests::forged_machine_text())
+        ],
+        proptest::option::of(any::<String>()),
+        any::<String>(),
+        any::<String>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(namespace, machine, human, hostname, thread_id, line)| TraceObject {
+                namespace,
+                machine,
+                human,
+                hostname,
+                thread_id,
+                form: if line {
+                    crate::model::MachineForm::Line
+                } else {
+                    Default::default()
+                },
+                ..obj(0)
+            },
+        )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever a node sends, each object is one line in every target, and after a crash
+    /// that tears any target at any byte, recovery counts exactly the objects whose line
+    /// is whole in every target: never more than were written.
+    #[test]
+    fn recovery_never_counts_more_objects_than_were_written(
+        objects in proptest::collection::vec(arbitrary_object(), 1..12),
+        cut_machine in proptest::prelude::any::<proptest::sample::Index>(),
+        cut_human in proptest::prelude::any::<proptest::sample::Index>(),
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("m")).unwrap();
+        fs::create_dir_all(tmp.path().join("h")).unwrap();
+        let s = settings(tmp.path(), None);
+        let refs: Vec<&TraceObject> = objects.iter().collect();
+        let (mut log, _) = NodeLog::open(&s, "n", 1_784_714_812, false).unwrap();
+        log.append_run(1, &refs, 1_784_714_812).unwrap();
+        let paths = log.current_paths();
+        drop(log);
+        let mut whole = Vec::new();
+        for (path, cut) in paths.iter().zip([cut_machine, cut_human]) {
+            let text = fs::read(path).unwrap();
+            proptest::prop_assert_eq!(text.iter().filter(|b| **b == b'\n').count(), objects.len());
+            let at = cut.index(text.len() + 1);
+            fs::write(path, &text[..at]).unwrap();
+            whole.push(text[..at].iter().filter(|b| **b == b'\n').count() as u64);
+        }
+        let dirs = [
+            TargetDir { dir: tmp.path().join("m/n"), ext: "json" },
+            TargetDir { dir: tmp.path().join("h/n"), ext: "log" },
+        ];
+        let r = recovery::recover(&dirs);
+        let expect = *whole.iter().min().unwrap();
+        proptest::prop_assert_eq!(r.persisted, Some(expect));
+        proptest::prop_assert!(expect <= objects.len() as u64);
+    }
+}
