@@ -171,3 +171,123 @@ async fn unacknowledged_batches_are_resent_after_a_reconnect() {
     let s = fwd.close(Duration::from_secs(5)).await;
     assert_eq!((s.acked, s.buffered, s.dropped), (105, 0, 0));
 }
+
+/// Nagle's rule (issue 21): with nothing awaiting an `Ack`, a lone object goes at once, not
+/// after `linger`; the real daemon acknowledges it well within the linger time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_object_is_sent_at_once_when_nothing_is_in_flight() {
+    let d = Daemon::start("");
+    let mut c = config(Address::Unix(d.socket()), "lone");
+    c.linger = Duration::from_secs(2);
+    let fwd = Forwarder::start(c).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !fwd.stats().connected {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", fwd.stats());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for seq in 1..=3 {
+        let started = tokio::time::Instant::now();
+        fwd.trace(object("lone", seq, 100)).unwrap();
+        assert!(
+            fwd.flush(Duration::from_secs(10)).await,
+            "{:?}",
+            fwd.stats()
+        );
+        let took = started.elapsed();
+        // The linger is 2 s: an object that waited for it would take at least that.
+        assert!(
+            took < Duration::from_secs(1),
+            "object {seq} acknowledged after {took:?}"
+        );
+    }
+    let s = fwd.close(Duration::from_secs(5)).await;
+    assert_eq!((s.sent, s.acked, s.dropped), (3, 3, 0));
+    assert_eq!(seqs(&d.logs().join("lone")), vec![1, 2, 3]);
+}
+
+/// Nagle's rule, the other half: while a batch awaits its `Ack`, new objects accumulate into
+/// one batch that waits at most `linger`; once everything is acknowledged the next object
+/// goes at once again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_accumulate_only_while_a_batch_awaits_its_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fake.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let mut c = config(Address::Unix(path), "fake");
+    let linger = Duration::from_secs(1);
+    c.linger = linger;
+    c.ping_every = None;
+    let fwd = Forwarder::start(c).unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut framed = Framed::new(stream, TracerCodec::new(1 << 20));
+    assert!(matches!(
+        framed.next().await,
+        Some(Ok(NodeMessage::Hello(_)))
+    ));
+    framed
+        .send(TracerMessage::Accept {
+            version: 1,
+            node_name: "fake".into(),
+            persisted_seq: 0,
+            max_frame_bytes: 1 << 20,
+        })
+        .await
+        .unwrap();
+    // The next trace batch, with how long after `since` it arrived.
+    async fn next_batch(
+        framed: &mut Framed<tokio::net::UnixStream, TracerCodec>,
+        since: tokio::time::Instant,
+    ) -> ((u64, usize), Duration) {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), framed.next())
+                .await
+                .expect("timed out waiting for a batch");
+            match msg {
+                Some(Ok(NodeMessage::Traces(b))) => {
+                    return ((b.first_seq, b.objects.len()), since.elapsed())
+                }
+                Some(Ok(_)) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    let t = tokio::time::Instant::now();
+    fwd.trace(object("fake", 1, 10)).unwrap();
+    let (first, took) = next_batch(&mut framed, t).await;
+    assert_eq!(first, (1, 1));
+    assert!(
+        took < linger,
+        "nothing was in flight, yet object 1 waited {took:?}"
+    );
+    // Batch 1 is not acknowledged: objects 2..=4, handed over one by one, wait together.
+    let t = tokio::time::Instant::now();
+    for seq in 2..=4 {
+        fwd.trace(object("fake", seq, 10)).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (second, took) = next_batch(&mut framed, t).await;
+    assert_eq!(second, (2, 3));
+    assert!(
+        took >= linger - Duration::from_millis(5),
+        "sent after {took:?}"
+    );
+    framed.send(TracerMessage::Ack(4)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while fwd.stats().acked < 4 {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", fwd.stats());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Everything is acknowledged: the next object goes at once.
+    let t = tokio::time::Instant::now();
+    fwd.trace(object("fake", 5, 10)).unwrap();
+    let (third, took) = next_batch(&mut framed, t).await;
+    assert_eq!(third, (5, 1));
+    assert!(
+        took < linger,
+        "nothing was in flight, yet object 5 waited {took:?}"
+    );
+    framed.send(TracerMessage::Ack(5)).await.unwrap();
+    assert!(fwd.flush(Duration::from_secs(10)).await);
+    let s = fwd.close(Duration::from_secs(5)).await;
+    assert_eq!((s.sent, s.acked, s.dropped), (5, 5, 0));
+}

@@ -410,8 +410,11 @@ impl Session<'_> {
             .await
     }
 
-    /// Sends every full batch, and a partial one when its linger time is over (or when
-    /// closing). Returns the linger deadline of what stays queued.
+    /// Sends every full batch, and a partial one when nothing is awaiting its `Ack`, when its
+    /// linger time is over, or when closing (Nagle's rule, as Kafka's and NATS's clients
+    /// batch): objects accumulate only while a batch is in flight, so an idle or lightly
+    /// loaded node's objects go at once and a busy node's batches stay large. Returns the
+    /// linger deadline of what stays queued.
     async fn send_ready(
         &mut self,
         config: &ForwarderConfig,
@@ -426,7 +429,9 @@ impl Session<'_> {
                 if q.traces.is_empty() {
                     return Ok(None);
                 }
-                let due = q.oldest.is_none_or(|t| t + config.linger <= now);
+                // Every batch written so far is acknowledged: a partial batch need not wait.
+                let idle = outbox.kept.is_empty();
+                let due = idle || q.oldest.is_none_or(|t| t + config.linger <= now);
                 if q.traces.len() < config.max_batch_objects && !due && !flush_all {
                     return Ok(q.oldest.map(|t| t + config.linger));
                 }

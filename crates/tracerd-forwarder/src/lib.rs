@@ -12,7 +12,10 @@
 //! * **Batching.** Objects are numbered (sequence numbers continue tracerd's
 //!   `HelloAccept.persisted_seq` for this node name) and encoded into `TraceBatch` frames of up
 //!   to [`ForwarderConfig::max_batch_objects`] objects and at most the frame size tracerd
-//!   announced. A partial batch waits at most [`ForwarderConfig::linger`].
+//!   announced. A partial batch is sent at once when every batch sent before it has been
+//!   acknowledged; while one is awaiting its `Ack`, new objects accumulate (up to a full
+//!   batch) and wait at most [`ForwarderConfig::linger`] (Nagle's rule: a lightly loaded node
+//!   pays no linger, a busy one sends large batches).
 //! * **Connection.** Connects to a [`tracerd_wire::Address`] (the same syntax as tracerd's
 //!   `acceptAt`), and after any failure reconnects with capped exponential backoff
 //!   ([`ForwarderConfig::backoff_initial`] doubling up to [`ForwarderConfig::backoff_max`],
@@ -103,7 +106,8 @@ pub struct ForwarderConfig {
     pub max_batch_objects: usize,
     /// Largest batch frame, in bytes (further capped by tracerd's `max_frame_bytes`).
     pub max_batch_bytes: usize,
-    /// Longest time a partial batch waits for more objects.
+    /// Longest time a partial batch waits for more objects. It waits only while an earlier
+    /// batch is awaiting tracerd's `Ack`; with nothing in flight it is sent at once.
     pub linger: Duration,
     /// First reconnect delay.
     pub backoff_initial: Duration,

@@ -82,7 +82,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 1024)]
     pub(crate) batch: usize,
     /// Longest time, in milliseconds, a partial batch waits for more objects in the forwarder
-    /// (the library's default is 5). It is part of the measured ack latency; 0 sends every
+    /// (the library's default is 5). It waits only while an earlier batch of the node awaits
+    /// its `Ack` (Nagle's rule), and is then part of the measured ack latency; 0 sends every
     /// group of objects as soon as it is handed over.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) linger: f64,

@@ -58,6 +58,10 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> Node
         _ => 1.0,
     };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(period));
+    // Rate mode hands over only when the tick fires (the first one at once), not whenever an
+    // acknowledgement wakes the driver: otherwise acks clock the hand-overs, each group is a
+    // few objects, and the measured cost per object is that of tiny batches.
+    let mut handover = true;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     if plan.metrics > 0 {
@@ -93,9 +97,13 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> Node
                     let inflight = (accepted - acked) as usize;
                     plan.window.saturating_sub(inflight).min(CHUNK)
                 }
+                Rate::PerSecond(_) if !handover => 0,
                 Rate::PerSecond(r) => {
                     let due = (r * now.duration_since(plan.start).as_secs_f64()) as u64;
-                    (due.saturating_sub(generated) as usize).min(4 * CHUNK)
+                    let want = (due.saturating_sub(generated) as usize).min(4 * CHUNK);
+                    // A group larger than 4 chunks is handed over in several, back to back.
+                    handover = want == 4 * CHUNK;
+                    want
                 }
             };
             if want > 0 {
@@ -121,7 +129,7 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> Node
         };
         tokio::select! {
             _ = acked_rx.changed() => {}
-            _ = tick.tick(), if sending && ticking => {}
+            _ = tick.tick(), if sending && ticking => handover = true,
             _ = metrics_tick.tick(), if sending && plan.metrics > 0 => {
                 send_metrics(&fwd, plan.metrics, metric_updates, gen.seq);
                 metric_updates += 1;
