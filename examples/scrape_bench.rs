@@ -1,6 +1,9 @@
 //! Scrape benchmark: renders `/metrics` for many nodes × many metrics, and one node's route,
 //! and prints p50/p99. Run with `cargo run --release --example scrape_bench [nodes] [metrics]`
-//! (defaults 1000 × 200).
+//! (defaults 1000 × 200). `/metrics` is timed twice: with the nodes' metrics unchanged between
+//! scrapes (the figure issue 21 names), and with every node sending a new snapshot (every
+//! value changed) before each scrape, the worst case for the per-node line cache; the
+//! snapshots themselves are not timed.
 
 use std::time::{Duration, Instant};
 
@@ -11,10 +14,10 @@ use tracerd::model::{MetricValue, MetricsUpdate};
 use tracerd::node::Nodes;
 
 /// A cardano-like mix: gauges (`_int`), counters, numeric labels (`_real`), label sets.
-fn metrics(node: usize, count: usize) -> Vec<(String, MetricValue)> {
+fn metrics(node: usize, count: usize, round: usize) -> Vec<(String, MetricValue)> {
     (0..count)
         .map(|i| {
-            let v = (node * 1000 + i) as f64;
+            let v = (node * 1000 + i + round) as f64;
             match i % 20 {
                 0..=11 => (
                     format!("cardano.node.metrics.Area{}.gaugeValue{i}_int", i % 7),
@@ -52,7 +55,7 @@ fn main() {
             let lease = nodes.claim(&format!("relay-{n:04}"), "127.0.0.1:1", "native");
             lease.apply_metrics(MetricsUpdate {
                 full: true,
-                metrics: metrics(n, metrics_n),
+                metrics: metrics(n, metrics_n, 0),
             });
             lease
         })
@@ -60,25 +63,39 @@ fn main() {
     let fleet = FleetRenderer::default();
     let telemetry = Telemetry::new();
     let views = nodes.views();
+    let mut round = 0;
     for format in [Format::OpenMetrics, Format::Text] {
-        let mut times = Vec::new();
-        let mut size = 0;
-        for _ in 0..200 {
-            let t = Instant::now();
-            let body = fleet.render_all(&telemetry, &views, format);
-            times.push(t.elapsed());
-            size = body.len();
+        for changed in [false, true] {
+            let mut times = Vec::new();
+            let mut size = 0;
+            let samples = if changed { 50 } else { 200 };
+            for _ in 0..samples {
+                if changed {
+                    round += 1;
+                    for (n, lease) in leases.iter().enumerate() {
+                        lease.apply_metrics(MetricsUpdate {
+                            full: true,
+                            metrics: metrics(n, metrics_n, round),
+                        });
+                    }
+                }
+                let t = Instant::now();
+                let body = fleet.render_all(&telemetry, &views, format);
+                times.push(t.elapsed());
+                size = body.len();
+            }
+            times.sort();
+            println!(
+                "/metrics {format:?}{}: {} nodes x {} metrics = {} series, {:.1} MiB: p50 {:.1} ms, p99 {:.1} ms",
+                if changed { " (every node changed)" } else { "" },
+                nodes_n,
+                metrics_n,
+                nodes_n * metrics_n,
+                size as f64 / (1 << 20) as f64,
+                percentile(&times, 0.5).as_secs_f64() * 1e3,
+                percentile(&times, 0.99).as_secs_f64() * 1e3,
+            );
         }
-        times.sort();
-        println!(
-            "/metrics {format:?}: {} nodes x {} metrics = {} series, {:.1} MiB: p50 {:.1} ms, p99 {:.1} ms",
-            nodes_n,
-            metrics_n,
-            nodes_n * metrics_n,
-            size as f64 / (1 << 20) as f64,
-            percentile(&times, 0.5).as_secs_f64() * 1e3,
-            percentile(&times, 0.99).as_secs_f64() * 1e3,
-        );
         let mut times = Vec::new();
         for i in 0..2000 {
             let view = &views[i % views.len()];

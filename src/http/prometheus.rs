@@ -125,7 +125,9 @@ async fn all_metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) ->
     let format = Format::from_accept(accept(&headers));
     let views = state.nodes.views();
     render_blocking(&state, "metrics", move |state| {
-        let body = state.fleet.render_all(&state.telemetry, &views, format);
+        let body = state
+            .fleet
+            .render_all_bytes(&state.telemetry, &views, format);
         reply(StatusCode::OK, format.content_type(), body)
     })
     .await

@@ -19,7 +19,9 @@
 //! as they are, labels holding a number as gauges, and any other label text as a label set
 //! with the text in its `value` label.
 
+mod cached;
 mod labels;
+pub use cached::{FleetRender, LineCache, MAX_CACHED_BYTES};
 pub use labels::{escape_label_value, parse_label_set, read_label_value};
 
 use std::collections::{BTreeMap, HashMap, HashSet};

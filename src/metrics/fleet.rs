@@ -6,14 +6,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::exposition::{self, Format, Kind, MetricName, RenderStats, Renderer};
+use crate::metrics::exposition::{
+    self, FleetRender, Format, Kind, LineCache, MetricName, RenderStats,
+};
 use crate::metrics::telemetry::Telemetry;
 use crate::model::MetricValue;
-
-/// Most memory kept between `/metrics` renders for reuse: enough for the family buffers of a
-/// fleet of ordinary size; a larger render allocates afresh and frees what it used, so a
-/// burst of large renders or a fleet that shrank does not keep its peak.
-const MAX_KEPT_BUFFER_BYTES: usize = 16 << 20;
 
 /// Per-node families tracerd adds to `/metrics` from each node's live state.
 /// The RTT histogram is tracerd's own (`Telemetry::node_rtt`); its name is reserved here.
@@ -39,11 +36,13 @@ pub trait FleetNode {
 pub trait VisitMetrics {
     /// What the visit returns.
     type Output;
-    /// Visits the `len` metrics of one node.
+    /// Visits the `len` metrics of one node, read at store version `version` (equal versions
+    /// of one node mean equal metrics).
     fn visit<'a>(
         self,
-        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)> + Clone,
         len: usize,
+        version: u64,
     ) -> Self::Output;
 }
 
@@ -60,8 +59,9 @@ impl VisitMetrics for RenderOne<'_> {
     type Output = (String, RenderStats);
     fn visit<'a>(
         self,
-        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)> + Clone,
         _len: usize,
+        _version: u64,
     ) -> Self::Output {
         let (name, value) = self.extra;
         let mut items: Vec<(&Arc<MetricName>, &MetricValue)> = metrics.map(shorten).collect();
@@ -69,23 +69,6 @@ impl VisitMetrics for RenderOne<'_> {
             items.push((name, value));
         }
         exposition::render_node(self.format, items)
-    }
-}
-
-struct AddNode<'r> {
-    renderer: &'r mut Renderer,
-    name: &'r str,
-}
-
-impl VisitMetrics for AddNode<'_> {
-    type Output = usize;
-    fn visit<'a>(
-        self,
-        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)>,
-        len: usize,
-    ) -> usize {
-        self.renderer.add_node(Some(self.name), metrics);
-        len
     }
 }
 
@@ -112,11 +95,30 @@ pub fn render_node(
     })
 }
 
-/// Renders `/metrics`, keeping the family buffers of one render for the next.
+/// Renders `/metrics`, keeping every node's rendered lines for the next render
+/// ([`exposition::FleetRender`]: at most [`exposition::MAX_CACHED_BYTES`] of them).
 #[derive(Debug, Default)]
 pub struct FleetRenderer {
-    /// Family buffers of the last `/metrics` render, reused by the next.
-    buffers: Mutex<Vec<String>>,
+    /// The nodes' lines of the last render; empty while a render has them.
+    cache: Mutex<LineCache>,
+}
+
+struct AddNode<'r> {
+    render: &'r mut FleetRender,
+    name: &'r str,
+}
+
+impl VisitMetrics for AddNode<'_> {
+    type Output = usize;
+    fn visit<'a>(
+        self,
+        metrics: impl Iterator<Item = (&'a Arc<MetricName>, &'a MetricValue)> + Clone,
+        len: usize,
+        version: u64,
+    ) -> usize {
+        self.render.add_node(self.name, version, metrics);
+        len
+    }
 }
 
 impl FleetRenderer {
@@ -128,16 +130,29 @@ impl FleetRenderer {
         views: &[N],
         format: Format,
     ) -> String {
-        let mut renderer = Renderer::with_nodes(format, views.len());
-        renderer.reuse(std::mem::take(&mut *crate::sync::lock(&self.buffers)));
+        // Every piece is a `&str`: the bytes are UTF-8.
+        String::from_utf8(self.render_all_bytes(telemetry, views, format))
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    /// [`FleetRenderer::render_all`] as bytes (what the HTTP route sends).
+    pub fn render_all_bytes<N: FleetNode>(
+        &self,
+        telemetry: &Telemetry,
+        views: &[N],
+        format: Format,
+    ) -> Vec<u8> {
+        // A concurrent render finds the cache empty and formats every node itself.
+        let cache = std::mem::take(&mut *crate::sync::lock(&self.cache));
+        let mut render = FleetRender::new(format, cache, views.len());
         for name in telemetry.reserved_names() {
-            renderer.reserve(&name);
+            render.reserve(&name);
         }
         for name in [NODE_RTT, NODE_LAST_MESSAGE, NODE_METRICS, NODE_QUEUE] {
-            renderer.reserve(name);
+            render.reserve(name);
         }
         for suffix in ["_bucket", "_count", "_sum", "_created"] {
-            renderer.reserve(&format!("{NODE_RTT}{suffix}"));
+            render.reserve(&format!("{NODE_RTT}{suffix}"));
         }
         let mut last = Vec::with_capacity(views.len());
         let mut counts = Vec::with_capacity(views.len());
@@ -145,7 +160,7 @@ impl FleetRenderer {
         for v in views {
             let name = v.name();
             let len = v.visit_metrics(AddNode {
-                renderer: &mut renderer,
+                render: &mut render,
                 name,
             });
             counts.push((name, len as f64));
@@ -156,48 +171,43 @@ impl FleetRenderer {
                 queues.push((name, depth as f64));
             }
         }
-        let mut out = String::new();
-        let mut spare = Vec::new();
-        let stats = renderer.finish_reusing(&mut out, &mut spare);
-        // Keep as many buffers as this render filled: those of families gone with their
-        // nodes are freed.
-        spare.truncate(stats.families);
-        let kept: usize = spare.iter().map(String::capacity).sum();
-        if kept <= MAX_KEPT_BUFFER_BYTES {
-            *crate::sync::lock(&self.buffers) = spare;
-        }
-        telemetry.metric_name_collisions.inc_by(stats.collisions);
-        telemetry.metric_samples_invalid.inc_by(stats.invalid);
-        let mut per_node = |name: &str, help: &str, values: &[(&str, f64)]| {
-            let names = exposition::family_names(name, Kind::Gauge);
-            exposition::write_header(&mut out, format, &names, Kind::Gauge, help);
-            for (node, value) in values {
-                out.push_str(name);
-                exposition::write_labels(&mut out, [("node_name", *node)]);
-                out.push(' ');
-                exposition::write_f64(&mut out, *value);
-                out.push('\n');
+        let (out, cache) = render.finish(|stats| {
+            telemetry.metric_name_collisions.inc_by(stats.collisions);
+            telemetry.metric_samples_invalid.inc_by(stats.invalid);
+            let mut out = String::new();
+            let mut per_node = |name: &str, help: &str, values: &[(&str, f64)]| {
+                let names = exposition::family_names(name, Kind::Gauge);
+                exposition::write_header(&mut out, format, &names, Kind::Gauge, help);
+                for (node, value) in values {
+                    out.push_str(name);
+                    exposition::write_labels(&mut out, [("node_name", *node)]);
+                    out.push(' ');
+                    exposition::write_f64(&mut out, *value);
+                    out.push('\n');
+                }
+            };
+            per_node(
+                NODE_LAST_MESSAGE,
+                "When the node's last message arrived, in seconds since the Unix epoch.",
+                &last,
+            );
+            per_node(
+                NODE_METRICS,
+                "Distinct metrics the node has sent in its current session.",
+                &counts,
+            );
+            per_node(
+                NODE_QUEUE,
+                "Batches of trace objects waiting in the node's write queue.",
+                &queues,
+            );
+            telemetry.render_into(format, &mut out);
+            if format == Format::OpenMetrics {
+                out.push_str("# EOF\n");
             }
-        };
-        per_node(
-            NODE_LAST_MESSAGE,
-            "When the node's last message arrived, in seconds since the Unix epoch.",
-            &last,
-        );
-        per_node(
-            NODE_METRICS,
-            "Distinct metrics the node has sent in its current session.",
-            &counts,
-        );
-        per_node(
-            NODE_QUEUE,
-            "Batches of trace objects waiting in the node's write queue.",
-            &queues,
-        );
-        telemetry.render_into(format, &mut out);
-        if format == Format::OpenMetrics {
-            out.push_str("# EOF\n");
-        }
+            out
+        });
+        *crate::sync::lock(&self.cache) = cache;
         out
     }
 }

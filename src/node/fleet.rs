@@ -42,7 +42,7 @@ impl FleetNode for NodeView {
 
     fn visit_metrics<V: VisitMetrics>(&self, visit: V) -> V::Output {
         let store = self.live.metrics();
-        visit.visit(store.iter(), store.len())
+        visit.visit(store.iter(), store.len(), store.version())
     }
 
     fn last_message_ms(&self) -> Option<u64> {

@@ -38,7 +38,14 @@ pub struct MetricStore {
     /// What the slots are charged against the shared `metricBytes` budget; given back on drop.
     charged: u64,
     budget: Option<Arc<MetricBudget>>,
+    /// Changes with every update (unique across stores; 0 only for a store never updated,
+    /// which is empty): `/metrics` reuses a node's rendered lines while it stays the same.
+    version: u64,
 }
+
+/// Source of [`MetricStore`] versions: one counter for every store, so a node's new session
+/// never repeats a version of its last one.
+static STORE_VERSIONS: AtomicU64 = AtomicU64::new(1);
 
 impl Drop for MetricStore {
     fn drop(&mut self) {
@@ -57,6 +64,7 @@ impl MetricStore {
             .budget
             .get_or_insert_with(|| naming.budget().clone())
             .clone();
+        self.version = STORE_VERSIONS.fetch_add(1, Ordering::Relaxed);
         let mut refused = 0;
         if update.full {
             let mut old = std::mem::take(&mut self.slots);
@@ -106,7 +114,7 @@ impl MetricStore {
     }
 
     /// Every metric, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<MetricName>, &MetricValue)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<MetricName>, &MetricValue)> + Clone {
         self.slots.values().map(|s| (&s.name, &s.value))
     }
 
@@ -118,6 +126,11 @@ impl MetricStore {
     /// One metric by internal name.
     pub fn get(&self, internal: &str) -> Option<&MetricValue> {
         self.slots.get(internal).map(|s| &s.value)
+    }
+
+    /// The store's version: equal versions mean equal contents.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Number of metrics.
