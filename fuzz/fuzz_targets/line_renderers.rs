@@ -15,7 +15,7 @@ fn raw_control(c: char) -> bool {
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
     let mut parts = rest.split(|b| *b == 0xff).map(|p| String::from_utf8_lossy(p).into_owned());
-    let mut next = || parts.next().unwrap_or_default();
+    let mut next = || tracerd::model::Text::from(parts.next().unwrap_or_default());
     let obj = TraceObject {
         namespace: next(),
         severity: Severity::Notice,

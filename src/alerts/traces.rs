@@ -222,7 +222,7 @@ impl NodeTraces for SessionTraces {
                         rule: i,
                         facts: self.facts.clone(),
                         at_ms: now,
-                        machine: o.machine.clone(),
+                        machine: o.machine.to_string(),
                     }),
                     Err(_) => self.dropped.inc(),
                 }

@@ -313,14 +313,15 @@ impl Drop for Tap {
 /// so a native object's payload is wrapped into the line tracerd writes for it (`at`, `ns`,
 /// `data`, `sev`, `thread`, `host`).
 fn as_line(o: &TraceObject) -> TraceObject {
-    let mut copy = o.clone();
+    // Detached: a queued copy must not keep the frame it was decoded from alive.
+    let mut copy = o.detached();
     if o.form == MachineForm::Payload {
         let mut line = Vec::with_capacity(o.machine.len() + 160);
         crate::logs::format::push_machine(&mut line, o);
         while line.last() == Some(&b'\n') {
             line.pop();
         }
-        copy.machine = String::from_utf8_lossy(&line).into_owned();
+        copy.machine = String::from_utf8_lossy(&line).into_owned().into();
         copy.form = MachineForm::Line;
     }
     copy

@@ -34,7 +34,7 @@ const NODE_INFO: &str = "NodeInfo";
 
 /// The bytes an object holds in a queue (its texts and a fixed overhead).
 pub fn cost(o: &TraceObject) -> usize {
-    let human = o.human.as_ref().map_or(0, String::len);
+    let human = o.human.as_deref().map_or(0, str::len);
     o.machine.len() + human + o.namespace.len() + o.hostname.len() + o.thread_id.len() + 128
 }
 
@@ -270,7 +270,7 @@ mod tests {
             timestamp_ns: 0,
             hostname: "h".into(),
             thread_id: "1".into(),
-            machine: format!("{{\"seq\":{seq}}}"),
+            machine: format!("{{\"seq\":{seq}}}").into(),
             form: MachineForm::Line,
             human: None,
         }

@@ -18,19 +18,22 @@ pub(super) struct Budget {
     pub(super) _global: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// What queued objects cost in memory: each object's own size plus its strings' capacities
-/// (an empty object is 2 bytes on the wire and ~`size_of::<TraceObject>()` decoded).
+/// What queued objects cost in memory: each object's own size plus its strings' lengths
+/// (an empty object is 2 bytes on the wire and ~`size_of::<TraceObject>()` decoded). A
+/// native object's strings are slices of its frame, so their lengths are the frame's bytes
+/// (less a few bytes of protobuf tags per field); an owned string's spare capacity is not
+/// counted (the Cardano and prost paths build exact-length strings).
 pub(super) fn cost(objects: &[TraceObject]) -> u64 {
     let per_object = std::mem::size_of::<TraceObject>() as u64;
     objects
         .iter()
         .map(|o| {
             per_object
-                + (o.namespace.capacity()
-                    + o.hostname.capacity()
-                    + o.thread_id.capacity()
-                    + o.machine.capacity()
-                    + o.human.as_ref().map_or(0, String::capacity)) as u64
+                + (o.namespace.len()
+                    + o.hostname.len()
+                    + o.thread_id.len()
+                    + o.machine.len()
+                    + o.human.as_deref().map_or(0, str::len)) as u64
         })
         .sum()
 }
@@ -98,7 +101,7 @@ pub(super) fn number(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DetailLevel, Severity};
+    use crate::model::{DetailLevel, Severity, Text};
 
     fn batch(first_seq: u64, n: usize) -> TraceBatch {
         let obj = TraceObject {
@@ -106,8 +109,8 @@ mod tests {
             severity: Severity::Info,
             detail: DetailLevel::Normal,
             timestamp_ns: 0,
-            hostname: String::new(),
-            thread_id: String::new(),
+            hostname: Text::new(),
+            thread_id: Text::new(),
             machine: "{}".into(),
             human: None,
             form: Default::default(),

@@ -220,7 +220,7 @@ pub(crate) mod tests {
             hostname: "relay1".into(),
             thread_id: "42".into(),
             machine: machine.into(),
-            human: human.map(str::to_string),
+            human: human.map(Into::into),
             form: Default::default(),
         }
     }
@@ -376,9 +376,9 @@ pub(crate) mod tests {
         #[test]
         fn every_rendering_is_exactly_one_json_line(ns in any::<String>(), m in any::<String>(), h in proptest::option::of(any::<String>()), host in any::<String>(), thread in any::<String>(), line_form in any::<bool>()) {
             let mut o = obj(&m, h.as_deref());
-            o.namespace = ns;
-            o.hostname = host;
-            o.thread_id = thread;
+            o.namespace = ns.into();
+            o.hostname = host.into();
+            o.thread_id = thread.into();
             if line_form {
                 o.form = MachineForm::Line;
             }

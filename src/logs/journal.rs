@@ -285,7 +285,7 @@ mod tests {
             hostname: "h".into(),
             thread_id: "ThreadId 42".into(),
             machine: "{\"kind\":\"x\"}".into(),
-            human: human.map(str::to_string),
+            human: human.map(Into::into),
             form: Default::default(),
         }
     }

@@ -69,7 +69,7 @@ impl TraceTap {
             let line = cut(String::from_utf8_lossy(&buf).into_owned(), TAP_LINE_BYTES);
             let _ = self.tx.send(Arc::new(TapLine {
                 severity: obj.severity,
-                namespace: obj.namespace.clone(),
+                namespace: obj.namespace.to_string(),
                 line,
                 file: file.clone(),
             }));

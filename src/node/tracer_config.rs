@@ -523,7 +523,7 @@ mod tests {
             timestamp_ns: 7,
             hostname: "h".into(),
             thread_id: "5".into(),
-            machine,
+            machine: machine.into(),
             form,
             human: None,
         }

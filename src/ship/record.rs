@@ -82,13 +82,13 @@ impl<'a> Record<'a> {
             _ => data.to_string(),
         };
         let obj = crate::model::TraceObject {
-            namespace: self.namespace.to_string(),
+            namespace: self.namespace.as_ref().into(),
             severity,
             detail: crate::model::DetailLevel::Normal,
             timestamp_ns: self.unix_nanos(),
-            hostname: self.host.to_string(),
-            thread_id: self.thread.to_string(),
-            machine,
+            hostname: self.host.as_ref().into(),
+            thread_id: self.thread.as_ref().into(),
+            machine: machine.into(),
             human: None,
             form: Default::default(),
         };

@@ -14,13 +14,13 @@ use crate::support::*;
 /// A trace object with every field empty or default: 2 bytes on the wire.
 fn empty_object() -> TraceObject {
     TraceObject {
-        namespace: String::new(),
+        namespace: String::new().into(),
         severity: Severity::Debug,
         detail: DetailLevel::Minimal,
         timestamp_ns: 0,
-        hostname: String::new(),
-        thread_id: String::new(),
-        machine: String::new(),
+        hostname: String::new().into(),
+        thread_id: String::new().into(),
+        machine: String::new().into(),
         human: None,
         form: Default::default(),
     }

@@ -27,7 +27,7 @@ pub fn forged_machine_text() -> String {
 pub fn stream_object(name: &str, seq: u64, hostile: bool) -> TraceObject {
     let mut o = object(name, seq, 20);
     if hostile && seq % 3 == 0 {
-        o.machine = forged_machine_text();
+        o.machine = forged_machine_text().into();
         o.human = Some(
             "line\n[2026-01-01T00:00:00Z] [Emergency] [victim] [Forged] x\u{1b}[2K\u{2028}".into(),
         );

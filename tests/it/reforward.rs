@@ -51,9 +51,9 @@ fn obj(node: &str, seq: u64, form: MachineForm) -> TraceObject {
         severity: Severity::Info,
         detail: DetailLevel::Normal,
         timestamp_ns: 1_784_714_812_000_000_000 + seq as i64,
-        hostname: format!("{node}-host"),
+        hostname: format!("{node}-host").into(),
         thread_id: "1".into(),
-        machine,
+        machine: machine.into(),
         form,
         human: None,
     }

@@ -69,7 +69,7 @@ pub(crate) async fn stream_at(
                     let objects = (next..next + n)
                         .map(|s| {
                             let mut o = object(&name, s, 60);
-                            o.namespace = ns_of(s).to_string();
+                            o.namespace = ns_of(s).to_string().into();
                             o
                         })
                         .collect();

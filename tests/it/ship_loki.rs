@@ -186,7 +186,7 @@ fn object(node: &str, seq: u64) -> TraceObject {
         timestamp_ns: 1_784_714_812_000_000_000 + seq as i64 * 1000,
         hostname: "host".into(),
         thread_id: "7".into(),
-        machine: format!("{{\"node\":\"{node}\",\"seq\":{seq}}}"),
+        machine: format!("{{\"node\":\"{node}\",\"seq\":{seq}}}").into(),
         human: None,
         form: Default::default(),
     }

@@ -225,8 +225,9 @@ pub fn object(node: &str, seq: u64, pad: usize) -> TraceObject {
         machine: format!(
             "{{\"node\":\"{node}\",\"seq\":{seq},\"pad\":\"{}\"}}",
             "x".repeat(pad)
-        ),
-        human: Some(format!("node {node} seq {seq}")),
+        )
+        .into(),
+        human: Some(format!("node {node} seq {seq}").into()),
         form: Default::default(),
     }
 }

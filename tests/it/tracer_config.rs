@@ -71,15 +71,15 @@ fn config_trace(conf: &Value, timestamp_ns: i64) -> TraceObject {
         timestamp_ns,
         hostname: "myhost".into(),
         thread_id: "5".into(),
-        human: Some(format!("Effective Tracer config is:  {conf}")),
-        machine,
+        human: Some(format!("Effective Tracer config is:  {conf}").into()),
+        machine: machine.into(),
         form: MachineForm::Line,
     }
 }
 
 fn raw_trace(machine: &str) -> TraceObject {
     let mut o = config_trace(&json!({}), T0);
-    o.machine = machine.to_string();
+    o.machine = machine.to_string().into();
     o
 }
 

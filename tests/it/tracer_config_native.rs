@@ -130,7 +130,7 @@ fn app_object(ns: &str, severity: Severity, phase: u64, i: u64) -> TraceObject {
         timestamp_ns: 1_784_714_812_000_000_000 + i as i64,
         hostname: "host".into(),
         thread_id: "1".into(),
-        machine: format!("{{\"phase\":{phase},\"i\":{i}}}"),
+        machine: format!("{{\"phase\":{phase},\"i\":{i}}}").into(),
         human: None,
         form: Default::default(),
     }

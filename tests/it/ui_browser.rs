@@ -134,7 +134,7 @@ fn line(node: &str, seq: u64, severity: Severity, ns: &str, marker: &str) -> Tra
     TraceObject {
         severity,
         namespace: ns.into(),
-        machine: format!("{{\"node\":\"{node}\",\"seq\":{seq},\"marker\":\"{marker}\"}}"),
+        machine: format!("{{\"node\":\"{node}\",\"seq\":{seq},\"marker\":\"{marker}\"}}").into(),
         ..object(node, seq, 0)
     }
 }

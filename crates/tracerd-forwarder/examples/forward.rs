@@ -51,8 +51,8 @@ async fn main() -> anyhow::Result<()> {
             timestamp_ns: now,
             hostname: name.into(),
             thread_id: "42".into(),
-            machine: format!(r#"{{"kind":"AddedToCurrentChain","seq":{seq}}}"#),
-            human: Some(format!("Chain extended, block {seq}")),
+            machine: format!(r#"{{"kind":"AddedToCurrentChain","seq":{seq}}}"#).into(),
+            human: Some(format!("Chain extended, block {seq}").into()),
             form: Default::default(),
         };
         if let Err(e) = forwarder.trace(object) {

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use tokio::time::Instant;
-use tracerd_wire::model::{DetailLevel, MachineForm, Severity, TraceObject};
+use tracerd_wire::model::{DetailLevel, MachineForm, Severity, Text, TraceObject};
 use tracerd_wire::native::TracingConfigReport;
 use tracerd_wire::tracing_config::{ConfigProblem, Filter, Resolved, TracingConfig};
 
@@ -145,11 +145,11 @@ pub(crate) fn config_trace(shared: &Shared, config: &TracingConfig, at_ns: i64) 
         severity: Severity::Notice,
         detail: DetailLevel::Normal,
         timestamp_ns: at_ns,
-        hostname: shared.hostname.clone(),
-        thread_id: String::new(),
-        machine: format!("{{\"conf\":{json}}}"),
+        hostname: shared.hostname.clone().into(),
+        thread_id: Text::new(),
+        machine: format!("{{\"conf\":{json}}}").into(),
         form: MachineForm::Payload,
-        human: Some(format!("Effective Tracer config is:  {json}")),
+        human: Some(format!("Effective Tracer config is:  {json}").into()),
     }
 }
 

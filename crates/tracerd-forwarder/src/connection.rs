@@ -522,6 +522,6 @@ fn estimate(o: &TraceObject) -> usize {
         + o.hostname.len()
         + o.thread_id.len()
         + o.machine.len()
-        + o.human.as_ref().map_or(0, String::len)
+        + o.human.as_deref().map_or(0, str::len)
         + OBJECT_OVERHEAD
 }

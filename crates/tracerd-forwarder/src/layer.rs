@@ -225,15 +225,15 @@ where
         event.record(&mut fields);
         let machine = machine(&fields, detail, event, &ctx);
         let object = TraceObject {
-            namespace: ns,
+            namespace: ns.into(),
             severity,
             detail,
             timestamp_ns: crate::config::now_ns(),
-            hostname: shared.hostname.clone(),
-            thread_id: THREAD_ID.with(Clone::clone),
-            machine,
+            hostname: shared.hostname.clone().into(),
+            thread_id: THREAD_ID.with(Clone::clone).into(),
+            machine: machine.into(),
             form: MachineForm::Payload,
-            human: fields.message,
+            human: fields.message.map(Into::into),
         };
         crate::submit(shared, std::iter::once(object));
     }

@@ -222,14 +222,14 @@ pub fn sample_object(node: &str, seq: u64, timestamp_ns: i64) -> TraceObject {
     })
     .to_string();
     TraceObject {
-        namespace: "Sim.Forwarded".to_string(),
+        namespace: "Sim.Forwarded".into(),
         severity: Severity::Info,
         detail: DetailLevel::Normal,
         timestamp_ns,
-        hostname: "sim".to_string(),
-        thread_id: "42".to_string(),
-        machine,
+        hostname: "sim".into(),
+        thread_id: "42".into(),
+        machine: machine.into(),
         form: MachineForm::Line,
-        human: Some(format!("{node} forwarded {seq}")),
+        human: Some(format!("{node} forwarded {seq}").into()),
     }
 }

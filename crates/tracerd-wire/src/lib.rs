@@ -22,12 +22,14 @@ pub mod cardano;
 mod connect;
 pub mod model;
 pub mod native;
+mod text;
 pub mod tracing_config;
 pub mod utc;
 
 pub use address::Address;
 pub use backoff::Backoff;
 pub use connect::{connect, Stream};
+pub use text::Text;
 
 /// Mainnet's network magic: the `networkMagic` a node and tracerd use unless told otherwise.
 pub const MAINNET_NETWORK_MAGIC: u32 = 764_824_073;

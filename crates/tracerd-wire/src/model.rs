@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub use crate::text::Text;
+
 /// Cardano's severities, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -78,11 +80,13 @@ pub enum DetailLevel {
     Maximum,
 }
 
-/// One structured log message.
+/// One structured log message. Its strings are [`Text`]: decoded from a native frame they
+/// are slices of it (no allocation per string); `&*obj.namespace` or `obj.namespace.as_str()`
+/// reads one as a `&str`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceObject {
     /// Dotted namespace.
-    pub namespace: String,
+    pub namespace: Text,
     /// Severity.
     pub severity: Severity,
     /// Detail level.
@@ -90,15 +94,30 @@ pub struct TraceObject {
     /// Creation time, nanoseconds since the Unix epoch, UTC.
     pub timestamp_ns: i64,
     /// Host name of the emitting process.
-    pub hostname: String,
+    pub hostname: Text,
     /// Thread id of the emitting thread.
-    pub thread_id: String,
+    pub thread_id: Text,
     /// The message as JSON text (normally an object); see `form`.
-    pub machine: String,
+    pub machine: Text,
     /// What `machine` holds.
     pub form: MachineForm,
     /// Optional human-readable rendering.
-    pub human: Option<String>,
+    pub human: Option<Text>,
+}
+
+impl TraceObject {
+    /// A copy whose strings own their bytes: what a component keeps beyond the object's
+    /// write (a queue of re-forwarded objects), so it never pins the frame it came from.
+    pub fn detached(&self) -> TraceObject {
+        TraceObject {
+            namespace: self.namespace.detached(),
+            hostname: self.hostname.detached(),
+            thread_id: self.thread_id.detached(),
+            machine: self.machine.detached(),
+            human: self.human.as_ref().map(Text::detached),
+            ..*self
+        }
+    }
 }
 
 /// What a trace object's `machine` text is.

@@ -9,7 +9,7 @@ use prost::Message;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::model::{
-    DataPoint, DetailLevel, MachineForm, MetricValue, MetricsUpdate, Severity, TraceBatch,
+    DataPoint, DetailLevel, MachineForm, MetricValue, MetricsUpdate, Severity, Text, TraceBatch,
     TraceObject,
 };
 use crate::tracing_config::TracingConfig;
@@ -274,8 +274,9 @@ impl TracerCodec {
         }
     }
 
-    fn message(&self, frame: &[u8]) -> Result<NodeMessage, FrameError> {
-        if let Some(count) = count_trace_objects(frame, self.max_objects) {
+    fn message(&self, frame: BytesMut) -> Result<NodeMessage, FrameError> {
+        let frame = frame.freeze();
+        if let Some(count) = count_trace_objects(&frame, self.max_objects) {
             if count > self.max_objects {
                 return Err(FrameError::TooManyObjects {
                     count,
@@ -283,10 +284,10 @@ impl TracerCodec {
                 });
             }
         }
-        if let Some(batch) = batch::decode(frame) {
+        if let Some(batch) = batch::decode(&frame) {
             return Ok(NodeMessage::Traces(batch));
         }
-        decode_node_message_with_prost(frame)
+        decode_node_message_with_prost(&frame)
     }
 }
 
@@ -366,14 +367,14 @@ impl Decoder for TracerCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
         match self.frames.decode(src)? {
-            Some(frame) => Ok(Some(self.message(&frame)?)),
+            Some(frame) => Ok(Some(self.message(frame)?)),
             None => Ok(None),
         }
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<NodeMessage>, FrameError> {
         match self.frames.decode_eof(src)? {
-            Some(frame) => Ok(Some(self.message(&frame)?)),
+            Some(frame) => Ok(Some(self.message(frame)?)),
             None => Ok(None),
         }
     }
@@ -484,26 +485,26 @@ fn trace_from_pb(t: pb::TraceObject) -> Result<TraceObject, FrameError> {
     Ok(TraceObject {
         severity: severity_from_pb(t.severity)?,
         detail: detail_from_pb(t.detail)?,
-        namespace: t.namespace,
+        namespace: t.namespace.into(),
         timestamp_ns: t.timestamp_ns,
-        hostname: t.hostname,
-        thread_id: t.thread_id,
-        machine: t.machine,
-        human: t.human,
+        hostname: t.hostname.into(),
+        thread_id: t.thread_id.into(),
+        machine: t.machine.into(),
+        human: t.human.map(Text::from),
         form: MachineForm::Payload,
     })
 }
 
 fn trace_to_pb(t: TraceObject) -> pb::TraceObject {
     pb::TraceObject {
-        namespace: t.namespace,
+        namespace: t.namespace.into_string(),
         severity: severity_to_pb(t.severity) as i32,
         detail: detail_to_pb(t.detail) as i32,
         timestamp_ns: t.timestamp_ns,
-        hostname: t.hostname,
-        thread_id: t.thread_id,
-        machine: t.machine,
-        human: t.human,
+        hostname: t.hostname.into_string(),
+        thread_id: t.thread_id.into_string(),
+        machine: t.machine.into_string(),
+        human: t.human.map(Text::into_string),
     }
 }
 

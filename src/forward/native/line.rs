@@ -8,7 +8,7 @@
 //! another shape (a Cardano node's own `toMachine` line with other keys, or not JSON) goes
 //! whole as the payload of an object with the namespace and time it names, where it does.
 
-use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
+use crate::model::{DetailLevel, MachineForm, Severity, Text, TraceObject};
 use crate::ship::cursor::Pos;
 use crate::ship::record::Record;
 
@@ -20,13 +20,13 @@ pub fn object_of(line: &str) -> TraceObject {
         return foreign(line, &r.namespace, timestamp_ns);
     };
     TraceObject {
-        namespace: r.namespace.into_owned(),
+        namespace: r.namespace.into(),
         severity: Severity::parse(&r.severity).unwrap_or(Severity::Info),
         detail: DetailLevel::Normal,
         timestamp_ns,
-        hostname: r.host.into_owned(),
-        thread_id: r.thread.into_owned(),
-        machine: data.to_string(),
+        hostname: r.host.into(),
+        thread_id: r.thread.into(),
+        machine: data.into(),
         form: MachineForm::Payload,
         human: None,
     }
@@ -34,13 +34,13 @@ pub fn object_of(line: &str) -> TraceObject {
 
 fn foreign(line: &str, namespace: &str, timestamp_ns: i64) -> TraceObject {
     TraceObject {
-        namespace: namespace.to_string(),
+        namespace: namespace.into(),
         severity: Severity::Info,
         detail: DetailLevel::Normal,
         timestamp_ns,
-        hostname: String::new(),
-        thread_id: String::new(),
-        machine: line.to_string(),
+        hostname: Text::new(),
+        thread_id: Text::new(),
+        machine: line.into(),
         form: MachineForm::Payload,
         human: None,
     }

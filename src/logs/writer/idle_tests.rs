@@ -16,7 +16,7 @@ fn obj(i: usize) -> TraceObject {
         timestamp_ns: 1_784_714_812_000_000_000,
         hostname: "h".into(),
         thread_id: "1".into(),
-        machine: format!("{{\"i\":{i}}}"),
+        machine: format!("{{\"i\":{i}}}").into(),
         human: None,
         form: Default::default(),
     }

@@ -12,8 +12,8 @@ fn obj(i: usize) -> TraceObject {
         timestamp_ns: 1_784_714_812_000_000_000,
         hostname: "h".into(),
         thread_id: "1".into(),
-        machine: format!("{{\"i\":{i}}}"),
-        human: Some(format!("line {i}")),
+        machine: format!("{{\"i\":{i}}}").into(),
+        human: Some(format!("line {i}").into()),
         form: Default::default(),
     }
 }
@@ -129,11 +129,11 @@ fn arbitrary_object() -> impl proptest::strategy::Strategy<Value = TraceObject> 
     )
         .prop_map(
             |(namespace, machine, human, hostname, thread_id, line)| TraceObject {
-                namespace,
-                machine,
-                human,
-                hostname,
-                thread_id,
+                namespace: namespace.into(),
+                machine: machine.into(),
+                human: human.map(Into::into),
+                hostname: hostname.into(),
+                thread_id: thread_id.into(),
                 form: if line {
                     crate::model::MachineForm::Line
                 } else {

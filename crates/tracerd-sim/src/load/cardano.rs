@@ -240,7 +240,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                         let mut o = gen.next(ts + i as i64);
                         line.clear();
                         push_machine_line(&mut line, &o);
-                        o.machine = String::from_utf8_lossy(&line).into_owned();
+                        o.machine = String::from_utf8_lossy(&line).into_owned().into();
                         o.form = MachineForm::Line;
                         o
                     })

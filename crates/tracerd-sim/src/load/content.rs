@@ -183,13 +183,15 @@ impl Generator {
         m.push_str("\"}");
         self.bytes += m.len() as u64;
         TraceObject {
-            namespace: ns.to_string(),
+            namespace: ns.to_string().into(),
             severity: sev,
             detail: DetailLevel::Normal,
             timestamp_ns: ts,
-            hostname: self.node.clone(),
-            thread_id: self.threads[(h % self.threads.len() as u64) as usize].clone(),
-            machine: m,
+            hostname: self.node.clone().into(),
+            thread_id: self.threads[(h % self.threads.len() as u64) as usize]
+                .clone()
+                .into(),
+            machine: m.into(),
             human: None,
             form: Default::default(),
         }

@@ -117,10 +117,15 @@ fn read_list<'b, T>(
     Ok(out)
 }
 
-/// Reads a text string, definite or indefinite.
+/// Reads a text string, definite or indefinite; a definite one into a `String` of exactly its
+/// length (a model `Text` takes it over without a second allocation).
 fn text(d: &mut Decoder<'_>) -> Result<String> {
-    let mut out = String::new();
-    for chunk in d.str_iter()? {
+    let mut chunks = d.str_iter()?;
+    let mut out = match chunks.next() {
+        Some(chunk) => chunk?.to_owned(),
+        None => return Ok(String::new()),
+    };
+    for chunk in chunks {
         out.push_str(chunk?);
     }
     Ok(out)
@@ -565,15 +570,15 @@ fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
     let hostname = text(d)?;
     let thread_id = text(d)?;
     Ok(TraceObject {
-        namespace,
+        namespace: namespace.into(),
         severity,
         detail,
         timestamp_ns,
-        hostname,
-        thread_id,
-        machine,
+        hostname: hostname.into(),
+        thread_id: thread_id.into(),
+        machine: machine.into(),
         form,
-        human,
+        human: human.map(Into::into),
     })
 }
 

@@ -9,7 +9,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::codec::*;
 use super::handshake::{check_answer, respond_to, Outcome};
 use super::mux::*;
-use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
+use crate::model::{DetailLevel, MachineForm, Severity, Text, TraceObject};
 
 const MAINNET: u32 = 764_824_073;
 
@@ -316,11 +316,11 @@ fn e9_data_point_request_and_reply() {
 /// A trace reply of exactly `len` bytes (one object, padded machine text).
 fn reply_of_len(len: usize) -> Vec<u8> {
     let mut o = e5_object();
-    o.machine.clear();
+    o.machine = Text::new();
     let base = encode_trace_reply(std::slice::from_ref(&o)).len();
     (len - base - 10..=len - base)
         .map(|l| {
-            o.machine = "x".repeat(l);
+            o.machine = "x".repeat(l).into();
             encode_trace_reply(std::slice::from_ref(&o))
         })
         .find(|b| b.len() == len)
@@ -431,7 +431,7 @@ fn arb_object() -> impl Strategy<Value = TraceObject> {
         0usize..3000,
     )
         .prop_map(|(ns, sev, det, ts, human, pad)| TraceObject {
-            namespace: ns,
+            namespace: ns.into(),
             severity: Severity::ALL[sev],
             detail: [
                 DetailLevel::Minimal,
@@ -442,9 +442,9 @@ fn arb_object() -> impl Strategy<Value = TraceObject> {
             timestamp_ns: ts,
             hostname: "h".into(),
             thread_id: "1".into(),
-            machine: format!("{{\"pad\":\"{}\"}}", "é".repeat(pad)),
+            machine: format!("{{\"pad\":\"{}\"}}", "é".repeat(pad)).into(),
             form: MachineForm::Line,
-            human,
+            human: human.map(Into::into),
         })
 }
 

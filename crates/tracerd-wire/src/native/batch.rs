@@ -4,13 +4,15 @@
 //! prost decodes a batch into a `Vec<pb::TraceObject>` that grows by doubling (about twice
 //! the batch's objects in bytes requested, then copied into the model's `Vec`); this reader
 //! counts the objects first and fills one `Vec<TraceObject>` of exactly that length, each
-//! string copied once from the frame. It handles only the plain shape every forwarder sends
+//! string a [`Text`] slice of the frame (its UTF-8 checked once, nothing copied or allocated). It handles only the plain shape every forwarder sends
 //! (one `traces` field, known fields with their wire types, valid UTF-8, known enum values)
 //! and returns `None` for anything else, which the caller then decodes with prost: so the
 //! result, and every error, is exactly prost's (`tests.rs` checks it on random and mutated
 //! frames).
 
-use crate::model::{MachineForm, TraceBatch, TraceObject};
+use bytes::Bytes;
+
+use crate::model::{MachineForm, Text, TraceBatch, TraceObject};
 
 use super::{detail_from_pb, severity_from_pb};
 
@@ -59,25 +61,29 @@ fn batch_body(frame: &[u8]) -> Option<&[u8]> {
     }
 }
 
-fn text(body: &[u8]) -> Option<String> {
-    std::str::from_utf8(body).ok().map(str::to_owned)
+/// `body`, a slice of `frame`, as text sharing the frame's bytes.
+fn text(frame: &Bytes, body: &[u8]) -> Option<Text> {
+    if body.is_empty() {
+        return Some(Text::new());
+    }
+    Text::from_utf8(frame.slice_ref(body)).ok()
 }
 
-fn object(buf: &[u8]) -> Option<TraceObject> {
+fn object(frame: &Bytes, buf: &[u8]) -> Option<TraceObject> {
     let (mut namespace, mut hostname, mut thread_id, mut machine) =
-        (String::new(), String::new(), String::new(), String::new());
+        (Text::new(), Text::new(), Text::new(), Text::new());
     let (mut severity, mut detail, mut timestamp_ns, mut human) = (0i32, 0i32, 0i64, None);
     let mut at = 0;
     while at < buf.len() {
         match field(buf, &mut at)? {
-            (1, 2, _, b) => namespace = text(b)?,
+            (1, 2, _, b) => namespace = text(frame, b)?,
             (2, 0, v, _) => severity = v as i32,
             (3, 0, v, _) => detail = v as i32,
             (4, 0, v, _) => timestamp_ns = v as i64,
-            (5, 2, _, b) => hostname = text(b)?,
-            (6, 2, _, b) => thread_id = text(b)?,
-            (7, 2, _, b) => machine = text(b)?,
-            (8, 2, _, b) => human = Some(text(b)?),
+            (5, 2, _, b) => hostname = text(frame, b)?,
+            (6, 2, _, b) => thread_id = text(frame, b)?,
+            (7, 2, _, b) => machine = text(frame, b)?,
+            (8, 2, _, b) => human = Some(text(frame, b)?),
             _ => return None,
         }
     }
@@ -96,7 +102,7 @@ fn object(buf: &[u8]) -> Option<TraceObject> {
 
 /// The batch a frame holds when it has the plain shape (see the module doc); `None`: decode
 /// it with prost instead (another message, another shape, or something prost refuses).
-pub(super) fn decode(frame: &[u8]) -> Option<TraceBatch> {
+pub(super) fn decode(frame: &Bytes) -> Option<TraceBatch> {
     let body = batch_body(frame)?;
     // First pass: the shape, and how many objects to make room for.
     let (mut first_seq, mut count, mut at) = (0u64, 0usize, 0);
@@ -114,7 +120,7 @@ pub(super) fn decode(frame: &[u8]) -> Option<TraceBatch> {
     let mut at = 0;
     while at < body.len() {
         if let (2, 2, _, b) = field(body, &mut at)? {
-            objects.push(object(b)?);
+            objects.push(object(frame, b)?);
         }
     }
     Some(TraceBatch { first_seq, objects })

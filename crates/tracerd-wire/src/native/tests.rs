@@ -6,14 +6,14 @@ use proptest::prelude::*;
 
 fn trace(i: u64, text: &str) -> TraceObject {
     TraceObject {
-        namespace: format!("Ns.{text}"),
+        namespace: format!("Ns.{text}").into(),
         severity: Severity::ALL[(i % 8) as usize],
         detail: DetailLevel::Detailed,
         timestamp_ns: i as i64 * 1_000,
         hostname: "h".into(),
-        thread_id: i.to_string(),
-        machine: format!("{{\"i\":{i}}}"),
-        human: (i % 2 == 0).then(|| text.to_string()),
+        thread_id: i.to_string().into(),
+        machine: format!("{{\"i\":{i}}}").into(),
+        human: (i % 2 == 0).then(|| text.into()),
         form: Default::default(),
     }
 }
@@ -436,7 +436,7 @@ proptest! {
     #[test]
     fn fast_batch_decoding_agrees_with_prost(frame in arb_frame()) {
         let codec = TracerCodec::new(1 << 20);
-        let fast = format!("{:?}", codec.message(&frame));
+        let fast = format!("{:?}", codec.message(BytesMut::from(&frame[..])));
         let prost = format!("{:?}", decode_node_message_with_prost(&frame));
         prop_assert_eq!(fast, prost);
     }
@@ -448,8 +448,19 @@ fn the_fast_path_takes_the_frames_forwarders_send() {
         first_seq: 5,
         objects: (0..3).map(|i| trace(i, "é")).collect(),
     };
-    let frame = encode_node_frame(NodeMessage::Traces(batch.clone()));
-    let fast = batch::decode(&frame[LENGTH_PREFIX_BYTES..]).expect("the plain shape");
+    let frame = encode_node_frame(NodeMessage::Traces(batch.clone()))
+        .split_off(LENGTH_PREFIX_BYTES)
+        .freeze();
+    let fast = batch::decode(&frame).expect("the plain shape");
     assert_eq!(fast, batch);
     assert_eq!(fast.objects.capacity(), 3);
+    // Every string is a slice of the frame, not a copy.
+    let within = |t: &Text| {
+        let (p, f) = (t.as_ptr() as usize, frame.as_ptr() as usize);
+        t.is_empty() || (p >= f && p + t.len() <= f + frame.len())
+    };
+    for o in &fast.objects {
+        assert!(within(&o.namespace) && within(&o.hostname) && within(&o.thread_id));
+        assert!(within(&o.machine) && o.human.as_ref().is_none_or(within));
+    }
 }
