@@ -184,8 +184,16 @@ impl FleetRender {
                 return false;
             }
             if e.fate != Fate::Nameless {
-                let group = self.group(name, e.kind);
-                lines.entries[i].group = group;
+                // A fleet as it was at the last render makes its families in the same order,
+                // so the entry's last family is usually still its family: no lookup.
+                let same = self
+                    .groups
+                    .get(e.group as usize)
+                    .is_some_and(|g| g.kind == e.kind && Arc::as_ptr(&g.name) as usize == e.name);
+                if !same {
+                    let group = self.group(name, e.kind);
+                    lines.entries[i].group = group;
+                }
             }
             seen += 1;
         }
