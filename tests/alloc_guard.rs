@@ -196,7 +196,8 @@ fn cardano(per_reply: u64, dir: &std::path::Path) -> Cost {
         .collect();
     let mut log = open_log(dir);
     let cost = measure(replies, |payload| {
-        let objects = codec::decode_trace_reply(&payload).expect("a valid reply");
+        let objects =
+            codec::decode_trace_reply_to(&payload, per_reply as usize).expect("a valid reply");
         write(
             &mut log,
             TraceBatch {

@@ -80,6 +80,12 @@ impl Default for JournalSettings {
     }
 }
 
+/// Default trace-object requests in flight per Cardano session.
+pub const DEFAULT_CARDANO_TRACE_REQUESTS: u8 = 2;
+pub(super) fn default_cardano_trace_requests() -> u8 {
+    DEFAULT_CARDANO_TRACE_REQUESTS
+}
+
 /// Default time a disconnected node keeps its `tracerd_*` series: 5 minutes.
 pub const DEFAULT_DEPARTED_SERIES_SECS: u64 = 300;
 pub(super) fn default_departed_series_secs() -> u64 {
@@ -102,6 +108,7 @@ impl Default for TracerdSettings {
             alerts: AlertsSettings::default(),
             http_auth: HttpAuthSettings::default(),
             cardano_allow_from: Vec::new(),
+            cardano_trace_requests: DEFAULT_CARDANO_TRACE_REQUESTS,
             clickhouse: None,
             loki: None,
             remote_write: Vec::new(),

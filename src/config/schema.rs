@@ -258,6 +258,10 @@ pub struct TracerdSettings {
     /// Source networks (CIDR) the Cardano `AcceptAt` TCP listener accepts; empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cardano_allow_from: Vec<String>,
+    /// Trace-object requests a Cardano session keeps outstanding (1 is cardano-tracer's one
+    /// blocking request; 2 lets the node build the next reply while tracerd writes the last).
+    #[serde(default = "default_cardano_trace_requests")]
+    pub cardano_trace_requests: u8,
     /// HTTP authentication per route group (issue 17); off by default.
     #[serde(default, skip_serializing_if = "HttpAuthSettings::is_default")]
     pub http_auth: HttpAuthSettings,

@@ -207,6 +207,7 @@ const TRACERD: &[Field] = &[
     opt("alerts", Kind::Obj(ALERTS)),
     opt("httpAuth", Kind::Obj(HTTP_AUTH)),
     opt("cardanoAllowFrom", Kind::List(&Kind::Text)),
+    opt("cardanoTraceRequests", Kind::Int(1, 8, "requests")),
     opt("clickhouse", Kind::Obj(CLICKHOUSE)),
     opt("loki", Kind::Obj(LOKI)),
     opt("shipStateDir", Kind::Text),

@@ -498,6 +498,7 @@ fn every_schema_key_is_known_to_the_shape_check() {
                 api: None,
             },
             cardano_allow_from: vec!["10.0.0.0/8".into()],
+            cardano_trace_requests: 2,
             clickhouse: Some(crate::config::ClickhouseSettings {
                 url: "http://127.0.0.1:8123".into(),
                 database: "db".into(),

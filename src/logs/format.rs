@@ -143,6 +143,17 @@ fn push_json_str(out: &mut Vec<u8>, text: &str) {
 /// is the same; the output holds no raw control character.
 pub fn push_clean_json(out: &mut Vec<u8>, valid: &str) {
     let bytes = valid.as_bytes();
+    if is_clean(bytes) {
+        // Nothing to drop or escape: the common case of a node's compact machine line.
+        out.extend_from_slice(bytes);
+    } else {
+        reencode_json(out, valid);
+    }
+}
+
+/// [`push_clean_json`]'s linear pass, for text that [`is_clean`] could not pass as is.
+fn reencode_json(out: &mut Vec<u8>, valid: &str) {
+    let bytes = valid.as_bytes();
     let mut in_string = false;
     let mut escaped = false;
     let mut i = 0;
@@ -192,6 +203,24 @@ pub fn push_clean_json(out: &mut Vec<u8>, valid: &str) {
         i += 1;
     }
     out.extend_from_slice(&bytes[from..]);
+}
+
+/// Whether valid JSON `bytes` is already what [`push_clean_json`] would write: no tab, line
+/// feed or carriage return (valid JSON has them raw only between tokens), no DEL, and no lead
+/// byte of an unsafe multi-byte character (C1 controls start with C2, U+2028/U+2029 with E2;
+/// other characters with those lead bytes take the slow path, which keeps them). Checked in
+/// 32-byte blocks without an early exit inside a block, so the compiler vectorises it.
+fn is_clean(bytes: &[u8]) -> bool {
+    fn dirty(b: u8) -> bool {
+        matches!(b, b'\t' | b'\n' | b'\r' | 0x7F | 0xC2 | 0xE2)
+    }
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &b| any | dirty(b)) {
+            return false;
+        }
+    }
+    !blocks.remainder().iter().any(|&b| dirty(b))
 }
 
 fn push_json_value(out: &mut Vec<u8>, text: &str) -> bool {
@@ -356,7 +385,67 @@ pub(crate) mod tests {
             })
     }
 
+    /// Valid JSON with the characters the clean test looks for, raw or escaped, in strings
+    /// and between tokens.
+    fn tricky_json() -> impl Strategy<Value = String> {
+        let atom = prop_oneof![
+            Just("\"a\u{85}b\"".to_string()),
+            Just("\"\u{2028}\"".to_string()),
+            Just("\"\u{2029}x\"".to_string()),
+            Just("\"\u{7f}\"".to_string()),
+            Just("\"\u{20ac}\u{e9}\"".to_string()),
+            Just("\"\\n\\t\"".to_string()),
+            Just("12.5".to_string()),
+            Just("null".to_string()),
+            any::<String>().prop_map(|s| serde_json::Value::from(s).to_string()),
+        ];
+        let ws = prop_oneof![Just(""), Just(" "), Just("\n"), Just(" \t "), Just("\r\n")];
+        proptest::collection::vec((atom, ws.clone(), ws), 0..40).prop_map(|items| {
+            let mut out = String::from("[");
+            for (i, (atom, before, after)) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(before);
+                out.push_str(&atom);
+                out.push_str(after);
+            }
+            out.push(']');
+            out
+        })
+    }
+
+    #[test]
+    fn compact_lines_take_the_fast_path_and_the_rest_do_not() {
+        let line = r#"{"at":"2026-07-22T10:15:31.123Z","ns":"A.B","data":{"k":"v w","n":[1,2]},"sev":"Info"}"#;
+        assert!(
+            is_clean(line.repeat(3).as_bytes()),
+            "no byte to drop or escape"
+        );
+        let long = format!("{}\n{}", line.repeat(2), line);
+        assert!(
+            !is_clean(long.as_bytes()),
+            "a line feed past the first 32-byte block"
+        );
+        for dirty in ["\t", "\r", "\u{7f}", "\u{85}", "\u{2028}", "\u{20ac}"] {
+            assert!(!is_clean(format!("[\"{dirty}\"]").as_bytes()), "{dirty:?}");
+        }
+        assert!(
+            is_clean("[\"\u{e9}\u{4e2d}\"]".as_bytes()),
+            "other non-ASCII is kept as is"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn clean_json_fast_path_writes_what_the_full_pass_writes(text in tricky_json()) {
+            prop_assert!(is_valid_json(text.as_bytes()), "{text:?}");
+            let (mut fast, mut full) = (Vec::new(), Vec::new());
+            push_clean_json(&mut fast, &text);
+            reencode_json(&mut full, &text);
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(full).unwrap());
+        }
+
         #[test]
         fn any_deep_json_is_one_valid_line_with_the_same_value(text in deep_json()) {
             prop_assert!(json::is_valid(text.as_bytes()), "{}", text);

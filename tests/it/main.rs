@@ -10,6 +10,7 @@ mod architecture;
 mod auth;
 mod capture;
 mod cardano;
+mod cardano_pipelining;
 mod certs;
 mod cli;
 mod config;

@@ -5,7 +5,9 @@
 //!
 //! It serves trace objects from an in-memory queue (blocking requests wait until something
 //! is queued, replies hold at most the requested number), answers EKG requests from a metric
-//! table with per-connection delta bookkeeping, and serves `NodeInfo`.
+//! table with per-connection delta bookkeeping, and serves `NodeInfo`. The queue holds each
+//! object already CBOR-encoded, as the node's reply carries it, so a reply is a copy of
+//! queued bytes, not an encoding per request.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use tracerd_wire::cardano::codec::EkgValue;
+use tracerd_wire::cardano::codec::{self, EkgValue};
 pub use tracerd_wire::cardano::forwarder::ForwardError as SimError;
 use tracerd_wire::cardano::forwarder::{self, End, Source};
 use tracerd_wire::cardano::mux::Mode;
@@ -45,7 +47,7 @@ pub struct SimNode {
     legacy_ekg: bool,
     metrics: Mutex<Vec<(String, EkgValue)>>,
     data_points: Mutex<Vec<(String, Vec<u8>)>>,
-    queue: Mutex<VecDeque<TraceObject>>,
+    queue: Mutex<Encoded>,
     notify: Notify,
     sent: AtomicU64,
     /// Handshakes accepted, and the last refusal (for a caller waiting for its nodes).
@@ -78,7 +80,7 @@ impl SimNode {
             legacy_ekg: false,
             metrics: Mutex::new(Vec::new()),
             data_points: Mutex::new(Vec::new()),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Encoded::default()),
             notify: Notify::new(),
             sent: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
@@ -94,7 +96,24 @@ impl SimNode {
 
     /// Queues trace objects for forwarding.
     pub fn push(&self, objects: impl IntoIterator<Item = TraceObject>) {
-        lock(&self.queue).extend(objects);
+        let mut bytes = Vec::new();
+        let mut lens = Vec::new();
+        for o in objects {
+            let before = bytes.len();
+            codec::encode_trace_object(&mut bytes, &(&o).into());
+            lens.push(bytes.len() - before);
+        }
+        self.push_encoded(&bytes, &lens);
+    }
+
+    /// Queues trace objects already encoded ([`codec::encode_trace_object`]) back to back in
+    /// `bytes`, `lens` giving each one's length.
+    pub fn push_encoded(&self, bytes: &[u8], lens: &[usize]) {
+        debug_assert_eq!(lens.iter().sum::<usize>(), bytes.len());
+        let mut queue = lock(&self.queue);
+        queue.bytes.extend_from_slice(bytes);
+        queue.lens.extend(lens.iter().copied());
+        drop(queue);
         self.notify.notify_one();
     }
 
@@ -133,7 +152,7 @@ impl SimNode {
 
     /// Trace objects still queued.
     pub fn queued(&self) -> usize {
-        lock(&self.queue).len()
+        lock(&self.queue).lens.len()
     }
 
     /// Forwards over `stream` until the acceptor closes, sends `MsgDone`, or `cancel` fires.
@@ -169,9 +188,17 @@ impl SimNode {
 
 impl Source for SimNode {
     fn take(&self, max: usize) -> Vec<TraceObject> {
-        let mut queue = lock(&self.queue);
-        let n = queue.len().min(max);
-        queue.drain(..n).collect()
+        let mut reply = codec::REPLY_START.to_vec();
+        if self.take_encoded(max, &mut reply) == 0 {
+            return Vec::new();
+        }
+        reply.push(codec::REPLY_END);
+        // These bytes were encoded from trace objects by `push`.
+        codec::decode_trace_reply(&reply).unwrap_or_default()
+    }
+
+    fn take_encoded(&self, max: usize, out: &mut Vec<u8>) -> usize {
+        lock(&self.queue).take(max, out)
     }
 
     fn changed(&self) -> impl std::future::Future<Output = ()> + Send {
@@ -200,6 +227,34 @@ impl Source for SimNode {
 
     fn legacy_ekg(&self) -> bool {
         self.legacy_ekg
+    }
+}
+
+/// Queued objects, encoded back to back: `bytes[head..]` holds them, `lens` their lengths.
+#[derive(Debug, Default)]
+struct Encoded {
+    bytes: Vec<u8>,
+    head: usize,
+    lens: VecDeque<usize>,
+}
+
+impl Encoded {
+    /// Appends the oldest `max` (at most) objects' bytes to `out`; returns how many.
+    fn take(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+        let n = self.lens.len().min(max);
+        let len: usize = self.lens.drain(..n).sum();
+        out.extend_from_slice(&self.bytes[self.head..self.head + len]);
+        self.head += len;
+        if self.lens.is_empty() {
+            self.bytes.clear();
+            self.head = 0;
+        } else if self.head >= (1 << 20) && self.head * 2 >= self.bytes.len() {
+            // Reclaim the sent prefix once it is most of the buffer (amortised: each byte
+            // moves at most once per halving).
+            self.bytes.drain(..self.head);
+            self.head = 0;
+        }
+        n
     }
 }
 

@@ -1,6 +1,8 @@
 //! One Cardano node session, tracerd being the ACCEPTOR (reference §9): the handshake in
 //! either connection role, then the three acceptor loops run from one `select!` — blocking
-//! trace-object requests of `loRequestNum` written through the node's [`NodeSink`], EKG
+//! trace-object requests of `loRequestNum` written through the node's [`NodeSink`]
+//! (`tracerd.cardanoTraceRequests` of them outstanding: the node answers them in order, so
+//! each reply is written in the order it came and the node fills the next meanwhile), EKG
 //! polling every `ekgRequestFreq` into the node's registry entry, and data-point requests
 //! that name the node after its `NodeInfo`.
 //!
@@ -184,13 +186,13 @@ where
         peer,
         sink: None,
         name: None,
-        stash_traces: None,
+        stash_traces: Vec::new(),
         stash_metrics: Vec::new(),
         ekg: None,
         ekg_due: None,
         ekg_requests: 0,
         updated_answered: false,
-        traces_outstanding: false,
+        traces_in_flight: 0,
         data_points: DataPoints::Idle,
         dp_requests: None,
         dp_asked: None,
@@ -230,8 +232,9 @@ struct Pump {
     sink: Option<NodeSink>,
     /// The resolved name (before collision suffixes), for per-node settings.
     name: Option<String>,
-    /// A trace reply that arrived before the node was named.
-    stash_traces: Option<Vec<TraceObject>>,
+    /// Trace replies that arrived before the node was named, in order (no request is sent
+    /// until it is, so at most `trace_requests` replies).
+    stash_traces: Vec<TraceObject>,
     /// Metric updates that arrived before the node was named (one per poll, ≤ 10 s of them).
     stash_metrics: Vec<MetricsUpdate>,
     /// The outstanding EKG request.
@@ -240,7 +243,8 @@ struct Pump {
     ekg_due: Option<Instant>,
     ekg_requests: u64,
     updated_answered: bool,
-    traces_outstanding: bool,
+    /// Trace-object requests sent and not answered yet.
+    traces_in_flight: usize,
     data_points: DataPoints,
     /// On-demand data point requests (from HTTP), once the node is named.
     dp_requests: Option<mpsc::Receiver<DataPointRequest>>,
@@ -358,17 +362,26 @@ impl Pump {
                 self.ekg_due = Some(Instant::now() + self.settings.ekg_request_freq);
             }
             TRACE_OBJECTS => {
-                if !std::mem::take(&mut self.traces_outstanding) {
+                let Some(in_flight) = self.traces_in_flight.checked_sub(1) else {
                     return Err(SessionError::Protocol(
                         "trace objects without a request".into(),
                     ));
-                }
-                let objects = codec::decode_trace_reply(&msg.payload).map_err(bad)?;
+                };
+                self.traces_in_flight = in_flight;
+                let mut objects = codec::decode_trace_reply_to(
+                    &msg.payload,
+                    usize::from(self.settings.lo_request_num),
+                )
+                .map_err(bad)?;
                 if self.sink.is_some() {
-                    self.write(objects).await?;
+                    // Ask again first, so the node fills the next reply while this one is
+                    // written; the replies come, and are written, in order.
                     self.request_traces(framed).await?;
+                    self.write(objects).await?;
+                } else if self.stash_traces.is_empty() {
+                    self.stash_traces = objects;
                 } else {
-                    self.stash_traces = Some(objects);
+                    self.stash_traces.append(&mut objects);
                 }
             }
             DATA_POINTS => {
@@ -495,10 +508,9 @@ impl Pump {
         // The registry's name: `name`, or with a collision suffix for another identity.
         self.name = Some(sink.name().to_string());
         self.sink = Some(sink);
-        if let Some(objects) = self.stash_traces.take() {
-            self.write(objects).await?;
-            self.request_traces(framed).await?;
-        }
+        let stashed = std::mem::take(&mut self.stash_traces);
+        self.request_traces(framed).await?;
+        self.write(stashed).await?;
         Ok(())
     }
 
@@ -527,18 +539,23 @@ impl Pump {
         Ok(())
     }
 
+    /// Sends blocking trace-object requests until `trace_requests` are outstanding (the
+    /// first `MsgTraceObjectsRequest` of a session, and one after each reply once the node is
+    /// named; before that, what was asked is all that comes).
     async fn request_traces<S>(&mut self, framed: &mut Conn<S>) -> Result<(), MuxError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let count = self.settings.lo_request_num;
-        send(
-            framed,
-            TRACE_OBJECTS,
-            codec::encode_trace_request(true, count),
-        )
-        .await?;
-        self.traces_outstanding = true;
+        while self.traces_in_flight < self.settings.trace_requests {
+            send(
+                framed,
+                TRACE_OBJECTS,
+                codec::encode_trace_request(true, count),
+            )
+            .await?;
+            self.traces_in_flight += 1;
+        }
         Ok(())
     }
 

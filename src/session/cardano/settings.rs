@@ -19,6 +19,8 @@ pub struct Settings {
     pub network_magic: u32,
     /// `loRequestNum`: trace objects per blocking request (at least 1).
     pub lo_request_num: u16,
+    /// `tracerd.cardanoTraceRequests`: trace-object requests kept outstanding (at least 1).
+    pub trace_requests: usize,
     /// `ekgRequestFreq`: pause after each metrics response.
     pub ekg_request_freq: Duration,
     /// `ekgRequestFull`: always request every metric.
@@ -39,6 +41,7 @@ impl Settings {
         Settings {
             network_magic: config.network_magic,
             lo_request_num: config.lo_request_num.max(1),
+            trace_requests: usize::from(config.tracerd.cardano_trace_requests.max(1)),
             ekg_request_freq: Duration::try_from_secs_f64(config.ekg_request_freq)
                 .unwrap_or(Duration::from_secs(1)),
             ekg_request_full: config.ekg_request_full,

@@ -14,8 +14,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
+use tracerd_wire::cardano::codec::{encode_trace_object, TraceFields};
 use tracerd_wire::cardano::mux::Mode;
-use tracerd_wire::model::{MachineForm, TraceObject};
+use tracerd_wire::model::DetailLevel;
 use tracerd_wire::Address;
 
 use super::content::{now_ns, push_machine_line, Generator, METRIC_NAMES};
@@ -201,6 +202,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             let mut marks: VecDeque<(u64, Instant, u64)> = VecDeque::new();
             let mut latency: Vec<(u64, u64)> = Vec::new();
             let mut line = Vec::with_capacity(size + 200);
+            let mut payload = String::with_capacity(size + 200);
+            let (mut encoded, mut lens) = (Vec::new(), Vec::new());
             loop {
                 let now = Instant::now();
                 let pulled = node.sent();
@@ -234,18 +237,34 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     continue;
                 }
                 let ts = now_ns();
-                let objects: Vec<TraceObject> = (0..want)
-                    .map(|i| {
-                        // A cardano-node sends its complete machine line.
-                        let mut o = gen.next(ts + i as i64);
-                        line.clear();
-                        push_machine_line(&mut line, &o);
-                        o.machine = String::from_utf8_lossy(&line).into_owned().into();
-                        o.form = MachineForm::Line;
-                        o
-                    })
-                    .collect();
-                node.push(objects);
+                // Each object is encoded once, here, into buffers reused from chunk to chunk,
+                // exactly as a cardano-node encodes it: the node answers a request by copying
+                // queued bytes.
+                encoded.clear();
+                lens.clear();
+                for i in 0..want {
+                    payload.clear();
+                    let (namespace, severity, thread) = gen.fill(&mut payload);
+                    let mut fields = TraceFields {
+                        human: None,
+                        machine: &payload,
+                        namespace,
+                        severity,
+                        detail: DetailLevel::Normal,
+                        timestamp_ns: ts + i as i64,
+                        hostname: &gen.node,
+                        thread_id: &gen.threads[thread],
+                    };
+                    // A cardano-node sends its complete machine line.
+                    line.clear();
+                    push_machine_line(&mut line, &fields);
+                    fields.machine = std::str::from_utf8(&line)
+                        .expect("a machine line is made of UTF-8 strings and ASCII");
+                    let before = encoded.len();
+                    encode_trace_object(&mut encoded, &fields);
+                    lens.push(encoded.len() - before);
+                }
+                node.push_encoded(&encoded, &lens);
                 pushed += want as u64;
                 pushed_total.fetch_add(want as u64, Ordering::Relaxed);
                 marks.push_back((pushed, now, want as u64));

@@ -4,6 +4,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracerd_wire::cardano::codec::TraceFields;
 use tracerd_wire::model::{DetailLevel, Severity, TraceObject};
 use tracerd_wire::utc;
 
@@ -156,6 +157,24 @@ impl Generator {
     }
 
     pub(crate) fn next(&mut self, ts: i64) -> TraceObject {
+        let mut m = String::with_capacity(self.size.max(200));
+        let (ns, sev, thread) = self.fill(&mut m);
+        TraceObject {
+            namespace: ns.into(),
+            severity: sev,
+            detail: DetailLevel::Normal,
+            timestamp_ns: ts,
+            hostname: self.node.as_str().into(),
+            thread_id: self.threads[thread].as_str().into(),
+            machine: m.into(),
+            human: None,
+            form: Default::default(),
+        }
+    }
+
+    /// The next object's machine payload, appended to `m` (no allocation once `m` is large
+    /// enough), and its namespace, severity and thread (an index into `threads`).
+    pub(crate) fn fill(&mut self, m: &mut String) -> (&'static str, Severity, usize) {
         self.seq += 1;
         let seq = self.seq;
         let h = mix(seq ^ (self.node.len() as u64) << 56);
@@ -163,58 +182,47 @@ impl Generator {
         let slot = 140_000_000 + seq / 20;
         // Built by hand rather than with `write!`: the generator shares the CPUs with the
         // daemon under test, so its cost per object matters.
-        let mut m = String::with_capacity(self.size.max(200));
+        let start = m.len();
         m.push_str("{\"kind\":\"");
         m.push_str(kind);
         m.push_str("\",\"node\":\"");
         m.push_str(&self.node);
         m.push_str("\",\"seq\":");
-        push_decimal(&mut m, seq);
+        push_decimal(m, seq);
         m.push_str(",\"slot\":");
-        push_decimal(&mut m, slot);
+        push_decimal(m, slot);
         m.push_str(",\"block\":\"");
-        push_hex(&mut m, h);
-        push_hex(&mut m, mix(h));
+        push_hex(m, h);
+        push_hex(m, mix(h));
         m.push_str("\",\"peer\":\"127.0.0.");
-        push_decimal(&mut m, h % 250 + 2);
+        push_decimal(m, h % 250 + 2);
         m.push_str(":3001\",\"pad\":\"");
-        let pad = self.size.saturating_sub(m.len() + 2);
+        let pad = self.size.saturating_sub(m.len() - start + 2);
         m.push_str(&self.pad[..pad]);
         m.push_str("\"}");
-        self.bytes += m.len() as u64;
-        TraceObject {
-            namespace: ns.to_string().into(),
-            severity: sev,
-            detail: DetailLevel::Normal,
-            timestamp_ns: ts,
-            hostname: self.node.clone().into(),
-            thread_id: self.threads[(h % self.threads.len() as u64) as usize]
-                .clone()
-                .into(),
-            machine: m.into(),
-            human: None,
-            form: Default::default(),
-        }
+        self.bytes += (m.len() - start) as u64;
+        (ns, sev, (h % self.threads.len() as u64) as usize)
     }
 }
 
 /// Appends cardano-node's own machine line for `obj` (cardano-tracer's `ForMachine` shape:
 /// `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`, no newline). `obj.machine`
-/// must be one line of valid JSON, as every [`Generator`] object's is: it becomes `data` as
-/// is, so the line is byte for byte what tracerd itself renders for that object.
-pub(crate) fn push_machine_line(out: &mut Vec<u8>, obj: &TraceObject) {
+/// (the payload) must be one line of valid JSON, as every [`Generator`] object's is: it
+/// becomes `data` as is, so the line is byte for byte what tracerd itself renders for that
+/// object.
+pub(crate) fn push_machine_line(out: &mut Vec<u8>, obj: &TraceFields<'_>) {
     out.extend_from_slice(b"{\"at\":\"");
     utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
     out.extend_from_slice(b"\",\"ns\":");
-    push_json_str(out, &obj.namespace);
+    push_json_str(out, obj.namespace);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(obj.machine.trim().as_bytes());
     out.extend_from_slice(b",\"sev\":\"");
     out.extend_from_slice(obj.severity.as_str().as_bytes());
     out.extend_from_slice(b"\",\"thread\":");
-    push_json_str(out, &obj.thread_id);
+    push_json_str(out, obj.thread_id);
     out.extend_from_slice(b",\"host\":");
-    push_json_str(out, &obj.hostname);
+    push_json_str(out, obj.hostname);
     out.push(b'}');
 }
 

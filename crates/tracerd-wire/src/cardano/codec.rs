@@ -97,10 +97,22 @@ fn envelope(d: &mut Decoder<'_>) -> Result<(u64, u64)> {
 /// Reads a list, definite or indefinite.
 fn read_list<'b, T>(
     d: &mut Decoder<'b>,
+    f: impl FnMut(&mut Decoder<'b>) -> Result<T>,
+) -> Result<Vec<T>> {
+    read_list_sized(d, |_| 0, f)
+}
+
+/// Reads a list, definite or indefinite, into a `Vec` of `capacity(Some(n))` items for a
+/// definite list of `n`, `capacity(None)` for an indefinite one (the caller bounds both by
+/// what the bytes can hold, so a forged length reserves nothing it could not fill).
+fn read_list_sized<'b, T>(
+    d: &mut Decoder<'b>,
+    capacity: impl FnOnce(Option<u64>) -> usize,
     mut f: impl FnMut(&mut Decoder<'b>) -> Result<T>,
 ) -> Result<Vec<T>> {
-    let mut out = Vec::new();
-    match d.array()? {
+    let len = d.array()?;
+    let mut out = Vec::with_capacity(capacity(len));
+    match len {
         Some(n) => {
             for _ in 0..n {
                 out.push(f(d)?);
@@ -500,43 +512,117 @@ fn split_time(ns: i64) -> (i64, u64) {
     (secs, ps)
 }
 
+/// A trace object's fields, borrowed: what [`encode_trace_object`] writes, so a producer
+/// (the load generator) can encode from its own buffers without building a [`TraceObject`].
+#[derive(Debug, Clone, Copy)]
+pub struct TraceFields<'a> {
+    /// `toHuman`.
+    pub human: Option<&'a str>,
+    /// `toMachine`.
+    pub machine: &'a str,
+    /// The dotted namespace, sent as a one-element list (cardano-node ≥ 10.6.2).
+    pub namespace: &'a str,
+    /// `toSeverity`.
+    pub severity: Severity,
+    /// `toDetails`.
+    pub detail: DetailLevel,
+    /// `toTimestamp`, nanoseconds since the epoch.
+    pub timestamp_ns: i64,
+    /// `toHostname`.
+    pub hostname: &'a str,
+    /// `toThreadId`.
+    pub thread_id: &'a str,
+}
+
+impl<'a> From<&'a TraceObject> for TraceFields<'a> {
+    fn from(o: &'a TraceObject) -> TraceFields<'a> {
+        TraceFields {
+            human: o.human.as_deref(),
+            machine: &o.machine,
+            namespace: &o.namespace,
+            severity: o.severity,
+            detail: o.detail,
+            timestamp_ns: o.timestamp_ns,
+            hostname: &o.hostname,
+            thread_id: &o.thread_id,
+        }
+    }
+}
+
+/// The head of a `MsgTraceObjectsReply` whose list is not empty: `[3, ` and the indefinite
+/// list's start. Objects ([`encode_trace_object`]) and [`REPLY_END`] follow.
+pub const REPLY_START: [u8; 3] = [0x82, 0x03, 0x9f];
+/// The end of the list that [`REPLY_START`] opened.
+pub const REPLY_END: u8 = 0xff;
+/// A `MsgTraceObjectsReply` with no object (a non-blocking request's answer).
+pub const REPLY_EMPTY: [u8; 3] = [0x82, 0x03, 0x80];
+
+/// Appends one `TraceObject` as a node encodes it (namespace as one dotted element): the
+/// items between [`REPLY_START`] and [`REPLY_END`].
+pub fn encode_trace_object(out: &mut Vec<u8>, o: &TraceFields<'_>) {
+    let mut e = Encoder::new(out);
+    let done: EncResult = (|| {
+        e.array(9)?.u8(0)?;
+        match o.human {
+            Some(h) => e.array(1)?.str(h)?,
+            None => e.array(0)?,
+        };
+        e.str(o.machine)?;
+        e.begin_array()?.str(o.namespace)?.end()?;
+        e.array(1)?.u8(o.severity as u8)?;
+        e.array(1)?.u8(o.detail as u8)?;
+        let (secs, ps) = split_time(o.timestamp_ns);
+        e.tag(Tag::new(TAG_UTC))?
+            .map(2)?
+            .u8(1)?
+            .i64(secs)?
+            .i8(-12)?
+            .u64(ps)?;
+        e.str(o.hostname)?.str(o.thread_id)?;
+        Ok(())
+    })();
+    if let Err(e) = done {
+        unreachable!("writing CBOR to a Vec cannot fail: {e}");
+    }
+}
+
 /// `MsgTraceObjectsReply objects`, as a node encodes it (namespace as one dotted element).
 pub fn encode_trace_reply(objects: &[TraceObject]) -> Vec<u8> {
-    build(|e| {
-        e.array(2)?.u8(3)?;
-        list(e, objects, |e, o| {
-            e.array(9)?.u8(0)?;
-            match &o.human {
-                Some(h) => e.array(1)?.str(h)?,
-                None => e.array(0)?,
-            };
-            e.str(&o.machine)?;
-            list(e, std::slice::from_ref(&o.namespace), |e, n| {
-                e.str(n).map(|_| ())
-            })?;
-            e.array(1)?.u8(o.severity as u8)?;
-            e.array(1)?.u8(o.detail as u8)?;
-            let (secs, ps) = split_time(o.timestamp_ns);
-            e.tag(Tag::new(TAG_UTC))?
-                .map(2)?
-                .u8(1)?
-                .i64(secs)?
-                .i8(-12)?
-                .u64(ps)?;
-            e.str(&o.hostname)?.str(&o.thread_id)?;
-            Ok(())
-        })
-    })
+    if objects.is_empty() {
+        return REPLY_EMPTY.to_vec();
+    }
+    let mut out = REPLY_START.to_vec();
+    for o in objects {
+        encode_trace_object(&mut out, &o.into());
+    }
+    out.push(REPLY_END);
+    out
 }
+
+/// Fewest bytes a `TraceObject` takes: `89 00 80 60 80 81 00 81 00 c1 00 60 60`.
+const MIN_OBJECT_BYTES: usize = 13;
 
 /// Decodes the forwarder's `MsgTraceObjectsReply` (acceptor side).
 pub fn decode_trace_reply(bytes: &[u8]) -> Result<Vec<TraceObject>> {
+    decode_trace_reply_to(bytes, 0)
+}
+
+/// [`decode_trace_reply`] for the answer to a request of `asked` objects: the node's list is
+/// indefinite (`9f … ff`), so its length is only known at its end; the objects go into one
+/// `Vec` sized for `asked` (bounded by what the bytes can hold) instead of one grown by
+/// doubling. A longer list is still decoded whole.
+pub fn decode_trace_reply_to(bytes: &[u8], asked: usize) -> Result<Vec<TraceObject>> {
     let mut d = Decoder::new(bytes);
     match envelope(&mut d)? {
         (2, 3) => {}
         (len, tag) => return invalid(format!("trace-object reply [{tag}, ..] of length {len}")),
     }
-    read_list(&mut d, trace_object)
+    let fits = bytes.len() / MIN_OBJECT_BYTES;
+    let capacity = |len: Option<u64>| match len {
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(fits),
+        None => asked.min(fits),
+    };
+    read_list_sized(&mut d, capacity, trace_object)
 }
 
 fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {

@@ -13,7 +13,7 @@
 //! Used by the simulated cardano-node (`tracerd-sim`) and by tracerd's re-forwarding, which
 //! plays a node towards a downstream tracer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
 use futures_util::StreamExt;
@@ -29,6 +29,16 @@ use crate::model::TraceObject;
 pub trait Source {
     /// Takes up to `max` queued trace objects, oldest first, without waiting.
     fn take(&self, max: usize) -> Vec<TraceObject>;
+    /// Takes up to `max` queued objects like [`Source::take`] and appends them, encoded
+    /// ([`codec::encode_trace_object`]), to `out`; returns how many. A source that keeps its
+    /// objects encoded (the simulated node) copies bytes here instead.
+    fn take_encoded(&self, max: usize, out: &mut Vec<u8>) -> usize {
+        let objects = self.take(max);
+        for o in &objects {
+            codec::encode_trace_object(out, &o.into());
+        }
+        objects.len()
+    }
     /// Resolves when objects may have been queued or the source finished since the last
     /// [`Source::take`] found nothing (spurious wake-ups are fine; a lost one is not).
     fn changed(&self) -> impl Future<Output = ()> + Send;
@@ -124,7 +134,16 @@ where
     serve(&mut framed, source).await
 }
 
+/// Most trace-object requests an acceptor may have waiting at once. cardano-tracer has one
+/// outstanding, tracerd at most `traceRequestsInFlight` (≤ 8); the node's own mux buffers
+/// any number, answering them in order, so this bound only stops a runaway acceptor.
+pub const MAX_WAITING_REQUESTS: usize = 64;
+
 /// Answers the acceptor's requests on an open connection after the handshake.
+///
+/// Trace-object requests are answered in the order they came, one at a time, as the node's
+/// non-pipelined `runPeer` does: an acceptor that pipelines (sends the next request before
+/// the reply to the previous one) has the later ones wait behind a blocking one.
 pub async fn serve<S, Src>(
     framed: &mut Framed<S, MuxCodec>,
     source: &Src,
@@ -133,28 +152,25 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     Src: Source + ?Sized,
 {
-    // The outstanding blocking trace request, waiting for objects.
-    let mut pending: Option<u16> = None;
+    // Trace requests not answered yet, oldest first: (blocking, count).
+    let mut waiting: VecDeque<(bool, u16)> = VecDeque::new();
     let mut back: HashMap<String, EkgValue> = HashMap::new();
     loop {
-        if source.finished() && pending.is_some() {
-            // Objects queued before the source finished are still sent.
-            let objects = source.take(usize::from(pending.unwrap_or(1)));
-            if objects.is_empty() {
-                return Ok(End::Finished);
+        // Answer what can be answered now, in order; a blocking request with nothing to
+        // send waits for the source (n = 0 would never be answered, §7.4: wait like the node).
+        while let Some(&(blocking, count)) = waiting.front() {
+            let max = if blocking { count.max(1) } else { count };
+            if reply_traces(framed, source, usize::from(max), !blocking).await? == 0 {
+                if source.finished() {
+                    // Objects queued before the source finished were sent.
+                    return Ok(End::Finished);
+                }
+                break;
             }
-            pending = None;
-            reply_traces(framed, source, &objects).await?;
+            waiting.pop_front();
         }
         tokio::select! {
-            _ = source.changed(), if pending.is_some() => {
-                let count = pending.unwrap_or(1);
-                let objects = source.take(usize::from(count));
-                if !objects.is_empty() {
-                    pending = None;
-                    reply_traces(framed, source, &objects).await?;
-                }
-            }
+            _ = source.changed(), if !waiting.is_empty() => {}
             msg = framed.next() => {
                 let msg = match msg {
                     None => return Ok(End::Closed),
@@ -172,18 +188,12 @@ where
                     TRACE_OBJECTS => match codec::decode_trace_ask(&msg.payload)? {
                         TraceAsk::Done => return Ok(End::Done(TRACE_OBJECTS)),
                         TraceAsk::Request { blocking, count } => {
-                            if pending.is_some() {
-                                return Err(ForwardError::Protocol(
-                                    "second trace request while one is pending".into(),
-                                ));
+                            if waiting.len() >= MAX_WAITING_REQUESTS {
+                                return Err(ForwardError::Protocol(format!(
+                                    "more than {MAX_WAITING_REQUESTS} trace requests waiting"
+                                )));
                             }
-                            let objects = source.take(usize::from(count));
-                            if objects.is_empty() && blocking {
-                                // n = 0 would never be answered (§7.4): wait like the node.
-                                pending = Some(count.max(1));
-                            } else {
-                                reply_traces(framed, source, &objects).await?;
-                            }
+                            waiting.push_back((blocking, count));
                         }
                     },
                     DATA_POINTS => match codec::decode_data_point_ask(&msg.payload)? {
@@ -205,18 +215,32 @@ where
     }
 }
 
+/// Sends up to `max` objects in one `MsgTraceObjectsReply`, encoded straight into the
+/// message; with none queued, sends the empty reply if `empty_ok`, else nothing. Returns how
+/// many were sent.
 async fn reply_traces<S, Src>(
     framed: &mut Framed<S, MuxCodec>,
     source: &Src,
-    objects: &[TraceObject],
-) -> Result<(), ForwardError>
+    max: usize,
+    empty_ok: bool,
+) -> Result<usize, ForwardError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     Src: Source + ?Sized,
 {
-    send(framed, TRACE_OBJECTS, codec::encode_trace_reply(objects)).await?;
-    source.sent(objects.len());
-    Ok(())
+    let mut payload = codec::REPLY_START.to_vec();
+    let n = source.take_encoded(max, &mut payload);
+    if n == 0 {
+        if !empty_ok {
+            return Ok(0);
+        }
+        payload = codec::REPLY_EMPTY.to_vec();
+    } else {
+        payload.push(codec::REPLY_END);
+    }
+    send(framed, TRACE_OBJECTS, payload).await?;
+    source.sent(n);
+    Ok(n)
 }
 
 /// ekg-forward's answer to `req` given every current metric, with its per-connection
@@ -259,6 +283,76 @@ mod tests {
 
     fn m(name: &str, n: i64) -> (String, EkgValue) {
         (name.to_string(), EkgValue::Gauge(n))
+    }
+
+    /// A queue of objects for [`serve`], polled (spurious wake-ups are allowed).
+    struct Queue(std::sync::Mutex<Vec<TraceObject>>);
+
+    impl Source for Queue {
+        fn take(&self, max: usize) -> Vec<TraceObject> {
+            let mut q = self.0.lock().unwrap();
+            let n = q.len().min(max);
+            q.drain(..n).collect()
+        }
+        fn changed(&self) -> impl Future<Output = ()> + Send {
+            tokio::time::sleep(std::time::Duration::from_millis(5))
+        }
+        fn metrics(&self) -> Vec<(String, EkgValue)> {
+            Vec::new()
+        }
+        fn data_point(&self, _: &str) -> impl Future<Output = Option<Vec<u8>>> + Send {
+            std::future::ready(None)
+        }
+    }
+
+    fn object(seq: u64) -> TraceObject {
+        TraceObject {
+            namespace: "A.B".into(),
+            severity: crate::model::Severity::Info,
+            detail: crate::model::DetailLevel::Normal,
+            timestamp_ns: seq as i64,
+            hostname: "h".into(),
+            thread_id: "1".into(),
+            machine: format!("{{\"seq\":{seq}}}").into(),
+            form: crate::model::MachineForm::Line,
+            human: None,
+        }
+    }
+
+    /// Pipelined requests wait behind a blocking one and are answered in order, each with at
+    /// most its count; a non-blocking one behind them gets the empty reply.
+    #[tokio::test]
+    async fn pipelined_requests_are_answered_one_by_one_in_order() {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let source = Queue(std::sync::Mutex::new(Vec::new()));
+        let mut node = Framed::new(ours, MuxCodec::new(Mode::Responder, 1 << 20));
+        let mut acceptor = Framed::new(theirs, MuxCodec::new(Mode::Initiator, 1 << 20));
+        node.codec_mut().end_handshake();
+        acceptor.codec_mut().end_handshake();
+        let acceptor_side = async {
+            for (blocking, count) in [(true, 3), (true, 3), (false, 5)] {
+                send(
+                    &mut acceptor,
+                    TRACE_OBJECTS,
+                    codec::encode_trace_request(blocking, count),
+                )
+                .await
+                .unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            source.0.lock().unwrap().extend((0..5).map(object));
+            let mut replies = Vec::new();
+            for _ in 0..3 {
+                let msg = acceptor.next().await.unwrap().unwrap();
+                let objects = codec::decode_trace_reply(&msg.payload).unwrap();
+                replies.push(objects.iter().map(|o| o.timestamp_ns).collect::<Vec<_>>());
+            }
+            drop(acceptor);
+            replies
+        };
+        let (replies, end) = tokio::join!(acceptor_side, serve(&mut node, &source));
+        assert_eq!(replies, vec![vec![0, 1, 2], vec![3, 4], vec![]]);
+        assert_eq!(end.unwrap(), End::Closed);
     }
 
     #[test]

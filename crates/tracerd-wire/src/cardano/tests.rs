@@ -421,6 +421,23 @@ fn well_formed_but_wrong_messages_are_codec_errors() {
     assert!(decode_trace_reply(&hex(&bad)).is_err());
 }
 
+#[test]
+fn a_reply_is_decoded_into_one_vec_sized_for_the_request() {
+    let objects: Vec<TraceObject> = (0..100).map(|_| e5_object()).collect();
+    let reply = encode_trace_reply(&objects);
+    assert_eq!(reply[2], 0x9f, "a node's list is indefinite");
+    let got = decode_trace_reply_to(&reply, 100).unwrap();
+    assert_eq!(got, objects);
+    assert_eq!(got.capacity(), 100, "sized once, not grown by doubling");
+    // More objects than asked for are still all decoded.
+    assert_eq!(decode_trace_reply_to(&reply, 10).unwrap(), objects);
+    // A forged definite length reserves no more than the bytes could hold.
+    let forged = hex("82 03 9b 0000ffffffffffff 8900");
+    assert!(decode_trace_reply_to(&forged, 100).is_err());
+    let empty = decode_trace_reply_to(&hex("820380"), 65_535).unwrap();
+    assert_eq!(empty.capacity(), 0);
+}
+
 fn arb_object() -> impl Strategy<Value = TraceObject> {
     (
         "[a-zA-Z.]{1,30}",
@@ -548,6 +565,7 @@ proptest! {
     /// Trace objects survive encode → decode exactly.
     #[test]
     fn trace_objects_round_trip(objs in proptest::collection::vec(arb_object(), 0..5)) {
+        prop_assert_eq!(decode_trace_reply_to(&encode_trace_reply(&objs), 3).unwrap(), objs.clone());
         prop_assert_eq!(decode_trace_reply(&encode_trace_reply(&objs)).unwrap(), objs);
     }
 
