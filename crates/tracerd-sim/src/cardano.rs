@@ -103,17 +103,14 @@ impl SimNode {
             codec::encode_trace_object(&mut bytes, &(&o).into());
             lens.push(bytes.len() - before);
         }
-        self.push_encoded(&bytes, &lens);
+        self.push_encoded(bytes, lens);
     }
 
     /// Queues trace objects already encoded ([`codec::encode_trace_object`]) back to back in
-    /// `bytes`, `lens` giving each one's length.
-    pub fn push_encoded(&self, bytes: &[u8], lens: &[usize]) {
+    /// `bytes`, `lens` giving each one's length (the buffer is kept, not copied).
+    pub fn push_encoded(&self, bytes: Vec<u8>, lens: Vec<usize>) {
         debug_assert_eq!(lens.iter().sum::<usize>(), bytes.len());
-        let mut queue = lock(&self.queue);
-        queue.bytes.extend_from_slice(bytes);
-        queue.lens.extend(lens.iter().copied());
-        drop(queue);
+        lock(&self.queue).push(bytes, lens);
         self.notify.notify_one();
     }
 
@@ -152,7 +149,7 @@ impl SimNode {
 
     /// Trace objects still queued.
     pub fn queued(&self) -> usize {
-        lock(&self.queue).lens.len()
+        lock(&self.queue).objects
     }
 
     /// Forwards over `stream` until the acceptor closes, sends `MsgDone`, or `cancel` fires.
@@ -230,31 +227,53 @@ impl Source for SimNode {
     }
 }
 
-/// Queued objects, encoded back to back: `bytes[head..]` holds them, `lens` their lengths.
+/// Queued objects, encoded, in the chunks they were queued in (oldest first): a chunk's
+/// bytes hold its objects back to back, `lens` their lengths, `at` where the first unsent one
+/// starts. Taking copies bytes out once; nothing is moved to make room.
 #[derive(Debug, Default)]
 struct Encoded {
+    chunks: VecDeque<Chunk>,
+    objects: usize,
+}
+
+#[derive(Debug)]
+struct Chunk {
     bytes: Vec<u8>,
-    head: usize,
     lens: VecDeque<usize>,
+    at: usize,
 }
 
 impl Encoded {
+    fn push(&mut self, bytes: Vec<u8>, lens: Vec<usize>) {
+        if lens.is_empty() {
+            return;
+        }
+        self.objects += lens.len();
+        self.chunks.push_back(Chunk {
+            bytes,
+            lens: lens.into(),
+            at: 0,
+        });
+    }
+
     /// Appends the oldest `max` (at most) objects' bytes to `out`; returns how many.
     fn take(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
-        let n = self.lens.len().min(max);
-        let len: usize = self.lens.drain(..n).sum();
-        out.extend_from_slice(&self.bytes[self.head..self.head + len]);
-        self.head += len;
-        if self.lens.is_empty() {
-            self.bytes.clear();
-            self.head = 0;
-        } else if self.head >= (1 << 20) && self.head * 2 >= self.bytes.len() {
-            // Reclaim the sent prefix once it is most of the buffer (amortised: each byte
-            // moves at most once per halving).
-            self.bytes.drain(..self.head);
-            self.head = 0;
+        let mut taken = 0;
+        while taken < max {
+            let Some(chunk) = self.chunks.front_mut() else {
+                break;
+            };
+            let n = chunk.lens.len().min(max - taken);
+            let len: usize = chunk.lens.drain(..n).sum();
+            out.extend_from_slice(&chunk.bytes[chunk.at..chunk.at + len]);
+            chunk.at += len;
+            taken += n;
+            if chunk.lens.is_empty() {
+                self.chunks.pop_front();
+            }
         }
-        n
+        self.objects -= taken;
+        taken
     }
 }
 

@@ -203,7 +203,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             let mut latency: Vec<(u64, u64)> = Vec::new();
             let mut line = Vec::with_capacity(size + 200);
             let mut payload = String::with_capacity(size + 200);
-            let (mut encoded, mut lens) = (Vec::new(), Vec::new());
             loop {
                 let now = Instant::now();
                 let pulled = node.sent();
@@ -237,11 +236,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     continue;
                 }
                 let ts = now_ns();
-                // Each object is encoded once, here, into buffers reused from chunk to chunk,
-                // exactly as a cardano-node encodes it: the node answers a request by copying
-                // queued bytes.
-                encoded.clear();
-                lens.clear();
+                // Each object is encoded once, here (its line and payload in buffers reused from
+                // object to object), exactly as a cardano-node encodes it: the node answers a
+                // request by copying queued bytes.
+                // Handed to the node's queue whole, so a new one per chunk.
+                let mut encoded = Vec::with_capacity(want * (size + 330));
+                let mut lens = Vec::with_capacity(want);
                 for i in 0..want {
                     payload.clear();
                     let (namespace, severity, thread) = gen.fill(&mut payload);
@@ -264,7 +264,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     encode_trace_object(&mut encoded, &fields);
                     lens.push(encoded.len() - before);
                 }
-                node.push_encoded(&encoded, &lens);
+                node.push_encoded(encoded, lens);
                 pushed += want as u64;
                 pushed_total.fetch_add(want as u64, Ordering::Relaxed);
                 marks.push_back((pushed, now, want as u64));

@@ -227,6 +227,13 @@ pub(crate) fn push_machine_line(out: &mut Vec<u8>, obj: &TraceFields<'_>) {
 }
 
 fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        // Nothing to escape (the generator's names and threads): quoted as is.
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, text);
 }
@@ -249,6 +256,11 @@ mod tests {
         let w: serde_json::Value = serde_json::from_str(&b.machine).unwrap();
         assert_eq!(w["seq"].as_u64(), Some(2));
         assert_eq!(v["block"].as_str().map(str::len), Some(32));
+        for text in ["load-0003", "a\"b\\c\n", "\u{7f}\u{85}"] {
+            let mut quoted = Vec::new();
+            push_json_str(&mut quoted, text);
+            assert_eq!(quoted, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
         let mut s = String::new();
         push_decimal(&mut s, 0);
         push_decimal(&mut s, 18_446_744_073_709_551_615);
