@@ -375,9 +375,12 @@ impl Pump {
                 .map_err(bad)?;
                 if self.sink.is_some() {
                     // Ask again first, so the node fills the next reply while this one is
-                    // written; the replies come, and are written, in order.
-                    self.request_traces(framed).await?;
+                    // written; the replies come, and are written, in order. A node that
+                    // sent its reply and closed fails the request: its objects are still
+                    // written before the session ends.
+                    let asked = self.request_traces(framed).await;
                     self.write(objects).await?;
+                    asked?;
                 } else if self.stash_traces.is_empty() {
                     self.stash_traces = objects;
                 } else {
@@ -509,8 +512,9 @@ impl Pump {
         self.name = Some(sink.name().to_string());
         self.sink = Some(sink);
         let stashed = std::mem::take(&mut self.stash_traces);
-        self.request_traces(framed).await?;
+        let asked = self.request_traces(framed).await;
         self.write(stashed).await?;
+        asked?;
         Ok(())
     }
 
