@@ -513,7 +513,9 @@ impl Pump {
         self.sink = Some(sink);
         let stashed = std::mem::take(&mut self.stash_traces);
         let asked = self.request_traces(framed).await;
-        self.write(stashed).await?;
+        // Boxed: this state is the largest of an idle session's future, which must stay
+        // small (once per session).
+        Box::pin(self.write(stashed)).await?;
         asked?;
         Ok(())
     }
