@@ -56,8 +56,8 @@ const NATIVE_SMALL: Bound = Bound {
 /// `String`: the object is 40 bytes larger, in a `Vec` that grows by doubling.)
 const CARDANO: Bound = Bound {
     name: "cardano, 100-object replies",
-    calls: 4.2,
-    bytes: 830.0,
+    calls: 4.1,
+    bytes: 560.0,
 };
 
 const ROUNDS: usize = 8;
