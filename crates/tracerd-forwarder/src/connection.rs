@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
-use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceBatch, TraceObject};
+use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceObject};
 use tracerd_wire::native::{
     encode_node_frame, ForwarderCodec, Hello, NodeMessage, TracerMessage, PROTOCOL_VERSION,
 };
@@ -471,11 +471,8 @@ impl Session<'_> {
             let n = batch.len();
             let first_seq = outbox.next_seq;
             outbox.next_seq += n as u64;
-            let frame = encode_node_frame(NodeMessage::Traces(TraceBatch {
-                first_seq,
-                objects: batch,
-            }))
-            .freeze();
+            let frame = crate::encode::batch_frame(first_seq, &batch);
+            drop(batch);
             outbox.kept.push_back(Kept {
                 first_seq,
                 last_seq: first_seq + n as u64 - 1,

@@ -45,7 +45,7 @@
 //! This crate depends on `tracerd-wire` (without its `cardano` feature) and the tokio stack
 //! only: no HTTP, metrics or daemon code. Modules: this file is the public API and the state
 //! the caller and the task share; `outbox` the pure bookkeeping (sequence numbers, kept
-//! batches, latest-value sets); `connection` the task (connect, handshake, stream, resend,
+//! batches, latest-value sets); `encode` the `TraceBatch` frame from borrowed objects; `connection` the task (connect, handshake, stream, resend,
 //! reconnect); `config` the tracing configuration in force (filter, limiters, apply, report);
 //! `layer` the `tracing-subscriber` layer.
 
@@ -66,6 +66,7 @@ use tracerd_wire::tracing_config::{ConfigProblem, Filter, Resolved, TracingConfi
 
 mod config;
 mod connection;
+mod encode;
 mod layer;
 mod outbox;
 #[cfg(feature = "tls")]

@@ -87,6 +87,10 @@ pub(crate) struct Args {
     /// group of objects as soon as it is handed over.
     #[arg(long, default_value_t = 5.0)]
     pub(crate) linger: f64,
+    /// Rate mode: every node hands over its group at the same instant of the period, instead
+    /// of the nodes' instants being spread evenly over it (the default).
+    #[arg(long)]
+    pub(crate) aligned: bool,
     /// Longest wait for outstanding acknowledgements after the duration, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) drain_timeout: f64,

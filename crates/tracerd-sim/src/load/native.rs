@@ -39,7 +39,8 @@ struct Plan {
     metrics: usize,
 }
 
-async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> NodeResult {
+/// `phase` (0 to 1): where in the hand-over period this node's ticks fall.
+async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>, phase: f64) -> NodeResult {
     // (latency in µs, objects) per acknowledged group, merged into one histogram at the end:
     // cheaper than a histogram per node when thousands of nodes are idle.
     let mut latency: Vec<(u64, u64)> = Vec::new();
@@ -57,7 +58,11 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>) -> Node
         Rate::PerSecond(r) if r > 0.0 => (4.0 / r).clamp(0.01, 0.1),
         _ => 1.0,
     };
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(period));
+    // Nodes' ticks are spread over the period (unless `--aligned`): real nodes are not
+    // phase-locked, and N nodes handing over in the same millisecond every 10 ms make a
+    // burst of N groups that the last one waits behind.
+    let period_d = Duration::from_secs_f64(period);
+    let mut tick = tokio::time::interval_at(plan.start + period_d.mul_f64(phase), period_d);
     // Rate mode hands over only when the tick fires (the first one at once), not whenever an
     // acknowledgement wakes the driver: otherwise acks clock the hand-overs, each group is a
     // few objects, and the measured cost per object is that of tiny batches.
@@ -296,7 +301,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let mut drivers = Vec::with_capacity(fwds.len());
     for (i, f) in fwds.iter().enumerate() {
         let gen = Generator::new(format!("{}-{i:04}", args.name_prefix), args.size);
-        drivers.push(tokio::spawn(drive(f.clone(), gen, plan.clone())));
+        let phase = if args.aligned {
+            0.0
+        } else {
+            i as f64 / fwds.len() as f64
+        };
+        drivers.push(tokio::spawn(drive(f.clone(), gen, plan.clone(), phase)));
     }
     let reporter = progress.then(|| {
         let fwds = fwds.clone();
@@ -393,6 +403,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "elapsed_s": round(elapsed, 3),
         "size": args.size,
         "linger_ms": args.linger,
+        "aligned": args.aligned,
         "protocol": "native",
     });
     println!("{summary}");
