@@ -68,11 +68,12 @@ log "building release binaries"
 (cd "$ROOT" && cargo build --release --bins --quiet)
 BIN="$CARGO_TARGET_DIR/release"
 
-# Every idle node costs tracerd a socket and an open log file, and tracerd-load a socket.
+# Every idle node costs tracerd one descriptor, its socket (its log file is closed while it
+# sends nothing), and tracerd-load (its own process) a socket.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 FD_LIMIT=$(ulimit -n)
-if [ "$FD_LIMIT" != unlimited ] && [ $((IDLE_NODES * 2 + 64)) -gt "$FD_LIMIT" ]; then
-  capped=$(((FD_LIMIT - 64) / 2))
+if [ "$FD_LIMIT" != unlimited ] && [ $((IDLE_NODES + 64)) -gt "$FD_LIMIT" ]; then
+  capped=$((FD_LIMIT - 64))
   log "open-file limit $FD_LIMIT (hard) allows $capped idle nodes, not $IDLE_NODES: measuring $capped"
   IDLE_NODES=$capped
 fi

@@ -50,7 +50,8 @@ pub(super) async fn write_loop(
     let bytes = telemetry.bytes_written.with_label_values(&[&node]);
     let interval = durability.fsync_interval();
     let mut writer = Blocking::new(log, node.clone());
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_MERGED_BATCHES);
+    // Grown by the first batches; given back when the node goes idle (64 jobs are 4 KiB).
+    let mut jobs: Vec<Job> = Vec::new();
     // Interval mode: data written but not yet synced and acknowledged.
     let mut unsynced = false;
     let mut last_sync = Instant::now();
@@ -74,6 +75,7 @@ pub(super) async fn write_loop(
                 _ = tokio::time::sleep(IDLE_CLOSE) => {
                     writer.run(NodeLog::close_idle).await?;
                     open = false;
+                    jobs = Vec::new();
                     continue;
                 }
             }

@@ -5,10 +5,13 @@
 //! A subscriber that reads slower than the node writes loses the oldest lines of the ring
 //! (never slowing the writer): the broadcast tells it how many, and the live view sends that
 //! count to its client. Memory: at most [`TAP_LINES`] lines of at most [`TAP_LINE_BYTES`]
-//! each per watched node, held only while a subscriber has not read them.
+//! each per watched node, held only while a subscriber has not read them. The ring itself
+//! (`TAP_LINES` slots, about 32 KiB) is allocated by the first subscriber and kept until the
+//! session ends, so a node nobody watched costs none of it (issue 21: with thousands of idle
+//! nodes it was most of tracerd's memory).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -33,32 +36,24 @@ pub struct TapLine {
 }
 
 /// A node's tap (one per session).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TraceTap {
-    tx: broadcast::Sender<Arc<TapLine>>,
+    /// The ring, from the first subscriber on.
+    tx: OnceLock<broadcast::Sender<Arc<TapLine>>>,
     severities: [AtomicU64; 8],
-}
-
-impl Default for TraceTap {
-    fn default() -> TraceTap {
-        TraceTap {
-            tx: broadcast::Sender::new(TAP_LINES),
-            severities: Default::default(),
-        }
-    }
 }
 
 impl TraceTap {
     /// Whether anyone watches (the writer renders nothing for the tap otherwise).
     pub fn watched(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     /// Offers written objects, rendered as machine lines, to the watchers.
     pub fn publish(&self, objects: &[TraceObject], file: &Arc<str>) {
-        if !self.watched() {
+        let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) else {
             return;
-        }
+        };
         let mut buf = Vec::new();
         for obj in objects {
             buf.clear();
@@ -67,7 +62,7 @@ impl TraceTap {
                 buf.pop();
             }
             let line = cut(String::from_utf8_lossy(&buf).into_owned(), TAP_LINE_BYTES);
-            let _ = self.tx.send(Arc::new(TapLine {
+            let _ = tx.send(Arc::new(TapLine {
                 severity: obj.severity,
                 namespace: obj.namespace.to_string(),
                 line,
@@ -78,7 +73,9 @@ impl TraceTap {
 
     /// A new watcher: lines written from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<TapLine>> {
-        self.tx.subscribe()
+        self.tx
+            .get_or_init(|| broadcast::Sender::new(TAP_LINES))
+            .subscribe()
     }
 
     /// Counts objects the node sent, by severity.
@@ -131,6 +128,10 @@ mod tests {
         let tap = TraceTap::default();
         let file: Arc<str> = Arc::from("/logs/n/node.json");
         tap.publish(&[obj(Severity::Info, "{}")], &file); // nobody watches: nothing kept
+        assert!(
+            tap.tx.get().is_none(),
+            "no ring before the first subscriber"
+        );
         let mut rx = tap.subscribe();
         let many: Vec<TraceObject> = (0..TAP_LINES + 10)
             .map(|i| obj(Severity::Info, &format!("{{\"i\":{i}}}")))

@@ -1,0 +1,151 @@
+//! Memory per idle node (issue 21): heap bytes tracerd keeps live for each connected node that
+//! sends nothing, counted exactly by a counting global allocator around the daemon itself
+//! (`tracerd::app::run` in this process), not RSS, so the bound does not move with the
+//! machine's load. The nodes are `tracerd-load --rate 0` processes (their allocations are not
+//! counted); the figure is the growth of live heap bytes between `BASE` and `BASE + MORE`
+//! connected nodes, divided by `MORE`, so fixed costs (listeners, registries' first buckets)
+//! are not charged to the nodes.
+//!
+//! What one idle node holds (BENCHMARKS.md, "Idle fleet: memory per node"): its session
+//! task (the future, its `Framed` buffers), its writer task and `NodeLog`, its queue and
+//! watch channels, its registry entry and live state, its `tracerd_*` metric children and
+//! its first round-trip time. This is a debug build: futures are larger than in release.
+//!
+//! Its own test binary with one `#[test]`, so no other test allocates while it counts. Run
+//! with `cargo test --test idle_memory -- --nocapture` to print the figure.
+
+use std::alloc::System;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Heap bytes live per idle connected node (debug build), at most. BENCHMARKS.md has the
+/// measured figure; the bound leaves room for hash-table growth steps.
+const MAX_BYTES_PER_IDLE_NODE: f64 = 19_500.0;
+
+const BASE: usize = 100;
+const MORE: usize = 400;
+
+fn live_bytes() -> i64 {
+    let s = GLOBAL.stats();
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `n` idle nodes named `<prefix>-NNNN` from a `tracerd-load` process.
+fn idle_nodes(port: u16, prefix: &str, n: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
+        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .args(["--nodes", &n.to_string(), "--rate", "0", "--duration", "60"])
+        .args(["--name-prefix", prefix, "--magic", "764824073"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `n` node directories exist under `logs` and the heap stops moving,
+/// then returns the live heap bytes.
+fn settled(logs: &Path, n: usize) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(logs).map_or(0, |d| d.count()) < n {
+        assert!(Instant::now() < deadline, "{n} nodes did not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Connected is not settled: the last sessions' first checkpoint, their first ping
+    // (100 ms after the handshake) and its round-trip time are still under way. Wait past
+    // them, then until three readings 300 ms apart agree within 0.1 %.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut readings = vec![live_bytes()];
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        readings.push(live_bytes());
+        let last3 = &readings[readings.len().saturating_sub(3)..];
+        let (lo, hi) = (last3.iter().min().unwrap(), last3.iter().max().unwrap());
+        if last3.len() == 3 && (hi - lo) as f64 <= 0.001 * *hi as f64 {
+            return *hi;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the heap did not settle: {readings:?}"
+        );
+    }
+}
+
+#[test]
+fn an_idle_node_keeps_at_most_the_stated_heap_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    let port = free_port();
+    let text = format!(
+        "networkMagic: 764824073\nnetwork: null\nhasPrometheus: null\n\
+         logging:\n  - logRoot: {}\n    logMode: FileMode\n    logFormat: ForMachine\n\
+         tracerd:\n  native:\n    acceptAt: [\"127.0.0.1:{port}\"]\n",
+        logs.display()
+    );
+    let config = tracerd::config::parse(&text)
+        .unwrap_or_else(|p| panic!("config: {p:?}"))
+        .config;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(16)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(tracerd::app::run(
+            config,
+            tracerd::app::Options::default(),
+            async {
+                let _ = stop_rx.await;
+            },
+            |_| {},
+        ))
+        .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tracerd did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut first = idle_nodes(port, "a", BASE);
+    let at_base = settled(&logs, BASE);
+    let mut second = idle_nodes(port, "b", MORE);
+    let at_more = settled(&logs, BASE + MORE);
+    let per_node = (at_more - at_base) as f64 / MORE as f64;
+    println!(
+        "idle nodes: {BASE} -> {} connected, live heap {at_base} -> {at_more} bytes: \
+         {per_node:.0} bytes per idle node (bound {MAX_BYTES_PER_IDLE_NODE})",
+        BASE + MORE
+    );
+
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = stop_tx.send(());
+    daemon.join().unwrap();
+    assert!(
+        per_node <= MAX_BYTES_PER_IDLE_NODE,
+        "an idle node keeps {per_node:.0} heap bytes, more than the bound of \
+         {MAX_BYTES_PER_IDLE_NODE}"
+    );
+    assert!(
+        per_node > 0.0,
+        "no growth measured: the nodes did not connect?"
+    );
+}
