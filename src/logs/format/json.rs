@@ -307,6 +307,37 @@ fn find_special(s: &[u8]) -> Option<usize> {
         .map(|n| i + n)
 }
 
+/// Index of the first byte inside a JSON string that [`super::push_clean_json`] must look at
+/// — `"`, `\\`, DEL or any byte >= 0x80 — in `s`, 8 bytes at a time; `s.len()` when none.
+pub(super) fn find_string_stop(s: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= s.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&s[i..i + 8]);
+        let x = u64::from_le_bytes(word);
+        // Flagged: a byte >= 0x80 (its high bit), or a byte equal to '"', '\\' or DEL (a zero
+        // after XOR). The lowest flag is exact: borrows only travel towards higher bytes.
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let del = x ^ (ONES * 0x7F);
+        let flags = (x
+            | quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | del.wrapping_sub(ONES) & !del)
+            & HIGH;
+        if flags != 0 {
+            return i + (flags.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c >= 0x7F)
+        .map_or(s.len(), |n| i + n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +441,12 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn find_string_stop_agrees_with_a_plain_scan(s in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let plain = s.iter().position(|&c| c == b'"' || c == b'\\' || c >= 0x7F).unwrap_or(s.len());
+            prop_assert_eq!(find_string_stop(&s), plain);
+        }
+
         #[test]
         fn find_special_agrees_with_a_plain_scan(s in proptest::collection::vec(any::<u8>(), 0..40)) {
             let plain = s.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
