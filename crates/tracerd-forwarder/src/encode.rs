@@ -151,16 +151,7 @@ mod tests {
     use tracerd_wire::native::{encode_node_frame, NodeMessage};
 
     fn object(i: u64) -> TraceObject {
-        let sev = [
-            Severity::Debug,
-            Severity::Info,
-            Severity::Notice,
-            Severity::Warning,
-            Severity::Error,
-            Severity::Critical,
-            Severity::Alert,
-            Severity::Emergency,
-        ][(i % 8) as usize];
+        let sev = Severity::ALL[(i % 8) as usize];
         let det = [
             DetailLevel::Minimal,
             DetailLevel::Normal,
