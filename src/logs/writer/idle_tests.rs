@@ -2,25 +2,11 @@
 //! `close_idle`, and the next write reopens the same file, or a fresh one if it was deleted
 //! or replaced meanwhile.
 
+use super::tests::obj;
 use super::*;
 use crate::logs::FileTarget;
-use crate::model::{DetailLevel, Severity};
 
 const NOW: i64 = 1_784_714_812;
-
-fn obj(i: usize) -> TraceObject {
-    TraceObject {
-        namespace: "Test.Ns".into(),
-        severity: Severity::Info,
-        detail: DetailLevel::Normal,
-        timestamp_ns: 1_784_714_812_000_000_000,
-        hostname: "h".into(),
-        thread_id: "1".into(),
-        machine: format!("{{\"i\":{i}}}").into(),
-        human: None,
-        form: Default::default(),
-    }
-}
 
 fn settings(root: &Path) -> LogSettings {
     LogSettings {

@@ -4,7 +4,7 @@ use super::*;
 use crate::logs::FileTarget;
 use crate::model::{DetailLevel, Severity};
 
-fn obj(i: usize) -> TraceObject {
+pub(super) fn obj(i: usize) -> TraceObject {
     TraceObject {
         namespace: "Test.Ns".into(),
         severity: Severity::Info,
