@@ -174,6 +174,9 @@ fn node_metrics(slot: f64, mem: f64) -> NodeMessage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_view_in_chromium_shows_nodes_charts_logs_filters_and_staleness() {
     let (d, port) = start_with_ui("");
+    // The browser first: its start can take tens of seconds on a busy machine, and the nodes
+    // below must still be fresh (connected, not stale) when the page first loads.
+    let br = Browser::open(1280, 900).await;
     let mut a = FakeNode::handshake(connect_tcp(d.tcp_port).await, "relay-a").await;
     let mut b = FakeNode::handshake(connect_tcp(d.tcp_port).await, "producer-b").await;
     for (i, n) in [&mut a, &mut b].into_iter().enumerate() {
@@ -189,7 +192,6 @@ async fn the_live_view_in_chromium_shows_nodes_charts_logs_filters_and_staleness
     tokio::time::sleep(Duration::from_millis(600)).await;
     a.framed.send(node_metrics(1003.0, 310e6)).await.unwrap();
 
-    let br = Browser::open(1280, 900).await;
     let result = async {
         br.c.goto(&format!("http://127.0.0.1:{port}/ui/"))
             .await
