@@ -3,7 +3,7 @@
 Imported as `from procs import ...` by the scripts beside it (`python3 bench/X.py` puts this
 folder on `sys.path`).
 """
-import os, signal, socket, subprocess
+import os, signal, socket, subprocess, time
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -45,6 +45,20 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def wait_port(p, proc, what, secs=60):
+    """Waits until 127.0.0.1:`p` accepts a connection; exits if `proc` (if any) dies first."""
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        try:
+            socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start")
 
 
 def stop(p, grace=30):

@@ -15,8 +15,8 @@ backlog and catch-up are counted exactly as A's received minus B's written objec
 Every wait is bounded. Prints one JSON line per phase and a Markdown summary.
 Usage: bench/reforward.py [target/release]
 """
-import json, os, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
-from procs import stop
+import json, os, shutil, subprocess, sys, tempfile, time, urllib.request
+from procs import free_port, stop, wait_port
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "target", "release")
 BIN = os.path.abspath(BIN)
@@ -31,13 +31,6 @@ SAMPLE = 0.5
 MAGIC = 764824073
 MODE = os.environ.get("MODE", "cardano")
 
-
-def port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def metrics(p):
@@ -61,7 +54,7 @@ def metrics(p):
 def native_main():
     """MODE=native: A forwards from its files to B over the native protocol."""
     work = tempfile.mkdtemp(prefix="tracerd-reforward-native-bench-")
-    pa, pb, native, nb = port(), port(), port(), port()
+    pa, pb, native, nb = free_port(), free_port(), free_port(), free_port()
     b_cfg = (f"networkMagic: {MAGIC}\nnetwork: null\n"
              f"hasPrometheus: {{epHost: 127.0.0.1, epPort: {pb}}}\n"
              f"logging: [{{logRoot: {work}/b/logs, logMode: FileMode, logFormat: ForMachine}}]\n"
@@ -165,19 +158,6 @@ def native_main():
         print(json.dumps({"phase": k, **v}))
 
 
-def wait_port(p, proc, what):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited early")
-        try:
-            socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not start")
-
-
 def start(work, name, cfg, http):
     d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
@@ -186,7 +166,7 @@ def start(work, name, cfg, http):
         f.write(cfg)
     proc = subprocess.Popen([TRACERD, "-c", path], cwd=d, stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(d, "stderr.log"), "a"))
-    wait_port(http, proc, name)
+    wait_port(http, proc, name, secs=30)
     return proc
 
 
@@ -204,7 +184,7 @@ def load(native, rate, secs):
 
 def main():
     work = tempfile.mkdtemp(prefix="tracerd-reforward-bench-")
-    pa, pb, native = port(), port(), port()
+    pa, pb, native = free_port(), free_port(), free_port()
     b_cfg = (f"networkMagic: {MAGIC}\nnetwork: {{tag: AcceptAt, contents: \"{work}/b/c.sock\"}}\n"
              f"hasPrometheus: {{epHost: 127.0.0.1, epPort: {pb}}}\n"
              f"logging: [{{logRoot: {work}/b/logs, logMode: FileMode, logFormat: ForMachine}}]\n"

@@ -18,9 +18,9 @@ Loki push receiver in this script (answers 204; counts bytes: the cost measured 
 Every wait is bounded. Prints one JSON line per phase and a Markdown table.
 Usage: bench/ship.py [target/release]
 """
-import http.server, json, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import http.server, json, os, shutil, subprocess, sys, tempfile, threading, time
 import urllib.request
-from procs import proc_cpu, stop
+from procs import free_port, proc_cpu, stop, wait_port
 
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else
                       os.path.join(os.path.dirname(__file__), "..", "target", "release"))
@@ -32,27 +32,6 @@ NODES = int(os.environ.get("NODES", 4))
 SIZE = int(os.environ.get("SIZE", 160))
 SAMPLE = 0.1
 MAGIC = 764824073
-
-
-def port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(p, proc, what, secs=60):
-    deadline = time.time() + secs
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"{what} exited early")
-        try:
-            socket.create_connection(("127.0.0.1", p), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not start")
 
 
 def metric_lines(p):
@@ -79,14 +58,14 @@ def clickhouse(work):
         raise SystemExit("clickhouse-server is not installed: apt-get install clickhouse-server")
     d = os.path.join(work, "clickhouse")
     os.makedirs(d)
-    hp = port()
+    hp = free_port()
     cfg = open("/etc/clickhouse-server/config.xml").read()
     cfg = (cfg.replace("/var/log/clickhouse-server/", f"{d}/log/")
               .replace("/var/lib/clickhouse/", f"{d}/data/")
               .replace("<http_port>8123</http_port>", f"<http_port>{hp}</http_port>")
-              .replace("<tcp_port>9000</tcp_port>", f"<tcp_port>{port()}</tcp_port>")
+              .replace("<tcp_port>9000</tcp_port>", f"<tcp_port>{free_port()}</tcp_port>")
               .replace("<interserver_http_port>9009</interserver_http_port>",
-                       f"<interserver_http_port>{port()}</interserver_http_port>")
+                       f"<interserver_http_port>{free_port()}</interserver_http_port>")
               .replace("<listen_host>::1</listen_host>", ""))
     open(f"{d}/config.xml", "w").write(cfg)
     shutil.copy("/etc/clickhouse-server/users.xml", f"{d}/users.xml")
@@ -97,7 +76,7 @@ def clickhouse(work):
 
 
 def victoria(work):
-    vp = port()
+    vp = free_port()
     try:
         proc = subprocess.Popen(["victoria-metrics", f"-storageDataPath={work}/vm",
                                  f"-httpListenAddr=127.0.0.1:{vp}", "-retentionPeriod=1"],
@@ -139,7 +118,7 @@ def config(work, http_port, native, sink):
 
 def run_tracerd(work, sink):
     os.makedirs(work)
-    hp, native = port(), port()
+    hp, native = free_port(), free_port()
     path = os.path.join(work, "config.yaml")
     open(path, "w").write(config(work, hp, native, sink))
     proc = subprocess.Popen([TRACERD, "-c", path], cwd=work, stdout=subprocess.DEVNULL,
