@@ -23,15 +23,7 @@ pub fn status_line(shared: &Context, rate: Option<f64>) -> String {
 }
 
 fn objects_written(shared: &Context) -> f64 {
-    use prometheus::core::Collector;
-    shared
-        .telemetry
-        .objects_written
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .map(|m| m.get_counter().get_value())
-        .sum()
+    shared.telemetry.nodes.written_total() as f64
 }
 
 /// Sends `STATUS=` every few seconds.

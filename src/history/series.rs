@@ -219,7 +219,7 @@ mod tests {
     fn reads_tracerds_own_exposition() {
         let t = crate::metrics::telemetry::Telemetry::new();
         t.write_batch_seconds.observe(0.003);
-        t.objects_received.with_label_values(&["n\"1"]).inc_by(5);
+        t.nodes.node("n\"1").add_received(5);
         let mut text = String::new();
         t.render_into(Format::OpenMetrics, &mut text);
         let samples = parse_exposition(&text).unwrap();

@@ -161,6 +161,7 @@ async fn api_nodes(State(state): State<Arc<HttpState>>) -> Response {
         .map(|v| {
             let session = v.live.session();
             let name = v.name.as_str();
+            let series = t.nodes.get(name);
             json!({
                 "name": name,
                 "slug": v.slug,
@@ -177,9 +178,9 @@ async fn api_nodes(State(state): State<Arc<HttpState>>) -> Response {
                 })),
                 "metrics": v.live.metrics().len(),
                 "dataPoints": v.live.data_point_names(),
-                "objectsReceived": t.objects_received.with_label_values(&[name]).get(),
-                "objectsWritten": t.objects_written.with_label_values(&[name]).get(),
-                "bytesWritten": t.bytes_written.with_label_values(&[name]).get(),
+                "objectsReceived": series.as_ref().map_or(0, |c| c.received()),
+                "objectsWritten": series.as_ref().map_or(0, |c| c.written()),
+                "bytesWritten": series.as_ref().map_or(0, |c| c.bytes()),
                 "refused": v.live.refused(),
                 "writeQueueBatches": v.live.queue_depth(),
             })

@@ -46,13 +46,15 @@ pub enum SinkError {
 /// The ingest path of one connected node.
 pub struct NodeSink {
     lease: Lease,
-    protocol: &'static str,
-    telemetry: Telemetry,
+    /// `tracerd_nodes_connected{protocol}`, decremented by [`NodeSink::close`] (the gauge, not
+    /// all of `Telemetry`: this is part of every idle session's future).
+    connected: prometheus::IntGauge,
     tx: mpsc::Sender<Job>,
     persisted: watch::Receiver<u64>,
     writer: JoinHandle<Result<(), WriteError>>,
     expected: u64,
-    received: prometheus::IntCounter,
+    /// The node's `tracerd_*` series (objects received).
+    series: Arc<crate::metrics::node_series::NodeCounters>,
     duplicates: prometheus::IntCounter,
     /// This node's queue budget in decoded bytes (`queueBytes`).
     node_budget: Arc<Semaphore>,
@@ -157,14 +159,14 @@ impl NodeSink {
         let node_budget_bytes = u32::try_from(limits.queue_bytes.max(1)).unwrap_or(u32::MAX);
         let budget_bytes = u32::try_from(limits.total_queue_bytes.max(1)).unwrap_or(u32::MAX);
         let t = telemetry;
-        t.nodes_connected.with_label_values(&[protocol]).inc();
+        let connected = t.nodes_connected.with_label_values(&[protocol]);
+        connected.inc();
         Ok(NodeSink {
-            received: t.objects_received.with_label_values(&[lease.name()]),
+            series: t.nodes.node(lease.name()),
             duplicates: t.objects_dropped.with_label_values(&["duplicate"]),
-            telemetry: t.clone(),
+            connected,
             expected: lease.persisted_seq + 1,
             lease,
-            protocol,
             tx,
             persisted,
             writer,
@@ -201,7 +203,7 @@ impl NodeSink {
     /// node's together (`totalQueueBytes`). The session does not read while it waits.
     pub async fn push(&mut self, batch: TraceBatch) -> Result<(), SinkError> {
         self.lease.touch();
-        self.received.inc_by(batch.objects.len() as u64);
+        self.series.add_received(batch.objects.len() as u64);
         let Some(mut job) = number(
             batch,
             &mut self.expected,
@@ -271,8 +273,7 @@ impl NodeSink {
     pub async fn close(self) -> (u64, Result<(), SinkError>) {
         let NodeSink {
             lease,
-            protocol,
-            telemetry,
+            connected,
             tx,
             persisted,
             writer,
@@ -286,10 +287,7 @@ impl NodeSink {
         };
         let seq = *persisted.borrow();
         lease.set_persisted(seq);
-        telemetry
-            .nodes_connected
-            .with_label_values(&[protocol])
-            .dec();
+        connected.dec();
         (seq, written)
     }
 }

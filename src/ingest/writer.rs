@@ -46,8 +46,7 @@ pub(super) async fn write_loop(
     mut settings: watch::Receiver<Arc<Effective>>,
     live: Arc<crate::node::live::NodeLive>,
 ) -> Result<(), WriteError> {
-    let written = telemetry.objects_written.with_label_values(&[&node]);
-    let bytes = telemetry.bytes_written.with_label_values(&[&node]);
+    let series = telemetry.nodes.node(&node);
     let interval = durability.fsync_interval();
     let mut writer = Blocking::new(log, node.clone());
     // Grown by the first batches; given back when the node goes idle (64 jobs are 4 KiB).
@@ -117,8 +116,8 @@ pub(super) async fn write_loop(
             tracing::warn!(node = %node, entries = appended.journal_truncated,
                 "journal entries too large for one datagram were sent with their message cut");
         }
-        written.inc_by(count.saturating_sub(appended.dropped));
-        bytes.inc_by(appended.bytes);
+        series.add_written(count.saturating_sub(appended.dropped));
+        series.add_bytes(appended.bytes);
         if sync_now {
             persisted.send_replace(seq);
             unsynced = false;

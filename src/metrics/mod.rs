@@ -9,5 +9,6 @@ pub mod disk;
 pub mod ekg;
 pub mod exposition;
 pub mod fleet;
+pub mod node_series;
 pub mod process;
 pub mod telemetry;

@@ -8,7 +8,10 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 
+use std::sync::Arc;
+
 use crate::metrics::exposition::{self, Format, Kind};
+use crate::metrics::node_series::{NodeSeries, Registered};
 use crate::metrics::process;
 
 /// The daemon's own metrics. Cheap to clone (every field is an `Arc` inside).
@@ -28,12 +31,9 @@ pub struct Telemetry {
     pub nodes_connected: IntGaugeVec,
     /// Frames that could not be decoded, by reason.
     pub decode_errors: IntCounterVec,
-    /// Trace objects received, by node.
-    pub objects_received: IntCounterVec,
-    /// Trace objects written to every target, by node.
-    pub objects_written: IntCounterVec,
-    /// Bytes written to log files, by node.
-    pub bytes_written: IntCounterVec,
+    /// The per-node series: trace objects received and written, bytes written, round-trip
+    /// times (`node_name`-labelled; kept compact, see [`NodeSeries`]).
+    pub nodes: Arc<NodeSeries>,
     /// Trace objects not written, by reason (`duplicate`, `write_error`, ...).
     pub objects_dropped: IntCounterVec,
     /// Trace objects whose machine text was not JSON (kept as a JSON string).
@@ -54,8 +54,6 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// Time to render one exposition, by route.
     pub exposition_seconds: prometheus::HistogramVec,
-    /// Round-trip times to each node (both protocols), by node.
-    pub node_rtt: prometheus::HistogramVec,
     /// Node metric samples left out of an exposition because their name collided.
     pub metric_name_collisions: IntCounter,
     /// Node metric samples dropped as invalid in their family (negative counters, ...).
@@ -109,34 +107,17 @@ pub const KNOWN_DECODE_ERRORS: &[&str] = &[
 /// `reason` values of `tracerd_trace_objects_dropped_total`.
 pub const KNOWN_DROPS: &[&str] = &["duplicate", "write_error"];
 
-/// The histogram of round-trip times per node.
-pub const NODE_RTT: &str = "tracerd_node_rtt_seconds";
-
-/// Buckets of `tracerd_node_rtt_seconds`: from a loopback or same-rack LAN (100 µs) through
-/// a continent (25–100 ms) to a congested intercontinental path (10 s).
-pub const RTT_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
-    0.3, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub use crate::metrics::node_series::{NODE_RTT, RTT_BUCKETS};
 
 impl Telemetry {
     /// Records a round-trip time to `node`.
     pub fn observe_rtt(&self, node: &str, rtt: std::time::Duration) {
-        self.node_rtt
-            .with_label_values(&[node])
-            .observe(rtt.as_secs_f64());
+        self.nodes.node(node).observe_rtt(rtt.as_secs_f64());
     }
 
     /// Removes the `node_name` series of `node` (its node has left; issue 12, point 12).
     pub fn forget_node(&self, node: &str) {
-        for vec in [
-            &self.objects_received,
-            &self.objects_written,
-            &self.bytes_written,
-        ] {
-            let _ = vec.remove_label_values(&[node]);
-        }
-        let _ = self.node_rtt.remove_label_values(&[node]);
+        self.nodes.forget(node);
     }
 
     /// A fresh registry with every tracerd metric registered.
@@ -178,21 +159,11 @@ impl Telemetry {
         .expect("valid constant");
         r.register(Box::new(exposition_seconds.clone()))
             .expect("registered once");
-        let node_rtt = prometheus::HistogramVec::new(
-            HistogramOpts::new(
-                NODE_RTT,
-                "Round-trip time to the node, in seconds: native Ping to Pong; Cardano request \
-                 (EKG poll, data point) to the first SDU of its reply, less the node's \
-                 processing as its SDU timestamps show it.",
-            )
-            .buckets(RTT_BUCKETS.to_vec()),
-            &["node_name"],
-        )
-        .expect("valid constant");
-        r.register(Box::new(node_rtt.clone()))
+        let nodes = Arc::new(NodeSeries::new());
+        r.register(Box::new(Registered(nodes.clone())))
             .expect("registered once");
         let t = Telemetry {
-            node_rtt,
+            nodes,
             http_requests: counter_vec(
                 &r,
                 "tracerd_http_requests_total",
@@ -247,24 +218,6 @@ impl Telemetry {
                 "tracerd_decode_errors_total",
                 "Frames that could not be decoded, by reason.",
                 &["reason"],
-            ),
-            objects_received: counter_vec(
-                &r,
-                "tracerd_trace_objects_received_total",
-                "Trace objects received, by node.",
-                &["node_name"],
-            ),
-            objects_written: counter_vec(
-                &r,
-                "tracerd_trace_objects_written_total",
-                "Trace objects written to every log target, by node.",
-                &["node_name"],
-            ),
-            bytes_written: counter_vec(
-                &r,
-                "tracerd_log_bytes_written_total",
-                "Bytes written to log files, by node.",
-                &["node_name"],
             ),
             objects_dropped: counter_vec(
                 &r,

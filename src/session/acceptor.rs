@@ -164,7 +164,9 @@ mod tests {
 
     /// The state every idle connection keeps is its session task's future. Issue 10 found it
     /// 3.4 KiB larger (7,040 bytes, from 3,616) after the session's future was passed by value
-    /// into the report; this keeps the future the accept loop spawns under 4.25 KiB.
+    /// into the report; issue 21 boxed the handshake and the drain, which an idle session is
+    /// never in, and took `Telemetry` out of `NodeSink` (4,248 → 2,160 bytes in a debug
+    /// build). This keeps the future the accept loop spawns under 2.375 KiB.
     #[test]
     fn an_idle_sessions_future_stays_small() {
         let ctx = Arc::new(Context::new(
@@ -199,6 +201,6 @@ mod tests {
         let future = sessions.serve(conn, CancellationToken::new());
         let size = std::mem::size_of_val(&future);
         eprintln!("session future: {size} bytes");
-        assert!(size < 4352, "an idle session's future is {size} bytes");
+        assert!(size < 2432, "an idle session's future is {size} bytes");
     }
 }

@@ -124,86 +124,118 @@ where
     };
     let codec = TracerCodec::with_max_objects(max_frame_bytes as usize, max_objects);
     let mut framed = session::framed(stream, codec);
-    let (sink, capable) = {
-        let hello = match session::handshake(&cancel, timeout, framed.next()).await {
-            Deadline::Shutdown => return Ok(End::Shutdown),
-            Deadline::TimedOut => return Err(SessionError::HandshakeTimeout(timeout)),
-            Deadline::Done(None) => return Ok(End::PeerClosed),
-            Deadline::Done(Some(Err(e))) => return Err(e.into()),
-            Deadline::Done(Some(Ok(NodeMessage::Hello(hello)))) => hello,
-            Deadline::Done(Some(Ok(_))) => {
-                let message = "the first message must be Hello".to_string();
-                return refuse(&mut framed, RefuseReason::NoHello, message, &peer, &shared).await;
-            }
-        };
-        let name = match check_hello(&hello, shared.network_magic) {
-            Ok(name) => name,
-            Err((reason, message)) => {
-                return refuse(&mut framed, reason, message, &peer, &shared).await
-            }
-        };
-        // A tracerd re-forwarding this node's objects names the tracers they passed: one that
-        // names this tracerd is a loop (issue 16 point 4), refused before the name is claimed.
-        let own = crate::forward::tracer_id();
-        if let Some(message) = crate::forward::path_refusal(Some(own), &hello.tracers) {
-            return refuse(&mut framed, RefuseReason::Loop, message, &peer, &shared).await;
+    // Boxed: the handshake's state (the Hello, opening the node's log, the refusals) lives
+    // only until the node is accepted, and inline it would be part of every idle session's
+    // future for as long as the node stays connected (issue 21).
+    let handshake = handshake(
+        &mut framed,
+        &peer,
+        certificate,
+        &shared,
+        &cancel,
+        timeout,
+        max_frame_bytes,
+    );
+    let (sink, push) = match Box::pin(handshake).await {
+        Ok(accepted) => accepted,
+        Err(ended) => return ended,
+    };
+    // Only what the read loop needs stays: an idle node's read and write buffers are given
+    // back (the next frame grows them again).
+    session::shrink_idle(&mut framed);
+    stream_node(&mut framed, sink, push, idle, &shared.telemetry, &cancel).await
+}
+
+/// A node's sink and, for a node with `tracing-config.v1`, its push link.
+type Accepted = (NodeSink, Option<Box<tracer_config::PushLink>>);
+
+/// The handshake of a session, up to and including tracerd's `Accept`: `Err` holds how the
+/// session ended when the node was not accepted.
+async fn handshake<S>(
+    framed: &mut Framed<S, TracerCodec>,
+    peer: &str,
+    certificate: Option<Box<rustls::pki_types::CertificateDer<'static>>>,
+    shared: &Context,
+    cancel: &CancellationToken,
+    timeout: Duration,
+    max_frame_bytes: u32,
+) -> Result<Accepted, Result<End, SessionError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let hello = match session::handshake(cancel, timeout, framed.next()).await {
+        Deadline::Shutdown => return Err(Ok(End::Shutdown)),
+        Deadline::TimedOut => return Err(Err(SessionError::HandshakeTimeout(timeout))),
+        Deadline::Done(None) => return Err(Ok(End::PeerClosed)),
+        Deadline::Done(Some(Err(e))) => return Err(Err(e.into())),
+        Deadline::Done(Some(Ok(NodeMessage::Hello(hello)))) => hello,
+        Deadline::Done(Some(Ok(_))) => {
+            let message = "the first message must be Hello".to_string();
+            return Err(refuse(framed, RefuseReason::NoHello, message, peer, shared).await);
         }
-        // Checked in the condition, the certificate moved in, so neither outlives the check.
-        if let Err(message) = check_identity(&shared, &peer, certificate, &hello) {
-            let reason = RefuseReason::NameRejected;
-            return refuse(&mut framed, reason, message, &peer, &shared).await;
+    };
+    let name = match check_hello(&hello, shared.network_magic) {
+        Ok(name) => name,
+        Err((reason, message)) => return Err(refuse(framed, reason, message, peer, shared).await),
+    };
+    // A tracerd re-forwarding this node's objects names the tracers they passed: one that
+    // names this tracerd is a loop (issue 16 point 4), refused before the name is claimed.
+    let own = crate::forward::tracer_id();
+    if let Some(message) = crate::forward::path_refusal(Some(own), &hello.tracers) {
+        return Err(refuse(framed, RefuseReason::Loop, message, peer, shared).await);
+    }
+    // Checked in the condition, the certificate moved in, so neither outlives the check.
+    if let Err(message) = check_identity(shared, peer, certificate, &hello) {
+        let reason = RefuseReason::NameRejected;
+        return Err(refuse(framed, reason, message, peer, shared).await);
+    }
+    let opened = shared
+        .open_sink_as(&name, &hello.node_name, peer, Protocol::Native)
+        .await;
+    let sink = match opened {
+        Ok(sink) => sink,
+        Err(e) => {
+            // A full disk or an unwritable node directory: the node hears why.
+            let message = format!(
+                "cannot keep this node's logs: {}",
+                crate::errors::error_chain(&e)
+            );
+            let reason = RefuseReason::Unavailable;
+            return Err(refuse(framed, reason, message, peer, shared).await);
         }
-        let opened = shared
-            .open_sink_as(&name, &hello.node_name, &peer, Protocol::Native)
-            .await;
-        let sink = match opened {
-            Ok(sink) => sink,
-            Err(e) => {
-                // A full disk or an unwritable node directory: the node hears why.
-                let message = format!(
-                    "cannot keep this node's logs: {}",
-                    crate::errors::error_chain(&e)
-                );
-                return refuse(
-                    &mut framed,
-                    RefuseReason::Unavailable,
-                    message,
-                    &peer,
-                    &shared,
-                )
-                .await;
-            }
-        };
-        tracing::info!(%peer, node = %sink.name(),
+    };
+    tracing::info!(%peer, node = %sink.name(),
         software = %crate::node::escape_name(&hello.software.name),
         version = %crate::node::escape_name(&hello.software.version), "native handshake accepted");
-        let software = &hello.software;
-        let live = sink.lease().live();
-        live.set_software(&software.name, &software.version, &software.commit);
-        if !hello.tracers.is_empty() {
-            // Passed on by this tracerd's own re-forwarding (both protocols), its id appended.
-            live.apply_data_points(vec![crate::model::DataPoint {
-                name: crate::forward::TRACERD_PATH.to_string(),
-                json: serde_json::to_string(&hello.tracers).unwrap_or_default(),
-            }]);
-        }
-        let capable = hello
-            .capabilities
-            .iter()
-            .any(|c| c == tracerd_wire::tracing_config::CAPABILITY);
-        (sink, capable)
-    };
+    let software = &hello.software;
+    let live = sink.lease().live();
+    live.set_software(&software.name, &software.version, &software.commit);
+    if !hello.tracers.is_empty() {
+        // Passed on by this tracerd's own re-forwarding (both protocols), its id appended.
+        live.apply_data_points(vec![crate::model::DataPoint {
+            name: crate::forward::TRACERD_PATH.to_string(),
+            json: serde_json::to_string(&hello.tracers).unwrap_or_default(),
+        }]);
+    }
+    let capable = hello
+        .capabilities
+        .iter()
+        .any(|c| c == tracerd_wire::tracing_config::CAPABILITY);
+    drop(hello);
     // A node with `tracing-config.v1` can be sent configurations (issue 19).
     let push = capable.then(|| sink.lease().tracer_config().attach());
-    framed
-        .send(TracerMessage::Accept {
-            version: PROTOCOL_VERSION,
-            node_name: sink.name().to_string(),
-            persisted_seq: sink.resume_from(),
-            max_frame_bytes,
-        })
-        .await?;
-    stream_node(&mut framed, sink, push, idle, &shared.telemetry, &cancel).await
+    let accept = TracerMessage::Accept {
+        version: PROTOCOL_VERSION,
+        node_name: sink.name().to_string(),
+        persisted_seq: sink.resume_from(),
+        max_frame_bytes,
+    };
+    if let Err(e) = framed.send(accept).await {
+        // Nothing was queued yet: the sink closes at once; the connection's error is why.
+        let _ = sink.close().await;
+        return Err(Err(e.into()));
+    }
+    Ok((sink, push))
 }
 
 /// `tracerd.native.identities`: may this connection claim `hello.node_name`?
@@ -291,6 +323,8 @@ where
     let mut ping = tokio::time::interval_at(Instant::now() + FIRST_PING, PING_EVERY);
     let mut ping_sent: Option<(u64, Instant)> = None;
     let mut nonce = 0u64;
+    // Whether a frame other than a Pong came since the last Ping.
+    let mut busy = false;
     // One timer for the idle timeout, re-armed only when it fires early.
     let mut last_frame = Instant::now();
     let idle_check = tokio::time::sleep(idle);
@@ -328,12 +362,19 @@ where
                 if let Err(e) = framed.send(TracerMessage::Ping(nonce)).await {
                     break Err(e.into());
                 }
+                // A node that sent nothing but Pongs since the last Ping is idle: its
+                // buffers are given back (a streaming node keeps its grown ones).
+                if !busy {
+                    session::shrink_idle(framed);
+                }
+                busy = false;
             }
             frame = framed.next() => match frame {
                 None => break Ok(End::PeerClosed),
                 Some(Err(e)) => break Err(e.into()),
                 Some(Ok(msg)) => {
                     last_frame = Instant::now();
+                    busy |= !matches!(msg, NodeMessage::Pong(_));
                     match msg {
                         NodeMessage::Traces(batch) => {
                             match sink.push(batch).await {
@@ -372,8 +413,9 @@ where
         }
     };
 
-    // Drain: the writer finishes every queued batch once the queue closes, then syncs.
-    let (persisted, written) = sink.close().await;
+    // Drain: the writer finishes every queued batch once the queue closes, then syncs. Boxed:
+    // the drain's state is needed once, at the end, and would otherwise size every session.
+    let (persisted, written) = Box::pin(sink.close()).await;
     if persisted > acked && outcome.is_ok() {
         // Best effort: the node may already have closed.
         let _ = framed.send(TracerMessage::Ack(persisted)).await;

@@ -74,9 +74,12 @@ impl UiState {
     /// The fleet summary JSON (shared between streams, rebuilt at most once a period).
     pub fn fleet_json(&self) -> Arc<str> {
         let telemetry = &self.http.telemetry;
-        let counters = |name: &str| fleet::Counters {
-            objects: telemetry.objects_received.with_label_values(&[name]).get(),
-            bytes: telemetry.bytes_written.with_label_values(&[name]).get(),
+        let counters = |name: &str| {
+            let c = telemetry.nodes.get(name);
+            fleet::Counters {
+                objects: c.as_ref().map_or(0, |c| c.received()),
+                bytes: c.as_ref().map_or(0, |c| c.bytes()),
+            }
         };
         crate::sync::lock(&self.fleet).snapshot(
             || self.http.nodes.views(),
