@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use self::number::{cost, number, Budget, Job};
 pub use self::number::{SeqOverflow, MAX_SEQ};
-use self::writer::write_loop;
+use self::writer::{write_loop, Persisted};
 pub use self::writer::{WRITE_ERROR_REPORT, WRITE_RETRY};
 use crate::config::FsyncPolicy;
 use crate::logs::writer::{NodeLog, WriteError};
@@ -50,7 +50,11 @@ pub struct NodeSink {
     /// all of `Telemetry`: this is part of every idle session's future).
     connected: prometheus::IntGauge,
     tx: mpsc::Sender<Job>,
-    persisted: watch::Receiver<u64>,
+    persisted: watch::Receiver<Persisted>,
+    /// The batch whose way to its `Ack` is being timed: its last sequence number and when
+    /// it was queued (`tracerd_ingest_stage_seconds{stage="server"}`).
+    timed: Option<(u64, tokio::time::Instant)>,
+    stages: Arc<crate::metrics::telemetry::IngestStages>,
     writer: JoinHandle<Result<(), WriteError>>,
     expected: u64,
     /// The node's `tracerd_*` series (objects received).
@@ -143,7 +147,7 @@ impl NodeSink {
             files = ?log.current_paths(), "node connected");
         let (tx, rx) = mpsc::channel::<Job>(current.config.tracerd.limits.queue_batches);
         lease.watch_queue(tx.downgrade());
-        let (persisted_tx, persisted) = watch::channel(lease.persisted_seq);
+        let (persisted_tx, persisted) = watch::channel(Persisted::now(lease.persisted_seq));
         let writer = tokio::spawn(write_loop(
             log,
             rx,
@@ -169,6 +173,8 @@ impl NodeSink {
             lease,
             tx,
             persisted,
+            timed: None,
+            stages: t.ingest_stages.clone(),
             writer,
             node_budget: Arc::new(Semaphore::new(node_budget_bytes as usize)),
             node_budget_bytes,
@@ -247,6 +253,9 @@ impl NodeSink {
             _node: node,
             _global: global,
         });
+        if self.timed.is_none() {
+            self.timed = Some((job.last_seq, tokio::time::Instant::now()));
+        }
         self.tx
             .send(job)
             .await
@@ -257,7 +266,7 @@ impl NodeSink {
     /// Cancel-safe. Errors when the writer has stopped.
     pub async fn persisted_beyond(&mut self, acked: u64) -> Result<u64, SinkError> {
         loop {
-            let seq = *self.persisted.borrow_and_update();
+            let seq = self.persisted.borrow_and_update().seq;
             if seq > acked {
                 return Ok(seq);
             }
@@ -265,6 +274,20 @@ impl NodeSink {
                 .changed()
                 .await
                 .map_err(|_| SinkError::WriterStopped)?;
+        }
+    }
+
+    /// Records that an `Ack` of `seq` (from [`NodeSink::persisted_beyond`]) was sent: the
+    /// time since its publication, and the timed batch's time since it was queued.
+    pub fn ack_sent(&mut self, seq: u64) {
+        let stages = &self.stages;
+        let published = self.persisted.borrow().at;
+        stages.ack.observe(published.elapsed().as_secs_f64());
+        if let Some((last, queued)) = self.timed {
+            if seq >= last {
+                stages.server.observe(queued.elapsed().as_secs_f64());
+                self.timed = None;
+            }
         }
     }
 
@@ -285,7 +308,7 @@ impl NodeSink {
             Ok(Err(e)) => Err(SinkError::Write(e)),
             Err(e) => Err(SinkError::WriterTask(e.to_string())),
         };
-        let seq = *persisted.borrow();
+        let seq = persisted.borrow().seq;
         lease.set_persisted(seq);
         connected.dec();
         (seq, written)

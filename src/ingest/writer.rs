@@ -13,7 +13,7 @@ use super::number::Job;
 use crate::config::{Durability, FsyncPolicy, WriteErrorPolicy};
 use crate::events::{WriteDropped, WriteFailed, WriteResumed};
 use crate::logs::writer::{NodeLog, WriteError};
-use crate::metrics::telemetry::Telemetry;
+use crate::metrics::telemetry::{IngestStages, Telemetry};
 use crate::model::TraceObject;
 use crate::running::Effective;
 use crate::utc;
@@ -24,6 +24,31 @@ const MAX_MERGED_BATCHES: usize = 64;
 /// A node that wrote nothing for this long has its files' descriptors closed (the next write
 /// reopens them), so an idle node holds one descriptor, its socket.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(2);
+
+/// The persisted sequence number as the writer publishes it, with when.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Persisted {
+    pub(super) seq: u64,
+    pub(super) at: Instant,
+}
+
+impl Persisted {
+    pub(super) fn now(seq: u64) -> Persisted {
+        Persisted {
+            seq,
+            at: Instant::now(),
+        }
+    }
+}
+
+/// What the writer waits for beside its queue.
+#[derive(Clone, Copy)]
+enum Timer {
+    /// `fsync: interval`: sync, checkpoint and publish what was written.
+    Sync,
+    /// Close the descriptors after [`IDLE_CLOSE`] without a job.
+    Idle,
+}
 
 /// How long a writer blocked by write errors waits between attempts.
 pub const WRITE_RETRY: Duration = Duration::from_secs(1);
@@ -39,7 +64,7 @@ pub const WRITE_ERROR_REPORT: Duration = Duration::from_secs(30);
 pub(super) async fn write_loop(
     log: NodeLog,
     mut rx: mpsc::Receiver<Job>,
-    persisted: watch::Sender<u64>,
+    persisted: watch::Sender<Persisted>,
     telemetry: Telemetry,
     node: String,
     durability: Durability,
@@ -48,7 +73,7 @@ pub(super) async fn write_loop(
 ) -> Result<(), WriteError> {
     let series = telemetry.nodes.node(&node);
     let interval = durability.fsync_interval();
-    let mut writer = Blocking::new(log, node.clone());
+    let mut writer = Blocking::new(log, node.clone(), telemetry.ingest_stages.clone());
     // Grown by the first batches; given back when the node goes idle (64 jobs are 4 KiB).
     let mut jobs: Vec<Job> = Vec::new();
     // Interval mode: data written but not yet synced and acknowledged.
@@ -57,29 +82,34 @@ pub(super) async fn write_loop(
     // Whether a write may have left descriptors open (closed after `IDLE_CLOSE` without jobs).
     let mut open = false;
     loop {
-        let received = if unsynced {
-            tokio::select! {
-                n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
-                _ = tokio::time::sleep_until(last_sync + interval) => {
-                    let seq = writer.checkpoint(&telemetry).await?;
-                    persisted.send_replace(seq);
-                    unsynced = false;
-                    last_sync = Instant::now();
-                    continue;
-                }
-            }
+        let timer = if unsynced {
+            Some((last_sync + interval, Timer::Sync))
         } else if open {
-            tokio::select! {
+            Some((Instant::now() + IDLE_CLOSE, Timer::Idle))
+        } else {
+            None
+        };
+        let received = match timer {
+            None => rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await,
+            Some((at, timer)) => tokio::select! {
                 n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
-                _ = tokio::time::sleep(IDLE_CLOSE) => {
-                    writer.run(NodeLog::close_idle).await?;
-                    open = false;
-                    jobs = Vec::new();
+                _ = tokio::time::sleep_until(at) => {
+                    match timer {
+                        Timer::Sync => {
+                            let seq = writer.checkpoint(&telemetry).await?;
+                            persisted.send_replace(Persisted::now(seq));
+                            unsynced = false;
+                            last_sync = Instant::now();
+                        }
+                        Timer::Idle => {
+                            writer.run(NodeLog::close_idle).await?;
+                            open = false;
+                            jobs = Vec::new();
+                        }
+                    }
                     continue;
                 }
-            }
-        } else {
-            rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await
+            },
         };
         if received == 0 {
             break;
@@ -119,7 +149,7 @@ pub(super) async fn write_loop(
         series.add_written(count.saturating_sub(appended.dropped));
         series.add_bytes(appended.bytes);
         if sync_now {
-            persisted.send_replace(seq);
+            persisted.send_replace(Persisted::now(seq));
             unsynced = false;
             if durability.fsync == FsyncPolicy::Interval {
                 last_sync = Instant::now();
@@ -131,7 +161,7 @@ pub(super) async fn write_loop(
         jobs.clear();
     }
     let seq = writer.close().await?;
-    persisted.send_replace(seq);
+    persisted.send_replace(Persisted::now(seq));
     Ok(())
 }
 
@@ -145,6 +175,9 @@ struct Written {
     journal_truncated: u64,
     /// Objects dropped under `onWriteError: drop`.
     dropped: u64,
+    /// Time spent rendering and writing lines, and checkpointing.
+    write_time: Duration,
+    checkpoint_time: Option<Duration>,
 }
 
 /// The node's [`NodeLog`], moved to the blocking pool for each operation.
@@ -154,15 +187,17 @@ struct Blocking {
     /// When the current error streak was last reported, and errors since.
     reported: Option<(Instant, u64)>,
     blocked_since: Option<Instant>,
+    stages: Arc<IngestStages>,
 }
 
 impl Blocking {
-    fn new(log: NodeLog, node: String) -> Blocking {
+    fn new(log: NodeLog, node: String, stages: Arc<IngestStages>) -> Blocking {
         Blocking {
             log: Some(log),
             node,
             reported: None,
             blocked_since: None,
+            stages,
         }
     }
 
@@ -187,15 +222,19 @@ impl Blocking {
         f: impl FnOnce(&mut NodeLog) -> R + Send + 'static,
     ) -> Result<R, WriteError> {
         let mut log = self.log.take().ok_or(WriteError::Closed)?;
-        let (log, r) = tokio::task::spawn_blocking(move || {
+        let submitted = Instant::now();
+        let (log, r, started, ended) = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let r = f(&mut log);
-            (log, r)
+            (log, r, started, Instant::now())
         })
         .await
         .map_err(|e| WriteError::Write {
             path: self.node.clone().into(),
             source: std::io::Error::other(e.to_string()),
         })?;
+        self.stages.hop.observe((started - submitted).as_secs_f64());
+        self.stages.back.observe(ended.elapsed().as_secs_f64());
         self.log = Some(log);
         Ok(r)
     }
@@ -225,6 +264,10 @@ impl Blocking {
             total.rotations += written.rotations;
             total.invalid_json += written.invalid_json;
             total.journal_truncated += written.journal_truncated;
+            self.stages.write.observe(written.write_time.as_secs_f64());
+            if let Some(t) = written.checkpoint_time {
+                self.stages.checkpoint.observe(t.as_secs_f64());
+            }
             let Some((failed_run, error)) = failure else {
                 self.resumed(telemetry);
                 let seq = self.log.as_ref().map_or(0, NodeLog::seq);
@@ -268,8 +311,13 @@ impl Blocking {
     /// Syncs (in fsync modes) and checkpoints; retries on errors.
     async fn checkpoint(&mut self, telemetry: &Telemetry) -> Result<u64, WriteError> {
         loop {
-            match self.run(|log| log.checkpoint().map(|()| log.seq())).await? {
-                Ok(seq) => {
+            let checkpoint = |log: &mut NodeLog| {
+                let started = std::time::Instant::now();
+                log.checkpoint().map(|()| (log.seq(), started.elapsed()))
+            };
+            match self.run(checkpoint).await? {
+                Ok((seq, took)) => {
+                    self.stages.checkpoint.observe(took.as_secs_f64());
                     self.resumed(telemetry);
                     return Ok(seq);
                 }
@@ -364,6 +412,7 @@ fn write_runs(
     checkpoint: bool,
 ) -> (Written, Option<(usize, WriteError)>) {
     let now = utc::now_unix();
+    let started = std::time::Instant::now();
     let mut total = Written::default();
     let runs = runs(jobs);
     for (i, (first, range)) in runs.iter().enumerate().skip(from) {
@@ -383,11 +432,18 @@ fn write_runs(
                 total.invalid_json += a.invalid_json;
                 total.journal_truncated += a.journal_truncated;
             }
-            Err(e) => return (total, Some((i, e))),
+            Err(e) => {
+                total.write_time = started.elapsed();
+                return (total, Some((i, e)));
+            }
         }
     }
+    total.write_time = started.elapsed();
     if checkpoint {
-        if let Err(e) = log.checkpoint() {
+        let started = std::time::Instant::now();
+        let r = log.checkpoint();
+        total.checkpoint_time = Some(started.elapsed());
+        if let Err(e) = r {
             return (total, Some((runs.len(), e)));
         }
     }

@@ -14,6 +14,57 @@ use crate::metrics::exposition::{self, Format, Kind};
 use crate::metrics::node_series::{NodeSeries, Registered};
 use crate::metrics::process;
 
+/// The stages of one write job, children of `tracerd_ingest_stage_seconds{stage}` (one
+/// shared copy, so a node's writer holds one pointer, not one per stage).
+#[derive(Debug)]
+pub struct IngestStages {
+    /// From the writer handing a job to the blocking pool to the job starting there.
+    pub hop: Histogram,
+    /// Rendering and `write(2)` of the job's lines to every target.
+    pub write: Histogram,
+    /// Writing the checkpoint (and, in fsync modes, the `fdatasync` before it).
+    pub checkpoint: Histogram,
+    /// From the job's end on the blocking pool to the writer task running again.
+    pub back: Histogram,
+    /// From the persisted sequence number's publication to the session's `Ack` sent.
+    pub ack: Histogram,
+    /// From a batch handed to the node's queue to the `Ack` covering it, sampled: the first
+    /// batch queued while no timed batch awaits its `Ack`.
+    pub server: Histogram,
+}
+
+/// Buckets of `tracerd_ingest_stage_seconds`: 10 µs to 1 s.
+pub const STAGE_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl IngestStages {
+    fn register(r: &Registry) -> IngestStages {
+        let vec = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "tracerd_ingest_stage_seconds",
+                "Where a trace batch's time goes on its way to its Ack, by stage: hop (to the \
+                 blocking pool), write, checkpoint, back (to the writer task), ack (publication \
+                 to Ack sent), server (queued to Ack sent, sampled).",
+            )
+            .buckets(STAGE_BUCKETS.to_vec()),
+            &["stage"],
+        )
+        .expect("valid constant");
+        r.register(Box::new(vec.clone())).expect("registered once");
+        let s = |name: &str| vec.with_label_values(&[name]);
+        IngestStages {
+            hop: s("hop"),
+            write: s("write"),
+            checkpoint: s("checkpoint"),
+            back: s("back"),
+            ack: s("ack"),
+            server: s("server"),
+        }
+    }
+}
+
 /// The daemon's own metrics. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct Telemetry {
@@ -50,6 +101,8 @@ pub struct Telemetry {
     pub writers_blocked: prometheus::IntGauge,
     /// Latency of one write batch (render + write), seconds.
     pub write_batch_seconds: Histogram,
+    /// Where a batch's time goes between its frame and its `Ack` (`tracerd_ingest_stage_seconds`).
+    pub ingest_stages: Arc<IngestStages>,
     /// HTTP requests served, by route and status code.
     pub http_requests: IntCounterVec,
     /// Time to render one exposition, by route.
@@ -162,8 +215,10 @@ impl Telemetry {
         let nodes = Arc::new(NodeSeries::new());
         r.register(Box::new(Registered(nodes.clone())))
             .expect("registered once");
+        let ingest_stages = Arc::new(IngestStages::register(&r));
         let t = Telemetry {
             nodes,
+            ingest_stages,
             http_requests: counter_vec(
                 &r,
                 "tracerd_http_requests_total",

@@ -345,6 +345,7 @@ where
                     if let Err(e) = framed.send(TracerMessage::Ack(seq)).await {
                         break Err(e.into());
                     }
+                    sink.ack_sent(seq);
                 }
                 // The writer stopped: its error is collected by `close` below.
                 Err(_) => break Ok(End::PeerClosed),

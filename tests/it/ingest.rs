@@ -236,3 +236,41 @@ async fn malformed_and_oversized_input_closes_only_the_offender() {
     }
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// `tracerd_ingest_stage_seconds` counts every write job's stages, and each `Ack`'s: a user
+/// reading where the latency goes sees one observation per stage per job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_stage_histograms_count_every_write_job_and_ack() {
+    let prom = free_port();
+    let d = Daemon::start(&format!(
+        "hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n"
+    ));
+    let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "staged").await;
+    for b in 0..5 {
+        n.send_batch(1 + b * 10, 10, 64).await;
+        // One batch at a time, so each is one write job and one Ack.
+        n.wait_ack(10 + b * 10).await;
+    }
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || crate::http::http_get(prom, "/metrics", &[]))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let count = |stage: &str| -> u64 {
+        let key = format!("tracerd_ingest_stage_seconds_count{{stage=\"{stage}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key} in /metrics"))
+            .parse()
+            .unwrap()
+    };
+    // Five jobs, each handed to the blocking pool and back once; the Ack of each.
+    for stage in ["hop", "write", "back"] {
+        assert!(count(stage) >= 5, "{stage}: {}", count(stage));
+    }
+    assert!(count("ack") >= 5, "ack: {}", count("ack"));
+    // One timed batch per Ack here (each was acknowledged before the next was queued).
+    assert_eq!(count("server"), 5);
+    assert!(count("checkpoint") >= 1);
+    assert_eq!(seqs(&d.logs().join("staged")), (1..=50).collect::<Vec<_>>());
+}
