@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use self::number::{cost, number, Budget, Job};
 pub use self::number::{SeqOverflow, MAX_SEQ};
 use self::writer::{write_loop, Persisted};
-pub use self::writer::{WRITE_ERROR_REPORT, WRITE_RETRY};
+pub use self::writer::{CHECKPOINT_EVERY, WRITE_ERROR_REPORT, WRITE_RETRY};
 use crate::config::FsyncPolicy;
 use crate::logs::writer::{NodeLog, WriteError};
 use crate::metrics::telemetry::Telemetry;

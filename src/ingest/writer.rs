@@ -25,6 +25,13 @@ const MAX_MERGED_BATCHES: usize = 64;
 /// reopens them), so an idle node holds one descriptor, its socket.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(2);
 
+/// With `fsync: never`, how long a node's checkpoint may lag behind its files. A checkpoint
+/// per write job cost a `pwrite` of 4 KiB (and once an `open` and a `close`) per batch;
+/// recovery does not need it to find the end (`NodeLog::checkpoint_owed`). It bounds how far
+/// recovery scans after a crash and how far native re-forwarding, which reads no further than
+/// the checkpoint, lags.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
 /// The persisted sequence number as the writer publishes it, with when.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Persisted {
@@ -46,6 +53,8 @@ impl Persisted {
 enum Timer {
     /// `fsync: interval`: sync, checkpoint and publish what was written.
     Sync,
+    /// `fsync: never`: the checkpoint deferred by [`CHECKPOINT_EVERY`].
+    Checkpoint,
     /// Close the descriptors after [`IDLE_CLOSE`] without a job.
     Idle,
 }
@@ -79,11 +88,15 @@ pub(super) async fn write_loop(
     // Interval mode: data written but not yet synced and acknowledged.
     let mut unsynced = false;
     let mut last_sync = Instant::now();
+    // `fsync: never`: when the last checkpoint was written.
+    let mut last_checkpoint = Instant::now();
     // Whether a write may have left descriptors open (closed after `IDLE_CLOSE` without jobs).
     let mut open = false;
     loop {
         let timer = if unsynced {
             Some((last_sync + interval, Timer::Sync))
+        } else if writer.checkpoint_owed() {
+            Some((last_checkpoint + CHECKPOINT_EVERY, Timer::Checkpoint))
         } else if open {
             Some((Instant::now() + IDLE_CLOSE, Timer::Idle))
         } else {
@@ -101,6 +114,10 @@ pub(super) async fn write_loop(
                             unsynced = false;
                             last_sync = Instant::now();
                         }
+                        Timer::Checkpoint => {
+                            writer.checkpoint(&telemetry).await?;
+                            last_checkpoint = Instant::now();
+                        }
                         Timer::Idle => {
                             writer.run(NodeLog::close_idle).await?;
                             open = false;
@@ -115,9 +132,14 @@ pub(super) async fn write_loop(
             break;
         }
         let started = Instant::now();
-        let sync_now = match durability.fsync {
-            FsyncPolicy::Never | FsyncPolicy::Batch => true,
-            FsyncPolicy::Interval => last_sync.elapsed() >= interval,
+        // Publish now (else at the interval), and checkpoint now (else later).
+        let (sync_now, checkpoint_now) = match durability.fsync {
+            FsyncPolicy::Never => (true, last_checkpoint.elapsed() >= CHECKPOINT_EVERY),
+            FsyncPolicy::Batch => (true, true),
+            FsyncPolicy::Interval => {
+                let due = last_sync.elapsed() >= interval;
+                (due, due)
+            }
         };
         let batch = std::mem::take(&mut jobs);
         if settings.has_changed().unwrap_or(false) {
@@ -126,8 +148,11 @@ pub(super) async fn write_loop(
             writer.run(move |log| log.set_policy(policy)).await?;
         }
         let (batch, appended, seq) = writer
-            .write(batch, sync_now, durability.on_write_error, &telemetry)
+            .write(batch, checkpoint_now, durability.on_write_error, &telemetry)
             .await?;
+        if !writer.checkpoint_owed() {
+            last_checkpoint = Instant::now();
+        }
         open = true;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
         if live.traces().watched() {
@@ -187,6 +212,8 @@ struct Blocking {
     /// When the current error streak was last reported, and errors since.
     reported: Option<(Instant, u64)>,
     blocked_since: Option<Instant>,
+    /// Whether the log owes a checkpoint (`NodeLog::checkpoint_owed`) as of its last job.
+    owed: bool,
     stages: Arc<IngestStages>,
 }
 
@@ -197,8 +224,14 @@ impl Blocking {
             node,
             reported: None,
             blocked_since: None,
+            owed: false,
             stages,
         }
+    }
+
+    /// Whether lines were written since the last checkpoint.
+    fn checkpoint_owed(&self) -> bool {
+        self.owed
     }
 
     /// The node's current machine file (else its first file), for the live view.
@@ -235,6 +268,7 @@ impl Blocking {
         })?;
         self.stages.hop.observe((started - submitted).as_secs_f64());
         self.stages.back.observe(ended.elapsed().as_secs_f64());
+        self.owed = log.checkpoint_owed();
         self.log = Some(log);
         Ok(r)
     }
@@ -403,8 +437,9 @@ fn runs(jobs: &[Job]) -> Vec<(u64, std::ops::Range<usize>)> {
 }
 
 /// Writes the runs of `jobs` from run `from` on (resuming a run a failure interrupted), then
-/// checkpoints if `checkpoint`. On failure returns the index of the run to retry from
-/// (`runs.len()` for the checkpoint itself).
+/// checkpoints if `checkpoint` or if a target started a new file (the checkpoint then names
+/// the current file, never one retention may delete). On failure returns the index of the run to retry
+/// from (`runs.len()` for the checkpoint itself).
 fn write_runs(
     log: &mut NodeLog,
     jobs: &[Job],
@@ -439,7 +474,13 @@ fn write_runs(
         }
     }
     total.write_time = started.elapsed();
-    if checkpoint {
+    if !checkpoint {
+        // As a checkpoint would: a deleted current file is replaced at once.
+        if let Err(e) = log.check_files() {
+            return (total, Some((runs.len(), e)));
+        }
+    }
+    if checkpoint || log.checkpoint_due() {
         let started = std::time::Instant::now();
         let r = log.checkpoint();
         total.checkpoint_time = Some(started.elapsed());

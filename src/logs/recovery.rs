@@ -1,8 +1,9 @@
 //! Crash recovery of a node's persisted sequence number, and of its log files' tails.
 //!
-//! After each write the writer records a checkpoint in `<first target>/<node>/.tracerd-state`:
-//! the highest sequence number on disk and, for every target, the current file and its
-//! length. Each trace object is exactly one line in every target, so after a crash the objects
+//! The writer records a checkpoint in `<first target>/<node>/.tracerd-state` (after each
+//! write in fsync modes; with `fsync: never` at most `ingest::writer::CHECKPOINT_EVERY` behind
+//! the files, and after every new file): the highest sequence number on disk and, for every
+//! target, the current file and its length. Each trace object is exactly one line in every target, so after a crash the objects
 //! written after the checkpoint are the complete lines past the recorded positions. Recovery
 //! counts them in every target, keeps the count every target has (`min`), cuts the rest
 //! (torn last lines, and surplus lines a target got before the crash hit the next one; none

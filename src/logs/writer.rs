@@ -142,6 +142,8 @@ struct OpenFile {
     len: u64,
     /// Lines of the pending render already written to this file.
     done: usize,
+    /// A new file was started since the last checkpoint (which names the old one).
+    rotated: bool,
 }
 
 /// The open files of one node.
@@ -151,8 +153,11 @@ pub struct NodeLog {
     machine: Rendered,
     human: Rendered,
     /// The checkpoint file, in the first target's node directory. It is opened for each
-    /// write rather than held: an idle node then costs one descriptor per target, not two.
+    /// write rather than held: an idle node then costs one descriptor per target, not two
+    /// (and the writer checkpoints at most every `ingest::writer::CHECKPOINT_EVERY`).
     state: Option<PathBuf>,
+    /// Lines were written since the last checkpoint (see [`NodeLog::checkpoint_owed`]).
+    unrecorded: bool,
     /// Highest sequence number whose line is in every target.
     seq: u64,
     /// The node identity recorded in every checkpoint.
@@ -234,6 +239,7 @@ impl NodeLog {
                 key,
                 len: 0,
                 done: 0,
+                rotated: false,
             });
         }
         let state = files.first().map(|f| f.dir.join(recovery::STATE_FILE));
@@ -248,6 +254,7 @@ impl NodeLog {
             machine: Rendered::default(),
             human: Rendered::default(),
             state,
+            unrecorded: false,
             identity: identity.map(str::to_string),
             seq: recovered.persisted.unwrap_or(0),
             sync_checkpoints,
@@ -276,6 +283,30 @@ impl NodeLog {
             closed |= f.file.take().is_some();
         }
         closed
+    }
+
+    /// Whether lines were written since the last checkpoint. Recovery finds them without one
+    /// (it counts the whole lines past the checkpoint, which are numbered contiguously: a
+    /// run that does not continue them is checkpointed before its first line), so a writer
+    /// may defer the checkpoint; it writes one before the node goes idle, at the session's
+    /// end, and after every rotation (so the checkpoint's file is never one retention may
+    /// delete).
+    pub fn checkpoint_owed(&self) -> bool {
+        self.unrecorded
+    }
+
+    /// Whether a checkpoint is due now, deferred or not: a target started a new file since
+    /// the last one (by rotation, or replacing a deleted file), so the last checkpoint names
+    /// a file retention may delete.
+    pub fn checkpoint_due(&self) -> bool {
+        self.files.iter().any(|f| f.rotated)
+    }
+
+    /// Replaces a current file found deleted, as [`NodeLog::checkpoint`] does (one `fstat`
+    /// per target); a writer deferring its checkpoint calls it after each write, then
+    /// checkpoints if [`NodeLog::checkpoint_due`].
+    pub fn check_files(&mut self) -> Result<(), WriteError> {
+        self.replace_deleted()
     }
 
     /// Whether any target's descriptor is open.
@@ -367,6 +398,7 @@ impl NodeLog {
         if let Some(seq) = self.pending_seq.take() {
             self.seq = seq;
         }
+        self.unrecorded |= self.pending_lines > 0;
         self.pending_lines = 0;
         for f in &mut self.files {
             f.done = 0;
@@ -386,6 +418,8 @@ impl NodeLog {
         }
         self.replace_deleted()?;
         let Some(path) = &self.state else {
+            // No file target (journal only): nothing to record.
+            self.unrecorded = false;
             return Ok(());
         };
         let cp = Checkpoint {
@@ -400,7 +434,12 @@ impl NodeLog {
         recovery::write_state(path, &cp).map_err(|source| WriteError::Checkpoint {
             path: path.clone(),
             source,
-        })
+        })?;
+        self.unrecorded = false;
+        for f in &mut self.files {
+            f.rotated = false;
+        }
+        Ok(())
     }
 
     /// Ends the session: removes every current file that got no line (so connections that
@@ -665,6 +704,7 @@ fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
     f.key = key;
     f.len = 0;
     f.dirty = false;
+    f.rotated = true;
     Ok(())
 }
 

@@ -198,3 +198,77 @@ async fn sigkill_restarts_lose_and_duplicate_nothing() {
         log.matches("unacknowledged byte").count()
     );
 }
+
+/// The checkpoint `.tracerd-state` of `dir`: its sequence number and current file.
+fn checkpoint_seq(dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join(".tracerd-state")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(text.trim_end()).ok()?;
+    v["seq"].as_u64()
+}
+
+/// With `fsync: never` tracerd defers the checkpoint behind the files (at most 100 ms): a
+/// kill -9 right after the `Ack`s, with the checkpoint behind and files rotated since, still
+/// resumes exactly after the last acknowledged object (the node resends nothing twice and
+/// skips nothing); and a node that stays connected and quiet gets its checkpoint caught up
+/// long before the idle close (2 s) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_deferred_checkpoints_resumes_after_the_last_ack() {
+    let mut d = Daemon::start(
+        "rotation: { rpLogLimitBytes: 4096, rpKeepFilesNum: 10000, rpMaxAgeHours: 24 }\n",
+    );
+    let dir = d.logs().join("deferred");
+    let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "deferred").await;
+    // Caught up while connected: small batches, then quiet.
+    for b in 0..20 {
+        n.send_batch(1 + b * 10, 10, 64).await;
+    }
+    n.wait_ack(200).await;
+    let quiet = std::time::Instant::now();
+    while checkpoint_seq(&dir) != Some(200) {
+        assert!(
+            quiet.elapsed() < Duration::from_secs(1),
+            "checkpoint still at {:?} 1 s after the last Ack",
+            checkpoint_seq(&dir)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Killed right after the Acks: one batch at a time, each acknowledged.
+    let mut kills = 0;
+    let mut next = 201;
+    while kills < 3 {
+        for _ in 0..30 {
+            n.send_batch(next, 5, 64).await;
+            next += 5;
+            n.wait_ack(next - 1).await;
+        }
+        let acked = n.acked;
+        let behind = checkpoint_seq(&dir).unwrap_or(0) < acked;
+        d.signal("KILL");
+        d.wait(Duration::from_secs(10));
+        d = tokio::task::spawn_blocking(move || {
+            d.spawn();
+            d
+        })
+        .await
+        .unwrap();
+        n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "deferred").await;
+        assert_eq!(
+            n.acked, acked,
+            "resumed after {} with {acked} acknowledged (checkpoint behind: {behind})",
+            n.acked
+        );
+        kills += 1;
+    }
+    drop(n);
+    d.signal("TERM");
+    let d = tokio::task::spawn_blocking(move || {
+        assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+        d
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        seqs(&d.logs().join("deferred")),
+        (1..next).collect::<Vec<_>>()
+    );
+}

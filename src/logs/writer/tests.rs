@@ -182,3 +182,56 @@ proptest::proptest! {
         proptest::prop_assert!(expect <= objects.len() as u64);
     }
 }
+
+/// The writer defers checkpoints (`checkpoint_owed`; `ingest::writer::CHECKPOINT_EVERY`): a
+/// crash before the next one loses nothing, since recovery counts the whole lines past the
+/// last checkpoint — across rotations, and after a gap, whose run is checkpointed before its
+/// first line so the lines past a checkpoint are numbered contiguously.
+#[test]
+fn a_crash_between_deferred_checkpoints_resumes_after_the_last_line_written() {
+    const T: i64 = 1_784_714_812;
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("m")).unwrap();
+    fs::create_dir_all(tmp.path().join("h")).unwrap();
+    let s = settings(tmp.path(), Some(1000));
+    let dirs = [
+        TargetDir {
+            dir: tmp.path().join("m/n"),
+            ext: "json",
+        },
+        TargetDir {
+            dir: tmp.path().join("h/n"),
+            ext: "log",
+        },
+    ];
+    let objects: Vec<_> = (1..=300).map(obj).collect();
+    let refs: Vec<&TraceObject> = objects.iter().collect();
+    let (mut log, _) = NodeLog::open(&s, "n", T, false).unwrap();
+    assert!(!log.checkpoint_owed());
+    let a = log.append_run(1, &refs[..100], T).unwrap();
+    assert!(a.rotations > 2, "{a:?}");
+    assert!(log.checkpoint_owed());
+    // 101..=150 never arrive: the run from 151 is checkpointed (at 150) before its first line.
+    log.append_run(151, &refs[150..], T).unwrap();
+    assert!(log.checkpoint_owed());
+    drop(log); // kill -9: no checkpoint since the gap's
+    assert_eq!(recovery::checkpoint(&dirs[0].dir).unwrap().seq, 150);
+    let r = recovery::recover(&dirs);
+    assert_eq!((r.persisted, r.cut_bytes), (Some(300), 0), "{r:?}");
+    // And the next session goes on from there, exactly once.
+    let (mut log, r) = NodeLog::open(&s, "n", T, false).unwrap();
+    assert_eq!((r.persisted, log.seq()), (Some(300), 300));
+    log.append_run(301, &[&obj(301)], T).unwrap();
+    drop(log);
+    let (lines, _) = read_all(&dirs[0].dir, "json");
+    let got: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["i"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let want: Vec<u64> = (1..=100).chain(151..=301).collect();
+    assert_eq!(got, want);
+}
