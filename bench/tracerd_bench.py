@@ -3,13 +3,15 @@
 `run`: starts a fresh tracerd (rotation on, 10 MB files, machine format, TCP on 127.0.0.1),
 runs tracerd-load against it, and prints one JSON line: tracerd-load's summary plus tracerd's
 CPU seconds (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM), the largest VmRSS sampled
-while the load ran, the lines and bytes found on disk, and the host's CPU use during the run
-(so a run disturbed by other work on the machine can be told apart).
+while the load ran, the lines and bytes found on disk, the host's CPU use during the run
+(so a run disturbed by other work on the machine can be told apart), and `stages`: where a
+batch's time went inside tracerd (`tracerd_ingest_stage_seconds`, scraped at the end; absent
+for builds without it).
 
 `report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, time
+import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, time, urllib.request
 from procs import free_port, host_busy, proc_cpu, proc_kb, stop
 
 
@@ -27,6 +29,7 @@ rotation:
   rpLogLimitBytes: 10000000
   rpMaxAgeHours: 24
   rpKeepFilesNum: 100000
+hasPrometheus: {{epHost: 127.0.0.1, epPort: {http_port}}}
 tracerd:
   native:
     acceptAt: ["127.0.0.1:{port}"]
@@ -53,15 +56,58 @@ def disk_usage(logs):
     return lines, nbytes, files
 
 
+def stages(http_port):
+    """tracerd's `tracerd_ingest_stage_seconds{stage}` (where a batch's time goes between
+    its frame and its Ack) from /metrics: per stage the count, mean and p50/p99 in ms,
+    interpolated within the histogram's buckets. Empty for a build without the metric."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10).read().decode()
+    except OSError:
+        return {}
+    buckets, sums, counts = {}, {}, {}
+    for line in text.splitlines():
+        if not line.startswith("tracerd_ingest_stage_seconds"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        value = float(line.rsplit(" ", 1)[1])
+        st = labels.get("stage")
+        if "_bucket" in line:
+            le = float("inf") if labels["le"] == "+Inf" else float(labels["le"])
+            buckets.setdefault(st, []).append((le, value))
+        elif "_sum" in line:
+            sums[st] = value
+        elif "_count" in line:
+            counts[st] = value
+
+    def quantile(bs, q):
+        bs = sorted(bs)
+        target, lo, below = q * bs[-1][1], 0.0, 0.0
+        for le, n in bs:
+            if n >= target:
+                if le == float("inf"):
+                    return lo
+                return lo + (le - lo) * (target - below) / max(n - below, 1)
+            lo, below = le, n
+        return lo
+
+    out = {}
+    for st, bs in buckets.items():
+        if counts.get(st):
+            out[st] = {"count": int(counts[st]), "mean_ms": round(sums[st] / counts[st] * 1e3, 3),
+                       "p50_ms": round(quantile(bs, 0.5) * 1e3, 3),
+                       "p99_ms": round(quantile(bs, 0.99) * 1e3, 3)}
+    return out
+
+
 def cmd_run(a):
     work = os.path.join(a.work, f"run-{a.label}")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     logs = os.path.join(work, "logs")
-    port = free_port()
+    port, http_port = free_port(), free_port()
     cfg = os.path.join(work, "config.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(logs=logs, port=port, sock=os.path.join(work, "cardano.sock")))
+        f.write(CONFIG.format(logs=logs, port=port, http_port=http_port, sock=os.path.join(work, "cardano.sock")))
     err = open(os.path.join(work, "tracerd.err"), "w")
     tracerd = subprocess.Popen([a.tracerd, "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 20
@@ -89,6 +135,7 @@ def cmd_run(a):
     ru1 = os.times()
     t1, busy1, cpu1 = time.time(), host_busy(), proc_cpu(tracerd.pid)
     hwm = proc_kb(tracerd.pid, "VmHWM")
+    staged = stages(http_port)
     stop(tracerd)
     try:
         res = json.loads(out.strip().splitlines()[-1])
@@ -105,6 +152,8 @@ def cmd_run(a):
         "wall_s": round(wall, 3),
         "host_busy_cores": round((busy1 - busy0) / wall, 2),
     })
+    if staged:
+        res["stages"] = staged
     res["foreign_cores"] = round(res["host_busy_cores"] - (res["tracerd_cpu_s"] + gen_cpu) / wall, 2)
     if res.get("acked"):
         res["tracerd_us_per_object"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
