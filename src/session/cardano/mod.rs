@@ -368,7 +368,8 @@ impl Pump {
                     ));
                 };
                 self.traces_in_flight = in_flight;
-                let mut objects = codec::decode_trace_reply_to(
+                // The objects' strings are slices of the reply (no copy per string).
+                let mut objects = codec::decode_trace_reply_shared(
                     &msg.payload,
                     usize::from(self.settings.lo_request_num),
                 )

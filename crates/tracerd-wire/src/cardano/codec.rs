@@ -9,10 +9,11 @@
 
 use std::convert::Infallible;
 
+use bytes::Bytes;
 use minicbor::data::{Tag, Type};
 use minicbor::{Decoder, Encoder};
 
-use crate::model::{DetailLevel, MachineForm, Severity, TraceObject};
+use crate::model::{DetailLevel, MachineForm, Severity, Text, TraceObject};
 
 /// The forwarding protocol version tracerd speaks (`ForwardingV_1`).
 pub const FORWARDING_V1: u64 = 1;
@@ -602,7 +603,8 @@ pub fn encode_trace_reply(objects: &[TraceObject]) -> Vec<u8> {
 /// Fewest bytes a `TraceObject` takes: `89 00 80 60 80 81 00 81 00 c1 00 60 60`.
 const MIN_OBJECT_BYTES: usize = 13;
 
-/// Decodes the forwarder's `MsgTraceObjectsReply` (acceptor side).
+/// Decodes the forwarder's `MsgTraceObjectsReply` (acceptor side) into objects that own
+/// their strings. The session decodes with [`decode_trace_reply_shared`] instead.
 pub fn decode_trace_reply(bytes: &[u8]) -> Result<Vec<TraceObject>> {
     decode_trace_reply_to(bytes, 0)
 }
@@ -612,6 +614,25 @@ pub fn decode_trace_reply(bytes: &[u8]) -> Result<Vec<TraceObject>> {
 /// `Vec` sized for `asked` (bounded by what the bytes can hold) instead of one grown by
 /// doubling. A longer list is still decoded whole.
 pub fn decode_trace_reply_to(bytes: &[u8], asked: usize) -> Result<Vec<TraceObject>> {
+    decode_reply_with(bytes, asked, &Owned)
+}
+
+/// [`decode_trace_reply_to`] whose objects' strings are slices of `payload` (the reassembled
+/// reply, shared): every definite-length text string (namespace, host, thread id, machine and
+/// human text) becomes a [`Text`] over `payload`, its UTF-8 checked once, so decoding a reply
+/// allocates only its `Vec`. An indefinite-length (chunked) string, and a namespace of
+/// several parts, become one owned string each. The objects keep `payload`'s allocation
+/// alive until they are dropped; whatever keeps one longer detaches it first
+/// ([`TraceObject::detached`]). Results and errors are [`decode_trace_reply_to`]'s exactly.
+pub fn decode_trace_reply_shared(payload: &Bytes, asked: usize) -> Result<Vec<TraceObject>> {
+    decode_reply_with(payload, asked, &Shared(payload))
+}
+
+fn decode_reply_with<S: Strings>(
+    bytes: &[u8],
+    asked: usize,
+    strings: &S,
+) -> Result<Vec<TraceObject>> {
     let mut d = Decoder::new(bytes);
     match envelope(&mut d)? {
         (2, 3) => {}
@@ -622,25 +643,126 @@ pub fn decode_trace_reply_to(bytes: &[u8], asked: usize) -> Result<Vec<TraceObje
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(fits),
         None => asked.min(fits),
     };
-    read_list_sized(&mut d, capacity, trace_object)
+    read_list_sized(&mut d, capacity, |d| trace_object(d, strings))
 }
 
-fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
+/// How a trace object's strings are read: copied out ([`Owned`]) or sliced out of the
+/// shared reply ([`Shared`]).
+trait Strings {
+    fn text(&self, d: &mut Decoder<'_>) -> Result<Text>;
+    fn namespace(&self, d: &mut Decoder<'_>) -> Result<Text>;
+}
+
+/// Strings copied into allocations of their own.
+struct Owned;
+
+impl Strings for Owned {
+    fn text(&self, d: &mut Decoder<'_>) -> Result<Text> {
+        text(d).map(Text::from)
+    }
+
+    fn namespace(&self, d: &mut Decoder<'_>) -> Result<Text> {
+        namespace(d).map(Text::from)
+    }
+}
+
+/// Strings sliced out of the reply the decoder reads (the same bytes, shared).
+struct Shared<'p>(&'p Bytes);
+
+impl Strings for Shared<'_> {
+    fn text(&self, d: &mut Decoder<'_>) -> Result<Text> {
+        match definite_text(d.input(), d.position()) {
+            Some((start, end)) => match Text::from_utf8(self.0.slice(start..end)) {
+                Ok(t) => {
+                    d.set_position(end);
+                    Ok(t)
+                }
+                // minicbor's own error, as the owned path reports it.
+                Err(_) => Owned.text(d),
+            },
+            None => Owned.text(d),
+        }
+    }
+
+    fn namespace(&self, d: &mut Decoder<'_>) -> Result<Text> {
+        // The shape every cardano-node since 10.6.2 sends: a list of one definite string,
+        // definite (`81`) or indefinite (`9f … ff`).
+        let (input, at) = (d.input(), d.position());
+        let part = match input.get(at) {
+            Some(0x81) => Some(at + 1),
+            Some(0x9f) => Some(at + 1),
+            _ => None,
+        };
+        if let Some(part) = part {
+            if let Some((start, end)) = definite_text(input, part) {
+                let closed = match input[at] {
+                    0x81 => Some(end),
+                    _ => (input.get(end) == Some(&0xff)).then_some(end + 1),
+                };
+                if let Some(next) = closed {
+                    if let Ok(t) = Text::from_utf8(self.0.slice(start..end)) {
+                        d.set_position(next);
+                        return Ok(t);
+                    }
+                }
+            }
+        }
+        // Several parts (nodes before 10.6.2), chunked parts, and every error: joined into
+        // one owned string.
+        Owned.namespace(d)
+    }
+}
+
+/// Where the definite-length text string whose head is at `at` in `input` has its bytes:
+/// `(start, end)`, when the head is one and the bytes are all there (else the caller's
+/// slow path reports what is wrong).
+fn definite_text(input: &[u8], at: usize) -> Option<(usize, usize)> {
+    let initial = *input.get(at)?;
+    if initial >> 5 != 3 {
+        return None;
+    }
+    let (len, head) = match initial & 0x1f {
+        n @ 0..=23 => (u64::from(n), 1),
+        24 => (u64::from(*input.get(at + 1)?), 2),
+        25 => (
+            u64::from(u16::from_be_bytes(
+                input.get(at + 1..at + 3)?.try_into().ok()?,
+            )),
+            3,
+        ),
+        26 => (
+            u64::from(u32::from_be_bytes(
+                input.get(at + 1..at + 5)?.try_into().ok()?,
+            )),
+            5,
+        ),
+        27 => (
+            u64::from_be_bytes(input.get(at + 1..at + 9)?.try_into().ok()?),
+            9,
+        ),
+        _ => return None,
+    };
+    let start = at + head;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= input.len()).then_some((start, end))
+}
+
+fn trace_object<S: Strings>(d: &mut Decoder<'_>, strings: &S) -> Result<TraceObject> {
     array_of(d, 9, "TraceObject")?;
     if d.u8()? != 0 {
         return invalid("TraceObject: constructor must be 0");
     }
-    let human = maybe(d, text)?;
+    let human = maybe(d, |d| strings.text(d))?;
     // Nodes before ~8.3 send `toMachine` as `Maybe Text`.
     let (machine, form) = if d.datatype()? == Type::Array {
-        match maybe(d, text)? {
+        match maybe(d, |d| strings.text(d))? {
             Some(m) => (m, MachineForm::Line),
-            None => ("{}".to_string(), MachineForm::Payload),
+            None => (Text::from_static("{}"), MachineForm::Payload),
         }
     } else {
-        (text(d)?, MachineForm::Line)
+        (strings.text(d)?, MachineForm::Line)
     };
-    let namespace = namespace(d)?;
+    let namespace = strings.namespace(d)?;
     let severity = Severity::ALL
         .get(usize::from(enum_index(d, "SeverityS")?))
         .copied()
@@ -653,18 +775,18 @@ fn trace_object(d: &mut Decoder<'_>) -> Result<TraceObject> {
         k => return invalid(format!("DetailLevel {k} out of range")),
     };
     let timestamp_ns = utc_time(d)?;
-    let hostname = text(d)?;
-    let thread_id = text(d)?;
+    let hostname = strings.text(d)?;
+    let thread_id = strings.text(d)?;
     Ok(TraceObject {
-        namespace: namespace.into(),
+        namespace,
         severity,
         detail,
         timestamp_ns,
-        hostname: hostname.into(),
-        thread_id: thread_id.into(),
-        machine: machine.into(),
+        hostname,
+        thread_id,
+        machine,
         form,
-        human: human.map(Into::into),
+        human,
     })
 }
 

@@ -655,3 +655,115 @@ proptest! {
         prop_assert_eq!(d.position(), bytes.len());
     }
 }
+
+/// Whether `text`'s bytes lie inside `payload`'s (a slice of it, not a copy).
+fn inside(payload: &bytes::Bytes, text: &Text) -> bool {
+    let range = payload.as_ptr_range();
+    let t = text.shared_bytes().as_ptr_range();
+    text.is_empty() || (range.start <= t.start && t.end <= range.end)
+}
+
+#[test]
+fn a_shared_reply_slices_every_definite_string_out_of_the_payload() {
+    let mut with_human = e5_object();
+    with_human.human = Some("a human line".into());
+    let objects = vec![e5_object(), with_human, e5_object()];
+    let payload = bytes::Bytes::from(encode_trace_reply(&objects));
+    let got = decode_trace_reply_shared(&payload, 3).unwrap();
+    assert_eq!(got, objects);
+    assert_eq!(got.capacity(), 3);
+    for o in &got {
+        for t in [&o.namespace, &o.hostname, &o.thread_id, &o.machine] {
+            assert!(
+                inside(&payload, t),
+                "{t:?} is a copy, not a slice of the reply"
+            );
+        }
+        if let Some(h) = &o.human {
+            assert!(inside(&payload, h), "{h:?} is a copy");
+        }
+    }
+    // A detached copy owns its strings.
+    let kept = got[1].detached();
+    assert!(!inside(&payload, &kept.machine));
+    assert_eq!(kept, got[1]);
+}
+
+#[test]
+fn a_shared_reply_joins_chunked_strings_and_old_namespaces_into_owned_ones() {
+    let reply = hex_of(&encode_trace_reply(&[e5_object()]));
+    // The host name "h1" (62 6831) as two chunks, the namespace as two parts.
+    let chunked = reply
+        .replace("6268316135ff", "7f61686131ff6135ff")
+        .replace("9f68546573742e4d7367ff", "826454657374634d7367");
+    let payload = bytes::Bytes::from(hex(&chunked));
+    let got = decode_trace_reply_shared(&payload, 1).unwrap();
+    assert_eq!(got, decode_trace_reply(&payload).unwrap());
+    assert_eq!(got, vec![e5_object()]);
+    assert!(
+        !inside(&payload, &got[0].hostname),
+        "a chunked string is joined"
+    );
+    assert!(!inside(&payload, &got[0].namespace), "parts are joined");
+    assert!(inside(&payload, &got[0].machine));
+    // The definite single-part namespace `81 68 …` is a slice as well.
+    let definite = reply.replace("9f68546573742e4d7367ff", "8168546573742e4d7367");
+    let payload = bytes::Bytes::from(hex(&definite));
+    let got = decode_trace_reply_shared(&payload, 1).unwrap();
+    assert_eq!(got, vec![e5_object()]);
+    assert!(inside(&payload, &got[0].namespace));
+}
+
+#[test]
+fn a_shared_reply_refuses_bad_utf8_with_the_owned_decoders_error() {
+    let reply = hex_of(&encode_trace_reply(&[e5_object()]));
+    for bad in [
+        reply.replace("6268316135ff", "6268ff6135ff"), // host name
+        reply.replace("9f68546573742e4d7367ff", "9f68546573742eff7367ff"), // namespace
+        reply.replace("9f68546573742e4d7367ff", "8168546573742eff7367"), // definite list
+    ] {
+        let payload = bytes::Bytes::from(hex(&bad));
+        let owned = decode_trace_reply(&payload);
+        let shared = decode_trace_reply_shared(&payload, 1);
+        match (&owned, &shared) {
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            _ => panic!("owned {owned:?} but shared {shared:?}"),
+        }
+    }
+    let host = reply.replace("6268316135ff", "6268ff6135ff");
+    let err = decode_trace_reply_shared(&bytes::Bytes::from(hex(&host)), 1).unwrap_err();
+    assert_eq!(err.kind(), "cbor_unexpected");
+    assert!(
+        err.to_string().contains("utf-8") || err.to_string().contains("UTF-8"),
+        "{err}"
+    );
+}
+
+proptest! {
+    /// The shared decoder gives exactly what the owned one gives, objects or error, on valid
+    /// replies, on replies with one byte changed, and on replies cut short.
+    #[test]
+    fn shared_and_owned_decoders_agree(
+        objs in proptest::collection::vec(arb_object(), 1..4),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let mut bytes = encode_trace_reply(&objs);
+        let i = at.index(bytes.len());
+        if cut {
+            bytes.truncate(i);
+        } else {
+            bytes[i] = byte;
+        }
+        let payload = bytes::Bytes::from(bytes);
+        let owned = decode_trace_reply_to(&payload, 4);
+        let shared = decode_trace_reply_shared(&payload, 4);
+        match (owned, shared) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => prop_assert!(false, "owned {:?}, shared {:?}", a, b),
+        }
+    }
+}
