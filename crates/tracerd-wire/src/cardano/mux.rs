@@ -185,31 +185,39 @@ impl Splitter {
     /// Scans `buf` (which only grows between calls, until an item is taken) and returns the
     /// length of the first complete item, or `None` when more bytes are needed.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
+        // The position lives in a local while scanning (written back when more bytes are
+        // needed), and an argument below 24 — most heads of a trace object — is read
+        // without the multi-byte path.
+        let mut pos = self.pos;
         loop {
-            let Some(&initial) = buf.get(self.pos) else {
+            let Some(&initial) = buf.get(pos) else {
+                self.pos = pos;
                 return Ok(None);
             };
             let major = initial >> 5;
             let info = initial & 0x1f;
-            let extra = match info {
-                0..=23 => 0,
-                24 => 1,
-                25 => 2,
-                26 => 4,
-                27 => 8,
-                28..=30 => return Err(Malformed("reserved additional information")),
-                _ => 0,
+            let (arg, head) = if info < 24 {
+                (u64::from(info), 1)
+            } else {
+                let extra = match info {
+                    24 => 1,
+                    25 => 2,
+                    26 => 4,
+                    27 => 8,
+                    28..=30 => return Err(Malformed("reserved additional information")),
+                    _ => 0,
+                };
+                let Some(bytes) = buf.get(pos + 1..pos + 1 + extra) else {
+                    self.pos = pos;
+                    return Ok(None);
+                };
+                let arg = if extra == 0 {
+                    u64::from(info)
+                } else {
+                    bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b))
+                };
+                (arg, 1 + extra)
             };
-            if buf.len() < self.pos + 1 + extra {
-                return Ok(None);
-            }
-            let mut arg = u64::from(info);
-            if extra > 0 {
-                arg = buf[self.pos + 1..self.pos + 1 + extra]
-                    .iter()
-                    .fold(0u64, |a, &b| (a << 8) | u64::from(b));
-            }
-            let head = 1 + extra;
             let indefinite = info == 31;
             if let Some(Open::Chunks(m)) = self.open.last() {
                 let is_break = initial == 0xff;
@@ -222,25 +230,26 @@ impl Splitter {
                     if indefinite {
                         return Err(Malformed("indefinite integer"));
                     }
-                    self.pos += head;
+                    pos += head;
                 }
                 2 | 3 => {
                     if indefinite {
                         self.push(Open::Chunks(major))?;
-                        self.pos += head;
+                        pos += head;
                         continue;
                     }
                     let len = usize::try_from(arg).map_err(|_| Malformed("string too long"))?;
-                    let end = (self.pos + head)
+                    let end = (pos + head)
                         .checked_add(len)
                         .ok_or(Malformed("string too long"))?;
                     if buf.len() < end {
+                        self.pos = pos;
                         return Ok(None);
                     }
-                    self.pos = end;
+                    pos = end;
                 }
                 4 | 5 => {
-                    self.pos += head;
+                    pos += head;
                     if indefinite {
                         self.push(Open::Indefinite)?;
                         continue;
@@ -260,7 +269,7 @@ impl Splitter {
                         return Err(Malformed("indefinite tag"));
                     }
                     // A tag is followed by its content, which completes the item.
-                    self.pos += head;
+                    pos += head;
                     continue;
                 }
                 _ => {
@@ -269,11 +278,11 @@ impl Splitter {
                             Some(Open::Indefinite) | Some(Open::Chunks(_)) => {}
                             _ => return Err(Malformed("unexpected break")),
                         }
-                        self.pos += 1;
+                        pos += 1;
                     } else if indefinite {
                         return Err(Malformed("reserved simple value"));
                     } else {
-                        self.pos += head;
+                        pos += head;
                     }
                 }
             }
@@ -281,9 +290,8 @@ impl Splitter {
             loop {
                 match self.open.last_mut() {
                     None => {
-                        let len = self.pos;
                         self.pos = 0;
-                        return Ok(Some(len));
+                        return Ok(Some(pos));
                     }
                     Some(Open::Items(n)) => {
                         *n -= 1;
@@ -314,6 +322,9 @@ struct Channel {
     splitter: Splitter,
     /// When the SDU holding the start of the message being assembled was decoded.
     first: Option<Timing>,
+    /// The length of the last message taken: a new message's buffer is reserved at that
+    /// size, so a reply of many SDUs is assembled in one allocation, not grown by doubling.
+    last_len: usize,
 }
 
 /// When a message's first SDU arrived: for round-trip times.
@@ -422,6 +433,9 @@ impl Decoder for MuxCodec {
             };
             if channel.buf.is_empty() {
                 channel.first = Some(this_sdu);
+                channel
+                    .buf
+                    .reserve(channel.last_len.clamp(len, self.max_message.max(len)));
             }
             channel.buf.extend_from_slice(&src[..len]);
             src.advance(len);
@@ -433,6 +447,12 @@ impl Decoder for MuxCodec {
                             payload: channel.buf.split_to(n).freeze(),
                         };
                         self.ready.push_back((message, channel.first));
+                        channel.last_len = n;
+                        if channel.buf.is_empty() {
+                            // Let go of the taken message's allocation (the message keeps
+                            // it alive only as long as its objects live).
+                            channel.buf = BytesMut::new();
+                        }
                         // What is left began in this SDU.
                         channel.first = (!channel.buf.is_empty()).then_some(this_sdu);
                     }
