@@ -21,13 +21,13 @@
 //! [`parse_config`] turns the document `GET` returns (edited) into a configuration, naming
 //! every problem with its key path.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracerd_wire::native::{TracerMessage, TracingConfigReport};
 use tracerd_wire::tracing_config::{
     namespace_problem, parse_detail, NamespaceOptions, SeverityFilter, TracingConfig, MAX_ENTRIES,
@@ -97,8 +97,8 @@ pub struct SlotState {
 #[derive(Debug, Default)]
 pub struct TracerConfigSlot {
     state: Mutex<SlotState>,
-    /// The push channel of the session that has `tracing-config.v1`, with its link's id.
-    pusher: Mutex<Option<(u64, mpsc::Sender<Box<PushRequest>>)>>,
+    /// The pushes queued for the session that has `tracing-config.v1` (its link's id).
+    pusher: Mutex<Option<Pusher>>,
     links: AtomicU64,
 }
 
@@ -172,12 +172,19 @@ impl TracerConfigSlot {
     /// earlier session's and is closed when dropped.
     pub fn attach(self: &Arc<Self>) -> Box<PushLink> {
         let id = self.links.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(PUSH_QUEUE);
-        *crate::sync::lock(&self.pusher) = Some((id, tx));
+        let fresh = Pusher {
+            id,
+            queue: VecDeque::new(),
+            waker: None,
+        };
+        let replaced = crate::sync::lock(&self.pusher).replace(fresh);
+        // The earlier session's link ends (its queued pushes are answered as disconnected).
+        if let Some(waker) = replaced.and_then(|p| p.waker) {
+            waker.wake();
+        }
         Box::new(PushLink {
             slot: self.clone(),
             id,
-            rx,
             pending: HashMap::new(),
             next_request: 0,
         })
@@ -190,16 +197,18 @@ impl TracerConfigSlot {
         config: TracingConfig,
         timeout: Duration,
     ) -> Result<Reported, PushError> {
-        let tx = crate::sync::lock(&self.pusher)
-            .as_ref()
-            .map(|(_, tx)| tx.clone())
-            .ok_or(PushError::Unsupported)?;
         let (reply, answer) = oneshot::channel();
-        tx.try_send(Box::new(PushRequest { config, reply }))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => PushError::Busy,
-                mpsc::error::TrySendError::Closed(_) => PushError::Disconnected,
-            })?;
+        {
+            let mut pusher = crate::sync::lock(&self.pusher);
+            let pusher = pusher.as_mut().ok_or(PushError::Unsupported)?;
+            if pusher.queue.len() >= PUSH_QUEUE {
+                return Err(PushError::Busy);
+            }
+            pusher.queue.push_back(PushRequest { config, reply });
+            if let Some(waker) = pusher.waker.take() {
+                waker.wake();
+            }
+        }
         match tokio::time::timeout(timeout, answer).await {
             Err(_) => Err(PushError::Timeout(timeout)),
             Ok(Err(_)) => Err(PushError::Disconnected),
@@ -214,6 +223,17 @@ pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const PUSH_QUEUE: usize = 4;
 /// Pushes sent and not answered kept at most per session (older ones are given up).
 const MAX_PENDING: usize = 16;
+
+/// The pushes waiting for one session, with what wakes it. A queue under the slot's lock
+/// rather than a channel: an `mpsc` channel costs every idle capable session ~800 bytes
+/// (its shared state and first block) whether or not a push ever comes (issue 21); an empty
+/// `VecDeque` allocates nothing.
+#[derive(Debug)]
+struct Pusher {
+    id: u64,
+    queue: VecDeque<PushRequest>,
+    waker: Option<std::task::Waker>,
+}
 
 /// One push on its way to a session.
 #[derive(Debug)]
@@ -251,9 +271,6 @@ pub enum PushError {
 pub struct PushLink {
     slot: Arc<TracerConfigSlot>,
     id: u64,
-    /// Boxed requests: the channel's first block holds 32 slots whether or not a push ever
-    /// comes, 32 pointers rather than 32 requests on every idle session (issue 21).
-    rx: mpsc::Receiver<Box<PushRequest>>,
     pending: HashMap<u64, oneshot::Sender<Result<Reported, PushError>>>,
     next_request: u64,
 }
@@ -295,7 +312,7 @@ impl PushLink {
 impl Drop for PushLink {
     fn drop(&mut self) {
         let mut pusher = crate::sync::lock(&self.slot.pusher);
-        if pusher.as_ref().is_some_and(|(id, _)| *id == self.id) {
+        if pusher.as_ref().is_some_and(|p| p.id == self.id) {
             *pusher = None;
         }
     }
@@ -307,7 +324,23 @@ pub fn next_push(
     link: &mut Option<Box<PushLink>>,
 ) -> impl std::future::Future<Output = Option<PushRequest>> + '_ {
     std::future::poll_fn(move |cx| match link {
-        Some(link) => link.rx.poll_recv(cx).map(|r| r.map(|b| *b)),
+        Some(link) => {
+            let mut pusher = crate::sync::lock(&link.slot.pusher);
+            match pusher.as_mut() {
+                // Another session of this node took the link over: this one has no pushes.
+                Some(p) if p.id != link.id => std::task::Poll::Ready(None),
+                None => std::task::Poll::Ready(None),
+                Some(p) => match p.queue.pop_front() {
+                    Some(req) => std::task::Poll::Ready(Some(req)),
+                    None => {
+                        if !p.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            p.waker = Some(cx.waker().clone());
+                        }
+                        std::task::Poll::Pending
+                    }
+                },
+            }
+        }
         None => std::task::Poll::Pending,
     })
 }
@@ -516,6 +549,75 @@ mod tests {
     use super::*;
     use crate::model::{DetailLevel, Severity};
     use serde_json::json;
+
+    /// The push queue a session's link reads: pushes come out in order, at most
+    /// `PUSH_QUEUE` wait (then busy), a newer session's link ends the older one's, and
+    /// pushes still queued when their link goes are answered as disconnected.
+    #[tokio::test]
+    async fn pushes_queue_in_order_up_to_the_bound_and_end_with_their_link() {
+        let slot = Arc::new(TracerConfigSlot::default());
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            slot.push(TracingConfig::default(), timeout).await,
+            Err(PushError::Unsupported)
+        );
+        let mut link = Some(slot.attach());
+        let mut waiting = Vec::new();
+        for _ in 0..PUSH_QUEUE {
+            let slot = slot.clone();
+            waiting.push(tokio::spawn(async move {
+                slot.push(TracingConfig::default(), timeout).await
+            }));
+        }
+        while crate::sync::lock(&slot.pusher)
+            .as_ref()
+            .unwrap()
+            .queue
+            .len()
+            < PUSH_QUEUE
+        {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            slot.push(TracingConfig::default(), timeout).await,
+            Err(PushError::Busy)
+        );
+        // The session sends each one with its own request id, in order.
+        for expected in 1..=2u64 {
+            let req = next_push(&mut link).await.expect("a queued push");
+            match link.as_mut().unwrap().send(req) {
+                Some(TracerMessage::SetTracingConfig { request_id, .. }) => {
+                    assert_eq!(request_id, expected)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A newer session of the node takes the link over: the older one reads no more.
+        let newer = slot.attach();
+        assert!(next_push(&mut link).await.is_none());
+        drop(link);
+        // The two never sent were dropped with the old link's queue; the two sent wait for
+        // reports that now cannot come.
+        let mut disconnected = 0;
+        for w in waiting.drain(2..) {
+            if w.await.unwrap() == Err(PushError::Disconnected) {
+                disconnected += 1;
+            }
+        }
+        assert_eq!(disconnected, 2);
+        // The newer link is woken by a push made while it waits.
+        let mut newer = Some(newer);
+        let slot2 = slot.clone();
+        let pushed = tokio::spawn(async move {
+            slot2
+                .push(TracingConfig::default(), Duration::from_millis(200))
+                .await
+        });
+        let req = tokio::time::timeout(timeout, next_push(&mut newer)).await;
+        assert!(req.expect("the waiting link was not woken").is_some());
+        drop(newer);
+        assert_eq!(pushed.await.unwrap(), Err(PushError::Disconnected));
+    }
 
     fn obj(machine: String, form: MachineForm) -> TraceObject {
         TraceObject {
