@@ -4,8 +4,27 @@
 
 use crate::model::{TraceBatch, TraceObject};
 
-/// Objects on their way to the writer, numbered up to `last_seq`.
-pub(super) struct Job {
+/// Objects on their way to the writer, numbered up to `last_seq`: boxed, so that a node's
+/// queue (an `mpsc` channel whose first block of 32 slots is allocated with it) costs 32
+/// pointers, 256 bytes, on every idle node rather than 32 jobs, 2 KiB (issue 21); one
+/// allocation per batch more.
+pub(super) struct Job(Box<JobParts>);
+
+impl std::ops::Deref for Job {
+    type Target = JobParts;
+    fn deref(&self) -> &JobParts {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Job {
+    fn deref_mut(&mut self) -> &mut JobParts {
+        &mut self.0
+    }
+}
+
+/// What a [`Job`] holds.
+pub(super) struct JobParts {
     pub(super) objects: Vec<TraceObject>,
     pub(super) last_seq: u64,
     /// The queue budget this job holds until the writer is done with it (dropped with it).
@@ -91,11 +110,11 @@ pub(super) fn number(
         );
     }
     *expected = last + 1;
-    Ok(Some(Job {
+    Ok(Some(Job(Box::new(JobParts {
         objects,
         last_seq: last,
         budget: None,
-    }))
+    }))))
 }
 
 #[cfg(test)]
