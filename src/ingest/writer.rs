@@ -81,6 +81,8 @@ pub(super) async fn write_loop(
     live: Arc<crate::node::live::NodeLive>,
 ) -> Result<(), WriteError> {
     let series = telemetry.nodes.node(&node);
+    // Shared with the blocking pool, which publishes what it wrote (`Blocking::write`).
+    let persisted = Arc::new(persisted);
     let interval = durability.fsync_interval();
     let mut writer = Blocking::new(log, node.clone(), telemetry.ingest_stages.clone());
     // Grown by the first batches; given back when the node goes idle (64 jobs are 4 KiB).
@@ -148,7 +150,13 @@ pub(super) async fn write_loop(
             writer.run(move |log| log.set_policy(policy)).await?;
         }
         let (batch, appended, seq) = writer
-            .write(batch, checkpoint_now, durability.on_write_error, &telemetry)
+            .write(
+                batch,
+                checkpoint_now,
+                sync_now.then_some(&persisted),
+                durability.on_write_error,
+                &telemetry,
+            )
             .await?;
         if !writer.checkpoint_owed() {
             last_checkpoint = Instant::now();
@@ -174,7 +182,8 @@ pub(super) async fn write_loop(
         series.add_written(count.saturating_sub(appended.dropped));
         series.add_bytes(appended.bytes);
         if sync_now {
-            persisted.send_replace(Persisted::now(seq));
+            // Published already on the blocking pool, except after a drop.
+            publish_seq(&persisted, seq);
             unsynced = false;
             if durability.fsync == FsyncPolicy::Interval {
                 last_sync = Instant::now();
@@ -188,6 +197,17 @@ pub(super) async fn write_loop(
     let seq = writer.close().await?;
     persisted.send_replace(Persisted::now(seq));
     Ok(())
+}
+
+/// Publishes `seq` as persisted, unless it already is (a receiver is not woken for nothing).
+fn publish_seq(tx: &watch::Sender<Persisted>, seq: u64) {
+    tx.send_if_modified(|p| {
+        if p.seq == seq {
+            return false;
+        }
+        *p = Persisted::now(seq);
+        true
+    });
 }
 
 /// What one merged write did.
@@ -275,10 +295,14 @@ impl Blocking {
 
     /// Writes `jobs` (retrying or dropping on errors, per `policy`) and checkpoints if
     /// `checkpoint`. Returns the jobs, what was written, and the sequence number on disk.
+    /// With `publish`, a write that succeeded publishes the new sequence number from the
+    /// blocking pool as soon as it is written (and synced, in fsync modes), so the session
+    /// can send its `Ack` without waiting for this task to be scheduled again.
     async fn write(
         &mut self,
         jobs: Vec<Job>,
         checkpoint: bool,
+        publish: Option<&Arc<watch::Sender<Persisted>>>,
         policy: WriteErrorPolicy,
         telemetry: &Telemetry,
     ) -> Result<(Vec<Job>, Written, u64), WriteError> {
@@ -286,9 +310,13 @@ impl Blocking {
         let mut from = 0;
         let mut total = Written::default();
         loop {
+            let publish = publish.cloned();
             let (back, r) = self
                 .run(move |log| {
                     let r = write_runs(log, &jobs, from, checkpoint);
+                    if let (None, Some(tx)) = (&r.1, publish) {
+                        publish_seq(&tx, log.seq());
+                    }
                     (jobs, r)
                 })
                 .await?;
