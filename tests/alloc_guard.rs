@@ -11,6 +11,10 @@
 //! (reused) buffer and the queue hop to the writer task (a `Job` and a `spawn_blocking`, per
 //! batch and independent of the objects in it).
 //!
+//! The node side is counted too: `tracerd-load`'s generator and the forwarder library
+//! sending full and small batches over a real Unix socket to a receiver that decodes them as
+//! tracerd's session does (see `forwarder` below).
+//!
 //! This file is its own test binary with one `#[test]`, so no other test allocates while it
 //! counts. BENCHMARKS.md ("Allocations per object") quotes its figures; run it with
 //! `cargo test --test alloc_guard -- --nocapture` to print them.
@@ -59,6 +63,23 @@ const CARDANO: Bound = Bound {
     name: "cardano, 100-object replies",
     calls: 0.1,
     bytes: 195.0,
+};
+
+/// The node side at max load: `tracerd-load`'s generator and the forwarder library, full
+/// batches of 1,024 objects over a real socket (the receiving end's decode included).
+/// (The generator allocated five times per object before its machine texts shared one
+/// buffer per batch. Bytes: the machine texts' buffer, the batch's `Vec` in the forwarder, the
+/// frame, and the receiver's decoded `Vec` and read buffer.)
+const FORWARDER_FULL: Bound = Bound {
+    name: "forwarder + generator, 1024-object batches",
+    calls: 0.02,
+    bytes: 1_250.0,
+};
+/// The node side with batches of 16 objects (per-batch costs weigh more).
+const FORWARDER_SMALL: Bound = Bound {
+    name: "forwarder + generator, 16-object batches",
+    calls: 0.45,
+    bytes: 850.0,
 };
 
 const ROUNDS: usize = 8;
@@ -215,6 +236,109 @@ fn cardano(per_reply: u64, dir: &std::path::Path) -> Cost {
     cost
 }
 
+/// The node side: `tracerd-load`'s generator hands `per_batch` objects at a time to a
+/// [`Forwarder`], which numbers, encodes and sends them over a Unix socket to a receiver that
+/// decodes each batch with `TracerCodec` (as tracerd's session does) and acknowledges it.
+/// Counted: generating the objects, `trace_many`, the forwarder's task (batch, frame, write,
+/// acknowledgement), the receiver's decode and `Ack`, and the objects' drop; not counted: the
+/// connection and handshake (one warm-up batch before counting). One thread (a current-thread
+/// runtime), and each round waits for its acknowledgement, so every batch is exactly
+/// `per_batch` objects and the counts are the same on every run. Checks that the receiver
+/// got every object once, in order, with the generator's content.
+fn forwarder(per_batch: usize) -> Cost {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_util::codec::Framed;
+    use tracerd::native::TracerMessage;
+    use tracerd_forwarder::{Address, Forwarder, ForwarderConfig};
+    use tracerd_sim::load::NativeObjects;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tracer.sock");
+    runtime.block_on(async move {
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        // The receiver: every object's sequence number and `seq` field checked in order.
+        let receiver = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            // A read buffer larger than a frame from the start, so the receiver's own buffer
+            // growth (not the node side's cost) stays out of the count.
+            let codec = TracerCodec::with_max_objects(16 << 20, 10_000);
+            let mut framed = Framed::with_capacity(stream, codec, 1 << 20);
+            let mut next = 1u64;
+            while let Some(msg) = framed.next().await {
+                match msg.expect("a valid frame") {
+                    NodeMessage::Hello(h) => framed
+                        .send(TracerMessage::Accept {
+                            version: h.versions[0],
+                            node_name: h.node_name,
+                            persisted_seq: 0,
+                            max_frame_bytes: 16 << 20,
+                        })
+                        .await
+                        .expect("accept"),
+                    NodeMessage::Traces(batch) => {
+                        assert_eq!(batch.first_seq, next, "batches in order, no gap");
+                        for o in &batch.objects {
+                            let at = o.machine.find("\"seq\":").expect("a seq field") + 6;
+                            let digits = &o.machine[at..][..o.machine[at..].find(',').expect(",")];
+                            assert_eq!(digits.parse::<u64>().ok(), Some(next), "object {next}");
+                            assert_eq!(o.hostname, "load-0001");
+                            next += 1;
+                        }
+                        framed
+                            .send(TracerMessage::Ack(next - 1))
+                            .await
+                            .expect("ack");
+                    }
+                    _ => {}
+                }
+            }
+            next - 1
+        });
+        let mut config = ForwarderConfig::new(Address::Unix(path.clone()), "load-0001");
+        config.ping_every = None;
+        config.remote_config = false;
+        let fwd = Forwarder::start(config).expect("forwarder");
+        let mut gen = NativeObjects::new("load-0001", 160);
+        let mut objects = Vec::new();
+        let mut round = |objects: &mut Vec<TraceObject>| {
+            gen.batch(NOW, per_batch, objects);
+            assert_eq!(fwd.trace_many(objects.drain(..)), per_batch);
+        };
+        round(&mut objects);
+        assert!(
+            fwd.flush(std::time::Duration::from_secs(10)).await,
+            "warm-up acknowledged"
+        );
+        let region = Region::new(GLOBAL);
+        for _ in 0..ROUNDS {
+            round(&mut objects);
+            assert!(
+                fwd.flush(std::time::Duration::from_secs(10)).await,
+                "acknowledged"
+            );
+        }
+        let stats = region.change();
+        let closed = fwd.close(std::time::Duration::from_secs(5)).await;
+        let received = receiver.await.expect("receiver");
+        let objects = (ROUNDS * per_batch) as u64;
+        assert_eq!(
+            (closed.acked, received),
+            (objects + per_batch as u64, objects + per_batch as u64)
+        );
+        let calls = (stats.allocations + stats.reallocations) as f64;
+        let bytes = stats.bytes_allocated as f64 + stats.bytes_reallocated.max(0) as f64;
+        Cost {
+            calls: calls / objects as f64,
+            bytes: bytes / objects as f64,
+            objects,
+        }
+    })
+}
+
 /// The lines on disk: every object once, as tracerd renders it (a count that is not backed by
 /// the file would measure nothing).
 fn check_lines(dir: &std::path::Path, expected: u64, native: bool) {
@@ -244,6 +368,19 @@ fn check_lines(dir: &std::path::Path, expected: u64, native: bool) {
     assert_eq!(lines, expected, "lines on disk in {}", node.display());
 }
 
+fn report(bound: &Bound, cost: Cost, failures: &mut Vec<String>) {
+    eprintln!(
+        "{}: {:.3} allocator calls and {:.1} bytes per object ({} objects; bounds {} and {})",
+        bound.name, cost.calls, cost.bytes, cost.objects, bound.calls, bound.bytes
+    );
+    if cost.calls > bound.calls || cost.bytes > bound.bytes {
+        failures.push(format!(
+            "{}: {:.3} allocator calls / {:.1} bytes per object, bounds {} / {}",
+            bound.name, cost.calls, cost.bytes, bound.calls, bound.bytes
+        ));
+    }
+}
+
 #[test]
 fn allocations_per_object_stay_within_their_bounds() {
     let mut failures = Vec::new();
@@ -252,8 +389,14 @@ fn allocations_per_object_stay_within_their_bounds() {
         (&NATIVE_FULL, 1024, true),
         (&NATIVE_SMALL, 16, true),
         (&CARDANO, 100, false),
+        (&FORWARDER_FULL, 1024, true),
+        (&FORWARDER_SMALL, 16, true),
     ];
     for (bound, per_batch, is_native) in cases {
+        if bound.name.starts_with("forwarder") {
+            report(bound, forwarder(per_batch as usize), &mut failures);
+            continue;
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let cost = if is_native {
             native(per_batch, dir.path())
@@ -261,16 +404,7 @@ fn allocations_per_object_stay_within_their_bounds() {
             cardano(per_batch, dir.path())
         };
         check_lines(dir.path(), (ROUNDS as u64 + 1) * per_batch, is_native);
-        eprintln!(
-            "{}: {:.3} allocator calls and {:.1} bytes per object ({} objects; bounds {} and {})",
-            bound.name, cost.calls, cost.bytes, cost.objects, bound.calls, bound.bytes
-        );
-        if cost.calls > bound.calls || cost.bytes > bound.bytes {
-            failures.push(format!(
-                "{}: {:.3} allocator calls / {:.1} bytes per object, bounds {} / {}",
-                bound.name, cost.calls, cost.bytes, bound.calls, bound.bytes
-            ));
-        }
+        report(bound, cost, &mut failures);
     }
     assert!(
         failures.is_empty(),

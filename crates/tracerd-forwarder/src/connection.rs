@@ -16,17 +16,17 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
-use tracerd_wire::model::{DataPoint, MetricsUpdate, TraceObject};
+use tracerd_wire::model::{DataPoint, MetricsUpdate};
 use tracerd_wire::native::{
     encode_node_frame, ForwarderCodec, Hello, NodeMessage, TracerMessage, PROTOCOL_VERSION,
 };
 use tracerd_wire::tracing_config::{self, TracingConfig};
 use tracerd_wire::Backoff;
 
+use crate::encode;
 use crate::outbox::{Kept, Outbox};
 use crate::{
-    lock, ConnectionError, ForwarderConfig, Shared, FRAME_SLACK, MAX_INCOMING_FRAME,
-    OBJECT_OVERHEAD, READER_GRACE,
+    lock, ConnectionError, ForwarderConfig, Shared, FRAME_SLACK, MAX_INCOMING_FRAME, READER_GRACE,
 };
 
 type Reader = Pin<Box<dyn AsyncRead + Send>>;
@@ -191,6 +191,7 @@ async fn session(
         shared,
         writer: &mut writer,
         frame_budget,
+        lens: Vec::new(),
         reader_done: false,
     };
     let result = s
@@ -277,7 +278,11 @@ async fn read_loop(
 struct Session<'a> {
     shared: &'a Shared,
     writer: &'a mut Writer,
+    /// Largest batch frame body: every object's encoded size counted against it.
     frame_budget: usize,
+    /// Scratch of `send_ready`: the encoded length of each object of the batch being cut
+    /// (at most `max_batch_objects` entries, reused from batch to batch).
+    lens: Vec<usize>,
     /// The reader task has been awaited to completion (it must not be polled again).
     reader_done: bool,
 }
@@ -436,12 +441,16 @@ impl Session<'_> {
                     return Ok(q.oldest.map(|t| t + config.linger));
                 }
                 let mut objects = Vec::with_capacity(q.traces.len().min(config.max_batch_objects));
+                self.lens.clear();
                 let mut bytes = 0usize;
                 let mut oversize = 0usize;
                 while objects.len() < config.max_batch_objects {
-                    let Some(size) = q.traces.front().map(estimate) else {
+                    // Each object's encoded length, computed once: for the budget here and
+                    // for the frame's length fields.
+                    let Some(len) = q.traces.front().map(encode::object_len) else {
                         break;
                     };
+                    let size = encode::object_size(len);
                     if size > self.frame_budget {
                         q.traces.pop_front();
                         oversize += 1;
@@ -453,6 +462,7 @@ impl Session<'_> {
                     bytes += size;
                     if let Some(o) = q.traces.pop_front() {
                         objects.push(o);
+                        self.lens.push(len);
                     }
                 }
                 q.oldest = if q.traces.is_empty() { None } else { Some(now) };
@@ -471,7 +481,7 @@ impl Session<'_> {
             let n = batch.len();
             let first_seq = outbox.next_seq;
             outbox.next_seq += n as u64;
-            let frame = crate::encode::batch_frame(first_seq, &batch);
+            let frame = encode::batch_frame(first_seq, &batch, &self.lens);
             drop(batch);
             outbox.kept.push_back(Kept {
                 first_seq,
@@ -511,14 +521,4 @@ impl Session<'_> {
         }
         Ok(())
     }
-}
-
-/// An upper bound of the encoded size of one trace object inside a batch.
-fn estimate(o: &TraceObject) -> usize {
-    o.namespace.len()
-        + o.hostname.len()
-        + o.thread_id.len()
-        + o.machine.len()
-        + o.human.as_deref().map_or(0, str::len)
-        + OBJECT_OVERHEAD
 }

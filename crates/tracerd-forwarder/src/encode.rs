@@ -7,7 +7,7 @@
 //! fields. The output is byte-for-byte prost's (tested below), so tracerd decodes it with the
 //! same codec.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use tracerd_wire::model::{DetailLevel, Severity, TraceObject};
 
 /// Bytes of the frame's length prefix (big-endian `u32`, as `tracerd_wire::native` frames).
@@ -34,12 +34,12 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-fn put_varint(dst: &mut BytesMut, mut v: u64) {
+fn put_varint(dst: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        dst.put_u8(v as u8 | 0x80);
+        dst.push(v as u8 | 0x80);
         v >>= 7;
     }
-    dst.put_u8(v as u8);
+    dst.push(v as u8);
 }
 
 fn severity(s: Severity) -> u64 {
@@ -83,7 +83,7 @@ fn num_len(v: u64) -> usize {
 }
 
 /// The encoded length of one `TraceObject` message body.
-fn object_len(o: &TraceObject) -> usize {
+pub(crate) fn object_len(o: &TraceObject) -> usize {
     str_len(&o.namespace)
         + num_len(severity(o.severity))
         + num_len(detail(o.detail))
@@ -95,38 +95,45 @@ fn object_len(o: &TraceObject) -> usize {
         + o.human.as_deref().map_or(0, |h| 1 + varint_len(h.len() as u64) + h.len())
 }
 
-fn put_str(dst: &mut BytesMut, tag: u8, s: &str) {
+/// The bytes one object takes in a batch (its tag, length and body), from its body's
+/// length ([`object_len`]).
+pub(crate) fn object_size(body_len: usize) -> usize {
+    1 + varint_len(body_len as u64) + body_len
+}
+
+fn put_str(dst: &mut Vec<u8>, tag: u8, s: &str) {
     if !s.is_empty() {
-        dst.put_u8(tag);
+        dst.push(tag);
         put_varint(dst, s.len() as u64);
-        dst.put_slice(s.as_bytes());
+        dst.extend_from_slice(s.as_bytes());
     }
 }
 
-fn put_num(dst: &mut BytesMut, tag: u8, v: u64) {
+fn put_num(dst: &mut Vec<u8>, tag: u8, v: u64) {
     if v != 0 {
-        dst.put_u8(tag);
+        dst.push(tag);
         put_varint(dst, v);
     }
 }
 
 /// The whole frame (length prefix and `NodeMessage { traces }`) of the batch `objects`
-/// numbered from `first_seq`, in one allocation of its exact size.
-pub(crate) fn batch_frame(first_seq: u64, objects: &[TraceObject]) -> Bytes {
+/// numbered from `first_seq`, in one allocation of its exact size. `lens` holds each
+/// object's [`object_len`] (computed once, when the batch was cut to the frame budget).
+pub(crate) fn batch_frame(first_seq: u64, objects: &[TraceObject], lens: &[usize]) -> Bytes {
+    debug_assert_eq!(objects.len(), lens.len());
     let mut batch_len = num_len(first_seq);
-    for o in objects {
-        let n = object_len(o);
-        batch_len += 1 + varint_len(n as u64) + n;
+    for &n in lens {
+        batch_len += object_size(n);
     }
     let message_len = 1 + varint_len(batch_len as u64) + batch_len;
-    let mut dst = BytesMut::with_capacity(LENGTH_PREFIX + message_len);
-    dst.put_u32(message_len as u32);
-    dst.put_u8(TAG_TRACES);
+    let mut dst = Vec::with_capacity(LENGTH_PREFIX + message_len);
+    dst.extend_from_slice(&(message_len as u32).to_be_bytes());
+    dst.push(TAG_TRACES);
     put_varint(&mut dst, batch_len as u64);
     put_num(&mut dst, TAG_FIRST_SEQ, first_seq);
-    for o in objects {
-        dst.put_u8(TAG_OBJECT);
-        put_varint(&mut dst, object_len(o) as u64);
+    for (o, &n) in objects.iter().zip(lens) {
+        dst.push(TAG_OBJECT);
+        put_varint(&mut dst, n as u64);
         put_str(&mut dst, TAG_NAMESPACE, &o.namespace);
         put_num(&mut dst, TAG_SEVERITY, severity(o.severity));
         put_num(&mut dst, TAG_DETAIL, detail(o.detail));
@@ -135,13 +142,14 @@ pub(crate) fn batch_frame(first_seq: u64, objects: &[TraceObject]) -> Bytes {
         put_str(&mut dst, TAG_THREAD, &o.thread_id);
         put_str(&mut dst, TAG_MACHINE, &o.machine);
         if let Some(h) = o.human.as_deref() {
-            dst.put_u8(TAG_HUMAN);
+            dst.push(TAG_HUMAN);
             put_varint(&mut dst, h.len() as u64);
-            dst.put_slice(h.as_bytes());
+            dst.extend_from_slice(h.as_bytes());
         }
     }
     debug_assert_eq!(dst.len(), LENGTH_PREFIX + message_len);
-    dst.freeze()
+    // Exactly its capacity, so `Bytes` takes the buffer over without another allocation.
+    Bytes::from(dst)
 }
 
 #[cfg(test)]
@@ -149,6 +157,11 @@ mod tests {
     use super::*;
     use tracerd_wire::model::{MachineForm, TraceBatch};
     use tracerd_wire::native::{encode_node_frame, NodeMessage};
+
+    fn frame(first_seq: u64, objects: &[TraceObject]) -> Bytes {
+        let lens: Vec<usize> = objects.iter().map(object_len).collect();
+        batch_frame(first_seq, objects, &lens)
+    }
 
     fn object(i: u64) -> TraceObject {
         let sev = Severity::ALL[(i % 8) as usize];
@@ -191,7 +204,7 @@ mod tests {
         for (first_seq, n) in [(0, 0), (1, 1), (0, 3), (127, 2), (128, 40), (u64::MAX, 7)] {
             let objects: Vec<TraceObject> =
                 (0..n).map(|i| object(i * 7 + first_seq % 11)).collect();
-            let ours = batch_frame(first_seq, &objects);
+            let ours = frame(first_seq, &objects);
             let prost = encode_node_frame(NodeMessage::Traces(TraceBatch { first_seq, objects }));
             assert_eq!(&ours[..], &prost[..], "first_seq {first_seq}, {n} objects");
         }
@@ -201,7 +214,7 @@ mod tests {
     fn large_batches_have_multi_byte_lengths() {
         // Lengths past 2^14 and 2^21 need three- and four-byte varints.
         let objects: Vec<TraceObject> = (0..9000).map(object).collect();
-        let ours = batch_frame(42, &objects);
+        let ours = frame(42, &objects);
         assert!(ours.len() > 1 << 21);
         let prost = encode_node_frame(NodeMessage::Traces(TraceBatch {
             first_seq: 42,
@@ -220,7 +233,7 @@ mod tests {
             (16_384, 3),
             (u64::MAX, 10),
         ] {
-            let mut b = BytesMut::new();
+            let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!((varint_len(v), b.len()), (n, n), "{v}");
         }

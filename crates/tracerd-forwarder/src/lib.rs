@@ -83,8 +83,6 @@ use outbox::StateSet;
 
 /// Largest frame the forwarder accepts from tracerd (tracerd's messages are all small).
 const MAX_INCOMING_FRAME: usize = 64 * 1024;
-/// Upper bound of the protobuf overhead of one trace object beyond its text fields.
-const OBJECT_OVERHEAD: usize = 64;
 /// Room kept free in a frame for the batch's own fields.
 const FRAME_SLACK: usize = 64;
 /// How long a closing connection's reader may take to deliver the last `Ack`.
@@ -323,7 +321,8 @@ struct Shared {
     max_batch_objects: usize,
     queue: Mutex<Queue>,
     notify: Notify,
-    /// Objects accepted and not yet acknowledged or dropped.
+    /// Objects accepted and not yet acknowledged or dropped. Raised only under the queue
+    /// lock (`submit`, `config::queue_unfiltered`), lowered anywhere.
     buffered: AtomicUsize,
     counters: Counters,
     /// Acknowledged-object count, for waiters.
@@ -398,6 +397,12 @@ fn submit(shared: &Shared, objects: impl IntoIterator<Item = TraceObject>) -> (u
             return (0, 0);
         }
         let before = q.traces.len();
+        // Every increase of `buffered` happens under the queue lock, held here; outside it,
+        // it only falls (acknowledgements). So the room counted now cannot shrink before the
+        // one addition below: the objects are counted once, not one atomic add each.
+        let mut room = shared
+            .capacity
+            .saturating_sub(shared.buffered.load(Ordering::Acquire));
         for object in objects {
             match config::verdict(&mut q, &object) {
                 config::Verdict::Pass => {}
@@ -410,14 +415,16 @@ fn submit(shared: &Shared, objects: impl IntoIterator<Item = TraceObject>) -> (u
                     continue;
                 }
             }
-            let prev = shared.buffered.fetch_add(1, Ordering::AcqRel);
-            if prev >= shared.capacity {
-                shared.buffered.fetch_sub(1, Ordering::AcqRel);
+            if room == 0 {
                 refused += 1;
                 continue;
             }
+            room -= 1;
             q.traces.push_back(object);
             accepted += 1;
+        }
+        if accepted > 0 {
+            shared.buffered.fetch_add(accepted, Ordering::AcqRel);
         }
         let after = q.traces.len();
         if before == 0 && after > 0 {

@@ -147,6 +147,24 @@ pub(crate) enum Protocol {
     Cardano,
 }
 
+/// The trace objects of one simulated native node, exactly as `tracerd-load` generates them
+/// (for the allocation guard and benchmarks that drive a [`tracerd_forwarder::Forwarder`]
+/// themselves).
+pub struct NativeObjects(content::Generator);
+
+impl NativeObjects {
+    /// The objects of node `node`, with `size` bytes of machine JSON each.
+    pub fn new(node: &str, size: usize) -> NativeObjects {
+        NativeObjects(content::Generator::new(node.to_string(), size))
+    }
+
+    /// Appends the next `n` objects, stamped `ts`, `ts + 1`, ..., to `out`. One buffer holds
+    /// all their machine texts; nothing is allocated per object.
+    pub fn batch(&mut self, ts: i64, n: usize, out: &mut Vec<tracerd_wire::model::TraceObject>) {
+        self.0.batch(ts, n, out);
+    }
+}
+
 pub(crate) const CHUNK: usize = 256;
 /// Largest latency the histogram records (longer ones are recorded as this).
 pub(crate) const MAX_LATENCY_MICROS: u64 = 600_000_000;

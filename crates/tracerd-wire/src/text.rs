@@ -53,6 +53,14 @@ impl Text {
         self.0.as_bytes()
     }
 
+    /// The part `range` (byte offsets) of this text, sharing its bytes: no copy, no UTF-8
+    /// check; `None` when the range is out of bounds or not on character boundaries. (How a
+    /// producer cuts many objects' texts out of one buffer: one allocation for all of them.)
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Text> {
+        let part = self.as_str().get(range)?;
+        Some(Text(self.0.slice_ref(part)))
+    }
+
     /// A copy in an allocation of its own, for a text kept beyond its batch (a slice of a
     /// frame would keep the whole frame alive).
     pub fn detached(&self) -> Text {
@@ -217,6 +225,18 @@ mod tests {
         let d = t.detached();
         assert_eq!(d, t);
         assert_ne!(d.shared_bytes().as_ptr(), frame[1..].as_ptr());
+    }
+
+    #[test]
+    fn slices_share_the_buffer_and_refuse_bad_ranges() {
+        let whole = Text::from(String::from("ab\u{e9}cd"));
+        let part = whole.slice(1..4).unwrap();
+        assert_eq!(part, "b\u{e9}");
+        assert_eq!(part.as_ptr(), whole[1..].as_ptr());
+        assert_eq!(whole.slice(0..0).unwrap(), "");
+        // Inside the two-byte 'é', past the end.
+        assert_eq!(whole.slice(3..5), None);
+        assert_eq!(whole.slice(4..9), None);
     }
 
     #[test]
