@@ -110,6 +110,41 @@ fn push_one_line(out: &mut Vec<u8>, text: &str) {
 /// Appends `text` as a JSON string, escaping `"`, `\\` and every unsafe character (serde_json
 /// leaves C1 controls, DEL and U+2028/U+2029 raw).
 fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    if is_plain(text.as_bytes()) {
+        // Printable ASCII without `"` or `\\`: the common case of a namespace, host name or
+        // thread id, copied as is.
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
+    push_json_str_escaped(out, text);
+}
+
+/// Whether every byte of `bytes` is printable ASCII other than `"` and `\\` (what a JSON
+/// string holds unescaped), checked in 16-byte blocks without an early exit inside a block,
+/// so the compiler vectorises it (as [`is_clean`]).
+fn is_plain(bytes: &[u8]) -> bool {
+    #[inline(always)]
+    fn special(b: u8) -> u8 {
+        // Outside 0x20..0x7F (one unsigned comparison), or a quote or backslash.
+        ((b.wrapping_sub(0x20) >= 0x5F) | (b == b'"') | (b == b'\\')) as u8
+    }
+    let mut blocks = bytes.chunks_exact(16);
+    for block in &mut blocks {
+        if block.iter().fold(0, |any, &b| any | special(b)) != 0 {
+            return false;
+        }
+    }
+    blocks
+        .remainder()
+        .iter()
+        .fold(0, |any, &b| any | special(b))
+        == 0
+}
+
+/// [`push_json_str`] for text that [`is_plain`] did not pass: one character at a time.
+fn push_json_str_escaped(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let mut from = 0;
     for (i, c) in text.char_indices() {
@@ -447,7 +482,32 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn plain_strings_are_printable_ascii_without_quotes_or_backslashes() {
+        assert!(is_plain(b"ChainDB.AddBlockEvent.AddedToCurrentChain"));
+        assert!(is_plain(b""));
+        for special in ["\"", "\\", "\n", "\u{1f}", "\u{7f}", "\u{e9}", "\u{2028}"] {
+            for at in [0, 5, 16, 31, 40] {
+                let mut text = "a".repeat(40);
+                text.insert_str(at, special);
+                assert!(!is_plain(text.as_bytes()), "{special:?} at {at}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn json_str_fast_path_writes_what_the_escaping_pass_writes(text in any::<String>(), plain in "[ -~]{0,40}") {
+            for t in [text.as_str(), plain.as_str()] {
+                let (mut fast, mut full) = (Vec::new(), Vec::new());
+                push_json_str(&mut fast, t);
+                push_json_str_escaped(&mut full, t);
+                prop_assert_eq!(&fast, &full);
+                let back: String = serde_json::from_slice(&fast).unwrap();
+                prop_assert_eq!(back.as_str(), t);
+            }
+        }
+
         #[test]
         fn clean_json_fast_path_writes_what_the_full_pass_writes(text in tricky_json()) {
             prop_assert!(is_valid_json(text.as_bytes()), "{text:?}");
