@@ -154,6 +154,7 @@ pub(super) async fn write_loop(
                 batch,
                 checkpoint_now,
                 sync_now.then_some(&persisted),
+                &live,
                 durability.on_write_error,
                 &telemetry,
             )
@@ -163,11 +164,10 @@ pub(super) async fn write_loop(
         }
         open = true;
         let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
-        if live.traces().watched() {
-            // The live view (issue 14): written lines, with the file that holds them.
-            let file = writer.machine_file();
-            for job in &batch {
-                live.traces().publish(&job.objects, &file);
+        if !appended.tapped {
+            // Written on an error path (the blocking job offers what it wrote otherwise).
+            if let Some(log) = writer.log.as_ref() {
+                tap(&live, log, &batch);
             }
         }
         telemetry
@@ -199,6 +199,29 @@ pub(super) async fn write_loop(
     Ok(())
 }
 
+/// Offers `jobs`' objects, rendered as machine lines, to the node's live view (issue 14) with
+/// the file that holds them, if anyone watches.
+fn tap(live: &crate::node::live::NodeLive, log: &NodeLog, jobs: &[Job]) {
+    if !live.traces().watched() {
+        return;
+    }
+    let file = machine_file(log);
+    for job in jobs {
+        live.traces().publish(&job.objects, &file);
+    }
+}
+
+/// The node's current machine file (else its first file), for the live view.
+fn machine_file(log: &NodeLog) -> Arc<str> {
+    let paths = log.current_paths();
+    let machine = crate::config::LogFormat::ForMachine.extension();
+    let path = paths
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == machine))
+        .or(paths.first());
+    Arc::from(path.map_or_else(String::new, |p| p.display().to_string()))
+}
+
 /// Publishes `seq` as persisted, unless it already is (a receiver is not woken for nothing).
 fn publish_seq(tx: &watch::Sender<Persisted>, seq: u64) {
     tx.send_if_modified(|p| {
@@ -220,6 +243,9 @@ struct Written {
     journal_truncated: u64,
     /// Objects dropped under `onWriteError: drop`.
     dropped: u64,
+    /// Whether the written lines were offered to the live view already (on the blocking
+    /// pool, before the sequence number was published).
+    tapped: bool,
     /// Time spent rendering and writing lines, and checkpointing.
     write_time: Duration,
     checkpoint_time: Option<Duration>,
@@ -254,21 +280,6 @@ impl Blocking {
         self.owed
     }
 
-    /// The node's current machine file (else its first file), for the live view.
-    fn machine_file(&self) -> Arc<str> {
-        let paths = self
-            .log
-            .as_ref()
-            .map(NodeLog::current_paths)
-            .unwrap_or_default();
-        let machine = crate::config::LogFormat::ForMachine.extension();
-        let path = paths
-            .iter()
-            .find(|p| p.extension().is_some_and(|e| e == machine))
-            .or(paths.first());
-        Arc::from(path.map_or_else(String::new, |p| p.display().to_string()))
-    }
-
     /// Runs `f` on the log on the blocking pool.
     async fn run<R: Send + 'static>(
         &mut self,
@@ -297,12 +308,16 @@ impl Blocking {
     /// `checkpoint`. Returns the jobs, what was written, and the sequence number on disk.
     /// With `publish`, a write that succeeded publishes the new sequence number from the
     /// blocking pool as soon as it is written (and synced, in fsync modes), so the session
-    /// can send its `Ack` without waiting for this task to be scheduled again.
+    /// can send its `Ack` without waiting for this task to be scheduled again. A write that
+    /// succeeded also offers its lines to the node's live view first, so an `Ack` always
+    /// follows the live view's lines (a watcher that subscribes after it sees only later ones).
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &mut self,
         jobs: Vec<Job>,
         checkpoint: bool,
         publish: Option<&Arc<watch::Sender<Persisted>>>,
+        live: &Arc<crate::node::live::NodeLive>,
         policy: WriteErrorPolicy,
         telemetry: &Telemetry,
     ) -> Result<(Vec<Job>, Written, u64), WriteError> {
@@ -311,10 +326,15 @@ impl Blocking {
         let mut total = Written::default();
         loop {
             let publish = publish.cloned();
+            let live = live.clone();
             let (back, r) = self
                 .run(move |log| {
                     let r = write_runs(log, &jobs, from, checkpoint);
-                    if let (None, Some(tx)) = (&r.1, publish) {
+                    let written = r.1.is_none();
+                    if written {
+                        tap(&live, log, &jobs);
+                    }
+                    if let (true, Some(tx)) = (written, publish) {
                         publish_seq(&tx, log.seq());
                     }
                     (jobs, r)
@@ -322,6 +342,7 @@ impl Blocking {
                 .await?;
             jobs = back;
             let (written, failure) = r;
+            total.tapped = failure.is_none();
             total.bytes += written.bytes;
             total.rotations += written.rotations;
             total.invalid_json += written.invalid_json;
