@@ -100,7 +100,10 @@ pub async fn accept_loop<A: Acceptor>(
                 };
                 acceptor.accepted();
                 let acceptor = acceptor.clone();
-                let cancel = cancel.child_token();
+                // A clone, not a child token: nothing cancels one connection alone (a
+                // connection ends itself by returning), and a child costs every connection
+                // its own tree node, ~120 bytes of an idle node's heap (issue 21).
+                let cancel = cancel.clone();
                 tracker.spawn(async move {
                     acceptor.serve(conn, cancel).await;
                     drop(permit);
