@@ -18,6 +18,12 @@ use super::{detail_from_pb, severity_from_pb};
 
 /// Reads one varint as prost does (at most 10 bytes, the tenth at most 1); `None` otherwise.
 fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    // One byte: every tag and most lengths and enum values of a batch.
+    let first = *buf.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut value = 0u64;
     for i in 0..10 {
         let b = *buf.get(*at)?;
