@@ -55,7 +55,11 @@ pub struct NodeSink {
     /// it was queued (`tracerd_ingest_stage_seconds{stage="server"}`).
     timed: Option<(u64, tokio::time::Instant)>,
     stages: Arc<crate::metrics::telemetry::IngestStages>,
-    writer: JoinHandle<Result<(), WriteError>>,
+    /// The writer task, started by the first batch ([`NodeSink::start_writer`]): an idle node
+    /// holds its arguments, not a task and its future (~2 KiB a node).
+    writer: Option<JoinHandle<Result<(), WriteError>>>,
+    /// The writer task's arguments until it starts.
+    pending: Option<Box<WriterArgs>>,
     expected: u64,
     /// The node's `tracerd_*` series (objects received).
     series: Arc<crate::metrics::node_series::NodeCounters>,
@@ -68,6 +72,18 @@ pub struct NodeSink {
     budget_bytes: u32,
     /// Re-forwarding's copy of what is queued (`hasForwarding`), when configured.
     tap: Option<crate::forward::Tap>,
+}
+
+/// What the writer task of a node is started with.
+struct WriterArgs {
+    log: NodeLog,
+    rx: mpsc::Receiver<Job>,
+    persisted: watch::Sender<Persisted>,
+    telemetry: Telemetry,
+    node: String,
+    durability: crate::config::Durability,
+    settings: watch::Receiver<Arc<crate::running::Effective>>,
+    live: Arc<crate::node::live::NodeLive>,
 }
 
 impl NodeSink {
@@ -148,16 +164,16 @@ impl NodeSink {
         let (tx, rx) = mpsc::channel::<Job>(current.config.tracerd.limits.queue_batches);
         lease.watch_queue(tx.downgrade());
         let (persisted_tx, persisted) = watch::channel(Persisted::now(lease.persisted_seq));
-        let writer = tokio::spawn(write_loop(
+        let pending = Box::new(WriterArgs {
             log,
             rx,
-            persisted_tx,
-            telemetry.clone(),
-            lease.name().to_string(),
+            persisted: persisted_tx,
+            telemetry: telemetry.clone(),
+            node: lease.name().to_string(),
             durability,
             settings,
-            lease.live().clone(),
-        ));
+            live: lease.live().clone(),
+        });
         let limits = &current.config.tracerd.limits;
         // One acquire takes at most u32::MAX permits; a batch never needs more than a budget.
         let node_budget_bytes = u32::try_from(limits.queue_bytes.max(1)).unwrap_or(u32::MAX);
@@ -175,13 +191,30 @@ impl NodeSink {
             persisted,
             timed: None,
             stages: t.ingest_stages.clone(),
-            writer,
+            writer: None,
+            pending: Some(pending),
             node_budget: Arc::new(Semaphore::new(node_budget_bytes as usize)),
             node_budget_bytes,
             budget: budget.clone(),
             budget_bytes,
             tap: None,
         })
+    }
+
+    /// Starts the writer task, if not yet started.
+    fn start_writer(&mut self) {
+        if let Some(a) = self.pending.take() {
+            self.writer = Some(tokio::spawn(write_loop(
+                a.log,
+                a.rx,
+                a.persisted,
+                a.telemetry,
+                a.node,
+                a.durability,
+                a.settings,
+                a.live,
+            )));
+        }
     }
 
     /// The name the node is filed under.
@@ -256,6 +289,7 @@ impl NodeSink {
         if self.timed.is_none() {
             self.timed = Some((job.last_seq, tokio::time::Instant::now()));
         }
+        self.start_writer();
         self.tx
             .send(job)
             .await
@@ -293,7 +327,9 @@ impl NodeSink {
 
     /// Drains the queue, syncs the files, releases the name; returns the highest sequence
     /// number persisted and the writer's outcome.
-    pub async fn close(self) -> (u64, Result<(), SinkError>) {
+    pub async fn close(mut self) -> (u64, Result<(), SinkError>) {
+        // A node that sent nothing still ends with its writer's sync and checkpoint.
+        self.start_writer();
         let NodeSink {
             lease,
             connected,
@@ -303,10 +339,14 @@ impl NodeSink {
             ..
         } = self;
         drop(tx);
-        let written = match writer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SinkError::Write(e)),
-            Err(e) => Err(SinkError::WriterTask(e.to_string())),
+        let written = match writer {
+            // Not reached: `start_writer` above started it.
+            None => Ok(()),
+            Some(writer) => match writer.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(SinkError::Write(e)),
+                Err(e) => Err(SinkError::WriterTask(e.to_string())),
+            },
         };
         let seq = persisted.borrow().seq;
         lease.set_persisted(seq);
