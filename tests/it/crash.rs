@@ -243,14 +243,7 @@ async fn sigkill_between_deferred_checkpoints_resumes_after_the_last_ack() {
         }
         let acked = n.acked;
         let behind = checkpoint_seq(&dir).unwrap_or(0) < acked;
-        d.signal("KILL");
-        d.wait(Duration::from_secs(10));
-        d = tokio::task::spawn_blocking(move || {
-            d.spawn();
-            d
-        })
-        .await
-        .unwrap();
+        d = d.crash_and_restart().await;
         n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "deferred").await;
         assert_eq!(
             n.acked, acked,

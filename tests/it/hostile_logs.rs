@@ -168,14 +168,7 @@ async fn forged_records_stay_one_line_across_kill_and_restart() {
         .collect();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        d.signal("KILL");
-        d.wait(Duration::from_secs(10));
-        d = tokio::task::spawn_blocking(move || {
-            d.spawn();
-            d
-        })
-        .await
-        .unwrap();
+        d = d.crash_and_restart().await;
     }
     for (name, t) in names.iter().zip(tasks) {
         let acked = tokio::time::timeout(Duration::from_secs(60), t)
@@ -260,14 +253,7 @@ async fn planted_symlinks_never_reach_outside_the_root() {
     std::fs::write(dir.join("node-2000-01-02T00-00-00.json"), "{}\n").unwrap();
 
     tokio::time::sleep(Duration::from_millis(150)).await;
-    d.signal("KILL");
-    d.wait(Duration::from_secs(10));
-    d = tokio::task::spawn_blocking(move || {
-        d.spawn();
-        d
-    })
-    .await
-    .unwrap();
+    d = d.crash_and_restart().await;
     let mut v = FakeNode::handshake(connect_tcp(d.tcp_port).await, "victim").await;
     assert!(
         v.acked <= 3,
@@ -397,14 +383,7 @@ async fn names_that_sanitise_alike_never_share_sequence_state() {
         other => panic!("expected Refuse, got {other:?}"),
     }
     // Across kill -9 and restart, in the reverse order of first contact.
-    d.signal("KILL");
-    d.wait(Duration::from_secs(10));
-    d = tokio::task::spawn_blocking(move || {
-        d.spawn();
-        d
-    })
-    .await
-    .unwrap();
+    d = d.crash_and_restart().await;
     for (i, name) in names.iter().enumerate().rev() {
         let (as_, persisted) = session_as(d.tcp_port, name, 20).await;
         assert_eq!(

@@ -89,9 +89,7 @@ async fn every_acknowledged_object_reaches_clickhouse_exactly_once_across_outage
     // While the sink catches up, tracerd is killed -9, then restarted; nodes resume.
     round(port, 3).await;
     d.wait_log("resumed from what ClickHouse holds", 2);
-    d.signal("KILL");
-    d.wait(Duration::from_secs(10));
-    d.spawn();
+    d = d.crash_and_restart().await;
     let acked = round(port, 4).await;
 
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -260,9 +260,7 @@ async fn metrics_reach_prometheus_and_victoriametrics_in_order_across_outages_an
     a.await.unwrap();
     b.await.unwrap();
     // tracerd killed -9 once, restarted; one node comes back, the other does not.
-    d.signal("KILL");
-    d.wait(Duration::from_secs(10));
-    d.spawn();
+    d = d.crash_and_restart().await;
     let a = tokio::spawn(node(port, "rw-a", 10));
     let b = tokio::spawn(node(port, "rw-b", 3));
     b.await.unwrap();

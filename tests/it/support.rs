@@ -167,6 +167,19 @@ impl Daemon {
         assert!(ok.success());
     }
 
+    /// kill -9, waits for the exit and starts the process again (off the runtime): what a
+    /// crash and a systemd restart do.
+    pub async fn crash_and_restart(mut self) -> Daemon {
+        self.signal("KILL");
+        self.wait(Duration::from_secs(10));
+        tokio::task::spawn_blocking(move || {
+            self.spawn();
+            self
+        })
+        .await
+        .unwrap()
+    }
+
     /// Waits (bounded) for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
