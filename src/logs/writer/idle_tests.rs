@@ -5,6 +5,7 @@
 use super::tests::obj;
 use super::*;
 use crate::logs::FileTarget;
+use std::path::Path;
 
 const NOW: i64 = 1_784_714_812;
 

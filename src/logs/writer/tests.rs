@@ -3,6 +3,7 @@
 use super::*;
 use crate::logs::FileTarget;
 use crate::model::{DetailLevel, Severity};
+use std::path::Path;
 
 pub(super) fn obj(i: usize) -> TraceObject {
     TraceObject {
