@@ -277,65 +277,59 @@ impl Parser<'_> {
     }
 }
 
-/// Index of the first `"`, `\\` or control character (< 0x20) in `s`, 8 bytes at a time.
-fn find_special(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `x` equal to `c` (exact for the lowest such byte: borrows
+/// only travel towards higher bytes).
+#[inline(always)]
+fn bytes_equal(x: u64, c: u8) -> u64 {
+    let y = x ^ (ONES * u64::from(c));
+    y.wrapping_sub(ONES) & !y
+}
+
+/// Index of the first byte of `s` that `special` names, 8 bytes at a time: `flags` gives a
+/// word's candidate bytes as high bits (exact for the lowest), `special` decides the tail.
+/// Inlined, so each caller's scan compiles to its own loop.
+#[inline(always)]
+fn first_flagged(
+    s: &[u8],
+    flags: impl Fn(u64) -> u64,
+    special: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut i = 0;
     while i + 8 <= s.len() {
         let mut word = [0u8; 8];
         word.copy_from_slice(&s[i..i + 8]);
-        let x = u64::from_le_bytes(word);
-        // A byte is flagged when it is below 0x20, or equal to '"' or '\\' (a zero after XOR).
-        // The lowest flag is exact: borrows only travel towards higher bytes.
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let slash = x ^ (ONES * u64::from(b'\\'));
-        let flags = (x.wrapping_sub(ONES * 0x20)
-            | quote.wrapping_sub(ONES) & !quote
-            | slash.wrapping_sub(ONES) & !slash)
-            & !x
-            & HIGH;
-        // (`& !x` also drops bytes >= 0x80, which are never special.)
-        if flags != 0 {
-            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        let f = flags(u64::from_le_bytes(word)) & HIGH;
+        if f != 0 {
+            return Some(i + (f.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    s[i..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|n| i + n)
+    s[i..].iter().position(|&c| special(c)).map(|n| i + n)
+}
+
+/// Index of the first `"`, `\\` or control character (< 0x20) in `s`, 8 bytes at a time.
+fn find_special(s: &[u8]) -> Option<usize> {
+    first_flagged(
+        s,
+        // Below 0x20, or '"' or '\\'; `& !x` drops bytes >= 0x80, which are never special.
+        |x| (x.wrapping_sub(ONES * 0x20) | bytes_equal(x, b'"') | bytes_equal(x, b'\\')) & !x,
+        |c| c == b'"' || c == b'\\' || c < 0x20,
+    )
 }
 
 /// Index of the first byte inside a JSON string that [`super::push_clean_json`] must look at
 /// — `"`, `\\`, DEL or any byte >= 0x80 — in `s`, 8 bytes at a time; `s.len()` when none.
 pub(super) fn find_string_stop(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    while i + 8 <= s.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&s[i..i + 8]);
-        let x = u64::from_le_bytes(word);
-        // Flagged: a byte >= 0x80 (its high bit), or a byte equal to '"', '\\' or DEL (a zero
-        // after XOR). The lowest flag is exact: borrows only travel towards higher bytes.
-        let quote = x ^ (ONES * u64::from(b'"'));
-        let slash = x ^ (ONES * u64::from(b'\\'));
-        let del = x ^ (ONES * 0x7F);
-        let flags = (x
-            | quote.wrapping_sub(ONES) & !quote
-            | slash.wrapping_sub(ONES) & !slash
-            | del.wrapping_sub(ONES) & !del)
-            & HIGH;
-        if flags != 0 {
-            return i + (flags.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    s[i..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c >= 0x7F)
-        .map_or(s.len(), |n| i + n)
+    first_flagged(
+        s,
+        // A byte >= 0x80 (its high bit), or '"', '\\' or DEL.
+        |x| x | bytes_equal(x, b'"') | bytes_equal(x, b'\\') | bytes_equal(x, 0x7F),
+        |c| c == b'"' || c == b'\\' || c >= 0x7F,
+    )
+    .unwrap_or(s.len())
 }
 
 #[cfg(test)]
