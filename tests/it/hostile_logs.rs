@@ -66,6 +66,11 @@ pub async fn stream(name: String, port: u16, total: u64, hostile: bool) -> u64 {
             persisted <= total,
             "{name}: tracerd claims {persisted} persisted of {total} sent"
         );
+        // As the forwarder library does: what the daemon recovered is acknowledged.
+        acked = acked.max(persisted);
+        if acked == total {
+            break;
+        }
         let mut next = persisted + 1;
         loop {
             tokio::select! {
