@@ -190,7 +190,7 @@ impl NodeTask {
 /// Lists the node's files again, counts what retention deleted unsent and updates the lag.
 async fn relist(downstream: &Arc<NativeDownstream>, metrics: &Metrics, node: &str, s: &mut State) {
     let name = downstream.name.as_str();
-    let mut r = std::mem::replace(&mut s.reader, placeholder());
+    let mut r = std::mem::take(&mut s.reader);
     let filter = downstream.clone();
     let (r, lost) = blocking(move || {
         let lost = r.relist(&filter);
@@ -201,19 +201,6 @@ async fn relist(downstream: &Arc<NativeDownstream>, metrics: &Metrics, node: &st
     count_lost(metrics, name, node, &s.reader, &lost);
     let conf = s.confirmed;
     publish(metrics, name, node, s, conf, conf.seq);
-}
-
-fn placeholder() -> Reader {
-    Reader {
-        dir: Default::default(),
-        checkpoint_dir: Default::default(),
-        next: Cursor::default(),
-        listing: Vec::new(),
-        read_lines: 0,
-        read_bytes: 0,
-        matched_lines: 0,
-        reported: Vec::new(),
-    }
 }
 
 /// Stores the confirmed cursor if it moved (at most every `SAVE_EVERY` unless `now`).
@@ -433,7 +420,7 @@ async fn session(
         }
         let room = in_flight.len() < window;
         if room && !idle {
-            let mut reader = std::mem::replace(&mut s.reader, placeholder());
+            let mut reader = std::mem::take(&mut s.reader);
             let filter = downstream.clone();
             let (reader, read): (Reader, Read) = blocking(move || {
                 let r = reader.read(&filter, max_objects, max_frame / 2, max_frame, acked);

@@ -111,12 +111,7 @@ async fn discover(
                 reader: reader::Reader {
                     dir: root.join(&node),
                     checkpoint_dir: first.join(&node),
-                    next: line::Cursor::default(),
-                    listing: Vec::new(),
-                    read_lines: 0,
-                    read_bytes: 0,
-                    matched_lines: 0,
-                    reported: Vec::new(),
+                    ..reader::Reader::default()
                 },
                 node,
                 state: state.clone(),

@@ -14,7 +14,7 @@ use crate::ship::cursor::{Pos, EXT};
 use crate::ship::follow::{list_sized, read_node, Chunk, Limits};
 
 /// One node's files as one downstream reads them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Reader {
     /// The node's directory under the machine-format root.
     pub dir: PathBuf,
@@ -33,6 +33,8 @@ pub struct Reader {
     /// The files `relist` last reported lost (a read that finds the cursor's file gone does
     /// not count it twice).
     pub reported: Vec<String>,
+    /// The end of the node's files when the mean line length was last sampled.
+    pub sampled_at: Option<Pos>,
 }
 
 /// What one read found.
@@ -53,8 +55,13 @@ pub struct Read {
 
 /// Bytes of protobuf framing per object beyond its text fields (generous).
 const OBJECT_OVERHEAD: usize = 64;
-/// Bytes sampled for the mean line length before the first read.
+/// Bytes sampled (the newest of the node's lines) for the mean line length and the filter's
+/// share.
 const SAMPLE_BYTES: u64 = 64 << 10;
+/// Until this many lines were sampled or read, each look at grown files samples again: a
+/// sample taken when the node had written a line or two (or just after a rotation) would
+/// otherwise fix the estimate at whatever those lines were.
+const SAMPLE_LINES: u64 = 100;
 
 impl Reader {
     /// Lists the node's files again; returns the files gone since the last look that were
@@ -76,7 +83,8 @@ impl Reader {
             }
         }
         self.listing = listing;
-        if self.read_lines == 0 {
+        if self.read_lines < SAMPLE_LINES && self.sampled_at != self.end() {
+            self.sampled_at = self.end();
             self.sample_line_length(filter);
         }
         if !lost.is_empty() {
@@ -85,33 +93,32 @@ impl Reader {
         lost
     }
 
-    /// Before the first read, takes the mean line length and the share of lines the filter
-    /// takes (for the lag and loss estimates) from the start of the newest file (at most
-    /// `SAMPLE_BYTES`).
+    /// While fewer than `SAMPLE_LINES` lines were sampled or read, takes the mean line length
+    /// and the share of lines the filter takes (for the lag and loss estimates) from the
+    /// node's newest whole lines (at most `SAMPLE_BYTES`, across files), and keeps it if it
+    /// holds more lines than what the estimate had.
     fn sample_line_length(&mut self, filter: &NativeDownstream) {
-        use std::io::Read as _;
-        let Some(&(key, _)) = self.listing.last() else {
-            return;
-        };
-        let Ok(file) = crate::logs::dir::open_regular(&self.dir.join(key.file_name(EXT)), false)
-        else {
-            return;
-        };
-        let mut buf = Vec::new();
-        if file.take(SAMPLE_BYTES).read_to_end(&mut buf).is_err() {
-            return;
-        }
-        let Some(last) = buf.iter().rposition(|b| *b == b'\n') else {
-            return;
-        };
-        let whole = String::from_utf8_lossy(&buf[..last]);
-        for line in whole.split('\n') {
-            self.read_lines += 1;
-            if filter.matches(&object_of(line).namespace) {
-                self.matched_lines += 1;
+        let (mut lines, mut bytes, mut matched) = (0u64, 0u64, 0u64);
+        let mut budget = SAMPLE_BYTES;
+        for &(key, size) in self.listing.iter().rev() {
+            if budget == 0 {
+                break;
+            }
+            let Some(buf) = tail(&self.dir.join(key.file_name(EXT)), size, budget) else {
+                continue;
+            };
+            budget = budget.saturating_sub(buf.len() as u64);
+            bytes += buf.len() as u64;
+            for line in String::from_utf8_lossy(&buf).lines() {
+                lines += 1;
+                if filter.matches(&object_of(line).namespace) {
+                    matched += 1;
+                }
             }
         }
-        self.read_bytes = last as u64 + 1;
+        if lines > self.read_lines {
+            (self.read_lines, self.read_bytes, self.matched_lines) = (lines, bytes, matched);
+        }
     }
 
     /// Bytes in the files after `from` (everything when `None`).
@@ -232,6 +239,27 @@ impl Reader {
     }
 }
 
+/// The whole lines among the last `budget` bytes of the file at `path` (`size` long at the
+/// last look): from the first line that starts in them to the last newline. `None` if it
+/// cannot be read or holds no whole line.
+fn tail(path: &std::path::Path, size: u64, budget: u64) -> Option<Vec<u8>> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = crate::logs::dir::open_regular(path, false).ok()?;
+    let start = size.saturating_sub(budget);
+    // One byte before `start`: whether a line starts at `start` itself.
+    let from = start.saturating_sub(1);
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut buf = Vec::new();
+    file.take(size - from).read_to_end(&mut buf).ok()?;
+    let first = if start == 0 {
+        0
+    } else {
+        buf.iter().position(|b| *b == b'\n')? + 1
+    };
+    let last = buf.iter().rposition(|b| *b == b'\n')? + 1;
+    (first < last).then(|| buf[first..last].to_vec())
+}
+
 /// The position before `line` in `chunk` (the end of the line before it, or where the
 /// chunk's first line starts).
 fn previous_end(chunk: &Chunk, line: &crate::ship::follow::Line) -> Pos {
@@ -245,5 +273,110 @@ fn previous_end(chunk: &Chunk, line: &crate::ship::follow::Line) -> Pos {
     } else {
         // Not reached: the first line of a read always fits (it alone is within the frame).
         line.after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn downstream(namespaces: &[&str]) -> NativeDownstream {
+        serde_json::from_value(serde_json::json!({
+            "name": "d",
+            "address": "127.0.0.1:1",
+            "namespaces": namespaces,
+        }))
+        .unwrap()
+    }
+
+    fn line(seq: u64) -> String {
+        let ns = if seq % 3 == 0 { "Beta.S" } else { "Alpha.S" };
+        format!("{{\"at\":\"2026-07-22T10:15:31Z\",\"ns\":\"{ns}\",\"data\":{{\"seq\":{seq}}}}}\n")
+    }
+
+    fn append(dir: &std::path::Path, key: FileKey, seqs: std::ops::RangeInclusive<u64>) {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(key.file_name(EXT)))
+            .unwrap();
+        for s in seqs {
+            f.write_all(line(s).as_bytes()).unwrap();
+        }
+    }
+
+    fn key(counter: u32) -> FileKey {
+        FileKey {
+            stamp: 1_784_714_812,
+            counter,
+            legacy: false,
+        }
+    }
+
+    /// A downstream that first looked when the node had written one line (or when a
+    /// rotation had just begun a file) estimates its lag from the lines that came later, not
+    /// from that one line: the share of lines its filter takes is sampled again while fewer
+    /// than `SAMPLE_LINES` were seen, across the newest files.
+    #[test]
+    fn the_lag_estimate_is_sampled_again_until_enough_lines_were_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let beta = downstream(&["Beta."]);
+        let mut r = Reader {
+            dir: dir.path().to_path_buf(),
+            ..Reader::default()
+        };
+        // The first look: one Alpha line (nothing for beta).
+        append(dir.path(), key(0), 1..=1);
+        r.relist(&beta);
+        assert_eq!((r.read_lines, r.matched_lines), (1, 0));
+        assert_eq!(r.objects_in(10_000), 0);
+        // The node rotated; the newest file holds two lines, the older one the rest.
+        append(dir.path(), key(0), 2..=298);
+        append(dir.path(), key(1), 299..=300);
+        r.relist(&beta);
+        assert_eq!((r.read_lines, r.matched_lines), (300, 100));
+        let bytes: u64 = (1..=300).map(|s| line(s).len() as u64).sum();
+        assert_eq!(r.read_bytes, bytes);
+        assert_eq!(r.objects_in(bytes), 100);
+        // Enough was seen: no more samples, the estimate stays.
+        append(dir.path(), key(1), 301..=400);
+        r.relist(&beta);
+        assert_eq!(r.read_lines, 300);
+    }
+
+    /// The sample is the newest `SAMPLE_BYTES` of whole lines: a partial line where the
+    /// budget starts, or one still being appended, is not counted.
+    #[test]
+    fn the_sample_holds_whole_lines_only() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let all = downstream(&[]);
+        let last = 999 + SAMPLE_BYTES / 50;
+        append(dir.path(), key(0), 1000..=last);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(key(0).file_name(EXT)))
+            .unwrap()
+            .write_all(b"{\"ns\":\"Alpha.S\",\"da")
+            .unwrap();
+        let mut r = Reader {
+            dir: dir.path().to_path_buf(),
+            ..Reader::default()
+        };
+        r.relist(&all);
+        // The newest lines that fit in the budget, whole, with what the budget leaves.
+        let newest: Vec<u64> = (1000..=last)
+            .rev()
+            .map(|s| line(s).len() as u64)
+            .scan(0, |sum, len| {
+                *sum += len;
+                Some(*sum)
+            })
+            .take_while(|sum| *sum + 20 <= SAMPLE_BYTES)
+            .collect();
+        assert_eq!(r.read_lines, newest.len() as u64);
+        assert_eq!(Some(&r.read_bytes), newest.last());
+        assert_eq!(r.matched_lines, r.read_lines);
     }
 }
