@@ -483,35 +483,37 @@ pub fn evaluate_group(
     out
 }
 
+/// Reads the saved alerts and their history from `state_dir` (on the blocking pool) into
+/// `alerts`. `app::run` awaits it before any HTTP listener serves, so the first
+/// `/api/v1/alerts` or `/api/alerts/history` after a restart already lists them, and before
+/// the first evaluation.
+pub async fn restore(alerts: &Arc<Alerts>, state_dir: Option<std::path::PathBuf>) {
+    let r = alerts.clone();
+    let restored = tokio::task::spawn_blocking(move || {
+        r.persist.restore(
+            state_dir.as_deref(),
+            &r.groups,
+            crate::history::now_ms(),
+            r.for_grace_ms,
+        );
+        r.update_active();
+    })
+    .await;
+    if let Err(e) = restored {
+        tracing::error!(error = %e, "restoring the alert state failed to run");
+    }
+}
+
 /// Spawns the sender and one evaluation timer per group on `tracker`, running until
-/// `cancel` fires; each evaluation runs on the blocking pool.
+/// `cancel` fires; each evaluation runs on the blocking pool. After [`restore`].
 pub fn start(
     alerts: Arc<Alerts>,
     store: Option<Arc<Store>>,
     nodes: Nodes,
-    state_dir: Option<std::path::PathBuf>,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) {
-    let (a, t, c) = (alerts.clone(), tracker.clone(), cancel.clone());
-    tracker.spawn(async move {
-        // The saved alerts are back before the first evaluation.
-        let r = a.clone();
-        let restored = tokio::task::spawn_blocking(move || {
-            r.persist.restore(
-                state_dir.as_deref(),
-                &r.groups,
-                crate::history::now_ms(),
-                r.for_grace_ms,
-            );
-            r.update_active();
-        })
-        .await;
-        if let Err(e) = restored {
-            tracing::error!(error = %e, "restoring the alert state failed to run");
-        }
-        spawn_evaluations(a, store, nodes, &t, c);
-    });
+    spawn_evaluations(alerts, store, nodes, tracker, cancel);
 }
 
 fn spawn_evaluations(

@@ -127,6 +127,10 @@ pub async fn run(
         tracing::info!(state_dir = %dir.display(), "state directory");
         live.set_state_dir(dir);
     }
+    if let Some(a) = &alerts {
+        // Before anything is served: the saved alerts are listed from the first request on.
+        crate::alerts::restore(a, live.state_dir().map(|d| d.to_path_buf())).await;
+    }
     let http_cancel = CancellationToken::new();
     let http_tracker = TaskTracker::new();
     let mut http_described = Vec::new();
@@ -232,15 +236,7 @@ pub async fn run(
     )?;
     if let Some(a) = alerts {
         let store = history.as_ref().map(|h| h.store().clone());
-        let state_dir = shared.running.state_dir().map(|d| d.to_path_buf());
-        crate::alerts::start(
-            a,
-            store,
-            shared.nodes.clone(),
-            state_dir,
-            &tracker,
-            cancel.clone(),
-        );
+        crate::alerts::start(a, store, shared.nodes.clone(), &tracker, cancel.clone());
     }
     if let Some(h) = history {
         tracker.spawn(crate::history::tasks::run(

@@ -175,7 +175,7 @@ async fn a_firing_alert_survives_reload_and_restart() {
     assert!(seen_firing);
     // ALERTS_FOR_STATE after the restart: the restored activeAt, in whole seconds.
     let want = crate::alerts::rfc3339_secs(active_at.as_str().unwrap()).floor();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = blocking(move || instant(ts_port, "ALERTS_FOR_STATE", None)).await;
         if let Some(s) = got.first() {
