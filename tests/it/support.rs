@@ -18,14 +18,27 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub tcp_port: u16,
+    /// The `NOTIFY_SOCKET` the running process says `READY=1` on (kept open while it runs,
+    /// so its later `STATUS=` lines have somewhere to go).
+    notify: Option<std::os::unix::net::UnixDatagram>,
 }
 
+/// A TCP port nothing listens on now, never handed out before by this process (two tests
+/// running side by side must not be given the same port after the first released it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Daemon {
@@ -77,6 +90,7 @@ impl Daemon {
             dir,
             child: None,
             tcp_port: port,
+            notify: None,
         }
     }
 
@@ -105,31 +119,57 @@ impl Daemon {
         self.spawn_command(cmd);
     }
 
-    /// Starts `cmd` (in the daemon's directory, stderr to `stderr.log`) and waits until the
-    /// TCP listener accepts.
+    /// Starts `cmd` (in the daemon's directory, stderr to `stderr.log`) and waits until it is
+    /// ready: it said `READY=1` on a `NOTIFY_SOCKET` of this test's (unless `cmd` brings its
+    /// own), which tracerd does once every listener — node, HTTP, history — is bound, and
+    /// its TCP listener accepts. (A connection to the node listener alone returns before the
+    /// HTTP listeners are bound.)
     pub fn spawn_command(&mut self, mut cmd: Command) {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("stderr.log"))
             .unwrap();
+        self.notify = None;
+        let own = cmd.get_envs().any(|(k, _)| k == "NOTIFY_SOCKET");
+        if !own {
+            let path = self.dir.path().join("ready.sock");
+            let _ = std::fs::remove_file(&path);
+            let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+            rx.set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            cmd.env("NOTIFY_SOCKET", &path);
+            self.notify = Some(rx);
+        }
         let child = cmd
             .current_dir(self.dir.path())
             .stderr(stderr)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_err() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut ready = own;
+        let mut buf = [0u8; 512];
+        while !ready || std::net::TcpStream::connect(("127.0.0.1", self.tcp_port)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("tracerd exited early with {status}: {}", self.stderr());
             }
             assert!(
                 Instant::now() < deadline,
-                "tracerd did not start: {}",
+                "tracerd was not ready within 60 s (READY=1 {}, TCP port {} {}): {}",
+                if ready { "received" } else { "not received" },
+                self.tcp_port,
+                if ready { "refused" } else { "not tried" },
                 self.stderr()
             );
-            std::thread::sleep(Duration::from_millis(20));
+            match self.notify.as_ref() {
+                Some(rx) if !ready => {
+                    if let Ok(n) = rx.recv(&mut buf) {
+                        ready = buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1");
+                    }
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
 
