@@ -269,15 +269,28 @@ async fn ingest_stage_histograms_count_every_write_job_and_ack() {
             .parse()
             .unwrap()
     };
-    let body = scrape().await;
-    // Five jobs, each handed to the blocking pool and back once; the Ack of each.
-    for stage in ["hop", "write", "back", "ack"] {
-        assert!(count(&body, stage) >= 5, "{stage}: {}", count(&body, stage));
-    }
+    // Five jobs, each handed to the blocking pool and back once; the Ack of each. The
+    // writer task times `back` after the job published its sequence number, and the session
+    // times `ack` and `server` after the Ack went out: the last ones may be counted just
+    // after this client read the Ack, so the counts are awaited (bounded).
+    let stages = ["hop", "write", "back", "ack", "server"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body = scrape().await;
+        if stages.iter().all(|s| count(&body, s) >= 5) {
+            break body;
+        }
+        let counts: Vec<_> = stages.iter().map(|s| (*s, count(&body, s))).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stages counted after 20 s: {counts:?}, 5 jobs each"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     // One timed batch per Ack here (each was acknowledged before the next was queued).
     assert_eq!(count(&body, "server"), 5);
     // The checkpoint may be deferred (`fsync: never`), by at most 100 ms.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while count(&scrape().await, "checkpoint") == 0 {
         assert!(std::time::Instant::now() < deadline, "no checkpoint timed");
         tokio::time::sleep(Duration::from_millis(20)).await;

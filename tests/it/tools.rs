@@ -35,6 +35,31 @@ async fn nodes_and_status_report_what_api_nodes_says_as_table_and_json() {
     b.send_batch(1, 12, 8).await;
     a.wait_ack(30).await;
     b.wait_ack(12).await;
+    // The Ack is published from the blocking pool as soon as the lines are written; the
+    // writer task counts them (objectsWritten) when it runs next, which on a loaded machine
+    // can be just after this client read the Ack. Wait for the counts, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let body = tokio::task::spawn_blocking(move || http_get(prom, "/api/nodes", &[]).2)
+            .await
+            .unwrap();
+        let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let written = |name: &str| {
+            nodes.as_array().and_then(|a| {
+                a.iter()
+                    .find(|n| n["name"] == name)
+                    .and_then(|n| n["objectsWritten"].as_u64())
+            })
+        };
+        if written("relay-a") == Some(30) && written("relay-b") == Some(12) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "objectsWritten not 30 and 12 after 20 s: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     // --json: the same facts as /api/nodes, from the endpoint of the config given with -c.
     let out = tracerd(&["nodes", "-c", &config, "--json"]);
