@@ -111,9 +111,14 @@ async fn rtt_through_a_delaying_relay() {
     scenario(Duration::from_millis(DELAY_MS), true).await;
 }
 
+/// The most any chunk was written after its due time, in µs, over every relay of a test: on a
+/// loaded machine the relay's timers fire late, and that lateness is part of the path's
+/// delay tracerd measures (netem's delay, in the kernel, has none).
+type Lateness = Arc<std::sync::atomic::AtomicU64>;
+
 /// Relays TCP connections accepted on a fresh port to `target`, holding every chunk `delay`
-/// in each direction (order kept). Returns the port.
-async fn delaying_relay(target: u16, delay: Duration) -> u16 {
+/// in each direction (order kept), recording in `late` how late it wrote. Returns the port.
+async fn delaying_relay(target: u16, delay: Duration, late: Lateness) -> u16 {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .unwrap();
@@ -127,8 +132,8 @@ async fn delaying_relay(target: u16, delay: Duration) -> u16 {
             server.set_nodelay(true).unwrap();
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
-            tokio::spawn(hold(cr, sw, delay));
-            tokio::spawn(hold(sr, cw, delay));
+            tokio::spawn(hold(cr, sw, delay, late.clone()));
+            tokio::spawn(hold(sr, cw, delay, late.clone()));
         }
     });
     port
@@ -138,6 +143,7 @@ async fn hold(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     delay: Duration,
+    late: Lateness,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
@@ -147,6 +153,8 @@ async fn hold(
             if to.write_all(&chunk).await.is_err() {
                 return;
             }
+            let us = tokio::time::Instant::now().saturating_duration_since(due);
+            late.fetch_max(us.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = to.shutdown().await;
     });
@@ -180,11 +188,12 @@ async fn scenario(delay: Duration, relay: bool) {
     ));
 
     // A native node answering tracerd's Pings.
+    let late = Lateness::default();
     let (native_port, cardano_port) = if relay {
         let hold = Duration::from_millis(delay);
         (
-            delaying_relay(d.tcp_port, hold).await,
-            delaying_relay(cardano, hold).await,
+            delaying_relay(d.tcp_port, hold, late.clone()).await,
+            delaying_relay(cardano, hold, late.clone()).await,
         )
     } else {
         (d.tcp_port, cardano)
@@ -237,6 +246,14 @@ async fn scenario(delay: Duration, relay: bool) {
         assert!(Instant::now() < deadline, "too few RTT samples: {nodes}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // A round trip crosses the relay twice: what its late timers added is the path's, not
+    // tracerd's (0 under netem).
+    let allowance = 2.0 * late.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    // The histogram bucket that holds 75 ms plus that.
+    let hi = *tracerd::metrics::node_series::RTT_BUCKETS
+        .iter()
+        .find(|b| **b >= 0.075 + allowance - 1e-9)
+        .unwrap();
     for name in ["native-a", "cardano-a"] {
         let node = nodes
             .as_array()
@@ -247,28 +264,33 @@ async fn scenario(delay: Duration, relay: bool) {
         let rtt = &node["rtt"];
         let get = |key: &str| rtt[key].as_f64().unwrap();
         // Never below the path's 40 ms; the median near it (a loaded 2-core machine adds
-        // scheduling delay to single samples, so those are bounded loosely).
+        // scheduling delay to single samples, so those are bounded loosely), both beyond
+        // what the relay's late writes added to the path.
         for key in ["latestSeconds", "p50Seconds", "p99Seconds"] {
             let v = get(key);
             assert!(
-                v >= expected * 0.95 && v < expected + 0.25,
-                "{name} {key} = {v}, expected about {expected}: {node}"
+                v >= expected * 0.95 && v < expected + 0.25 + allowance,
+                "{name} {key} = {v}, expected about {expected} (+ {allowance} s the relay \
+                 was late): {node}"
             );
         }
         let p50 = get("p50Seconds");
         assert!(
-            p50 < expected + 0.025,
-            "{name} p50 = {p50}, expected about {expected}: {node}"
+            p50 < expected + 0.025 + allowance,
+            "{name} p50 = {p50}, expected about {expected} (+ {allowance} s the relay was \
+             late): {node}"
         );
         let b = buckets(&metrics, "tracerd_node_rtt_seconds", name);
         let count = b.last().unwrap().1;
         assert!(count >= 1, "{name}: {b:?}");
-        // No sample below the path's delay; most of them in (25 ms, 75 ms].
+        // No sample below the path's delay; most of them in (25 ms, 75 ms] (plus what the
+        // relay was late, to the next bucket).
         assert_eq!(between(&b, 0.0001, 0.025), 0, "{name}: {b:?}");
         assert_eq!(b[0].1, 0, "{name}: {b:?}");
         assert!(
-            between(&b, 0.025, 0.075) * 2 >= count,
-            "{name}: most samples near 40 ms: {b:?}"
+            between(&b, 0.025, hi) * 2 >= count,
+            "{name}: most samples near 40 ms (up to {hi} s; the relay was late by up to \
+             {allowance} s a round trip): {b:?}"
         );
         assert!(
             metrics.contains(&format!(
