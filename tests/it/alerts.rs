@@ -65,14 +65,18 @@ impl Alertmanager {
             child,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
                 && http_get(port, "/-/ready", &[]).0 == 200
             {
                 return am;
             }
-            assert!(Instant::now() < deadline, "alertmanager did not start");
+            assert!(
+                Instant::now() < deadline,
+                "alertmanager did not start within 60 s: {}",
+                std::fs::read_to_string(am._dir.path().join("am.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -527,22 +531,24 @@ fn the_alerts_example_runs_as_is() {
     }
     let _ports = crate::history::PortsLock::take();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracerd"))
-        .args(["-c", "config/examples/alerts.yaml"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = crate::history::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tracerd"))
+            .args(["-c", "config/examples/alerts.yaml"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
     let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let metric = |text: &str, name: &str| -> Option<f64> {
         text.lines()
             .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
             .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
     };
     let result = loop {
-        if child.try_wait().unwrap().is_some() {
+        if child.0.try_wait().unwrap().is_some() {
             break Err(format!("tracerd exited:\n{}", log()));
         }
         if std::net::TcpStream::connect("127.0.0.1:12808").is_ok() {
@@ -556,8 +562,7 @@ fn the_alerts_example_runs_as_is() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = result.unwrap();
     assert_eq!(
         metric(&text, "tracerd_alerts_rule_evaluation_failures_total"),

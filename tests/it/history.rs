@@ -282,6 +282,18 @@ impl PortsLock {
     }
 }
 
+/// A child process killed and reaped when dropped, also when the test panics: an example's
+/// tracerd must not keep the default ports after its test failed (the next example test
+/// would then talk to it).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `config/examples/timeseries.yaml` runs as is from the repository root (a copy of the
 /// layout in a temporary directory, so the repository gets no logs or sockets): it is the
 /// embedded defaults plus `hasTimeseries` on 127.0.0.1:12818, and a node's metrics are
@@ -314,20 +326,22 @@ fn the_timeseries_example_runs_as_is() {
 
     let _ports = PortsLock::take();
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let mut child = std::process::Command::new(tracerd)
-        .args(["-c", "config/examples/timeseries.yaml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        std::process::Command::new(tracerd)
+            .args(["-c", "config/examples/timeseries.yaml"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    );
     let log = || std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect("127.0.0.1:3179").is_err()
         || std::net::TcpStream::connect("127.0.0.1:12818").is_err()
     {
         assert!(
-            child.try_wait().unwrap().is_none(),
+            child.0.try_wait().unwrap().is_none(),
             "tracerd exited:\n{}",
             log()
         );
@@ -378,17 +392,17 @@ fn the_timeseries_example_runs_as_is() {
     );
     drop(node);
     let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            let _ = child.0.kill();
             panic!("tracerd did not stop:\n{}", log());
         }
         std::thread::sleep(Duration::from_millis(20));
