@@ -245,10 +245,10 @@ async fn a_nodes_trace_stream_sends_lines_as_written_filtered_with_their_file() 
             port,
             "/api/nodes/relay-a/traces/stream?severity=Warning&namespace=ChainDB.",
         );
-        all.until(Duration::from_secs(5), |t| {
+        all.until(Duration::from_secs(20), |t| {
             t.contains("trace lines of node")
         });
-        warn.until(Duration::from_secs(5), |t| {
+        warn.until(Duration::from_secs(20), |t| {
             t.contains("trace lines of node")
         });
         (all, warn)
