@@ -119,24 +119,33 @@ type Lateness = Arc<std::sync::atomic::AtomicU64>;
 /// Relays TCP connections accepted on a fresh port to `target`, holding every chunk `delay`
 /// in each direction (order kept), recording in `late` how late it wrote. Returns the port.
 async fn delaying_relay(target: u16, delay: Duration, late: Lateness) -> u16 {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
-                continue;
-            };
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::spawn(hold(cr, sw, delay, late.clone()));
-            tokio::spawn(hold(sr, cw, delay, late.clone()));
-        }
+    // On a thread and runtime of its own: the relay is the network, and the test's tasks
+    // (its blocking HTTP polls among them) must not delay its chunks.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                .await
+                .unwrap();
+            let _ = tx.send(listener.local_addr().unwrap().port());
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                client.set_nodelay(true).unwrap();
+                server.set_nodelay(true).unwrap();
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(hold(cr, sw, delay, late.clone()));
+                tokio::spawn(hold(sr, cw, delay, late.clone()));
+            }
+        });
     });
-    port
+    rx.await.unwrap()
 }
 
 async fn hold(
@@ -228,7 +237,9 @@ async fn scenario(delay: Duration, relay: bool) {
     let expected = 2.0 * delay as f64 / 1e3;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (nodes, metrics) = loop {
-        let (_, _, body) = http_get(http, "/api/nodes", &[]);
+        let (_, _, body) = tokio::task::spawn_blocking(move || http_get(http, "/api/nodes", &[]))
+            .await
+            .unwrap();
         let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
         let samples = |name: &str| {
             nodes
@@ -240,7 +251,11 @@ async fn scenario(delay: Duration, relay: bool) {
                 .unwrap_or(0)
         };
         if samples("native-a") >= 1 && samples("cardano-a") >= 8 {
-            let (_, _, metrics) = http_get(http, "/metrics", &[("Accept", "text/plain")]);
+            let (_, _, metrics) = tokio::task::spawn_blocking(move || {
+                http_get(http, "/metrics", &[("Accept", "text/plain")])
+            })
+            .await
+            .unwrap();
             break (nodes, metrics);
         }
         assert!(Instant::now() < deadline, "too few RTT samples: {nodes}");
