@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -195,7 +196,16 @@ impl Source for SimNode {
     }
 
     fn take_encoded(&self, max: usize, out: &mut Vec<u8>) -> usize {
-        lock(&self.queue).take(max, out)
+        let mut parts = Vec::new();
+        let n = self.take_parts(max, &mut parts);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        n
+    }
+
+    fn take_parts(&self, max: usize, parts: &mut Vec<Bytes>) -> usize {
+        lock(&self.queue).take(max, parts)
     }
 
     fn changed(&self) -> impl std::future::Future<Output = ()> + Send {
@@ -229,7 +239,8 @@ impl Source for SimNode {
 
 /// Queued objects, encoded, in the chunks they were queued in (oldest first): a chunk's
 /// bytes hold its objects back to back, `lens` their lengths, `at` where the first unsent one
-/// starts. Taking copies bytes out once; nothing is moved to make room.
+/// starts. Taking hands out slices of the chunks (a reply is written from them); nothing is
+/// copied or moved.
 #[derive(Debug, Default)]
 struct Encoded {
     chunks: VecDeque<Chunk>,
@@ -238,7 +249,7 @@ struct Encoded {
 
 #[derive(Debug)]
 struct Chunk {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     lens: VecDeque<usize>,
     at: usize,
 }
@@ -250,14 +261,15 @@ impl Encoded {
         }
         self.objects += lens.len();
         self.chunks.push_back(Chunk {
-            bytes,
+            bytes: bytes.into(),
             lens: lens.into(),
             at: 0,
         });
     }
 
-    /// Appends the oldest `max` (at most) objects' bytes to `out`; returns how many.
-    fn take(&mut self, max: usize, out: &mut Vec<u8>) -> usize {
+    /// Appends the oldest `max` (at most) objects' bytes to `parts` (a slice per chunk they
+    /// are in); returns how many.
+    fn take(&mut self, max: usize, parts: &mut Vec<Bytes>) -> usize {
         let mut taken = 0;
         while taken < max {
             let Some(chunk) = self.chunks.front_mut() else {
@@ -265,7 +277,7 @@ impl Encoded {
             };
             let n = chunk.lens.len().min(max - taken);
             let len: usize = chunk.lens.drain(..n).sum();
-            out.extend_from_slice(&chunk.bytes[chunk.at..chunk.at + len]);
+            parts.push(chunk.bytes.slice(chunk.at..chunk.at + len));
             chunk.at += len;
             taken += n;
             if chunk.lens.is_empty() {

@@ -14,12 +14,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tracerd_wire::cardano::codec::{encode_trace_object, TraceFields};
 use tracerd_wire::cardano::mux::Mode;
-use tracerd_wire::model::DetailLevel;
 use tracerd_wire::Address;
 
-use super::content::{now_ns, push_machine_line, Generator, METRIC_NAMES};
+mod objects;
+pub use self::objects::CardanoObjects;
+
+use super::content::{now_ns, METRIC_NAMES};
 use super::{latency_json, mean, rate_json, round, Args, Rate, CHUNK, MAX_LATENCY_MICROS};
 use crate::cardano::{SimEnd, SimNode};
 use tracerd_wire::cardano::codec::EkgValue;
@@ -195,14 +196,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         let (rate, size, metrics) = (args.rate, args.size, args.metrics);
         let pushed_total = pushed_total.clone();
         drivers.push(tokio::spawn(async move {
-            let mut gen = Generator::new(name, size);
+            let mut objects = CardanoObjects::new(&name, size);
             let mut pushed = 0u64;
             let mut metric_updates = 0u64;
             let mut next_metrics = start + Duration::from_secs(1);
             let mut marks: VecDeque<(u64, Instant, u64)> = VecDeque::new();
             let mut latency: Vec<(u64, u64)> = Vec::new();
-            let mut line = Vec::with_capacity(size + 200);
-            let mut payload = String::with_capacity(size + 200);
             loop {
                 let now = Instant::now();
                 let pulled = node.sent();
@@ -214,7 +213,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 if metrics > 0 && now >= next_metrics && now < end {
                     metric_updates += 1;
-                    set_metrics(&node, metrics, metric_updates, gen.seq);
+                    set_metrics(&node, metrics, metric_updates, objects.seq());
                     next_metrics += Duration::from_secs(1);
                 }
                 if now >= end {
@@ -236,34 +235,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                     continue;
                 }
                 let ts = now_ns();
-                // Each object is encoded once, here (its line and payload in buffers reused from
-                // object to object), exactly as a cardano-node encodes it: the node answers a
-                // request by copying queued bytes.
-                // Handed to the node's queue whole, so a new one per chunk.
+                // Each object is encoded once, here, exactly as a cardano-node encodes it
+                // (`CardanoObjects`): the node answers a request with slices of these bytes.
+                // Handed to the node's queue whole, so a new buffer per chunk.
                 let mut encoded = Vec::with_capacity(want * (size + 330));
                 let mut lens = Vec::with_capacity(want);
-                for i in 0..want {
-                    payload.clear();
-                    let (namespace, severity, thread) = gen.fill(&mut payload);
-                    let mut fields = TraceFields {
-                        human: None,
-                        machine: &payload,
-                        namespace,
-                        severity,
-                        detail: DetailLevel::Normal,
-                        timestamp_ns: ts + i as i64,
-                        hostname: &gen.node,
-                        thread_id: &gen.threads[thread],
-                    };
-                    // A cardano-node sends its complete machine line.
-                    line.clear();
-                    push_machine_line(&mut line, &fields);
-                    fields.machine = std::str::from_utf8(&line)
-                        .expect("a machine line is made of UTF-8 strings and ASCII");
-                    let before = encoded.len();
-                    encode_trace_object(&mut encoded, &fields);
-                    lens.push(encoded.len() - before);
-                }
+                objects.encode(ts, want, &mut encoded, &mut lens);
                 node.push_encoded(encoded, lens);
                 pushed += want as u64;
                 pushed_total.fetch_add(want as u64, Ordering::Relaxed);
@@ -272,7 +249,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
             }
             (
                 pushed,
-                gen.bytes,
+                objects.payload_bytes(),
                 latency,
                 node.sent() >= pushed,
                 metric_updates,

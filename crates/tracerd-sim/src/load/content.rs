@@ -1,12 +1,10 @@
 //! What the simulated nodes send: Cardano-like trace objects (weighted kinds, unique per
-//! node and sequence number, padded to the requested size), metric names, and cardano-node's
-//! machine line for `--protocol cardano`.
+//! node and sequence number, padded to the requested size) and metric names (cardano-node's
+//! machine line for `--protocol cardano` is written by `cardano::objects`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracerd_wire::cardano::codec::TraceFields;
 use tracerd_wire::model::{DetailLevel, Severity, Text, TraceObject};
-use tracerd_wire::utc;
 
 /// Cardano-like trace kinds: namespace, severity, `kind`, relative weight.
 pub(crate) const KINDS: &[(&str, Severity, &str, u32)] = &[
@@ -217,6 +215,7 @@ impl Generator {
 
     /// The next object's machine payload, appended to `m`, and its namespace, severity and
     /// thread (an index into `threads`).
+    #[cfg(test)]
     pub(crate) fn fill(&mut self, m: &mut String) -> (&'static str, Severity, usize) {
         let mut bytes = std::mem::take(m).into_bytes();
         let (kind, thread) = self.fill_bytes(&mut bytes);
@@ -228,7 +227,7 @@ impl Generator {
 
     /// The next object's machine payload, appended to `m` (no allocation once `m` is large
     /// enough); returns its kind (an index into KINDS) and thread (into `threads`).
-    fn fill_bytes(&mut self, m: &mut Vec<u8>) -> (usize, usize) {
+    pub(crate) fn fill_bytes(&mut self, m: &mut Vec<u8>) -> (usize, usize) {
         self.seq += 1;
         let seq = self.seq;
         let h = mix(seq ^ (self.node.len() as u64) << 56);
@@ -312,39 +311,6 @@ impl Tail {
 /// The shortest machine text (no padding), an estimate for sizing a batch's buffer.
 const MIN_OBJECT: usize = 160;
 
-/// Appends cardano-node's own machine line for `obj` (cardano-tracer's `ForMachine` shape:
-/// `{"at":..,"ns":..,"data":..,"sev":..,"thread":..,"host":..}`, no newline). `obj.machine`
-/// (the payload) must be one line of valid JSON, as every [`Generator`] object's is: it
-/// becomes `data` as is, so the line is byte for byte what tracerd itself renders for that
-/// object.
-pub(crate) fn push_machine_line(out: &mut Vec<u8>, obj: &TraceFields<'_>) {
-    out.extend_from_slice(b"{\"at\":\"");
-    utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
-    out.extend_from_slice(b"\",\"ns\":");
-    push_json_str(out, obj.namespace);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(obj.machine.trim().as_bytes());
-    out.extend_from_slice(b",\"sev\":\"");
-    out.extend_from_slice(obj.severity.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"thread\":");
-    push_json_str(out, obj.thread_id);
-    out.extend_from_slice(b",\"host\":");
-    push_json_str(out, obj.hostname);
-    out.push(b'}');
-}
-
-fn push_json_str(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        // Nothing to escape (the generator's names and threads): quoted as is.
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-        return;
-    }
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,11 +342,6 @@ mod tests {
         );
         let plain = format!("{head}{}\"}}", "x".repeat(300 - head.len() - 2));
         assert_eq!(a.machine, plain);
-        for text in ["load-0003", "a\"b\\c\n", "\u{7f}\u{85}"] {
-            let mut quoted = Vec::new();
-            push_json_str(&mut quoted, text);
-            assert_eq!(quoted, serde_json::to_vec(text).unwrap(), "{text:?}");
-        }
     }
 
     #[test]

@@ -16,13 +16,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 
+use std::io::IoSlice;
+
+use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 
 use super::codec::{self, CborError, DataPointAsk, EkgAsk, EkgRequest, EkgValue, TraceAsk};
 use super::handshake::{self, HandshakeError, Outcome};
-use super::mux::{send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS};
+use super::mux::{
+    send, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, HEADER_LEN, MAX_SEND_SDU, TRACE_OBJECTS,
+};
 use crate::model::TraceObject;
 
 /// What a forwarder serves: its trace-object queue, metrics and data points.
@@ -38,6 +43,18 @@ pub trait Source {
             codec::encode_trace_object(out, &o.into());
         }
         objects.len()
+    }
+    /// Takes up to `max` queued objects like [`Source::take_encoded`] and appends their
+    /// bytes to `parts` (in order; the objects' bytes concatenated): a source that keeps its
+    /// objects encoded in shared buffers (the simulated node) hands out slices of them, so
+    /// a reply is written from them without a copy. Returns how many objects.
+    fn take_parts(&self, max: usize, parts: &mut Vec<Bytes>) -> usize {
+        let mut out = Vec::new();
+        let n = self.take_encoded(max, &mut out);
+        if !out.is_empty() {
+            parts.push(out.into());
+        }
+        n
     }
     /// Resolves when objects may have been queued or the source finished since the last
     /// [`Source::take`] found nothing (spurious wake-ups are fine; a lost one is not).
@@ -215,9 +232,9 @@ where
     }
 }
 
-/// Sends up to `max` objects in one `MsgTraceObjectsReply`, encoded straight into the
-/// message; with none queued, sends the empty reply if `empty_ok`, else nothing. Returns how
-/// many were sent.
+/// Sends up to `max` objects in one `MsgTraceObjectsReply` written from the source's own
+/// buffers ([`Source::take_parts`], [`write_reply`]); with none queued, sends the empty reply
+/// if `empty_ok`, else nothing. Returns how many were sent.
 async fn reply_traces<S, Src>(
     framed: &mut Framed<S, MuxCodec>,
     source: &Src,
@@ -228,19 +245,78 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     Src: Source + ?Sized,
 {
-    let mut payload = codec::REPLY_START.to_vec();
-    let n = source.take_encoded(max, &mut payload);
+    let mut parts = Vec::new();
+    let n = source.take_parts(max, &mut parts);
     if n == 0 {
-        if !empty_ok {
-            return Ok(0);
+        if empty_ok {
+            send(framed, TRACE_OBJECTS, codec::REPLY_EMPTY.to_vec()).await?;
         }
-        payload = codec::REPLY_EMPTY.to_vec();
-    } else {
-        payload.push(codec::REPLY_END);
+        return Ok(0);
     }
-    send(framed, TRACE_OBJECTS, payload).await?;
+    write_reply(framed, &parts).await?;
     source.sent(n);
     Ok(n)
+}
+
+/// Most buffers handed to one `writev` (Linux refuses more than 1,024).
+const MAX_IOV: usize = 512;
+
+/// Writes the `MsgTraceObjectsReply` made of [`codec::REPLY_START`], `parts` (the encoded
+/// objects) and [`codec::REPLY_END`] on the trace-object protocol, cut into SDUs of at most
+/// [`MAX_SEND_SDU`] bytes: the same bytes as [`send`] of the concatenation, but the SDU
+/// headers and the parts go out with vectored writes, without copying the objects into one
+/// message and again into the codec's write buffer. A stream without vectored writes gets
+/// the concatenation through the codec.
+async fn write_reply<S>(framed: &mut Framed<S, MuxCodec>, parts: &[Bytes]) -> Result<(), MuxError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let end = [codec::REPLY_END];
+    let pieces = || {
+        std::iter::once(&codec::REPLY_START[..])
+            .chain(parts.iter().map(|p| &p[..]))
+            .chain(std::iter::once(&end[..]))
+    };
+    if !framed.get_ref().is_write_vectored() {
+        return send(framed, TRACE_OBJECTS, pieces().flatten().copied().collect()).await;
+    }
+    // Nothing the codec buffered may go after this reply (every `send` flushes, so this
+    // writes nothing).
+    futures_util::SinkExt::<super::mux::Message>::flush(framed).await?;
+    let total: usize = pieces().map(<[u8]>::len).sum();
+    let headers: Vec<[u8; HEADER_LEN]> = (0..total.div_ceil(MAX_SEND_SDU))
+        .map(|i| {
+            let len = (total - i * MAX_SEND_SDU).min(MAX_SEND_SDU) as u16;
+            framed.codec().sdu_header(TRACE_OBJECTS, len)
+        })
+        .collect();
+    let mut slices = Vec::with_capacity(2 * headers.len() + parts.len() + 2);
+    let (mut headers_left, mut room) = (headers.iter(), 0usize);
+    for mut piece in pieces() {
+        while !piece.is_empty() {
+            if room == 0 {
+                if let Some(h) = headers_left.next() {
+                    slices.push(IoSlice::new(h));
+                }
+                room = MAX_SEND_SDU;
+            }
+            let (now, rest) = piece.split_at(piece.len().min(room));
+            slices.push(IoSlice::new(now));
+            room -= now.len();
+            piece = rest;
+        }
+    }
+    let io = framed.get_mut();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let k = bufs.len().min(MAX_IOV);
+        let n = io.write_vectored(&bufs[..k]).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
 
 /// ekg-forward's answer to `req` given every current metric, with its per-connection
@@ -353,6 +429,87 @@ mod tests {
         let (replies, end) = tokio::join!(acceptor_side, serve(&mut node, &source));
         assert_eq!(replies, vec![vec![0, 1, 2], vec![3, 4], vec![]]);
         assert_eq!(end.unwrap(), End::Closed);
+    }
+
+    /// A stream without vectored writes (as a TLS stream may be).
+    struct Plain<T>(T);
+
+    impl<T: AsyncRead + Unpin> AsyncRead for Plain<T> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl<T: AsyncWrite + Unpin> AsyncWrite for Plain<T> {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// A reply written from parts (vectored, over a real socket; and through the codec over a
+    /// stream without vectored writes) is the SDUs `send` would write for the concatenation:
+    /// full SDUs of `MAX_SEND_SDU` bytes, the last one shorter, the node's mode bit, protocol 2.
+    #[tokio::test]
+    async fn a_reply_written_from_parts_is_the_sdus_of_the_whole_message() {
+        use tokio::io::AsyncReadExt;
+        // Parts that end inside, at and across SDU boundaries.
+        let parts: Vec<Bytes> = [5000usize, 7285, 1, 30_000, 0, 12_288, 77]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Bytes::from((0..n).map(|j| (i * 7 + j) as u8).collect::<Vec<u8>>()))
+            .collect();
+        let mut whole = codec::REPLY_START.to_vec();
+        for p in &parts {
+            whole.extend_from_slice(p);
+        }
+        whole.push(codec::REPLY_END);
+        let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+        let (c, mut d) = tokio::io::duplex(1 << 20);
+        let mut vectored = Framed::new(a, MuxCodec::new(Mode::Responder, 1 << 20));
+        let mut plain = Framed::new(Plain(c), MuxCodec::new(Mode::Responder, 1 << 20));
+        assert!(vectored.get_ref().is_write_vectored());
+        assert!(!plain.get_ref().is_write_vectored());
+        write_reply(&mut vectored, &parts).await.unwrap();
+        write_reply(&mut plain, &parts).await.unwrap();
+        drop((vectored, plain));
+        let (mut raw, mut raw_plain) = (Vec::new(), Vec::new());
+        b.read_to_end(&mut raw).await.unwrap();
+        d.read_to_end(&mut raw_plain).await.unwrap();
+        for raw in [raw, raw_plain] {
+            let (mut at, mut payload) = (0, Vec::new());
+            while at < raw.len() {
+                let header = super::super::mux::Header::parse(raw[at..at + 8].try_into().unwrap());
+                assert_eq!(
+                    (header.mode, header.protocol),
+                    (Mode::Responder, TRACE_OBJECTS)
+                );
+                let len = usize::from(header.len);
+                assert_eq!(len, (whole.len() - payload.len()).min(MAX_SEND_SDU));
+                payload.extend_from_slice(&raw[at + 8..at + 8 + len]);
+                at += 8 + len;
+            }
+            assert_eq!(payload, whole);
+        }
     }
 
     #[test]

@@ -375,6 +375,18 @@ impl MuxCodec {
         self.local
     }
 
+    /// The header of an SDU of `len` payload bytes on `protocol` sent now, as the encoder
+    /// writes it (this side's mode, its clock): for a sender that writes SDUs itself.
+    pub fn sdu_header(&self, protocol: u16, len: u16) -> [u8; HEADER_LEN] {
+        Header {
+            timestamp: self.started.elapsed().as_micros() as u32,
+            mode: self.local,
+            protocol,
+            len,
+        }
+        .to_bytes()
+    }
+
     /// When the first SDU of the message `decode` returned last arrived, and its timestamp.
     pub fn last_timing(&self) -> Option<Timing> {
         self.last_timing
