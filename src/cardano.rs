@@ -1,5 +1,5 @@
 //! Cardano's trace-forwarding protocol, so an unmodified cardano-node can connect. The wire
-//! (the Ouroboros mux [`mux`], the CBOR messages [`codec`], the handshake [`handshake`]) is in
+//! (the Ouroboros mux [`mux`], the CBOR messages [`codec`] and [`index`], the handshake [`handshake`]) is in
 //! the `tracerd-wire` crate and re-exported here (with [`forwarder`], the node side re-forwarding plays), so daemon code names them
 //! `crate::cardano::*`. The acceptor session that uses them (its `Settings`, node naming,
 //! ConnectTo dialing) is `crate::session::cardano`; everything it receives goes through the
@@ -8,4 +8,4 @@
 //!
 //! The byte-level reference is `cardano-forwarding-protocol.md` (sections cited as §n).
 
-pub use tracerd_wire::cardano::{codec, forwarder, handshake, mux};
+pub use tracerd_wire::cardano::{codec, forwarder, handshake, index, mux};

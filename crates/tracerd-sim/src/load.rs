@@ -28,6 +28,8 @@ mod cardano;
 mod content;
 mod native;
 
+pub use cardano::CardanoObjects;
+
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;

@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod forwarder;
 pub mod handshake;
+pub mod index;
 pub mod mux;
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use self::naming::Source;
 pub use self::settings::{Settings, NAME_TIMEOUT};
 use crate::cardano::codec::{self, CborError, EkgRequest, EkgValue};
 use crate::cardano::handshake::{self, HandshakeError, Outcome};
+use crate::cardano::index;
 use crate::cardano::mux::{
     send, Message, Mode, MuxCodec, MuxError, DATA_POINTS, EKG, TRACE_OBJECTS,
 };
@@ -368,10 +369,14 @@ impl Pump {
                     ));
                 };
                 self.traces_in_flight = in_flight;
-                // The objects' strings are slices of the reply (no copy per string).
-                let mut objects = codec::decode_trace_reply_shared(
+                // The objects' strings are slices of the reply (no copy per string), built
+                // from the record the mux made while it found the reply's end (one walk of
+                // the CBOR, not two) when every object had the common shape.
+                let index = framed.codec_mut().take_trace_index();
+                let mut objects = index::decode_reply(
                     &msg.payload,
                     usize::from(self.settings.lo_request_num),
+                    index.as_ref(),
                 )
                 .map_err(bad)?;
                 if self.sink.is_some() {

@@ -13,6 +13,8 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use super::index::{self, Step, TraceIndex, MAX_INDEXED};
+
 /// Length of an SDU header.
 pub const HEADER_LEN: usize = 8;
 /// Largest SDU payload tracerd sends (what cardano-node sends on socket bearers).
@@ -171,10 +173,24 @@ enum Open {
 /// Incremental CBOR item splitter: finds where the first complete item of a buffer ends,
 /// resuming where it stopped when more bytes arrive. Only structure is checked here; what the
 /// item means is the codec's business.
+///
+/// A splitter for trace replies ([`Splitter::for_trace_replies`]) also reads the objects of
+/// a `MsgTraceObjectsReply` of the common shape as it passes them ([`index`]): the record of
+/// the last item found ([`Splitter::take_index`]) lets the decoder build the objects without
+/// walking the heads a second time.
 #[derive(Debug, Default)]
 pub struct Splitter {
     pos: usize,
     open: Vec<Open>,
+    /// Whether items are read as trace replies.
+    traces: bool,
+    /// The record of the reply being scanned; `None` once something is not the common shape.
+    index: Option<TraceIndex>,
+    /// The record of the item last found.
+    found: Option<TraceIndex>,
+    /// How many objects the last record held: the next one is reserved at that size (one
+    /// allocation per reply, not growth by doubling; nothing kept between replies).
+    last_count: usize,
 }
 
 /// The splitter found bytes that are not well-formed CBOR.
@@ -182,6 +198,21 @@ pub struct Splitter {
 pub struct Malformed(pub &'static str);
 
 impl Splitter {
+    /// A splitter that also records the objects of trace replies (see [`Splitter`]).
+    pub fn for_trace_replies() -> Splitter {
+        Splitter {
+            traces: true,
+            index: Some(TraceIndex::new()),
+            ..Splitter::default()
+        }
+    }
+
+    /// The record of the item the last [`Splitter::scan`] found, when it is a trace reply
+    /// whose every object has the common shape ([`index`]).
+    pub fn take_index(&mut self) -> Option<TraceIndex> {
+        self.found.take()
+    }
+
     /// Scans `buf` (which only grows between calls, until an item is taken) and returns the
     /// length of the first complete item, or `None` when more bytes are needed.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
@@ -194,6 +225,38 @@ impl Splitter {
                 self.pos = pos;
                 return Ok(None);
             };
+            if self.traces {
+                if let Some(index) = &mut self.index {
+                    if self.open.len() == 2 && buf.get(..3) == Some(&[0x82, 0x03, 0x9f][..]) {
+                        // Inside the reply's list: an object, or its end.
+                        if initial == 0x89 && index.end == pos && index.objects.len() < MAX_INDEXED
+                        {
+                            match index::read_object(buf, pos) {
+                                Step::Object(spans, end) => {
+                                    if index.objects.capacity() == 0 {
+                                        index
+                                            .objects
+                                            .reserve(self.last_count.clamp(1, MAX_INDEXED));
+                                    }
+                                    index.objects.push(spans);
+                                    index.end = end;
+                                    pos = end;
+                                    continue;
+                                }
+                                Step::Partial => {
+                                    self.pos = pos;
+                                    return Ok(None);
+                                }
+                                Step::Other => self.index = None,
+                            }
+                        } else if initial != 0xff || index.end != pos {
+                            self.index = None;
+                        }
+                    } else if pos >= 3 {
+                        self.index = None;
+                    }
+                }
+            }
             let major = initial >> 5;
             let info = initial & 0x1f;
             let (arg, head) = if info < 24 {
@@ -291,6 +354,12 @@ impl Splitter {
                 match self.open.last_mut() {
                     None => {
                         self.pos = 0;
+                        if self.traces {
+                            self.found = self.index.replace(TraceIndex::new());
+                            if let Some(found) = &self.found {
+                                self.last_count = found.objects.len();
+                            }
+                        }
                         return Ok(Some(pos));
                     }
                     Some(Open::Items(n)) => {
@@ -344,25 +413,36 @@ pub struct MuxCodec {
     max_message: usize,
     handshake: bool,
     channels: [Channel; 4],
-    ready: VecDeque<(Message, Option<Timing>)>,
+    ready: VecDeque<(Message, Option<Timing>, Option<TraceIndex>)>,
     started: Instant,
     /// The timing of the message `decode` returned last.
     last_timing: Option<Timing>,
+    /// The record of the trace reply `decode` returned last (see [`Splitter`]).
+    last_index: Option<TraceIndex>,
 }
 
 impl MuxCodec {
     /// A codec for the side `local`, reassembling messages of at most `max_message` bytes.
     /// The handshake mini-protocol is open until [`MuxCodec::end_handshake`].
     pub fn new(local: Mode, max_message: usize) -> MuxCodec {
+        let mut channels: [Channel; 4] = Default::default();
+        channels[usize::from(TRACE_OBJECTS)].splitter = Splitter::for_trace_replies();
         MuxCodec {
             local,
             max_message,
             handshake: true,
-            channels: Default::default(),
+            channels,
             ready: VecDeque::new(),
             started: Instant::now(),
             last_timing: None,
+            last_index: None,
         }
+    }
+
+    /// The record of the objects of the trace reply `decode` returned last, when every one
+    /// has the common shape ([`index`]): decode the reply with [`index::decode_reply`].
+    pub fn take_trace_index(&mut self) -> Option<TraceIndex> {
+        self.last_index.take()
     }
 
     /// Closes mini-protocol 0: from now on an SDU for it ends the connection, as in the mux.
@@ -399,8 +479,9 @@ impl Decoder for MuxCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, MuxError> {
         loop {
-            if let Some((m, timing)) = self.ready.pop_front() {
+            if let Some((m, timing, index)) = self.ready.pop_front() {
                 self.last_timing = timing;
+                self.last_index = index;
                 return Ok(Some(m));
             }
             let Some(head) = src.get(..HEADER_LEN) else {
@@ -445,9 +526,12 @@ impl Decoder for MuxCodec {
             };
             if channel.buf.is_empty() {
                 channel.first = Some(this_sdu);
+                // With a little room over the last one's length: the next reply of as many
+                // objects is rarely exactly as long, and growing the buffer copies it.
+                let room = channel.last_len + channel.last_len / 16;
                 channel
                     .buf
-                    .reserve(channel.last_len.clamp(len, self.max_message.max(len)));
+                    .reserve(room.clamp(len, self.max_message.max(len)));
             }
             channel.buf.extend_from_slice(&src[..len]);
             src.advance(len);
@@ -458,7 +542,8 @@ impl Decoder for MuxCodec {
                             protocol,
                             payload: channel.buf.split_to(n).freeze(),
                         };
-                        self.ready.push_back((message, channel.first));
+                        let index = channel.splitter.take_index();
+                        self.ready.push_back((message, channel.first, index));
                         channel.last_len = n;
                         if channel.buf.is_empty() {
                             // Let go of the taken message's allocation (the message keeps

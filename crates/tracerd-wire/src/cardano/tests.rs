@@ -13,7 +13,7 @@ use crate::model::{DetailLevel, MachineForm, Severity, Text, TraceObject};
 
 const MAINNET: u32 = 764_824_073;
 
-fn hex(text: &str) -> Vec<u8> {
+pub(super) fn hex(text: &str) -> Vec<u8> {
     let clean: String = text
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '|')
@@ -152,7 +152,7 @@ fn e4_trace_object_requests() {
     assert_eq!(decode_trace_ask(&hex("8102")).unwrap(), TraceAsk::Done);
 }
 
-fn e5_object() -> TraceObject {
+pub(super) fn e5_object() -> TraceObject {
     TraceObject {
         namespace: "Test.Msg".into(),
         severity: Severity::Info,
@@ -199,7 +199,7 @@ fn e5_trace_object_reply() {
     );
 }
 
-fn hex_of(bytes: &[u8]) -> String {
+pub(super) fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -438,7 +438,7 @@ fn a_reply_is_decoded_into_one_vec_sized_for_the_request() {
     assert_eq!(empty.capacity(), 0);
 }
 
-fn arb_object() -> impl Strategy<Value = TraceObject> {
+pub(super) fn arb_object() -> impl Strategy<Value = TraceObject> {
     (
         "[a-zA-Z.]{1,30}",
         0usize..8,
