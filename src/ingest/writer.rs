@@ -251,7 +251,7 @@ struct Written {
     checkpoint_time: Option<Duration>,
 }
 
-/// The node's [`NodeLog`], moved to the blocking pool for each operation.
+/// The node's [`NodeLog`], moved to a writer thread ([`super::pool`]) for each operation.
 struct Blocking {
     log: Option<NodeLog>,
     node: String,
@@ -287,16 +287,17 @@ impl Blocking {
     ) -> Result<R, WriteError> {
         let mut log = self.log.take().ok_or(WriteError::Closed)?;
         let submitted = Instant::now();
-        let (log, r, started, ended) = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let r = f(&mut log);
-            (log, r, started, Instant::now())
-        })
-        .await
-        .map_err(|e| WriteError::Write {
-            path: self.node.clone().into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let (log, r, started, ended) = super::pool::pool()
+            .run(move || {
+                let started = Instant::now();
+                let r = f(&mut log);
+                (log, r, started, Instant::now())
+            })
+            .await
+            .map_err(|_| WriteError::Write {
+                path: self.node.clone().into(),
+                source: std::io::Error::other("the log writer panicked"),
+            })?;
         self.stages.hop.observe((started - submitted).as_secs_f64());
         self.stages.back.observe(ended.elapsed().as_secs_f64());
         self.owed = log.checkpoint_owed();
