@@ -80,11 +80,10 @@ pub(super) async fn write_loop(
     mut settings: watch::Receiver<Arc<Effective>>,
     live: Arc<crate::node::live::NodeLive>,
 ) -> Result<(), WriteError> {
-    let series = telemetry.nodes.node(&node);
-    // Shared with the blocking pool, which publishes what it wrote (`Blocking::write`).
+    // Shared with the writer threads, which publish what they wrote (`Blocking::submit`).
     let persisted = Arc::new(persisted);
     let interval = durability.fsync_interval();
-    let mut writer = Blocking::new(log, node.clone(), telemetry.ingest_stages.clone());
+    let mut writer = Blocking::new(log, node, telemetry, durability.on_write_error, live);
     // Grown by the first batches; given back when the node goes idle (64 jobs are 4 KiB).
     let mut jobs: Vec<Job> = Vec::new();
     // Interval mode: data written but not yet synced and acknowledged.
@@ -95,29 +94,42 @@ pub(super) async fn write_loop(
     // Whether a write may have left descriptors open (closed after `IDLE_CLOSE` without jobs).
     let mut open = false;
     loop {
+        // A job still on a writer thread may owe a checkpoint: the timer settles it first.
         let timer = if unsynced {
             Some((last_sync + interval, Timer::Sync))
-        } else if writer.checkpoint_owed() {
+        } else if writer.checkpoint_owed() || writer.in_flight() {
             Some((last_checkpoint + CHECKPOINT_EVERY, Timer::Checkpoint))
         } else if open {
             Some((Instant::now() + IDLE_CLOSE, Timer::Idle))
         } else {
             None
         };
+        let failed = writer.failed.clone();
         let received = match timer {
             None => rx.recv_many(&mut jobs, MAX_MERGED_BATCHES).await,
             Some((at, timer)) => tokio::select! {
                 n = rx.recv_many(&mut jobs, MAX_MERGED_BATCHES) => n,
+                // Only a failed job wakes this task; one written is collected lazily.
+                () = failed.notified(), if writer.in_flight() => {
+                    writer.settle(&persisted).await?;
+                    if !writer.checkpoint_owed() {
+                        last_checkpoint = Instant::now();
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(at) => {
+                    writer.settle(&persisted).await?;
                     match timer {
                         Timer::Sync => {
-                            let seq = writer.checkpoint(&telemetry).await?;
+                            let seq = writer.checkpoint().await?;
                             persisted.send_replace(Persisted::now(seq));
                             unsynced = false;
                             last_sync = Instant::now();
                         }
                         Timer::Checkpoint => {
-                            writer.checkpoint(&telemetry).await?;
+                            if writer.checkpoint_owed() {
+                                writer.checkpoint().await?;
+                            }
                             last_checkpoint = Instant::now();
                         }
                         Timer::Idle => {
@@ -134,6 +146,8 @@ pub(super) async fn write_loop(
             break;
         }
         let started = Instant::now();
+        // The previous job first (written by now, as a rule: nothing to wait for).
+        writer.settle(&persisted).await?;
         // Publish now (else at the interval), and checkpoint now (else later).
         let (sync_now, checkpoint_now) = match durability.fsync {
             FsyncPolicy::Never => (true, last_checkpoint.elapsed() >= CHECKPOINT_EVERY),
@@ -149,41 +163,17 @@ pub(super) async fn write_loop(
             let policy = settings.borrow_and_update().logs.policy;
             writer.run(move |log| log.set_policy(policy)).await?;
         }
-        let (batch, appended, seq) = writer
-            .write(
-                batch,
-                checkpoint_now,
-                sync_now.then_some(&persisted),
-                &live,
-                durability.on_write_error,
-                &telemetry,
-            )
-            .await?;
-        if !writer.checkpoint_owed() {
+        writer.submit(
+            batch,
+            checkpoint_now,
+            sync_now.then_some(&persisted),
+            started,
+        )?;
+        if checkpoint_now {
             last_checkpoint = Instant::now();
         }
         open = true;
-        let count: u64 = batch.iter().map(|j| j.objects.len() as u64).sum();
-        if !appended.tapped {
-            // Written on an error path (the blocking job offers what it wrote otherwise).
-            if let Some(log) = writer.log.as_ref() {
-                tap(&live, log, &batch);
-            }
-        }
-        telemetry
-            .write_batch_seconds
-            .observe(started.elapsed().as_secs_f64());
-        telemetry.rotations.inc_by(appended.rotations);
-        telemetry.invalid_machine_json.inc_by(appended.invalid_json);
-        if appended.journal_truncated > 0 {
-            tracing::warn!(node = %node, entries = appended.journal_truncated,
-                "journal entries too large for one datagram were sent with their message cut");
-        }
-        series.add_written(count.saturating_sub(appended.dropped));
-        series.add_bytes(appended.bytes);
         if sync_now {
-            // Published already on the blocking pool, except after a drop.
-            publish_seq(&persisted, seq);
             unsynced = false;
             if durability.fsync == FsyncPolicy::Interval {
                 last_sync = Instant::now();
@@ -191,9 +181,13 @@ pub(super) async fn write_loop(
         } else {
             unsynced = true;
         }
-        jobs = batch;
-        jobs.clear();
+        if let Some(spare) = writer.spare.take() {
+            if jobs.capacity() < spare.capacity() {
+                jobs = spare;
+            }
+        }
     }
+    writer.settle(&persisted).await?;
     let seq = writer.close().await?;
     persisted.send_replace(Persisted::now(seq));
     Ok(())
@@ -255,6 +249,17 @@ struct Written {
 struct Blocking {
     log: Option<NodeLog>,
     node: String,
+    telemetry: Telemetry,
+    /// What a write job counts, shared with the writer threads.
+    books: Arc<Books>,
+    policy: WriteErrorPolicy,
+    live: Arc<crate::node::live::NodeLive>,
+    /// The write job on a writer thread, not yet collected ([`Blocking::settle`]).
+    in_flight: Option<InFlight>,
+    /// Woken by a write job that failed (one that succeeded wakes no one).
+    failed: Arc<tokio::sync::Notify>,
+    /// The emptied job list of the last write, for the next batches.
+    spare: Option<Vec<Job>>,
     /// When the current error streak was last reported, and errors since.
     reported: Option<(Instant, u64)>,
     blocked_since: Option<Instant>,
@@ -263,15 +268,48 @@ struct Blocking {
     stages: Arc<IngestStages>,
 }
 
+/// A write job handed to a writer thread.
+struct InFlight {
+    done: tokio::sync::oneshot::Receiver<Done>,
+    checkpoint: bool,
+    /// Whether it publishes its sequence number (else the interval's sync does).
+    publish: bool,
+    /// When the writer took the batch (`tracerd_write_batch_seconds`).
+    started: Instant,
+}
+
+/// What a write job hands back: the log, its jobs (emptied, if written), and what it wrote
+/// or where it failed.
+type Done = (NodeLog, Vec<Job>, (Written, Option<(usize, WriteError)>));
+
 impl Blocking {
-    fn new(log: NodeLog, node: String, stages: Arc<IngestStages>) -> Blocking {
+    fn new(
+        log: NodeLog,
+        node: String,
+        telemetry: Telemetry,
+        policy: WriteErrorPolicy,
+        live: Arc<crate::node::live::NodeLive>,
+    ) -> Blocking {
         Blocking {
             log: Some(log),
+            books: Arc::new(Books {
+                series: telemetry.nodes.node(&node),
+                write_batch_seconds: telemetry.write_batch_seconds.clone(),
+                rotations: telemetry.rotations.clone(),
+                invalid_json: telemetry.invalid_machine_json.clone(),
+                node: node.clone(),
+            }),
+            stages: telemetry.ingest_stages.clone(),
+            telemetry,
             node,
+            policy,
+            live,
+            in_flight: None,
+            failed: Arc::new(tokio::sync::Notify::new()),
+            spare: None,
             reported: None,
             blocked_since: None,
             owed: false,
-            stages,
         }
     }
 
@@ -280,8 +318,21 @@ impl Blocking {
         self.owed
     }
 
-    /// Runs `f` on the log on the blocking pool.
+    /// Whether a write job is on a writer thread, not yet collected.
+    fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Runs `f` on the log on a writer thread (after collecting a write job still there).
     async fn run<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut NodeLog) -> R + Send + 'static,
+    ) -> Result<R, WriteError> {
+        debug_assert!(self.in_flight.is_none(), "settle before run");
+        self.run_now(f).await
+    }
+
+    async fn run_now<R: Send + 'static>(
         &mut self,
         f: impl FnOnce(&mut NodeLog) -> R + Send + 'static,
     ) -> Result<R, WriteError> {
@@ -294,10 +345,7 @@ impl Blocking {
                 (log, r, started, Instant::now())
             })
             .await
-            .map_err(|_| WriteError::Write {
-                path: self.node.clone().into(),
-                source: std::io::Error::other("the log writer panicked"),
-            })?;
+            .map_err(|_| self.panicked())?;
         self.stages.hop.observe((started - submitted).as_secs_f64());
         self.stages.back.observe(ended.elapsed().as_secs_f64());
         self.owed = log.checkpoint_owed();
@@ -305,63 +353,164 @@ impl Blocking {
         Ok(r)
     }
 
-    /// Writes `jobs` (retrying or dropping on errors, per `policy`) and checkpoints if
-    /// `checkpoint`. Returns the jobs, what was written, and the sequence number on disk.
-    /// With `publish`, a write that succeeded publishes the new sequence number from the
-    /// blocking pool as soon as it is written (and synced, in fsync modes), so the session
-    /// can send its `Ack` without waiting for this task to be scheduled again. A write that
-    /// succeeded also offers its lines to the node's live view first, so an `Ack` always
-    /// follows the live view's lines (a watcher that subscribes after it sees only later ones).
-    #[allow(clippy::too_many_arguments)]
-    async fn write(
+    fn panicked(&self) -> WriteError {
+        WriteError::Write {
+            path: self.node.clone().into(),
+            source: std::io::Error::other("the log writer panicked"),
+        }
+    }
+
+    /// Hands `jobs` to a writer thread, which writes them and checkpoints if `checkpoint`;
+    /// with `publish`, a write that succeeded publishes the new sequence number from there
+    /// as soon as it is written (and synced, in fsync modes), so the session can send its
+    /// `Ack` without this task running in between. It also counts what it wrote and offers
+    /// the lines to the node's live view before that, so an `Ack` always follows the live
+    /// view's lines (a watcher that subscribes after it sees only later ones) and the
+    /// counters. This task collects the job later ([`Blocking::settle`]): before the next
+    /// one, at a timer, or at once if it failed.
+    fn submit(
         &mut self,
         jobs: Vec<Job>,
         checkpoint: bool,
         publish: Option<&Arc<watch::Sender<Persisted>>>,
-        live: &Arc<crate::node::live::NodeLive>,
-        policy: WriteErrorPolicy,
-        telemetry: &Telemetry,
+        started: Instant,
+    ) -> Result<(), WriteError> {
+        debug_assert!(self.in_flight.is_none(), "one write job at a time");
+        let mut log = self.log.take().ok_or(WriteError::Closed)?;
+        let tx = publish.cloned();
+        let live = self.live.clone();
+        let failed = self.failed.clone();
+        let books = self.books.clone();
+        let stages = self.stages.clone();
+        let submitted = Instant::now();
+        let done = super::pool::pool().run(move || {
+            let begun = Instant::now();
+            let mut jobs = jobs;
+            let r = write_runs(&mut log, &jobs, 0, checkpoint);
+            // Timed here, so they are counted before the `Ack` is published.
+            stages.hop.observe((begun - submitted).as_secs_f64());
+            stages.write.observe(r.0.write_time.as_secs_f64());
+            if let Some(t) = r.0.checkpoint_time {
+                stages.checkpoint.observe(t.as_secs_f64());
+            }
+            if r.1.is_some() {
+                failed.notify_one();
+            } else {
+                tap(&live, &log, &jobs);
+                let count: u64 = jobs.iter().map(|j| j.objects.len() as u64).sum();
+                books.account(&r.0, count, started);
+                if let Some(tx) = tx {
+                    publish_seq(&tx, log.seq());
+                }
+                // Their queue budget goes back now, not when this task collects the job.
+                jobs.clear();
+            }
+            (log, jobs, r)
+        });
+        self.in_flight = Some(InFlight {
+            done,
+            checkpoint,
+            publish: publish.is_some(),
+            started,
+        });
+        Ok(())
+    }
+
+    /// Collects the write job on a writer thread, if any (waiting for it if it runs still):
+    /// takes the log back and, if the job failed, retries or drops per `onWriteError` as
+    /// [`Blocking::write`] does.
+    async fn settle(
+        &mut self,
+        persisted: &Arc<watch::Sender<Persisted>>,
+    ) -> Result<(), WriteError> {
+        let Some(job) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (log, jobs, (written, failure)) = job.done.await.map_err(|_| self.panicked())?;
+        self.owed = log.checkpoint_owed();
+        self.log = Some(log);
+        let Some((failed_run, error)) = failure else {
+            self.resumed();
+            self.spare = Some(jobs);
+            return Ok(());
+        };
+        // The error path, as before the lazy collection: retry (or drop), then count and
+        // publish here.
+        let publish = job.publish.then_some(persisted);
+        let (jobs, appended, seq) = self
+            .write(
+                jobs,
+                (written, Some((failed_run, error))),
+                job.checkpoint,
+                publish,
+            )
+            .await?;
+        let count: u64 = jobs.iter().map(|j| j.objects.len() as u64).sum();
+        if !appended.tapped {
+            if let Some(log) = self.log.as_ref() {
+                tap(&self.live, log, &jobs);
+            }
+        }
+        self.books.account(&appended, count, job.started);
+        if job.publish {
+            // Published already by a retry that succeeded, except after a drop.
+            publish_seq(persisted, seq);
+        }
+        Ok(())
+    }
+
+    /// Writes `jobs` from the failed attempt `failed` on (retrying or dropping on errors,
+    /// per the policy) and checkpoints if `checkpoint`. Returns the jobs, what was written,
+    /// and the sequence number on disk. A retry that succeeded publishes as
+    /// [`Blocking::submit`] does.
+    async fn write(
+        &mut self,
+        jobs: Vec<Job>,
+        first: (Written, Option<(usize, WriteError)>),
+        checkpoint: bool,
+        publish: Option<&Arc<watch::Sender<Persisted>>>,
     ) -> Result<(Vec<Job>, Written, u64), WriteError> {
         let mut jobs = jobs;
-        let mut from = 0;
         let mut total = Written::default();
+        let mut attempt = first;
+        let policy = self.policy;
         loop {
-            let publish = publish.cloned();
-            let live = live.clone();
-            let (back, r) = self
-                .run(move |log| {
-                    let r = write_runs(log, &jobs, from, checkpoint);
-                    let written = r.1.is_none();
-                    if written {
-                        tap(&live, log, &jobs);
-                    }
-                    if let (true, Some(tx)) = (written, publish) {
-                        publish_seq(&tx, log.seq());
-                    }
-                    (jobs, r)
-                })
-                .await?;
-            jobs = back;
-            let (written, failure) = r;
+            let (written, failure) = attempt;
             total.tapped = failure.is_none();
             total.bytes += written.bytes;
             total.rotations += written.rotations;
             total.invalid_json += written.invalid_json;
             total.journal_truncated += written.journal_truncated;
-            self.stages.write.observe(written.write_time.as_secs_f64());
-            if let Some(t) = written.checkpoint_time {
-                self.stages.checkpoint.observe(t.as_secs_f64());
-            }
             let Some((failed_run, error)) = failure else {
-                self.resumed(telemetry);
+                self.resumed();
                 let seq = self.log.as_ref().map_or(0, NodeLog::seq);
                 return Ok((jobs, total, seq));
             };
-            self.failed(&error, telemetry, policy);
+            self.failed(&error, policy);
             match policy {
                 WriteErrorPolicy::Backpressure => {
-                    from = failed_run;
                     tokio::time::sleep(WRITE_RETRY).await;
+                    let publish = publish.cloned();
+                    let live = self.live.clone();
+                    let (back, r) = self
+                        .run_now(move |log| {
+                            let r = write_runs(log, &jobs, failed_run, checkpoint);
+                            let written = r.1.is_none();
+                            if written {
+                                tap(&live, log, &jobs);
+                            }
+                            if let (true, Some(tx)) = (written, publish) {
+                                publish_seq(&tx, log.seq());
+                            }
+                            (jobs, r)
+                        })
+                        .await?;
+                    jobs = back;
+                    self.stages.write.observe(r.0.write_time.as_secs_f64());
+                    if let Some(t) = r.0.checkpoint_time {
+                        self.stages.checkpoint.observe(t.as_secs_f64());
+                    }
+                    attempt = r;
                 }
                 WriteErrorPolicy::Drop => {
                     let runs = runs(&jobs);
@@ -374,13 +523,13 @@ impl Blocking {
                                 .sum::<u64>()
                         })
                         .sum();
-                    WriteDropped { objects: lost }.emit(telemetry);
+                    WriteDropped { objects: lost }.emit(&self.telemetry);
                     total.dropped += lost;
                     let last = jobs.last().map_or(0, |j| j.last_seq);
                     // Acknowledge past the dropped objects, so the node does not resend
                     // them; the checkpoint may fail too while the disk is full.
                     let seq = self
-                        .run(move |log| {
+                        .run_now(move |log| {
                             log.discard_pending();
                             let _ = log.set_seq(last.max(log.seq()));
                             log.seq()
@@ -393,7 +542,7 @@ impl Blocking {
     }
 
     /// Syncs (in fsync modes) and checkpoints; retries on errors.
-    async fn checkpoint(&mut self, telemetry: &Telemetry) -> Result<u64, WriteError> {
+    async fn checkpoint(&mut self) -> Result<u64, WriteError> {
         loop {
             let checkpoint = |log: &mut NodeLog| {
                 let started = std::time::Instant::now();
@@ -402,11 +551,11 @@ impl Blocking {
             match self.run(checkpoint).await? {
                 Ok((seq, took)) => {
                     self.stages.checkpoint.observe(took.as_secs_f64());
-                    self.resumed(telemetry);
+                    self.resumed();
                     return Ok(seq);
                 }
                 Err(e) => {
-                    self.failed(&e, telemetry, WriteErrorPolicy::Backpressure);
+                    self.failed(&e, WriteErrorPolicy::Backpressure);
                     tokio::time::sleep(WRITE_RETRY).await;
                 }
             }
@@ -427,7 +576,7 @@ impl Blocking {
         .await?
     }
 
-    fn failed(&mut self, error: &WriteError, telemetry: &Telemetry, policy: WriteErrorPolicy) {
+    fn failed(&mut self, error: &WriteError, policy: WriteErrorPolicy) {
         let blocking = self.blocked_since.is_none();
         if blocking {
             self.blocked_since = Some(Instant::now());
@@ -456,18 +605,45 @@ impl Blocking {
             blocking,
             report,
         }
-        .emit(telemetry);
+        .emit(&self.telemetry);
     }
 
-    fn resumed(&mut self, telemetry: &Telemetry) {
+    fn resumed(&mut self) {
         if let Some(since) = self.blocked_since.take() {
             self.reported = None;
             WriteResumed {
                 node: &self.node,
                 after: since.elapsed(),
             }
-            .emit(telemetry);
+            .emit(&self.telemetry);
         }
+    }
+}
+
+/// What a write job counts, on the writer thread before its `Ack` is published (or by the
+/// writer task on the error path).
+struct Books {
+    series: Arc<crate::metrics::node_series::NodeCounters>,
+    write_batch_seconds: prometheus::Histogram,
+    rotations: prometheus::IntCounter,
+    invalid_json: prometheus::IntCounter,
+    node: String,
+}
+
+impl Books {
+    /// Counts a write of `count` objects taken from the queue at `started`.
+    fn account(&self, written: &Written, count: u64, started: Instant) {
+        self.write_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.rotations.inc_by(written.rotations);
+        self.invalid_json.inc_by(written.invalid_json);
+        if written.journal_truncated > 0 {
+            tracing::warn!(node = %self.node, entries = written.journal_truncated,
+                "journal entries too large for one datagram were sent with their message cut");
+        }
+        self.series
+            .add_written(count.saturating_sub(written.dropped));
+        self.series.add_bytes(written.bytes);
     }
 }
 

@@ -18,13 +18,15 @@ use crate::metrics::process;
 /// shared copy, so a node's writer holds one pointer, not one per stage).
 #[derive(Debug)]
 pub struct IngestStages {
-    /// From the writer handing a job to the blocking pool to the job starting there.
+    /// From the writer handing a job to a writer thread to the job starting there.
     pub hop: Histogram,
     /// Rendering and `write(2)` of the job's lines to every target.
     pub write: Histogram,
     /// Writing the checkpoint (and, in fsync modes, the `fdatasync` before it).
     pub checkpoint: Histogram,
-    /// From the job's end on the blocking pool to the writer task running again.
+    /// From an operation's end on a writer thread to the writer task, which waited for it,
+    /// running again (checkpoint timers, idle closes, retries; a write job is collected
+    /// later without waiting, so it has no `back`).
     pub back: Histogram,
     /// From the persisted sequence number's publication to the session's `Ack` sent.
     pub ack: Histogram,
@@ -44,9 +46,10 @@ impl IngestStages {
         let vec = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "tracerd_ingest_stage_seconds",
-                "Where a trace batch's time goes on its way to its Ack, by stage: hop (to the \
-                 blocking pool), write, checkpoint, back (to the writer task), ack (publication \
-                 to Ack sent), server (queued to Ack sent, sampled).",
+                "Where a trace batch's time goes on its way to its Ack, by stage: hop (to a \
+                 writer thread), write, checkpoint, back (to the writer task, for what it \
+                 waits for), ack (publication to Ack sent), server (queued to Ack sent, \
+                 sampled).",
             )
             .buckets(STAGE_BUCKETS.to_vec()),
             &["stage"],

@@ -89,6 +89,78 @@ async fn disk_full_blocks_the_node_without_partial_lines_and_resumes() {
     assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
 }
 
+/// `onWriteError: drop`: what a full disk refuses is dropped and counted, the node is
+/// acknowledged past it (it is not held up), what was written stays whole lines in order,
+/// and once there is room again the next objects land exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_with_drop_acknowledges_past_the_lost_objects_and_carries_on() {
+    let root = tempfile::tempdir().unwrap();
+    let mnt = root.path().join("logs");
+    let Some(_fs) = Tmpfs::mount(&mnt, "256k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root, or mounts forbidden)");
+        return;
+    };
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![b'x'; 200 * 1024]).unwrap();
+    let logs = mnt.clone();
+    let prom = free_port();
+    let mut d = Daemon::start_with(
+        move |_, _| {
+            format!(
+                "logging:\n  - {{ logRoot: {}, logMode: FileMode, logFormat: ForMachine }}\n\
+                 hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n",
+                logs.display()
+            )
+        },
+        "  durability: { onWriteError: drop }\n",
+    );
+    let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "full").await;
+    const N: u64 = 600; // about 150 KiB of lines: more than is left
+    for b in 0..(N / 20) {
+        n.send_batch(1 + b * 20, 20, 150).await;
+    }
+    // Every object is acknowledged, written or dropped, without freeing any space.
+    n.wait_ack(N).await;
+    let dir = mnt.join("full");
+    let written = seqs(&dir);
+    assert!((written.len() as u64) < N, "{} lines", written.len());
+    assert!(
+        written.windows(2).all(|w| w[0] < w[1]) && written.iter().all(|&s| s <= N),
+        "{written:?}"
+    );
+    let (status, _, body) =
+        tokio::task::spawn_blocking(move || crate::http::http_get(prom, "/metrics", &[]))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    let dropped: u64 = body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tracerd_trace_objects_dropped_total{reason=\"write_error\"} ")
+        })
+        .unwrap_or_else(|| panic!("no write_error drops in /metrics"))
+        .parse()
+        .unwrap();
+    assert!(
+        dropped + written.len() as u64 >= N,
+        "{dropped} dropped, {} written",
+        written.len()
+    );
+    assert!(d.stderr().contains("onWriteError: drop"), "{}", d.stderr());
+    // Room again: the next objects land, once, after what was written.
+    std::fs::remove_file(&filler).unwrap();
+    n.send_batch(N + 1, 20, 150).await;
+    n.wait_ack(N + 20).await;
+    let after = seqs(&dir);
+    assert_eq!(&after[..written.len()], &written[..]);
+    assert_eq!(
+        &after[written.len()..],
+        &(N + 1..=N + 20).collect::<Vec<_>>()[..]
+    );
+    d.signal("TERM");
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_slow_peers_are_closed_within_their_timeouts() {
     let d = Daemon::start("  limits: { idleTimeoutSecs: 1.0, handshakeTimeoutSecs: 1.0 }\n");

@@ -269,11 +269,11 @@ async fn ingest_stage_histograms_count_every_write_job_and_ack() {
             .parse()
             .unwrap()
     };
-    // Five jobs, each handed to the blocking pool and back once; the Ack of each. The
-    // writer task times `back` after the job published its sequence number, and the session
-    // times `ack` and `server` after the Ack went out: the last ones may be counted just
-    // after this client read the Ack, so the counts are awaited (bounded).
-    let stages = ["hop", "write", "back", "ack", "server"];
+    // Five jobs, each handed to a writer thread once; the Ack of each. (`back` times only
+    // what the writer task waits for: a write job is collected later, without waiting.)
+    // The session times `ack` and `server` after the Ack went out: the last ones may be
+    // counted just after this client read the Ack, so the counts are awaited (bounded).
+    let stages = ["hop", "write", "ack", "server"];
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let body = loop {
         let body = scrape().await;
