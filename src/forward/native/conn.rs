@@ -134,7 +134,9 @@ impl NodeTask {
         };
         let mut backoff =
             Backoff::new(Duration::from_millis(200), Duration::from_secs(5)).jittered();
-        let mut last_warn: Option<Instant> = None;
+        // When the last warning was logged, and what it said: a new reason is logged at
+        // once, the same one at most every minute.
+        let mut last_warn: Option<(Instant, String)> = None;
         let connected = metrics.connected.with_label_values(&[&name, &node]);
         loop {
             if cancel.is_cancelled() {
@@ -150,16 +152,27 @@ impl NodeTask {
             save(&state, &node, &mut s, true).await;
             match outcome {
                 Ok(()) => break,
+                Err(SessionError::PathChanged) => {
+                    // Not a failure: the next Hello names the new path (which the downstream
+                    // may refuse as a loop: that is then logged as what it is).
+                    tracing::info!(downstream = %name, node = %node,
+                        "{}", SessionError::PathChanged);
+                    continue;
+                }
                 Err(e) => {
                     metrics.failures.with_label_values(&[&name]).inc();
                     if started.elapsed() > Duration::from_secs(10) {
                         backoff.reset();
                         last_warn = None;
                     }
-                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    let error = e.to_string();
+                    let repeated = last_warn.as_ref().is_some_and(|(t, said)| {
+                        *said == error && t.elapsed() <= Duration::from_secs(60)
+                    });
+                    if !repeated {
                         tracing::warn!(downstream = %name, node = %node, address = %downstream.address,
-                            error = %e, "native downstream unavailable; the node's lines wait in its files");
-                        last_warn = Some(Instant::now());
+                            error = %error, "native downstream unavailable; the node's lines wait in its files");
+                        last_warn = Some((Instant::now(), error));
                     }
                 }
             }
