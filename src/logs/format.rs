@@ -19,15 +19,14 @@ pub fn is_valid_json(bytes: &[u8]) -> bool {
 /// or, for a [`MachineForm::Line`] object, the node's own line (re-encoded as below).
 ///
 /// `data` is the node's machine text when that is valid JSON, re-encoded in one pass without
-/// any nesting limit ([`push_clean_json`]): line breaks and tabs between tokens are dropped and
+/// any nesting limit ([`push_if_json`]): line breaks and tabs between tokens are dropped and
 /// every control character or line separator inside a string becomes a JSON escape, so the
 /// value is unchanged and the line holds no raw control character. Text that is not JSON is
 /// embedded as a JSON string. Returns false in that last case, so the caller can count it.
 pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
     if obj.form == MachineForm::Line {
         let line = obj.machine.trim();
-        if line.starts_with('{') && json::is_valid(line.as_bytes()) {
-            push_clean_json(out, line);
+        if line.starts_with('{') && push_if_json(out, line) {
             out.push(b'\n');
             return true;
         }
@@ -123,7 +122,7 @@ fn push_json_str(out: &mut Vec<u8>, text: &str) {
 
 /// Whether every byte of `bytes` is printable ASCII other than `"` and `\\` (what a JSON
 /// string holds unescaped), checked in 16-byte blocks without an early exit inside a block,
-/// so the compiler vectorises it (as [`is_clean`]).
+/// so the compiler vectorises it.
 fn is_plain(bytes: &[u8]) -> bool {
     #[inline(always)]
     fn special(b: u8) -> u8 {
@@ -171,22 +170,25 @@ fn push_json_str_escaped(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// Appends `valid`, which must be valid JSON (see [`json::is_valid`]), re-encoded in one
-/// linear pass with no nesting limit: a whitespace run between tokens that holds a line break
-/// or tab is dropped (runs of plain spaces are kept), and an unsafe character inside a string
-/// (valid JSON has them raw only there: C1, DEL, U+2028/U+2029) becomes `\uXXXX`. The value
-/// is the same; the output holds no raw control character.
-pub fn push_clean_json(out: &mut Vec<u8>, valid: &str) {
-    let bytes = valid.as_bytes();
-    if is_clean(bytes) {
-        // Nothing to drop or escape: the common case of a node's compact machine line.
-        out.extend_from_slice(bytes);
-    } else {
-        reencode_json(out, valid);
+/// Appends `text` if it is one JSON value, and returns whether it was (appends nothing
+/// otherwise), cleaned without any nesting limit: a whitespace run between tokens that holds
+/// a line break or tab is dropped (runs of plain spaces are kept), and an unsafe character
+/// inside a string (valid JSON has them raw only there: C1, DEL, U+2028/U+2029) becomes
+/// `\uXXXX`. The value is the same; the output holds no raw control character.
+///
+/// One pass ([`json::scan`]) checks the text and finds whether anything needs cleaning; the
+/// common case of a node's compact machine text is then copied as it is, the rest re-encoded
+/// by [`reencode_json`].
+pub(crate) fn push_if_json(out: &mut Vec<u8>, text: &str) -> bool {
+    match json::scan(text.as_bytes()) {
+        json::Scan::Clean => out.extend_from_slice(text.as_bytes()),
+        json::Scan::Dirty => reencode_json(out, text),
+        json::Scan::Invalid => return false,
     }
+    true
 }
 
-/// [`push_clean_json`]'s linear pass, for text that [`is_clean`] could not pass as is.
+/// [`push_if_json`]'s linear pass for valid JSON that [`json::scan`] found dirty.
 fn reencode_json(out: &mut Vec<u8>, valid: &str) {
     let bytes = valid.as_bytes();
     let mut in_string = false;
@@ -248,31 +250,8 @@ fn reencode_json(out: &mut Vec<u8>, valid: &str) {
     out.extend_from_slice(&bytes[from..]);
 }
 
-/// Whether valid JSON `bytes` is already what [`push_clean_json`] would write: no tab, line
-/// feed or carriage return (valid JSON has them raw only between tokens), no DEL, and no lead
-/// byte of an unsafe multi-byte character (C1 controls start with C2, U+2028/U+2029 with E2;
-/// other characters with those lead bytes take the slow path, which keeps them). Checked in
-/// 32-byte blocks without an early exit inside a block, so the compiler vectorises it.
-fn is_clean(bytes: &[u8]) -> bool {
-    // Plain comparisons OR-ed as integers: `matches!` here compiles to a bit test that
-    // LLVM does not vectorise.
-    #[inline(always)]
-    fn dirty(b: u8) -> u8 {
-        ((b == b'\t') | (b == b'\n') | (b == b'\r') | (b == 0x7F) | (b == 0xC2) | (b == 0xE2)) as u8
-    }
-    let mut blocks = bytes.chunks_exact(32);
-    for block in &mut blocks {
-        if block.iter().fold(0, |any, &b| any | dirty(b)) != 0 {
-            return false;
-        }
-    }
-    blocks.remainder().iter().fold(0, |any, &b| any | dirty(b)) == 0
-}
-
 fn push_json_value(out: &mut Vec<u8>, text: &str) -> bool {
-    let trimmed = text.trim();
-    if json::is_valid(trimmed.as_bytes()) {
-        push_clean_json(out, trimmed);
+    if push_if_json(out, text.trim()) {
         true
     } else {
         push_json_str(out, text);
@@ -463,23 +442,67 @@ pub(crate) mod tests {
 
     #[test]
     fn compact_lines_take_the_fast_path_and_the_rest_do_not() {
+        use json::Scan::{Clean, Dirty, Invalid};
         let line = r#"{"at":"2026-07-22T10:15:31.123Z","ns":"A.B","data":{"k":"v w","n":[1,2]},"sev":"Info"}"#;
-        assert!(
-            is_clean(line.repeat(3).as_bytes()),
+        let three = format!("[{line}, {line},{line}]");
+        assert_eq!(
+            json::scan(three.as_bytes()),
+            Clean,
             "no byte to drop or escape"
         );
-        let long = format!("{}\n{}", line.repeat(2), line);
-        assert!(
-            !is_clean(long.as_bytes()),
-            "a line feed past the first 32-byte block"
+        let long = format!("[{line},{line},\n{line}]");
+        assert_eq!(
+            json::scan(long.as_bytes()),
+            Dirty,
+            "a line feed past the first words"
         );
-        for dirty in ["\t", "\r", "\u{7f}", "\u{85}", "\u{2028}", "\u{20ac}"] {
-            assert!(!is_clean(format!("[\"{dirty}\"]").as_bytes()), "{dirty:?}");
+        for ws in ["\t", "\r", "\n", " \r\n "] {
+            assert_eq!(json::scan(format!("[1,{ws}2]").as_bytes()), Dirty, "{ws:?}");
+            assert_eq!(
+                json::scan(format!("{ws}[]{ws}").as_bytes()),
+                Dirty,
+                "{ws:?}"
+            );
+            assert_eq!(
+                json::scan(format!("[\"{ws}\"]").as_bytes()),
+                Invalid,
+                "{ws:?}"
+            );
         }
-        assert!(
-            is_clean("[\"\u{e9}\u{4e2d}\"]".as_bytes()),
-            "other non-ASCII is kept as is"
-        );
+        for dirty in [
+            "\u{7f}", "\u{80}", "\u{85}", "\u{9f}", "\u{2028}", "\u{2029}",
+        ] {
+            for text in [
+                format!("[\"{dirty}\"]"),
+                format!("{{\"a{dirty}\":0}}"),
+                format!("[\"{}{dirty}x\"]", "y".repeat(13)),
+            ] {
+                assert_eq!(json::scan(text.as_bytes()), Dirty, "{text:?}");
+            }
+        }
+        for clean in [
+            "\u{a0}",
+            "\u{e9}\u{4e2d}",
+            "\u{20ac}",
+            "\u{2027}\u{202a}",
+            "\u{1f600}",
+            "\u{c2}\u{e2}",
+        ] {
+            assert_eq!(
+                json::scan(format!("[\"{clean}\"]").as_bytes()),
+                Clean,
+                "other non-ASCII is kept as is: {clean:?}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Clean exactly when the text holds nothing the re-encoding drops or escapes.
+        #[test]
+        fn scan_calls_clean_what_holds_no_unsafe_character(text in tricky_json()) {
+            let expected = if text.chars().any(is_unsafe_char) { json::Scan::Dirty } else { json::Scan::Clean };
+            prop_assert_eq!(json::scan(text.as_bytes()), expected, "{:?}", text);
+        }
     }
 
     #[test]
@@ -512,7 +535,7 @@ pub(crate) mod tests {
         fn clean_json_fast_path_writes_what_the_full_pass_writes(text in tricky_json()) {
             prop_assert!(is_valid_json(text.as_bytes()), "{text:?}");
             let (mut fast, mut full) = (Vec::new(), Vec::new());
-            push_clean_json(&mut fast, &text);
+            prop_assert!(push_if_json(&mut fast, &text));
             reencode_json(&mut full, &text);
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(full).unwrap());
         }

@@ -3,278 +3,338 @@
 //! `serde_json` accepts (a proptest checks the two agree), at a fraction of the cost, since it
 //! builds nothing.
 
-/// Nesting kept on the stack; deeper documents (rare) spill to the heap. There is no depth
-/// limit, as `serde_json` has none when it only checks a value; the input is bounded by the
-/// frame size.
-const INLINE_DEPTH: usize = 64;
+/// What [`scan`] found in a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Scan {
+    /// Not exactly one JSON value (with optional surrounding whitespace).
+    Invalid,
+    /// One JSON value that [`super::push_if_json`] writes as it is: no tab, line feed or
+    /// carriage return between tokens, and no DEL, C1 control or U+2028/U+2029 raw in a
+    /// string.
+    Clean,
+    /// One JSON value holding one of those: [`super::push_if_json`] re-encodes it.
+    Dirty,
+}
 
-/// Whether `bytes` (valid UTF-8, as every `&str`) is exactly one JSON value, with optional
-/// surrounding whitespace.
+/// Whether `bytes` is exactly one JSON value, with optional surrounding whitespace. Any
+/// bytes: inside strings, bytes >= 0x80 are not checked to be UTF-8 (every `&str` is).
 pub fn is_valid(bytes: &[u8]) -> bool {
-    let mut p = Parser { b: bytes, i: 0 };
-    p.ws();
-    if !p.value() {
-        return false;
+    scan(bytes) != Scan::Invalid
+}
+
+/// Checks `bytes` as [`is_valid`] does and, in the same pass, whether the text can be
+/// written as it is ([`Scan::Clean`]) or must be re-encoded ([`Scan::Dirty`]): one walk over
+/// the bytes instead of a check and then a second scan for what to clean.
+///
+/// Iterative (no recursion, no nesting limit: `serde_json` has none when it only checks a
+/// value; the input is bounded by the frame size): the open containers are a bit stack (one
+/// bit a level, 64 levels in a word, deeper levels spill to the heap). Strings are skipped
+/// 8 bytes at a time up to the next byte that needs a look (a quote, a backslash, a control
+/// character, DEL or a byte >= 0x80).
+pub(super) fn scan(bytes: &[u8]) -> Scan {
+    let mut s = Scanner {
+        b: bytes,
+        dirty: false,
+    };
+    match s.document() {
+        Some(end) if end == bytes.len() => {
+            if s.dirty {
+                Scan::Dirty
+            } else {
+                Scan::Clean
+            }
+        }
+        _ => Scan::Invalid,
     }
-    p.ws();
-    p.i == bytes.len()
 }
 
-struct Parser<'a> {
+struct Scanner<'a> {
     b: &'a [u8],
-    i: usize,
+    /// Whether a byte that [`super::push_if_json`] drops or escapes was seen.
+    dirty: bool,
 }
 
-/// What a container expects next.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Frame {
-    Array,
-    Object,
-}
-
-/// The open containers: inline up to [`INLINE_DEPTH`], then on the heap.
+/// The open containers, a bit a level (1: object, 0: array), the innermost in bit 0 of
+/// `bits`; full words of outer levels spill to `spill` (no allocation below 64 levels).
 struct Stack {
-    inline: [Frame; INLINE_DEPTH],
-    spill: Vec<Frame>,
     depth: usize,
+    bits: u64,
+    spill: Vec<u64>,
 }
 
 impl Stack {
-    fn push(&mut self, f: Frame) {
-        if self.depth < INLINE_DEPTH {
-            self.inline[self.depth] = f;
-        } else {
-            self.spill.push(f);
+    #[inline(always)]
+    fn push(&mut self, object: bool) {
+        if self.depth != 0 && self.depth % 64 == 0 {
+            self.spill.push(self.bits);
+            self.bits = 0;
         }
+        self.bits = (self.bits << 1) | u64::from(object);
         self.depth += 1;
     }
 
-    fn top(&self) -> Option<Frame> {
-        match self.depth {
-            0 => None,
-            d if d <= INLINE_DEPTH => Some(self.inline[d - 1]),
-            _ => self.spill.last().copied(),
+    #[inline(always)]
+    fn pop(&mut self) {
+        self.depth -= 1;
+        self.bits >>= 1;
+        if self.depth != 0 && self.depth % 64 == 0 {
+            self.bits = self.spill.pop().unwrap_or(0);
         }
     }
 
-    fn pop(&mut self) {
-        if self.depth > INLINE_DEPTH {
-            self.spill.pop();
-        }
-        self.depth -= 1;
+    #[inline(always)]
+    fn in_object(&self) -> bool {
+        self.bits & 1 != 0
     }
 }
 
-impl Parser<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
-    }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        if self.peek() == Some(c) {
-            self.i += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> bool {
-        if self.b[self.i..].starts_with(word) {
-            self.i += word.len();
-            true
-        } else {
-            false
-        }
-    }
-
-    /// One value; containers are walked with an explicit stack (no recursion).
-    fn value(&mut self) -> bool {
+impl Scanner<'_> {
+    /// The end of the one value at the start of `b` and the whitespace after it, or None.
+    fn document(&mut self) -> Option<usize> {
+        let b = self.b;
         let mut stack = Stack {
-            inline: [Frame::Array; INLINE_DEPTH],
-            spill: Vec::new(),
             depth: 0,
+            bits: 0,
+            spill: Vec::new(),
         };
-        loop {
-            // Parse a value start.
-            self.ws();
-            match self.peek() {
-                Some(b'{') => {
-                    self.i += 1;
-                    self.ws();
-                    if self.eat(b'}') {
-                        // Empty object: a complete value.
+        let mut i = self.ws(0);
+        'value: loop {
+            // A value starts at `i` (whitespace skipped).
+            match *b.get(i)? {
+                b'"' => i = self.string(i + 1)?,
+                b'{' => {
+                    i = self.ws(i + 1);
+                    if *b.get(i)? == b'}' {
+                        i += 1;
                     } else {
-                        stack.push(Frame::Object);
-                        if !self.key() {
-                            return false;
-                        }
-                        continue;
+                        stack.push(true);
+                        i = self.key(i)?;
+                        continue 'value;
                     }
                 }
-                Some(b'[') => {
-                    self.i += 1;
-                    self.ws();
-                    if self.eat(b']') {
-                        // Empty array: a complete value.
+                b'[' => {
+                    i = self.ws(i + 1);
+                    if *b.get(i)? == b']' {
+                        i += 1;
                     } else {
-                        stack.push(Frame::Array);
-                        continue;
+                        stack.push(false);
+                        continue 'value;
                     }
                 }
-                Some(b'"') => {
-                    if !self.string() {
-                        return false;
-                    }
-                }
-                Some(b't') => {
-                    if !self.literal(b"true") {
-                        return false;
-                    }
-                }
-                Some(b'f') => {
-                    if !self.literal(b"false") {
-                        return false;
-                    }
-                }
-                Some(b'n') => {
-                    if !self.literal(b"null") {
-                        return false;
-                    }
-                }
-                Some(b'-' | b'0'..=b'9') => {
-                    if !self.number() {
-                        return false;
-                    }
-                }
-                _ => return false,
+                b'-' | b'0'..=b'9' => i = number(b, i)?,
+                b't' => i = literal(b, i, b"true")?,
+                b'f' => i = literal(b, i, b"false")?,
+                b'n' => i = literal(b, i, b"null")?,
+                _ => return None,
             }
-            // A value is complete: close containers or move to the next element.
+            // A value ended at `i`: close containers until the next element starts.
             loop {
-                let Some(frame) = stack.top() else {
-                    return true;
-                };
-                self.ws();
-                if self.eat(b',') {
-                    if frame == Frame::Object {
-                        self.ws();
-                        if !self.key() {
-                            return false;
+                i = self.ws(i);
+                if stack.depth == 0 {
+                    return Some(i);
+                }
+                let object = stack.in_object();
+                match *b.get(i)? {
+                    b',' => {
+                        i = self.ws(i + 1);
+                        if object {
+                            i = self.key(i)?;
                         }
+                        continue 'value;
                     }
-                    break;
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
                 }
-                let close = match frame {
-                    Frame::Array => b']',
-                    Frame::Object => b'}',
-                };
-                if !self.eat(close) {
-                    return false;
-                }
+                i += 1;
                 stack.pop();
             }
         }
     }
 
-    /// `"key" :`
-    fn key(&mut self) -> bool {
-        if self.peek() != Some(b'"') || !self.string() {
-            return false;
+    /// Skips whitespace from `i`; a tab, line feed or carriage return makes the text dirty.
+    #[inline(always)]
+    fn ws(&mut self, mut i: usize) -> usize {
+        while let Some(&c) = self.b.get(i) {
+            match c {
+                b' ' => {}
+                b'\t' | b'\n' | b'\r' => self.dirty = true,
+                _ => break,
+            }
+            i += 1;
         }
-        self.ws();
-        self.eat(b':')
+        i
     }
 
-    /// The value of the four hex digits at `at`, if there are four.
-    fn hex4(&self, at: usize) -> Option<u32> {
-        let h = self.b.get(at..at + 4)?;
-        if !h.iter().all(u8::is_ascii_hexdigit) {
+    /// `"key" :` and the whitespace after it, from `i`.
+    #[inline(always)]
+    fn key(&mut self, i: usize) -> Option<usize> {
+        if *self.b.get(i)? != b'"' {
             return None;
         }
-        u32::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+        let end = self.string(i + 1)?;
+        let i = self.ws(end);
+        if *self.b.get(i)? != b':' {
+            return None;
+        }
+        Some(self.ws(i + 1))
     }
 
-    fn string(&mut self) -> bool {
-        self.i += 1; // the opening quote
+    /// The end of the string whose contents start at `i` (just past the closing quote).
+    #[inline(always)]
+    fn string(&mut self, mut i: usize) -> Option<usize> {
+        let b = self.b;
         loop {
-            // Skip plain bytes quickly.
-            let Some(n) = find_special(&self.b[self.i..]) else {
-                return false;
-            };
-            self.i += n;
-            match self.b[self.i] {
-                b'"' => {
-                    self.i += 1;
-                    return true;
-                }
-                b'\\' => {
-                    self.i += 1;
-                    match self.peek() {
-                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
-                        Some(b'u') => {
-                            // An escaped UTF-16 surrogate must come in a pair: a lone one is
-                            // JSON by the grammar, but serde_json and other strict readers
-                            // refuse the line (found by fuzz/line_renderers).
-                            match self.hex4(self.i + 1) {
-                                Some(0xD800..=0xDBFF) => {
-                                    let low = (self.b.get(self.i + 5..self.i + 7)
-                                        == Some(&b"\\u"[..]))
-                                    .then(|| self.hex4(self.i + 7))
-                                    .flatten();
-                                    if !matches!(low, Some(0xDC00..=0xDFFF)) {
-                                        return false;
-                                    }
-                                    self.i += 11;
-                                }
-                                Some(0xDC00..=0xDFFF) | None => return false,
-                                Some(_) => self.i += 5,
-                            }
-                        }
-                        _ => return false,
+            i = string_stop(b, i)?;
+            match b[i] {
+                b'"' => return Some(i + 1),
+                b'\\' => i = escape(b, i + 1)?,
+                c if c >= 0x7F => i = self.non_ascii(i),
+                _ => return None, // a raw control character
+            }
+        }
+    }
+
+    /// Past DEL or the non-ASCII character at `i` (its lead byte and continuation bytes),
+    /// noting whether it is one [`super::push_if_json`] escapes: DEL, a C1 control
+    /// (C2 80..9F) or U+2028/U+2029 (E2 80 A8/A9).
+    #[cold]
+    fn non_ascii(&mut self, i: usize) -> usize {
+        let b = self.b;
+        let next = |k: usize| b.get(i + k).copied().unwrap_or(0);
+        match b[i] {
+            0x7F => self.dirty = true,
+            0xC2 if (0x80..=0x9F).contains(&next(1)) => self.dirty = true,
+            0xE2 if next(1) == 0x80 && matches!(next(2), 0xA8 | 0xA9) => self.dirty = true,
+            _ => {}
+        }
+        let mut j = i + 1;
+        // Continuation bytes are never special inside a string.
+        while b.get(j).is_some_and(|&c| (0x80..0xC0).contains(&c)) {
+            j += 1;
+        }
+        j
+    }
+}
+
+/// The first byte at or after `i` that a string scan must look at (`"`, `\\`, a control
+/// character, DEL or a byte >= 0x80), 8 bytes at a time; None at the end of `b`.
+#[inline(always)]
+fn string_stop(b: &[u8], mut i: usize) -> Option<usize> {
+    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+        let f = string_stops(u64::from_le_bytes(*word));
+        if f != 0 {
+            return Some(i + (f.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || !(0x20..0x7F).contains(&c) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The high bit of every byte of `x` a string scan stops at (exact for the lowest such byte:
+/// each term's false positives lie above a true one): below 0x20 (`x - 0x20` borrows or
+/// wraps), >= 0x80 (its high bit), 0x7F (`x + 1` reaches 0x80; only 0xFF, itself flagged,
+/// carries), `"` and `\\`.
+#[inline(always)]
+fn string_stops(x: u64) -> u64 {
+    (x.wrapping_sub(ONES * 0x20)
+        | x
+        | x.wrapping_add(ONES)
+        | bytes_equal(x, b'"')
+        | bytes_equal(x, b'\\'))
+        & HIGH
+}
+
+/// Past the escape whose letter is at `i` (just after the backslash).
+#[inline(always)]
+fn escape(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 1),
+        b'u' => {
+            // An escaped UTF-16 surrogate must come in a pair: a lone one is JSON by the
+            // grammar, but serde_json and other strict readers refuse the line (found by
+            // fuzz/line_renderers).
+            match hex4(b, i + 1)? {
+                0xD800..=0xDBFF => {
+                    if b.get(i + 5..i + 7) != Some(&b"\\u"[..]) {
+                        return None;
                     }
+                    matches!(hex4(b, i + 7)?, 0xDC00..=0xDFFF).then_some(i + 11)
                 }
-                _ => return false, // a raw control character
+                0xDC00..=0xDFFF => None,
+                _ => Some(i + 5),
             }
         }
+        _ => None,
     }
+}
 
-    fn digits(&mut self) -> bool {
-        let start = self.i;
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-        self.i > start
-    }
+/// The value of the four hex digits at `at`, if there are four.
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let h = b.get(at..at + 4)?;
+    h.iter().try_fold(0u32, |v, &c| {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        Some(v << 4 | u32::from(d))
+    })
+}
 
-    fn number(&mut self) -> bool {
-        self.eat(b'-');
-        match self.peek() {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                self.digits();
-            }
-            _ => return false,
-        }
-        if self.eat(b'.') && !self.digits() {
-            return false;
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            if !self.digits() {
-                return false;
-            }
-        }
-        true
+/// Past the digits from `i`.
+#[inline(always)]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
     }
+    i
+}
+
+/// Past the number at `i` (which holds `-` or a digit): `-? (0 | [1-9][0-9]*) (. [0-9]+)?
+/// ([eE] [+-]? [0-9]+)?`.
+#[inline(always)]
+fn number(b: &[u8], mut i: usize) -> Option<usize> {
+    if b[i] == b'-' {
+        i += 1;
+    }
+    match *b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits(b, i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let j = digits(b, i + 1);
+        if j == i + 1 {
+            return None;
+        }
+        i = j;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let j = digits(b, i);
+        if j == i {
+            return None;
+        }
+        i = j;
+    }
+    Some(i)
+}
+
+/// Past `word` at `i`, if it is there.
+#[inline(always)]
+fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
+    (b.get(i..i + word.len())? == word).then_some(i + word.len())
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -310,17 +370,7 @@ fn first_flagged(
     s[i..].iter().position(|&c| special(c)).map(|n| i + n)
 }
 
-/// Index of the first `"`, `\\` or control character (< 0x20) in `s`, 8 bytes at a time.
-fn find_special(s: &[u8]) -> Option<usize> {
-    first_flagged(
-        s,
-        // Below 0x20, or '"' or '\\'; `& !x` drops bytes >= 0x80, which are never special.
-        |x| (x.wrapping_sub(ONES * 0x20) | bytes_equal(x, b'"') | bytes_equal(x, b'\\')) & !x,
-        |c| c == b'"' || c == b'\\' || c < 0x20,
-    )
-}
-
-/// Index of the first byte inside a JSON string that [`super::push_clean_json`] must look at
+/// Index of the first byte inside a JSON string that [`super::reencode_json`] must look at
 /// — `"`, `\\`, DEL or any byte >= 0x80 — in `s`, 8 bytes at a time; `s.len()` when none.
 pub(super) fn find_string_stop(s: &[u8]) -> usize {
     first_flagged(
@@ -333,141 +383,4 @@ pub(super) fn find_string_stop(s: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde::de::IgnoredAny;
-
-    fn serde_ok(s: &str) -> bool {
-        serde_json::from_str::<IgnoredAny>(s).is_ok()
-    }
-
-    #[test]
-    fn escaped_surrogates_must_pair() {
-        assert!(is_valid(br#""\ud83d\ude00""#));
-        assert!(is_valid(br#"{"a":"x\uDBFF\uDFFFy"}"#));
-        for lone in [
-            &br#""\udbbb""#[..],
-            br#""\udbbbb\uf0bb""#,
-            br#""\ude00""#,
-            br#""\ud83d\u0041""#,
-            br#""\ud83d\""#,
-        ] {
-            assert!(!is_valid(lone), "{}", String::from_utf8_lossy(lone));
-            assert!(serde_json::from_slice::<String>(lone).is_err());
-        }
-    }
-
-    #[test]
-    fn agrees_with_serde_json_on_tricky_cases() {
-        let cases = [
-            "{}",
-            "[]",
-            "0",
-            "-0",
-            "01",
-            "1.",
-            ".5",
-            "1e",
-            "1e+",
-            "1E-5",
-            "-",
-            "--1",
-            "1.5e3",
-            "\"\"",
-            "\"\\u00e9\"",
-            "\"\\u00g9\"",
-            "\"\\x\"",
-            "\"\t\"",
-            "\"a\nb\"",
-            "true",
-            "tru",
-            "nulll",
-            "[1,]",
-            "[,1]",
-            "{\"a\":1,}",
-            "{\"a\" 1}",
-            "{1:2}",
-            "{\"a\":1}{}",
-            " [ 1 , 2 ] ",
-            "\"\\ud800\\udc00\"",
-            "[[[]]]",
-            "{\"a\":[{\"b\":null}]}",
-            "",
-            " ",
-            "\"unterminated",
-            "{\"k\":\"v\"",
-            "[1 2]",
-            "1 2",
-            "\u{feff}{}",
-            "{\"é\":\"ü\"}",
-            "[true,false,null]",
-            "123456789012345678901234567890",
-            "1e400",
-            "-1e-400",
-        ];
-        for c in cases {
-            assert_eq!(is_valid(c.as_bytes()), serde_ok(c), "{c:?}");
-        }
-        let deep_ok = format!("{}{}", "[".repeat(127), "]".repeat(127));
-        assert_eq!(is_valid(deep_ok.as_bytes()), serde_ok(&deep_ok));
-        let too_deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        assert_eq!(is_valid(too_deep.as_bytes()), serde_ok(&too_deep));
-    }
-
-    fn json_value() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(serde_json::Value::from),
-            any::<String>().prop_map(serde_json::Value::from),
-        ];
-        leaf.prop_recursive(6, 64, 8, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map(any::<String>(), inner, 0..8)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn find_string_stop_agrees_with_a_plain_scan(s in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let plain = s.iter().position(|&c| c == b'"' || c == b'\\' || c >= 0x7F).unwrap_or(s.len());
-            prop_assert_eq!(find_string_stop(&s), plain);
-        }
-
-        #[test]
-        fn find_special_agrees_with_a_plain_scan(s in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let plain = s.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            prop_assert_eq!(find_special(&s), plain);
-        }
-
-        #[test]
-        fn accepts_everything_serde_writes(v in json_value(), pretty in any::<bool>()) {
-            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
-            prop_assert!(is_valid(text.as_bytes()), "{}", text);
-        }
-
-        #[test]
-        fn agrees_with_serde_json_on_mutations(v in json_value(), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut text = v.to_string().into_bytes();
-            if !text.is_empty() {
-                let at = cut.index(text.len());
-                text[at] = byte;
-            }
-            if let Ok(s) = String::from_utf8(text) {
-                prop_assert_eq!(is_valid(s.as_bytes()), serde_ok(&s), "{:?}", s);
-            }
-        }
-
-        #[test]
-        fn agrees_with_serde_json_on_arbitrary_text(s in "[\\[\\]{}:,\"\\\\ 0-9eE.+\\-truefalsn]{0,24}") {
-            prop_assert_eq!(is_valid(s.as_bytes()), serde_ok(&s), "{:?}", s);
-        }
-    }
-}
+mod tests;
