@@ -5,9 +5,9 @@
 //! the node sent.
 
 use crate::model::{MachineForm, TraceObject};
-use crate::utc;
 
 mod json;
+mod stamp;
 
 /// Whether `bytes` is exactly one JSON value (strict RFC 8259, no nesting limit, no
 /// allocation per level).
@@ -32,7 +32,7 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
         }
     }
     out.extend_from_slice(b"{\"at\":\"");
-    utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
+    stamp::push_nanos(out, obj.timestamp_ns);
     out.extend_from_slice(b"\",\"ns\":");
     push_json_str(out, &obj.namespace);
     out.extend_from_slice(b",\"data\":");
@@ -57,7 +57,7 @@ pub fn push_machine(out: &mut Vec<u8>, obj: &TraceObject) -> bool {
 /// cursor or paint over an operator's terminal.
 pub fn push_human(out: &mut Vec<u8>, obj: &TraceObject) {
     out.push(b'[');
-    utc::push_rfc3339_nanos_bytes(out, obj.timestamp_ns);
+    stamp::push_nanos(out, obj.timestamp_ns);
     out.extend_from_slice(b"] [");
     out.extend_from_slice(obj.severity.as_str().as_bytes());
     out.extend_from_slice(b"] [");
