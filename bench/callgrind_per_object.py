@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--fn", action="append", default=[], help="function to report (substring)")
     ap.add_argument("--out", help="keep the callgrind output here")
+    ap.add_argument("--vg-arg", action="append", default=[], help="extra valgrind argument")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="cg-per-object-")
@@ -61,7 +62,7 @@ def main():
         else:
             f.write(CARDANO_CONFIG.format(sock=sock, logs=logs))
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                           f"--callgrind-out-file={out_file}", a.tracerd, "-c", cfg],
+                           f"--callgrind-out-file={out_file}"] + a.vg_arg + [a.tracerd, "-c", cfg],
                           stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "vg.err"), "w"))
     if a.protocol == "native":
         wait_for(lambda: tcp_open(port), 120, "tracerd's port")

@@ -155,6 +155,12 @@ impl Scanner<'_> {
     /// Skips whitespace from `i`; a tab, line feed or carriage return makes the text dirty.
     #[inline(always)]
     fn ws(&mut self, mut i: usize) -> usize {
+        // Compact JSON: a token follows at once (one comparison).
+        match self.b.get(i) {
+            Some(&c) if c > b' ' => return i,
+            None => return i,
+            _ => {}
+        }
         while let Some(&c) = self.b.get(i) {
             match c {
                 b' ' => {}
@@ -220,9 +226,10 @@ impl Scanner<'_> {
 /// The first byte at or after `i` that a string scan must look at (`"`, `\\`, a control
 /// character, DEL or a byte >= 0x80), 8 bytes at a time; None at the end of `b`.
 #[inline(always)]
-fn string_stop(b: &[u8], mut i: usize) -> Option<usize> {
-    while let Some(word) = b.get(i..).and_then(<[u8]>::first_chunk::<8>) {
-        let f = string_stops(u64::from_le_bytes(*word));
+pub(super) fn string_stop(b: &[u8], mut i: usize) -> Option<usize> {
+    while i + 8 <= b.len() {
+        let word = b[i..i + 8].try_into().unwrap_or([0; 8]);
+        let f = string_stops(u64::from_le_bytes(word));
         if f != 0 {
             return Some(i + (f.trailing_zeros() / 8) as usize);
         }
