@@ -17,13 +17,21 @@ use crate::model::{MachineForm, Text, TraceBatch, TraceObject};
 use super::{detail_from_pb, severity_from_pb};
 
 /// Reads one varint as prost does (at most 10 bytes, the tenth at most 1); `None` otherwise.
+/// The one-byte case (every tag and most lengths and enum values of a batch) is inlined into
+/// the field reader; longer varints take [`varint_long`].
+#[inline(always)]
 fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    // One byte: every tag and most lengths and enum values of a batch.
     let first = *buf.get(*at)?;
     if first < 0x80 {
         *at += 1;
         return Some(u64::from(first));
     }
+    varint_long(buf, at)
+}
+
+/// [`varint`] of two bytes or more.
+#[inline(never)]
+fn varint_long(buf: &[u8], at: &mut usize) -> Option<u64> {
     let mut value = 0u64;
     for i in 0..10 {
         let b = *buf.get(*at)?;
