@@ -52,11 +52,11 @@ fn driver() -> u16 {
             .spawn()
             .map(|mut watchdog| std::thread::spawn(move || watchdog.wait()))
             .expect("starting chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "chromedriver did not listen on {port}: {}",
+                "chromedriver did not listen on {port} within 60 s: {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
