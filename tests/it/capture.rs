@@ -280,7 +280,20 @@ async fn a_unix_node_captured_from_its_handshake_is_decoded_by_tracerds_reader()
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(inbound.is_empty(), "{} bytes of a cut frame", inbound.len());
+    // The window may close between two reads of one frame (a frame longer than what the
+    // socket had ready is read in pieces): then what is left is that one frame's beginning,
+    // nothing else.
+    if !inbound.is_empty() {
+        assert!(
+            inbound.len() < 4 || {
+                let declared = u32::from_be_bytes(inbound[..4].try_into().unwrap()) as usize;
+                inbound.len() < 4 + declared
+            },
+            "{} bytes after the last whole frame are not the start of one: {:?}",
+            inbound.len(),
+            &inbound[..inbound.len().min(16)]
+        );
+    }
     assert!(
         next_seq > 50,
         "only {} objects captured in 2 s",
