@@ -24,21 +24,60 @@ pub struct Daemon {
 }
 
 /// A TCP port nothing listens on now, never handed out before by this process (two tests
-/// running side by side must not be given the same port after the first released it).
+/// running side by side must not be given the same port after the first released it), and
+/// below the kernel's ephemeral range (`ip_local_port_range`), so no outgoing connection —
+/// of this suite or anything else on the machine — can take it while its daemon is down
+/// between a kill and a restart (bind then fails with EADDRINUSE).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Below the ephemeral range: [low / 2, low) (16384-32767 by default).
+    let (from, span) = (u64::from(low / 2), u64::from(low - low / 2));
+    if from < 1024 {
+        // An unusual range: the kernel's choice, as before.
+        return std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+    }
+    if STATE.load(Ordering::Relaxed) == 0 {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            ^ (u64::from(std::process::id()) << 32);
+        let _ = STATE.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..100_000 {
+        // xorshift64: a pseudo-random candidate (the suite needs no better).
+        let x = STATE
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mut x| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                Some(x)
+            })
+            .unwrap();
+        let port = (from + x % span) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
+        if given.contains(&port) {
+            continue;
+        }
+        // Free now on loopback (and on every address, for listeners on 0.0.0.0).
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
             given.push(port);
             return port;
         }
     }
+    panic!("no free TCP port in {from}..{}", from + span);
 }
 
 impl Daemon {
