@@ -125,6 +125,27 @@ impl Browser {
         }
     }
 
+    /// Clicks what `at` finds, finding it again when the page re-rendered it between the
+    /// find and the click (the overview redraws its cards on every update: a
+    /// StaleElementReference); bounded, the last error in the panic.
+    pub async fn click(&self, at: Locator<'_>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = match self.c.find(at).await {
+                Ok(e) => e.click().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => return,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "cannot click {at:?} within 20 s: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn close(self) {
         let _ = self.c.close().await;
     }
@@ -216,12 +237,8 @@ async fn the_live_view_in_chromium_shows_nodes_charts_logs_filters_and_staleness
         .await;
 
         // The node page: a chart has points from the metric history.
-        br.c.find(Locator::Css("#cards .card[data-name=\"relay-a\"] h2 a"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        br.click(Locator::Css("#cards .card[data-name=\"relay-a\"] h2 a"))
+            .await;
         br.until(
             Duration::from_secs(30),
             "the memory chart with points",
@@ -308,12 +325,7 @@ async fn the_live_view_in_chromium_shows_nodes_charts_logs_filters_and_staleness
         );
 
         // Back to the overview; a node that disconnects is marked stale there.
-        br.c.find(Locator::Id("nav-overview"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        br.click(Locator::Id("nav-overview")).await;
         drop(b);
         br.until(
             Duration::from_secs(30),
