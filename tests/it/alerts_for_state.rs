@@ -120,9 +120,12 @@ async fn alerts_for_state_is_written_and_pending_for_resumes_after_a_restart() {
         blocking(move || listed(ts_port)).await.map(|s| s.0),
         Some("pending".into())
     );
-    drop(b);
+    // Stopped with the node still connected: an evaluation between the node leaving and
+    // the stop would see its series go and rightly end the alert (evaluations stop with
+    // the shutdown, before the sessions drain).
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(20)).success());
+    drop(b);
     let stopped = crate::history::now_secs();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started = crate::history::now_secs();

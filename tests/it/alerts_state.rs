@@ -153,9 +153,12 @@ async fn a_firing_alert_survives_reload_and_restart() {
     );
 
     // Restart: stopped cleanly, started again on the same state directory.
-    drop(b);
+    // Stopped with the node still connected: an evaluation between the node leaving and
+    // the stop would see its series go and rightly end the alert (evaluations stop with
+    // the shutdown, before the sessions drain).
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(20)).success());
+    drop(b);
     assert!(state.join("alerts-state.json").is_file());
     start(&mut d);
     let restarted = Instant::now();
@@ -243,9 +246,12 @@ async fn a_firing_alert_survives_reload_and_restart() {
         "{v} vs {starts_at}"
     );
     // And the history itself survives a restart.
-    drop(b);
+    // Stopped with the node still connected: an evaluation between the node leaving and
+    // the stop would see its series go and rightly end the alert (evaluations stop with
+    // the shutdown, before the sessions drain).
     d.signal("TERM");
     assert!(d.wait(Duration::from_secs(20)).success());
+    drop(b);
     start(&mut d);
     let (_, v2) = blocking(move || get_json(ts_port, "/api/alerts/history")).await;
     assert_eq!(v2["data"]["events"], v["data"]["events"]);
