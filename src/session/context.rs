@@ -94,6 +94,7 @@ impl Context {
         identity: &str,
         peer: &str,
         protocol: Protocol,
+        known: Vec<crate::model::DataPoint>,
     ) -> Result<NodeSink, SinkError> {
         let protocol = protocol.as_str();
         let sink = NodeSink::open_as(
@@ -107,6 +108,12 @@ impl Context {
             protocol,
         )
         .await?;
+        // Before re-forwarding is attached: its downstream connection reads the node's path
+        // (`TracerdPath`) to announce it, and a path not yet known there would let a loop
+        // through.
+        if !known.is_empty() {
+            sink.lease().apply_data_points(known);
+        }
         Ok(self.tap(sink, peer))
     }
 

@@ -189,8 +189,19 @@ where
         let reason = RefuseReason::NameRejected;
         return Err(refuse(framed, reason, message, peer, shared).await);
     }
+    // Passed on by this tracerd's own re-forwarding (both protocols), its id appended.
+    let path = (!hello.tracers.is_empty()).then(|| crate::model::DataPoint {
+        name: crate::forward::TRACERD_PATH.to_string(),
+        json: serde_json::to_string(&hello.tracers).unwrap_or_default(),
+    });
     let opened = shared
-        .open_sink_as(&name, &hello.node_name, peer, Protocol::Native)
+        .open_sink_as(
+            &name,
+            &hello.node_name,
+            peer,
+            Protocol::Native,
+            path.into_iter().collect(),
+        )
         .await;
     let sink = match opened {
         Ok(sink) => sink,
@@ -210,13 +221,6 @@ where
     let software = &hello.software;
     let live = sink.lease().live();
     live.set_software(&software.name, &software.version, &software.commit);
-    if !hello.tracers.is_empty() {
-        // Passed on by this tracerd's own re-forwarding (both protocols), its id appended.
-        live.apply_data_points(vec![crate::model::DataPoint {
-            name: crate::forward::TRACERD_PATH.to_string(),
-            json: serde_json::to_string(&hello.tracers).unwrap_or_default(),
-        }]);
-    }
     let capable = hello
         .capabilities
         .iter()

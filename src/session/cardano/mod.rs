@@ -306,7 +306,7 @@ impl Pump {
                 }
                 _ = tokio::time::sleep_until(name_deadline), if self.sink.is_none() => {
                     tracing::info!(peer = %self.peer, "no NodeInfo within {:?}", self.settings.name_timeout);
-                    self.open_sink(framed, None).await?;
+                    self.open_sink(framed, None, Vec::new()).await?;
                 }
                 msg = framed.next() => match msg {
                     None => {
@@ -448,20 +448,23 @@ impl Pump {
                         if let Some(refusal) = crate::forward::loop_refusal(own, path.as_deref()) {
                             return Err(SessionError::Protocol(refusal));
                         }
-                        if self.sink.is_none() {
-                            self.open_sink(framed, info.clone()).await?;
-                        }
-                        if let (Some(sink), Some(json)) = (&self.sink, info) {
-                            sink.lease().apply_data_points(vec![DataPoint {
+                        let mut known = Vec::new();
+                        if let Some(json) = &info {
+                            known.push(DataPoint {
                                 name: NODE_INFO.to_string(),
-                                json: String::from_utf8_lossy(&json).into_owned(),
-                            }]);
+                                json: String::from_utf8_lossy(json).into_owned(),
+                            });
                         }
-                        if let (Some(sink), Some(json)) = (&self.sink, path) {
-                            sink.lease().apply_data_points(vec![DataPoint {
+                        if let Some(json) = path {
+                            known.push(DataPoint {
                                 name: crate::forward::TRACERD_PATH.to_string(),
                                 json: String::from_utf8_lossy(&json).into_owned(),
-                            }]);
+                            });
+                        }
+                        match &self.sink {
+                            // Applied before re-forwarding is attached (`open_sink_as`).
+                            None => self.open_sink(framed, info, known).await?,
+                            Some(sink) => sink.lease().apply_data_points(known),
                         }
                     }
                 }
@@ -476,6 +479,7 @@ impl Pump {
         &mut self,
         framed: &mut Conn<S>,
         node_info: Option<Vec<u8>>,
+        known: Vec<DataPoint>,
     ) -> Result<(), SessionError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -506,7 +510,7 @@ impl Pump {
         }
         let sink = self
             .shared
-            .open_sink_as(&name, &identity, &self.peer, Protocol::Cardano)
+            .open_sink_as(&name, &identity, &self.peer, Protocol::Cardano, known)
             .await?;
         let (tx, rx) = mpsc::channel(DATA_POINT_QUEUE);
         sink.lease().serve_data_points(tx);
