@@ -232,6 +232,11 @@ async fn departed_nodes_series_age_out() {
         .iter()
         .map(|n| tokio::spawn(stream(n.to_string(), d.tcp_port, TOTAL, false)))
         .collect();
+    // Connected until the end (the streaming nodes may finish, and leave, before the
+    // departed series age out).
+    let mut stay = FakeNode::handshake(connect_tcp(d.tcp_port).await, "stay").await;
+    stay.send_batch(1, 1, 10).await;
+    stay.wait_ack(1).await;
     for i in 0..PASSING {
         let mut node =
             FakeNode::handshake(connect_tcp(d.tcp_port).await, &format!("gone-{i}")).await;
@@ -256,7 +261,7 @@ async fn departed_nodes_series_age_out() {
         let text = scrape(http).await;
         if !text.contains("node_name=\"gone-") {
             assert!(
-                text.contains("tracerd_trace_objects_written_total{node_name=\"good-a\"}"),
+                text.contains("tracerd_trace_objects_written_total{node_name=\"stay\"}"),
                 "a connected node's series aged out"
             );
             break;
@@ -284,4 +289,5 @@ async fn departed_nodes_series_age_out() {
         let seqs = machine_seqs(&d.logs().join(name));
         assert_eq!(seqs, (1..=TOTAL).collect::<Vec<_>>(), "{name}: lines lost");
     }
+    drop(stay);
 }
