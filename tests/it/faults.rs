@@ -29,17 +29,28 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A 256 KiB tmpfs at `root/logs` with 200 KiB of it taken by a filler file, so that a node's
+/// logs fill the rest: the tmpfs (unmounted on drop), its path, the filler's path. `None`, with
+/// a notice, where this process cannot mount (not root, or mounts forbidden).
+fn nearly_full_disk(
+    root: &std::path::Path,
+) -> Option<(Tmpfs, std::path::PathBuf, std::path::PathBuf)> {
+    let mnt = root.join("logs");
+    let Some(fs) = Tmpfs::mount(&mnt, "256k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root, or mounts forbidden)");
+        return None;
+    };
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![b'x'; 200 * 1024]).unwrap();
+    Some((fs, mnt, filler))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_blocks_the_node_without_partial_lines_and_resumes() {
     let root = tempfile::tempdir().unwrap();
-    let mnt = root.path().join("logs");
-    let Some(_fs) = Tmpfs::mount(&mnt, "256k") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root, or mounts forbidden)");
+    let Some((_fs, mnt, filler)) = nearly_full_disk(root.path()) else {
         return;
     };
-    // Take most of the space, so the node's logs fill the rest.
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![b'x'; 200 * 1024]).unwrap();
     let logs = mnt.clone();
     let mut d = Daemon::start_with(
         move |_, _| {
@@ -95,13 +106,9 @@ async fn disk_full_blocks_the_node_without_partial_lines_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_with_drop_acknowledges_past_the_lost_objects_and_carries_on() {
     let root = tempfile::tempdir().unwrap();
-    let mnt = root.path().join("logs");
-    let Some(_fs) = Tmpfs::mount(&mnt, "256k") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root, or mounts forbidden)");
+    let Some((_fs, mnt, filler)) = nearly_full_disk(root.path()) else {
         return;
     };
-    let filler = mnt.join("filler");
-    std::fs::write(&filler, vec![b'x'; 200 * 1024]).unwrap();
     let logs = mnt.clone();
     let prom = free_port();
     let mut d = Daemon::start_with(

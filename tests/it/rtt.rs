@@ -43,26 +43,10 @@ fn rtt_histograms_of_a_native_and_a_cardano_node_show_the_network_delay() {
         );
         return;
     }
-    let me = std::env::current_exe().unwrap();
-    let script = format!(
-        "ip link set lo up && tc qdisc add dev lo root netem delay {DELAY_MS}ms && \
-         exec \"$0\" --exact rtt::inner_rtt_under_netem --ignored --nocapture --test-threads=1"
-    );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .arg(&me)
-        .env(NETNS_ENV, DELAY_MS.to_string())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "inner run failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the inner test did not run:\n{text}"
+    run_ignored_in_netns(
+        "rtt::inner_rtt_under_netem",
+        &format!("ip link set lo up && tc qdisc add dev lo root netem delay {DELAY_MS}ms"),
+        &[(NETNS_ENV, DELAY_MS.to_string())],
     );
 }
 

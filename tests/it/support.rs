@@ -435,3 +435,26 @@ pub fn seqs(dir: &Path) -> Vec<u64> {
         .map(|v| v["data"]["seq"].as_u64().unwrap())
         .collect()
 }
+
+/// Re-runs the `#[ignore]`d test `inner` of this binary alone in a network namespace of its
+/// own, after the shell commands `setup` ran in it (e.g. `ip link set lo up`), with `envs` set;
+/// panics with its output unless it ran and passed. The caller probes first whether a
+/// namespace can be made here (root or CAP_SYS_ADMIN, `unshare`, `ip`, `tc`).
+pub fn run_ignored_in_netns(inner: &str, setup: &str, envs: &[(&str, String)]) {
+    let script =
+        format!("{setup} && exec \"$0\" --exact \"$1\" --ignored --nocapture --test-threads=1");
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .arg(std::env::current_exe().unwrap())
+        .arg(inner)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{inner} failed:\n{text}");
+    assert!(text.contains("1 passed"), "{inner} did not run:\n{text}");
+}
