@@ -4,7 +4,7 @@ use super::*;
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
 
-fn serde_ok(s: &str) -> bool {
+pub(super) fn serde_ok(s: &str) -> bool {
     serde_json::from_str::<IgnoredAny>(s).is_ok()
 }
 
@@ -81,7 +81,7 @@ fn agrees_with_serde_json_on_tricky_cases() {
     assert_eq!(is_valid(too_deep.as_bytes()), serde_ok(&too_deep));
 }
 
-fn json_value() -> impl Strategy<Value = serde_json::Value> {
+pub(super) fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
@@ -140,7 +140,7 @@ proptest! {
 
 /// Bytes that are JSON-ish (tokens, whitespace, escapes) mixed with any byte at all: control
 /// characters, DEL, invalid UTF-8.
-fn jsonish_bytes() -> impl Strategy<Value = Vec<u8>> {
+pub(super) fn jsonish_bytes() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         3 => prop::sample::select(vec![
             &b"{"[..], b"}", b"[", b"]", b":", b",", b"\"", b"\"k\":", b"\\", b"\\u", b"\\ud83d",
