@@ -176,6 +176,13 @@ impl<const PLAIN: bool> Scanner<'_, PLAIN> {
             None => return i,
             _ => {}
         }
+        if PLAIN {
+            // No tab, line feed or carriage return in the text: only spaces to skip.
+            while self.b.get(i) == Some(&b' ') {
+                i += 1;
+            }
+            return i;
+        }
         while let Some(&c) = self.b.get(i) {
             match c {
                 b' ' => {}
@@ -194,6 +201,10 @@ impl<const PLAIN: bool> Scanner<'_, PLAIN> {
             return None;
         }
         let end = self.string(i + 1)?;
+        if self.b.get(end) == Some(&b':') {
+            // Compact JSON: the colon follows the key at once.
+            return Some(self.ws(end + 1));
+        }
         let i = self.ws(end);
         if *self.b.get(i)? != b':' {
             return None;
