@@ -100,6 +100,20 @@ loRequestNum: 100
 """
 
 
+def settle(pid, timeout=15.0, step=0.2, idle_s=0.01):
+    """The CPU seconds of `pid` once two samples `step` apart differ by less than `idle_s`
+    (or after `timeout`)."""
+    deadline = time.time() + timeout
+    last = proc_cpu(pid)
+    while time.time() < deadline:
+        time.sleep(step)
+        now = proc_cpu(pid)
+        if now is None or last is None or now - last < idle_s:
+            return now if now is not None else last
+        last = now
+    return last
+
+
 def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=False):
     run_dir = os.path.join(work, f"run-{label}")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -128,7 +142,12 @@ def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=Fal
     except subprocess.TimeoutExpired:
         out = ""
     ru1 = os.times()
-    cpu1, t1 = proc_cpu(p.pid), time.time()
+    t1 = time.time()
+    # The simulator counts as pulled what it wrote into replies; a server behind (a loaded
+    # machine) may still have replies unread in its socket, and a Cardano reply has no
+    # acknowledgement, so stopping it now would cut them off. Wait until its CPU time stops
+    # moving (at most 15 s), and count that tail of work in its CPU per object.
+    cpu1 = settle(p.pid)
     hwm = proc_kb(p.pid, "VmHWM")
     time.sleep(0.5)  # let the last pulled objects reach the files
     stop(p)
