@@ -3,7 +3,8 @@
 `run`: starts a fresh tracerd (rotation on, 10 MB files, machine format, TCP on 127.0.0.1),
 runs tracerd-load against it, and prints one JSON line: tracerd-load's summary plus tracerd's
 CPU seconds (utime+stime from /proc/<pid>/stat), peak RSS (VmHWM), the largest VmRSS sampled
-while the load ran, the lines and bytes found on disk, the host's CPU use during the run
+while the load ran (and, with the idle fleet, `tracerd_connected_rss_mib`: the largest while
+every node was connected and idle, before they close), the most threads sampled, the lines and bytes found on disk, the host's CPU use during the run
 (so a run disturbed by other work on the machine can be told apart), and `stages`: where a
 batch's time went inside tracerd (`tracerd_ingest_stage_seconds`, scraped at the end; absent
 for builds without it).
@@ -128,8 +129,12 @@ def cmd_run(a):
     ru0 = os.times()
     load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     max_rss = 0
+    # (seconds since the load started, VmRSS KiB, threads), for the idle fleet's figures.
+    timeline = []
     while load.poll() is None:
-        max_rss = max(max_rss, proc_kb(tracerd.pid, "VmRSS") or 0)
+        rss = proc_kb(tracerd.pid, "VmRSS") or 0
+        max_rss = max(max_rss, rss)
+        timeline.append((time.time() - t0, rss, proc_kb(tracerd.pid, "Threads") or 0))
         time.sleep(0.25)
     out, errtext = load.communicate()
     ru1 = os.times()
@@ -154,6 +159,21 @@ def cmd_run(a):
     })
     if staged:
         res["stages"] = staged
+    # Threads: the most sampled while the load ran (writer threads and blocking pool ones).
+    res["tracerd_threads_peak"] = max((n for _, _, n in timeline), default=0)
+    if "connect_s" in res:
+        # Every node connected and idle: from a second after the generator reported them
+        # connected until its duration ends (the generator counts both from after it started
+        # its nodes, so this window ends before the nodes close). The settled idle fleet.
+        lo = res["connect_s"] + 1.0
+        hi = res["connect_s"] + a.duration
+        inside = [rss for t, rss, _ in timeline if lo <= t <= hi]
+        if inside:
+            res["tracerd_connected_rss_mib"] = round(max(inside) / 1024, 1)
+    if a.timeline:
+        with open(a.timeline, "a") as f:
+            f.write(json.dumps({"label": a.label, "run": a.run, "timeline": [
+                (round(t, 2), round(rss / 1024, 1), n) for t, rss, n in timeline]}) + "\n")
     res["foreign_cores"] = round(res["host_busy_cores"] - (res["tracerd_cpu_s"] + gen_cpu) / wall, 2)
     if res.get("acked"):
         res["tracerd_us_per_object"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
@@ -214,14 +234,16 @@ def cmd_report(a):
     idle = [(g, rs) for g, rs in groups.items() if g.startswith("idle")]
     if idle:
         out.append("")
-        out.append("| idle fleet | runs | nodes connected | tracerd RSS MiB while connected (max sampled) | tracerd peak RSS MiB (VmHWM) | connect time s |")
-        out.append("|---|---|---|---|---|---|")
+        out.append("| idle fleet | runs | nodes connected | tracerd RSS MiB while connected (max sampled) | tracerd peak RSS MiB (VmHWM) | RSS MiB, all connected and idle | threads (most) | connect time s |")
+        out.append("|---|---|---|---|---|---|---|---|")
         for g, rs in idle:
             out.append("| " + " | ".join([
                 g, str(len(rs)),
                 fmt(stats([r.get("connected") for r in rs])),
                 fmt(stats([r.get("tracerd_max_sampled_rss_mib") for r in rs]), 1),
                 fmt(stats([r.get("tracerd_peak_rss_mib") for r in rs]), 1),
+                fmt(stats([r.get("tracerd_connected_rss_mib") for r in rs]), 1),
+                fmt(stats([r.get("tracerd_threads_peak") for r in rs])),
                 fmt(stats([r.get("connect_s") for r in rs]), 1),
             ]) + " |")
     if a.peers and os.path.exists(a.peers):
@@ -261,6 +283,7 @@ def main():
     r.add_argument("--connect-timeout", type=float, default=60)
     r.add_argument("--verify", action="store_true")
     r.add_argument("--keep", action="store_true")
+    r.add_argument("--timeline", default="", help="append (s, VmRSS MiB, threads) samples to this file")
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)
     p.add_argument("--peers", default="")

@@ -12,6 +12,11 @@
 //! state, its `tracerd_*` series (`metrics::node_series`) and its round-trip times. This is
 //! a debug build: futures are larger than in release.
 //!
+//! Then every node leaves at once (their generators killed): the closing sessions must not
+//! start a task each (a node that sent nothing has no writer task; its log's final
+//! checkpoint is one writer-thread job), which is what raised the 10,000-node fleet's RSS by
+//! ~10 MiB while it left (issue 21, BENCHMARKS.md "Idle fleet: the close storm").
+//!
 //! Its own test binary with one `#[test]`, so no other test allocates while it counts. Run
 //! with `cargo test --test idle_memory -- --nocapture` to print the figure.
 
@@ -19,6 +24,9 @@ use std::alloc::System;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use stats_alloc::{StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -30,6 +38,13 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// the first batch took it from ~9,100); the bound leaves ~9 %
 /// for hash-table growth steps.
 const MAX_BYTES_PER_IDLE_NODE: f64 = 8_000.0;
+
+/// Tasks the closing of every idle node at once may add to those alive before, at most
+/// (slack for the daemon's own timers). A node that sent nothing has its log finished on a
+/// writer thread without a writer task; when each closing session started one (the final
+/// checkpoint's), 500 nodes leaving at once had ~170 such tasks alive together, each with
+/// its future and state, and 10,000 raised tracerd's RSS by ~10-13 MiB (issue 21).
+const MAX_TASKS_ADDED_BY_CLOSING: usize = 16;
 
 const BASE: usize = 100;
 const MORE: usize = 400;
@@ -87,6 +102,30 @@ fn settled(logs: &Path, n: usize) -> i64 {
     }
 }
 
+/// Waits (bounded) until the closing sessions have given back most of what the nodes above
+/// `BASE` held (their heap back below halfway between `at_base` and `before`) and the heap
+/// stops moving; the live heap bytes then.
+fn closed(before: i64, at_base: i64) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut readings = vec![live_bytes()];
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        readings.push(live_bytes());
+        let last3 = &readings[readings.len().saturating_sub(3)..];
+        let (lo, hi) = (last3.iter().min().unwrap(), last3.iter().max().unwrap());
+        if last3.len() == 3
+            && *hi < (before + at_base) / 2
+            && (hi - lo) as f64 <= 0.001 * *hi as f64
+        {
+            return *hi;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closing sessions did not give their heap back: {readings:?}"
+        );
+    }
+}
+
 #[test]
 fn an_idle_node_keeps_at_most_the_stated_heap_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,6 +141,7 @@ fn an_idle_node_keeps_at_most_the_stated_heap_bytes() {
         .unwrap_or_else(|p| panic!("config: {p:?}"))
         .config;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (handle_tx, handle_rx) = std::sync::mpsc::channel();
     let daemon = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -109,6 +149,7 @@ fn an_idle_node_keeps_at_most_the_stated_heap_bytes() {
             .enable_all()
             .build()
             .unwrap();
+        handle_tx.send(rt.handle().clone()).unwrap();
         rt.block_on(tracerd::app::run(
             config,
             tracerd::app::Options::default(),
@@ -136,12 +177,52 @@ fn an_idle_node_keeps_at_most_the_stated_heap_bytes() {
         BASE + MORE
     );
 
+    // Every node leaves at once (SIGKILL: all their sockets close together), as a fleet
+    // whose generator or network goes away does: what the closing sessions hold above the
+    // idle fleet's heap while their logs' final checkpoints wait for a writer thread.
+    // The runtime's alive tasks and the heap sampled every 100 µs (the crate forbids the
+    // `unsafe` a peak-tracking allocator would need) until the sessions have closed. The
+    // tasks are the bound: the heap's peak depends on how the closes interleave.
+    let runtime = handle_rx.recv().unwrap().metrics();
+    let before_close = live_bytes();
+    let tasks_before = runtime.num_alive_tasks();
+    let peak = Arc::new(AtomicI64::new(before_close));
+    let most_tasks = Arc::new(AtomicUsize::new(tasks_before));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, most_tasks, sampling) = (peak.clone(), most_tasks.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(live_bytes(), Ordering::Relaxed);
+                most_tasks.fetch_max(runtime.num_alive_tasks(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
     for child in [&mut first, &mut second] {
         let _ = child.kill();
         let _ = child.wait();
     }
+    let after_close = closed(before_close, at_base);
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let peak = peak.load(Ordering::Relaxed);
+    let most_tasks = most_tasks.load(Ordering::Relaxed);
+    println!("tasks: {tasks_before} before the close, at most {most_tasks} during it");
+    let close_per_node = (peak - before_close) as f64 / (BASE + MORE) as f64;
+    println!(
+        "{} idle nodes leaving at once: live heap {before_close} -> peak {peak} (sampled) -> \
+         {after_close} bytes: {close_per_node:.0} bytes per node above the idle fleet's heap",
+        BASE + MORE,
+    );
     let _ = stop_tx.send(());
     daemon.join().unwrap();
+    assert!(
+        most_tasks <= tasks_before + MAX_TASKS_ADDED_BY_CLOSING,
+        "{} idle nodes leaving at once raised the runtime's alive tasks from {tasks_before} \
+         to {most_tasks}: closing sessions start tasks (a writer task per node?)",
+        BASE + MORE
+    );
     assert!(
         per_node <= MAX_BYTES_PER_IDLE_NODE,
         "an idle node keeps {per_node:.0} heap bytes, more than the bound of \

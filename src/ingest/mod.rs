@@ -328,28 +328,38 @@ impl NodeSink {
 
     /// Drains the queue, syncs the files, releases the name; returns the highest sequence
     /// number persisted and the writer's outcome.
-    pub async fn close(mut self) -> (u64, Result<(), SinkError>) {
-        // A node that sent nothing still ends with its writer's sync and checkpoint.
-        self.start_writer();
+    pub async fn close(self) -> (u64, Result<(), SinkError>) {
         let NodeSink {
             lease,
             connected,
             tx,
             persisted,
             writer,
+            pending,
             ..
         } = self;
         drop(tx);
-        let written = match writer {
-            // Not reached: `start_writer` above started it.
-            None => Ok(()),
-            Some(writer) => match writer.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(SinkError::Write(e)),
-                Err(e) => Err(SinkError::WriterTask(e.to_string())),
-            },
+        let (seq, written) = match (writer, pending) {
+            (Some(writer), _) => {
+                let written = match writer.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(SinkError::Write(e)),
+                    Err(e) => Err(SinkError::WriterTask(e.to_string())),
+                };
+                (persisted.borrow().seq, written)
+            }
+            // A node that sent nothing still ends with its log's sync and checkpoint, on a
+            // writer thread but without a writer task.
+            (None, Some(args)) => {
+                let WriterArgs { log, node, .. } = *args;
+                match writer::finish_unstarted(log, &node).await {
+                    Ok(seq) => (seq, Ok(())),
+                    Err(e) => (persisted.borrow().seq, Err(SinkError::Write(e))),
+                }
+            }
+            // Not reached: one of the two is always there.
+            (None, None) => (persisted.borrow().seq, Ok(())),
         };
-        let seq = persisted.borrow().seq;
         lease.set_persisted(seq);
         connected.dec();
         (seq, written)

@@ -10,12 +10,16 @@
 //!
 //! A write that stalls in the kernel (a hung disk) must not stall other nodes: a supervisor
 //! thread, awake only while there is work, wakes an idle thread or starts a new one (up to
-//! [`MAX_THREADS`]) whenever the oldest queued job has waited [`STALL`], so a node's job
-//! waits behind a stalled one at most about `STALL`, however many are stalled, until
-//! `MAX_THREADS` are (today's blocking pool had 16 threads for every blocking job of the
-//! daemon). Threads beyond [`KEPT_THREADS`] end after [`KEEP_ALIVE`] without a job, handing
-//! their allocator pages back. A write error is not a stall: it returns at once and the node's
-//! writer task waits between retries, holding no thread.
+//! [`MAX_THREADS`]) whenever the oldest queued job has waited [`STALL`] while fewer than the
+//! eager count (the cores) of the threads at work are moving, that is, not in one job for
+//! `STALL` or longer. So a node's job waits behind a stalled one at most about `STALL`,
+//! however many are stalled, until `MAX_THREADS` are (today's blocking pool had 16 threads
+//! for every blocking job of the daemon); but jobs that merely queue behind moving threads
+//! (10,000 nodes closing at once) get no thread more: more threads than cores would not
+//! drain them sooner, and each would leave a malloc arena and a stack behind (issue 21: the
+//! idle fleet's RSS). Threads beyond [`KEPT_THREADS`] end after [`KEEP_ALIVE`] without a
+//! job, handing their allocator pages back. A write error is not a stall: it returns at once
+//! and the node's writer task waits between retries, holding no thread.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -56,9 +60,28 @@ struct State {
     waking: usize,
     /// Threads running a job.
     running: usize,
+    /// When each running job started, by job number (at most one per thread).
+    started: Vec<(u64, Instant)>,
+    /// The number the next job to start gets.
+    next_job: u64,
+    /// Most threads alive at once (tests).
+    peak: usize,
     supervisor: bool,
     /// The supervisor sleeps until woken (no work).
     supervisor_parked: bool,
+}
+
+impl State {
+    /// Threads at work that are not stalled: running a job begun less than `stall` ago, or
+    /// woken for one.
+    fn moving(&self, stall: Duration) -> usize {
+        let stalled = self
+            .started
+            .iter()
+            .filter(|(_, at)| at.elapsed() >= stall)
+            .count();
+        self.running.saturating_sub(stalled) + self.waking
+    }
 }
 
 /// The process's writer pool.
@@ -134,6 +157,7 @@ impl Pool {
             .spawn(move || pool.work());
         if started.is_ok() {
             s.threads += 1;
+            s.peak = s.peak.max(s.threads);
         }
     }
 
@@ -142,11 +166,17 @@ impl Pool {
         loop {
             if let Some((task, _)) = s.queue.pop_front() {
                 s.running += 1;
+                let job = s.next_job;
+                s.next_job += 1;
+                s.started.push((job, Instant::now()));
                 drop(s);
                 // A panic ends the job (its receiver sees the sender dropped), not the thread.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
                 s = crate::sync::lock(&self.state);
                 s.running -= 1;
+                if let Some(i) = s.started.iter().position(|&(j, _)| j == job) {
+                    s.started.swap_remove(i);
+                }
                 continue;
             }
             s.idle += 1;
@@ -165,7 +195,8 @@ impl Pool {
     }
 
     /// While there is work, every `stall / 2`: wakes or starts a thread for a job that has
-    /// waited `stall`. Sleeps while there is none.
+    /// waited `stall` if fewer than `eager` threads are moving (running a job that started
+    /// less than `stall` ago, or woken for one). Sleeps while there is none.
     fn supervise(self: Arc<Self>) {
         let mut s = crate::sync::lock(&self.state);
         loop {
@@ -180,7 +211,7 @@ impl Pool {
                 continue;
             }
             let waited = s.queue.front().map(|(_, at)| at.elapsed());
-            if waited.is_some_and(|w| w >= self.stall) {
+            if waited.is_some_and(|w| w >= self.stall) && s.moving(self.stall) < self.eager {
                 if s.idle > 0 {
                     s.waking += 1;
                     self.work.notify_one();
@@ -301,6 +332,35 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(wait(stalled), Ok(()));
         assert_eq!(wait(queued), Ok(9));
+    }
+
+    /// Jobs that queue behind threads that are moving (10,000 idle nodes closing at once)
+    /// get no thread beyond the eager count, however long the queue waits: more threads
+    /// would not drain it sooner on that many cores, and each leaves a malloc arena and a
+    /// stack behind (issue 21's idle-fleet RSS). The rule before this test started a thread
+    /// every `stall / 2` while the oldest job had waited `stall`: 6 threads here.
+    #[test]
+    fn jobs_queued_behind_moving_threads_get_no_more_threads() {
+        // A job counts as stalled after 100 ms: 100 times its own length, so a descheduled
+        // thread on a loaded machine does not pass for a stalled one (one such is allowed
+        // for below), while the queue (1,000 ms of jobs on 2 threads) waits 5 times that.
+        let pool = Pool::new(2, 16, Duration::from_millis(100));
+        let jobs: Vec<_> = (0..1000u32)
+            .map(|i| {
+                pool.run(move || {
+                    std::thread::sleep(Duration::from_millis(1));
+                    i
+                })
+            })
+            .collect();
+        for (i, rx) in jobs.into_iter().enumerate() {
+            assert_eq!(wait(rx), Ok(i as u32));
+        }
+        let peak = crate::sync::lock(&pool.state).peak;
+        assert!(
+            peak <= 3,
+            "{peak} threads for jobs queued behind moving ones"
+        );
     }
 
     #[test]

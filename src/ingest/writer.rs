@@ -193,6 +193,34 @@ pub(super) async fn write_loop(
     Ok(())
 }
 
+/// A session's last operation on its log: writes what a failure left (one attempt), syncs,
+/// checkpoints and finishes; the sequence number on disk.
+fn finish(log: &mut NodeLog) -> Result<u64, WriteError> {
+    if log.has_pending() {
+        log.resume(utc::now_unix())?;
+    }
+    log.sync()?;
+    log.checkpoint()?;
+    log.finish()?;
+    Ok(log.seq())
+}
+
+/// Finishes the log of a node whose writer task never started (it sent no batch) on a
+/// writer thread, without starting one: when 10,000 idle nodes leave at once, each waiting
+/// close holds its log only, not a writer task as well (issue 21's idle-fleet RSS).
+pub(super) async fn finish_unstarted(log: NodeLog, node: &str) -> Result<u64, WriteError> {
+    super::pool::pool()
+        .run(move || {
+            let mut log = log;
+            finish(&mut log)
+        })
+        .await
+        .map_err(|_| WriteError::Write {
+            path: node.into(),
+            source: std::io::Error::other("the log writer panicked"),
+        })?
+}
+
 /// Offers `jobs`' objects, rendered as machine lines, to the node's live view (issue 14) with
 /// the file that holds them, if anyone watches.
 fn tap(live: &crate::node::live::NodeLive, log: &NodeLog, jobs: &[Job]) {
@@ -564,16 +592,7 @@ impl Blocking {
 
     /// Finishes: writes what a failure left (one attempt), syncs and checkpoints.
     async fn close(&mut self) -> Result<u64, WriteError> {
-        self.run(|log| {
-            if log.has_pending() {
-                log.resume(utc::now_unix())?;
-            }
-            log.sync()?;
-            log.checkpoint()?;
-            log.finish()?;
-            Ok(log.seq())
-        })
-        .await?
+        self.run(finish).await?
     }
 
     fn failed(&mut self, error: &WriteError, policy: WriteErrorPolicy) {
