@@ -147,6 +147,32 @@ async fn accept_at_traces_land_under_the_node_info_name_as_the_node_wrote_them()
     assert_eq!(task.await.unwrap().unwrap(), SimEnd::Cancelled);
 }
 
+/// Shutdown still reads what a node answers to the trace requests already out: the node took
+/// those objects off its queue when it answered and nothing acknowledges them, so closing
+/// with the reply unread would lose them. The objects are queued only after SIGTERM, so the
+/// node answers the blocking request tracerd sent before while tracerd is shutting down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_replies_to_requests_already_sent() {
+    let mut d = start_accept_at();
+    let node = Arc::new(SimNode::new("relay-s", MAGIC));
+    node.push(objects("relay-s", 0..10));
+    let (cancel, task) = run_sim(&node, connect(&accept_at(&d)).await, Mode::Initiator);
+    let dir = d.logs().join("relay-s");
+    // tracerd asks again before it writes a reply, so a request is out by now.
+    assert_eq!(wait_seqs(&dir, 10).await, (0..10).collect::<Vec<_>>());
+    d.signal("TERM");
+    node.push(objects("relay-s", 10..60));
+    assert_eq!(d.wait(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(node.sent(), 60, "the node answered with everything queued");
+    let seqs: Vec<u64> = complete_lines(&dir)
+        .iter()
+        .map(|v| v["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..60).collect::<Vec<_>>(), "{}", d.stderr());
+    cancel.cancel();
+    let _ = task.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_magic_is_refused_naming_both_magics() {
     let d = start_accept_at();

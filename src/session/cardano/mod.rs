@@ -194,6 +194,7 @@ where
         ekg_requests: 0,
         updated_answered: false,
         traces_in_flight: 0,
+        draining: false,
         data_points: DataPoints::Idle,
         dp_requests: None,
         dp_asked: None,
@@ -224,6 +225,10 @@ enum DataPoints {
 /// Most on-demand data point requests waiting for one session.
 const DATA_POINT_QUEUE: usize = 16;
 
+/// After shutdown began, how long the session waits for more of a trace reply, or for the
+/// next one, before it closes (`Pump::drain_replies`).
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
 /// The acceptor loops of one accepted session.
 struct Pump {
     settings: Arc<Settings>,
@@ -246,6 +251,8 @@ struct Pump {
     updated_answered: bool,
     /// Trace-object requests sent and not answered yet.
     traces_in_flight: usize,
+    /// Shutdown began: replies are still read, nothing more is requested.
+    draining: bool,
     data_points: DataPoints,
     /// On-demand data point requests (from HTTP), once the node is named.
     dp_requests: Option<mpsc::Receiver<DataPointRequest>>,
@@ -290,7 +297,10 @@ impl Pump {
         loop {
             let ekg_due = self.ekg_due.unwrap_or(name_deadline);
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(End::Shutdown),
+                _ = cancel.cancelled() => {
+                    self.drain_replies(framed).await?;
+                    return Ok(End::Shutdown);
+                }
                 _ = tokio::time::sleep_until(ekg_due), if self.ekg_due.is_some() => {
                     self.request_metrics(framed).await?;
                 }
@@ -558,10 +568,39 @@ impl Pump {
     /// Sends blocking trace-object requests until `trace_requests` are outstanding (the
     /// first `MsgTraceObjectsRequest` of a session, and one after each reply once the node is
     /// named; before that, what was asked is all that comes).
+    /// Once shutdown began, reads the replies to the outstanding trace requests and writes
+    /// their objects: the node took them off its queue when it answered and nothing
+    /// acknowledges them, so a reply left unread in the socket would be lost. Ends when every
+    /// request is answered, the node closes, nothing has arrived for [`DRAIN_QUIET`] (an
+    /// idle node answers a blocking request only once it has objects), or after
+    /// `settings.shutdown_drain`. Other mini-protocols' messages are dropped unread.
+    async fn drain_replies<S>(&mut self, framed: &mut Conn<S>) -> Result<(), SessionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.draining = true;
+        let until = Instant::now() + self.settings.shutdown_drain;
+        while self.traces_in_flight > 0 && self.sink.is_some() {
+            let quiet = (Instant::now() + DRAIN_QUIET).min(until);
+            match tokio::time::timeout_at(quiet, framed.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(msg))) if msg.protocol == TRACE_OBJECTS => {
+                    self.handle(framed, msg).await?
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn request_traces<S>(&mut self, framed: &mut Conn<S>) -> Result<(), MuxError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        if self.draining {
+            return Ok(());
+        }
         let count = self.settings.lo_request_num;
         while self.traces_in_flight < self.settings.trace_requests {
             send(

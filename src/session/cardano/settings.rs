@@ -12,6 +12,10 @@ use crate::config::Config;
 /// (cardano-tracer's 10 s).
 pub const NAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest a session keeps reading trace replies after shutdown began (see
+/// `Pump::drain_replies`).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
 /// Settings every Cardano session shares, from the cardano-tracer keys of the config.
 #[derive(Debug)]
 pub struct Settings {
@@ -31,6 +35,10 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Time to wait for `NodeInfo`.
     pub name_timeout: Duration,
+    /// How long a session reads the replies to its outstanding trace requests once shutdown
+    /// began: at most [`SHUTDOWN_DRAIN`], and half of `tracerd.shutdownGraceSecs`, so that
+    /// the writers still have time to sync.
+    pub shutdown_drain: Duration,
     /// Node names whose forwarder could not decode `GetUpdatedMetrics`.
     legacy_ekg: Mutex<HashSet<String>>,
 }
@@ -51,6 +59,7 @@ impl Settings {
             .unwrap_or(Duration::from_secs(10)),
             max_message_bytes: config.tracerd.limits.max_frame_bytes as usize,
             name_timeout: NAME_TIMEOUT,
+            shutdown_drain: SHUTDOWN_DRAIN.min(config.tracerd.shutdown_grace() / 2),
             legacy_ekg: Mutex::new(HashSet::new()),
         }
     }
