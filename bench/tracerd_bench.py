@@ -7,7 +7,10 @@ while the load ran (and, with the idle fleet, `tracerd_connected_rss_mib`: the l
 every node was connected and idle, before they close), the most threads sampled, the lines and bytes found on disk, the host's CPU use during the run
 (so a run disturbed by other work on the machine can be told apart), and `stages`: where a
 batch's time went inside tracerd (`tracerd_ingest_stage_seconds`, scraped at the end; absent
-for builds without it).
+for builds without it). tracerd-load's own summary (merged in) splits the ack latency on the
+generator's side (`ack_stages_ms`, and `ack_noticed_ms`, `ack_steady_ms`). `--tracerd-prefix` /
+`--load-prefix` run either process under a command that execs it (`chrt -f 10`, `nice -n -5`);
+`--work /dev/shm/...` puts the log root on tmpfs (bench/latency_matrix.sh uses both).
 
 `report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
@@ -110,7 +113,8 @@ def cmd_run(a):
     with open(cfg, "w") as f:
         f.write(CONFIG.format(logs=logs, port=port, http_port=http_port, sock=os.path.join(work, "cardano.sock")))
     err = open(os.path.join(work, "tracerd.err"), "w")
-    tracerd = subprocess.Popen([a.tracerd, "-c", cfg], stdout=subprocess.DEVNULL, stderr=err)
+    tracerd = subprocess.Popen(a.tracerd_prefix.split() + [a.tracerd, "-c", cfg],
+                               stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 20
     while True:
         try:
@@ -123,7 +127,7 @@ def cmd_run(a):
             time.sleep(0.05)
     time.sleep(0.2)  # let the probe connection's session end
     cpu0, busy0, t0 = proc_cpu(tracerd.pid), host_busy(), time.time()
-    cmd = [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
+    cmd = a.load_prefix.split() + [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
            "--duration", str(a.duration), "--size", str(a.size), "--drain-timeout", str(a.drain),
            "--connect-timeout", str(a.connect_timeout)] + (a.extra.split() if a.extra else [])
     ru0 = os.times()
@@ -273,7 +277,10 @@ def main():
     sp = ap.add_subparsers(dest="cmd", required=True)
     r = sp.add_parser("run")
     for k, d in [("--tracerd", None), ("--load", None), ("--work", "/tmp/tracerd-bench"),
-                 ("--label", "x"), ("--group", "x"), ("--rate", "max"), ("--extra", "")]:
+                 ("--label", "x"), ("--group", "x"), ("--rate", "max"), ("--extra", ""),
+                 # Commands that exec their argument (`nice -n -5`, `chrt -f 10`): run tracerd
+                 # or tracerd-load under another priority (the pid stays the program's).
+                 ("--tracerd-prefix", ""), ("--load-prefix", "")]:
         r.add_argument(k, default=d, required=d is None)
     r.add_argument("--nodes", type=int, required=True)
     r.add_argument("--run", type=int, default=1)

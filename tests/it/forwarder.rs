@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::Framed;
 use tracerd::config::Address;
 use tracerd::native::{NodeMessage, TracerCodec, TracerMessage};
-use tracerd_forwarder::{Forwarder, ForwarderConfig, SubmitError};
+use tracerd_forwarder::{Forwarder, ForwarderConfig, SendCause, SubmitError};
 
 use crate::support::*;
 
@@ -227,6 +227,7 @@ async fn objects_accumulate_only_while_a_batch_awaits_its_ack() {
     c.linger = linger;
     c.ping_every = None;
     let fwd = Forwarder::start(c).unwrap();
+    fwd.record_timing();
     let (stream, _) = listener.accept().await.unwrap();
     let mut framed = Framed::new(stream, TracerCodec::new(1 << 20));
     assert!(matches!(
@@ -297,6 +298,25 @@ async fn objects_accumulate_only_while_a_batch_awaits_its_ack() {
     );
     framed.send(TracerMessage::Ack(5)).await.unwrap();
     assert!(fwd.flush(Duration::from_secs(10)).await);
+    // The timing benchmarks split ack latency with (tracerd-load's `ack_stages_ms`): each
+    // batch's first write with why it went then, each `Ack` as it was read.
+    let (mut writes, mut acks) = (Vec::new(), Vec::new());
+    fwd.take_timing(&mut writes, &mut acks);
+    let sent: Vec<_> = writes.iter().map(|w| (w.last_seq, w.cause)).collect();
+    assert_eq!(
+        sent,
+        [
+            (1, SendCause::Idle),
+            (4, SendCause::Linger),
+            (5, SendCause::Idle)
+        ]
+    );
+    assert!(writes.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), [4, 5]);
+    // Object 5 was handed over only once `Ack(4)` had been counted, so after it was read.
+    assert!(acks[0].1 <= writes[2].at);
+    fwd.take_timing(&mut writes, &mut acks);
+    assert_eq!((writes.len(), acks.len()), (3, 2), "taken once");
     let s = fwd.close(Duration::from_secs(5)).await;
     assert_eq!((s.sent, s.acked, s.dropped), (5, 5, 0));
 }

@@ -25,6 +25,7 @@ use tracerd_wire::Backoff;
 
 use crate::encode;
 use crate::outbox::{Kept, Outbox};
+use crate::timing::SendCause;
 use crate::{
     lock, ConnectionError, ForwarderConfig, Shared, FRAME_SLACK, MAX_INCOMING_FRAME, READER_GRACE,
 };
@@ -110,7 +111,7 @@ enum Control {
 /// One connection. `Err((handshaken, why))` when it ends otherwise than by a drained close.
 async fn session(
     config: &ForwarderConfig,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     outbox: &mut Outbox,
     closing: &CancellationToken,
 ) -> Result<(), (bool, ConnectionError)> {
@@ -185,7 +186,12 @@ async fn session(
     // The reader: acknowledgements through a coalescing watch, the rest through a channel.
     let (ack_tx, mut ack_rx) = watch::channel(0u64);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Control>(16);
-    let mut reader = AbortOnDrop(tokio::spawn(read_loop(frames, ack_tx, ctl_tx)));
+    let mut reader = AbortOnDrop(tokio::spawn(read_loop(
+        frames,
+        ack_tx,
+        ctl_tx,
+        shared.clone(),
+    )));
 
     let mut s = Session {
         shared,
@@ -236,10 +242,12 @@ async fn read_loop(
     mut frames: FramedRead<Reader, ForwarderCodec>,
     ack_tx: watch::Sender<u64>,
     ctl_tx: mpsc::Sender<Control>,
+    shared: Arc<Shared>,
 ) -> Result<(), ConnectionError> {
     while let Some(msg) = frames.next().await {
         match msg? {
             TracerMessage::Ack(seq) => {
+                shared.timing.ack_read(seq);
                 ack_tx.send_if_modified(|v| {
                     let newer = seq > *v;
                     if newer {
@@ -429,6 +437,7 @@ impl Session<'_> {
         let shared = self.shared;
         loop {
             let now = Instant::now();
+            let cause;
             let batch = {
                 let mut q = lock(&shared.queue);
                 if q.traces.is_empty() {
@@ -436,10 +445,20 @@ impl Session<'_> {
                 }
                 // Every batch written so far is acknowledged: a partial batch need not wait.
                 let idle = outbox.kept.is_empty();
-                let due = idle || q.oldest.is_none_or(|t| t + config.linger <= now);
-                if q.traces.len() < config.max_batch_objects && !due && !flush_all {
+                let lingered = q.oldest.is_none_or(|t| t + config.linger <= now);
+                let full = q.traces.len() >= config.max_batch_objects;
+                if !full && !idle && !lingered && !flush_all {
                     return Ok(q.oldest.map(|t| t + config.linger));
                 }
+                cause = if full {
+                    SendCause::Full
+                } else if idle {
+                    SendCause::Idle
+                } else if lingered {
+                    SendCause::Linger
+                } else {
+                    SendCause::Flush
+                };
                 let mut objects = Vec::with_capacity(q.traces.len().min(config.max_batch_objects));
                 self.lens.clear();
                 let mut bytes = 0usize;
@@ -490,6 +509,7 @@ impl Session<'_> {
                 written: false,
             });
             self.write(&frame).await?;
+            shared.timing.written(first_seq + n as u64 - 1, cause);
             if let Some(k) = outbox.kept.back_mut() {
                 k.written = true;
             }

@@ -47,7 +47,8 @@
 //! the caller and the task share; `outbox` the pure bookkeeping (sequence numbers, kept
 //! batches, latest-value sets); `encode` the `TraceBatch` frame from borrowed objects; `connection` the task (connect, handshake, stream, resend,
 //! reconnect); `config` the tracing configuration in force (filter, limiters, apply, report);
-//! `layer` the `tracing-subscriber` layer.
+//! `layer` the `tracing-subscriber` layer; `timing` the optional timing of batches for
+//! benchmarks.
 
 use std::collections::VecDeque;
 use std::io;
@@ -69,11 +70,13 @@ mod connection;
 mod encode;
 mod layer;
 mod outbox;
+mod timing;
 #[cfg(feature = "tls")]
 pub mod tls;
 
 pub use config::{ApplyError, ConfigGuard, CONFIG_NAMESPACE};
 pub use layer::ForwarderLayer;
+pub use timing::{SendCause, Written};
 /// The types a forwarder sends, its tracing configuration, and the address syntax, so a node
 /// needs only this crate.
 pub use tracerd_wire::{model, tracing_config, Address};
@@ -335,6 +338,8 @@ struct Shared {
     /// The program changed the configuration: report it on the open session.
     report_pending: AtomicBool,
     hostname: String,
+    /// Batch write and `Ack` times, for benchmarks (off unless asked for).
+    timing: timing::Timing,
 }
 
 fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -505,6 +510,7 @@ impl Forwarder {
             in_force: Mutex::new(in_force),
             report_pending: AtomicBool::new(false),
             hostname: config.hostname.clone(),
+            timing: timing::Timing::default(),
         });
         if config.trace_config_at_start {
             let in_force = lock(&shared.in_force);
@@ -602,6 +608,21 @@ impl Forwarder {
     /// A receiver of the acknowledged-object count ([`Stats::acked`]), to wait for progress.
     pub fn acked_watch(&self) -> watch::Receiver<u64> {
         self.shared.acked_tx.subscribe()
+    }
+
+    /// For benchmarks: from now on, remember when each batch is first written to the
+    /// connection and when each `Ack` is read from it (see [`Forwarder::take_timing`]). Costs
+    /// a lock per batch and per `Ack`; at most 65,536 entries of each kind are held between
+    /// two takes (later ones are not recorded).
+    pub fn record_timing(&self) {
+        self.shared.timing.start();
+    }
+
+    /// Appends what was recorded since the last call (oldest first) and forgets it: each
+    /// batch's first write, and each `Ack` read as (acknowledged sequence number, when the
+    /// reader had decoded it). Nothing unless [`Forwarder::record_timing`] was called.
+    pub fn take_timing(&self, writes: &mut Vec<Written>, acks: &mut Vec<(u64, Instant)>) {
+        self.shared.timing.take(writes, acks);
     }
 
     /// The current counters.

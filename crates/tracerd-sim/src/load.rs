@@ -10,8 +10,11 @@
 //!
 //! Every object is unique: its machine JSON carries its node name and its sequence number
 //! (`"node":"load-0007","seq":123`). Ack latency is the time from handing a group of objects
-//! to the forwarder until tracerd's `Ack` covers the whole group (an hdrhistogram, weighted by
-//! objects). When the duration ends the simulator stops generating, waits (at most
+//! to the forwarder until the forwarder's reader has decoded tracerd's `Ack` covering the whole
+//! group (an hdrhistogram, weighted by objects); `ack_noticed_ms` runs until the node's driver
+//! noticed it (the generator's own task hand-offs added), `ack_steady_ms` leaves out the groups
+//! of the first `--warmup` seconds, and `ack_stages_ms` splits each
+//! group's time where the forwarder saw it (module `stages`). When the duration ends the simulator stops generating, waits (at most
 //! `--drain-timeout`) for outstanding acknowledgements, closes every connection and reports.
 //! Live progress goes to stderr once a second when stderr is a terminal (both protocols); the
 //! summary line is always printed, on stdout.
@@ -21,12 +24,14 @@
 //!
 //! The binary is the root package's thin `src/bin/tracerd-load.rs`, which calls [`main`].
 //! Modules: this file is the command line, the runtime and the summary helpers; `content` the
-//! generated trace objects and metrics; `native` the forwarder fleet; `cardano` the simulated
+//! generated trace objects and metrics; `native` the forwarder fleet; `stages` where
+//! an acknowledged group's time went on the generator's side; `cardano` the simulated
 //! cardano-nodes.
 
 mod cardano;
 mod content;
 mod native;
+mod stages;
 
 pub use cardano::CardanoObjects;
 
@@ -93,6 +98,11 @@ pub(crate) struct Args {
     /// of the nodes' instants being spread evenly over it (the default).
     #[arg(long)]
     pub(crate) aligned: bool,
+    /// Seconds at the start of sending whose groups are left out of `ack_steady_ms` (tracerd
+    /// starting every node's writer, both processes' memory growing); `ack_latency_ms` counts
+    /// every group.
+    #[arg(long, default_value_t = 0.5)]
+    pub(crate) warmup: f64,
     /// Longest wait for outstanding acknowledgements after the duration, in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub(crate) drain_timeout: f64,

@@ -10,12 +10,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
-use tracerd_forwarder::{Forwarder, ForwarderConfig, Stats};
+use tracerd_forwarder::{Forwarder, ForwarderConfig, SendCause, Stats, Written};
 use tracerd_wire::model::{DataPoint, MetricValue, MetricsUpdate, TraceObject};
 use tracerd_wire::native::Software;
 use tracerd_wire::Address;
 
 use super::content::{now_ns, Generator, METRIC_NAMES};
+use super::stages::Staged;
 use super::{
     latency_json, mean, open_files_limit, rate_json, round, Args, Rate, CHUNK, MAX_LATENCY_MICROS,
 };
@@ -25,14 +26,38 @@ struct NodeResult {
     generated: u64,
     machine_bytes: u64,
     latency: Vec<(u64, u64)>,
+    /// The same, up to when this driver noticed the `Ack`.
+    noticed: Vec<(u64, u64)>,
+    /// The same as `latency`, for groups handed over after the warm-up.
+    steady: Vec<(u64, u64)>,
+    /// Per acknowledged group whose batch write and `Ack` read were both seen: its stages.
+    staged: Vec<Staged>,
     metric_updates: u64,
     drained: bool,
     last_ack: Option<Instant>,
 }
 
+/// A group handed to the forwarder and not yet acknowledged.
+struct Mark {
+    /// Accepted objects up to and including this group.
+    accepted: u64,
+    /// The sequence number of its last object.
+    last_seq: u64,
+    /// When it was handed over.
+    at: Instant,
+    /// Its objects.
+    n: u64,
+    /// When the batch holding its last object had been written, and why then.
+    written: Option<(Instant, SendCause)>,
+    /// When the reader had decoded the `Ack` covering it.
+    ack_read: Option<Instant>,
+}
+
 struct Plan {
     rate: Rate,
     start: Instant,
+    /// Groups handed over before this are left out of `ack_steady_ms`.
+    warmup_end: Instant,
     end: Instant,
     drain_deadline: Instant,
     window: usize,
@@ -44,9 +69,16 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>, phase: 
     // (latency in µs, objects) per acknowledged group, merged into one histogram at the end:
     // cheaper than a histogram per node when thousands of nodes are idle.
     let mut latency: Vec<(u64, u64)> = Vec::new();
+    let mut noticed: Vec<(u64, u64)> = Vec::new();
+    let mut steady: Vec<(u64, u64)> = Vec::new();
+    let mut staged: Vec<Staged> = Vec::new();
     let mut acked_rx = fwd.acked_watch();
-    // (accepted objects up to and including this group, when it was handed over, group size)
-    let mut marks: VecDeque<(u64, Instant, u64)> = VecDeque::new();
+    let mut marks: VecDeque<Mark> = VecDeque::new();
+    // Sequence numbers continue tracerd's `persisted_seq` (known: every node is connected
+    // before the clock starts).
+    let seq_base = fwd.stats().acked_seq;
+    fwd.record_timing();
+    let (mut writes, mut acks) = (Vec::new(), Vec::new());
     let mut accepted = 0u64;
     let mut generated = 0u64;
     let mut metric_updates = 0u64;
@@ -81,19 +113,45 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>, phase: 
             ),
         }]);
     }
-    let mut record = |acked: u64, marks: &mut VecDeque<(u64, Instant, u64)>| {
+    let micros = |from: Instant, to: Instant| {
+        (to.saturating_duration_since(from).as_micros() as u64).clamp(1, MAX_LATENCY_MICROS)
+    };
+    let mut record = |acked: u64, marks: &mut VecDeque<Mark>| {
         let now = Instant::now();
-        while marks.front().is_some_and(|m| m.0 <= acked) {
-            if let Some((_, at, n)) = marks.pop_front() {
-                let micros = now.saturating_duration_since(at).as_micros().max(1) as u64;
-                latency.push((micros.min(MAX_LATENCY_MICROS), n));
+        while marks.front().is_some_and(|m| m.accepted <= acked) {
+            if let Some(m) = marks.pop_front() {
+                // The latency ends when the forwarder's reader decoded the `Ack` (the node has
+                // its acknowledgement then); when this driver noticed it is later by the
+                // generator's own hand-offs (`notice`).
+                let total = micros(m.at, now);
+                let acked_after = m.ack_read.map_or(total, |a| micros(m.at, a));
+                latency.push((acked_after, m.n));
+                if m.at >= plan.warmup_end {
+                    steady.push((acked_after, m.n));
+                }
+                noticed.push((total, m.n));
                 last_ack = Some(now);
+                if let (Some((w, cause)), Some(a)) = (m.written, m.ack_read) {
+                    staged.push(Staged {
+                        n: m.n,
+                        total,
+                        queued: micros(m.at, w),
+                        flight: micros(w, a),
+                        notice: micros(a, now),
+                        cause,
+                        at_ms: m.at.saturating_duration_since(plan.start).as_millis() as u64,
+                    });
+                }
             }
         }
     };
     loop {
         let now = Instant::now();
         let sending = now < plan.end;
+        // The forwarder records a write or an `Ack` before it counts it, so what the count
+        // below covers has been timed by now.
+        fwd.take_timing(&mut writes, &mut acks);
+        note_timing(&mut marks, &mut writes, &mut acks);
         let acked = *acked_rx.borrow_and_update();
         record(acked, &mut marks);
         if !sending && (acked >= accepted || now >= plan.drain_deadline) {
@@ -117,10 +175,19 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>, phase: 
             if want > 0 {
                 gen.batch(now_ns(), want, &mut objects);
                 generated += want as u64;
+                // The group's latency starts when it is handed over, not before generating it.
+                let handed = Instant::now();
                 let n = fwd.trace_many(objects.drain(..)) as u64;
                 if n > 0 {
                     accepted += n;
-                    marks.push_back((accepted, now, n));
+                    marks.push_back(Mark {
+                        accepted,
+                        last_seq: seq_base + accepted,
+                        at: handed,
+                        n,
+                        written: None,
+                        ack_read: None,
+                    });
                 }
                 if plan.rate == Rate::Max || want == 4 * CHUNK {
                     tokio::task::yield_now().await;
@@ -148,9 +215,38 @@ async fn drive(fwd: Arc<Forwarder>, mut gen: Generator, plan: Arc<Plan>, phase: 
         generated,
         machine_bytes: gen.bytes,
         latency,
+        noticed,
+        steady,
+        staged,
         metric_updates,
         drained: final_acked >= accepted,
         last_ack,
+    }
+}
+
+/// Gives the groups awaiting their `Ack` the times the forwarder recorded: a group was
+/// written with the first batch reaching its last object, acknowledged by the first `Ack`
+/// covering it. Consumes `writes` and `acks`.
+fn note_timing(
+    marks: &mut VecDeque<Mark>,
+    writes: &mut Vec<Written>,
+    acks: &mut Vec<(u64, Instant)>,
+) {
+    for w in writes.drain(..) {
+        for m in marks.iter_mut().filter(|m| m.written.is_none()) {
+            if m.last_seq > w.last_seq {
+                break;
+            }
+            m.written = Some((w.at, w.cause));
+        }
+    }
+    for (seq, at) in acks.drain(..) {
+        for m in marks.iter_mut().filter(|m| m.ack_read.is_none()) {
+            if m.last_seq > seq {
+                break;
+            }
+            m.ack_read = Some(at);
+        }
     }
 }
 
@@ -294,6 +390,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let plan = Arc::new(Plan {
         rate: args.rate,
         start,
+        warmup_end: start + Duration::from_secs_f64(args.warmup.max(0.0)),
         end,
         drain_deadline: end + Duration::from_secs_f64(args.drain_timeout.max(0.0)),
         window,
@@ -333,6 +430,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     });
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_MICROS, 3)?;
+    let mut noticed = latency.clone();
+    let mut steady = latency.clone();
+    let mut staged = Vec::new();
     let (mut generated, mut machine_bytes, mut metric_updates) = (0u64, 0u64, 0u64);
     let mut drained = true;
     let mut last_ack = start;
@@ -341,6 +441,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         for (micros, n) in r.latency {
             latency.record_n(micros, n)?;
         }
+        for (micros, n) in r.noticed {
+            noticed.record_n(micros, n)?;
+        }
+        for (micros, n) in r.steady {
+            steady.record_n(micros, n)?;
+        }
+        staged.extend(r.staged);
         generated += r.generated;
         machine_bytes += r.machine_bytes;
         metric_updates += r.metric_updates;
@@ -385,6 +492,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "objects_per_s": round(totals.acked as f64 / elapsed, 1),
         "mib_per_s": round(totals.acked as f64 * avg_object / elapsed / 1048576.0, 3),
         "ack_latency_ms": latency_json(&latency),
+        "ack_noticed_ms": latency_json(&noticed),
+        "ack_steady_ms": latency_json(&steady),
+        "warmup_s": args.warmup,
+        "ack_stages_ms": super::stages::json(&staged)?,
         "generated": generated,
         "submitted": totals.submitted,
         "resent": totals.resent,
