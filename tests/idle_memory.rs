@@ -86,19 +86,23 @@ fn settled(logs: &Path, n: usize) -> i64 {
     // (100 ms after the handshake) and its round-trip time are still under way. Wait past
     // them, then until three readings 300 ms apart agree within 0.1 %.
     std::thread::sleep(Duration::from_millis(1000));
+    steady(deadline, |_| true, "the heap did not settle")
+}
+
+/// Reads the live heap every 300 ms until three readings in a row agree within 0.1 % and
+/// `done` holds for the highest of them, which it returns; panics with `what` and the
+/// readings at `deadline`.
+fn steady(deadline: Instant, done: impl Fn(i64) -> bool, what: &str) -> i64 {
     let mut readings = vec![live_bytes()];
     loop {
         std::thread::sleep(Duration::from_millis(300));
         readings.push(live_bytes());
         let last3 = &readings[readings.len().saturating_sub(3)..];
         let (lo, hi) = (last3.iter().min().unwrap(), last3.iter().max().unwrap());
-        if last3.len() == 3 && (hi - lo) as f64 <= 0.001 * *hi as f64 {
+        if last3.len() == 3 && done(*hi) && (hi - lo) as f64 <= 0.001 * *hi as f64 {
             return *hi;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the heap did not settle: {readings:?}"
-        );
+        assert!(Instant::now() < deadline, "{what}: {readings:?}");
     }
 }
 
@@ -106,24 +110,11 @@ fn settled(logs: &Path, n: usize) -> i64 {
 /// `BASE` held (their heap back below halfway between `at_base` and `before`) and the heap
 /// stops moving; the live heap bytes then.
 fn closed(before: i64, at_base: i64) -> i64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut readings = vec![live_bytes()];
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        readings.push(live_bytes());
-        let last3 = &readings[readings.len().saturating_sub(3)..];
-        let (lo, hi) = (last3.iter().min().unwrap(), last3.iter().max().unwrap());
-        if last3.len() == 3
-            && *hi < (before + at_base) / 2
-            && (hi - lo) as f64 <= 0.001 * *hi as f64
-        {
-            return *hi;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closing sessions did not give their heap back: {readings:?}"
-        );
-    }
+    steady(
+        Instant::now() + Duration::from_secs(60),
+        |hi| hi < (before + at_base) / 2,
+        "the closing sessions did not give their heap back",
+    )
 }
 
 #[test]
