@@ -1,7 +1,7 @@
 //! The plain-strings walk against the one-pass scan it sped up (kept in `onepass.rs`): the
 //! same Clean / Dirty / Invalid on any bytes, at every word boundary.
 
-use super::tests::{json_value, jsonish_bytes, serde_ok};
+use super::tests::{json_value, jsonish_bytes, mutate, serde_ok};
 use super::*;
 use proptest::prelude::*;
 
@@ -109,14 +109,7 @@ proptest! {
     #[test]
     fn agrees_with_the_one_pass_scan_on_mutated_json(v in json_value(), pretty in any::<bool>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..4)) {
         let mut text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() }.into_bytes();
-        for (at, byte, op) in edits {
-            let at = at.index(text.len() + 1);
-            match op {
-                0 if at < text.len() => text[at] = byte,
-                1 => text.insert(at, byte),
-                _ => text.truncate(at),
-            }
-        }
+        mutate(&mut text, &edits);
         prop_assert_eq!(scan(&text), onepass_scan(&text), "{:?}", String::from_utf8_lossy(&text));
     }
 }

@@ -138,6 +138,19 @@ proptest! {
     }
 }
 
+/// Applies proptest's edits to `text`: per `(place, byte, op)` op 0 overwrites the byte
+/// there, 1 inserts `byte` there, 2 cuts the text there.
+pub(super) fn mutate(text: &mut Vec<u8>, edits: &[(prop::sample::Index, u8, u8)]) {
+    for (at, byte, op) in edits {
+        let at = at.index(text.len() + 1);
+        match op {
+            0 if at < text.len() => text[at] = *byte,
+            1 => text.insert(at, *byte),
+            _ => text.truncate(at),
+        }
+    }
+}
+
 /// Bytes that are JSON-ish (tokens, whitespace, escapes) mixed with any byte at all: control
 /// characters, DEL, invalid UTF-8.
 pub(super) fn jsonish_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -335,14 +348,7 @@ proptest! {
     #[test]
     fn agrees_with_the_previous_validator_on_mutated_json(v in json_value(), pretty in any::<bool>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4)) {
         let mut text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() }.into_bytes();
-        for (at, byte, op) in edits {
-            let at = at.index(text.len() + 1);
-            match op {
-                0 if at < text.len() => text[at] = byte,
-                1 => text.insert(at, byte),
-                _ => text.truncate(at),
-            }
-        }
+        mutate(&mut text, &edits);
         prop_assert_eq!(is_valid(&text), reference::is_valid(&text), "{:?}", String::from_utf8_lossy(&text));
         if let Ok(s) = std::str::from_utf8(&text) {
             prop_assert_eq!(is_valid(&text), serde_ok(s), "{:?}", s);
