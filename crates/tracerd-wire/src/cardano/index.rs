@@ -2,7 +2,7 @@
 //! for the end of a reply (it must walk every CBOR head to find it), it reads each trace
 //! object of the common shape here and records where its strings are and what its
 //! severity, detail level and timestamp are ([`Spans`]); the session then builds the objects
-//! from that record ([`super::codec::decode_indexed_reply`]) without walking the heads again.
+//! from that record ([`decode_reply`]) without walking the heads again.
 //!
 //! The shape read here is what every cardano-node since 10.6.2 (and the simulator) sends:
 //! `89 00`, `toHuman` as `80` or `81 <text>`, `toMachine` as a definite text (or `80` / `81
