@@ -541,14 +541,20 @@ async fn data_points_are_fetched_from_the_node_on_demand_over_http() {
     let get = |path: &'static str| {
         tokio::task::spawn_blocking(move || crate::http::http_get(prom, path, &[]))
     };
-    wait_for("the node to be named", || {
-        d.logs().join("relay-dp").exists()
-    })
-    .await;
-    let (status, _, body) = get("/api/nodes/relay-dp/datapoints/NodeStartupInfo")
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
+    // The node is named (its directory made, its slug served) before its session serves
+    // data points, and a loaded machine may take seconds between the two: asked until the
+    // first answer.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (status, _, body) = get("/api/nodes/relay-dp/datapoints/NodeStartupInfo")
+            .await
+            .unwrap();
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["suiEra"],
         "Conway"

@@ -240,7 +240,7 @@ async fn a_connection_flood_from_one_source_is_refused_and_counted_while_two_nod
     let dir = d.logs().join("relay-c");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let lines = read_node_lines(&dir).len();
+        let lines = read_complete_node_lines(&dir).len();
         if lines == 500 {
             break;
         }

@@ -83,7 +83,7 @@ fn wait_on_disk(logs: &std::path::Path, prefix: &str, nodes: usize, sent: u64) {
             if !dir.exists() {
                 continue;
             }
-            let lines = read_node_lines(&dir);
+            let lines = read_complete_node_lines(&dir);
             for l in &lines {
                 assert_eq!(l["host"].as_str(), Some(node.as_str()));
             }

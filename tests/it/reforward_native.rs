@@ -125,12 +125,18 @@ pub(crate) fn lines(dir: &Path) -> Vec<serde_json::Value> {
     read_node_lines(dir)
 }
 
-/// Waits (bounded) until `dir` holds `n` lines; returns them.
-pub(crate) async fn wait_lines(dir: PathBuf, n: usize, secs: u64) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+/// How long a wait for a downstream to reach a state may take: generous, since a wait ends as
+/// soon as the state holds, and a loaded 2-core machine runs several debug tracerds at once.
+pub(crate) const FORWARD_WAIT: Duration = Duration::from_secs(90);
+
+/// Waits (bounded by [`FORWARD_WAIT`]) until `dir` holds `n` complete lines; returns them
+/// (fewer at the deadline). The downstream may be writing the directory meanwhile: a line it
+/// has not finished is not one yet.
+pub(crate) async fn wait_lines(dir: PathBuf, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + FORWARD_WAIT;
     loop {
         let d = dir.clone();
-        let got = tokio::task::spawn_blocking(move || lines(&d))
+        let got = tokio::task::spawn_blocking(move || read_complete_node_lines(&d))
             .await
             .unwrap();
         if got.len() >= n || Instant::now() > deadline {
@@ -188,7 +194,7 @@ async fn a_to_b_exactly_once_through_two_sigkills_of_a_and_an_outage_of_b() {
         assert_eq!(acked, OBJECTS, "{n}: A did not acknowledge everything");
     }
     for n in &nodes {
-        let got = wait_lines(b.logs().join(n), OBJECTS as usize, 60).await;
+        let got = wait_lines(b.logs().join(n), OBJECTS as usize).await;
         let seqs: Vec<u64> = got.iter().map(seq_of).collect();
         let want: Vec<u64> = (1..=OBJECTS).collect();
         if seqs != want {
@@ -365,7 +371,7 @@ async fn metrics_and_data_points_reach_the_native_downstream_under_the_node_name
     )
     .await;
     // B's traces for the node are A's lines, as before.
-    let got = wait_lines(b.logs().join("relay-m"), 5, 20).await;
+    let got = wait_lines(b.logs().join("relay-m"), 5).await;
     assert_eq!(got, lines(&a.logs().join("relay-m")));
     // The node leaves A: its metrics leave B too.
     drop(relay);

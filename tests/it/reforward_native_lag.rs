@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::http_get;
 use crate::reforward_native::{
-    downstream, lines, middle, middle_with, restart, stream, stream_at, wait_lines,
+    downstream, lines, middle, middle_with, restart, stream, stream_at, wait_lines, FORWARD_WAIT,
 };
 use crate::support::*;
 
@@ -28,9 +28,10 @@ fn scrape(port: u16) -> String {
     http_get(port, "/metrics", &[]).2
 }
 
-/// Polls A's `/metrics` (bounded) until `ok` holds; returns the last text either way.
-async fn until(port: u16, secs: u64, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+/// Polls A's `/metrics` (bounded by [`FORWARD_WAIT`]) until `ok` holds; returns the last
+/// text either way.
+async fn until(port: u16, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + FORWARD_WAIT;
     loop {
         let text = tokio::task::spawn_blocking(move || scrape(port))
             .await
@@ -100,7 +101,7 @@ async fn two_downstreams_with_their_own_filters_and_positions_and_lag() {
         .filter(|s| ns_of(*s).starts_with("Alpha."))
         .count();
     for n in &nodes {
-        let got = wait_lines(alpha.logs().join(n), alpha_count, 30).await;
+        let got = wait_lines(alpha.logs().join(n), alpha_count).await;
         let mine = with_prefix(&lines(&a.logs().join(n)), "Alpha.");
         assert_eq!(mine.len(), alpha_count, "{n}: A's Alpha lines");
         assert_eq!(
@@ -109,7 +110,7 @@ async fn two_downstreams_with_their_own_filters_and_positions_and_lag() {
         );
     }
     // alpha has caught up: its lag is 0; beta's lag is up for both nodes.
-    let text = until(port, 15, |t| {
+    let text = until(port, |t| {
         nodes.iter().all(|n| {
             LAG.iter()
                 .all(|m| gauge(t, m, &[("downstream", "alpha"), ("node", n)]) == Some(0.0))
@@ -151,7 +152,7 @@ async fn two_downstreams_with_their_own_filters_and_positions_and_lag() {
         &[("downstream", "beta"), ("node", "relay-0")],
     )
     .unwrap();
-    let later = until(port, 10, |t| {
+    let later = until(port, |t| {
         gauge(t, LAG[1], &[("downstream", "beta"), ("node", "relay-0")])
             .is_some_and(|v| v >= before + 0.5)
     })
@@ -169,12 +170,12 @@ async fn two_downstreams_with_their_own_filters_and_positions_and_lag() {
     // beta returns: it gets exactly the Beta lines, from where it was, and its lag returns to 0.
     let beta = restart(beta).await;
     for n in &nodes {
-        let got = wait_lines(beta.logs().join(n), beta_count, 30).await;
+        let got = wait_lines(beta.logs().join(n), beta_count).await;
         let mine = with_prefix(&lines(&a.logs().join(n)), "Beta.");
         assert_eq!(mine.len(), beta_count, "{n}: A's Beta lines");
         assert_eq!(got, mine, "{n}: beta holds other lines than A's Beta lines");
     }
-    let text = until(port, 15, |t| {
+    let text = until(port, |t| {
         nodes.iter().all(|n| {
             LAG.iter()
                 .all(|m| gauge(t, m, &[("downstream", "beta"), ("node", n)]) == Some(0.0))
@@ -218,13 +219,26 @@ async fn a_downstream_away_past_retention_gets_what_is_left_and_the_loss_is_coun
         &prom(port),
     );
     let node = "relay-0".to_string();
-    // The node's first object, then a pause: A's forwarding finds the node's directory (it
-    // looks every second) before retention starts deleting its files.
+    // The node's first object, then a wait until A's forwarding found the node's directory (it
+    // looks every second; its lag gauges appear once it listed the files) before retention
+    // starts deleting them.
     assert_eq!(
         stream(node.clone(), a.tcp_port, 1, |_| "Test.Stream").await,
         1
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let text = until(port, |t| {
+        gauge(t, LAG[0], &[("downstream", "late"), ("node", "relay-0")]).is_some()
+    })
+    .await;
+    assert!(
+        gauge(
+            &text,
+            LAG[0],
+            &[("downstream", "late"), ("node", "relay-0")]
+        )
+        .is_some(),
+        "A's forwarding to `late` did not find relay-0:\n{text}"
+    );
     let acked = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::spawn(stream_at(
@@ -256,12 +270,12 @@ async fn a_downstream_away_past_retention_gets_what_is_left_and_the_loss_is_coun
     .unwrap();
     {
         // The downstream gets exactly what the files still hold, from their oldest line on.
-        let got = wait_lines(late.logs().join(&node), kept.len(), 30).await;
+        let got = wait_lines(late.logs().join(&node), kept.len()).await;
         assert_eq!(
             got, kept,
             "the late downstream's lines differ from A's remaining lines"
         );
-        let text = until(port, 15, |t| {
+        let text = until(port, |t| {
             LAG.iter()
                 .all(|m| gauge(t, m, &[("downstream", "late"), ("node", "relay-0")]) == Some(0.0))
         })

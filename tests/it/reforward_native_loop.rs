@@ -54,7 +54,7 @@ async fn a_to_b_to_a_is_refused_with_a_message_at_both_ends() {
     // B holds the node's lines once, as A wrote them.
     let mine = lines(&a.logs().join("relay-0"));
     assert_eq!(mine.len(), OBJECTS as usize);
-    let got = wait_lines(b.logs().join("relay-0"), OBJECTS as usize, 30).await;
+    let got = wait_lines(b.logs().join("relay-0"), OBJECTS as usize).await;
     assert_eq!(got, mine);
     // A refuses B's connection for the node, naming the loop; B logs A's refusal.
     let (a, b) = tokio::task::spawn_blocking(move || {
@@ -95,7 +95,7 @@ async fn a_chain_without_a_loop_passes_every_hop() {
     let acked = stream("relay-0".into(), a.tcp_port, OBJECTS, |_| "Test.Stream").await;
     assert_eq!(acked, OBJECTS);
     let mine = lines(&a.logs().join("relay-0"));
-    let got = wait_lines(c.logs().join("relay-0"), OBJECTS as usize, 30).await;
+    let got = wait_lines(c.logs().join("relay-0"), OBJECTS as usize).await;
     assert_eq!(got, mine, "C's lines differ from A's");
     // C knows the path the node's objects took: A's id, then B's.
     let (status, _, body) = tokio::task::spawn_blocking(move || {

@@ -428,6 +428,40 @@ pub fn read_node_lines(dir: &Path) -> Vec<serde_json::Value> {
     out
 }
 
+/// What [`read_node_lines`] would return once the daemon's writes in progress end: for polling
+/// a node's directory while tracerd writes it. The newest file's unfinished last line (a
+/// write reaches the file in pieces) and a file retention deleted between the listing and
+/// the read are left out; every other file must end on a line boundary.
+pub fn read_complete_node_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(mut keys) = tracerd::logs::dir::list_keys(dir, "json") else {
+        return Vec::new();
+    };
+    keys.sort();
+    let mut out = Vec::new();
+    let newest = keys.len().saturating_sub(1);
+    for (i, k) in keys.into_iter().enumerate() {
+        let path = dir.join(k.file_name("json"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
+        assert!(
+            i == newest || complete.len() == text.len(),
+            "{path:?} does not end with a newline, and a newer file exists"
+        );
+        for line in complete.lines() {
+            out.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{path:?}: bad line {line:?}: {e}")),
+            );
+        }
+    }
+    out
+}
+
 /// The sequence numbers found in a node's directory, in file order.
 pub fn seqs(dir: &Path) -> Vec<u64> {
     read_node_lines(dir)

@@ -129,7 +129,7 @@ fn forwarded(dir: &Path) -> Vec<u64> {
     if !dir.exists() {
         return Vec::new();
     }
-    let mut seqs: Vec<u64> = read_node_lines(dir)
+    let mut seqs: Vec<u64> = read_complete_node_lines(dir)
         .iter()
         .filter_map(|l| l["data"]["seq"].as_u64())
         .collect();
