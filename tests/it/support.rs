@@ -418,14 +418,19 @@ pub fn read_node_lines(dir: &Path) -> Vec<serde_json::Value> {
             !text.starts_with('\n'),
             "{path:?} starts with an empty line"
         );
-        for line in text.lines() {
-            out.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("{path:?}: bad line {line:?}: {e}")),
-            );
-        }
+        push_lines(&path, &text, &mut out);
     }
     out
+}
+
+/// Parses every line of `text` (read from `path`) onto `out`.
+fn push_lines(path: &Path, text: &str, out: &mut Vec<serde_json::Value>) {
+    for line in text.lines() {
+        out.push(
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{path:?}: bad line {line:?}: {e}")),
+        );
+    }
 }
 
 /// What [`read_node_lines`] would return once the daemon's writes in progress end: for polling
@@ -452,12 +457,7 @@ pub fn read_complete_node_lines(dir: &Path) -> Vec<serde_json::Value> {
             i == newest || complete.len() == text.len(),
             "{path:?} does not end with a newline, and a newer file exists"
         );
-        for line in complete.lines() {
-            out.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("{path:?}: bad line {line:?}: {e}")),
-            );
-        }
+        push_lines(&path, complete, &mut out);
     }
     out
 }
