@@ -2,7 +2,7 @@
 # Ack latency at half load, decomposed (issue 21): for 10 and 100 nodes, max-rate runs, then
 # half-load runs of each experiment, one invocation, printing tracerd_bench.py's JSON lines
 # (with tracerd-load's `ack_stages_ms` and tracerd's `stages`) to $OUT.
-#   TRACERD=... LOAD=... OUT=... EXPS="base shm curve prio fifo fifo-t fifo-g linger" bash bench/latency_matrix.sh
+#   TRACERD=... LOAD=... OUT=... EXPS="base shm curve prio fifo fifo-t fifo-g linger rotation io" bash bench/latency_matrix.sh
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 TRACERD=${TRACERD:?} LOAD=${LOAD:?} OUT=${OUT:?}
@@ -38,6 +38,13 @@ print(round(statistics.median(v[-2:])/$n/2,1))")
         fifo-t) run "half-$n-fifo-tracerd" "$n" "$half" --tracerd-prefix "chrt -f 10" ;;
         fifo-g) run "half-$n-fifo-load" "$n" "$half" --load-prefix "chrt -f 10" ;;
         linger) for l in 0 1; do run "half-$n-linger$l" "$n" "$half" --extra "--linger $l"; done ;;
+        # 10 MB files (every node rotates at the same instant: all start together at one rate)
+        # against 1 GB ones (no rotation in a 5 s run).
+        rotation) run "half-$n-rot10MB" "$n" "$half"
+                  run "half-$n-rot1GB" "$n" "$half" --rotate-bytes 1000000000 ;;
+        # The generator's forwarders on a runtime of their own (tracerd-load --io-threads).
+        io) run "half-$n-io0" "$n" "$half"
+            run "half-$n-io2" "$n" "$half" --extra "--io-threads 2" ;;
       esac
     done
   done

@@ -10,7 +10,8 @@ batch's time went inside tracerd (`tracerd_ingest_stage_seconds`, scraped at the
 for builds without it). tracerd-load's own summary (merged in) splits the ack latency on the
 generator's side (`ack_stages_ms`, and `ack_noticed_ms`, `ack_steady_ms`). `--tracerd-prefix` /
 `--load-prefix` run either process under a command that execs it (`chrt -f 10`, `nice -n -5`);
-`--work /dev/shm/...` puts the log root on tmpfs (bench/latency_matrix.sh uses both).
+`--work /dev/shm/...` puts the log root on tmpfs and `--rotate-bytes N` sets the files' size limit
+instead of 10 MB (bench/latency_matrix.sh uses all three).
 
 `report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
@@ -111,7 +112,10 @@ def cmd_run(a):
     port, http_port = free_port(), free_port()
     cfg = os.path.join(work, "config.yaml")
     with open(cfg, "w") as f:
-        f.write(CONFIG.format(logs=logs, port=port, http_port=http_port, sock=os.path.join(work, "cardano.sock")))
+        text = CONFIG.format(logs=logs, port=port, http_port=http_port, sock=os.path.join(work, "cardano.sock"))
+        if a.rotate_bytes:
+            text = text.replace("rpLogLimitBytes: 10000000", f"rpLogLimitBytes: {a.rotate_bytes}")
+        f.write(text)
     err = open(os.path.join(work, "tracerd.err"), "w")
     tracerd = subprocess.Popen(a.tracerd_prefix.split() + [a.tracerd, "-c", cfg],
                                stdout=subprocess.DEVNULL, stderr=err)
@@ -153,7 +157,7 @@ def cmd_run(a):
     wall = max(t1 - t0, 1e-9)
     gen_cpu = (ru1.children_user - ru0.children_user) + (ru1.children_system - ru0.children_system)
     res.update({
-        "label": a.label, "group": a.group, "run": a.run,
+        "label": a.label, "group": a.group, "run": a.run, "rotate_bytes": a.rotate_bytes or 10000000,
         "tracerd_cpu_s": round(cpu1 - cpu0, 3),
         "tracerd_peak_rss_mib": round((hwm or 0) / 1024, 1),
         "tracerd_max_sampled_rss_mib": round(max_rss / 1024, 1),
@@ -290,6 +294,9 @@ def main():
     r.add_argument("--connect-timeout", type=float, default=60)
     r.add_argument("--verify", action="store_true")
     r.add_argument("--keep", action="store_true")
+    # Files' size limit instead of 10 MB (the default's every node rotating at the same
+    # instant, since all start together at one rate: bench/latency_matrix.sh's `rotation`).
+    r.add_argument("--rotate-bytes", type=int, default=0)
     r.add_argument("--timeline", default="", help="append (s, VmRSS MiB, threads) samples to this file")
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)

@@ -8,11 +8,19 @@ use crate::support::*;
 #[test]
 fn tracerd_load_smoke_run_is_acknowledged_and_logged() {
     let d = Daemon::start("");
+    // The forwarders on the drivers' runtime (the default), then on a runtime of their own.
+    smoke_run(&d, "load", &[], 0);
+    smoke_run(&d, "split", &["--io-threads", "1"], 1);
+}
+
+fn smoke_run(d: &Daemon, prefix: &str, extra: &[&str], io_threads: u64) {
     let out = Command::new(env!("CARGO_BIN_EXE_tracerd-load"))
         .args(["--connect", &format!("127.0.0.1:{}", d.tcp_port)])
         .args(["--nodes", "3", "--rate", "200", "--duration", "1"])
         .args(["--size", "250", "--metrics", "4", "--protocol", "native"])
         .args(["--magic", &MAGIC.to_string(), "--drain-timeout", "20"])
+        .args(["--name-prefix", prefix])
+        .args(extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -33,9 +41,10 @@ fn tracerd_load_smoke_run_is_acknowledged_and_logged() {
     assert_eq!(v["acked"].as_u64(), Some(sent), "{v}");
     assert_eq!(v["dropped"].as_u64(), Some(0), "{v}");
     assert_eq!(v["drained"].as_bool(), Some(true), "{v}");
+    assert_eq!(v["io_threads"].as_u64(), Some(io_threads), "{v}");
     let mut logged = 0;
     for i in 0..3 {
-        let node = format!("load-{i:04}");
+        let node = format!("{prefix}-{i:04}");
         let lines = read_node_lines(&d.logs().join(&node));
         let mut seqs: Vec<u64> = lines
             .iter()

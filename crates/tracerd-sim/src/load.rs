@@ -113,6 +113,14 @@ pub(crate) struct Args {
     /// Runtime worker threads (default: 2, or fewer CPUs).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// Native: worker threads of a runtime of the forwarders' own, which then runs every
+    /// node's connection and `Ack` reader tasks apart from the drivers that generate the
+    /// objects. 0 (the default) runs them on the drivers' runtime, where an `Ack` reader
+    /// waits in the run queue behind other nodes' generation; a runtime of their own costs a
+    /// cross-runtime wake-up per hand-over instead, and measured no better on 2 cores
+    /// (BENCHMARKS.md, "Ack latency at half load, 2026-12-02 (fourth session)").
+    #[arg(long, default_value_t = 0)]
+    pub(crate) io_threads: usize,
     /// Native over TCP: speak TLS, trusting the PEM CA certificates of this file (tracerd's
     /// `tracerd.native.tls`).
     #[arg(long, value_name = "PEM")]
@@ -201,11 +209,26 @@ pub fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let io_threads = args.io_threads;
+    // Kept until `block_on` returns (dropped outside any runtime).
+    let io_runtime = if args.protocol == Protocol::Native && io_threads > 0 {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(io_threads)
+                .thread_name("tracerd-load-io")
+                .enable_all()
+                .build()
+                .context("cannot start the forwarders' tokio runtime")?,
+        )
+    } else {
+        None
+    };
+    let io = io_runtime.as_ref().map(|r| r.handle().clone());
     runtime.block_on(async move {
         if args.protocol == Protocol::Cardano {
             cardano::run(args).await
         } else {
-            native::run(args).await
+            native::run(args, io).await
         }
     })
 }

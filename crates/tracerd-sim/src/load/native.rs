@@ -291,8 +291,9 @@ fn sum_stats(fwds: &[Arc<Forwarder>]) -> (Stats, usize) {
     (total, connected)
 }
 
-/// `--protocol native` (the default): a fleet of forwarders.
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+/// `--protocol native` (the default): a fleet of forwarders, started on `io` (their
+/// connection and reader tasks run there) if given, else on the drivers' runtime.
+pub(crate) async fn run(args: Args, io: Option<tokio::runtime::Handle>) -> anyhow::Result<()> {
     let Some(connect) = args.connect.as_deref() else {
         bail!("--listen is only for --protocol cardano; give --connect");
     };
@@ -312,6 +313,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let progress = std::io::stderr().is_terminal();
+    let io_threads = io.as_ref().map_or(0, |h| h.metrics().num_workers());
     let window = args
         .window
         .unwrap_or_else(|| (131_072 / args.nodes).clamp(256, 16_384))
@@ -349,7 +351,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         c.connect_timeout = Duration::from_secs(30);
         c.backoff_max = Duration::from_secs(2);
         c.tls = tls.clone();
-        fwds.push(Arc::new(Forwarder::start(c)?));
+        let fwd = {
+            let _on_io = io.as_ref().map(|h| h.enter());
+            Forwarder::start(c)?
+        };
+        fwds.push(Arc::new(fwd));
         if i % 256 == 255 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -516,6 +522,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         "size": args.size,
         "linger_ms": args.linger,
         "aligned": args.aligned,
+        "io_threads": io_threads,
         "protocol": "native",
     });
     println!("{summary}");
