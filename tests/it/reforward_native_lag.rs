@@ -24,6 +24,16 @@ fn gauge(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// The sizes of a node directory's `node-*.json` files, oldest first.
+fn file_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut keys = tracerd::logs::dir::list_keys(dir, "json").unwrap_or_default();
+    keys.sort();
+    keys.iter()
+        .filter_map(|k| std::fs::metadata(dir.join(k.file_name("json"))).ok())
+        .map(|m| m.len())
+        .collect()
+}
+
 fn scrape(port: u16) -> String {
     http_get(port, "/metrics", &[]).2
 }
@@ -253,9 +263,22 @@ async fn a_downstream_away_past_retention_gets_what_is_left_and_the_loss_is_coun
     .expect("node finished")
     .unwrap();
     assert_eq!(acked, OBJECTS);
-    // Two retention passes after the node's last line: A's files no longer change.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let kept = lines(&a.logs().join(&node));
+    // A's files no longer change once retention is done with them: the current file under
+    // the rotation limit (no rotation due) and one file before it (rpKeepFilesNum 1).
+    let dir = a.logs().join(&node);
+    let deadline = Instant::now() + FORWARD_WAIT;
+    loop {
+        let sizes = file_sizes(&dir);
+        if sizes.len() <= 2 && sizes.last().is_some_and(|s| *s < 20_000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not settle A's files: {sizes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = lines(&dir);
     assert!(
         !kept.is_empty() && kept.len() < OBJECTS as usize / 2,
         "retention kept {} of {OBJECTS} lines",
