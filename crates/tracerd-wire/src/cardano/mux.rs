@@ -241,6 +241,19 @@ impl Splitter {
                                     index.objects.push(spans);
                                     index.end = end;
                                     pos = end;
+                                    // The objects that follow, without the checks above
+                                    // (they still hold); anything else is for them again.
+                                    while buf.get(pos) == Some(&0x89)
+                                        && index.objects.len() < MAX_INDEXED
+                                    {
+                                        let Step::Object(spans, end) = index::read_object(buf, pos)
+                                        else {
+                                            break;
+                                        };
+                                        index.objects.push(spans);
+                                        index.end = end;
+                                        pos = end;
+                                    }
                                     continue;
                                 }
                                 Step::Partial => {
