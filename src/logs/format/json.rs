@@ -31,11 +31,11 @@ pub fn is_valid(bytes: &[u8]) -> bool {
 /// bit a level, 64 levels in a word, deeper levels spill to the heap). Strings are skipped
 /// 8 bytes at a time up to the next byte that needs a look (a quote, a backslash, a control
 /// character, DEL or a byte >= 0x80); in a text with none of those but quotes (checked first,
-/// [`plain_strings`]), up to the next quote with one comparison a word.
+/// [`plain_strings`]), up to the next quote, 16 bytes at a time ([`next_quote`]).
 pub(super) fn scan(bytes: &[u8]) -> Scan {
     // The common case, a node's compact machine text, has no escape, control character or
-    // non-ASCII byte at all: then every string ends at the next quote, found 8 bytes at a
-    // time with one comparison a word, and the per-byte checks of the string loop are not
+    // non-ASCII byte at all: then every string ends at the next quote, found 16 bytes at a
+    // time with one vector comparison, and the per-byte checks of the string loop are not
     // needed. One vectorisable pass decides which walk applies.
     if plain_strings(bytes) {
         Scanner::<true>::run(bytes)
@@ -255,8 +255,46 @@ impl<const PLAIN: bool> Scanner<'_, PLAIN> {
 }
 
 /// Whether no byte of `b` is one the string loop stops at other than a quote: a backslash, a
-/// control character, DEL or a byte >= 0x80. Whole words, no early exit, so the compiler
-/// turns it into vector code (SSE2 is the x86-64 baseline; no intrinsics, no `unsafe`).
+/// control character, DEL or a byte >= 0x80. 16 bytes at a time with SSE2 (the x86-64
+/// baseline, through `safe_arch`'s safe wrappers), no early exit: a signed comparison below
+/// 0x20 finds the control characters and the bytes >= 0x80 (negative) at once.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(super) fn plain_strings(b: &[u8]) -> bool {
+    use safe_arch::{
+        bitor_m128i, cmp_eq_mask_i8_m128i, cmp_lt_mask_i8_m128i, load_unaligned_m128i, m128i,
+        move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let (space, del, backslash) = (
+        set_splat_i8_m128i(0x20),
+        set_splat_i8_m128i(0x7F),
+        set_splat_i8_m128i(b'\\' as i8),
+    );
+    let specials = |v: m128i| {
+        bitor_m128i(
+            cmp_lt_mask_i8_m128i(v, space),
+            bitor_m128i(
+                cmp_eq_mask_i8_m128i(v, del),
+                cmp_eq_mask_i8_m128i(v, backslash),
+            ),
+        )
+    };
+    let mut blocks = b.chunks_exact(16);
+    let mut acc = set_splat_i8_m128i(0);
+    for block in &mut blocks {
+        let block: &[u8; 16] = block.try_into().unwrap_or(&[b' '; 16]);
+        acc = bitor_m128i(acc, specials(load_unaligned_m128i(block)));
+    }
+    let tail = blocks.remainder();
+    let mut last = [b' '; 16];
+    last[..tail.len()].copy_from_slice(tail);
+    acc = bitor_m128i(acc, specials(load_unaligned_m128i(&last)));
+    move_mask_i8_m128i(acc) == 0
+}
+
+/// [`plain_strings`] on other targets: whole words, no early exit, so the compiler turns it
+/// into vector code where it can.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline]
 pub(super) fn plain_strings(b: &[u8]) -> bool {
     let words = b.chunks_exact(8);
@@ -272,16 +310,46 @@ pub(super) fn plain_strings(b: &[u8]) -> bool {
 
 /// Bytes of `x` below 0x20, >= 0x7F or a backslash, as high bits: not exact per byte (a
 /// borrow or carry can flag a byte above a flagged one) but zero exactly when there is none.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn string_specials(x: u64) -> u64 {
     let y = x ^ (ONES * u64::from(b'\\'));
     x.wrapping_sub(ONES * 0x20) | x | x.wrapping_add(ONES) | (y.wrapping_sub(ONES) & !y)
 }
 
-/// The first quote at or after `i`, 8 bytes at a time; None when there is none.
+/// The first quote at or after `i`, 16 bytes at a time (SSE2, the x86-64 baseline, through
+/// `safe_arch`'s safe wrappers of the intrinsics), the last 15 bytes 8 at a time; None when
+/// there is none.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn next_quote(b: &[u8], mut i: usize) -> Option<usize> {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
+    };
+    let quote = set_splat_i8_m128i(b'"' as i8);
     let mut rest = b.get(i..)?;
+    while let Some((block, tail)) = rest.split_first_chunk::<16>() {
+        let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(block), quote));
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize);
+        }
+        i += 16;
+        rest = tail;
+    }
+    next_quote_words(rest).map(|n| i + n)
+}
+
+/// The first quote at or after `i`, 8 bytes at a time; None when there is none.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn next_quote(b: &[u8], i: usize) -> Option<usize> {
+    next_quote_words(b.get(i..)?).map(|n| i + n)
+}
+
+/// The index of the first quote of `rest`, 8 bytes at a time; None when there is none.
+#[inline(always)]
+fn next_quote_words(mut rest: &[u8]) -> Option<usize> {
+    let mut i = 0;
     while let Some((word, tail)) = rest.split_first_chunk::<8>() {
         let f = bytes_equal(u64::from_le_bytes(*word), b'"') & HIGH;
         if f != 0 {

@@ -14,9 +14,9 @@ fn onepass_scan(bytes: &[u8]) -> Scan {
     }
 }
 
-/// The plain-strings walk's word boundaries: the first quote, backslash, control character,
-/// DEL or non-ASCII byte of a string at every offset from 0 to 16 of the text and of the
-/// string, escapes across a word boundary, multi-byte UTF-8 across words, in compact machine
+/// The plain-strings walk's word and block boundaries: the first quote, backslash, control
+/// character, DEL or non-ASCII byte of a string at every offset from 0 to 33 of the text and
+/// of the string (across the 16-byte blocks of the quote search and its 8-byte tail), escapes across a word boundary, multi-byte UTF-8 across words, in compact machine
 /// lines of either walk: Clean / Dirty / Invalid exactly as the one-pass scan, and validity as
 /// serde_json where the text is UTF-8.
 #[test]
@@ -40,8 +40,8 @@ fn word_boundaries_agree_with_the_one_pass_scan() {
         "😀".as_bytes(),
     ];
     let mut checked = 0;
-    for lead in 0..=16 {
-        for at in 0..=16 {
+    for lead in 0..=33 {
+        for at in 0..=33 {
             for special in specials {
                 for tail in [&b"\"}"[..], b"xyz\",\"b\":1}", b"", b"\"", b"\"} "] {
                     let mut text = b"{\"".to_vec();
@@ -70,12 +70,12 @@ fn word_boundaries_agree_with_the_one_pass_scan() {
             }
         }
     }
-    assert_eq!(checked, 17 * 17 * 16 * 5);
+    assert_eq!(checked, 34 * 34 * 16 * 5);
 }
 
 #[test]
 fn plain_strings_is_no_backslash_control_del_or_high_byte() {
-    for len in 0..=24 {
+    for len in 0..=40 {
         for at in 0..len {
             for c in 0..=255u8 {
                 let mut b = vec![b'a'; len];
