@@ -78,9 +78,9 @@ fn dechunk(mut body: &str) -> String {
     }
 }
 
-/// Polls `path` until `pred` holds on the body (bounded).
+/// Polls `path` until `pred` holds on the body (bounded by [`WAIT`]).
 pub fn wait_for(port: u16, path: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + WAIT;
     loop {
         let (_, _, body) = http_get(port, path, &[("Accept", "text/plain")]);
         if pred(&body) {

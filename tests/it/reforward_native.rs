@@ -125,15 +125,11 @@ pub(crate) fn lines(dir: &Path) -> Vec<serde_json::Value> {
     read_node_lines(dir)
 }
 
-/// How long a wait for a downstream to reach a state may take: generous, since a wait ends as
-/// soon as the state holds, and a loaded 2-core machine runs several debug tracerds at once.
-pub(crate) const FORWARD_WAIT: Duration = Duration::from_secs(90);
-
-/// Waits (bounded by [`FORWARD_WAIT`]) until `dir` holds `n` complete lines; returns them
+/// Waits (bounded by [`WAIT`]) until `dir` holds `n` complete lines; returns them
 /// (fewer at the deadline). The downstream may be writing the directory meanwhile: a line it
 /// has not finished is not one yet.
 pub(crate) async fn wait_lines(dir: PathBuf, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + FORWARD_WAIT;
+    let deadline = Instant::now() + WAIT;
     loop {
         let d = dir.clone();
         let got = tokio::task::spawn_blocking(move || read_complete_node_lines(&d))

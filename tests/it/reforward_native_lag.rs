@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::http_get;
 use crate::reforward_native::{
-    downstream, lines, middle, middle_with, restart, stream, stream_at, wait_lines, FORWARD_WAIT,
+    downstream, lines, middle, middle_with, restart, stream, stream_at, wait_lines,
 };
 use crate::support::*;
 
@@ -38,10 +38,10 @@ fn scrape(port: u16) -> String {
     http_get(port, "/metrics", &[]).2
 }
 
-/// Polls A's `/metrics` (bounded by [`FORWARD_WAIT`]) until `ok` holds; returns the last
+/// Polls A's `/metrics` (bounded by [`WAIT`]) until `ok` holds; returns the last
 /// text either way.
 async fn until(port: u16, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + FORWARD_WAIT;
+    let deadline = Instant::now() + WAIT;
     loop {
         let text = tokio::task::spawn_blocking(move || scrape(port))
             .await
@@ -266,7 +266,7 @@ async fn a_downstream_away_past_retention_gets_what_is_left_and_the_loss_is_coun
     // A's files no longer change once retention is done with them: the current file under
     // the rotation limit (no rotation due) and one file before it (rpKeepFilesNum 1).
     let dir = a.logs().join(&node);
-    let deadline = Instant::now() + FORWARD_WAIT;
+    let deadline = Instant::now() + WAIT;
     loop {
         let sizes = file_sizes(&dir);
         if sizes.len() <= 2 && sizes.last().is_some_and(|s| *s < 20_000) {

@@ -23,6 +23,11 @@ pub struct Daemon {
     notify: Option<std::os::unix::net::UnixDatagram>,
 }
 
+/// How long a wait for a state tracerd reaches on its own may take (a log line, a body, a
+/// metric, lines on disk). Generous, since a wait ends as soon as the state holds: a loaded
+/// 2-core machine running a whole suite of debug tracerds made waits of 15-20 s fail.
+pub const WAIT: Duration = Duration::from_secs(90);
+
 /// A TCP port nothing listens on now, never handed out before by this process (two tests
 /// running side by side must not be given the same port after the first released it), and
 /// below the kernel's ephemeral range (`ip_local_port_range`), so no outgoing connection —
@@ -217,9 +222,9 @@ impl Daemon {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
-    /// Waits (bounded, 20 s) until stderr contains `needle` `count` times.
+    /// Waits (bounded by [`WAIT`]) until stderr contains `needle` `count` times.
     pub fn wait_log(&self, needle: &str, count: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + WAIT;
         loop {
             let text = self.stderr();
             if text.matches(needle).count() >= count {
