@@ -471,8 +471,10 @@ impl NodeLog {
             if !gone {
                 continue;
             }
-            let dir_existed = f.dir.exists();
-            ensure_dir(&f.dir)?;
+            // Whether this call made the directory, not whether it existed a moment ago: a
+            // directory removed by hand (`rm -r`) loses its files first, so between the two
+            // the file is gone while the directory still stands.
+            let recreated = ensure_dir(&f.dir)?;
             let old = f.key.file_name(f.format.extension());
             rotate(f, now)?;
             tracing::warn!(
@@ -480,10 +482,10 @@ impl NodeLog {
                 deleted = %old,
                 file = %f.key.file_name(f.format.extension()),
                 "{}; carrying on in a fresh file (lines written to the deleted one are gone with it)",
-                if dir_existed {
-                    "the node's current log file was deleted"
-                } else {
+                if recreated {
                     "the node's log directory was deleted; recreated it"
+                } else {
+                    "the node's current log file was deleted"
                 }
             );
         }

@@ -105,8 +105,7 @@ impl OpenFile {
                 Err(source) => return Err(WriteError::Write { path, source }),
             };
             if let Some(how) = gone {
-                let dir_existed = self.dir.exists();
-                ensure_dir(&self.dir)?;
+                let recreated = ensure_dir(&self.dir)?;
                 let old = self.key.file_name(self.format.extension());
                 rotate(self, now)?;
                 tracing::warn!(
@@ -115,7 +114,7 @@ impl OpenFile {
                     new = %self.key.file_name(self.format.extension()),
                     "the node's current log file was {how}{} while it was closed; carrying on in a \
                      fresh file (lines written to the old one are gone with it)",
-                    if dir_existed { "" } else { " (with its directory; recreated it)" }
+                    if recreated { " (with its directory; recreated it)" } else { "" }
                 );
             }
         }
@@ -124,9 +123,11 @@ impl OpenFile {
     }
 }
 
-pub(super) fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
+/// Makes the node directory `dir` if it is missing: `true` when this call made it. Anything
+/// but a directory at the path (a symlink planted there, say) is refused.
+pub(super) fn ensure_dir(dir: &Path) -> Result<bool, WriteError> {
     match fs::create_dir(dir) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(source) => {
             return Err(WriteError::Dir {
@@ -140,7 +141,7 @@ pub(super) fn ensure_dir(dir: &Path) -> Result<(), WriteError> {
         source,
     })?;
     if meta.is_dir() {
-        Ok(())
+        Ok(false)
     } else {
         Err(WriteError::NotADirectory(dir.to_path_buf()))
     }
