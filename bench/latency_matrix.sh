@@ -49,3 +49,5 @@ print(round(statistics.median(v[-2:])/$n/2,1))")
     done
   done
 done
+# The runs' emptied directories (bench/procs.py `spend`), deleted once no run follows.
+rm -rf /tmp/tracerd-bench/spent /dev/shm/tracerd-bench/spent

@@ -20,8 +20,8 @@ pairs, fixed seed so a report is reproducible from its data), and each side's co
 variation; a goal is "met" only if the interval's bound on the goal's side clears it (the lower
 bound of a "at least" goal, the upper bound of an "at most" goal). Standard library only.
 """
-import argparse, json, os, random, shutil, signal, statistics, subprocess, sys, time
-from procs import proc_cpu, proc_kb, stop
+import argparse, json, os, random, signal, statistics, subprocess, sys, time
+from procs import proc_cpu, proc_kb, spend, stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,7 +116,7 @@ def settle(pid, timeout=15.0, step=0.2, idle_s=0.01):
 
 def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=False):
     run_dir = os.path.join(work, f"run-{label}")
-    shutil.rmtree(run_dir, ignore_errors=True)
+    spend(run_dir, work)
     os.makedirs(run_dir)
     sock, logs = os.path.join(run_dir, "tracer.sock"), os.path.join(run_dir, "logs")
     cfg = os.path.join(run_dir, "config.yaml")
@@ -165,7 +165,7 @@ def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=Fal
     if res.get("acked"):
         res["server_us_per_object"] = round(res["server_cpu_s"] / res["acked"] * 1e6, 3)
     if not keep:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        spend(run_dir, work)
     return res
 
 

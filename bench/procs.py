@@ -3,7 +3,7 @@
 Imported as `from procs import ...` by the scripts beside it (`python3 bench/X.py` puts this
 folder on `sys.path`).
 """
-import os, signal, socket, subprocess, time
+import os, shutil, signal, socket, subprocess, time
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -70,3 +70,36 @@ def stop(p, grace=30):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def spend(path, root):
+    """Retires the run directory `path` without deleting a file: empties every regular file in
+    it (their blocks are freed) and moves it into `root`/spent, which [`clean_spent`] deletes
+    once the invocation is done.
+
+    Deleting a run's files right before the next run starts makes that run slow at creating
+    its own: ext4 without a journal (this VM's disk: `/proc/fs/jbd2/` is empty) never reuses
+    an inode freed in the last 5 s, or in the last 305 s while its inode table block is not
+    yet written back (`recently_deleted()` in `fs/ext4/ialloc.c`), and skips past each of
+    them one by one. Right after 100 nodes' files were deleted, the next 100 nodes' directories
+    and files cost tens of milliseconds of kernel CPU at once (`perf`: `recently_deleted`,
+    `find_get_block_common`), at the run's start and at its synchronized rotation
+    (BENCHMARKS.md, "Ack latency at half load, 2026-12-02 (fifth session)")."""
+    if not os.path.lexists(path):
+        return
+    for dirpath, _, names in os.walk(path):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            if os.path.isfile(p) and not os.path.islink(p):
+                try:
+                    os.truncate(p, 0)
+                except OSError:
+                    pass
+    spent = os.path.join(root, "spent")
+    os.makedirs(spent, exist_ok=True)
+    os.rename(path, os.path.join(spent, f"{os.path.basename(path)}-{time.time_ns()}"))
+
+
+def clean_spent(root):
+    """Deletes what [`spend`] kept under `root`/spent: call it once no run follows."""
+    shutil.rmtree(os.path.join(root, "spent"), ignore_errors=True)

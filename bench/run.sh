@@ -216,3 +216,6 @@ fi
   echo "Total time of bench/run.sh: $(( $(date +%s) - started )) s."
 } > "$WORK/table.md"
 cat "$WORK/table.md"
+# The runs' emptied directories (bench/procs.py `spend`): deleted only now, since deleting
+# them between runs would slow the next run's file creation.
+rm -rf "$WORK/spent"

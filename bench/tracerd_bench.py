@@ -16,8 +16,8 @@ instead of 10 MB (bench/latency_matrix.sh uses all three).
 `report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
-import argparse, json, os, re, shutil, signal, socket, statistics, subprocess, sys, time, urllib.request
-from procs import free_port, host_busy, proc_cpu, proc_kb, stop
+import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
+from procs import free_port, host_busy, proc_cpu, proc_kb, spend, stop
 
 
 
@@ -106,7 +106,7 @@ def stages(http_port):
 
 def cmd_run(a):
     work = os.path.join(a.work, f"run-{a.label}")
-    shutil.rmtree(work, ignore_errors=True)
+    spend(work, a.work)
     os.makedirs(work)
     logs = os.path.join(work, "logs")
     port, http_port = free_port(), free_port()
@@ -192,7 +192,7 @@ def cmd_run(a):
         res.update({"lines_on_disk": lines, "bytes_on_disk": nbytes, "files_on_disk": files,
                     "bytes_per_line": round(nbytes / lines, 1) if lines else None})
     if not a.keep:
-        shutil.rmtree(work, ignore_errors=True)
+        spend(work, a.work)
     print(json.dumps(res), flush=True)
 
 
