@@ -19,6 +19,17 @@ def proc_cpu(pid):
     return (int(rest[11]) + int(rest[12])) / CLK
 
 
+def proc_minflt(pid):
+    """Minor page faults of `pid` so far (each a page the kernel had to find and zero or map),
+    or None once it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    return int(s[s.rindex(")") + 2:].split()[7])
+
+
 def proc_kb(pid, key):
     """A `/proc/<pid>/status` figure in KiB (`VmHWM`, `VmRSS`), or None."""
     try:

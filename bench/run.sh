@@ -82,6 +82,15 @@ machine() {
   echo "Host: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, kernel $(uname -r), open-file limit $FD_LIMIT."
   echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared with other builds)."
   echo "tracerd $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty'), rustc $(rustc --version | cut -d' ' -f2)."
+  # A VM's free page reporting (virtio-balloon) hands freed memory back to the host, so the
+  # page cache's next pages fault on the host inside write(2): a per-byte cost every writer
+  # pays, tracerd and the peers alike, that moves with the host (BENCHMARKS.md, sixth session).
+  local pr=/sys/module/page_reporting/parameters
+  if [ -r "$pr/page_reporting_order" ]; then
+    echo "Free page reporting: on (order $(cat "$pr/page_reporting_order")$( [ -r "$pr/min_free_ms" ] && echo ", min_free_ms $(cat "$pr/min_free_ms")"))."
+  else
+    echo "Free page reporting: not in this kernel."
+  fi
 }
 machine > "$WORK/machine.txt"
 

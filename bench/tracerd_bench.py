@@ -17,7 +17,7 @@ instead of 10 MB (bench/latency_matrix.sh uses all three).
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
-from procs import free_port, host_busy, proc_cpu, proc_kb, spend, stop
+from procs import free_port, host_busy, proc_cpu, proc_kb, proc_minflt, spend, stop
 
 
 
@@ -131,6 +131,7 @@ def cmd_run(a):
             time.sleep(0.05)
     time.sleep(0.2)  # let the probe connection's session end
     cpu0, busy0, t0 = proc_cpu(tracerd.pid), host_busy(), time.time()
+    flt0 = proc_minflt(tracerd.pid)
     cmd = a.load_prefix.split() + [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
            "--duration", str(a.duration), "--size", str(a.size), "--drain-timeout", str(a.drain),
            "--connect-timeout", str(a.connect_timeout)] + (a.extra.split() if a.extra else [])
@@ -147,6 +148,7 @@ def cmd_run(a):
     out, errtext = load.communicate()
     ru1 = os.times()
     t1, busy1, cpu1 = time.time(), host_busy(), proc_cpu(tracerd.pid)
+    flt1 = proc_minflt(tracerd.pid)
     hwm = proc_kb(tracerd.pid, "VmHWM")
     staged = stages(http_port)
     stop(tracerd)
@@ -159,6 +161,7 @@ def cmd_run(a):
     res.update({
         "label": a.label, "group": a.group, "run": a.run, "rotate_bytes": a.rotate_bytes or 10000000,
         "tracerd_cpu_s": round(cpu1 - cpu0, 3),
+        "tracerd_minor_faults": (flt1 - flt0) if flt0 is not None and flt1 is not None else None,
         "tracerd_peak_rss_mib": round((hwm or 0) / 1024, 1),
         "tracerd_max_sampled_rss_mib": round(max_rss / 1024, 1),
         "gen_cpu_s": round(gen_cpu, 3),
@@ -187,6 +190,10 @@ def cmd_run(a):
         res["tracerd_us_per_object"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
         res["tracerd_cpu_s_per_million"] = round(res["tracerd_cpu_s"] / res["acked"] * 1e6, 3)
         res["gen_us_per_object"] = round(gen_cpu / res["acked"] * 1e6, 3)
+        if res["tracerd_minor_faults"] is not None:
+            # Pages faulted in per million objects: allocator churn (buffers freed to the
+            # kernel and taken again) shows here before it shows in the CPU figures.
+            res["tracerd_faults_per_million"] = round(res["tracerd_minor_faults"] / res["acked"] * 1e6)
     if a.verify:
         lines, nbytes, files = disk_usage(logs)
         res.update({"lines_on_disk": lines, "bytes_on_disk": nbytes, "files_on_disk": files,
