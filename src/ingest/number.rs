@@ -23,6 +23,13 @@ impl std::ops::DerefMut for Job {
     }
 }
 
+impl Job {
+    /// A job of `parts`.
+    pub(super) fn new(parts: JobParts) -> Job {
+        Job(Box::new(parts))
+    }
+}
+
 /// What a [`Job`] holds.
 pub(super) struct JobParts {
     pub(super) objects: Vec<TraceObject>,
@@ -110,11 +117,11 @@ pub(super) fn number(
         );
     }
     *expected = last + 1;
-    Ok(Some(Job(Box::new(JobParts {
+    Ok(Some(Job::new(JobParts {
         objects,
         last_seq: last,
         budget: None,
-    }))))
+    })))
 }
 
 #[cfg(test)]
