@@ -21,7 +21,7 @@ variation; a goal is "met" only if the interval's bound on the goal's side clear
 bound of a "at least" goal, the upper bound of an "at most" goal). Standard library only.
 """
 import argparse, json, os, random, signal, statistics, subprocess, sys, time
-from procs import proc_cpu, proc_kb, spend, stop
+from procs import proc_cpu, proc_kb, proc_minflt, spend, stop
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -132,7 +132,7 @@ def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=Fal
             return {"label": label, "kind": kind, "error": f"{kind} did not start (see {err.name})"}
         time.sleep(0.05)
     time.sleep(0.2)
-    cpu0, t0 = proc_cpu(p.pid), time.time()
+    cpu0, t0, flt0 = proc_cpu(p.pid), time.time(), proc_minflt(p.pid)
     cmd = [load, "--protocol", "cardano", "--connect", sock, "--nodes", str(nodes), "--rate", "max",
            "--duration", str(duration), "--size", str(size), "--drain-timeout", "30",
            "--connect-timeout", "30"]
@@ -149,6 +149,7 @@ def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=Fal
     # moving (at most 15 s), and count that tail of work in its CPU per object.
     cpu1 = settle(p.pid)
     hwm = proc_kb(p.pid, "VmHWM")
+    flt1 = proc_minflt(p.pid)
     time.sleep(0.5)  # let the last pulled objects reach the files
     stop(p)
     try:
@@ -164,6 +165,8 @@ def cardano_run(kind, server, load, work, label, nodes, duration, size, keep=Fal
                 "lines_on_disk": lines, "files_on_disk": files})
     if res.get("acked"):
         res["server_us_per_object"] = round(res["server_cpu_s"] / res["acked"] * 1e6, 3)
+        if flt0 is not None and flt1 is not None:
+            res["server_faults_per_million"] = round((flt1 - flt0) / res["acked"] * 1e6)
     if not keep:
         spend(run_dir, work)
     return res
