@@ -7,6 +7,7 @@
 //! slow disk slows the reading of the socket (TCP backpressure) instead of growing memory.
 
 mod number;
+mod part;
 mod pool;
 mod writer;
 
