@@ -20,6 +20,8 @@ const EXIT_CONFIG: u8 = 78;
 const BLOCKING_THREADS: usize = 16;
 
 fn main() -> ExitCode {
+    // First, before any thread exists (see the module).
+    let allocator = tracerd::app::allocator::tune();
     let cli = Cli::parse();
     // Before any thread exists: socket activation unsets LISTEN_FDS/LISTEN_PID.
     let systemd = Systemd::from_env();
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         .with(filter)
         .with(format)
         .init();
+    tracing::debug!(?allocator, "glibc allocator thresholds");
     let command = cli
         .command
         .unwrap_or(Command::Run(tracerd::tools::runs::RunArgs::default()));

@@ -7,6 +7,7 @@
 //! The HTTP endpoints run on a tracker and token of their own: they stop last, after every
 //! session has drained, so a final scrape during shutdown still answers (`/readyz` says 503).
 
+pub mod allocator;
 pub mod build;
 pub mod cli;
 pub mod resources;

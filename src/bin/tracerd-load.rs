@@ -4,5 +4,7 @@
 //! it as `CARGO_BIN_EXE_tracerd-load`.
 
 fn main() -> anyhow::Result<()> {
+    // The daemon's allocator setting: the generator frees its batches' buffers as often.
+    tracerd::app::allocator::tune();
     tracerd_sim::load::main()
 }

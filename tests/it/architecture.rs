@@ -73,3 +73,42 @@ fn the_code_map_covers_src_and_every_crate_and_names_only_existing_paths() {
         "docs/ARCHITECTURE.md's code map names paths that do not exist: {stale:?}"
     );
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn unsafe_code_is_allowed_in_one_place_only() {
+    // The workspace denies `unsafe_code`; the one exception is the allocator's `mallopt`.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("unsafe_code = \"deny\""),
+        "the workspace lint table denies unsafe_code"
+    );
+    let mut files = Vec::new();
+    for dir in ["src", "crates", "tests", "examples", "benches"] {
+        if root.join(dir).is_dir() {
+            rust_files(&root.join(dir), &mut files);
+        }
+    }
+    let needle = ["allow(", "unsafe_code)"].concat();
+    let mut allowing: Vec<String> = files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains(&needle))
+        .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+        .collect();
+    allowing.sort();
+    assert_eq!(allowing, ["src/app/allocator.rs"]);
+}
