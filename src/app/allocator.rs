@@ -5,11 +5,12 @@
 //! read buffer, its decoded objects and a Cardano reply's reassembly buffer every few
 //! hundred microseconds, each up to a few hundred KiB; glibc handed those pages back to the
 //! kernel (`madvise(MADV_DONTNEED)`) and the next frame faulted them in again, zeroed: 20,000
-//! to 40,000 page faults per million objects, 10–15 % of the Cardano path's CPU
-//! (BENCHMARKS.md, "glibc's arena trimming"). Fixed thresholds (which also end glibc's
-//! adjustment) keep up to [`TRIM_THRESHOLD`] of free top per arena and serve blocks below
-//! [`MMAP_THRESHOLD`] from the arenas: the faults fall to ~500 per million and an idle
-//! fleet's RSS does not move (a few arenas × 8 MiB of address space, resident only as far as
+//! to 40,000 page faults per million objects, ~12 % of the Cardano path's CPU on the sixth
+//! session's host (BENCHMARKS.md, "The allocator's trimming"). Fixed thresholds (which also
+//! end glibc's adjustment) keep up to [`TRIM_THRESHOLD`] of free top per arena and serve
+//! blocks below [`MMAP_THRESHOLD`] from the arenas: the faults fall to 250–330 per million at
+//! half load and 840–2,200 on the Cardano path (seventh session), and an idle fleet's RSS does
+//! not move (a few arenas × 8 MiB of address space, resident only as far as
 //! it was used).
 //!
 //! The operator's own setting wins: with `glibc.malloc.trim_threshold` or
