@@ -270,6 +270,8 @@ struct Written {
     tapped: bool,
     /// Time spent rendering and writing lines, and checkpointing.
     write_time: Duration,
+    /// Part of `write_time` spent rotating, if the job rotated.
+    rotate_time: Option<Duration>,
     checkpoint_time: Option<Duration>,
 }
 
@@ -417,10 +419,7 @@ impl Blocking {
             let r = write_runs(&mut log, &jobs, 0, checkpoint);
             // Timed here, so they are counted before the `Ack` is published.
             stages.hop.observe((begun - submitted).as_secs_f64());
-            stages.write.observe(r.0.write_time.as_secs_f64());
-            if let Some(t) = r.0.checkpoint_time {
-                stages.checkpoint.observe(t.as_secs_f64());
-            }
+            observe_written(&stages, &r.0);
             if r.1.is_some() {
                 failed.notify_one();
             } else {
@@ -534,10 +533,7 @@ impl Blocking {
                         })
                         .await?;
                     jobs = back;
-                    self.stages.write.observe(r.0.write_time.as_secs_f64());
-                    if let Some(t) = r.0.checkpoint_time {
-                        self.stages.checkpoint.observe(t.as_secs_f64());
-                    }
+                    observe_written(&self.stages, &r.0);
                     attempt = r;
                 }
                 WriteErrorPolicy::Drop => {
@@ -634,6 +630,18 @@ impl Blocking {
     }
 }
 
+/// Times a write in `tracerd_ingest_stage_seconds`: `write`, and `rotate` and `checkpoint`
+/// when it did them.
+fn observe_written(stages: &IngestStages, written: &Written) {
+    stages.write.observe(written.write_time.as_secs_f64());
+    if let Some(t) = written.rotate_time {
+        stages.rotate.observe(t.as_secs_f64());
+    }
+    if let Some(t) = written.checkpoint_time {
+        stages.checkpoint.observe(t.as_secs_f64());
+    }
+}
+
 /// What a write job counts, on the writer thread before its `Ack` is published (or by the
 /// writer task on the error path).
 struct Books {
@@ -685,6 +693,9 @@ fn write_runs(
             Ok(a) => {
                 total.bytes += a.bytes;
                 total.rotations += a.rotations;
+                if a.rotations > 0 {
+                    *total.rotate_time.get_or_insert_default() += a.rotate_time;
+                }
                 total.invalid_json += a.invalid_json;
                 total.journal_truncated += a.journal_truncated;
             }

@@ -18,6 +18,7 @@
 use std::fs;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::config::LogFormat;
 use crate::logs::dir::newest_key;
@@ -110,6 +111,8 @@ pub struct Appended {
     pub bytes: u64,
     /// Files rotated.
     pub rotations: u64,
+    /// Time spent rotating (creating the next files and swapping the links).
+    pub rotate_time: Duration,
     /// Objects whose machine text was not JSON.
     pub invalid_json: u64,
     /// Journal entries whose message was cut to fit a datagram.
@@ -120,6 +123,7 @@ impl std::ops::AddAssign for Appended {
     fn add_assign(&mut self, other: Appended) {
         self.bytes += other.bytes;
         self.rotations += other.rotations;
+        self.rotate_time += other.rotate_time;
         self.invalid_json += other.invalid_json;
         self.journal_truncated += other.journal_truncated;
     }
@@ -363,9 +367,9 @@ impl NodeLog {
                 LogFormat::ForHuman => &self.human,
             };
             let before = f.done;
-            let result = write_lines(f, rendered, policy.as_ref(), now);
+            let result = write_lines(f, rendered, policy.as_ref(), now, &mut out);
             out.bytes += line_bytes(rendered, before, f.done);
-            out.rotations += result?;
+            result?;
         }
         if let Some(journal) = &mut self.journal {
             let (bytes, cut) = journal.send_pending()?;
@@ -610,14 +614,15 @@ fn line_bytes(rendered: &Rendered, from: usize, to: usize) -> u64 {
 }
 
 /// Writes the lines of `rendered` from `f.done` on, each run of lines that fits in one
-/// `write_all`, rotating in between. Advances `f.done` past every line fully written.
+/// `write_all`, rotating in between (counted and timed in `out`). Advances `f.done` past
+/// every line fully written.
 fn write_lines(
     f: &mut OpenFile,
     rendered: &Rendered,
     policy: Option<&Policy>,
     now: i64,
-) -> Result<u64, WriteError> {
-    let mut rotations = 0;
+    out: &mut Appended,
+) -> Result<(), WriteError> {
     let first = f.done;
     let mut line_start = if first == 0 {
         0
@@ -636,8 +641,10 @@ fn write_lines(
                 chunk_lines,
                 now,
             )?;
+            let started = std::time::Instant::now();
             rotate(f, now)?;
-            rotations += 1;
+            out.rotate_time += started.elapsed();
+            out.rotations += 1;
             chunk_start = line_start;
             chunk_lines = 0;
         }
@@ -649,8 +656,7 @@ fn write_lines(
         &rendered.bytes[chunk_start..line_start],
         chunk_lines,
         now,
-    )?;
-    Ok(rotations)
+    )
 }
 
 mod file;

@@ -22,6 +22,9 @@ pub struct IngestStages {
     pub hop: Histogram,
     /// Rendering and `write(2)` of the job's lines to every target.
     pub write: Histogram,
+    /// The part of a write that rotated files (creating the next file of each target that
+    /// reached its size limit and swapping `node.<ext>`), for writes that rotated.
+    pub rotate: Histogram,
     /// Writing the checkpoint (and, in fsync modes, the `fdatasync` before it).
     pub checkpoint: Histogram,
     /// From an operation's end on a writer thread to the writer task, which waited for it,
@@ -47,7 +50,7 @@ impl IngestStages {
             HistogramOpts::new(
                 "tracerd_ingest_stage_seconds",
                 "Where a trace batch's time goes on its way to its Ack, by stage: hop (to a \
-                 writer thread), write, checkpoint, back (to the writer task, for what it \
+                 writer thread), write, rotate (the part of a write that started new files), checkpoint, back (to the writer task, for what it \
                  waits for), ack (publication to Ack sent), server (queued to Ack sent, \
                  sampled).",
             )
@@ -60,6 +63,7 @@ impl IngestStages {
         IngestStages {
             hop: s("hop"),
             write: s("write"),
+            rotate: s("rotate"),
             checkpoint: s("checkpoint"),
             back: s("back"),
             ack: s("ack"),

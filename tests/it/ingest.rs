@@ -240,12 +240,15 @@ async fn malformed_and_oversized_input_closes_only_the_offender() {
 }
 
 /// `tracerd_ingest_stage_seconds` counts every write job's stages, and each `Ack`'s: a user
-/// reading where the latency goes sees one observation per stage per job.
+/// reading where the latency goes sees one observation per stage per job, and one `rotate`
+/// per job that started a new file (each batch here is smaller than the size limit, so no
+/// job rotates twice).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_stage_histograms_count_every_write_job_and_ack() {
     let prom = free_port();
     let d = Daemon::start(&format!(
-        "hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n"
+        "hasPrometheus: {{epHost: 127.0.0.1, epPort: {prom}}}\n\
+         rotation: {{ rpLogLimitBytes: 4096, rpKeepFilesNum: 10000, rpMaxAgeHours: 24 }}\n"
     ));
     let mut n = FakeNode::handshake(connect_tcp(d.tcp_port).await, "staged").await;
     for b in 0..5 {
@@ -289,6 +292,27 @@ async fn ingest_stage_histograms_count_every_write_job_and_ack() {
     };
     // One timed batch per Ack here (each was acknowledged before the next was queued).
     assert_eq!(count(&body, "server"), 5);
+    // Every rotation was in a job of its own, and was timed.
+    let rotations: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("tracerd_log_rotations_total "))
+        .expect("tracerd_log_rotations_total in /metrics")
+        .parse()
+        .unwrap();
+    let files = std::fs::read_dir(d.logs().join("staged"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("node-") && name.ends_with(".json")
+        })
+        .count() as u64;
+    assert!(
+        rotations >= 1,
+        "50 lines should fill 4 KiB files: {rotations} rotations"
+    );
+    assert_eq!(files, rotations + 1, "one file per rotation, and the first");
+    assert_eq!(count(&body, "rotate"), rotations);
     // The checkpoint may be deferred (`fsync: never`), by at most 100 ms.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while count(&scrape().await, "checkpoint") == 0 {
