@@ -10,13 +10,19 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 def proc_cpu(pid):
     """utime + stime of `pid` in seconds, or None once it has gone."""
+    parts = proc_cpu_parts(pid)
+    return None if parts is None else parts[0] + parts[1]
+
+
+def proc_cpu_parts(pid):
+    """(utime, stime) of `pid` in seconds, or None once it has gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             s = f.read()
     except OSError:
         return None
     rest = s[s.rindex(")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLK
+    return int(rest[11]) / CLK, int(rest[12]) / CLK
 
 
 def proc_minflt(pid):
@@ -48,6 +54,13 @@ def host_busy():
         v = [int(x) for x in f.readline().split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
     return (user + nice + system + irq + softirq) / CLK
+
+
+def host_steal():
+    """CPU seconds the hypervisor has taken from this guest since boot (`steal`)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v + [0] * 8)[7] / CLK
 
 
 def free_port():

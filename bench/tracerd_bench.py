@@ -17,7 +17,7 @@ instead of 10 MB (bench/latency_matrix.sh uses all three).
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
-from procs import free_port, host_busy, proc_cpu, proc_kb, proc_minflt, spend, stop
+from procs import free_port, host_busy, host_steal, proc_cpu, proc_cpu_parts, proc_kb, proc_minflt, spend, stop
 
 
 
@@ -131,6 +131,7 @@ def cmd_run(a):
             time.sleep(0.05)
     time.sleep(0.2)  # let the probe connection's session end
     cpu0, busy0, t0 = proc_cpu(tracerd.pid), host_busy(), time.time()
+    parts0, steal0 = proc_cpu_parts(tracerd.pid), host_steal()
     flt0 = proc_minflt(tracerd.pid)
     cmd = a.load_prefix.split() + [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
            "--duration", str(a.duration), "--size", str(a.size), "--drain-timeout", str(a.drain),
@@ -148,6 +149,7 @@ def cmd_run(a):
     out, errtext = load.communicate()
     ru1 = os.times()
     t1, busy1, cpu1 = time.time(), host_busy(), proc_cpu(tracerd.pid)
+    parts1, steal1 = proc_cpu_parts(tracerd.pid), host_steal()
     flt1 = proc_minflt(tracerd.pid)
     hwm = proc_kb(tracerd.pid, "VmHWM")
     staged = stages(http_port)
@@ -167,7 +169,15 @@ def cmd_run(a):
         "gen_cpu_s": round(gen_cpu, 3),
         "wall_s": round(wall, 3),
         "host_busy_cores": round((busy1 - busy0) / wall, 2),
+        # Time the hypervisor ran something else on this guest's cores.
+        "host_steal_cores": round((steal1 - steal0) / wall, 2),
     })
+    if parts0 and parts1:
+        user, system = parts1[0] - parts0[0], parts1[1] - parts0[1]
+        # tracerd's kernel share: mostly write(2)'s copy into the page cache. It rises when
+        # new page-cache pages are slow to get (a VM whose free memory the host took back
+        # must fault each one in: BENCHMARKS.md, "Issue 21, 2026-12-03 (eighth session)").
+        res["tracerd_sys_share"] = round(system / max(user + system, 1e-9), 2)
     if staged:
         res["stages"] = staged
     # Threads: the most sampled while the load ran (writer threads and blocking pool ones).
