@@ -270,8 +270,8 @@ struct Written {
     tapped: bool,
     /// Time spent rendering and writing lines, and checkpointing.
     write_time: Duration,
-    /// Part of `write_time` spent rotating, if the job rotated.
-    rotate_time: Option<Duration>,
+    /// Part of `write_time` spent rotating (observed only if `rotations > 0`).
+    rotate_time: Duration,
     checkpoint_time: Option<Duration>,
 }
 
@@ -634,8 +634,8 @@ impl Blocking {
 /// when it did them.
 fn observe_written(stages: &IngestStages, written: &Written) {
     stages.write.observe(written.write_time.as_secs_f64());
-    if let Some(t) = written.rotate_time {
-        stages.rotate.observe(t.as_secs_f64());
+    if written.rotations > 0 {
+        stages.rotate.observe(written.rotate_time.as_secs_f64());
     }
     if let Some(t) = written.checkpoint_time {
         stages.checkpoint.observe(t.as_secs_f64());
@@ -693,9 +693,7 @@ fn write_runs(
             Ok(a) => {
                 total.bytes += a.bytes;
                 total.rotations += a.rotations;
-                if a.rotations > 0 {
-                    *total.rotate_time.get_or_insert_default() += a.rotate_time;
-                }
+                total.rotate_time += a.rotate_time;
                 total.invalid_json += a.invalid_json;
                 total.journal_truncated += a.journal_truncated;
             }
