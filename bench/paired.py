@@ -14,7 +14,8 @@ to `--results`: `--what cardano` pairs tracerd and hermod-tracer (`cardano-run` 
 `--what rsyslog` pairs tracerd (native, `tracerd_bench.py run`) with rsyslog imptcp
 (`peer-bench.sh bench` with RUNS=1, KS=<senders>), both with the same number of senders.
 
-`report`: the issue's table from those lines. Every ratio is the median of the per-pair
+`report`: the issue's table from those lines (and, with `--latency`, the half-load ack p99 rows
+from bench/run.sh's runs: the median of the runs' p99 with its interval, the same rule). Every ratio is the median of the per-pair
 ratios with a 95 % bootstrap confidence interval (percentile method, 10,000 resamples of the
 pairs, fixed seed so a report is reproducible from its data), and each side's coefficient of
 variation; a goal is "met" only if the interval's bound on the goal's side clears it (the lower
@@ -264,6 +265,38 @@ def ok(r):
     return not r.get("error") and (r.get("acked") or r.get("lines_per_s"))
 
 
+def latency_rows(path, goal_ms=5.0, stall_ms=5.0):
+    """The half-load rows from bench/run.sh's tracerd runs (`tracerd_bench.py run` lines of
+    groups "50% load, N nodes (...)"): per node count, the ack p99 as the median of its runs
+    with a 95 % bootstrap interval ("met" only if the interval's upper bound is within the
+    goal), and how many runs had a stall of the whole VM (`host_stalls`, bench/stall_probe.py)
+    of at least `stall_ms`, with the share of those runs' slowest 1 % handed over at one."""
+    if not path or not os.path.exists(path):
+        return []
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    by = {}
+    for r in rows:
+        g = r.get("group", "")
+        if g.startswith("50% load, ") and r.get("ack_latency_ms") and not r.get("error"):
+            by.setdefault(r.get("nodes"), []).append(r)
+    out = []
+    for nodes, runs in sorted(by.items(), key=lambda kv: kv[0] or 0):
+        p99 = [r["ack_latency_ms"]["p99"] for r in runs]
+        stalled = [r for r in runs if (r.get("host_stalls") or {}).get("max_ms", 0) >= stall_ms]
+        shares = [r["host_stalls"].get("tail_share_at_stalls") for r in stalled]
+        shares = [x for x in shares if x is not None]
+        note = (f"; {len(stalled)} of {len(runs)} runs had a VM stall ≥ {stall_ms:g} ms"
+                + (f" (share of their slowest 1 % at one: {', '.join(f'{x:.2f}' for x in shares)})"
+                   if shares else ""))
+        if not any(r.get("host_stalls") for r in runs):
+            note = ""
+        rate = runs[0].get("rate")
+        out.append(fmt_row(f"ack p99 at half load, {nodes} nodes ({rate}/s each), ms, median of runs",
+                           p99, goal_ms, False, unit=" ms",
+                           side_a=("p99", p99), note=note))
+    return out
+
+
 def cmd_report(a):
     rows = [json.loads(l) for l in open(a.results) if l.strip()] if os.path.exists(a.results) else []
     out = ["| measure (paired, same run) | median (95 % bootstrap CI) | goal | pairs | coefficient of variation | verdict |",
@@ -294,6 +327,7 @@ def cmd_report(a):
         "(for scale) hermod-tracer CPU µs per object",
         [h.get("server_us_per_object") for _, h in cs], None, False, unit=" µs",
         side_a=("hermod", [h.get("server_us_per_object") for _, h in cs])))
+    out += latency_rows(a.latency)
     lost = [r for r in rows if r.get("what") == "cardano" and r.get("kind") == "tracerd"
             and r.get("acked") and r.get("lines_on_disk") != r.get("acked")]
     out.append("")
@@ -327,6 +361,7 @@ def main():
     c.add_argument("--keep", action="store_true")
     r = sp.add_parser("report")
     r.add_argument("--results", required=True)
+    r.add_argument("--latency", default="", help="bench/run.sh's tracerd runs: adds the half-load rows")
     a = ap.parse_args()
     {"cardano-run": cmd_cardano_run, "pairs": cmd_pairs, "report": cmd_report}[a.cmd](a)
 

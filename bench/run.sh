@@ -9,7 +9,8 @@
 #      (rotation on, 10 MB files, ForMachine, TCP 127.0.0.1) and tracerd-load --rate max for
 #      $DURATION s with $SIZE-byte machine JSON (160 B gives ~300-byte log lines, the peers'
 #      line size); every object must be acknowledged and found on disk
-#   3. ack latency at half of the measured max load, at each node count in $LAT_NODES
+#   3. ack latency at half of the measured max load, at each node count in $LAT_NODES:
+#      $LAT_RUNS runs each, alternating the counts, each with bench/stall_probe.py's probes
 #   4. RSS of tracerd with $IDLE_NODES idle connected nodes
 #   5. peers: peer-bench.sh setup (only if rsyslog is missing), limits, bench with reduced knobs
 #   6. paired rows (issue 21, bench/paired.py): $PAIRS pairs A B A B of tracerd (native,
@@ -21,7 +22,7 @@
 #      ratios as median with a 95 % bootstrap interval ("met" only if the interval clears)
 #
 # Knobs (defaults): RUNS (3), NODES ("1 8 10 100 1000"), DURATION (5), SIZE (160),
-# LAT_NODES ("10 100"), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
+# LAT_NODES ("10 100"), LAT_RUNS (8), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
 # PEERS (1: run peer-bench.sh), PEER_N (500000), PEER_KS ("1 8 100"),
 # PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench), PAIRS (5; 0 skips
 # the paired rows), PAIR_SENDERS (8), PAIR_N (2000000 lines per rsyslog run), CARDANO_NODES (10),
@@ -37,6 +38,7 @@ NODES=${NODES:-"1 8 10 100 1000"}
 DURATION=${DURATION:-5}
 SIZE=${SIZE:-160}
 LAT_NODES=${LAT_NODES:-"10 100"}
+LAT_RUNS=${LAT_RUNS:-8}
 IDLE_NODES=${IDLE_NODES:-10000}
 IDLE_RUNS=${IDLE_RUNS:-3}
 PEERS=${PEERS:-1}
@@ -110,19 +112,31 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
+# Half of each node count's max, then $LAT_RUNS rounds alternating the node counts (so a
+# slow spell of the host falls on both), each run with a stall probe per core
+# (bench/stall_probe.py: when the VM left a core to no process, and how much of the slowest
+# 1 % it shares). paired.py's report gives each count's p99 as the median of its runs with a
+# 95 % bootstrap interval, like the paired ratios.
+declare -A LAT_RATE=()
 for n in $LAT_NODES; do
-  rate=$("$PY" - "$RESULTS" "$n" <<'EOF'
+  rate=$("$PY" - "$RESULTS" "$n" <<'EOF2'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 n = int(sys.argv[2])
 v = [r["objects_per_s"] for r in rows if r.get("group") == f"max, {n} nodes" and r.get("objects_per_s")]
 print(round(statistics.median(v) / 2 / n, 1) if v else 0)
-EOF
+EOF2
 )
-  [ "$rate" != 0 ] || { log "no max-load figure for $n nodes: skipping its latency runs"; continue; }
-  log "ack latency at half load: $n nodes x $rate objects/s"
-  for run in $(seq 1 "$RUNS"); do
-    one "50% load, $n nodes ($rate/s each)" "half-$n-$run" "$run" "$n" "$rate" --duration "$DURATION" --verify
+  if [ "$rate" = 0 ]; then log "no max-load figure for $n nodes: skipping its latency runs"; continue; fi
+  LAT_RATE[$n]=$rate
+  log "ack latency at half load: $n nodes x $rate objects/s, $LAT_RUNS runs"
+done
+for run in $(seq 1 "$LAT_RUNS"); do
+  for n in $LAT_NODES; do
+    [ -n "${LAT_RATE[$n]:-}" ] || continue
+    rate=${LAT_RATE[$n]}
+    one "50% load, $n nodes ($rate/s each)" "half-$n-$run" "$run" "$n" "$rate" --duration "$DURATION" \
+      --verify --stall-probe
   done
 done
 
@@ -201,11 +215,11 @@ fi
   echo "Workload: ${SIZE}-byte machine JSON per object, TCP on 127.0.0.1, rotation on (10 MB files), ForMachine; ${DURATION} s per run; median (min–max, CV) of $RUNS runs."
   echo
   "$PY" "$HELPER" report --results "$RESULTS" --peers "$PEER_RESULTS"
-  if [ -s "$PAIRED" ]; then
+  if [ -s "$PAIRED" ] || [ -n "$LAT_NODES" ]; then
     echo
-    echo "Paired rows (A B A B in this run; bench/paired.py):"
+    echo "Paired rows (A B A B in this run) and the half-load latency rows (bench/paired.py):"
     echo
-    "$PY" "$ROOT/bench/paired.py" report --results "$PAIRED"
+    "$PY" "$ROOT/bench/paired.py" report --results "$PAIRED" --latency "$RESULTS"
   fi
   if [ -s "$WORK/tls.md" ]; then
     echo

@@ -11,13 +11,16 @@ for builds without it). tracerd-load's own summary (merged in) splits the ack la
 generator's side (`ack_stages_ms`, and `ack_noticed_ms`, `ack_steady_ms`). `--tracerd-prefix` /
 `--load-prefix` run either process under a command that execs it (`chrt -f 10`, `nice -n -5`);
 `--work /dev/shm/...` puts the log root on tmpfs and `--rotate-bytes N` sets the files' size limit
-instead of 10 MB (bench/latency_matrix.sh uses all three).
+instead of 10 MB (bench/latency_matrix.sh uses all three). `--stall-probe` adds `host_stalls`:
+when the VM or the kernel left a core to no process (bench/stall_probe.py), to tell a tail
+that every process shared from tracerd's own.
 
 `report`: turns the JSON lines of the tracerd runs and of peer-bench.sh into the markdown
 tables of BENCHMARKS.md (median, min-max, coefficient of variation).
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time, urllib.request
 from procs import free_port, host_busy, host_steal, proc_cpu, proc_cpu_parts, proc_kb, proc_minflt, spend, stop
+import stall_probe
 
 
 
@@ -104,6 +107,19 @@ def stages(http_port):
     return out
 
 
+def tail_at_stalls(at_s, longest, min_ms=5.0):
+    """The share of the slowest 1 %'s objects (`ack_stages_ms.tail.at_s`: [hand-over time
+    rounded down to 0.1 s, objects]) handed over in a 0.1 s bin from 0.1 s before to 0.2 s
+    after the start of a stall of at least `min_ms` that the probes saw: the tail that waited
+    behind a stall of the whole VM rather than behind tracerd. None without a tail."""
+    total = sum(n for _, n in at_s)
+    if not total:
+        return None
+    starts = [t for t, ms, _ in longest if ms >= min_ms]
+    near = sum(n for t, n in at_s if any(t - 0.2 <= s <= t + 0.1 + 1e-9 for s in starts))
+    return round(near / total, 2)
+
+
 def cmd_run(a):
     work = os.path.join(a.work, f"run-{a.label}")
     spend(work, a.work)
@@ -136,7 +152,8 @@ def cmd_run(a):
     cmd = a.load_prefix.split() + [a.load, "--connect", f"127.0.0.1:{port}", "--nodes", str(a.nodes), "--rate", a.rate,
            "--duration", str(a.duration), "--size", str(a.size), "--drain-timeout", str(a.drain),
            "--connect-timeout", str(a.connect_timeout)] + (a.extra.split() if a.extra else [])
-    ru0 = os.times()
+    probes = stall_probe.start(work) if a.stall_probe else None
+    ru0, mono0 = os.times(), time.monotonic()
     load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     max_rss = 0
     # (seconds since the load started, VmRSS KiB, threads), for the idle fleet's figures.
@@ -152,6 +169,7 @@ def cmd_run(a):
     parts1, steal1 = proc_cpu_parts(tracerd.pid), host_steal()
     flt1 = proc_minflt(tracerd.pid)
     hwm = proc_kb(tracerd.pid, "VmHWM")
+    stalls = stall_probe.collect(probes, mono0) if probes else None
     staged = stages(http_port)
     stop(tracerd)
     try:
@@ -180,6 +198,18 @@ def cmd_run(a):
         res["tracerd_sys_share"] = round(system / max(user + system, 1e-9), 2)
     if staged:
         res["stages"] = staged
+    if stalls:
+        # Times in s after the generator's clock started (its `connect_s` after it was
+        # started), as `ack_stages_ms.tail.at_s`.
+        every = stalls.pop("stalls", [])
+        for st in every:
+            st[0] = round(st[0] - res.get("connect_s", 0.0), 2)
+        tail = (res.get("ack_stages_ms") or {}).get("tail") or {}
+        share = tail_at_stalls(tail.get("at_s") or [], every)
+        if share is not None:
+            stalls["tail_share_at_stalls"] = share
+        stalls["longest"] = every[:12]
+        res["host_stalls"] = stalls
     # Threads: the most sampled while the load ran (writer threads and blocking pool ones).
     res["tracerd_threads_peak"] = max((n for _, _, n in timeline), default=0)
     if "connect_s" in res:
@@ -314,6 +344,9 @@ def main():
     # Files' size limit instead of 10 MB (the default's every node rotating at the same
     # instant, since all start together at one rate: bench/latency_matrix.sh's `rotation`).
     r.add_argument("--rotate-bytes", type=int, default=0)
+    # One SCHED_FIFO probe per core (bench/stall_probe.py): how long the VM or the kernel left
+    # each core to no process while the load ran (`host_stalls`).
+    r.add_argument("--stall-probe", action="store_true")
     r.add_argument("--timeline", default="", help="append (s, VmRSS MiB, threads) samples to this file")
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)
