@@ -265,12 +265,21 @@ def ok(r):
     return not r.get("error") and (r.get("acked") or r.get("lines_per_s"))
 
 
+# The suffix of bench/run.sh's half-load groups whose log root is a journaled ext4 image.
+JOURNALED = "journaled ext4"
+# A rotation (the `rotate` stage: new file, `node.<ext>` swapped) slower than this on average
+# is the inode allocator skipping recently freed inodes (ext4 without a journal): ~0.05 ms
+# in a quiet directory tree (BENCHMARKS.md, eighth and tenth sessions).
+SLOW_ROTATION_MS = 0.3
+
+
 def latency_rows(path, goal_ms=5.0, stall_ms=5.0):
     """The half-load rows from bench/run.sh's tracerd runs (`tracerd_bench.py run` lines of
     groups "50% load, N nodes (...)"): per node count, the ack p99 as the median of its runs
     with a 95 % bootstrap interval ("met" only if the interval's upper bound is within the
     goal), and how many runs had a stall of the whole VM (`host_stalls`, bench/stall_probe.py)
-    of at least `stall_ms`, with the share of those runs' slowest 1 % handed over at one."""
+    of at least `stall_ms`, with the share of those runs' slowest 1 % handed over at one, and
+    how many rotated slowly. Runs on run.sh's journaled ext4 image have rows of their own."""
     if not path or not os.path.exists(path):
         return []
     rows = [json.loads(l) for l in open(path) if l.strip()]
@@ -278,9 +287,11 @@ def latency_rows(path, goal_ms=5.0, stall_ms=5.0):
     for r in rows:
         g = r.get("group", "")
         if g.startswith("50% load, ") and r.get("ack_latency_ms") and not r.get("error"):
-            by.setdefault(r.get("nodes"), []).append(r)
+            # run.sh's journaled-ext4 runs get rows of their own, after the VM's disk.
+            journaled = g.endswith(JOURNALED)
+            by.setdefault((journaled, r.get("nodes") or 0), []).append(r)
     out = []
-    for nodes, runs in sorted(by.items(), key=lambda kv: kv[0] or 0):
+    for (journaled, nodes), runs in sorted(by.items()):
         p99 = [r["ack_latency_ms"]["p99"] for r in runs]
         stalled = [r for r in runs if (r.get("host_stalls") or {}).get("max_ms", 0) >= stall_ms]
         shares = [r["host_stalls"].get("tail_share_at_stalls") for r in stalled]
@@ -290,8 +301,14 @@ def latency_rows(path, goal_ms=5.0, stall_ms=5.0):
                    if shares else ""))
         if not any(r.get("host_stalls") for r in runs):
             note = ""
+        rotations = [(r.get("stages") or {}).get("rotate", {}).get("mean_ms") for r in runs]
+        slow = [x for x in rotations if x is not None and x >= SLOW_ROTATION_MS]
+        if slow:
+            note += (f"; {len(slow)} of {len(runs)} runs rotated slowly (mean ≥ {SLOW_ROTATION_MS:g} ms"
+                     f" per file: {', '.join(f'{x:.2f}' for x in slow)})")
         rate = runs[0].get("rate")
-        out.append(fmt_row(f"ack p99 at half load, {nodes} nodes ({rate}/s each), ms, median of runs",
+        where = JOURNALED if journaled else "VM's disk"
+        out.append(fmt_row(f"ack p99 at half load, {nodes} nodes ({rate}/s each), {where}, ms, median of runs",
                            p99, goal_ms, False, unit=" ms",
                            side_a=("p99", p99), note=note))
     return out

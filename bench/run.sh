@@ -10,7 +10,10 @@
 #      $DURATION s with $SIZE-byte machine JSON (160 B gives ~300-byte log lines, the peers'
 #      line size); every object must be acknowledged and found on disk
 #   3. ack latency at half of the measured max load, at each node count in $LAT_NODES:
-#      $LAT_RUNS runs each, alternating the counts, each with bench/stall_probe.py's probes
+#      $LAT_RUNS runs each, alternating the counts, each with bench/stall_probe.py's probes;
+#      when root with losetup and mkfs.ext4 ($LAT_JOURNAL, 1), each run is paired with one
+#      whose log root is a journaled ext4 image mounted on $WORK/journaled (the distributions'
+#      default; this VM's disk has no journal, see BENCHMARKS.md, tenth session)
 #   4. RSS of tracerd with $IDLE_NODES idle connected nodes
 #   5. peers: peer-bench.sh setup (only if rsyslog is missing), limits, bench with reduced knobs
 #   6. paired rows (issue 21, bench/paired.py): $PAIRS pairs A B A B of tracerd (native,
@@ -22,7 +25,7 @@
 #      ratios as median with a 95 % bootstrap interval ("met" only if the interval clears)
 #
 # Knobs (defaults): RUNS (3), NODES ("1 8 10 100 1000"), DURATION (5), SIZE (160),
-# LAT_NODES ("10 100"), LAT_RUNS (8), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
+# LAT_NODES ("10 100"), LAT_RUNS (8), LAT_JOURNAL (1; 0 skips the journaled runs), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
 # PEERS (1: run peer-bench.sh), PEER_N (500000), PEER_KS ("1 8 100"),
 # PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench), PAIRS (5; 0 skips
 # the paired rows), PAIR_SENDERS (8), PAIR_N (2000000 lines per rsyslog run), CARDANO_NODES (10),
@@ -39,6 +42,7 @@ DURATION=${DURATION:-5}
 SIZE=${SIZE:-160}
 LAT_NODES=${LAT_NODES:-"10 100"}
 LAT_RUNS=${LAT_RUNS:-8}
+LAT_JOURNAL=${LAT_JOURNAL:-1}
 IDLE_NODES=${IDLE_NODES:-10000}
 IDLE_RUNS=${IDLE_RUNS:-3}
 PEERS=${PEERS:-1}
@@ -95,6 +99,27 @@ machine() {
   fi
 }
 machine > "$WORK/machine.txt"
+echo "Log root: $(fs_of "$WORK")." >> "$WORK/machine.txt"
+
+# What file system holds $1, and whether it has a journal: ext4 without one makes every file
+# creation skip, one by one, the inodes freed in the last 5 s (305 s while their inode table
+# block is unwritten): `find_inode_bit` checks `recently_deleted()` only when `s_journal` is
+# NULL (fs/ext4/ialloc.c). A rotation then costs ms instead of µs after a mass deletion.
+fs_of() {
+  local src fstype dev
+  src=$(findmnt -n -o SOURCE --target "$1" 2>/dev/null || true)
+  fstype=$(findmnt -n -o FSTYPE --target "$1" 2>/dev/null || true)
+  dev=${src##*/}
+  if [ "$fstype" = ext4 ]; then
+    if compgen -G "/proc/fs/jbd2/$dev-*" > /dev/null; then
+      echo "ext4 with a journal ($src)"
+    else
+      echo "ext4 without a journal ($src: no /proc/fs/jbd2 entry)"
+    fi
+  else
+    echo "${fstype:-unknown} (${src:-?})"
+  fi
+}
 
 one() {  # one <group> <label> <run> <nodes> <rate> [extra helper args...]
   local group=$1 label=$2 run=$3 nodes=$4 rate=$5; shift 5
@@ -131,12 +156,35 @@ EOF2
   LAT_RATE[$n]=$rate
   log "ack latency at half load: $n nodes x $rate objects/s, $LAT_RUNS runs"
 done
+# The same runs with the log root on a journaled ext4 (a sparse image on $WORK, loop-mounted
+# with `discard` so the truncated runs give their blocks back), alternated with the VM's disk.
+JWORK=""
+if [ "$LAT_JOURNAL" = 1 ] && [ -n "$LAT_NODES" ]; then
+  if [ "$(id -u)" = 0 ] && command -v losetup > /dev/null && command -v mkfs.ext4 > /dev/null; then
+    JWORK="$WORK/journaled"
+    mkdir -p "$JWORK"
+    if ! mountpoint -q "$JWORK"; then
+      rm -f "$WORK/journaled.img"
+      truncate -s 32G "$WORK/journaled.img"
+      mkfs.ext4 -q -F "$WORK/journaled.img"
+      mount -o loop,discard "$WORK/journaled.img" "$JWORK"
+    fi
+    trap 'umount "$JWORK" 2>/dev/null || true; rm -f "$WORK/journaled.img"' EXIT
+    echo "Journaled runs' log root: $(fs_of "$JWORK"), an image on the VM's disk." >> "$WORK/machine.txt"
+  else
+    log "not root, or no losetup/mkfs.ext4: skipping the journaled-ext4 latency runs"
+  fi
+fi
 for run in $(seq 1 "$LAT_RUNS"); do
   for n in $LAT_NODES; do
     [ -n "${LAT_RATE[$n]:-}" ] || continue
     rate=${LAT_RATE[$n]}
     one "50% load, $n nodes ($rate/s each)" "half-$n-$run" "$run" "$n" "$rate" --duration "$DURATION" \
       --verify --stall-probe
+    if [ -n "$JWORK" ]; then
+      one "50% load, $n nodes ($rate/s each), journaled ext4" "half-$n-$run-j" "$run" "$n" "$rate" \
+        --duration "$DURATION" --verify --stall-probe --work "$JWORK"
+    fi
   done
 done
 

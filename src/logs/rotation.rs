@@ -110,6 +110,51 @@ impl FileKey {
     }
 }
 
+/// Size limits of at least this many bytes are spread across nodes ([`Policy::spread`]).
+pub const SPREAD_FROM_BYTES: u64 = 1 << 20;
+/// A node's files rotate up to this fraction of the limit below it (1/16: 6.25 %).
+const SPREAD_DIVISOR: u64 = 16;
+
+impl Policy {
+    /// This policy as the node with seed `seed` ([`spread_seed`] of its directory name)
+    /// applies it: a size limit of [`SPREAD_FROM_BYTES`] or more is lowered by up to 1/16,
+    /// by the same amount for every file of the node and by different amounts across nodes.
+    ///
+    /// Why: a fleet that starts together and logs at the same rate (a benchmarking cluster,
+    /// or every node reconnecting after a restart) otherwise fills its files in lockstep, and
+    /// every node's rotation (a file and a symlink created) lands on the writer threads in
+    /// the same few milliseconds, delaying every node's `Ack` behind all of them
+    /// (BENCHMARKS.md, tenth session). Spread by 1/16, 100 nodes at 3 MB/s with 10 MB files
+    /// rotate over ~200 ms instead of ~10 ms. Files still never exceed `rpLogLimitBytes`;
+    /// small limits (tests, experiments) stay exact.
+    pub fn spread(self, seed: u64) -> Policy {
+        if self.limit_bytes < SPREAD_FROM_BYTES {
+            return self;
+        }
+        let span = self.limit_bytes / SPREAD_DIVISOR;
+        Policy {
+            limit_bytes: self.limit_bytes - seed % span,
+            ..self
+        }
+    }
+}
+
+/// The [`Policy::spread`] seed of the node directory `name`: FNV-1a with a final mix
+/// (splitmix64's), stable across runs, builds and platforms, and different for names that
+/// differ in one character.
+pub fn spread_seed(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 /// Whether a line of `line_len` bytes must go to a new file, given the current file's length.
 ///
 /// A file is never left empty by rotation, so a file exceeds the limit only when it holds a
@@ -266,6 +311,38 @@ mod tests {
         assert!(!must_rotate(Some(&p), 60, 40));
         assert!(must_rotate(Some(&p), 60, 41));
         assert!(!must_rotate(None, u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn spread_lowers_large_limits_by_at_most_a_sixteenth_and_differs_across_nodes() {
+        let p = Policy {
+            limit_bytes: 10_000_000,
+            max_age_secs: 3600,
+            keep_files: 10,
+        };
+        let limits: Vec<u64> = (0..100)
+            .map(|i| p.spread(spread_seed(&format!("node-{i}"))).limit_bytes)
+            .collect();
+        for l in &limits {
+            assert!((10_000_000 - 625_000..=10_000_000).contains(l), "{l}");
+        }
+        let mut distinct = limits.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() >= 95, "{} distinct limits", distinct.len());
+        // Spread over most of the range, not bunched: 100 nodes' rotations over ~200 ms.
+        let span = distinct[distinct.len() - 1] - distinct[0];
+        assert!(span > 500_000, "span {span}");
+        // Stable: the same node always gets the same limit; the other keys are untouched.
+        let a = p.spread(spread_seed("relay-1"));
+        assert_eq!(a, p.spread(spread_seed("relay-1")));
+        assert_eq!((a.max_age_secs, a.keep_files), (3600, 10));
+        // Small limits stay exact.
+        let small = Policy {
+            limit_bytes: SPREAD_FROM_BYTES - 1,
+            ..p
+        };
+        assert_eq!(small.spread(spread_seed("relay-1")), small);
     }
 
     #[test]

@@ -133,6 +133,8 @@ impl std::ops::AddAssign for Appended {
 pub struct NodeLog {
     files: Vec<OpenFile>,
     policy: Option<Policy>,
+    /// This node's [`Policy::spread`] seed, from its directory name.
+    spread_seed: u64,
     machine: Rendered,
     human: Rendered,
     /// The checkpoint file, in the first target's node directory. It is opened for each
@@ -234,6 +236,7 @@ impl NodeLog {
             journal,
             files,
             policy: settings.policy,
+            spread_seed: rotation::spread_seed(name),
             machine: Rendered::default(),
             human: Rendered::default(),
             state,
@@ -360,7 +363,7 @@ impl NodeLog {
     /// continues exactly where it stopped: no line is lost or written twice.
     pub fn resume(&mut self, now: i64) -> Result<Appended, WriteError> {
         let mut out = Appended::default();
-        let policy = self.policy;
+        let policy = self.policy.map(|p| p.spread(self.spread_seed));
         for f in &mut self.files {
             let rendered = match f.format {
                 LogFormat::ForMachine => &self.machine,

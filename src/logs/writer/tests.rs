@@ -236,3 +236,47 @@ fn a_crash_between_deferred_checkpoints_resumes_after_the_last_line_written() {
     let want: Vec<u64> = (1..=100).chain(151..=301).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn large_limits_rotate_at_each_nodes_spread_limit_never_past_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("m")).unwrap();
+    fs::create_dir_all(tmp.path().join("h")).unwrap();
+    let limit = 2 * rotation::SPREAD_FROM_BYTES;
+    let s = settings(tmp.path(), Some(limit));
+    let batch: Vec<_> = (0..30_000).map(obj).collect();
+    let mut first_sizes = Vec::new();
+    for node in ["relay-1", "relay-2"] {
+        let mut log = NodeLog::open(&s, node, 1_784_714_812, false).unwrap().0;
+        for part in batch.chunks(1000) {
+            log.append(part, 1_784_714_812).unwrap();
+        }
+        let dir = tmp.path().join("m").join(node);
+        let (lines, paths) = read_all(&dir, "json");
+        assert_eq!(lines.len(), batch.len(), "{node}: every line once");
+        assert!(paths.len() >= 2, "{node}: rotated");
+        let spread = s
+            .policy
+            .unwrap()
+            .spread(rotation::spread_seed(node))
+            .limit_bytes;
+        assert!(
+            spread <= limit && spread >= limit - limit / 16,
+            "{node}: {spread}"
+        );
+        // The first file ends at the last whole line within the node's spread limit.
+        let first = fs::read_to_string(&paths[0]).unwrap();
+        let next_line = fs::read_to_string(&paths[1]).unwrap();
+        let next_len = next_line.split_inclusive('\n').next().unwrap().len() as u64;
+        let size = first.len() as u64;
+        assert!(
+            size <= spread && size + next_len > spread,
+            "{node}: {size} of {spread}"
+        );
+        first_sizes.push(size);
+    }
+    assert_ne!(
+        first_sizes[0], first_sizes[1],
+        "two nodes, two rotation points"
+    );
+}
