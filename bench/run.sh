@@ -99,7 +99,6 @@ machine() {
   fi
 }
 machine > "$WORK/machine.txt"
-echo "Log root: $(fs_of "$WORK")." >> "$WORK/machine.txt"
 
 # What file system holds $1, and whether it has a journal: ext4 without one makes every file
 # creation skip, one by one, the inodes freed in the last 5 s (305 s while their inode table
@@ -120,6 +119,8 @@ fs_of() {
     echo "${fstype:-unknown} (${src:-?})"
   fi
 }
+
+echo "Log root: $(fs_of "$WORK")." >> "$WORK/machine.txt"
 
 one() {  # one <group> <label> <run> <nodes> <rate> [extra helper args...]
   local group=$1 label=$2 run=$3 nodes=$4 rate=$5; shift 5
