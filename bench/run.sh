@@ -11,9 +11,10 @@
 #      line size); every object must be acknowledged and found on disk
 #   3. ack latency at half of the measured max load, at each node count in $LAT_NODES:
 #      $LAT_RUNS runs each, alternating the counts, each with bench/stall_probe.py's probes;
-#      when root with losetup and mkfs.ext4 ($LAT_JOURNAL, 1), each run is paired with one
-#      whose log root is a journaled ext4 image mounted on $WORK/journaled (the distributions'
-#      default; this VM's disk has no journal, see BENCHMARKS.md, tenth session)
+#      with LAT_JOURNAL=1 (root, losetup and mkfs.ext4), each run is paired with one whose log
+#      root is a journaled ext4 image mounted on $WORK/journaled: this VM's disk has no journal,
+#      so file creation slows after mass deletions (BENCHMARKS.md, tenth session); the image's
+#      loop device costs CPU of its own, so those rows diagnose, they do not replace the VM's
 #   4. RSS of tracerd with $IDLE_NODES idle connected nodes
 #   5. peers: peer-bench.sh setup (only if rsyslog is missing), limits, bench with reduced knobs
 #   6. paired rows (issue 21, bench/paired.py): $PAIRS pairs A B A B of tracerd (native,
@@ -25,7 +26,7 @@
 #      ratios as median with a 95 % bootstrap interval ("met" only if the interval clears)
 #
 # Knobs (defaults): RUNS (3), NODES ("1 8 10 100 1000"), DURATION (5), SIZE (160),
-# LAT_NODES ("10 100"), LAT_RUNS (8), LAT_JOURNAL (1; 0 skips the journaled runs), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
+# LAT_NODES ("10 100"), LAT_RUNS (8), LAT_JOURNAL (0; 1 adds the journaled-ext4 runs), IDLE_NODES (10000, capped by the open-file limit), IDLE_RUNS (3),
 # PEERS (1: run peer-bench.sh), PEER_N (500000), PEER_KS ("1 8 100"),
 # PEER_RECEIVERS ("rsyslog-imptcp syslog-ng socat"), WORK (/tmp/tracerd-bench), PAIRS (5; 0 skips
 # the paired rows), PAIR_SENDERS (8), PAIR_N (2000000 lines per rsyslog run), CARDANO_NODES (10),
@@ -42,7 +43,7 @@ DURATION=${DURATION:-5}
 SIZE=${SIZE:-160}
 LAT_NODES=${LAT_NODES:-"10 100"}
 LAT_RUNS=${LAT_RUNS:-8}
-LAT_JOURNAL=${LAT_JOURNAL:-1}
+LAT_JOURNAL=${LAT_JOURNAL:-0}
 IDLE_NODES=${IDLE_NODES:-10000}
 IDLE_RUNS=${IDLE_RUNS:-3}
 PEERS=${PEERS:-1}

@@ -187,3 +187,41 @@ async fn one_trace_request_in_flight_is_cardano_tracers_behaviour() {
     let got = wait_seqs(&d.dir.path().join("logs/pipe-b"), 50).await;
     assert_eq!(got, (0..50).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_closes_after_its_last_two_replies_loses_neither() {
+    use futures_util::SinkExt;
+    let d = start("");
+    let mut n = node(&d).await;
+    let asked = requests_within(&mut n, Duration::from_millis(1500), "pipe-c").await;
+    assert_eq!(asked, vec![50, 50]);
+    // The node stops reading first (`shutdown(SHUT_RD)`: tracerd's next write fails with
+    // EPIPE, whenever it comes), then sends both replies in one write and closes. tracerd's
+    // request after the first reply fails; nothing acknowledges a Cardano reply, so the node
+    // counts both delivered, and the second must still be read and written.
+    let stream = n.into_inner().into_std().unwrap();
+    stream.shutdown(std::net::Shutdown::Read).unwrap();
+    let mut n = Framed::new(
+        UnixStream::from_std(stream).unwrap(),
+        MuxCodec::new(Mode::Initiator, 1 << 20),
+    );
+    for (protocol, payload) in [
+        (TRACE_OBJECTS, reply("pipe-c", 0..50)),
+        (TRACE_OBJECTS, reply("pipe-c", 50..100)),
+    ] {
+        n.feed(tracerd::cardano::mux::Message {
+            protocol,
+            payload: payload.into(),
+        })
+        .await
+        .unwrap();
+    }
+    n.flush().await.unwrap();
+    drop(n);
+    let got = wait_seqs(&d.dir.path().join("logs/pipe-c"), 100).await;
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "every object once, in order"
+    );
+}

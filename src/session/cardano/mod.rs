@@ -302,12 +302,17 @@ impl Pump {
                     return Ok(End::Shutdown);
                 }
                 _ = tokio::time::sleep_until(ekg_due), if self.ekg_due.is_some() => {
-                    self.request_metrics(framed).await?;
+                    if let Err(e) = self.request_metrics(framed).await {
+                        return Err(self.after_failed_send(framed, e).await);
+                    }
                 }
                 request = recv_request(&mut self.dp_requests), if self.data_points == DataPoints::Idle => {
                     if let Some((name, reply)) = request {
                         self.dp_sent = Some(std::time::Instant::now());
-                        send(framed, DATA_POINTS, codec::encode_data_point_request(std::slice::from_ref(&name))).await?;
+                        let ask = codec::encode_data_point_request(std::slice::from_ref(&name));
+                        if let Err(e) = send(framed, DATA_POINTS, ask).await {
+                            return Err(self.after_failed_send(framed, e).await);
+                        }
                         self.data_points = DataPoints::OnDemand;
                         self.dp_asked = Some((name, reply));
                     } else {
@@ -392,11 +397,16 @@ impl Pump {
                 if self.sink.is_some() {
                     // Ask again first, so the node fills the next reply while this one is
                     // written; the replies come, and are written, in order. A node that
-                    // sent its reply and closed fails the request: its objects are still
-                    // written before the session ends.
+                    // sent its last replies and closed fails the request: this reply's
+                    // objects are still written, and so are those of the replies it sent
+                    // after it (a Cardano reply has no acknowledgement: the node counts them
+                    // delivered), read until its end of stream before the session ends.
                     let asked = self.request_traces(framed).await;
                     self.write(objects).await?;
-                    asked?;
+                    if let Err(e) = asked {
+                        // Boxed: `drain_replies` handles replies with this function.
+                        return Err(Box::pin(self.after_failed_send(framed, e)).await);
+                    }
                 } else if self.stash_traces.is_empty() {
                     self.stash_traces = objects;
                 } else {
@@ -568,7 +578,8 @@ impl Pump {
     /// Sends blocking trace-object requests until `trace_requests` are outstanding (the
     /// first `MsgTraceObjectsRequest` of a session, and one after each reply once the node is
     /// named; before that, what was asked is all that comes).
-    /// Once shutdown began, reads the replies to the outstanding trace requests and writes
+    /// Once shutdown began, or a request failed because the node closed after its last
+    /// replies, reads the replies to the outstanding trace requests and writes
     /// their objects: the node took them off its queue when it answered and nothing
     /// acknowledges them, so a reply left unread in the socket would be lost. Ends when every
     /// request is answered, the node closes, nothing has arrived for [`DRAIN_QUIET`] (an
@@ -592,6 +603,19 @@ impl Pump {
             }
         }
         Ok(())
+    }
+
+    /// A request to the node failed, as when it closed after its last replies: reads and
+    /// writes the trace replies it sent before ([`Self::drain_replies`]), then gives the error
+    /// the session ends with.
+    async fn after_failed_send<S>(&mut self, framed: &mut Conn<S>, e: MuxError) -> SessionError
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match self.drain_replies(framed).await {
+            Ok(()) => e.into(),
+            Err(drained) => drained,
+        }
     }
 
     async fn request_traces<S>(&mut self, framed: &mut Conn<S>) -> Result<(), MuxError>
