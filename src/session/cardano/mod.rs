@@ -52,8 +52,9 @@ pub enum SessionError {
     /// The handshake failed.
     #[error("handshake failed")]
     Handshake(#[from] HandshakeError),
-    /// Bad bytes below the messages.
-    #[error("bad mux input")]
+    /// The connection below the messages failed: the socket (a write to a node that left:
+    /// "Broken pipe"), or bytes that are not valid SDUs.
+    #[error("the multiplexed connection failed")]
     Mux(#[from] MuxError),
     /// A message that does not decode.
     #[error("bad message on mini-protocol {protocol}")]
