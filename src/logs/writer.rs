@@ -132,6 +132,7 @@ impl std::ops::AddAssign for Appended {
 /// The open files of one node.
 pub struct NodeLog {
     files: Vec<OpenFile>,
+    /// The rotation policy as this node applies it ([`Policy::spread`] by `spread_seed`).
     policy: Option<Policy>,
     /// This node's [`Policy::spread`] seed, from its directory name.
     spread_seed: u64,
@@ -235,7 +236,9 @@ impl NodeLog {
         let mut log = NodeLog {
             journal,
             files,
-            policy: settings.policy,
+            policy: settings
+                .policy
+                .map(|p| p.spread(rotation::spread_seed(name))),
             spread_seed: rotation::spread_seed(name),
             machine: Rendered::default(),
             human: Rendered::default(),
@@ -302,7 +305,7 @@ impl NodeLog {
 
     /// Replaces the rotation policy (after a reload); the next line written obeys it.
     pub fn set_policy(&mut self, policy: Option<Policy>) {
-        self.policy = policy;
+        self.policy = policy.map(|p| p.spread(self.spread_seed));
     }
 
     /// Highest sequence number whose line is in every target.
@@ -363,7 +366,7 @@ impl NodeLog {
     /// continues exactly where it stopped: no line is lost or written twice.
     pub fn resume(&mut self, now: i64) -> Result<Appended, WriteError> {
         let mut out = Appended::default();
-        let policy = self.policy.map(|p| p.spread(self.spread_seed));
+        let policy = self.policy;
         for f in &mut self.files {
             let rendered = match f.format {
                 LogFormat::ForMachine => &self.machine,
