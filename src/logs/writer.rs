@@ -14,6 +14,12 @@
 //! write reopens the same file by path, checking it is still the file tracerd created (same
 //! device and inode, `O_NOFOLLOW`, never `O_CREAT`); one deleted or replaced meanwhile is
 //! replaced by a fresh file, as a deleted open file is at a checkpoint.
+//!
+//! A node renders its lines into buffers lent by the thread that writes them ([`SPARE`]) and
+//! gives them back once every line is written; only a node whose write failed keeps its
+//! rendered lines (to resume them). So a fleet of thousands of nodes holds a few warm render
+//! buffers, one pair per writer thread, instead of one pair per node that touched each
+//! node's own cold pages at its every write.
 
 use std::fs;
 use std::io;
@@ -392,10 +398,9 @@ impl NodeLog {
         for f in &mut self.files {
             f.done = 0;
         }
-        // A burst must not pin its buffers for the life of a now quiet connection: with
-        // thousands of nodes that would be most of tracerd's memory.
-        self.machine.shrink();
-        self.human.shrink();
+        // Every line is written: the buffers go back to this thread for the next node.
+        self.machine.give_back(Spare::Machine);
+        self.human.give_back(Spare::Human);
         Ok(out)
     }
 
@@ -524,6 +529,12 @@ impl NodeLog {
         debug_assert!(!self.has_pending(), "render over lines not yet written");
         let need_machine = self.files.iter().any(|f| f.format == LogFormat::ForMachine);
         let need_human = self.files.iter().any(|f| f.format == LogFormat::ForHuman);
+        if need_machine {
+            self.machine.borrow_spare(Spare::Machine);
+        }
+        if need_human {
+            self.human.borrow_spare(Spare::Human);
+        }
         self.machine.clear();
         self.human.clear();
         if let Some(journal) = &mut self.journal {
@@ -588,8 +599,20 @@ impl NodeLog {
     }
 }
 
-/// Render buffers above this capacity are shrunk after use.
+/// Render buffers above this capacity are shrunk when given back: a burst must not pin a
+/// thread's buffers for the rest of its life.
 const KEEP_RENDER_BYTES: usize = 1 << 20;
+/// Which of a thread's spare render buffers: each format's lines have their own sizes.
+#[derive(Clone, Copy)]
+enum Spare {
+    Machine = 0,
+    Human = 1,
+}
+
+thread_local! {
+    /// This thread's spare render buffers, lent to the node it writes (module docs).
+    static SPARE: std::cell::RefCell<[Rendered; 2]> = std::cell::RefCell::new(Default::default());
+}
 
 impl Rendered {
     fn clear(&mut self) {
@@ -597,12 +620,32 @@ impl Rendered {
         self.ends.clear();
     }
 
-    fn shrink(&mut self) {
-        if self.bytes.capacity() > KEEP_RENDER_BYTES {
-            self.clear();
-            self.bytes.shrink_to(KEEP_RENDER_BYTES / 4);
-            self.ends.shrink_to(KEEP_RENDER_BYTES / 256);
+    /// Takes this thread's spare buffer of `kind` when this one holds no allocation.
+    fn borrow_spare(&mut self, kind: Spare) {
+        if self.bytes.capacity() == 0 {
+            *self = SPARE.with(|s| std::mem::take(&mut s.borrow_mut()[kind as usize]));
         }
+    }
+
+    /// Hands this buffer (emptied, shrunk past [`KEEP_RENDER_BYTES`]) to this thread as its
+    /// spare of `kind`, leaving no allocation behind; the smaller of the two is dropped when
+    /// the thread has one already.
+    fn give_back(&mut self, kind: Spare) {
+        if self.bytes.capacity() == 0 && self.ends.capacity() == 0 {
+            return;
+        }
+        let mut buffer = std::mem::take(self);
+        buffer.clear();
+        if buffer.bytes.capacity() > KEEP_RENDER_BYTES {
+            buffer.bytes.shrink_to(KEEP_RENDER_BYTES / 4);
+            buffer.ends.shrink_to(KEEP_RENDER_BYTES / 256);
+        }
+        SPARE.with(|s| {
+            let spare = &mut s.borrow_mut()[kind as usize];
+            if buffer.bytes.capacity() > spare.bytes.capacity() {
+                *spare = buffer;
+            }
+        });
     }
 }
 

@@ -280,3 +280,87 @@ fn large_limits_rotate_at_each_nodes_spread_limit_never_past_the_limit() {
         "two nodes, two rotation points"
     );
 }
+
+/// This thread's spare render buffers, as (pointer, capacity) where they hold an allocation.
+fn spares() -> Vec<(usize, usize)> {
+    SPARE.with(|s| {
+        s.borrow()
+            .iter()
+            .filter(|r| r.bytes.capacity() > 0)
+            .map(|r| (r.bytes.as_ptr() as usize, r.bytes.capacity()))
+            .collect()
+    })
+}
+
+#[test]
+fn nodes_render_into_the_threads_buffers_and_keep_them_only_while_lines_are_pending() {
+    // A thread of its own, so its spares start empty whatever other tests ran here.
+    std::thread::spawn(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("m")).unwrap();
+        fs::create_dir_all(tmp.path().join("h")).unwrap();
+        let s = settings(tmp.path(), None);
+        let now = 1_784_714_812;
+        let mut a = NodeLog::open(&s, "node-a", now, false).unwrap().0;
+        let mut b = NodeLog::open(&s, "node-b", now, false).unwrap().0;
+        let batch: Vec<_> = (0..300).map(obj).collect();
+
+        a.append(&batch[..100], now).unwrap();
+        assert_eq!(
+            (a.machine.bytes.capacity(), a.human.bytes.capacity()),
+            (0, 0)
+        );
+        let lent = spares();
+        assert_eq!(
+            lent.len(),
+            2,
+            "a machine and a human buffer come back to the thread"
+        );
+        b.append(&batch[..100], now).unwrap();
+        assert_eq!(
+            (b.machine.bytes.capacity(), b.human.bytes.capacity()),
+            (0, 0)
+        );
+        assert_eq!(
+            spares(),
+            lent,
+            "the next node renders into the same two buffers"
+        );
+
+        // A failed write of the human file: the node keeps its rendered lines, and with
+        // them the buffers, until a resume writes the rest.
+        let human = a.files[1].path();
+        a.files[1].file = Some(fs::File::open(&human).unwrap()); // read-only: EBADF
+        assert!(a.append(&batch[100..200], now).is_err());
+        assert!(a.has_pending());
+        assert!(a.machine.bytes.capacity() > 0 && a.human.bytes.capacity() > 0);
+        assert!(spares().is_empty(), "the pending lines hold both buffers");
+        b.append(&batch[100..300], now).unwrap(); // b renders meanwhile, into new buffers
+        a.files[1].file = None; // reopened by path on resume
+        a.resume(now).unwrap();
+        assert!(!a.has_pending());
+        assert_eq!(
+            (a.machine.bytes.capacity(), a.human.bytes.capacity()),
+            (0, 0)
+        );
+        assert_eq!(
+            spares().len(),
+            2,
+            "one spare per format is kept (the larger), the other freed"
+        );
+        a.append(&batch[200..300], now).unwrap();
+
+        for node in ["node-a", "node-b"] {
+            let (machine, _) = read_all(&tmp.path().join("m").join(node), "json");
+            let (human, _) = read_all(&tmp.path().join("h").join(node), "log");
+            assert_eq!((machine.len(), human.len()), (300, 300), "{node}");
+            for (i, (m, h)) in machine.iter().zip(&human).enumerate() {
+                let v: serde_json::Value = serde_json::from_str(m).unwrap();
+                assert_eq!(v["data"]["i"], i, "{node}");
+                assert!(h.ends_with(&format!("] line {i}")), "{node}: {h}");
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
