@@ -14,6 +14,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)           # the live 
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver) # WebDriver for chromium
 command -v tshark >/dev/null 2>&1 || missing+=(tshark)               # reads back packet captures
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)     # verifies deploy/'s units
+command -v fincore >/dev/null 2>&1 || missing+=(util-linux-extra)     # page-cache residency (drop-behind)
 ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || missing+=(libseccomp2)  # the unit's filter
 python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1 || need_pip=1
 

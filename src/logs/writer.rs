@@ -708,6 +708,7 @@ fn write_lines(
     )
 }
 
+mod behind;
 mod file;
 use file::{create_file, ensure_dir, link_current, rotate, write_chunk, OpenFile};
 

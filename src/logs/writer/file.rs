@@ -1,13 +1,14 @@
 //! One log file of a node ([`OpenFile`]): creating it (`O_CREAT|O_EXCL|O_NOFOLLOW`), reopening
 //! it after an idle close (same device and inode, never `O_CREAT`), appending whole lines,
-//! rotating it, and swapping the `node.<ext>` link. Blocking I/O, called by `NodeLog`.
+//! rotating it, and swapping the `node.<ext>` link. Blocking I/O, called by `NodeLog`. Written
+//! pages leave the page cache behind the writes ([`super::behind`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::WriteError;
+use super::{behind, WriteError};
 use crate::config::LogFormat;
 use crate::logs::rotation::FileKey;
 
@@ -53,6 +54,7 @@ pub(super) fn write_chunk(
             source,
         });
     }
+    behind::advance(file, len, len + bytes.len() as u64);
     f.len += bytes.len() as u64;
     f.done += lines;
     f.dirty = true;
@@ -63,6 +65,9 @@ pub(super) fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
     let ext = f.format.extension();
     let (file, key, id) = create_file(&f.dir, ext, FileKey::next(now, Some(f.key)))?;
     link_current(&f.dir, ext, key)?;
+    if let Some(old) = &f.file {
+        behind::release(old);
+    }
     f.file = Some(file);
     f.id = id;
     f.key = key;
