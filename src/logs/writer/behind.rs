@@ -5,29 +5,46 @@
 //! memory runs short, so a busy tracer fills the page cache with log data, evicting what the
 //! node beside it reads (its chain database), and every new page the writes need is one more
 //! page to allocate (and, in a VM with free page reporting, to fault in on the host). So as
-//! each file passes a window boundary, the writer starts the writeback of the window just
-//! filled and evicts the windows before the one written back last: their pages are clean by
-//! then, and the next writes reuse them. Both are `posix_fadvise(POSIX_FADV_DONTNEED)`:
-//! on Linux it starts asynchronous writeback of a range's dirty pages and evicts its clean
-//! ones. Only advice: the data is in the file either way, an error changes nothing (tmpfs,
-//! for one, keeps its pages), and nothing is ever waited for.
+//! each file passes a window boundary, the writer asks for the writeback of the window just
+//! filled and the eviction of the windows before the one written back last: their pages are
+//! clean by then, and the next writes reuse them. Both are `posix_fadvise(POSIX_FADV_DONTNEED)`:
+//! on Linux it starts the writeback of a range's dirty pages and evicts its clean ones.
 //!
-//! A rotated file's rest is advised when it is closed; a window still under writeback then
+//! That call does the writeback's work (ext4 allocates the blocks then) in the caller, up to
+//! milliseconds with many files, so the writer threads only queue it: one thread of its own,
+//! `tracerd-behind`, makes the calls, on a duplicate of the file's descriptor, from a queue of
+//! [`QUEUE`] requests. A request that finds the queue full is dropped; so is one whose
+//! descriptor cannot be duplicated. Only advice: the data is in the file either way, an
+//! error changes nothing (tmpfs, for one, keeps its pages), and no writer ever waits for it.
+//!
+//! A rotated file's rest is advised as it is closed; a window still under writeback then
 //! stays cached until the kernel reclaims it.
 
 use std::fs::File;
 use std::num::NonZeroU64;
 use std::ops::Range;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::OnceLock;
 
 use rustix::fs::{fadvise, Advice};
 
-/// Bytes per window: one pair of calls per MiB written, the last 1–2 MiB of a file (about
-/// 3,500 lines of 300 bytes) always cached.
+/// Bytes per window: one request per MiB written, the last 1–2 MiB of a file (about 3,500
+/// lines of 300 bytes) always cached.
 pub(super) const WINDOW: u64 = 1 << 20;
 
 /// Windows before the one just written back that each eviction covers again: a page still
 /// under writeback when its window is first evicted is skipped, and evicted a window later.
 const RETRY_WINDOWS: u64 = 4;
+
+/// Requests waiting for the `tracerd-behind` thread, each holding a descriptor: a bound on
+/// the descriptors it holds (a stalled disk fills the queue, and the page cache then grows
+/// as it would without drop-behind).
+const QUEUE: usize = 64;
+
+/// The `tracerd-behind` thread's nice value: when the cores are busy it gets about a tenth
+/// of a normal thread's share, enough at half load (where it needs a few percent of a core)
+/// and, at full load, a queue that fills and drops advice before it slows a write.
+const NICE: i32 = 10;
 
 /// What a write that took a file from `before` to `after` bytes should advise: the byte range
 /// whose writeback to start (the windows this write completed) and the range to evict
@@ -42,19 +59,85 @@ pub(super) fn ranges(before: u64, after: u64) -> Option<(Range<u64>, Range<u64>)
     Some((write_back, evict))
 }
 
-/// After a write took `file` from `before` to `after` bytes: see [`ranges`].
+/// After a write took `file` from `before` to `after` bytes: queues [`ranges`]' advice.
 pub(super) fn advance(file: &File, before: u64, after: u64) {
     if let Some((write_back, evict)) = ranges(before, after) {
-        advise(file, write_back);
-        advise(file, evict);
+        if let Ok(dup) = file.try_clone() {
+            submit(Request::Window {
+                file: dup,
+                write_back,
+                evict,
+            });
+        }
     }
 }
 
-/// A file that is being closed for good (rotated): start the writeback of its rest, evict
-/// what is clean.
-pub(super) fn release(file: &File) {
-    // A length of 0 means "to the end of the file".
-    let _ = fadvise(file, 0, None, Advice::DontNeed);
+/// A file closed for good (rotated): queues the writeback of its rest and the eviction of
+/// what is clean; the queue closes it.
+pub(super) fn release(file: File) {
+    submit(Request::Rest(file));
+}
+
+enum Request {
+    Window {
+        file: File,
+        write_back: Range<u64>,
+        evict: Range<u64>,
+    },
+    Rest(File),
+    /// Answered once every request before it was made (the tests wait for the advice).
+    #[cfg(test)]
+    Flush(SyncSender<()>),
+}
+
+impl Request {
+    fn run(self) {
+        match self {
+            Request::Window {
+                file,
+                write_back,
+                evict,
+            } => {
+                advise(&file, write_back);
+                advise(&file, evict);
+            }
+            // A length of 0 means "to the end of the file".
+            Request::Rest(file) => {
+                let _ = fadvise(&file, 0, None, Advice::DontNeed);
+            }
+            #[cfg(test)]
+            Request::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Queues `request` for the `tracerd-behind` thread; drops it when the queue is full or the
+/// thread could not be started.
+fn submit(request: Request) {
+    if let Some(tx) = queue() {
+        let _ = tx.try_send(request);
+    }
+}
+
+/// The `tracerd-behind` thread's queue, the thread started by the first call.
+fn queue() -> Option<&'static SyncSender<Request>> {
+    static TX: OnceLock<Option<SyncSender<Request>>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Request>(QUEUE);
+        std::thread::Builder::new()
+            .name("tracerd-behind".into())
+            .spawn(move || {
+                // Below the writer threads and the runtime: advice can wait, acks cannot.
+                // Linux's nice is per thread (setpriority on the thread's id).
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
+                rx.into_iter().for_each(Request::run)
+            })
+            .ok()
+            .map(|_| tx)
+    })
+    .as_ref()
 }
 
 fn advise(file: &File, range: Range<u64>) {
@@ -69,6 +152,13 @@ mod tests {
     use super::*;
 
     const W: u64 = WINDOW;
+
+    /// Waits until the `tracerd-behind` thread made every request queued so far.
+    fn flush() {
+        let (done, wait) = sync_channel(1);
+        queue().unwrap().send(Request::Flush(done)).unwrap();
+        wait.recv().unwrap();
+    }
 
     #[test]
     fn nothing_is_advised_until_a_window_boundary_is_passed() {
@@ -132,10 +222,10 @@ mod tests {
             file.sync_data().unwrap();
         }
         // Windows 0..=6 evicted at the boundaries since; window 7's writeback just started.
+        flush();
         let cached = cached_bytes(&path);
         assert!(cached <= 2 * W, "{cached} bytes of 8 MiB still cached");
-        release(&file);
-        drop(file);
+        release(file);
         let read = std::fs::read(&path).unwrap();
         assert_eq!(read.len() as u64, 8 * W);
         assert!(read.chunks(1024).all(|l| l == line));

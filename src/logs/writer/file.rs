@@ -65,7 +65,7 @@ pub(super) fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
     let ext = f.format.extension();
     let (file, key, id) = create_file(&f.dir, ext, FileKey::next(now, Some(f.key)))?;
     link_current(&f.dir, ext, key)?;
-    if let Some(old) = &f.file {
+    if let Some(old) = f.file.take() {
         behind::release(old);
     }
     f.file = Some(file);
