@@ -230,6 +230,7 @@ impl NodeLog {
                 dirty: false,
                 key,
                 len: 0,
+                advised: 0,
                 done: 0,
                 rotated: false,
             });

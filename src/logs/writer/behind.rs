@@ -17,14 +17,16 @@
 //! descriptor cannot be duplicated. Only advice: the data is in the file either way, an
 //! error changes nothing (tmpfs, for one, keeps its pages), and no writer ever waits for it.
 //!
-//! A rotated file's rest is advised as it is closed; a window still under writeback then
-//! stays cached until the kernel reclaims it.
+//! A rotated file is handed to that thread, which advises its rest at once and again 250 ms
+//! later (so its last window, dirty at the first pass, is evicted too), then closes it.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::num::NonZeroU64;
 use std::ops::Range;
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use rustix::fs::{fadvise, Advice};
 
@@ -41,14 +43,10 @@ const RETRY_WINDOWS: u64 = 4;
 /// as it would without drop-behind).
 const QUEUE: usize = 64;
 
-/// The `tracerd-behind` thread's nice value: when the cores are busy it gets about a tenth
-/// of a normal thread's share, enough at half load (where it needs a few percent of a core)
-/// and, at full load, a queue that fills and drops advice before it slows a write.
-const NICE: i32 = 10;
-
-/// What a write that took a file from `before` to `after` bytes should advise: the byte range
-/// whose writeback to start (the windows this write completed) and the range to evict
-/// (windows whose writeback started at an earlier boundary). `None` while no boundary passed.
+/// What a file written to `after` bytes, whose writeback was asked for up to `before`,
+/// should advise: the byte range whose writeback to start (the windows completed since) and
+/// the range to evict (windows whose writeback started at an earlier boundary). `None`
+/// while no boundary passed.
 pub(super) fn ranges(before: u64, after: u64) -> Option<(Range<u64>, Range<u64>)> {
     let (from, to) = (before / WINDOW, after / WINDOW);
     if to <= from {
@@ -59,23 +57,32 @@ pub(super) fn ranges(before: u64, after: u64) -> Option<(Range<u64>, Range<u64>)
     Some((write_back, evict))
 }
 
-/// After a write took `file` from `before` to `after` bytes: queues [`ranges`]' advice.
-pub(super) fn advance(file: &File, before: u64, after: u64) {
-    if let Some((write_back, evict)) = ranges(before, after) {
-        if let Ok(dup) = file.try_clone() {
+/// After a write took `file` to `after` bytes: queues [`ranges`]' advice from `advised`, the
+/// end of the last writeback asked for, which moves on only when the request was queued (so
+/// the next request covers what a full queue dropped).
+pub(super) fn advance(file: &File, advised: &mut u64, after: u64) {
+    if let Some((write_back, evict)) = ranges(*advised, after) {
+        let end = write_back.end;
+        let queued = file.try_clone().is_ok_and(|dup| {
             submit(Request::Window {
                 file: dup,
                 write_back,
                 evict,
-            });
+            })
+        });
+        if queued {
+            *advised = end;
         }
     }
 }
 
 /// A file closed for good (rotated): queues the writeback of its rest and the eviction of
-/// what is clean; the queue closes it.
+/// what is clean, then, [`AGAIN`] later, the eviction of what was written back meanwhile;
+/// the `tracerd-behind` thread closes it after that.
 pub(super) fn release(file: File) {
-    submit(Request::Rest(file));
+    // Dropped (and the file closed) when the queue is full: its pages stay cached, as
+    // without drop-behind.
+    let _ = submit(Request::Rest(file));
 }
 
 enum Request {
@@ -85,13 +92,15 @@ enum Request {
         evict: Range<u64>,
     },
     Rest(File),
-    /// Answered once every request before it was made (the tests wait for the advice).
+    /// Answered once every request before it was made and every held file's second pass
+    /// (the tests wait for the advice).
     #[cfg(test)]
     Flush(SyncSender<()>),
 }
 
 impl Request {
-    fn run(self) {
+    /// Makes the request's calls; a rotated file comes back for its second pass.
+    fn run(self, closing: &mut Closing) {
         match self {
             Request::Window {
                 file,
@@ -101,24 +110,82 @@ impl Request {
                 advise(&file, write_back);
                 advise(&file, evict);
             }
-            // A length of 0 means "to the end of the file".
             Request::Rest(file) => {
-                let _ = fadvise(&file, 0, None, Advice::DontNeed);
+                advise_rest(&file);
+                closing.hold(file);
             }
             #[cfg(test)]
             Request::Flush(done) => {
+                closing.finish_due(None);
                 let _ = done.send(());
             }
         }
     }
 }
 
-/// Queues `request` for the `tracerd-behind` thread; drops it when the queue is full or the
-/// thread could not be started.
-fn submit(request: Request) {
-    if let Some(tx) = queue() {
-        let _ = tx.try_send(request);
+/// Rotated files between their two passes: the first starts the writeback of the window
+/// still dirty and evicts the rest, the second, [`AGAIN`] later, evicts that window once
+/// it is written back; then the file is closed. At most [`QUEUE`] are held (one more
+/// descriptor each): the oldest is finished early to make room.
+#[derive(Default)]
+struct Closing(VecDeque<(Instant, File)>);
+
+/// The pause between a rotated file's two passes: its last window (up to 1 MiB) is written
+/// back well within it, and at 8 nodes × 250,000 objects/s a dozen files are held meanwhile.
+const AGAIN: Duration = Duration::from_millis(250);
+
+impl Closing {
+    fn hold(&mut self, file: File) {
+        if self.0.len() >= QUEUE {
+            if let Some((_, oldest)) = self.0.pop_front() {
+                advise_rest(&oldest);
+            }
+        }
+        self.0.push_back((Instant::now() + AGAIN, file));
     }
+
+    /// Gives every file whose pause ended by `now` (every file, for `None`) its second pass
+    /// and closes it.
+    fn finish_due(&mut self, now: Option<Instant>) {
+        while let Some((due, _)) = self.0.front() {
+            if now.is_some_and(|now| *due > now) {
+                break;
+            }
+            if let Some((_, file)) = self.0.pop_front() {
+                advise_rest(&file);
+            }
+        }
+    }
+
+    /// How long the thread may wait for the next request: until the oldest pause ends.
+    fn wait(&self) -> Option<Duration> {
+        let (due, _) = self.0.front()?;
+        Some(due.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The `tracerd-behind` thread: makes each request's calls, and rotated files' second passes
+/// when they are due, until every sender is gone.
+fn serve(rx: Receiver<Request>) {
+    let mut closing = Closing::default();
+    loop {
+        let next = match closing.wait() {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => rx.recv_timeout(wait),
+        };
+        match next {
+            Ok(request) => request.run(&mut closing),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        closing.finish_due(Some(Instant::now()));
+    }
+}
+
+/// Queues `request` for the `tracerd-behind` thread: `false` (the request dropped) when the
+/// queue is full or the thread could not be started.
+fn submit(request: Request) -> bool {
+    queue().is_some_and(|tx| tx.try_send(request).is_ok())
 }
 
 /// The `tracerd-behind` thread's queue, the thread started by the first call.
@@ -128,16 +195,19 @@ fn queue() -> Option<&'static SyncSender<Request>> {
         let (tx, rx) = sync_channel::<Request>(QUEUE);
         std::thread::Builder::new()
             .name("tracerd-behind".into())
-            .spawn(move || {
-                // Below the writer threads and the runtime: advice can wait, acks cannot.
-                // Linux's nice is per thread (setpriority on the thread's id).
-                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
-                rx.into_iter().for_each(Request::run)
-            })
+            // At the writer threads' priority: at nice 10 it fell behind at full load (the
+            // queue full, whole files left cached; BENCHMARKS.md, twelfth session).
+            .spawn(move || serve(rx))
             .ok()
             .map(|_| tx)
     })
     .as_ref()
+}
+
+/// Starts the writeback of `file`'s dirty pages, evicts its clean ones.
+fn advise_rest(file: &File) {
+    // A length of `None` means "to the end of the file".
+    let _ = fadvise(file, 0, None, Advice::DontNeed);
 }
 
 fn advise(file: &File, range: Range<u64>) {
@@ -210,12 +280,12 @@ mod tests {
         let mut file = File::create(&path).unwrap();
         let mut line = [b'x'; 1024];
         line[1023] = b'\n';
-        let mut len = 0;
+        let (mut len, mut advised) = (0, 0);
         for _ in 0..8 {
             for _ in 0..W / 1024 {
                 file.write_all(&line).unwrap();
-                advance(&file, len, len + 1024);
                 len += 1024;
+                advance(&file, &mut advised, len);
             }
             // Clean by the next boundary, so each eviction finds its window written back
             // (a busy disk may still be writing a window then; it is evicted a window later).
@@ -229,6 +299,36 @@ mod tests {
         let read = std::fs::read(&path).unwrap();
         assert_eq!(read.len() as u64, 8 * W);
         assert!(read.chunks(1024).all(|l| l == line));
+    }
+
+    #[test]
+    fn a_rotated_file_leaves_the_cache_once_written_back_and_is_then_closed() {
+        use std::io::Write;
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let path = dir.path().join("f.json");
+        let mut file = File::create(&path).unwrap();
+        file.write_all(&vec![b'x'; 3 * W as usize]).unwrap();
+        release(file.try_clone().unwrap());
+        // Written back before the second pass, which `flush` makes at once.
+        file.sync_data().unwrap();
+        drop(file);
+        flush();
+        let cached = cached_bytes(&path);
+        assert!(
+            cached < W / 4,
+            "{cached} bytes of a rotated file still cached"
+        );
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|target| target.starts_with(dir.path()))
+            .count();
+        assert_eq!(
+            open, 0,
+            "the rotated file is still open after its second pass"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * W);
     }
 
     #[test]

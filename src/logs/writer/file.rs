@@ -26,6 +26,9 @@ pub(super) struct OpenFile {
     pub(super) key: FileKey,
     /// Bytes of whole lines in the file; after a failed write the file is cut back to this.
     pub(super) len: u64,
+    /// Bytes whose writeback drop-behind has asked for ([`super::behind::advance`]): the
+    /// next request starts here, so a request the full queue dropped is covered by the next.
+    pub(super) advised: u64,
     /// Lines of the pending render already written to this file.
     pub(super) done: usize,
     /// A new file was started since the last checkpoint (which names the old one).
@@ -42,8 +45,10 @@ pub(super) fn write_chunk(
     if bytes.is_empty() {
         return Ok(());
     }
+    f.reopen(now)?;
+    // After `reopen`, which starts a fresh file when the old one was deleted.
     let len = f.len;
-    let file = f.reopen(now)?;
+    let file = f.file.as_mut().ok_or(WriteError::Closed)?;
     if let Err(source) = file.write_all(bytes) {
         // A short write may have left part of a line: remove it, so the file stays whole
         // lines and a retry appends after a newline. If even that fails, the next
@@ -54,7 +59,7 @@ pub(super) fn write_chunk(
             source,
         });
     }
-    behind::advance(file, len, len + bytes.len() as u64);
+    behind::advance(file, &mut f.advised, len + bytes.len() as u64);
     f.len += bytes.len() as u64;
     f.done += lines;
     f.dirty = true;
@@ -72,6 +77,7 @@ pub(super) fn rotate(f: &mut OpenFile, now: i64) -> Result<(), WriteError> {
     f.id = id;
     f.key = key;
     f.len = 0;
+    f.advised = 0;
     f.dirty = false;
     f.rotated = true;
     Ok(())
